@@ -1,0 +1,92 @@
+// Package wiretest checks what the gateway emits against the OpenAI OpenAPI spec kept in
+// testdata/spec at the repository root. Only tests import it.
+package wiretest
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+)
+
+const specURL = "file:///openai-openapi.json"
+
+var (
+	compileOnce sync.Once
+	compiler    *jsonschema.Compiler
+	compileErr  error
+	mu          sync.Mutex
+	schemas     = map[string]*jsonschema.Schema{}
+)
+
+// RepoRoot returns the repository root (the directory holding go.mod) above the working directory.
+func RepoRoot(t testing.TB) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("no go.mod above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// Schema returns the compiled schema #/components/schemas/<name> of the OpenAI spec, in Draft 2020 mode.
+func Schema(t testing.TB, name string) *jsonschema.Schema {
+	t.Helper()
+	compileOnce.Do(func() {
+		raw, err := os.ReadFile(filepath.Join(RepoRoot(t), "testdata", "spec", "openai-openapi.json"))
+		if err != nil {
+			compileErr = err
+			return
+		}
+		doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
+		if err != nil {
+			compileErr = err
+			return
+		}
+		c := jsonschema.NewCompiler()
+		c.DefaultDraft(jsonschema.Draft2020)
+		if err := c.AddResource(specURL, doc); err != nil {
+			compileErr = err
+			return
+		}
+		compiler = c
+	})
+	if compileErr != nil {
+		t.Fatalf("loading the OpenAI spec: %v", compileErr)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if s, ok := schemas[name]; ok {
+		return s
+	}
+	s, err := compiler.Compile(specURL + "#/components/schemas/" + name)
+	if err != nil {
+		t.Fatalf("compiling schema %s: %v", name, err)
+	}
+	schemas[name] = s
+	return s
+}
+
+// Validate fails the test when body does not validate against the named schema.
+func Validate(t testing.TB, name string, body []byte) {
+	t.Helper()
+	v, err := jsonschema.UnmarshalJSON(bytes.NewReader(body))
+	if err != nil {
+		t.Fatalf("%s: body is not JSON: %v\n%s", name, err, body)
+	}
+	if err := Schema(t, name).Validate(v); err != nil {
+		t.Fatalf("%s: body does not validate: %v\n%s", name, err, body)
+	}
+}
