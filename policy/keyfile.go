@@ -1,0 +1,48 @@
+package policy
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"os"
+)
+
+// maxKeysFileSize bounds how much of a keys file is read.
+const maxKeysFileSize = 64 << 20
+
+// KeyFile tracks a keys file on disk so that a poller can re-read it only when its content
+// changes (by content hash, so atomic renames, editors and clock skew are all handled).
+type KeyFile struct {
+	// Path is the file's path.
+	Path string
+	sum  [sha256.Size]byte
+	seen bool
+}
+
+// Load reads and parses the file. changed is false (and keys nil) when the content is the same as
+// at the last successful load. A read or parse error leaves the last good state untouched, so the
+// caller keeps serving the last good key set.
+func (f *KeyFile) Load() (keys []*Key, changed bool, err error) {
+	file, err := os.Open(f.Path)
+	if err != nil {
+		return nil, false, fmt.Errorf("reading keys file: %w", err)
+	}
+	defer file.Close()
+	data, err := io.ReadAll(io.LimitReader(file, maxKeysFileSize+1))
+	if err != nil {
+		return nil, false, fmt.Errorf("reading keys file: %w", err)
+	}
+	if len(data) > maxKeysFileSize {
+		return nil, false, fmt.Errorf("reading keys file: larger than %d bytes", maxKeysFileSize)
+	}
+	sum := sha256.Sum256(data)
+	if f.seen && sum == f.sum {
+		return nil, false, nil
+	}
+	keys, err = ParseKeysFile(data)
+	if err != nil {
+		return nil, false, err
+	}
+	f.sum, f.seen = sum, true
+	return keys, true, nil
+}
