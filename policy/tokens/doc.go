@@ -1,0 +1,91 @@
+// Package tokens counts the prompt tokens of OpenAI and Anthropic request
+// bodies, so the gateway can enforce a model's context window (prompt plus
+// requested output must fit) and reserve rate-limit tokens before a request
+// goes upstream.
+//
+// # Counters
+//
+// A [Counter] counts the tokens of one plain text. [New] builds one from a
+// spec: "estimate" (a fast upper bound, see [Estimate]), "cl100k_base" and
+// "o200k_base" (OpenAI's byte-level BPE vocabularies, exact, via
+// github.com/tiktoken-go/tokenizer), or "hf <path>" (a Hugging Face
+// tokenizer.json with a BPE model, see the hf section below).
+//
+// # The chat formula
+//
+// Chat bodies are not plain text: the model sees them through a chat template
+// that adds a few tokens per message. The package uses one fixed formula,
+// shared with the gateway's load simulator, and it must stay exactly as
+// written here:
+//
+//   - OpenAI chat ([ChatCounter.CountChat]): for each message,
+//     3 + count(role) + count(content text) + (count(name) + 1 if "name" is
+//     set), then +3 for the reply primer. The content text is the content
+//     string, or the concatenation of the "text" of every {"type":"text"}
+//     part of a content-part array, counted as one text. Each image part
+//     ({"type":"image_url"} or {"type":"input_image"}) adds a fixed
+//     [ImageTokens] (85, OpenAI's cost of a low-detail image tile). Other part
+//     types (audio, file) add nothing. For each entry of an assistant
+//     message's "tool_calls", count(function.name) + count(function.arguments)
+//     is added; the legacy "function_call" object counts the same way. The
+//     tool definitions ("tools", and the legacy "functions") count as
+//     count(raw JSON text of the array, exactly as it appears in the body).
+//   - Anthropic messages ([ChatCounter.CountAnthropic]): the same per-message
+//     formula and reply primer over "messages", with content either a string
+//     or an array of blocks: the "text" of all text blocks, concatenated, is
+//     the content text; each tool_use block adds count(raw JSON of "input");
+//     each tool_result block adds count(its content text) where the content
+//     is a string or an array of blocks handled like the message content
+//     (text concatenated, images [ImageTokens]); each image block adds
+//     [ImageTokens]. When "system" is given (a string, or an array of text
+//     blocks concatenated) count(system) + 3 is added. "tools" counts as the
+//     raw JSON text of the array, as for OpenAI.
+//   - Completions ([ChatCounter.CountCompletion]): count(prompt), summed over
+//     the entries of an array of strings; a token array (array of integers)
+//     counts its length, an array of token arrays the sum of their lengths.
+//   - Embeddings ([ChatCounter.CountEmbedding]): the same shapes, over "input".
+//
+// An image is recognised by the raw JSON of its "type" value ("image_url",
+// "input_image" or "image" written without escapes), which is what lets
+// [UpperBound] bound the image allowance with a byte search.
+//
+// Tolerance: for OpenAI's gpt-3.5/gpt-4/gpt-4o family, the formula is the one
+// OpenAI's cookbook gives for its ChatML template (3 tokens of framing per
+// message, 1 for a name, 3 for the reply primer) and matches the API's
+// usage.prompt_tokens exactly for plain text messages. Tool definitions are
+// rendered by OpenAI into a TypeScript-like namespace, not raw JSON; the raw
+// JSON count is within about ±20% of that rendering (usually above, since
+// JSON repeats quotes and keys). Images are priced by OpenAI per 512px tile
+// (85 base + 170 per tile at high detail), so a high-detail image is
+// under-counted. For open models behind a Jinja chat template (Llama 3:
+// 4 framing tokens per message plus a 1-token begin-of-text; Qwen/ChatML: 5
+// per message) the formula is within 2 tokens per message of the template
+// render, and Anthropic's own count (not public) differs by its hidden system
+// framing. The formula is for admission and rate limiting; the upstream's
+// usage report is the bill.
+//
+// # Upper bounds
+//
+// [Estimate] never returns less than the exact count of cl100k_base,
+// o200k_base or an hf counter for the same text, and [UpperBound] never
+// returns less than any ChatCounter's count of a body, so a request whose
+// UpperBound plus max output fits the window can skip exact counting. The
+// arguments are in estimate.go and bound.go, and fuzz targets check them.
+//
+// # Hugging Face tokenizers
+//
+// "hf <path>" loads a tokenizer.json whose model is BPE (Llama 3, Qwen 2,
+// Mistral, Llama 2 ...) and counts with its own vocabulary and merges, in
+// pure Go. Supported: normalizers NFC, Prepend, Replace (string patterns)
+// and Sequence; pre-tokenizers Split (regex or string, all behaviours),
+// ByteLevel (with or without its GPT-2 regex, add_prefix_space), Metaspace
+// (prepend_scheme always/first/never, split), Digits, Whitespace,
+// WhitespaceSplit and Sequence; BPE options byte_fallback, unk_token,
+// fuse_unk and ignore_merges; added tokens (matched literally, each counting
+// one token). Split regexes are compiled with github.com/dlclark/regexp2,
+// the backtracking engine tiktoken-go already uses, because Go's RE2 regexp
+// has no look-ahead and every Llama/Qwen/GPT pattern ends in \s+(?!\S).
+// Other component types are rejected when the file is loaded rather than
+// counted wrongly. Counts exclude the special tokens a post-processor would
+// add (BOS/EOS): the chat formula's framing accounts for those.
+package tokens
