@@ -1,0 +1,218 @@
+package ratelimit
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// flakyStore wraps a store and fails while down is set.
+type flakyStore struct {
+	Store
+	down  atomic.Bool
+	calls atomic.Int64
+}
+
+var errDown = errors.New("connection refused")
+
+func (f *flakyStore) Reserve(ctx context.Context, req Request) (Decision, error) {
+	f.calls.Add(1)
+	if f.down.Load() {
+		return Decision{}, errDown
+	}
+	return f.Store.Reserve(ctx, req)
+}
+
+func (f *flakyStore) Peek(ctx context.Context, scopes []Scope) (Decision, error) {
+	f.calls.Add(1)
+	if f.down.Load() {
+		return Decision{}, errDown
+	}
+	return f.Store.Peek(ctx, scopes)
+}
+
+func (f *flakyStore) Settle(ctx context.Context, req Request, actual int64) error {
+	if f.down.Load() {
+		return errDown
+	}
+	return f.Store.Settle(ctx, req, actual)
+}
+
+func TestLimiterStoreErrors(t *testing.T) {
+	k := []Scope{scope("key:a", Limits{TPM: 100, MaxConcurrent: 5})}
+	ctx := context.Background()
+
+	t.Run("allow answers from the fallback and recovers", func(t *testing.T) {
+		clock := newClock()
+		primary := &flakyStore{Store: NewMemoryStore(MemoryOptions{Now: clock.Now})}
+		var hooked atomic.Int64
+		l := NewLimiter(primary, Options{
+			Fallback:  NewMemoryStore(MemoryOptions{Now: clock.Now}),
+			ErrorHook: func(err error) {
+				if !errors.Is(err, errDown) {
+					t.Errorf("hook got %v", err)
+				}
+				hooked.Add(1)
+			},
+		})
+		mustAllow(t, l, k, tokens(10))
+		primary.down.Store(true)
+		r, d := mustAllow(t, l, k, tokens(90))
+		if !d.Fallback || d.Tokens.Remaining != 10 || hooked.Load() != 1 {
+			t.Fatalf("fallback decision = %+v, hook calls %d", d, hooked.Load())
+		}
+		if n := available(t, l, k...); n != 10 {
+			t.Fatalf("fallback available = %d", n)
+		}
+		settle(t, r, 0) // settles on the fallback that granted it
+		primary.down.Store(false)
+		_, d = mustAllow(t, l, k, tokens(90))
+		if d.Fallback || d.Tokens.Remaining != 0 {
+			t.Fatalf("after recovery = %+v, want the primary with 0 left", d)
+		}
+		want := Stats{StoreErrors: 2, FallbackDecisions: 2}
+		if st := l.Stats(); st != want {
+			t.Fatalf("stats = %+v, want %+v", st, want)
+		}
+	})
+
+	t.Run("deny returns the store error", func(t *testing.T) {
+		primary := &flakyStore{Store: NewMemoryStore(MemoryOptions{})}
+		primary.down.Store(true)
+		l := NewLimiter(primary, Options{OnStoreError: OnStoreErrorDeny, Fallback: NewMemoryStore(MemoryOptions{})})
+		r, d, err := l.Reserve(ctx, k, tokens(1))
+		if !errors.Is(err, ErrStoreUnavailable) || !errors.Is(err, errDown) || r != nil || d.Allowed {
+			t.Fatalf("Reserve = %v, %+v, %v", r, d, err)
+		}
+		if st := l.Stats(); st.Denied != 1 || st.StoreErrors != 1 {
+			t.Fatalf("stats = %+v", st)
+		}
+	})
+
+	t.Run("allow without fallback fails open", func(t *testing.T) {
+		primary := &flakyStore{Store: NewMemoryStore(MemoryOptions{})}
+		primary.down.Store(true)
+		l := NewLimiter(primary, Options{})
+		r, d := mustAllow(t, l, k, tokens(1000))
+		if !d.Fallback || l.Stats().FailOpen != 1 {
+			t.Fatalf("decision = %+v, stats %+v", d, l.Stats())
+		}
+		settle(t, r, 5)
+		if n := available(t, l, k...); n != Unlimited {
+			t.Fatalf("available = %d", n)
+		}
+	})
+
+	t.Run("settle error goes to the hook", func(t *testing.T) {
+		primary := &flakyStore{Store: NewMemoryStore(MemoryOptions{})}
+		var hooked atomic.Int64
+		l := NewLimiter(primary, Options{ErrorHook: func(error) { hooked.Add(1) }})
+		r, _ := mustAllow(t, l, k, tokens(1))
+		primary.down.Store(true)
+		if err := r.Settle(ctx, 1); !errors.Is(err, errDown) {
+			t.Fatalf("Settle = %v", err)
+		}
+		if hooked.Load() != 1 || l.Stats().StoreErrors != 1 {
+			t.Fatalf("hook calls %d, stats %+v", hooked.Load(), l.Stats())
+		}
+		if err := r.Settle(ctx, 1); err != nil {
+			t.Fatalf("second Settle = %v", err)
+		}
+	})
+
+	t.Run("retry primary after a pause", func(t *testing.T) {
+		clock := newClock()
+		primary := &flakyStore{Store: NewMemoryStore(MemoryOptions{Now: clock.Now})}
+		l := NewLimiter(primary, Options{
+			Fallback:          NewMemoryStore(MemoryOptions{Now: clock.Now}),
+			RetryPrimaryAfter: time.Second,
+			Now:               clock.Now,
+		})
+		primary.down.Store(true)
+		mustAllow(t, l, k, tokens(1))
+		mustAllow(t, l, k, tokens(1))
+		if n := primary.calls.Load(); n != 1 {
+			t.Fatalf("primary called %d times during the pause, want 1", n)
+		}
+		primary.down.Store(false)
+		clock.Advance(time.Second)
+		if _, d := mustAllow(t, l, k, tokens(1)); d.Fallback {
+			t.Fatal("primary not retried after the pause")
+		}
+	})
+}
+
+func TestLimiterInvalidRequests(t *testing.T) {
+	l := NewLimiter(NewMemoryStore(MemoryOptions{}), Options{})
+	ok := Limits{TPM: 10}
+	tests := []struct {
+		name   string
+		scopes []Scope
+		cost   Cost
+		want   string
+	}{
+		{"negative tokens", []Scope{scope("a", ok)}, Cost{Requests: 1, Tokens: -1}, "negative cost"},
+		{"negative requests", []Scope{scope("a", ok)}, Cost{Requests: -1}, "negative cost"},
+		{"empty id", []Scope{scope("", ok)}, tokens(1), "empty scope id"},
+		{"duplicate id", []Scope{scope("a", ok), scope("b", ok), scope("a", ok)}, tokens(1), `duplicate scope id "a"`},
+		{"negative limit", []Scope{scope("a", Limits{RPM: -1})}, tokens(1), "out of range"},
+		{"limit too large", []Scope{scope("a", Limits{TPD: MaxLimit + 1})}, tokens(1), "out of range"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r, d, err := l.Reserve(context.Background(), tc.scopes, tc.cost)
+			if !errors.Is(err, ErrInvalidRequest) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want ErrInvalidRequest with %q", err, tc.want)
+			}
+			if r != nil || d.Allowed {
+				t.Fatalf("invalid request allowed: %+v", d)
+			}
+		})
+	}
+	if _, err := l.Available(context.Background(), []Scope{scope("", ok)}); !errors.Is(err, ErrInvalidRequest) {
+		t.Fatalf("Available with empty id: %v", err)
+	}
+}
+
+func TestOptionsValidate(t *testing.T) {
+	tests := []struct {
+		opts Options
+		ok   bool
+	}{
+		{Options{}, true},
+		{Options{OnStoreError: "allow"}, true},
+		{Options{OnStoreError: "deny"}, true},
+		{Options{OnStoreError: "maybe"}, false},
+		{Options{RetryPrimaryAfter: -time.Second}, false},
+	}
+	for _, tc := range tests {
+		if err := tc.opts.Validate(); (err == nil) != tc.ok {
+			t.Errorf("Validate(%+v) = %v", tc.opts, err)
+		}
+	}
+}
+
+func TestNilReservation(t *testing.T) {
+	var r *Reservation
+	if r.Tokens() != 0 || r.Settle(context.Background(), 1) != nil || r.Release(context.Background()) != nil {
+		t.Fatal("nil reservation is not a no-op")
+	}
+}
+
+func TestSettleIgnoresCancellation(t *testing.T) {
+	l := NewLimiter(NewMemoryStore(MemoryOptions{}), Options{})
+	k := []Scope{scope("key:a", Limits{TPM: 100, MaxConcurrent: 1})}
+	r, _ := mustAllow(t, l, k, tokens(100))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := r.Settle(ctx, 30); err != nil {
+		t.Fatal(err)
+	}
+	if n := available(t, l, k...); n != 70 {
+		t.Fatalf("available = %d, want 70", n)
+	}
+	mustAllow(t, l, k, tokens(1))
+}
