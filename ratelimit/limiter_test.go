@@ -50,7 +50,7 @@ func TestLimiterStoreErrors(t *testing.T) {
 		primary := &flakyStore{Store: NewMemoryStore(MemoryOptions{Now: clock.Now})}
 		var hooked atomic.Int64
 		l := NewLimiter(primary, Options{
-			Fallback:  NewMemoryStore(MemoryOptions{Now: clock.Now}),
+			Fallback: NewMemoryStore(MemoryOptions{Now: clock.Now}),
 			ErrorHook: func(err error) {
 				if !errors.Is(err, errDown) {
 					t.Errorf("hook got %v", err)
