@@ -16,12 +16,13 @@ type KeyFile struct {
 	// Path is the file's path.
 	Path string
 	sum  [sha256.Size]byte
+	bad  [sha256.Size]byte
 	seen bool
 }
 
 // Load reads and parses the file. changed is false (and keys nil) when the content is the same as
 // at the last successful load. A read or parse error leaves the last good state untouched, so the
-// caller keeps serving the last good key set.
+// caller keeps serving the last good key set; the same broken content is reported only once.
 func (f *KeyFile) Load() (keys []*Key, changed bool, err error) {
 	file, err := os.Open(f.Path)
 	if err != nil {
@@ -39,8 +40,12 @@ func (f *KeyFile) Load() (keys []*Key, changed bool, err error) {
 	if f.seen && sum == f.sum {
 		return nil, false, nil
 	}
+	if sum == f.bad {
+		return nil, false, nil
+	}
 	keys, err = ParseKeysFile(data)
 	if err != nil {
+		f.bad = sum
 		return nil, false, err
 	}
 	f.sum, f.seen = sum, true

@@ -160,6 +160,9 @@ func TestKeyFileReloadsOnlyOnChange(t *testing.T) {
 	if _, changed, err = kf.Load(); err == nil || changed {
 		t.Fatal("garbage accepted")
 	}
+	if _, changed, err = kf.Load(); err != nil || changed {
+		t.Fatalf("the same broken content is reported again: %v", err)
+	}
 	write(doc("a"))
 	if _, changed, err = kf.Load(); err != nil || changed {
 		t.Fatalf("restoring the last good content is not a change: %v %v", changed, err)

@@ -1,0 +1,50 @@
+# The two commands of the quick start are `make run` and `make test`.
+SHELL := /bin/bash
+GO ?= go
+CADDY := ./caddy
+GO_SOURCES := $(shell find . -name '*.go' -not -path './cmd/warm/*') go.mod go.sum
+
+.PHONY: build run test test-unit test-binary fuzz vet clean
+
+## build: the custom Caddy with the gateway's modules, built by the pinned xcaddy (writes ./caddy)
+build: $(CADDY)
+
+$(CADDY): $(GO_SOURCES) xcaddy/build.sh
+	xcaddy/build.sh $(CADDY)
+
+## run: serve the demo (gateway on :8080 in front of the simulator on :8081)
+run: build
+	$(CADDY) run --config Caddyfile --adapter caddyfile
+
+## test: everything: vet, unit, integration (real Caddy, real Redis, official SDKs), fuzz seeds, the built binary
+test: vet test-unit test-binary
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
+
+test-unit:
+	$(GO) test -count=1 -timeout 15m ./...
+
+## test-binary: the xcaddy-built binary lists our modules and validates every Caddyfile
+test-binary: build
+	$(CADDY) list-modules | grep -q '^http.handlers.ai_gateway$$'
+	$(CADDY) list-modules | grep -q '^http.reverse_proxy.upstreams.ai_gateway$$'
+	$(CADDY) list-modules | grep -q '^http.handlers.ai_simulator$$'
+	@for f in Caddyfile examples/*.Caddyfile; do \
+		$(CADDY) validate --config $$f --adapter caddyfile >/dev/null 2>&1 || { echo "invalid: $$f"; $(CADDY) validate --config $$f --adapter caddyfile; exit 1; }; \
+		echo "valid: $$f"; \
+	done
+	CADDY_BINARY=$(abspath $(CADDY)) $(GO) test -count=1 -run 'TestBinary' ./caddymodule/
+
+## fuzz: run every fuzz target for FUZZTIME each (default 30s)
+FUZZTIME ?= 30s
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+		for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+			echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+		done; \
+	done
+
+clean:
+	rm -f $(CADDY)

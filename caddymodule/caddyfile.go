@@ -1,0 +1,297 @@
+package caddymodule
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/dustin/go-humanize"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("ai_gateway", parseGatewayCaddyfile)
+	httpcaddyfile.RegisterDirectiveOrder("ai_gateway", httpcaddyfile.Before, "reverse_proxy")
+}
+
+func parseGatewayCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	g := new(Gateway)
+	if err := g.UnmarshalCaddyfile(h.Dispenser); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// UnmarshalCaddyfile sets up the gateway from Caddyfile tokens. Syntax:
+//
+//	ai_gateway {
+//	    key <secret> {
+//	        id <id>
+//	        models <pattern>...
+//	        disabled
+//	        expires_at <RFC 3339 time>
+//	        label <name> <value>
+//	    }
+//	    keys_file <path>
+//	    keys_file_interval <duration>
+//	    model <name> {
+//	        alias <name>...
+//	        context_window <tokens>
+//	        max_output_tokens <tokens>
+//	        upstream <address>...
+//	        upstream_key <secret>
+//	        upstream_name <name>
+//	    }
+//	    max_body <size>
+//	    anthropic_versions <version>...
+//	}
+//
+// <secret> is sha256:<hex>, a placeholder such as {env.KEY}, or a literal (warned about).
+func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	seen := map[string]bool{}
+	once := func(name string) error {
+		if seen[name] {
+			return d.Errf("%s: specified more than once", name)
+		}
+		seen[name] = true
+		return nil
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch name := d.Val(); name {
+		case "key":
+			k, err := parseKeyBlock(d)
+			if err != nil {
+				return err
+			}
+			g.Keys = append(g.Keys, k)
+		case "keys_file":
+			if err := once(name); err != nil {
+				return err
+			}
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			g.KeysFile = d.Val()
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+		case "keys_file_interval":
+			if err := once(name); err != nil {
+				return err
+			}
+			dur, err := durationArg(d)
+			if err != nil {
+				return err
+			}
+			g.KeysFileInterval = dur
+		case "model":
+			m, err := parseModelBlock(d)
+			if err != nil {
+				return err
+			}
+			g.Models = append(g.Models, m)
+		case "max_body":
+			if err := once(name); err != nil {
+				return err
+			}
+			n, err := sizeArg(d)
+			if err != nil {
+				return err
+			}
+			g.MaxBody = n
+		case "anthropic_versions":
+			if err := once(name); err != nil {
+				return err
+			}
+			g.AnthropicVersions = d.RemainingArgs()
+			if len(g.AnthropicVersions) == 0 {
+				return d.ArgErr()
+			}
+		default:
+			return d.Errf("unrecognized ai_gateway subdirective %q", name)
+		}
+	}
+	return nil
+}
+
+func parseKeyBlock(d *caddyfile.Dispenser) (KeyConfig, error) {
+	var k KeyConfig
+	if !d.NextArg() {
+		return k, d.Err("key: expected a secret (sha256:<hex>, {env.VAR} or a literal)")
+	}
+	k.Secret = d.Val()
+	if d.NextArg() {
+		return k, d.ArgErr()
+	}
+	seen := map[string]bool{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		name := d.Val()
+		if seen[name] && name != "label" {
+			return k, d.Errf("key: %s specified more than once", name)
+		}
+		seen[name] = true
+		switch name {
+		case "id":
+			if !d.NextArg() {
+				return k, d.ArgErr()
+			}
+			k.ID = d.Val()
+			if d.NextArg() {
+				return k, d.ArgErr()
+			}
+		case "models":
+			k.Models = d.RemainingArgs()
+			if len(k.Models) == 0 {
+				return k, d.ArgErr()
+			}
+		case "disabled":
+			if d.NextArg() {
+				return k, d.ArgErr()
+			}
+			k.Disabled = true
+		case "expires_at":
+			if !d.NextArg() {
+				return k, d.ArgErr()
+			}
+			if _, err := time.Parse(time.RFC3339, d.Val()); err != nil {
+				return k, d.Errf("key: expires_at %q is not an RFC 3339 time", d.Val())
+			}
+			k.ExpiresAt = d.Val()
+			if d.NextArg() {
+				return k, d.ArgErr()
+			}
+		case "label":
+			args := d.RemainingArgs()
+			if len(args) != 2 {
+				return k, d.ArgErr()
+			}
+			if k.Labels == nil {
+				k.Labels = map[string]string{}
+			}
+			k.Labels[args[0]] = args[1]
+		default:
+			return k, d.Errf("unrecognized key subdirective %q", name)
+		}
+	}
+	if k.ID == "" {
+		return k, d.Err("key: id is required")
+	}
+	return k, nil
+}
+
+func parseModelBlock(d *caddyfile.Dispenser) (ModelConfig, error) {
+	var m ModelConfig
+	if !d.NextArg() {
+		return m, d.Err("model: expected a model name")
+	}
+	m.Name = d.Val()
+	if d.NextArg() {
+		return m, d.ArgErr()
+	}
+	seen := map[string]bool{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		name := d.Val()
+		if seen[name] {
+			return m, d.Errf("model %s: %s specified more than once", m.Name, name)
+		}
+		seen[name] = true
+		var err error
+		switch name {
+		case "alias":
+			m.Aliases = d.RemainingArgs()
+			if len(m.Aliases) == 0 {
+				return m, d.ArgErr()
+			}
+		case "context_window":
+			m.ContextWindow, err = intArg(d)
+		case "max_output_tokens":
+			m.MaxOutputTokens, err = intArg(d)
+		case "upstream":
+			m.Upstreams = d.RemainingArgs()
+			if len(m.Upstreams) == 0 {
+				return m, d.ArgErr()
+			}
+		case "upstream_key":
+			m.UpstreamKey, err = stringArg(d)
+		case "upstream_name":
+			m.UpstreamName, err = stringArg(d)
+		default:
+			return m, d.Errf("unrecognized model subdirective %q", name)
+		}
+		if err != nil {
+			return m, err
+		}
+	}
+	return m, nil
+}
+
+func stringArg(d *caddyfile.Dispenser) (string, error) {
+	if !d.NextArg() {
+		return "", d.ArgErr()
+	}
+	v := d.Val()
+	if d.NextArg() {
+		return "", d.ArgErr()
+	}
+	return v, nil
+}
+
+func intArg(d *caddyfile.Dispenser) (int, error) {
+	s, err := stringArg(d)
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 {
+		return 0, d.Errf("%s: %q is not a non-negative integer", d.Val(), s)
+	}
+	return n, nil
+}
+
+func durationArg(d *caddyfile.Dispenser) (caddy.Duration, error) {
+	s, err := stringArg(d)
+	if err != nil {
+		return 0, err
+	}
+	dur, err := caddy.ParseDuration(s)
+	if err != nil || dur < 0 {
+		return 0, d.Errf("%q is not a valid duration", s)
+	}
+	return caddy.Duration(dur), nil
+}
+
+func sizeArg(d *caddyfile.Dispenser) (int64, error) {
+	s, err := stringArg(d)
+	if err != nil {
+		return 0, err
+	}
+	n, err := humanize.ParseBytes(s)
+	if err != nil || n == 0 || n > 1<<40 {
+		return 0, d.Errf("%q is not a valid size", s)
+	}
+	return int64(n), nil
+}
+
+// UnmarshalCaddyfile sets up the dynamic upstreams source: `dynamic ai_gateway` takes no options.
+func (u *Upstreams) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next()
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	if d.NextBlock(0) {
+		return d.Errf("dynamic ai_gateway takes no options, got %q", d.Val())
+	}
+	return nil
+}
+
+// Interface guards
+var (
+	_ caddyfile.Unmarshaler = (*Gateway)(nil)
+	_ caddyfile.Unmarshaler = (*Upstreams)(nil)
+)

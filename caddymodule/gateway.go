@@ -1,0 +1,459 @@
+// Package caddymodule is the only package of the gateway that imports Caddy. It registers the
+// ai_gateway handler, the ai_gateway dynamic upstreams, and the ai_simulator handler, parses
+// their Caddyfile directives, and wires the pure packages (policy, ratelimit, internal/wire)
+// into one request pipeline that can be read top to bottom in Gateway.ServeHTTP.
+package caddymodule
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/tidwall/gjson"
+	"github.com/tidwall/sjson"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/caddyai/gateway/internal/wire"
+	"github.com/caddyai/gateway/policy"
+)
+
+func init() {
+	caddy.RegisterModule(Gateway{})
+}
+
+// Gateway is an HTTP handler that authenticates, validates and routes AI API requests (OpenAI-
+// and Anthropic-style) before they are proxied to model servers by reverse_proxy. Every refusal
+// is answered in the wire format of the client's API surface.
+type Gateway struct {
+	// Keys are API keys given inline.
+	Keys []KeyConfig `json:"keys,omitempty"`
+	// KeysFile is the path of a JSON keys file, re-read whenever its content changes on disk
+	// (no config reload needed). A broken file keeps the last good key set and logs an error.
+	KeysFile string `json:"keys_file,omitempty"`
+	// KeysFileInterval is how often the keys file is checked for changes. Default: 2s.
+	KeysFileInterval caddy.Duration `json:"keys_file_interval,omitempty"`
+	// Models are the models the gateway serves. A request for any other model gets 404
+	// model_not_found.
+	Models []ModelConfig `json:"models,omitempty"`
+	// MaxBody is the largest request body accepted, in bytes; larger ones get 413
+	// request_too_large without being read further. Default: 4 MiB.
+	MaxBody int64 `json:"max_body,omitempty"`
+	// AnthropicVersions are the anthropic-version header values accepted on /v1/messages.
+	// Default: 2023-06-01 and 2026-10-21.
+	AnthropicVersions []string `json:"anthropic_versions,omitempty"`
+
+	keys      *atomic.Pointer[policy.KeyTable]
+	inline    *policy.KeyTable
+	catalog   *policy.Catalog
+	routes    map[*policy.Model]*modelRoute
+	anthropic map[string]struct{}
+	created   int64
+	now       func() time.Time
+	logger    *zap.Logger
+	ctx       caddy.Context
+}
+
+// KeyConfig is one inline API key.
+type KeyConfig struct {
+	// Secret identifies the key: "sha256:<hex>" (preferred: the secret itself never appears in
+	// the config), a placeholder such as {env.GATEWAY_KEY} or {file./run/secrets/key} resolved
+	// once at load, or a literal secret (accepted with a warning).
+	Secret string `json:"secret"`
+	// ID names the key in logs, metrics and placeholders. Required, unique.
+	ID string `json:"id"`
+	// Models are the model names or aliases (path.Match patterns, e.g. "llama-*") the key may
+	// use. Empty allows every model.
+	Models []string `json:"models,omitempty"`
+	// Disabled refuses the key with 401 and a distinct message.
+	Disabled bool `json:"disabled,omitempty"`
+	// ExpiresAt (RFC 3339) refuses the key from that instant.
+	ExpiresAt string `json:"expires_at,omitempty"`
+	// Labels are free-form operator labels.
+	Labels map[string]string `json:"labels,omitempty"`
+}
+
+// ModelConfig is one model the gateway serves.
+type ModelConfig struct {
+	// Name is the model's canonical name: sent upstream and reported in responses. For a dated
+	// snapshot, its full snapshot name.
+	Name string `json:"name"`
+	// Aliases are other names clients may use for the model.
+	Aliases []string `json:"alias,omitempty"`
+	// ContextWindow is the model's context length in tokens. 0 = not checked.
+	ContextWindow int `json:"context_window,omitempty"`
+	// MaxOutputTokens caps the completion length in tokens. 0 = no cap.
+	MaxOutputTokens int `json:"max_output_tokens,omitempty"`
+	// Upstreams are the dial addresses (host:port, or http://host:port) of the model servers
+	// that serve the model. reverse_proxy receives them through `dynamic ai_gateway`. With none,
+	// reverse_proxy uses its own static upstreams.
+	Upstreams []string `json:"upstream,omitempty"`
+	// UpstreamKey is the credential sent upstream as "Authorization: Bearer <key>"; may be a
+	// placeholder such as {env.VLLM_API_KEY}, resolved once at load.
+	UpstreamKey string `json:"upstream_key,omitempty"`
+	// UpstreamName is the name the model server knows the model by (vLLM's
+	// --served-model-name), when it differs from Name.
+	UpstreamName string `json:"upstream_name,omitempty"`
+}
+
+// CaddyModule returns the Caddy module information.
+func (Gateway) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.ai_gateway",
+		New: func() caddy.Module { return new(Gateway) },
+	}
+}
+
+const defaultMaxBody = 4 << 20
+
+var defaultAnthropicVersions = []string{"2023-06-01", "2026-10-21"}
+
+// Provision sets defaults and compiles the configuration: key hashes, the model catalogue and
+// routes. It does no network I/O.
+func (g *Gateway) Provision(ctx caddy.Context) error {
+	g.ctx = ctx
+	g.logger = ctx.Logger()
+	g.keys = new(atomic.Pointer[policy.KeyTable])
+	if g.now == nil {
+		g.now = time.Now
+	}
+	g.created = g.now().Unix()
+	if g.MaxBody == 0 {
+		g.MaxBody = defaultMaxBody
+	}
+	if g.KeysFileInterval == 0 {
+		g.KeysFileInterval = caddy.Duration(2 * time.Second)
+	}
+	if len(g.AnthropicVersions) == 0 {
+		g.AnthropicVersions = defaultAnthropicVersions
+	}
+	g.anthropic = make(map[string]struct{}, len(g.AnthropicVersions))
+	for _, v := range g.AnthropicVersions {
+		g.anthropic[v] = struct{}{}
+	}
+	repl := caddy.NewReplacer()
+
+	inline, err := g.provisionKeys(repl)
+	if err != nil {
+		return err
+	}
+	g.inline = inline
+	if err := g.provisionModels(repl); err != nil {
+		return err
+	}
+	table := inline
+	if g.KeysFile != "" {
+		kf := &policy.KeyFile{Path: g.KeysFile}
+		keys, _, err := kf.Load()
+		if err != nil {
+			return fmt.Errorf("loading keys file %s: %w", g.KeysFile, err)
+		}
+		if table, err = g.mergeFileKeys(keys); err != nil {
+			return err
+		}
+		go g.watchKeysFile(kf)
+	}
+	g.keys.Store(table)
+	return nil
+}
+
+func (g *Gateway) provisionKeys(repl *caddy.Replacer) (*policy.KeyTable, error) {
+	keys := make([]*policy.Key, 0, len(g.Keys))
+	for i, kc := range g.Keys {
+		if kc.ID == "" {
+			return nil, fmt.Errorf("key %d: id is required", i)
+		}
+		k := &policy.Key{ID: kc.ID, Models: kc.Models, Disabled: kc.Disabled, Labels: kc.Labels}
+		switch {
+		case strings.HasPrefix(kc.Secret, "sha256:"):
+			h, err := policy.ParseHash(kc.Secret)
+			if err != nil {
+				return nil, fmt.Errorf("key %q: %w", kc.ID, err)
+			}
+			k.Hash = h
+		case kc.Secret == "":
+			return nil, fmt.Errorf("key %q: secret is required", kc.ID)
+		default:
+			secret, err := repl.ReplaceOrErr(kc.Secret, true, true)
+			if err != nil {
+				return nil, fmt.Errorf("key %q: resolving secret: %w", kc.ID, err)
+			}
+			secret = strings.TrimSpace(secret)
+			if secret == "" {
+				return nil, fmt.Errorf("key %q: secret resolves to an empty value", kc.ID)
+			}
+			if secret == kc.Secret {
+				g.logger.Warn("API key given as a literal secret in the config; prefer sha256:<hex> or a placeholder",
+					zap.String("key_id", kc.ID))
+			}
+			k.Hash = policy.HashSecret(secret)
+		}
+		if kc.ExpiresAt != "" {
+			t, err := time.Parse(time.RFC3339, kc.ExpiresAt)
+			if err != nil {
+				return nil, fmt.Errorf("key %q: parsing expires_at: %w", kc.ID, err)
+			}
+			k.ExpiresAt = t
+		}
+		keys = append(keys, k)
+	}
+	table, err := policy.NewKeyTable(keys)
+	if err != nil {
+		return nil, err
+	}
+	return table, nil
+}
+
+func (g *Gateway) mergeFileKeys(keys []*policy.Key) (*policy.KeyTable, error) {
+	file, err := policy.NewKeyTable(keys)
+	if err != nil {
+		return nil, err
+	}
+	return g.inline.Merge(file)
+}
+
+func (g *Gateway) provisionModels(repl *caddy.Replacer) error {
+	models := make([]*policy.Model, 0, len(g.Models))
+	routes := make(map[*policy.Model]*modelRoute, len(g.Models))
+	for _, mc := range g.Models {
+		m := &policy.Model{
+			Name:            mc.Name,
+			Aliases:         mc.Aliases,
+			ContextWindow:   mc.ContextWindow,
+			MaxOutputTokens: mc.MaxOutputTokens,
+			UpstreamName:    mc.UpstreamName,
+		}
+		route := &modelRoute{model: m}
+		for _, u := range mc.Upstreams {
+			dial, err := dialAddress(u)
+			if err != nil {
+				return fmt.Errorf("model %q: %w", mc.Name, err)
+			}
+			route.dials = append(route.dials, dial)
+		}
+		if mc.UpstreamKey != "" {
+			key, err := repl.ReplaceOrErr(mc.UpstreamKey, true, true)
+			if err != nil {
+				return fmt.Errorf("model %q: resolving upstream_key: %w", mc.Name, err)
+			}
+			if key = strings.TrimSpace(key); key == "" {
+				g.logger.Warn("upstream_key resolves to an empty value; no credential is sent upstream", zap.String("model", mc.Name))
+			} else {
+				route.authorization = "Bearer " + key
+			}
+		}
+		models = append(models, m)
+		routes[m] = route
+	}
+	catalog, err := policy.NewCatalog(models)
+	if err != nil {
+		return err
+	}
+	g.catalog, g.routes = catalog, routes
+	return nil
+}
+
+// Validate checks the configuration for mistakes that Provision does not catch.
+func (g *Gateway) Validate() error {
+	if g.MaxBody < 0 {
+		return errors.New("max_body must not be negative")
+	}
+	if len(g.Models) == 0 {
+		return errors.New("at least one model is required")
+	}
+	if g.keys.Load().Len() == 0 && g.KeysFile == "" {
+		return errors.New("no API keys: add a key or a keys_file")
+	}
+	return nil
+}
+
+// ServeHTTP runs one request through the gateway's pipeline. Each stage either fills the
+// request's exchange record or returns a *wire.Error, which is rendered once, at the end, in
+// the envelope of the request's API surface.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	ex := newExchange(r, g.now())
+	caddyhttp.SetVar(r.Context(), varExchange, ex)
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	ex.setPlaceholders(repl)
+
+	if werr := g.admit(ex, r); werr != nil {
+		return g.refuse(w, r, ex, repl, werr)
+	}
+	if ex.endpoint == wire.EndpointModels || ex.endpoint == wire.EndpointModel {
+		return g.serveModels(w, r, ex)
+	}
+
+	// hand-off: the request leaves for the model's upstream pool
+	if ex.route.authorization != "" {
+		r.Header["Authorization"] = []string{ex.route.authorization}
+	}
+	ex.setPlaceholders(repl)
+	tap := newResponseTap(w, ex)
+	err := next.ServeHTTP(tap, r)
+	ex.body.release()
+	return err
+}
+
+// admit runs the stages that decide whether the request may go upstream: routing, credentials,
+// API version, body, model. On success the exchange holds the key, the model and the rewritten
+// body.
+func (g *Gateway) admit(ex *exchange, r *http.Request) *wire.Error {
+	secret := takeCredential(r.Header)
+	if werr := g.authenticate(ex, secret); werr != nil {
+		return werr
+	}
+	switch ex.endpoint {
+	case wire.EndpointUnknown:
+		return wire.InvalidURL(r.Method, r.URL.Path)
+	case wire.EndpointBadVersion:
+		return wire.Errorf(http.StatusNotFound, "unsupported_api_version", "",
+			"The API version in the path %s is not supported. Supported versions: v1.", r.URL.Path)
+	case wire.EndpointModels, wire.EndpointModel:
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			return wire.MethodNotAllowed(r.Method, r.URL.Path)
+		}
+		return nil
+	}
+	if r.Method != http.MethodPost {
+		return wire.MethodNotAllowed(r.Method, r.URL.Path)
+	}
+	if ex.surface == wire.Anthropic {
+		if werr := g.checkAnthropicVersion(r); werr != nil {
+			return werr
+		}
+	}
+	if werr := ex.body.read(r, g.MaxBody); werr != nil {
+		return werr
+	}
+	return g.resolveModel(ex, r)
+}
+
+func (g *Gateway) authenticate(ex *exchange, secret string) *wire.Error {
+	key, status := g.keys.Load().Lookup(secret, g.now())
+	switch status {
+	case policy.KeyMissing:
+		if ex.surface == wire.Anthropic {
+			return wire.InvalidAPIKey("x-api-key header is required")
+		}
+		return wire.InvalidAPIKey("You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).")
+	case policy.KeyUnknown:
+		return wire.InvalidAPIKey("Incorrect API key provided.")
+	case policy.KeyDisabled:
+		ex.key = key
+		return &wire.Error{Status: http.StatusUnauthorized, Type: wire.TypeInvalidRequest, Code: "invalid_api_key", Reason: "key_disabled",
+			Message: "This API key has been disabled."}
+	case policy.KeyExpired:
+		ex.key = key
+		return &wire.Error{Status: http.StatusUnauthorized, Type: wire.TypeInvalidRequest, Code: "invalid_api_key", Reason: "key_expired",
+			Message: "This API key has expired."}
+	}
+	ex.key = key
+	return nil
+}
+
+func (g *Gateway) checkAnthropicVersion(r *http.Request) *wire.Error {
+	v := r.Header.Get("Anthropic-Version")
+	if v == "" {
+		return wire.InvalidRequest("anthropic-version", "anthropic-version: header is required")
+	}
+	if _, ok := g.anthropic[v]; !ok {
+		return wire.Errorf(http.StatusBadRequest, "unsupported_api_version", "anthropic-version",
+			"anthropic-version: %q is not a supported version. Supported versions: %s.", v, strings.Join(g.AnthropicVersions, ", "))
+	}
+	return nil
+}
+
+// resolveModel reads the body's model, resolves aliases, checks the key's allow-list and
+// rewrites the model name to what the upstream expects.
+func (g *Gateway) resolveModel(ex *exchange, r *http.Request) *wire.Error {
+	raw := ex.body.bytes()
+	if !gjson.ValidBytes(raw) {
+		return wire.InvalidRequest("", "We could not parse the JSON body of your request. Please send valid JSON.")
+	}
+	root := gjson.ParseBytes(raw)
+	if !root.IsObject() {
+		return wire.InvalidRequest("", "The request body must be a JSON object.")
+	}
+	mv := root.Get("model")
+	if !mv.Exists() {
+		return wire.InvalidRequest("model", "you must provide a model parameter")
+	}
+	if mv.Type != gjson.String || mv.Str == "" {
+		return wire.InvalidRequest("model", "Invalid type for 'model': expected a non-empty string.")
+	}
+	ex.requestedModel = mv.Str
+	m, ok := g.catalog.Resolve(mv.Str)
+	if !ok {
+		return wire.ModelNotFound(mv.Str)
+	}
+	if !ex.key.AllowsModel(m) {
+		return wire.ModelNotAllowed(mv.Str)
+	}
+	ex.route = g.routes[m]
+	ex.stream = root.Get("stream").Type == gjson.True
+	if up := m.Upstream(); up != mv.Str {
+		out, err := sjson.SetBytes(raw, "model", up)
+		if err != nil {
+			if c := g.logger.Check(zapcore.ErrorLevel, "rewriting model"); c != nil {
+				c.Write(zap.Error(err), zap.String("request_id", ex.requestID))
+			}
+			return wire.Internal()
+		}
+		ex.body.replace(out)
+	}
+	ex.body.install(r)
+	return nil
+}
+
+// refuse renders a gateway error in the surface's envelope and records why.
+func (g *Gateway) refuse(w http.ResponseWriter, r *http.Request, ex *exchange, repl *caddy.Replacer, werr *wire.Error) error {
+	ex.body.release()
+	ex.reject = werr.ReasonOrCode()
+	ex.setPlaceholders(repl)
+	ex.setResponseHeaders(w.Header())
+	if c := g.logger.Check(zapcore.DebugLevel, "request refused"); c != nil {
+		c.Write(zap.String("request_id", ex.requestID), zap.String("key_id", ex.keyID()),
+			zap.Int("status", werr.StatusFor(ex.surface)), zap.String("reason", ex.reject))
+	}
+	if err := wire.Write(w, ex.surface, werr, ex.requestID); err != nil {
+		return caddyhttp.Error(werr.StatusFor(ex.surface), err)
+	}
+	return nil
+}
+
+// takeCredential returns the client's API key and removes every credential header so that it
+// reaches neither the upstream nor a log.
+func takeCredential(h http.Header) string {
+	var secret string
+	if v := h.Get("Authorization"); v != "" {
+		if len(v) > 7 && strings.EqualFold(v[:7], "bearer ") {
+			secret = strings.TrimSpace(v[7:])
+		}
+	}
+	if secret == "" {
+		secret = strings.TrimSpace(h.Get("X-Api-Key"))
+	}
+	if secret == "" {
+		secret = strings.TrimSpace(h.Get("Api-Key"))
+	}
+	delete(h, "Authorization")
+	delete(h, "X-Api-Key")
+	delete(h, "Api-Key")
+	return secret
+}
+
+// Cleanup releases what Provision acquired. The keys file watcher stops with the config's context.
+func (g *Gateway) Cleanup() error { return nil }
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Gateway)(nil)
+	_ caddy.Validator             = (*Gateway)(nil)
+	_ caddy.CleanerUpper          = (*Gateway)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Gateway)(nil)
+)

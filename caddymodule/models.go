@@ -1,0 +1,114 @@
+package caddymodule
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/caddyai/gateway/internal/wire"
+	"github.com/caddyai/gateway/policy"
+)
+
+// serveModels answers GET /v1/models and /v1/models/{id} with the models the caller's key may
+// use: OpenAI's list format, or Anthropic's when the request carries anthropic-version.
+func (g *Gateway) serveModels(w http.ResponseWriter, r *http.Request, ex *exchange) error {
+	anthropic := r.Header.Get("Anthropic-Version") != ""
+	var body []byte
+	if ex.endpoint == wire.EndpointModel {
+		m, ok := g.catalog.Resolve(ex.modelID)
+		if !ok || !ex.key.AllowsModel(m) {
+			werr := wire.ModelNotFound(ex.modelID)
+			ex.reject = werr.ReasonOrCode()
+			ex.setResponseHeaders(w.Header())
+			return wire.Write(w, ex.surface, werr, ex.requestID)
+		}
+		if anthropic {
+			body = g.appendAnthropicModel(nil, m)
+		} else {
+			body = g.appendOpenAIModel(nil, m)
+		}
+	} else {
+		allowed := make([]*policy.Model, 0, len(g.catalog.Models()))
+		for _, m := range g.catalog.Models() {
+			if ex.key.AllowsModel(m) {
+				allowed = append(allowed, m)
+			}
+		}
+		if anthropic {
+			body = g.appendAnthropicList(nil, allowed)
+		} else {
+			body = append(body, `{"object":"list","data":[`...)
+			for i, m := range allowed {
+				if i > 0 {
+					body = append(body, ',')
+				}
+				body = g.appendOpenAIModel(body, m)
+			}
+			body = append(body, "]}"...)
+		}
+	}
+	h := w.Header()
+	ex.setResponseHeaders(h)
+	h["Content-Type"] = []string{"application/json"}
+	h["Content-Length"] = []string{strconv.Itoa(len(body))}
+	ex.status = http.StatusOK
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodHead {
+		return nil
+	}
+	_, err := w.Write(body)
+	return err
+}
+
+func (g *Gateway) appendOpenAIModel(dst []byte, m *policy.Model) []byte {
+	dst = append(dst, `{"id":`...)
+	dst = wire.AppendString(dst, m.Name)
+	dst = append(dst, `,"object":"model","created":`...)
+	dst = strconv.AppendInt(dst, g.created, 10)
+	dst = append(dst, `,"owned_by":"ai_gateway"`...)
+	if m.ContextWindow > 0 {
+		dst = append(dst, `,"context_window":`...)
+		dst = strconv.AppendInt(dst, int64(m.ContextWindow), 10)
+	}
+	if m.MaxOutputTokens > 0 {
+		dst = append(dst, `,"max_output_tokens":`...)
+		dst = strconv.AppendInt(dst, int64(m.MaxOutputTokens), 10)
+	}
+	dst = append(dst, `,"aliases":[`...)
+	for i, a := range m.Aliases {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = wire.AppendString(dst, a)
+	}
+	return append(dst, "]}"...)
+}
+
+func (g *Gateway) appendAnthropicModel(dst []byte, m *policy.Model) []byte {
+	dst = append(dst, `{"type":"model","id":`...)
+	dst = wire.AppendString(dst, m.Name)
+	dst = append(dst, `,"display_name":`...)
+	dst = wire.AppendString(dst, m.Name)
+	dst = append(dst, `,"created_at":`...)
+	dst = wire.AppendString(dst, time.Unix(g.created, 0).UTC().Format(time.RFC3339))
+	return append(dst, '}')
+}
+
+func (g *Gateway) appendAnthropicList(dst []byte, models []*policy.Model) []byte {
+	dst = append(dst, `{"data":[`...)
+	for i, m := range models {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = g.appendAnthropicModel(dst, m)
+	}
+	dst = append(dst, `],"has_more":false,"first_id":`...)
+	if len(models) == 0 {
+		dst = append(dst, `null,"last_id":null}`...)
+		return dst
+	}
+	dst = wire.AppendString(dst, models[0].Name)
+	dst = append(dst, `,"last_id":`...)
+	dst = wire.AppendString(dst, models[len(models)-1].Name)
+	return append(dst, '}')
+}
