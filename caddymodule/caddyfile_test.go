@@ -54,7 +54,7 @@ func TestCaddyfileAdapt(t *testing.T) {
 
 func TestCaddyfileErrors(t *testing.T) {
 	tests := map[string]string{
-		"unknown subdirective": "ai_gateway {\nbogus\n}",
+		"unknown subdirective":  "ai_gateway {\nbogus\n}",
 		"argument on directive": "ai_gateway extra {\n}",
 		"key without id":        "ai_gateway {\nkey sha256:00 {\nmodels x\n}\n}",
 		"key without secret":    "ai_gateway {\nkey\n}",
