@@ -293,12 +293,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		(*fn)(r, body)
 	}
 
+	if !x.preFault() {
+		return
+	}
 	if routes[rt].generation {
 		s.running.Add(1)
 		defer s.running.Add(-1)
-	}
-	if !x.preFault() {
-		return
 	}
 
 	switch rt {
