@@ -76,7 +76,7 @@ func (s *Server) serveMessages(x *exchange, body []byte) {
 		return
 	}
 	g.id = s.nextID("msg_")
-	x.w.Header().Set("request-id", s.nextID("req_"))
+	x.requestID()
 	if req.Stream {
 		s.streamMessages(x, &g)
 		return
@@ -184,6 +184,7 @@ func (s *Server) streamMessages(x *exchange, g *gen) {
 		!x.frame(x.event("message_stop", constData(`{"type":"message_stop"}`))) {
 		return
 	}
-	// A cut or midstream_error fault set after the last event still applies.
+	// A cut or midstream_error fault whose count was not reached still acts.
+	x.final = true
 	x.checkStreamFault()
 }

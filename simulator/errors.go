@@ -197,9 +197,11 @@ func (e *simError) renderVLLM(flat bool) rendered {
 	var status int
 	var msg, param string
 	switch e.kind {
-	case errInvalid, errNotFound, errMethod:
+	case errInvalid, errMethod:
 		status = e.kind.status()
 		msg, param = e.msg, e.param
+	case errNotFound:
+		status, msg = 404, "Not Found"
 	case errModelNotFound:
 		status, msg = 404, "The model `"+e.model+"` does not exist."
 	case errGeneric:
@@ -264,9 +266,11 @@ func (e *simError) renderTGI() rendered {
 	var status int
 	var msg, typ string
 	switch e.kind {
-	case errInvalid, errNotFound, errMethod:
+	case errInvalid, errMethod:
 		status = e.kind.status()
 		msg, typ = e.msg, tgiErrorType(status)
+	case errNotFound:
+		status, msg, typ = 404, "Not Found", "not_found"
 	case errModelNotFound:
 		status, typ = 404, "validation"
 		msg = "Model `" + e.model + "` not found"

@@ -23,6 +23,8 @@ type exchange struct {
 	cancelled bool
 	frames    int    // SSE frames written so far
 	buf       []byte // reused for SSE frames
+	final     bool   // the next frame ends the stream
+	reqID     string // Anthropic request id
 }
 
 // cancel records, once, that the client went away.
@@ -42,13 +44,21 @@ func (x *exchange) wait(d time.Duration) bool {
 	return true
 }
 
+// requestID returns the Anthropic request id of this exchange, creating it
+// and its request-id header on first use.
+func (x *exchange) requestID() string {
+	if x.reqID == "" {
+		x.reqID = x.s.nextID("req_")
+		x.w.Header().Set("request-id", x.reqID)
+	}
+	return x.reqID
+}
+
 // renderError spells e for this request: Anthropic's envelope on
 // /v1/messages, the request's shape elsewhere.
 func (x *exchange) renderError(e *simError) rendered {
 	if x.route == routeMessages {
-		id := x.s.nextID("req_")
-		x.w.Header().Set("request-id", id)
-		return e.renderAnthropic(id)
+		return e.renderAnthropic(x.requestID())
 	}
 	return e.render(x.shape)
 }
@@ -82,13 +92,17 @@ func (x *exchange) writeJSON(body []byte) {
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	x.w.WriteHeader(http.StatusOK)
 	_, _ = x.w.Write(body[:len(body)/2])
-	x.abort()
+	x.abort(true)
 }
 
-// abort drops the connection without finishing the response.
-func (x *exchange) abort() {
+// abort drops the connection without finishing the response. When headers
+// were written, what was written so far is flushed first; otherwise nothing
+// at all reaches the client.
+func (x *exchange) abort(headersWritten bool) {
 	rc := http.NewResponseController(x.w)
-	_ = rc.Flush()
+	if headersWritten {
+		_ = rc.Flush()
+	}
 	conn, _, err := rc.Hijack()
 	if err != nil {
 		// HTTP/2 or a writer that cannot hijack: net/http resets the stream.
@@ -102,7 +116,7 @@ func (x *exchange) abort() {
 func (x *exchange) preFault() bool {
 	switch x.fault.Kind {
 	case FaultClose:
-		x.abort()
+		x.abort(false)
 		return false
 	case FaultStall:
 		x.s.waiting.Add(1)
@@ -164,8 +178,10 @@ func (x *exchange) frame(b []byte) bool {
 	return true
 }
 
-// done ends an OpenAI-style stream with [DONE], unless a fault is still due.
+// done ends an OpenAI-style stream with [DONE], unless a cut or
+// midstream_error fault has not acted yet: it acts now, whatever its count.
 func (x *exchange) done() {
+	x.final = true
 	x.frame([]byte("data: [DONE]\n\n"))
 }
 
@@ -173,11 +189,11 @@ func (x *exchange) done() {
 // whether the stream goes on.
 func (x *exchange) checkStreamFault() bool {
 	k := x.fault.Kind
-	if (k != FaultCut && k != FaultMidstreamError) || x.frames < x.fault.After {
+	if (k != FaultCut && k != FaultMidstreamError) || (x.frames < x.fault.After && !x.final) {
 		return true
 	}
 	if k == FaultCut {
-		x.abort()
+		x.abort(true)
 		return false
 	}
 	e := &simError{kind: errMidstream}
