@@ -1,0 +1,536 @@
+package wire
+
+import (
+	"bytes"
+
+	"github.com/tidwall/gjson"
+)
+
+// DefaultMaxEventBytes is the largest SSE event a StreamTap holds back to inspect. Longer events
+// (huge tool arguments, say) are forwarded as they arrive without being looked at.
+const DefaultMaxEventBytes = 1 << 20
+
+// TapOptions configures a StreamTap.
+type TapOptions struct {
+	// StripUsageChunk drops, on the OpenAI surface, the final usage chunk (usage set and choices
+	// empty or absent) from the output. The gateway sets it when it added
+	// stream_options.include_usage upstream for its own accounting and the client did not ask
+	// for usage. The usage is still read (Usage). The `"usage":null` the other chunks then carry
+	// is left in place: clients ignore it, and rewriting every chunk would cost more than it is
+	// worth. A usage that comes inside a chunk with choices (llama.cpp's last chunk) is
+	// forwarded too, as dropping it would drop content.
+	StripUsageChunk bool
+	// OnText, when set, is called with each piece of generated text: OpenAI chat delta.content,
+	// delta.reasoning_content / delta.reasoning and tool-call argument fragments, completions
+	// text, Anthropic text_delta, thinking_delta and input_json_delta. The gateway counts
+	// completion tokens with it when the upstream reports no usage. text aliases the tap's
+	// buffers: it is valid only during the call (use strings.Clone to keep it).
+	OnText func(text string)
+	// OnFirstToken, when set, is called once, at the first event that carries generated text
+	// (time to first token).
+	OnFirstToken func()
+	// Model, when set, replaces the "model" of each OpenAI chunk and of Anthropic's
+	// message_start with this name (the one the gateway resolved). Chunks already naming it are
+	// forwarded untouched.
+	Model string
+	// RequestID goes into the Anthropic error frames the tap writes.
+	RequestID string
+	// MaxEventBytes bounds the bytes held back for one event. Default: DefaultMaxEventBytes.
+	MaxEventBytes int
+}
+
+// StreamTap is a transforming, streaming tap over an upstream SSE body. Bytes go in with Write
+// and come out at once, event by event, as soon as each event is complete (an event ends at a
+// blank line; \n, \r\n and \r line endings are all accepted); only the incomplete tail of the
+// current event is held back. Comment lines (`:`) are forwarded.
+//
+// The output is the input, byte for byte, except for: (a) the usage chunk dropped by
+// StripUsageChunk; (b) model fields rewritten to TapOptions.Model; (c) upstream error events,
+// re-emitted in the client surface's normalised form (OpenAI `data: {"error":{...}}` followed
+// by `data: [DONE]`, Anthropic `event: error`), after which the rest of the upstream stream is
+// discarded since the client has had its last frame; (d) what Finish appends; and (e) an
+// incomplete event still held at Finish, which is discarded rather than sent half-written.
+//
+// A StreamTap is not safe for concurrent use.
+type StreamTap struct {
+	surface Surface
+	opts    TapOptions
+	max     int
+
+	buf []byte // the incomplete current event, from its first byte
+	// Scanner state at the end of buf (or of the bytes forwarded in passthrough).
+	lineStart   bool // at the start of a line
+	lastCR      bool // the previous byte was a '\r' ending a line: a '\n' now completes it
+	passthrough bool // the current event outgrew max: its bytes are forwarded as they come
+	skipLF      bool // the last event ended on a '\r' that ended the input: a '\n' next belongs to it
+	dropLF      bool // and that event's own terminator was not forwarded
+	fwdTerm     bool // the event just handled was forwarded with its terminator
+
+	data []byte // scratch for the data lines of a multi-line event
+
+	usage      usageFields
+	haveUsage  bool
+	done       bool // [DONE] or message_stop seen
+	closed     bool // the client has had its terminal frames (an error frame)
+	firstToken bool
+	upErr      *Error
+}
+
+// NewStreamTap returns a tap for a stream answering a request of surface s.
+func NewStreamTap(s Surface, opts TapOptions) *StreamTap {
+	t := &StreamTap{surface: s, opts: opts, max: opts.MaxEventBytes, lineStart: true}
+	if t.max <= 0 {
+		t.max = DefaultMaxEventBytes
+	}
+	return t
+}
+
+// Usage returns the usage the upstream reported: the last non-null usage of an OpenAI stream,
+// or Anthropic's message_start usage updated by message_delta.
+func (t *StreamTap) Usage() (Usage, bool) {
+	if !t.haveUsage {
+		return Usage{}, false
+	}
+	return t.usage.usage()
+}
+
+// Done reports whether the upstream ended its stream properly: [DONE] (OpenAI) or message_stop
+// (Anthropic).
+func (t *StreamTap) Done() bool { return t.done }
+
+// UpstreamError returns the normalised error of an error event the upstream sent in the stream,
+// or nil.
+func (t *StreamTap) UpstreamError() *Error { return t.upErr }
+
+// Write feeds the upstream bytes p to the tap and appends to dst the bytes to send to the
+// client now.
+func (t *StreamTap) Write(dst, p []byte) []byte {
+	if len(p) == 0 {
+		return dst
+	}
+	if t.skipLF {
+		t.skipLF = false
+		if p[0] == '\n' {
+			if !t.dropLF {
+				dst = append(dst, '\n')
+			}
+			p = p[1:]
+		}
+	}
+	if t.passthrough {
+		end, _, crAtEnd := t.findEnd(p, 0)
+		if end < 0 {
+			return append(dst, p...)
+		}
+		dst = append(dst, p[:end]...)
+		t.passthrough = false
+		t.skipLF, t.dropLF = crAtEnd, false
+		p = p[end:]
+	}
+	if len(t.buf) == 0 {
+		return t.consume(dst, p, 0, false)
+	}
+	from := len(t.buf)
+	t.buf = append(t.buf, p...)
+	return t.consume(dst, t.buf, from, true)
+}
+
+// Finish ends the stream at the upstream's EOF or failure. A held tail that is a complete event
+// lacking only its final blank line is handled and terminated; any other tail is dropped. When
+// the stream did not end properly (no [DONE] / message_stop, no error frame sent), it appends
+// the error frame for cause (StreamIncomplete when cause is nil) and, on the OpenAI surface,
+// `data: [DONE]`.
+func (t *StreamTap) Finish(dst []byte, cause *Error) []byte {
+	if t.passthrough {
+		dst = append(dst, "\n\n"...)
+		t.passthrough = false
+	}
+	t.skipLF = false
+	if len(t.buf) > 0 {
+		if t.tailComplete(t.buf) {
+			term := "\n\n"
+			switch t.buf[len(t.buf)-1] {
+			case '\n':
+				term = "\n"
+			case '\r':
+				term = "\r"
+			}
+			t.buf = append(t.buf, term...)
+			dst = t.event(dst, t.buf, false)
+		}
+		t.buf = t.buf[:0]
+	}
+	t.lineStart, t.lastCR = true, false
+	if t.done || t.closed {
+		return dst
+	}
+	if cause == nil {
+		cause = StreamIncomplete()
+	}
+	return t.terminate(dst, cause)
+}
+
+// terminate appends the error frame for e (and [DONE] on OpenAI) and closes the stream.
+func (t *StreamTap) terminate(dst []byte, e *Error) []byte {
+	dst = AppendStreamError(dst, t.surface, e, t.opts.RequestID)
+	if t.surface == OpenAI {
+		dst = append(dst, "data: [DONE]\n\n"...)
+	}
+	t.closed = true
+	return dst
+}
+
+// consume handles the complete events of b, scanning from from (b[:from] was scanned before),
+// and keeps the incomplete tail in t.buf. inBuf says b is t.buf.
+func (t *StreamTap) consume(dst, b []byte, from int, inBuf bool) []byte {
+	start := 0
+	for {
+		end, core, crAtEnd := t.findEnd(b, from)
+		if end < 0 {
+			break
+		}
+		dst = t.event(dst, b[start:end], core-start > t.max)
+		if crAtEnd {
+			t.skipLF, t.dropLF = true, !t.fwdTerm
+		}
+		start, from = end, end
+	}
+	tail := b[start:]
+	switch {
+	case len(tail) > t.max:
+		dst = append(dst, tail...)
+		t.passthrough = true
+		t.buf = t.buf[:0]
+	case inBuf:
+		t.buf = t.buf[:copy(t.buf, tail)]
+	default:
+		t.buf = append(t.buf[:0], tail...)
+	}
+	return dst
+}
+
+// findEnd scans b from i with the tap's line state and returns the index just past the blank
+// line that ends the current event (past the '\n' of a final "\r\n" when b holds it), core (the
+// same without that '\n'), and whether the event ended on a '\r' that is b's last byte. end is
+// -1 when b holds no event end; the line state then describes b's end.
+func (t *StreamTap) findEnd(b []byte, i int) (end, core int, crAtEnd bool) {
+	for i < len(b) {
+		if !t.lineStart {
+			j := indexEOL(b[i:])
+			if j < 0 {
+				return -1, -1, false
+			}
+			i += j
+		}
+		switch c := b[i]; {
+		case c == '\n' && t.lastCR:
+			t.lastCR = false // the second half of a "\r\n"
+			i++
+		case c == '\n' || c == '\r':
+			if !t.lineStart {
+				t.lineStart, t.lastCR = true, c == '\r'
+				i++
+				continue
+			}
+			t.lineStart, t.lastCR = true, false
+			if c == '\n' {
+				return i + 1, i + 1, false
+			}
+			switch {
+			case i+1 == len(b):
+				return i + 1, i + 1, true
+			case b[i+1] == '\n':
+				return i + 2, i + 1, false
+			}
+			return i + 1, i + 1, false
+		default:
+			t.lineStart, t.lastCR = false, false
+			i++
+		}
+	}
+	return -1, -1, false
+}
+
+// indexEOL returns the index of the first '\r' or '\n' in b, or -1.
+func indexEOL(b []byte) int {
+	n := bytes.IndexByte(b, '\n')
+	if n < 0 {
+		return bytes.IndexByte(b, '\r')
+	}
+	if r := bytes.IndexByte(b[:n], '\r'); r >= 0 {
+		return r
+	}
+	return n
+}
+
+// eventFields is what one SSE event holds.
+type eventFields struct {
+	name     []byte // event:
+	data     []byte // data: lines joined by '\n'
+	dataOff  int    // offset of data in the event, when it is a single line
+	multi    bool   // data spans several lines (then data is the tap's scratch)
+	errField bool   // an `error:` field (older llama.cpp servers) supplied data
+}
+
+// parseEvent splits ev into its fields.
+func (t *StreamTap) parseEvent(ev []byte) eventFields {
+	f := eventFields{dataOff: -1}
+	for i := 0; i < len(ev); {
+		lineOff := i
+		line := ev[i:]
+		if j := indexEOL(line); j >= 0 {
+			line = line[:j]
+			i += j + 1
+			if ev[i-1] == '\r' && i < len(ev) && ev[i] == '\n' {
+				i++
+			}
+		} else {
+			i = len(ev)
+		}
+		if len(line) == 0 || line[0] == ':' {
+			continue
+		}
+		name, value, valueOff := line, []byte(nil), lineOff+len(line)
+		if c := bytes.IndexByte(line, ':'); c >= 0 {
+			v := c + 1
+			if v < len(line) && line[v] == ' ' {
+				v++
+			}
+			name, value, valueOff = line[:c], line[v:], lineOff+v
+		}
+		switch string(name) {
+		case "data", "error":
+			if string(name) == "error" {
+				f.errField = true
+			}
+			switch {
+			case f.dataOff < 0 && !f.multi:
+				f.data, f.dataOff = value, valueOff
+			case !f.multi:
+				t.data = append(append(append(t.data[:0], f.data...), '\n'), value...)
+				f.data, f.multi, f.dataOff = t.data, true, -1
+			default:
+				t.data = append(append(t.data, '\n'), value...)
+				f.data = t.data
+			}
+		case "event":
+			f.name = value
+		}
+	}
+	return f
+}
+
+// tailComplete reports whether a tail held at the end of the stream is a whole event that only
+// lacks its blank line: its data is [DONE] or complete JSON.
+func (t *StreamTap) tailComplete(tail []byte) bool {
+	f := t.parseEvent(tail)
+	d := bytes.TrimSpace(f.data)
+	if string(d) == "[DONE]" {
+		return true
+	}
+	return len(d) > 0 && (d[0] == '{' || d[0] == '[') && gjson.Valid(view(d))
+}
+
+// event handles one complete event ev (terminator included) and appends what the client gets.
+// raw events (over the size bound) are forwarded without a look.
+func (t *StreamTap) event(dst, ev []byte, raw bool) []byte {
+	t.fwdTerm = true
+	if t.closed {
+		t.fwdTerm = false
+		return dst
+	}
+	if raw {
+		return append(dst, ev...)
+	}
+	f := t.parseEvent(ev)
+	if f.errField || string(f.name) == "error" {
+		return t.errorFrame(dst, f.data)
+	}
+	if f.data == nil {
+		return append(dst, ev...)
+	}
+	if t.surface == Anthropic {
+		return t.anthropicEvent(dst, ev, &f)
+	}
+	return t.openAIEvent(dst, ev, &f)
+}
+
+// errorFrame replaces an upstream error event with the normalised frame(s).
+func (t *StreamTap) errorFrame(dst, data []byte) []byte {
+	t.upErr = NormalizeStreamError(data)
+	t.fwdTerm = false
+	return t.terminate(dst, t.upErr)
+}
+
+// openAIEvent handles an OpenAI chunk: [DONE], error, usage, text, model rewrite, usage strip.
+func (t *StreamTap) openAIEvent(dst, ev []byte, f *eventFields) []byte {
+	d := bytes.TrimSpace(f.data)
+	if string(d) == "[DONE]" {
+		t.done = true
+		return append(dst, ev...)
+	}
+	root := gjson.Parse(view(f.data))
+	if !root.IsObject() {
+		return append(dst, ev...)
+	}
+	var model, choices, usage gjson.Result
+	isErr := false
+	root.ForEach(func(k, v gjson.Result) bool {
+		switch k.Str {
+		case "model":
+			model = v
+		case "choices":
+			choices = v
+		case "usage":
+			usage = v
+		case "error":
+			isErr = v.Exists() && v.Type != gjson.Null
+		}
+		return true
+	})
+	if isErr {
+		return t.errorFrame(dst, f.data)
+	}
+	if usage.IsObject() {
+		var u usageFields
+		u.parse(usage)
+		if u.has != 0 {
+			t.usage, t.haveUsage = u, true
+		}
+	}
+	if choices.IsArray() && (t.opts.OnText != nil || !t.firstToken) {
+		t.openAIText(choices)
+	}
+	if t.opts.StripUsageChunk && usage.IsObject() && (!choices.Exists() || isEmptyArray(choices)) {
+		t.fwdTerm = false
+		return dst
+	}
+	if t.opts.Model != "" && !f.multi && model.Type == gjson.String && model.Str != t.opts.Model {
+		return t.rewrite(dst, ev, f.dataOff+model.Index, len(model.Raw))
+	}
+	return append(dst, ev...)
+}
+
+// rewrite appends ev with the n bytes at off replaced by the configured model name.
+func (t *StreamTap) rewrite(dst, ev []byte, off, n int) []byte {
+	if off <= 0 || n < 2 || off+n > len(ev) || ev[off] != '"' || ev[off+n-1] != '"' {
+		return append(dst, ev...)
+	}
+	dst = append(dst, ev[:off]...)
+	dst = AppendString(dst, t.opts.Model)
+	return append(dst, ev[off+n:]...)
+}
+
+// openAIText reports the generated text of every choice of a chunk.
+func (t *StreamTap) openAIText(choices gjson.Result) {
+	choices.ForEach(func(_, ch gjson.Result) bool {
+		ch.ForEach(func(k, v gjson.Result) bool {
+			switch k.Str {
+			case "delta", "message":
+				v.ForEach(func(k, v gjson.Result) bool {
+					switch k.Str {
+					case "content", "reasoning_content", "reasoning":
+						t.text(v)
+					case "tool_calls":
+						v.ForEach(func(_, tc gjson.Result) bool {
+							t.text(tc.Get("function.arguments"))
+							return true
+						})
+					}
+					return true
+				})
+			case "text":
+				t.text(v)
+			}
+			return true
+		})
+		return true
+	})
+}
+
+// anthropicEvent handles an Anthropic event: message_start, content_block_delta,
+// message_delta, message_stop, error.
+func (t *StreamTap) anthropicEvent(dst, ev []byte, f *eventFields) []byte {
+	root := gjson.Parse(view(f.data))
+	if !root.IsObject() {
+		return append(dst, ev...)
+	}
+	var typ string
+	var message, delta, usage gjson.Result
+	root.ForEach(func(k, v gjson.Result) bool {
+		switch k.Str {
+		case "type":
+			typ = v.Str
+		case "message":
+			message = v
+		case "delta":
+			delta = v
+		case "usage":
+			usage = v
+		}
+		return true
+	})
+	switch typ {
+	case "error":
+		return t.errorFrame(dst, f.data)
+	case "message_start":
+		t.mergeUsage(message.Get("usage"))
+		if t.opts.Model != "" && !f.multi {
+			// Result.Get makes Index absolute; an unknown index would come back as message.Index.
+			if m := message.Get("model"); m.Type == gjson.String && m.Str != t.opts.Model && m.Index > message.Index {
+				return t.rewrite(dst, ev, f.dataOff+m.Index, len(m.Raw))
+			}
+		}
+	case "content_block_delta":
+		if t.opts.OnText != nil || !t.firstToken {
+			delta.ForEach(func(k, v gjson.Result) bool {
+				switch k.Str {
+				case "text", "thinking", "partial_json":
+					t.text(v)
+				}
+				return true
+			})
+		}
+	case "message_delta":
+		t.mergeUsage(usage)
+	case "message_stop":
+		t.done = true
+	}
+	return append(dst, ev...)
+}
+
+// mergeUsage folds an Anthropic usage object into the stream's usage.
+func (t *StreamTap) mergeUsage(obj gjson.Result) {
+	var u usageFields
+	u.parse(obj)
+	if u.has != 0 {
+		t.usage.merge(u)
+		t.haveUsage = true
+	}
+}
+
+// text reports one piece of generated text.
+func (t *StreamTap) text(v gjson.Result) {
+	if v.Type != gjson.String || v.Str == "" {
+		return
+	}
+	if !t.firstToken {
+		t.firstToken = true
+		if t.opts.OnFirstToken != nil {
+			t.opts.OnFirstToken()
+		}
+	}
+	if t.opts.OnText != nil {
+		t.opts.OnText(v.Str)
+	}
+}
+
+// isEmptyArray reports whether an array result has no elements.
+func isEmptyArray(v gjson.Result) bool {
+	empty := true
+	v.ForEach(func(_, _ gjson.Result) bool {
+		empty = false
+		return false
+	})
+	return empty
+}

@@ -1,0 +1,197 @@
+package wire
+
+import (
+	"strconv"
+	"unsafe"
+
+	"github.com/tidwall/gjson"
+)
+
+// Usage is the token accounting of one response, in the gateway's own terms whatever the
+// surface: PromptTokens counts every input token including the cached ones, so budgets compare
+// across surfaces.
+type Usage struct {
+	// PromptTokens is the number of input tokens. For Anthropic it is input_tokens +
+	// cache_read_input_tokens + cache_creation_input_tokens.
+	PromptTokens int64
+	// CompletionTokens is the number of generated tokens.
+	CompletionTokens int64
+	// TotalTokens is PromptTokens + CompletionTokens unless the upstream reported otherwise.
+	TotalTokens int64
+	// CachedTokens is the part of PromptTokens served from the upstream's prompt cache
+	// (OpenAI prompt_tokens_details.cached_tokens, Anthropic cache_read_input_tokens).
+	CachedTokens int64
+	// Estimated marks counts the gateway computed itself because the upstream reported none.
+	Estimated bool
+}
+
+// usageFields holds the counters found in one usage object, in either surface's names.
+type usageFields struct {
+	prompt, completion, total, cached     int64
+	input, output, cacheRead, cacheCreate int64
+	has                                   uint8
+}
+
+const (
+	hasPrompt uint8 = 1 << iota
+	hasCompletion
+	hasTotal
+	hasCached
+	hasInput
+	hasOutput
+	hasCacheRead
+	hasCacheCreate
+)
+
+// view returns b as a string without copying. The string must not outlive b or be kept past
+// the call that made it; gjson results taken from it alias b the same way.
+func view(b []byte) string {
+	return unsafe.String(unsafe.SliceData(b), len(b))
+}
+
+// count reads a non-negative token count; strings, fractions and negatives become 0.
+func count(v gjson.Result) int64 {
+	if v.Type != gjson.Number {
+		return 0
+	}
+	n := v.Int()
+	if n < 0 {
+		return 0
+	}
+	return n
+}
+
+// parse reads a usage object (either surface's field names) into f.
+func (f *usageFields) parse(obj gjson.Result) {
+	if !obj.IsObject() {
+		return
+	}
+	obj.ForEach(func(k, v gjson.Result) bool {
+		switch k.Str {
+		case "prompt_tokens":
+			f.prompt, f.has = count(v), f.has|hasPrompt
+		case "completion_tokens":
+			f.completion, f.has = count(v), f.has|hasCompletion
+		case "total_tokens":
+			f.total, f.has = count(v), f.has|hasTotal
+		case "prompt_tokens_details":
+			if c := v.Get("cached_tokens"); c.Exists() {
+				f.cached, f.has = count(c), f.has|hasCached
+			}
+		case "input_tokens":
+			f.input, f.has = count(v), f.has|hasInput
+		case "output_tokens":
+			f.output, f.has = count(v), f.has|hasOutput
+		case "cache_read_input_tokens":
+			f.cacheRead, f.has = count(v), f.has|hasCacheRead
+		case "cache_creation_input_tokens":
+			f.cacheCreate, f.has = count(v), f.has|hasCacheCreate
+		}
+		return true
+	})
+}
+
+// merge overwrites the counters of f with those present in g (Anthropic's message_delta carries
+// cumulative counts that replace message_start's).
+func (f *usageFields) merge(g usageFields) {
+	if g.has&hasPrompt != 0 {
+		f.prompt = g.prompt
+	}
+	if g.has&hasCompletion != 0 {
+		f.completion = g.completion
+	}
+	if g.has&hasTotal != 0 {
+		f.total = g.total
+	}
+	if g.has&hasCached != 0 {
+		f.cached = g.cached
+	}
+	if g.has&hasInput != 0 {
+		f.input = g.input
+	}
+	if g.has&hasOutput != 0 {
+		f.output = g.output
+	}
+	if g.has&hasCacheRead != 0 {
+		f.cacheRead = g.cacheRead
+	}
+	if g.has&hasCacheCreate != 0 {
+		f.cacheCreate = g.cacheCreate
+	}
+	f.has |= g.has
+}
+
+// usage converts the counters to a Usage. The OpenAI names win when both sets are present.
+func (f *usageFields) usage() (Usage, bool) {
+	const openAI = hasPrompt | hasCompletion | hasTotal
+	const anthropic = hasInput | hasOutput | hasCacheRead | hasCacheCreate
+	var u Usage
+	switch {
+	case f.has&openAI != 0:
+		u = Usage{PromptTokens: f.prompt, CompletionTokens: f.completion, TotalTokens: f.total, CachedTokens: f.cached}
+		if f.has&hasTotal == 0 || u.TotalTokens < u.PromptTokens+u.CompletionTokens {
+			u.TotalTokens = u.PromptTokens + u.CompletionTokens
+		}
+	case f.has&anthropic != 0:
+		u = Usage{
+			PromptTokens:     f.input + f.cacheRead + f.cacheCreate,
+			CompletionTokens: f.output,
+			CachedTokens:     f.cacheRead,
+		}
+		u.TotalTokens = u.PromptTokens + u.CompletionTokens
+	default:
+		return Usage{}, false
+	}
+	return u, true
+}
+
+// ExtractUsage reads the usage object of a JSON response body: OpenAI chat completions,
+// completions and embeddings (usage.prompt_tokens, completion_tokens, total_tokens,
+// prompt_tokens_details.cached_tokens) or an Anthropic message (usage.input_tokens,
+// output_tokens, cache_read_input_tokens, cache_creation_input_tokens). ok is false when the
+// body has no usage object with a known counter. It does not allocate.
+func ExtractUsage(s Surface, body []byte) (u Usage, ok bool) {
+	if len(body) == 0 {
+		return Usage{}, false
+	}
+	var f usageFields
+	// Both surfaces' field names are read whatever s is: an OpenAI-compatible upstream behind
+	// the Anthropic surface (or the reverse) still reports usable counts.
+	_ = s
+	f.parse(gjson.Get(view(body), "usage"))
+	return f.usage()
+}
+
+// AppendUsageJSON appends u as the surface's usage object, for adding to a body that lacked
+// one: OpenAI {"prompt_tokens":..,"completion_tokens":..,"total_tokens":..} (with
+// prompt_tokens_details.cached_tokens when some were cached) and Anthropic
+// {"input_tokens":..,"cache_creation_input_tokens":0,"cache_read_input_tokens":..,"output_tokens":..}
+// where input_tokens excludes the cached tokens, as Anthropic counts them.
+func AppendUsageJSON(dst []byte, s Surface, u Usage) []byte {
+	if s == Anthropic {
+		in := max(u.PromptTokens-u.CachedTokens, 0)
+		dst = append(dst, `{"input_tokens":`...)
+		dst = strconv.AppendInt(dst, in, 10)
+		dst = append(dst, `,"cache_creation_input_tokens":0,"cache_read_input_tokens":`...)
+		dst = strconv.AppendInt(dst, max(u.CachedTokens, 0), 10)
+		dst = append(dst, `,"output_tokens":`...)
+		dst = strconv.AppendInt(dst, max(u.CompletionTokens, 0), 10)
+		return append(dst, '}')
+	}
+	total := u.TotalTokens
+	if total == 0 {
+		total = u.PromptTokens + u.CompletionTokens
+	}
+	dst = append(dst, `{"prompt_tokens":`...)
+	dst = strconv.AppendInt(dst, max(u.PromptTokens, 0), 10)
+	dst = append(dst, `,"completion_tokens":`...)
+	dst = strconv.AppendInt(dst, max(u.CompletionTokens, 0), 10)
+	dst = append(dst, `,"total_tokens":`...)
+	dst = strconv.AppendInt(dst, max(total, 0), 10)
+	if u.CachedTokens > 0 {
+		dst = append(dst, `,"prompt_tokens_details":{"cached_tokens":`...)
+		dst = strconv.AppendInt(dst, u.CachedTokens, 10)
+		dst = append(dst, '}')
+	}
+	return append(dst, '}')
+}
