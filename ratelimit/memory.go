@@ -139,7 +139,10 @@ func (s *MemoryStore) do(scopes []Scope, cost Cost, take bool) Decision {
 		bs = append(bs, b)
 	}
 	d := decide(now, scopes, cost, st, take)
-	if take {
+	// Like the Redis script, write only what was taken: refilling is not
+	// idempotent across a limit change, so both stores refill at the same
+	// moments.
+	if take && d.Allowed {
 		for i, b := range bs {
 			b.st = st[i]
 			b.lastUsed = now

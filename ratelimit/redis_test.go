@@ -3,6 +3,8 @@ package ratelimit
 import (
 	"context"
 	"errors"
+	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -181,5 +183,70 @@ func TestRedisDownAndBack(t *testing.T) {
 	}
 	if _, d = mustAllow(t, deny, k, tokens(70)); d.Fallback {
 		t.Fatal("deny limiter did not recover")
+	}
+}
+
+// TestStoresAgree runs one random sequence of reserves, settles, limit
+// changes and clock moves against the memory and the Redis store and
+// requires identical decisions: the Lua script mirrors the Go arithmetic.
+func TestStoresAgree(t *testing.T) {
+	addr, _ := testredis.Start(t)
+	client := newRedisClient(t, addr)
+	for seed := range uint64(5) {
+		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
+			clock := newClock()
+			mem := NewLimiter(NewMemoryStore(MemoryOptions{Now: clock.Now}), Options{OnStoreError: OnStoreErrorDeny})
+			red := NewLimiter(NewRedisStore(client, RedisOptions{Prefix: fmt.Sprint("agree", seed, ":"), Now: clock.Now}),
+				Options{OnStoreError: OnStoreErrorDeny})
+			runAgreement(t, rand.New(rand.NewPCG(seed, 2)), clock, mem, red)
+		})
+	}
+}
+
+func runAgreement(t *testing.T, rng *rand.Rand, clock *fakeClock, mem, red *Limiter) {
+	scopes := []Scope{
+		scope("key:a", Limits{RPM: 20, TPM: 600, MaxConcurrent: 4}),
+		scope("model:m", Limits{TPM: 250, TPD: 5000}),
+		scope("global", Limits{RPM: 30, RPD: 400, TPD: 20000}),
+	}
+	type pair struct{ m, r *Reservation }
+	var open []pair
+	ctx := context.Background()
+	for i := range 3000 {
+		switch op := rng.IntN(10); {
+		case op < 5:
+			sc := scopes[rng.IntN(2) : 2+rng.IntN(2)]
+			cost := Cost{Requests: int64(rng.IntN(2)), Tokens: int64(rng.IntN(120))}
+			rm, dm, err := mem.Reserve(ctx, sc, cost)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rr, dr, err := red.Reserve(ctx, sc, cost)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if dm != dr {
+				t.Fatalf("op %d: reserve %+v on %v:\nmemory %+v\nredis  %+v", i, cost, sc, dm, dr)
+			}
+			if dm.Allowed {
+				open = append(open, pair{rm, rr})
+			}
+		case op < 7 && len(open) > 0:
+			j := rng.IntN(len(open))
+			actual := int64(rng.IntN(200))
+			settle(t, open[j].m, actual)
+			settle(t, open[j].r, actual)
+			open = append(open[:j], open[j+1:]...)
+		case op == 7:
+			clock.Advance(time.Duration(rng.IntN(5000)) * time.Millisecond)
+		case op == 8 && rng.IntN(10) == 0:
+			s := &scopes[rng.IntN(len(scopes))]
+			s.Limits.TPM = int64(rng.IntN(4)) * 200
+		default:
+			am, rm := available(t, mem, scopes...), available(t, red, scopes...)
+			if am != rm {
+				t.Fatalf("op %d: available memory %d, redis %d", i, am, rm)
+			}
+		}
 	}
 }
