@@ -262,7 +262,7 @@ type Reservation struct {
 	l        *Limiter
 	store    Store // nil when allowed without a store
 	req      Request
-	scopeBuf [4]Scope
+	scopeBuf [3]Scope // key, model, global without a second allocation
 	done     atomic.Bool
 }
 

@@ -26,6 +26,10 @@ type RedisOptions struct {
 // RedisStore keeps buckets in Redis so that all gateway instances share the
 // limits. Each Reserve and each Settle is one Lua script call that is atomic
 // across all scopes. Idle keys expire by themselves.
+//
+// go-redis retries a command after a network error; a Reserve whose reply
+// was lost may then be taken twice (too strict, never too lenient). Set the
+// client's MaxRetries to -1 to rule that out.
 type RedisStore struct {
 	client  redis.UniversalClient
 	prefix  string
