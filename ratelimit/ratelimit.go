@@ -79,9 +79,6 @@ func (l Limits) Validate() error {
 	return nil
 }
 
-// IsZero reports whether no limit at all is set.
-func (l Limits) IsZero() bool { return l == Limits{} }
-
 // Scope is one owner of buckets: an API key, a model, the whole gateway.
 type Scope struct {
 	// ID names the buckets, e.g. "key:team-a", "model:llama", "global". It
