@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/tiktoken-go/tokenizer"
 	"github.com/tiktoken-go/tokenizer/codec"
@@ -66,11 +68,47 @@ var (
 	})
 )
 
+// maxWhitespaceCost bounds the sum of the squared lengths of the whitespace
+// runs of a text that tiktoken-go's split regexp is given (about 5 ms of
+// matching; see whitespaceCost).
+const maxWhitespaceCost = 1 << 22
+
+// whitespaceCost returns the sum of the squared lengths, in bytes, of the
+// runs of whitespace in s. tiktoken-go's generated split regexp backtracks
+// over a whole whitespace run for each piece it finds in it, so a run of
+// alternating spaces and newlines costs time quadratic in its length (40 KB:
+// 2 s). Texts over maxWhitespaceCost are counted with Estimate instead: never
+// an under-count, and only for texts no real prompt looks like.
+func whitespaceCost(s string) int {
+	cost, run := 0, 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		size := 1
+		space := c == ' ' || c >= '\t' && c <= '\r'
+		if c >= utf8.RuneSelf {
+			var r rune
+			r, size = utf8.DecodeRuneInString(s[i:])
+			space = unicode.IsSpace(r)
+		}
+		if space {
+			run += size
+		} else if run > 0 {
+			cost += run * run
+			run = 0
+		}
+		i += size
+	}
+	return cost + run*run
+}
+
 // Count returns the number of tokens of text. Special-token strings such as
 // "<|endoftext|>" count as ordinary text, as tiktoken's encode_ordinary does.
 func (t *tiktokenCounter) Count(text string) int {
 	if text == "" {
 		return 0
+	}
+	if whitespaceCost(text) > maxWhitespaceCost {
+		return Estimate().Count(text)
 	}
 	n, err := t.codec.Count(text)
 	if err != nil {
