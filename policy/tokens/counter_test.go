@@ -104,12 +104,12 @@ func TestEstimate(t *testing.T) {
 		{"", 0},
 		{"a", 2},
 		{"hello world", 12},
-		{"é", 3},                 // 2 bytes + 1
-		{"你好", 7},                // 6 bytes + 1
-		{"\xff\xfe", 7},          // 2 invalid bytes weigh 3 each
-		{"\u0958", 7},            // NFC lengthens it to 6 bytes
-		{"\U0001D160", 13},       // NFC: 3 runes of 4 bytes
-		{"a\xe4\xbd", 8},         // truncated sequence: 2 invalid bytes
+		{"é", 3},           // 2 bytes + 1
+		{"你好", 7},          // 6 bytes + 1
+		{"\xff\xfe", 7},    // 2 invalid bytes weigh 3 each
+		{"\u0958", 7},      // NFC lengthens it to 6 bytes
+		{"\U0001D160", 13}, // NFC: 3 runes of 4 bytes
+		{"a\xe4\xbd", 8},   // truncated sequence: 2 invalid bytes
 		{strings.Repeat("x", 4096), 4097},
 	}
 	e := Estimate()

@@ -46,7 +46,7 @@ func TestMemoBound(t *testing.T) {
 // TestMemoClock checks the eviction order within one shard: an entry read
 // since the hand last passed survives, one never read goes.
 func TestMemoClock(t *testing.T) {
-	m := NewMemo(3 * memoShards) // 3 entries per shard
+	m := NewMemo(3 * memoShards)                              // 3 entries per shard
 	k := func(i int) uint64 { return uint64(i) * memoShards } // all in shard 0
 	m.Put(k(1), 1)
 	m.Put(k(2), 2)
