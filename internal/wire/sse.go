@@ -2,6 +2,7 @@ package wire
 
 import (
 	"bytes"
+	"strings"
 
 	"github.com/tidwall/gjson"
 )
@@ -9,6 +10,11 @@ import (
 // DefaultMaxEventBytes is the largest SSE event a StreamTap holds back to inspect. Longer events
 // (huge tool arguments, say) are forwarded as they arrive without being looked at.
 const DefaultMaxEventBytes = 1 << 20
+
+var (
+	keyError = []byte(`"error"`)
+	keyUsage = []byte(`"usage"`)
+)
 
 // TapOptions configures a StreamTap.
 type TapOptions struct {
@@ -369,27 +375,27 @@ func (t *StreamTap) openAIEvent(dst, ev []byte, f *eventFields) []byte {
 		t.done = true
 		return append(dst, ev...)
 	}
-	root := gjson.Parse(view(f.data))
-	if !root.IsObject() {
+	js := view(f.data)
+	if len(d) == 0 || d[0] != '{' {
 		return append(dst, ev...)
 	}
+	// Targeted lookups, each skipped when its key cannot be there, cost less than walking every
+	// value of the chunk.
 	var model, choices, usage gjson.Result
-	isErr := false
-	root.ForEach(func(k, v gjson.Result) bool {
-		switch k.Str {
-		case "model":
-			model = v
-		case "choices":
-			choices = v
-		case "usage":
-			usage = v
-		case "error":
-			isErr = v.Exists() && v.Type != gjson.Null
+	if bytes.Contains(d, keyError) {
+		if e := gjson.Get(js, "error"); e.Exists() && e.Type != gjson.Null {
+			return t.errorFrame(dst, f.data)
 		}
-		return true
-	})
-	if isErr {
-		return t.errorFrame(dst, f.data)
+	}
+	if bytes.Contains(d, keyUsage) {
+		usage = gjson.Get(js, "usage")
+	}
+	strip := t.opts.StripUsageChunk && usage.IsObject()
+	if strip || t.opts.OnText != nil || !t.firstToken {
+		choices = gjson.Get(js, "choices")
+	}
+	if t.opts.Model != "" && !f.multi {
+		model = gjson.Get(js, "model")
 	}
 	if usage.IsObject() {
 		var u usageFields
@@ -401,7 +407,7 @@ func (t *StreamTap) openAIEvent(dst, ev []byte, f *eventFields) []byte {
 	if choices.IsArray() && (t.opts.OnText != nil || !t.firstToken) {
 		t.openAIText(choices)
 	}
-	if t.opts.StripUsageChunk && usage.IsObject() && (!choices.Exists() || isEmptyArray(choices)) {
+	if strip && (!choices.Exists() || isEmptyArray(choices)) {
 		t.fwdTerm = false
 		return dst
 	}
@@ -424,26 +430,25 @@ func (t *StreamTap) rewrite(dst, ev []byte, off, n int) []byte {
 // openAIText reports the generated text of every choice of a chunk.
 func (t *StreamTap) openAIText(choices gjson.Result) {
 	choices.ForEach(func(_, ch gjson.Result) bool {
-		ch.ForEach(func(k, v gjson.Result) bool {
-			switch k.Str {
-			case "delta", "message":
-				v.ForEach(func(k, v gjson.Result) bool {
-					switch k.Str {
-					case "content", "reasoning_content", "reasoning":
-						t.text(v)
-					case "tool_calls":
-						v.ForEach(func(_, tc gjson.Result) bool {
-							t.text(tc.Get("function.arguments"))
-							return true
-						})
-					}
-					return true
-				})
-			case "text":
-				t.text(v)
-			}
+		delta := ch.Get("delta")
+		if !delta.Exists() {
+			delta = ch.Get("message")
+		}
+		if !delta.IsObject() {
+			t.text(ch.Get("text")) // completions
 			return true
-		})
+		}
+		t.text(delta.Get("content"))
+		if strings.Contains(delta.Raw, `"reasoning`) {
+			t.text(delta.Get("reasoning_content"))
+			t.text(delta.Get("reasoning"))
+		}
+		if strings.Contains(delta.Raw, `"tool_calls"`) {
+			delta.Get("tool_calls").ForEach(func(_, tc gjson.Result) bool {
+				t.text(tc.Get("function.arguments"))
+				return true
+			})
+		}
 		return true
 	})
 }
