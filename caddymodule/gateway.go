@@ -237,7 +237,7 @@ func (g *Gateway) provisionModels(repl *caddy.Replacer) error {
 			route.dials = append(route.dials, dial)
 		}
 		if mc.UpstreamKey != "" {
-			key, err := repl.ReplaceOrErr(mc.UpstreamKey, true, true)
+			key, err := repl.ReplaceOrErr(mc.UpstreamKey, false, true)
 			if err != nil {
 				return fmt.Errorf("model %q: resolving upstream_key: %w", mc.Name, err)
 			}

@@ -11,5 +11,5 @@ xcaddy_version=${XCADDY_VERSION:-v0.4.5}
 
 cd "$here"
 XCADDY_SKIP_CLEANUP=0 go run "github.com/caddyserver/xcaddy/cmd/xcaddy@${xcaddy_version}" build "$caddy_version" \
-	--with "github.com/caddyai/gateway=$here" \
+	--with "github.com/caddyai/gateway@v0.0.0=$here" \
 	--output "$out"

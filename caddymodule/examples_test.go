@@ -1,0 +1,139 @@
+package caddymodule_test
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+
+	"github.com/caddyai/gateway/internal/wiretest"
+)
+
+// TestExamplesAdaptAndValidate adapts every Caddyfile the project ships (the demo and
+// examples/) and provisions and validates it, as `caddy validate` does.
+func TestExamplesAdaptAndValidate(t *testing.T) {
+	root := wiretest.RepoRoot(t)
+	files, err := filepath.Glob(filepath.Join(root, "examples", "*.Caddyfile"))
+	if err != nil || len(files) < 5 {
+		t.Fatalf("examples missing: %v %v", files, err)
+	}
+	files = append(files, filepath.Join(root, "Caddyfile"))
+	t.Chdir(root) // relative paths in the examples are relative to the repository root
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			data, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			adapted, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt(data, map[string]any{"filename": f})
+			if err != nil {
+				t.Fatalf("adapting: %v", err)
+			}
+			for _, w := range warnings {
+				t.Errorf("adapt warning: %s", w.String())
+			}
+			var cfg caddy.Config
+			if err := json.Unmarshal(adapted, &cfg); err != nil {
+				t.Fatal(err)
+			}
+			if err := caddy.Validate(&cfg); err != nil {
+				t.Fatalf("validating: %v", err)
+			}
+		})
+	}
+}
+
+// TestBinaryDemo runs the xcaddy-built binary (make test-binary sets CADDY_BINARY) on the root
+// Caddyfile, with its ports moved to free ones, and checks what the README promises.
+func TestBinaryDemo(t *testing.T) {
+	bin := os.Getenv("CADDY_BINARY")
+	if bin == "" {
+		t.Skip("CADDY_BINARY not set: run `make test-binary` (part of `make test`) to test the built binary")
+	}
+	root := wiretest.RepoRoot(t)
+	data, err := os.ReadFile(filepath.Join(root, "Caddyfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, sim, admin := freePort(t), freePort(t), freePort(t)
+	cf := strings.NewReplacer(":8080", fmt.Sprintf(":%d", gw), ":8081", fmt.Sprintf(":%d", sim), "localhost:2019", fmt.Sprintf("localhost:%d", admin)).Replace(string(data))
+	path := filepath.Join(t.TempDir(), "Caddyfile")
+	if err := os.WriteFile(path, []byte(cf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "run", "--config", path, "--adapter", "caddyfile")
+	cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var logs strings.Builder
+	done := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			logs.WriteString(sc.Text() + "\n")
+		}
+		close(done)
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		<-done
+		if t.Failed() {
+			t.Logf("caddy logs:\n%s", logs.String())
+		}
+		if strings.Contains(logs.String(), "sk-demo-gateway") {
+			t.Error("the demo secret appears in the logs")
+		}
+	})
+	post := func(path string, headers map[string]string, body string) (*http.Response, string) {
+		req, _ := http.NewRequest(http.MethodPost, url(gw, path), strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		for k, v := range headers {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return nil, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b)
+	}
+	auth := map[string]string{"Authorization": "Bearer sk-demo-gateway"}
+	chat := `{"model":"llama","messages":[{"role":"user","content":"Hello"}]}`
+	waitFor(t, "the demo to answer", 30*time.Second, func() bool {
+		resp, _ := post("/v1/chat/completions", auth, chat)
+		return resp != nil && resp.StatusCode == 200
+	})
+
+	resp, body := post("/v1/chat/completions", auth, chat)
+	m := decodeJSON(t, []byte(body))
+	if resp.StatusCode != 200 || m["model"] != "demo-llama" || m["usage"] == nil {
+		t.Errorf("chat: %d %s", resp.StatusCode, body)
+	}
+	resp, body = post("/v1/chat/completions", nil, chat)
+	if resp.StatusCode != 401 || !strings.Contains(body, `"code":"invalid_api_key"`) {
+		t.Errorf("no key: %d %s", resp.StatusCode, body)
+	}
+	resp, body = post("/v1/messages", map[string]string{"X-Api-Key": "sk-demo-gateway", "Anthropic-Version": "2023-06-01"},
+		`{"model":"llama","max_tokens":16,"messages":[{"role":"user","content":"Hello"}]}`)
+	if m := decodeJSON(t, []byte(body)); resp.StatusCode != 200 || m["type"] != "message" || m["content"] == nil {
+		t.Errorf("messages: %d %s", resp.StatusCode, body)
+	}
+	resp, body = post("/v1/chat/completions", auth, `{"model":"llama","stream":true,"messages":[{"role":"user","content":"Hello"}]}`)
+	if resp.StatusCode != 200 || !strings.HasSuffix(body, "data: [DONE]\n\n") {
+		t.Errorf("stream: %d %q", resp.StatusCode, body)
+	}
+}
