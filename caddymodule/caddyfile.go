@@ -33,6 +33,7 @@ func parseGatewayCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //	        disabled
 //	        expires_at <RFC 3339 time>
 //	        label <name> <value>
+//	        rpm|tpm|rpd|tpd|max_concurrent <n>
 //	    }
 //	    keys_file <path>
 //	    keys_file_interval <duration>
@@ -43,9 +44,19 @@ func parseGatewayCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //	        upstream <address>...
 //	        upstream_key <secret>
 //	        upstream_name <name>
+//	        tokenizer estimate|cl100k_base|o200k_base|hf <path>
+//	        rpm|tpm|rpd|tpd|max_concurrent <n>
 //	    }
 //	    max_body <size>
 //	    anthropic_versions <version>...
+//	    rate_limit {
+//	        rpm|tpm|rpd|tpd|max_concurrent <n>
+//	        store memory|redis <url>
+//	        redis_prefix <prefix>
+//	        on_store_error allow|deny
+//	        default_max_tokens <n>
+//	    }
+//	    metrics_key_id
 //	}
 //
 // <secret> is sha256:<hex>, a placeholder such as {env.KEY}, or a literal (warned about).
@@ -105,6 +116,22 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			g.MaxBody = n
+		case "rate_limit":
+			if err := once(name); err != nil {
+				return err
+			}
+			g.RateLimit = new(RateLimit)
+			if err := parseRateLimit(d, g.RateLimit); err != nil {
+				return err
+			}
+		case "metrics_key_id":
+			if err := once(name); err != nil {
+				return err
+			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			g.MetricsKeyID = true
 		case "anthropic_versions":
 			if err := once(name); err != nil {
 				return err
@@ -166,6 +193,10 @@ func parseKeyBlock(d *caddyfile.Dispenser) (KeyConfig, error) {
 			if d.NextArg() {
 				return k, d.ArgErr()
 			}
+		case "rpm", "tpm", "rpd", "tpd", "max_concurrent":
+			if err := parseLimit(d, name, &k.Limits); err != nil {
+				return k, err
+			}
 		case "label":
 			args := d.RemainingArgs()
 			if len(args) != 2 {
@@ -221,6 +252,18 @@ func parseModelBlock(d *caddyfile.Dispenser) (ModelConfig, error) {
 			m.UpstreamKey, err = stringArg(d)
 		case "upstream_name":
 			m.UpstreamName, err = stringArg(d)
+		case "tokenizer":
+			args := d.RemainingArgs()
+			switch {
+			case len(args) == 1 && args[0] != "hf":
+				m.Tokenizer = args[0]
+			case len(args) == 2 && args[0] == "hf":
+				m.Tokenizer = "hf " + args[1]
+			default:
+				return m, d.Errf("tokenizer: want estimate, cl100k_base, o200k_base or hf <path>")
+			}
+		case "rpm", "tpm", "rpd", "tpd", "max_concurrent":
+			err = parseLimit(d, name, &m.Limits)
 		default:
 			return m, d.Errf("unrecognized model subdirective %q", name)
 		}
@@ -229,6 +272,76 @@ func parseModelBlock(d *caddyfile.Dispenser) (ModelConfig, error) {
 		}
 	}
 	return m, nil
+}
+
+// parseLimit parses one limit subdirective (rpm, tpm, rpd, tpd, max_concurrent) into l.
+func parseLimit(d *caddyfile.Dispenser, name string, l *Limits) error {
+	s, err := stringArg(d)
+	if err != nil {
+		return err
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return d.Errf("%s: %q is not a non-negative integer", name, s)
+	}
+	switch name {
+	case "rpm":
+		l.RPM = n
+	case "tpm":
+		l.TPM = n
+	case "rpd":
+		l.RPD = n
+	case "tpd":
+		l.TPD = n
+	case "max_concurrent":
+		l.MaxConcurrent = n
+	}
+	return nil
+}
+
+// parseRateLimit parses the rate_limit block.
+func parseRateLimit(d *caddyfile.Dispenser, rl *RateLimit) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	seen := map[string]bool{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		name := d.Val()
+		if seen[name] {
+			return d.Errf("rate_limit: %s specified more than once", name)
+		}
+		seen[name] = true
+		var err error
+		switch name {
+		case "rpm", "tpm", "rpd", "tpd", "max_concurrent":
+			err = parseLimit(d, name, &rl.Limits)
+		case "store":
+			args := d.RemainingArgs()
+			switch {
+			case len(args) == 1 && args[0] == "memory":
+				rl.Store = "memory"
+			case len(args) == 2 && args[0] == "redis":
+				rl.Store, rl.RedisURL = "redis", args[1]
+			default:
+				return d.Errf("rate_limit: store: want memory or redis <url>")
+			}
+		case "redis_prefix":
+			rl.RedisPrefix, err = stringArg(d)
+		case "on_store_error":
+			rl.OnStoreError, err = stringArg(d)
+			if err == nil && rl.OnStoreError != "allow" && rl.OnStoreError != "deny" {
+				return d.Errf("rate_limit: on_store_error: want allow or deny, got %q", rl.OnStoreError)
+			}
+		case "default_max_tokens":
+			rl.DefaultMaxTokens, err = intArg(d)
+		default:
+			return d.Errf("unrecognized rate_limit subdirective %q", name)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func stringArg(d *caddyfile.Dispenser) (string, error) {

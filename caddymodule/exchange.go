@@ -6,9 +6,12 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
 
 	"github.com/caddyai/gateway/internal/wire"
 	"github.com/caddyai/gateway/policy"
+	"github.com/caddyai/gateway/policy/tokens"
+	"github.com/caddyai/gateway/ratelimit"
 )
 
 // varExchange is the Caddy request variable holding the request's *exchange, read by the
@@ -18,7 +21,9 @@ const varExchange = "ai_gateway.exchange"
 // exchange is the one request-scoped record of the gateway: each stage fills what it learns and
 // later stages (routing, the response tap, placeholders, logs) read it instead of recomputing.
 type exchange struct {
+	r              *http.Request
 	start          time.Time
+	handoff        time.Time // when the request left for the upstream
 	requestID      string
 	surface        wire.Surface
 	endpoint       wire.Endpoint
@@ -27,20 +32,37 @@ type exchange struct {
 	requestedModel string
 	route          *modelRoute
 	stream         bool
+	includeUsage   bool // the client asked for stream usage
+	maxTokens      int  // the output cap the request sets; 0 when none
+	injectedUsage  bool // the gateway asked the upstream for stream usage the client did not ask for
 	body           requestBody
-	reject         string
-	status         int
+
+	promptTokens   int
+	reservedOutput int
+	decision       ratelimit.Decision
+	reservation    *ratelimit.Reservation
+
+	status           int
+	upstreamHeaderAt time.Time
+	firstToken       time.Time
+	usage            wire.Usage
+	upstreamError    bool
+	streamIncomplete bool
+	reject           string
 }
 
-// modelRoute is a model with where it runs.
+// modelRoute is a model with where it runs and how its tokens are counted.
 type modelRoute struct {
 	model         *policy.Model
 	dials         []string
 	authorization string
+	scopeID       string // rate-limit scope id, "model:<name>"
+	counter       tokens.Counter
+	chat          *tokens.ChatCounter
 }
 
 func newExchange(r *http.Request, now time.Time) *exchange {
-	ex := &exchange{start: now}
+	ex := &exchange{r: r, start: now}
 	ex.endpoint, ex.modelID = wire.Route(r.URL.Path)
 	ex.surface = wire.SurfaceOf(r.URL.Path)
 	if id := r.Header.Get("X-Request-Id"); wire.ValidRequestID(id) {
@@ -71,6 +93,25 @@ func (ex *exchange) modelName() string {
 	return ex.route.model.Name
 }
 
+func (ex *exchange) counter() tokens.Counter {
+	if ex.route == nil || ex.route.counter == nil {
+		return tokens.Estimate()
+	}
+	return ex.route.counter
+}
+
+func (ex *exchange) clientGone() bool { return ex.r.Context().Err() != nil }
+
+// overhead is the time spent in the gateway itself: before the hand-off, and since the
+// upstream's header arrived when the body was held (JSON responses).
+func (ex *exchange) overhead(now time.Time) time.Duration {
+	if ex.handoff.IsZero() {
+		return now.Sub(ex.start)
+	}
+	d := ex.handoff.Sub(ex.start)
+	return d
+}
+
 // setResponseHeaders sets the headers every response carries.
 func (ex *exchange) setResponseHeaders(h http.Header) {
 	h["X-Request-Id"] = []string{ex.requestID}
@@ -90,8 +131,15 @@ const (
 	phEndpoint     = "http.ai_gateway.endpoint"
 	phStream       = "http.ai_gateway.stream"
 	phRejectReason = "http.ai_gateway.reject_reason"
+	phPrompt       = "http.ai_gateway.prompt_tokens"
+	phCompletion   = "http.ai_gateway.completion_tokens"
+	phTotal        = "http.ai_gateway.total_tokens"
+	phEstimated    = "http.ai_gateway.usage_estimated"
+	phTTFT         = "http.ai_gateway.ttft_ms"
 )
 
+// setPlaceholders publishes what the gateway knows so far to the replacer (for other handlers
+// and log formats).
 func (ex *exchange) setPlaceholders(repl *caddy.Replacer) {
 	repl.Set(phRequestID, ex.requestID)
 	repl.Set(phSurface, ex.surface.String())
@@ -104,4 +152,40 @@ func (ex *exchange) setPlaceholders(repl *caddy.Replacer) {
 	}
 	repl.Set(phStream, ex.stream)
 	repl.Set(phRejectReason, ex.reject)
+	repl.Set(phPrompt, ex.usage.PromptTokens)
+	repl.Set(phCompletion, ex.usage.CompletionTokens)
+	repl.Set(phTotal, ex.usage.TotalTokens)
+	repl.Set(phEstimated, ex.usage.Estimated)
+	if !ex.firstToken.IsZero() {
+		repl.Set(phTTFT, float64(ex.firstToken.Sub(ex.start))/float64(time.Millisecond))
+	}
+}
+
+// logFields adds the gateway's fields to Caddy's access log entry for the request.
+func (ex *exchange) logFields() {
+	extra, ok := ex.r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields)
+	if !ok {
+		return
+	}
+	fields := []zap.Field{
+		zap.String("ai_request_id", ex.requestID),
+		zap.String("ai_key_id", ex.keyID()),
+		zap.String("ai_model", ex.modelName()),
+		zap.Bool("ai_stream", ex.stream),
+		zap.Int64("ai_prompt_tokens", ex.usage.PromptTokens),
+		zap.Int64("ai_completion_tokens", ex.usage.CompletionTokens),
+		zap.Int64("ai_total_tokens", ex.usage.TotalTokens),
+	}
+	if ex.usage.Estimated {
+		fields = append(fields, zap.Bool("ai_usage_estimated", true))
+	}
+	if !ex.firstToken.IsZero() {
+		fields = append(fields, zap.Float64("ai_ttft_ms", float64(ex.firstToken.Sub(ex.start))/float64(time.Millisecond)))
+	}
+	if ex.reject != "" {
+		fields = append(fields, zap.String("ai_reject_reason", ex.reject))
+	}
+	for _, f := range fields {
+		extra.Set(f)
+	}
 }

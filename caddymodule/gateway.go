@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -21,6 +22,8 @@ import (
 
 	"github.com/caddyai/gateway/internal/wire"
 	"github.com/caddyai/gateway/policy"
+	"github.com/caddyai/gateway/policy/tokens"
+	"github.com/caddyai/gateway/ratelimit"
 )
 
 func init() {
@@ -47,8 +50,19 @@ type Gateway struct {
 	// AnthropicVersions are the anthropic-version header values accepted on /v1/messages.
 	// Default: 2023-06-01 and 2026-10-21.
 	AnthropicVersions []string `json:"anthropic_versions,omitempty"`
+	// RateLimit holds the gateway-wide limits and the limiter's store. Per-key and per-model
+	// limits are set on keys and models; all scopes apply at once.
+	RateLimit *RateLimit `json:"rate_limit,omitempty"`
+	// MetricsKeyID adds the key id as a label of the requests and tokens metrics. Off by
+	// default: with many keys it makes many series.
+	MetricsKeyID bool `json:"metrics_key_id,omitempty"`
 
-	keys      *atomic.Pointer[policy.KeyTable]
+	keys         *atomic.Pointer[policy.KeyTable]
+	limiter      *ratelimit.Limiter
+	storeKey     string
+	globalLimits policy.Limits
+	metrics      *gatewayMetrics
+	memo         *tokens.Memo
 	inline    *policy.KeyTable
 	catalog   *policy.Catalog
 	routes    map[*policy.Model]*modelRoute
@@ -76,6 +90,8 @@ type KeyConfig struct {
 	ExpiresAt string `json:"expires_at,omitempty"`
 	// Labels are free-form operator labels.
 	Labels map[string]string `json:"labels,omitempty"`
+	// Limits are the key's own rate limits (rpm, tpm, rpd, tpd, max_concurrent).
+	Limits
 }
 
 // ModelConfig is one model the gateway serves.
@@ -99,6 +115,12 @@ type ModelConfig struct {
 	// UpstreamName is the name the model server knows the model by (vLLM's
 	// --served-model-name), when it differs from Name.
 	UpstreamName string `json:"upstream_name,omitempty"`
+	// Tokenizer counts the model's prompt tokens: estimate (a fast upper bound), cl100k_base,
+	// o200k_base, or "hf <path to tokenizer.json>" for the model's own vocabulary.
+	// Default: cl100k_base.
+	Tokenizer string `json:"tokenizer,omitempty"`
+	// Limits are the model's rate limits, summed over all keys.
+	Limits
 }
 
 // CaddyModule returns the Caddy module information.
@@ -137,6 +159,18 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 		g.anthropic[v] = struct{}{}
 	}
 	repl := caddy.NewReplacer()
+	g.metrics = newGatewayMetrics()
+	if err := g.metrics.register(ctx.GetMetricsRegistry()); err != nil {
+		return fmt.Errorf("registering metrics: %w", err)
+	}
+	g.memo = tokens.NewMemo(1 << 16)
+	if g.RateLimit == nil {
+		g.RateLimit = new(RateLimit)
+	}
+	g.globalLimits = g.RateLimit.Limits.policy()
+	if err := g.provisionLimiter(repl); err != nil {
+		return err
+	}
 
 	inline, err := g.provisionKeys(repl)
 	if err != nil {
@@ -168,7 +202,7 @@ func (g *Gateway) provisionKeys(repl *caddy.Replacer) (*policy.KeyTable, error) 
 		if kc.ID == "" {
 			return nil, fmt.Errorf("key %d: id is required", i)
 		}
-		k := &policy.Key{ID: kc.ID, Models: kc.Models, Disabled: kc.Disabled, Labels: kc.Labels}
+		k := &policy.Key{ID: kc.ID, Models: kc.Models, Disabled: kc.Disabled, Labels: kc.Labels, Limits: kc.Limits.policy()}
 		switch {
 		case strings.HasPrefix(kc.Secret, "sha256:"):
 			h, err := policy.ParseHash(kc.Secret)
@@ -227,8 +261,17 @@ func (g *Gateway) provisionModels(repl *caddy.Replacer) error {
 			ContextWindow:   mc.ContextWindow,
 			MaxOutputTokens: mc.MaxOutputTokens,
 			UpstreamName:    mc.UpstreamName,
+			Limits:          mc.Limits.policy(),
 		}
-		route := &modelRoute{model: m}
+		spec := mc.Tokenizer
+		if spec == "" {
+			spec = "cl100k_base"
+		}
+		counter, err := tokens.New(spec)
+		if err != nil {
+			return fmt.Errorf("model %q: %w", mc.Name, err)
+		}
+		route := &modelRoute{model: m, scopeID: "model:" + mc.Name, counter: counter, chat: tokens.NewChatCounter(counter, g.memo)}
 		for _, u := range mc.Upstreams {
 			dial, err := dialAddress(u)
 			if err != nil {
@@ -269,23 +312,43 @@ func (g *Gateway) Validate() error {
 	if g.keys.Load().Len() == 0 && g.KeysFile == "" {
 		return errors.New("no API keys: add a key or a keys_file")
 	}
+	if err := limitsOf(g.globalLimits).Validate(); err != nil {
+		return fmt.Errorf("rate_limit: %w", err)
+	}
+	for _, m := range g.catalog.Models() {
+		if err := limitsOf(m.Limits).Validate(); err != nil {
+			return fmt.Errorf("model %q: %w", m.Name, err)
+		}
+	}
+	for _, k := range g.Keys {
+		if err := limitsOf(k.Limits.policy()).Validate(); err != nil {
+			return fmt.Errorf("key %q: %w", k.ID, err)
+		}
+	}
+	if g.RateLimit.DefaultMaxTokens < 0 {
+		return errors.New("rate_limit: default_max_tokens must not be negative")
+	}
 	return nil
 }
 
 // ServeHTTP runs one request through the gateway's pipeline. Each stage either fills the
-// request's exchange record or returns a *wire.Error, which is rendered once, at the end, in
-// the envelope of the request's API surface.
-func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+// request's exchange record or returns a *wire.Error, which is rendered once, in the envelope of
+// the request's API surface. Admitted requests go to the next handler (reverse_proxy) through a
+// response tap that completes usage, normalises errors and settles the rate-limit reservation.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) (err error) {
 	ex := newExchange(r, g.now())
 	caddyhttp.SetVar(r.Context(), varExchange, ex)
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	ex.setPlaceholders(repl)
 
 	if werr := g.admit(ex, r); werr != nil {
-		return g.refuse(w, r, ex, repl, werr)
+		g.refuse(w, ex, werr)
+		g.record(ex, repl)
+		return nil
 	}
 	if ex.endpoint == wire.EndpointModels || ex.endpoint == wire.EndpointModel {
-		return g.serveModels(w, r, ex)
+		err = g.serveModels(w, r, ex)
+		g.record(ex, repl)
+		return err
 	}
 
 	// hand-off: the request leaves for the model's upstream pool
@@ -293,10 +356,64 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		r.Header["Authorization"] = []string{ex.route.authorization}
 	}
 	ex.setPlaceholders(repl)
-	tap := newResponseTap(w, ex)
-	err := next.ServeHTTP(tap, r)
-	ex.body.release()
-	return err
+	tap := newResponseTap(g, w, ex)
+	model := ex.route.model.Name
+	g.metrics.inFlight.WithLabelValues(model).Inc()
+	ex.handoff = g.now()
+	defer func() {
+		// reverse_proxy aborts a response it cannot finish with http.ErrAbortHandler; the tap
+		// still ends it properly (an error frame, never a silent cut) and the reservation is
+		// settled. Any other panic goes on up.
+		var proxyErr error
+		if v := recover(); v != nil {
+			if v != http.ErrAbortHandler {
+				panic(v)
+			}
+			proxyErr = errAborted
+		} else {
+			proxyErr = err
+		}
+		g.metrics.inFlight.WithLabelValues(model).Dec()
+		g.metrics.upstream.WithLabelValues(model).Observe(g.now().Sub(ex.handoff).Seconds())
+		ex.usage, err = tap.finish(proxyErr)
+		ex.body.release()
+		g.settle(ex, ex.usage.TotalTokens)
+		g.record(ex, repl)
+		if proxyErr == errAborted && ex.clientGone() {
+			panic(http.ErrAbortHandler) // nobody is listening; let the server drop the connection
+		}
+	}()
+	return next.ServeHTTP(tap, r)
+}
+
+var errAborted = errors.New("upstream response aborted")
+
+// record publishes the outcome: placeholders, access-log fields and metrics.
+func (g *Gateway) record(ex *exchange, repl *caddy.Replacer) {
+	ex.setPlaceholders(repl)
+	ex.logFields()
+	model := ex.modelName()
+	keyID := ""
+	if g.MetricsKeyID {
+		keyID = ex.keyID()
+	}
+	status := ex.status
+	g.metrics.requests.WithLabelValues(model, strconv.Itoa(status), ex.reject, keyID).Inc()
+	if ex.usage.PromptTokens > 0 {
+		g.metrics.tokens.WithLabelValues(model, "prompt", keyID).Add(float64(ex.usage.PromptTokens))
+	}
+	if ex.usage.CompletionTokens > 0 {
+		g.metrics.tokens.WithLabelValues(model, "completion", keyID).Add(float64(ex.usage.CompletionTokens))
+	}
+	if ex.usage.CachedTokens > 0 {
+		g.metrics.tokens.WithLabelValues(model, "cached", keyID).Add(float64(ex.usage.CachedTokens))
+	}
+	if ex.streamIncomplete {
+		g.metrics.incomplete.WithLabelValues(model).Inc()
+		if c := g.logger.Check(zapcore.WarnLevel, "upstream stream ended before completion; the client got an error frame"); c != nil {
+			c.Write(zap.String("request_id", ex.requestID), zap.String("model", model), zap.String("key_id", ex.keyID()))
+		}
+	}
 }
 
 // admit runs the stages that decide whether the request may go upstream: routing, credentials,
@@ -330,7 +447,16 @@ func (g *Gateway) admit(ex *exchange, r *http.Request) *wire.Error {
 	if werr := ex.body.read(r, g.MaxBody); werr != nil {
 		return werr
 	}
-	return g.resolveModel(ex, r)
+	if werr := g.resolveModel(ex); werr != nil {
+		return werr
+	}
+	if werr := g.countPrompt(ex); werr != nil {
+		return werr
+	}
+	if werr := g.admitLimits(r.Context(), ex); werr != nil {
+		return werr
+	}
+	return g.handOff(ex, r)
 }
 
 func (g *Gateway) authenticate(ex *exchange, secret string) *wire.Error {
@@ -368,9 +494,8 @@ func (g *Gateway) checkAnthropicVersion(r *http.Request) *wire.Error {
 	return nil
 }
 
-// resolveModel reads the body's model, resolves aliases, checks the key's allow-list and
-// rewrites the model name to what the upstream expects.
-func (g *Gateway) resolveModel(ex *exchange, r *http.Request) *wire.Error {
+// resolveModel reads the body's model, resolves aliases and checks the key's allow-list.
+func (g *Gateway) resolveModel(ex *exchange) *wire.Error {
 	raw := ex.body.bytes()
 	if !gjson.ValidBytes(raw) {
 		return wire.InvalidRequest("", "We could not parse the JSON body of your request. Please send valid JSON.")
@@ -396,14 +521,126 @@ func (g *Gateway) resolveModel(ex *exchange, r *http.Request) *wire.Error {
 	}
 	ex.route = g.routes[m]
 	ex.stream = root.Get("stream").Type == gjson.True
-	if up := m.Upstream(); up != mv.Str {
-		out, err := sjson.SetBytes(raw, "model", up)
-		if err != nil {
-			if c := g.logger.Check(zapcore.ErrorLevel, "rewriting model"); c != nil {
-				c.Write(zap.Error(err), zap.String("request_id", ex.requestID))
-			}
-			return wire.Internal()
+	ex.maxTokens = requestedMaxTokens(ex.endpoint, root)
+	ex.includeUsage = root.Get("stream_options.include_usage").Type == gjson.True
+	return nil
+}
+
+// requestedMaxTokens returns the output cap the request asks for, 0 when it sets none.
+func requestedMaxTokens(e wire.Endpoint, root gjson.Result) int {
+	if e == wire.EndpointChatCompletions {
+		if v := root.Get("max_completion_tokens"); v.Type == gjson.Number {
+			return int(v.Int())
 		}
+	}
+	if v := root.Get("max_tokens"); v.Type == gjson.Number {
+		return int(v.Int())
+	}
+	return 0
+}
+
+// countPrompt counts the prompt's tokens and checks the model's context window. The exact count
+// is skipped when a cheap upper bound already proves the request fits and no token limit needs
+// the number.
+func (g *Gateway) countPrompt(ex *exchange) *wire.Error {
+	m := ex.route.model
+	body := ex.body.bytes()
+	out := ex.maxTokens
+	if out == 0 {
+		out = g.RateLimit.DefaultMaxTokens
+		if out == 0 {
+			out = m.MaxOutputTokens
+		}
+		if out == 0 {
+			out = defaultOutputAllowance
+		}
+		if m.ContextWindow > 0 && ex.maxTokens == 0 {
+			out = min(out, m.ContextWindow)
+		}
+	}
+	ex.reservedOutput = out
+	bound := tokens.UpperBound(body)
+	if ex.endpoint == wire.EndpointImagesGenerations {
+		ex.promptTokens = bound
+		return nil
+	}
+	fits := m.ContextWindow == 0 || bound+ex.maxTokens <= m.ContextWindow
+	if fits && !g.tokenLimited(ex) {
+		ex.promptTokens = bound
+		return nil
+	}
+	var n int
+	var err error
+	switch ex.endpoint {
+	case wire.EndpointChatCompletions:
+		n, err = ex.route.chat.CountChat(body)
+	case wire.EndpointCompletions:
+		n, err = ex.route.chat.CountCompletion(body)
+	case wire.EndpointEmbeddings:
+		n, err = ex.route.chat.CountEmbedding(body)
+	case wire.EndpointMessages, wire.EndpointMessagesCountTokens:
+		n, err = ex.route.chat.CountAnthropic(body)
+	}
+	if err != nil {
+		return wire.InvalidRequest("messages", "The request's messages could not be read: %s", strings.TrimPrefix(err.Error(), "counting chat body: "))
+	}
+	ex.promptTokens = n
+	if m.ContextWindow > 0 && n+ex.maxTokens > m.ContextWindow {
+		return contextLengthError(ex, m.ContextWindow, n)
+	}
+	return nil
+}
+
+// tokenLimited reports whether any scope of the request limits tokens.
+func (g *Gateway) tokenLimited(ex *exchange) bool {
+	l := g.globalLimits
+	if l.TPM > 0 || l.TPD > 0 {
+		return true
+	}
+	if l = ex.route.model.Limits; l.TPM > 0 || l.TPD > 0 {
+		return true
+	}
+	l = ex.key.Limits
+	return l.TPM > 0 || l.TPD > 0
+}
+
+// contextLengthError is the refusal of a prompt that does not fit the model's window.
+func contextLengthError(ex *exchange, window, prompt int) *wire.Error {
+	msg := fmt.Sprintf("This model's maximum context length is %d tokens. However, your messages resulted in %d tokens. Please reduce the length of the messages.", window, prompt)
+	if ex.maxTokens > 0 {
+		msg = fmt.Sprintf("This model's maximum context length is %d tokens. However, you requested %d tokens (%d in the messages, %d in the completion). Please reduce the length of the messages or completion.",
+			window, prompt+ex.maxTokens, prompt, ex.maxTokens)
+	}
+	param := "messages"
+	switch ex.endpoint {
+	case wire.EndpointCompletions, wire.EndpointImagesGenerations:
+		param = "prompt"
+	case wire.EndpointEmbeddings:
+		param = "input"
+	}
+	return &wire.Error{Status: http.StatusRequestEntityTooLarge, Type: wire.TypeInvalidRequest, Code: "context_length_exceeded", Param: param, Message: msg}
+}
+
+// handOff rewrites the body for the upstream (its model name, stream usage) and installs it.
+func (g *Gateway) handOff(ex *exchange, r *http.Request) *wire.Error {
+	raw := ex.body.bytes()
+	out := raw
+	var err error
+	if up := ex.route.model.Upstream(); up != ex.requestedModel {
+		out, err = sjson.SetBytes(out, "model", up)
+	}
+	if err == nil && ex.stream && !ex.includeUsage && (ex.endpoint == wire.EndpointChatCompletions || ex.endpoint == wire.EndpointCompletions) {
+		// ask for the usage chunk upstream; the tap removes it from what the client sees
+		out, err = sjson.SetBytes(out, "stream_options.include_usage", true)
+		ex.injectedUsage = err == nil
+	}
+	if err != nil {
+		if c := g.logger.Check(zapcore.ErrorLevel, "rewriting request body"); c != nil {
+			c.Write(zap.Error(err), zap.String("request_id", ex.requestID))
+		}
+		return wire.Internal()
+	}
+	if &out[0] != &raw[0] || len(out) != len(raw) {
 		ex.body.replace(out)
 	}
 	ex.body.install(r)
@@ -411,19 +648,23 @@ func (g *Gateway) resolveModel(ex *exchange, r *http.Request) *wire.Error {
 }
 
 // refuse renders a gateway error in the surface's envelope and records why.
-func (g *Gateway) refuse(w http.ResponseWriter, r *http.Request, ex *exchange, repl *caddy.Replacer, werr *wire.Error) error {
+func (g *Gateway) refuse(w http.ResponseWriter, ex *exchange, werr *wire.Error) {
 	ex.body.release()
 	ex.reject = werr.ReasonOrCode()
-	ex.setPlaceholders(repl)
-	ex.setResponseHeaders(w.Header())
+	ex.status = werr.StatusFor(ex.surface)
+	h := w.Header()
+	ex.setResponseHeaders(h)
+	setRateLimitHeaders(h, ex.surface, ex.decision, ex.start)
+	h["X-Gateway-Overhead-Ms"] = []string{formatMS(g.now().Sub(ex.start))}
 	if c := g.logger.Check(zapcore.DebugLevel, "request refused"); c != nil {
 		c.Write(zap.String("request_id", ex.requestID), zap.String("key_id", ex.keyID()),
-			zap.Int("status", werr.StatusFor(ex.surface)), zap.String("reason", ex.reject))
+			zap.Int("status", ex.status), zap.String("reason", ex.reject))
 	}
 	if err := wire.Write(w, ex.surface, werr, ex.requestID); err != nil {
-		return caddyhttp.Error(werr.StatusFor(ex.surface), err)
+		if c := g.logger.Check(zapcore.DebugLevel, "writing refusal"); c != nil {
+			c.Write(zap.String("request_id", ex.requestID), zap.Error(err))
+		}
 	}
-	return nil
 }
 
 // takeCredential returns the client's API key and removes every credential header so that it
@@ -447,8 +688,16 @@ func takeCredential(h http.Header) string {
 	return secret
 }
 
-// Cleanup releases what Provision acquired. The keys file watcher stops with the config's context.
-func (g *Gateway) Cleanup() error { return nil }
+// Cleanup releases what Provision acquired: its hold on the limiter store (the store itself
+// lives on while a newer config uses it). The keys file watcher stops with the config's context.
+func (g *Gateway) Cleanup() error {
+	if g.storeKey != "" {
+		if _, err := storePool.Delete(g.storeKey); err != nil {
+			return fmt.Errorf("releasing rate limit store: %w", err)
+		}
+	}
+	return nil
+}
 
 // Interface guards
 var (

@@ -32,6 +32,7 @@ func (g *Gateway) watchKeysFile(kf *policy.KeyFile) {
 func (g *Gateway) reloadKeysFile(kf *policy.KeyFile) {
 	keys, changed, err := kf.Load()
 	if err != nil {
+		g.metrics.keysReloaded.WithLabelValues("error").Inc()
 		g.logger.Error("keys file not reloaded; keeping the last good key set", zap.String("path", kf.Path), zap.Error(err))
 		return
 	}
@@ -40,9 +41,11 @@ func (g *Gateway) reloadKeysFile(kf *policy.KeyFile) {
 	}
 	table, err := g.mergeFileKeys(keys)
 	if err != nil {
+		g.metrics.keysReloaded.WithLabelValues("error").Inc()
 		g.logger.Error("keys file not reloaded; keeping the last good key set", zap.String("path", kf.Path), zap.Error(err))
 		return
 	}
 	g.keys.Store(table)
+	g.metrics.keysReloaded.WithLabelValues("ok").Inc()
 	g.logger.Info("keys file reloaded", zap.String("path", kf.Path), zap.Int("keys", table.Len()))
 }

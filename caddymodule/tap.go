@@ -1,42 +1,361 @@
 package caddymodule
 
 import (
+	"context"
+	"errors"
+	"io"
 	"net/http"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/tidwall/gjson"
+	"github.com/tidwall/sjson"
+
+	"github.com/caddyai/gateway/internal/wire"
 )
 
-// responseTap wraps the response on its way back from the upstream: it sets the gateway's own
-// headers (replacing any the upstream sent under the same names) and records the status.
+// The modes of a response tap, chosen when the upstream's header arrives.
+type tapMode uint8
+
+const (
+	modeUnset       tapMode = iota
+	modeStream              // SSE: tapped event by event and flushed as it passes
+	modeJSON                // a JSON completion: buffered (bounded) to read and complete its usage
+	modeError               // an upstream error: buffered (bounded), then normalised into the surface's envelope
+	modePassthrough         // anything else, or a JSON body over the buffer limit
+)
+
+const (
+	maxBufferedJSON  = 8 << 20
+	maxBufferedError = 64 << 10
+)
+
+// usageTrailers are declared on streams: headers leave before the body, so stream usage goes in
+// trailers.
+var usageTrailers = []string{"X-Usage-Prompt-Tokens, X-Usage-Completion-Tokens, X-Usage-Total-Tokens, X-Usage-Estimated"}
+
+// responseTap wraps the response on its way back from the upstream. It sets the gateway's
+// headers, normalises upstream errors, extracts (or estimates) usage from JSON bodies and SSE
+// streams without holding back a stream, and makes sure a stream never ends silently.
 type responseTap struct {
 	*caddyhttp.ResponseWriterWrapper
+	g           *Gateway
 	ex          *exchange
-	wroteHeader bool
+	mode        tapMode
+	wroteHeader bool // the client has its header
+	upstreamHdr http.Header
+	buf         []byte
+	out         []byte
+	stream      *wire.StreamTap
+	completion  strings.Builder // generated text, kept only when the upstream may not report usage
+	countText   bool
+	lastToken   time.Time
 }
 
-func newResponseTap(w http.ResponseWriter, ex *exchange) *responseTap {
-	return &responseTap{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, ex: ex}
+func newResponseTap(g *Gateway, w http.ResponseWriter, ex *exchange) *responseTap {
+	return &responseTap{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, g: g, ex: ex}
 }
 
-// WriteHeader sets the gateway's headers, then sends the upstream's status.
+// WriteHeader receives the upstream's status and decides how the body will be handled.
 func (t *responseTap) WriteHeader(status int) {
-	if t.wroteHeader {
+	if t.mode != modeUnset {
 		return
 	}
-	if status >= 100 && status < 200 && status != http.StatusSwitchingProtocols {
+	if status >= 100 && status < 200 {
 		t.ResponseWriterWrapper.WriteHeader(status)
 		return
 	}
-	t.wroteHeader = true
 	t.ex.status = status
-	t.ex.setResponseHeaders(t.Header())
+	t.ex.upstreamHeaderAt = t.g.now()
+	h := t.Header()
+	ct := h.Get("Content-Type")
+	switch {
+	case status >= 400:
+		t.mode = modeError
+	case status < 300 && strings.HasPrefix(ct, "text/event-stream") && t.ex.endpoint.HasBody():
+		t.mode = modeStream
+		t.startStream()
+	case status < 300 && t.ex.endpoint.HasBody() && (strings.HasPrefix(ct, "application/json") || ct == ""):
+		t.mode = modeJSON
+	default:
+		t.mode = modePassthrough
+		t.sendHeader(status)
+	}
+}
+
+func (t *responseTap) startStream() {
+	ex := t.ex
+	opts := wire.TapOptions{
+		StripUsageChunk: ex.injectedUsage,
+		RequestID:       ex.requestID,
+		OnFirstToken:    t.firstToken,
+		OnText:          t.onText,
+	}
+	if ex.route != nil && ex.route.model.UpstreamName != "" {
+		opts.Model = ex.route.model.Name
+	}
+	t.countText = true
+	t.stream = wire.NewStreamTap(ex.surface, opts)
+	h := t.Header()
+	delete(h, "Content-Length")
+	h["Trailer"] = usageTrailers
+	t.sendHeader(ex.status)
+}
+
+func (t *responseTap) firstToken() {
+	now := t.g.now()
+	t.ex.firstToken = now
+	t.lastToken = now
+	if t.ex.route != nil {
+		t.g.metrics.ttft.WithLabelValues(t.ex.route.model.Name).Observe(now.Sub(t.ex.start).Seconds())
+	}
+}
+
+func (t *responseTap) onText(text string) {
+	if t.ex.route != nil && !t.lastToken.IsZero() {
+		now := t.g.now()
+		if d := now.Sub(t.lastToken); d > 0 {
+			t.g.metrics.itl.WithLabelValues(t.ex.route.model.Name).Observe(d.Seconds())
+		}
+		t.lastToken = now
+	}
+	if t.countText && t.completion.Len() < maxBufferedJSON {
+		t.completion.WriteString(text)
+	}
+}
+
+// sendHeader sends the client its header with the gateway's own headers set.
+func (t *responseTap) sendHeader(status int) {
+	if t.wroteHeader {
+		return
+	}
+	t.wroteHeader = true
+	h := t.Header()
+	t.ex.setResponseHeaders(h)
+	setRateLimitHeaders(h, t.ex.surface, t.ex.decision, t.ex.start)
+	h["X-Gateway-Overhead-Ms"] = []string{formatMS(t.ex.overhead(t.g.now()))}
 	t.ResponseWriterWrapper.WriteHeader(status)
 }
 
-// Write sends body bytes, sending the header first if needed.
+// Write takes body bytes from the upstream. It never reports a short write to the proxy: what
+// the tap holds back is its own business.
 func (t *responseTap) Write(p []byte) (int, error) {
-	if !t.wroteHeader {
+	if t.mode == modeUnset {
 		t.WriteHeader(http.StatusOK)
 	}
+	switch t.mode {
+	case modeStream:
+		t.out = t.stream.Write(t.out[:0], p)
+		if len(t.out) > 0 {
+			if _, err := t.ResponseWriterWrapper.Write(t.out); err != nil {
+				return 0, err
+			}
+		}
+		return len(p), nil
+	case modeJSON:
+		if len(t.buf)+len(p) > maxBufferedJSON {
+			// too large to hold: send what we have and pass the rest through untouched
+			t.mode = modePassthrough
+			t.sendHeader(t.ex.status)
+			if _, err := t.ResponseWriterWrapper.Write(t.buf); err != nil {
+				return 0, err
+			}
+			t.buf = nil
+			return t.ResponseWriterWrapper.Write(p)
+		}
+		t.buf = append(t.buf, p...)
+		return len(p), nil
+	case modeError:
+		if room := maxBufferedError - len(t.buf); room > 0 {
+			t.buf = append(t.buf, p[:min(len(p), room)]...)
+		}
+		return len(p), nil
+	}
 	return t.ResponseWriterWrapper.Write(p)
+}
+
+// ReadFrom keeps io.Copy from bypassing Write.
+func (t *responseTap) ReadFrom(r io.Reader) (int64, error) {
+	return io.Copy(writerOnly{t}, r)
+}
+
+type writerOnly struct{ io.Writer }
+
+// FlushError flushes what has been sent; buffered modes have nothing to flush yet (and must not
+// let a flush send a header early).
+func (t *responseTap) FlushError() error {
+	if !t.wroteHeader || t.mode == modeJSON || t.mode == modeError {
+		return nil
+	}
+	return http.NewResponseController(t.ResponseWriterWrapper.ResponseWriter).Flush()
+}
+
+// Flush implements http.Flusher.
+func (t *responseTap) Flush() { _ = t.FlushError() }
+
+// finish completes the response once the proxy is done (or failed): it ends streams properly,
+// writes buffered bodies with their usage, normalises errors and returns the usage to settle.
+func (t *responseTap) finish(proxyErr error) (wire.Usage, error) {
+	ex := t.ex
+	switch t.mode {
+	case modeUnset:
+		if proxyErr == nil {
+			return wire.Usage{}, nil
+		}
+		if ex.clientGone() {
+			return wire.Usage{}, proxyErr
+		}
+		werr := proxyError(proxyErr, ex)
+		ex.reject = werr.ReasonOrCode()
+		return wire.Usage{}, t.writeError(werr)
+	case modeError:
+		werr := wire.NormalizeUpstreamError(ex.status, t.Header().Get("Content-Type"), t.buf)
+		if ra, ok := wire.ParseRetryAfter(t.Header().Get("Retry-After"), t.g.now()); ok && werr.RetryAfter > 0 {
+			werr.RetryAfter = ra
+		}
+		ex.reject = werr.ReasonOrCode()
+		ex.upstreamError = true
+		return wire.Usage{}, t.writeError(werr)
+	case modeJSON:
+		if proxyErr != nil && !ex.clientGone() {
+			werr := wire.StreamIncomplete()
+			werr.Message = "The model server's response ended before it was complete."
+			ex.reject = werr.ReasonOrCode()
+			return wire.Usage{}, t.writeError(werr)
+		}
+		return t.finishJSON()
+	case modeStream:
+		return t.finishStream(proxyErr)
+	}
+	return wire.Usage{}, nil
+}
+
+func (t *responseTap) finishJSON() (wire.Usage, error) {
+	ex := t.ex
+	body := t.buf
+	u, ok := wire.ExtractUsage(ex.surface, body)
+	if !ok && gjson.ValidBytes(body) {
+		u = t.estimateJSONUsage(body)
+		if ex.endpoint != wire.EndpointEmbeddings || u.PromptTokens > 0 {
+			if b, err := sjson.SetRawBytes(body, "usage", wire.AppendUsageJSON(nil, ex.surface, u)); err == nil {
+				body = b
+			}
+		}
+	}
+	if ex.route != nil && ex.route.model.UpstreamName != "" {
+		if b, err := sjson.SetBytes(body, "model", ex.route.model.Name); err == nil {
+			body = b
+		}
+	}
+	h := t.Header()
+	setUsageHeaders(h, u)
+	h["Content-Length"] = []string{strconv.Itoa(len(body))}
+	t.sendHeader(ex.status)
+	_, err := t.ResponseWriterWrapper.Write(body)
+	return u, err
+}
+
+// estimateJSONUsage counts what an upstream that reports no usage produced.
+func (t *responseTap) estimateJSONUsage(body []byte) wire.Usage {
+	var text strings.Builder
+	path := "choices.#.message.content"
+	switch t.ex.endpoint {
+	case wire.EndpointCompletions:
+		path = "choices.#.text"
+	case wire.EndpointMessages:
+		path = "content.#.text"
+	case wire.EndpointEmbeddings:
+		return wire.Usage{PromptTokens: int64(t.ex.promptTokens), TotalTokens: int64(t.ex.promptTokens), Estimated: true}
+	}
+	for _, v := range gjson.GetBytes(body, path).Array() {
+		text.WriteString(v.String())
+	}
+	return t.estimate(text.String())
+}
+
+func (t *responseTap) estimate(completion string) wire.Usage {
+	c := int64(t.ex.counter().Count(completion))
+	p := int64(t.ex.promptTokens)
+	return wire.Usage{PromptTokens: p, CompletionTokens: c, TotalTokens: p + c, Estimated: true}
+}
+
+func (t *responseTap) finishStream(proxyErr error) (wire.Usage, error) {
+	ex := t.ex
+	var cause *wire.Error
+	if proxyErr != nil {
+		cause = wire.StreamIncomplete()
+		if isTimeout(proxyErr) {
+			cause.Message = "The model server stopped sending the stream before it was complete (timeout)."
+		}
+	}
+	if !t.stream.Done() {
+		ex.streamIncomplete = t.stream.UpstreamError() == nil
+	}
+	t.out = t.stream.Finish(t.out[:0], cause)
+	if len(t.out) > 0 {
+		_, _ = t.ResponseWriterWrapper.Write(t.out)
+	}
+	if upErr := t.stream.UpstreamError(); upErr != nil {
+		ex.reject = upErr.ReasonOrCode()
+	} else if ex.streamIncomplete {
+		ex.reject = "stream_incomplete"
+	}
+	u, ok := t.stream.Usage()
+	if !ok || u.CompletionTokens == 0 && u.TotalTokens == 0 {
+		u = t.estimate(t.completion.String())
+	}
+	setUsageHeaders(t.Header(), u)
+	return u, nil
+}
+
+// writeError answers with the gateway's envelope, unless the client already has a header.
+func (t *responseTap) writeError(werr *wire.Error) error {
+	if t.wroteHeader {
+		return nil
+	}
+	t.wroteHeader = true
+	h := t.Header()
+	for k := range h {
+		delete(h, k) // the upstream's headers describe a body we do not send
+	}
+	t.ex.setResponseHeaders(h)
+	setRateLimitHeaders(h, t.ex.surface, t.ex.decision, t.ex.start)
+	t.ex.status = werr.StatusFor(t.ex.surface)
+	return wire.Write(t.ResponseWriterWrapper.ResponseWriter, t.ex.surface, werr, t.ex.requestID)
+}
+
+func setUsageHeaders(h http.Header, u wire.Usage) {
+	h["X-Usage-Prompt-Tokens"] = []string{strconv.FormatInt(u.PromptTokens, 10)}
+	h["X-Usage-Completion-Tokens"] = []string{strconv.FormatInt(u.CompletionTokens, 10)}
+	h["X-Usage-Total-Tokens"] = []string{strconv.FormatInt(u.TotalTokens, 10)}
+	if u.Estimated {
+		h["X-Usage-Estimated"] = []string{"true"}
+	}
+}
+
+// proxyError maps a reverse_proxy failure before any response into the gateway's error.
+func proxyError(err error, ex *exchange) *wire.Error {
+	model := ex.modelName()
+	var he caddyhttp.HandlerError
+	status := http.StatusBadGateway
+	if errors.As(err, &he) && he.StatusCode != 0 {
+		status = he.StatusCode
+	}
+	if isTimeout(err) || status == http.StatusGatewayTimeout {
+		return &wire.Error{Status: http.StatusGatewayTimeout, Type: wire.TypeServer, Code: "upstream_timeout", Reason: "upstream_timeout",
+			Message: "The model server for `" + model + "` did not answer in time."}
+	}
+	return &wire.Error{Status: http.StatusServiceUnavailable, Type: wire.TypeServer, Code: "model_unavailable", Reason: "model_unavailable",
+		RetryAfter: time.Second, Message: "No model server for `" + model + "` is reachable right now. Please try again shortly."}
+}
+
+func isTimeout(err error) bool {
+	var ne interface{ Timeout() bool }
+	return errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded)
+}
+
+func formatMS(d time.Duration) string {
+	return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 3, 64)
 }

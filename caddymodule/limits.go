@@ -1,0 +1,298 @@
+package caddymodule
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/caddyai/gateway/internal/wire"
+	"github.com/caddyai/gateway/policy"
+	"github.com/caddyai/gateway/ratelimit"
+)
+
+// Limits are rate limits of one scope (the gateway, a model or a key). Zero means unlimited.
+type Limits struct {
+	// RPM is requests per minute.
+	RPM int64 `json:"rpm,omitempty"`
+	// TPM is tokens per minute: prompt plus completion, reserved before the request and settled
+	// on the actual usage after it.
+	TPM int64 `json:"tpm,omitempty"`
+	// RPD is requests per day (a rolling 24h bucket).
+	RPD int64 `json:"rpd,omitempty"`
+	// TPD is tokens per day (a rolling 24h bucket).
+	TPD int64 `json:"tpd,omitempty"`
+	// MaxConcurrent caps the requests in flight.
+	MaxConcurrent int64 `json:"max_concurrent,omitempty"`
+}
+
+func (l Limits) policy() policy.Limits {
+	return policy.Limits{RPM: l.RPM, TPM: l.TPM, RPD: l.RPD, TPD: l.TPD, MaxConcurrent: l.MaxConcurrent}
+}
+
+func limitsOf(l policy.Limits) ratelimit.Limits {
+	return ratelimit.Limits{RPM: l.RPM, TPM: l.TPM, RPD: l.RPD, TPD: l.TPD, MaxConcurrent: l.MaxConcurrent}
+}
+
+// RateLimit configures the gateway-wide limits and where limiter state lives.
+type RateLimit struct {
+	// Limits here apply to all requests together (the global scope).
+	Limits
+	// Store is where buckets live: "memory" (default; kept across config reloads) or "redis"
+	// (shared by every gateway instance that uses the same Redis).
+	Store string `json:"store,omitempty"`
+	// RedisURL is the Redis URL for store redis, e.g. redis://:password@redis:6379/0. May be a
+	// placeholder such as {env.REDIS_URL}.
+	RedisURL string `json:"redis_url,omitempty"`
+	// RedisPrefix namespaces the limiter's Redis keys. Default: aigw:rl:.
+	RedisPrefix string `json:"redis_prefix,omitempty"`
+	// OnStoreError decides what happens while Redis is unreachable: "allow" (default) answers
+	// from a per-instance memory limiter and logs the error; "deny" refuses with 503.
+	OnStoreError string `json:"on_store_error,omitempty"`
+	// DefaultMaxTokens is the output allowance reserved for a request that sets no max_tokens.
+	// Default: the model's max_output_tokens, else 1024.
+	DefaultMaxTokens int `json:"default_max_tokens,omitempty"`
+}
+
+// storePool holds limiter stores across config reloads, so a reload never resets anyone's
+// limits. Keyed by "memory" or "redis|<url>|<prefix>".
+var storePool = caddy.NewUsagePool()
+
+type storeHandle struct {
+	store    ratelimit.Store
+	memory   *ratelimit.MemoryStore // the memory store, or the fallback of a Redis store
+	client   *redis.Client
+	stopOnce context.CancelFunc
+}
+
+// Destruct closes the Redis client and stops the sweeper when the last config using the store
+// is gone.
+func (h *storeHandle) Destruct() error {
+	h.stopOnce()
+	if h.client != nil {
+		return h.client.Close()
+	}
+	return nil
+}
+
+const defaultOutputAllowance = 1024
+
+// provisionLimiter loads (or creates) the store shared across reloads and builds the limiter.
+func (g *Gateway) provisionLimiter(repl *caddy.Replacer) error {
+	rl := g.RateLimit
+	if rl.Store == "" {
+		rl.Store = "memory"
+	}
+	if rl.OnStoreError == "" {
+		rl.OnStoreError = ratelimit.OnStoreErrorAllow
+	}
+	var poolKey string
+	var redisOpts *redis.Options
+	switch rl.Store {
+	case "memory":
+		poolKey = "memory"
+	case "redis":
+		u, err := repl.ReplaceOrErr(rl.RedisURL, true, true)
+		if err != nil {
+			return fmt.Errorf("rate_limit: resolving redis url: %w", err)
+		}
+		redisOpts, err = redis.ParseURL(u)
+		if err != nil {
+			return fmt.Errorf("rate_limit: parsing redis url: %w", errors.New(redactURLError(err)))
+		}
+		redisOpts.MaxRetries = -1 // a lost reply must not take a reservation twice
+		redisOpts.DialTimeout = 500 * time.Millisecond
+		redisOpts.ReadTimeout = 500 * time.Millisecond
+		redisOpts.WriteTimeout = 500 * time.Millisecond
+		poolKey = "redis|" + u + "|" + rl.RedisPrefix
+	default:
+		return fmt.Errorf("rate_limit: store must be memory or redis, got %q", rl.Store)
+	}
+	val, _, err := storePool.LoadOrNew(poolKey, func() (caddy.Destructor, error) {
+		mem := ratelimit.NewMemoryStore(ratelimit.MemoryOptions{})
+		ctx, cancel := context.WithCancel(context.Background())
+		h := &storeHandle{store: mem, memory: mem, stopOnce: cancel}
+		if redisOpts != nil {
+			h.client = redis.NewClient(redisOpts) // connects lazily
+			h.store = ratelimit.NewRedisStore(h.client, ratelimit.RedisOptions{Prefix: rl.RedisPrefix})
+		}
+		go sweep(ctx, mem)
+		return h, nil
+	})
+	if err != nil {
+		return err
+	}
+	g.storeKey = poolKey
+	h := val.(*storeHandle)
+	opts := ratelimit.Options{
+		OnStoreError: rl.OnStoreError,
+		ErrorHook: func(err error) {
+			g.logger.Error("rate limit store error", zap.String("store", rl.Store), zap.Error(err))
+			g.metrics.storeErrors.Inc()
+		},
+	}
+	if h.client != nil {
+		opts.Fallback = h.memory
+		opts.RetryPrimaryAfter = time.Second
+	}
+	if err := opts.Validate(); err != nil {
+		return fmt.Errorf("rate_limit: %w", err)
+	}
+	g.limiter = ratelimit.NewLimiter(h.store, opts)
+	return nil
+}
+
+// redactURLError keeps a Redis URL's password out of an error message.
+func redactURLError(err error) string {
+	return "invalid URL (" + strconv.Quote(errors.Unwrap(err).Error()) + ")"
+}
+
+// sweep evicts idle buckets once a minute until the store is destroyed.
+func sweep(ctx context.Context, mem *ratelimit.MemoryStore) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			mem.Sweep(now)
+		}
+	}
+}
+
+// scopes returns the scopes a request is limited by: its key, its model and the gateway.
+func (g *Gateway) scopes(ex *exchange, buf []ratelimit.Scope) []ratelimit.Scope {
+	s := buf[:0]
+	if ex.key != nil && !ex.key.Limits.IsZero() {
+		s = append(s, ratelimit.Scope{ID: "key:" + ex.key.ID, Limits: limitsOf(ex.key.Limits)})
+	}
+	if m := ex.route.model; !m.Limits.IsZero() {
+		s = append(s, ratelimit.Scope{ID: ex.route.scopeID, Limits: limitsOf(m.Limits)})
+	}
+	if !g.globalLimits.IsZero() {
+		s = append(s, ratelimit.Scope{ID: "global", Limits: limitsOf(g.globalLimits)})
+	}
+	return s
+}
+
+// admitLimits reserves the request's cost on every scope at once.
+func (g *Gateway) admitLimits(ctx context.Context, ex *exchange) *wire.Error {
+	var buf [3]ratelimit.Scope
+	scopes := g.scopes(ex, buf[:])
+	if len(scopes) == 0 {
+		return nil
+	}
+	cost := ratelimit.Cost{Requests: 1, Tokens: int64(ex.promptTokens + ex.reservedOutput)}
+	res, dec, err := g.limiter.Reserve(ctx, scopes, cost)
+	ex.decision = dec
+	if err != nil {
+		g.logger.Error("rate limit reservation failed", zap.String("request_id", ex.requestID), zap.Error(err))
+		return &wire.Error{Status: http.StatusServiceUnavailable, Type: wire.TypeServer, Code: "rate_limit_unavailable",
+			Message: "The gateway cannot check rate limits right now. Please try again shortly.", RetryAfter: time.Second}
+	}
+	if !dec.Allowed {
+		g.metrics.rateLimited.WithLabelValues(scopeKind(dec.Scope), string(dec.Dimension)).Inc()
+		return rateLimitError(dec, cost)
+	}
+	ex.reservation = res
+	return nil
+}
+
+func scopeKind(id string) string {
+	switch {
+	case id == "global":
+		return "global"
+	case len(id) > 4 && id[:4] == "key:":
+		return "key"
+	case len(id) > 6 && id[:6] == "model:":
+		return "model"
+	}
+	return "unknown"
+}
+
+// rateLimitError turns a refusal into the 429 clients understand.
+func rateLimitError(d ratelimit.Decision, cost ratelimit.Cost) *wire.Error {
+	window := "per minute"
+	if d.Daily {
+		window = "per day"
+	}
+	e := &wire.Error{Status: http.StatusTooManyRequests, Code: "rate_limit_exceeded", Reason: "rate_limited_" + string(d.Dimension)}
+	switch d.Dimension {
+	case ratelimit.DimensionTokens:
+		e.Type = wire.TypeTokens
+		if d.Impossible {
+			e.NoRetry = true
+			e.Message = fmt.Sprintf("Request too large for the %s limit on tokens %s (%s): Limit %d, Requested %d. Reduce the prompt or max_tokens.",
+				scopeKind(d.Scope), window, d.Scope, d.Tokens.Limit, cost.Tokens)
+			return e
+		}
+		e.Message = fmt.Sprintf("Rate limit reached on tokens %s for %s: Limit %d, Requested %d. Please try again in %s.",
+			window, d.Scope, d.Tokens.Limit, cost.Tokens, humanWait(d.Wait))
+	case ratelimit.DimensionConcurrency:
+		e.Type = wire.TypeRequests
+		e.Message = fmt.Sprintf("Too many concurrent requests for %s. Please try again in 1s.", d.Scope)
+		e.RetryAfter = time.Second
+		return e
+	default:
+		e.Type = wire.TypeRequests
+		if d.Impossible {
+			e.NoRetry = true
+			e.Message = fmt.Sprintf("The request limit %s for %s does not allow this request.", window, d.Scope)
+			return e
+		}
+		e.Message = fmt.Sprintf("Rate limit reached on requests %s for %s: Limit %d. Please try again in %s.",
+			window, d.Scope, d.Requests.Limit, humanWait(d.Wait))
+	}
+	e.RetryAfter = d.Wait
+	if d.Wait > 60*time.Second {
+		e.NoRetry = true // SDKs would wait too long or ignore the hint; say plainly not to retry now
+	}
+	return e
+}
+
+// humanWait renders a wait like OpenAI does ("1.2s", "6m0s", "120ms").
+func humanWait(d time.Duration) string {
+	if d < time.Second {
+		return d.Round(time.Millisecond).String()
+	}
+	return d.Round(100 * time.Millisecond).String()
+}
+
+// setRateLimitHeaders writes the x-ratelimit-* headers (OpenAI names) or the
+// anthropic-ratelimit-* headers for the most constraining scope of each dimension.
+func setRateLimitHeaders(h http.Header, s wire.Surface, d ratelimit.Decision, now time.Time) {
+	set := func(kind string, q ratelimit.Quota) {
+		if q.Limit == 0 {
+			return
+		}
+		if s == wire.Anthropic {
+			prefix := "Anthropic-Ratelimit-" + kind + "-"
+			h[prefix+"Limit"] = []string{strconv.FormatInt(q.Limit, 10)}
+			h[prefix+"Remaining"] = []string{strconv.FormatInt(q.Remaining, 10)}
+			h[prefix+"Reset"] = []string{now.Add(q.Reset).UTC().Format(time.RFC3339)}
+			return
+		}
+		h["X-Ratelimit-Limit-"+kind] = []string{strconv.FormatInt(q.Limit, 10)}
+		h["X-Ratelimit-Remaining-"+kind] = []string{strconv.FormatInt(q.Remaining, 10)}
+		h["X-Ratelimit-Reset-"+kind] = []string{q.Reset.Round(time.Millisecond).String()}
+	}
+	set("Requests", d.Requests)
+	set("Tokens", d.Tokens)
+}
+
+// settle charges the reservation with what the response actually used.
+func (g *Gateway) settle(ex *exchange, actual int64) {
+	if ex.reservation == nil {
+		return
+	}
+	if err := ex.reservation.Settle(context.Background(), actual); err != nil {
+		g.logger.Error("settling rate limit reservation", zap.String("request_id", ex.requestID), zap.Error(err))
+	}
+}

@@ -1,0 +1,112 @@
+package caddymodule
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// gatewayMetrics are the gateway's Prometheus collectors, registered on Caddy's metrics registry
+// (namespace caddy, subsystem ai_gateway). Labels stay low-cardinality: model, code, reason,
+// scope kind; key_id only when the operator turns metrics_key_id on.
+type gatewayMetrics struct {
+	requests     *prometheus.CounterVec   // model, code, reason, key_id
+	tokens       *prometheus.CounterVec   // model, kind, key_id
+	ttft         *prometheus.HistogramVec // model
+	itl          *prometheus.HistogramVec // model
+	upstream     *prometheus.HistogramVec // model
+	inFlight     *prometheus.GaugeVec     // model
+	rateLimited  *prometheus.CounterVec   // scope, dimension
+	incomplete   *prometheus.CounterVec   // model
+	storeErrors  prometheus.Counter
+	keysReloaded *prometheus.CounterVec // result
+}
+
+const (
+	metricsNamespace = "caddy"
+	metricsSubsystem = "ai_gateway"
+)
+
+func newGatewayMetrics() *gatewayMetrics {
+	opts := func(name, help string) prometheus.Opts {
+		return prometheus.Opts{Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: name, Help: help}
+	}
+	hist := func(name, help string, buckets []float64) prometheus.HistogramOpts {
+		return prometheus.HistogramOpts{Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: name, Help: help, Buckets: buckets}
+	}
+	latency := []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}
+	return &gatewayMetrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts(opts("requests_total",
+			"AI requests handled, by model, HTTP status code and reject reason (empty when served).")), []string{"model", "code", "reason", "key_id"}),
+		tokens: prometheus.NewCounterVec(prometheus.CounterOpts(opts("tokens_total",
+			"Tokens by model and kind (prompt, completion, cached).")), []string{"model", "kind", "key_id"}),
+		ttft: prometheus.NewHistogramVec(hist("time_to_first_token_seconds",
+			"Time from the request's arrival to the first generated token of a stream.", latency), []string{"model"}),
+		itl: prometheus.NewHistogramVec(hist("inter_token_latency_seconds",
+			"Time between generated stream events.", []float64{.001, .0025, .005, .01, .02, .04, .08, .16, .32, .64, 1.28}), []string{"model"}),
+		upstream: prometheus.NewHistogramVec(hist("upstream_duration_seconds",
+			"Time from the hand-off to the upstream until the response ended.", latency), []string{"model"}),
+		inFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts(opts("in_flight_requests",
+			"Requests handed to an upstream and not yet finished.")), []string{"model"}),
+		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts(opts("rate_limited_total",
+			"Requests refused by a rate limit, by scope kind (key, model, global) and dimension.")), []string{"scope", "dimension"}),
+		incomplete: prometheus.NewCounterVec(prometheus.CounterOpts(opts("stream_incomplete_total",
+			"Upstream streams that ended without [DONE] or message_stop; the client got an error frame.")), []string{"model"}),
+		storeErrors: prometheus.NewCounter(prometheus.CounterOpts(opts("rate_limit_store_errors_total",
+			"Errors of the rate-limit store (Redis); requests were answered by the fallback or refused."))),
+		keysReloaded: prometheus.NewCounterVec(prometheus.CounterOpts(opts("keys_file_reloads_total",
+			"Keys file reloads by result (ok, error).")), []string{"result"}),
+	}
+}
+
+// register registers every collector, reusing collectors already registered by an earlier
+// config (a reload) so counters keep counting.
+func (m *gatewayMetrics) register(reg prometheus.Registerer) error {
+	if reg == nil {
+		return nil
+	}
+	var err error
+	m.requests, err = registerOrReuse(reg, m.requests)
+	if err != nil {
+		return err
+	}
+	if m.tokens, err = registerOrReuse(reg, m.tokens); err != nil {
+		return err
+	}
+	if m.ttft, err = registerOrReuse(reg, m.ttft); err != nil {
+		return err
+	}
+	if m.itl, err = registerOrReuse(reg, m.itl); err != nil {
+		return err
+	}
+	if m.upstream, err = registerOrReuse(reg, m.upstream); err != nil {
+		return err
+	}
+	if m.inFlight, err = registerOrReuse(reg, m.inFlight); err != nil {
+		return err
+	}
+	if m.rateLimited, err = registerOrReuse(reg, m.rateLimited); err != nil {
+		return err
+	}
+	if m.incomplete, err = registerOrReuse(reg, m.incomplete); err != nil {
+		return err
+	}
+	if m.storeErrors, err = registerOrReuse(reg, m.storeErrors); err != nil {
+		return err
+	}
+	m.keysReloaded, err = registerOrReuse(reg, m.keysReloaded)
+	return err
+}
+
+func registerOrReuse[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing, nil
+			}
+		}
+		return c, err
+	}
+	return c, nil
+}
