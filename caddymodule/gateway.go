@@ -63,14 +63,14 @@ type Gateway struct {
 	globalLimits policy.Limits
 	metrics      *gatewayMetrics
 	memo         *tokens.Memo
-	inline    *policy.KeyTable
-	catalog   *policy.Catalog
-	routes    map[*policy.Model]*modelRoute
-	anthropic map[string]struct{}
-	created   int64
-	now       func() time.Time
-	logger    *zap.Logger
-	ctx       caddy.Context
+	inline       *policy.KeyTable
+	catalog      *policy.Catalog
+	routes       map[*policy.Model]*modelRoute
+	anthropic    map[string]struct{}
+	created      int64
+	now          func() time.Time
+	logger       *zap.Logger
+	ctx          caddy.Context
 }
 
 // KeyConfig is one inline API key.

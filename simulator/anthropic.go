@@ -17,6 +17,7 @@ type messagesRequest struct {
 	Messages  []anthropicMessage `json:"messages"`
 	System    json.RawMessage    `json:"system"`
 	Stream    bool               `json:"stream"`
+	Tools     json.RawMessage    `json:"tools"`
 }
 
 func anthropicInvalid(msg string) *simError {
@@ -30,20 +31,20 @@ func (s *Server) messagesPromptTokens(req *messagesRequest) (int, *simError) {
 		if m.Role == "" {
 			return 0, anthropicInvalid("messages." + strconv.Itoa(i) + ".role: Field required")
 		}
-		text, err := contentText(m.Content)
+		content, err := s.contentTokens(m.Content, true)
 		if err != nil {
 			return 0, anthropicInvalid("messages." + strconv.Itoa(i) + ".content: " + err.Error())
 		}
-		total += 3 + s.count(m.Role) + s.count(text)
+		total += 3 + s.count(m.Role) + content
 	}
 	if sys := bytes.TrimSpace(req.System); len(sys) > 0 && string(sys) != "null" {
-		text, err := contentText(sys)
+		n, err := s.contentTokens(sys, true)
 		if err != nil {
 			return 0, anthropicInvalid("system: " + err.Error())
 		}
-		total += s.count(text) + 3
+		total += n + 3
 	}
-	return total, nil
+	return total + s.rawArrayTokens(req.Tools), nil
 }
 
 func (s *Server) serveMessages(x *exchange, body []byte) {

@@ -241,8 +241,8 @@ func (s *Server) serveTokenize(x *exchange, body []byte) {
 			encode(m.Role)
 			tokens = append(tokens, tokIMSep)
 			encode(text)
-			if m.Name != "" {
-				encode(m.Name)
+			if m.Name != nil {
+				encode(*m.Name)
 				tokens = append(tokens, tokColon)
 			}
 			if f := m.FunctionCall; f != nil {

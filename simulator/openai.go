@@ -16,7 +16,7 @@ type toolFunction struct {
 type chatMessage struct {
 	Role         string          `json:"role"`
 	Content      json.RawMessage `json:"content"`
-	Name         string          `json:"name"`
+	Name         *string         `json:"name"`
 	FunctionCall *toolFunction   `json:"function_call"`
 	ToolCalls    []struct {
 		Function toolFunction `json:"function"`
@@ -35,6 +35,8 @@ type chatRequest struct {
 	N                   *int            `json:"n"`
 	Stream              bool            `json:"stream"`
 	StreamOptions       *streamOptions  `json:"stream_options"`
+	Tools               json.RawMessage `json:"tools"`
+	Functions           json.RawMessage `json:"functions"`
 	Prompt              json.RawMessage `json:"prompt"` // /v1/completions
 }
 
@@ -104,14 +106,14 @@ func (s *Server) chatPromptTokens(msgs []chatMessage) (int, *simError) {
 		if m.Role == "" {
 			return 0, missing("messages[" + strconv.Itoa(i) + "].role")
 		}
-		text, err := contentText(m.Content)
+		content, err := s.contentTokens(m.Content, false)
 		if err != nil {
 			return 0, &simError{kind: errInvalid, param: "messages[" + strconv.Itoa(i) + "].content",
 				msg: "Invalid 'messages[" + strconv.Itoa(i) + "].content': " + err.Error() + "."}
 		}
-		total += 3 + s.count(m.Role) + s.count(text)
-		if m.Name != "" {
-			total += s.count(m.Name) + 1
+		total += 3 + s.count(m.Role) + content
+		if m.Name != nil {
+			total += s.count(*m.Name) + 1
 		}
 		if f := m.FunctionCall; f != nil {
 			total += s.count(f.Name) + s.count(f.Arguments)
@@ -209,6 +211,7 @@ func (s *Server) serveChat(x *exchange, body []byte) {
 		return
 	}
 	prompt, e := s.chatPromptTokens(req.Messages)
+	prompt += s.rawArrayTokens(req.Tools) + s.rawArrayTokens(req.Functions)
 	if e == nil {
 		var maxTok, n int
 		if maxTok, e = maxTokens(&req); e == nil {

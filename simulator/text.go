@@ -49,9 +49,70 @@ func completionText(c, n int) string {
 
 var errBadContent = errors.New("content must be a string or an array of content parts")
 
-// contentText returns the text of an OpenAI message content or an Anthropic
-// content/system value: a string, or the concatenation of the `text` of every
-// part whose type is "text". Absent and null content give "".
+// imageTokens is the fixed count of an image part or block (OpenAI's price of
+// a low-detail image tile).
+const imageTokens = 85
+
+// block is an OpenAI content part or an Anthropic content block.
+type block struct {
+	Type    string          `json:"type"`
+	Text    string          `json:"text"`
+	Input   json.RawMessage `json:"input"`
+	Content json.RawMessage `json:"content"`
+}
+
+// contentTokens counts an OpenAI message content or an Anthropic content or
+// system value: a string, or an array whose text parts are concatenated and
+// counted once; image parts add imageTokens; in Anthropic bodies tool_use
+// blocks add the count of the raw JSON of their input and tool_result blocks
+// the count of their own content. Absent and null content count 0.
+func (s *Server) contentTokens(raw json.RawMessage, anthropic bool) (int, error) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || string(raw) == "null" {
+		return 0, nil
+	}
+	switch raw[0] {
+	case '"':
+		var str string
+		if err := json.Unmarshal(raw, &str); err != nil {
+			return 0, err
+		}
+		return s.count(str), nil
+	case '[':
+	default:
+		return 0, errBadContent
+	}
+	var blocks []block
+	if err := json.Unmarshal(raw, &blocks); err != nil {
+		return 0, errBadContent
+	}
+	var sb strings.Builder
+	extra := 0
+	for _, b := range blocks {
+		switch b.Type {
+		case "text":
+			sb.WriteString(b.Text)
+		case "image_url", "input_image", "image":
+			extra += imageTokens
+		case "tool_use":
+			if anthropic && len(b.Input) > 0 {
+				extra += s.count(string(b.Input))
+			}
+		case "tool_result":
+			if anthropic {
+				n, err := s.contentTokens(b.Content, true)
+				if err != nil {
+					return 0, err
+				}
+				extra += n
+			}
+		}
+	}
+	return s.count(sb.String()) + extra, nil
+}
+
+// contentText returns the text of a content value: the string, or the
+// concatenated text parts of an array.
 func contentText(raw json.RawMessage) (string, error) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || string(raw) == "null" {
@@ -59,28 +120,34 @@ func contentText(raw json.RawMessage) (string, error) {
 	}
 	switch raw[0] {
 	case '"':
-		var s string
-		if err := json.Unmarshal(raw, &s); err != nil {
+		var str string
+		if err := json.Unmarshal(raw, &str); err != nil {
 			return "", err
 		}
-		return s, nil
+		return str, nil
 	case '[':
-		var parts []struct {
-			Type string `json:"type"`
-			Text string `json:"text"`
-		}
-		if err := json.Unmarshal(raw, &parts); err != nil {
+		var blocks []block
+		if err := json.Unmarshal(raw, &blocks); err != nil {
 			return "", errBadContent
 		}
 		var sb strings.Builder
-		for _, p := range parts {
-			if p.Type == "text" {
-				sb.WriteString(p.Text)
+		for _, b := range blocks {
+			if b.Type == "text" {
+				sb.WriteString(b.Text)
 			}
 		}
 		return sb.String(), nil
 	}
 	return "", errBadContent
+}
+
+// rawArrayTokens counts the raw JSON text of a tools or functions array.
+func (s *Server) rawArrayTokens(raw json.RawMessage) int {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || raw[0] != '[' {
+		return 0
+	}
+	return s.count(string(raw))
 }
 
 // promptItem is one entry of a completions prompt or an embeddings input:
