@@ -33,20 +33,30 @@
 // cl100k_base encoding; count(s) is the number of tokens of s.
 //
 //   - Chat: for each message, 3 + count(role) + count(text of content), plus
-//     count(name) + 1 when a non-empty name is given, plus count(name) +
+//     count(name) + 1 when a name is given, plus count(name) +
 //     count(arguments) of the function of every tool_calls entry and of a
 //     legacy function_call; then +3 for the reply primer. The text of content
 //     is the string itself, or the concatenation of the `text` of every
-//     {"type":"text"} part of a content-part array (other parts count 0).
+//     {"type":"text"} part of a content-part array, counted once; each image
+//     part ("image_url", "input_image") adds 85. The tool definitions
+//     ("tools", and the legacy "functions") add count(raw JSON text of the
+//     array, exactly as sent).
 //   - Completions: count(prompt), summed over the entries of an array; a token
 //     array counts its length.
 //   - Embeddings: count of each input string (a token array counts its
 //     length), summed.
-//   - Anthropic messages: the chat formula over messages (text blocks only;
-//     other blocks count 0), plus count(system) + 3 when system is present and
-//     not null (a string, or the concatenation of its text blocks).
+//   - Anthropic messages: the chat formula over messages, where the text of
+//     content is the concatenation of its text blocks; each image block adds
+//     85, each tool_use block count(raw JSON of its input), each tool_result
+//     block the count of its own content (string, or blocks handled the same
+//     way); plus count(system) + 3 when system is present and not null (a
+//     string, or its text blocks concatenated); plus count(raw JSON of
+//     "tools").
 //
-// POST /tokenize with messages returns a token list of exactly that length.
+// This is the formula of the gateway's exact token counter, so the usage the
+// simulator reports is what the gateway predicts.
+//
+// POST /tokenize with messages returns that count.
 //
 // # Faults
 //

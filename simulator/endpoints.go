@@ -205,13 +205,16 @@ const (
 )
 
 type tokenizeRequest struct {
-	Prompt   *string       `json:"prompt"`
-	Messages []chatMessage `json:"messages"`
+	Prompt   *string         `json:"prompt"`
+	Messages []chatMessage   `json:"messages"`
+	Tools    json.RawMessage `json:"tools"`
 }
 
-// serveTokenize answers vLLM's POST /tokenize. For messages, the tokens are
-// the chat layout whose length is the chat formula:
-// <|im_start|> role <|im_sep|> content [name :] [tool calls] <|im_end|> ... <|im_start|> assistant <|im_sep|>.
+// serveTokenize answers vLLM's POST /tokenize. For messages, count is the
+// chat formula and tokens the chat layout
+// <|im_start|> role <|im_sep|> text [name :] [tool calls] <|im_end|> ... <|im_start|> assistant <|im_sep|>,
+// whose length equals count unless images or tool definitions are present
+// (they are counted but not listed).
 func (s *Server) serveTokenize(x *exchange, body []byte) {
 	var req tokenizeRequest
 	if err := json.Unmarshal(body, &req); err != nil {
@@ -219,6 +222,7 @@ func (s *Server) serveTokenize(x *exchange, body []byte) {
 		return
 	}
 	var tokens []uint
+	var count int
 	encode := func(text string) {
 		if text == "" {
 			return
@@ -229,6 +233,7 @@ func (s *Server) serveTokenize(x *exchange, body []byte) {
 	switch {
 	case req.Prompt != nil:
 		encode(*req.Prompt)
+		count = len(tokens)
 	case len(req.Messages) > 0:
 		for i := range req.Messages {
 			m := &req.Messages[i]
@@ -256,12 +261,18 @@ func (s *Server) serveTokenize(x *exchange, body []byte) {
 			tokens = append(tokens, tokIMEnd)
 		}
 		tokens = append(tokens, tokIMStart, tokAssistant, tokIMSep)
+		n, e := s.chatPromptTokens(req.Messages)
+		if e != nil {
+			x.fail(e)
+			return
+		}
+		count = n + s.rawArrayTokens(req.Tools)
 	default:
 		x.fail(&simError{kind: errInvalid, msg: "Either 'prompt' or 'messages' must be given."})
 		return
 	}
 	b := append(make([]byte, 0, 48+len(tokens)*7), `{"count":`...)
-	b = appendInt(b, len(tokens))
+	b = appendInt(b, count)
 	b = append(b, `,"max_model_len":`...)
 	b = appendInt(b, s.cfg.ContextWindow)
 	b = append(b, `,"tokens":[`...)

@@ -59,9 +59,10 @@ func TestChatPromptFormula(t *testing.T) {
 			3 + cnt("system") + cnt("Be brief.") + 3 + cnt("user") + cnt("Why is the sky blue?") + 3},
 		{"name adds count plus one", `[{"role":"user","name":"alice_42","content":"hi"}]`,
 			3 + cnt("user") + cnt("hi") + cnt("alice_42") + 1 + 3},
-		{"content parts concatenated, images ignored",
+		{"content parts concatenated, images 85",
 			`[{"role":"user","content":[{"type":"text","text":"Look at "},{"type":"image_url","image_url":{"url":"https://x/y.png"}},{"type":"text","text":"this picture."}]}]`,
-			3 + cnt("user") + cnt("Look at this picture.") + 3},
+			3 + cnt("user") + cnt("Look at this picture.") + 85 + 3},
+		{"empty name", `[{"role":"user","name":"","content":"hi"}]`, 3 + cnt("user") + cnt("hi") + 1 + 3},
 		{"tool calls count name and arguments",
 			`[{"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Paris\"}"}}]},{"role":"tool","tool_call_id":"call_1","content":"22C and sunny"}]`,
 			3 + cnt("assistant") + cnt("get_weather") + cnt(`{"city":"Paris"}`) + 3 + cnt("tool") + cnt("22C and sunny") + 3},
@@ -100,6 +101,12 @@ func TestMessagesPromptFormula(t *testing.T) {
 		{"block system", `{"system":[{"type":"text","text":"You are "},{"type":"text","text":"a poet."}],"messages":[{"role":"user","content":[{"type":"text","text":"Tell me a story."}]}]}`,
 			base + cnt("You are a poet.") + 3},
 		{"null system", `{"system":null,"messages":[{"role":"user","content":"Tell me a story."}]}`, base},
+		{"tools, tool_use, tool_result and image",
+			`{"tools":[{"name":"w","input_schema":{"type":"object"}}],"messages":[{"role":"user","content":"Tell me a story."},` +
+				`{"role":"assistant","content":[{"type":"text","text":"ok"},{"type":"tool_use","id":"t1","name":"w","input":{"city": "Paris"}}]},` +
+				`{"role":"user","content":[{"type":"tool_result","tool_use_id":"t1","content":[{"type":"text","text":"sunny"},{"type":"image","source":{}}]}]}]}`,
+			base + 3 + cnt("assistant") + cnt("ok") + cnt(`{"city": "Paris"}`) + 3 + cnt("user") + cnt("sunny") + 85 +
+				cnt(`[{"name":"w","input_schema":{"type":"object"}}]`)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -141,5 +148,23 @@ func TestAppendJSONString(t *testing.T) {
 		if out != want {
 			t.Errorf("round trip of %q gave %q", in, out)
 		}
+	}
+}
+
+func TestChatToolsCounted(t *testing.T) {
+	c := cl100k(t)
+	tools := `[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object"}}}]`
+	s := newServer(t, Config{})
+	rec := do(t, s, "POST", "/v1/chat/completions", helloChat+`,"tools":`+tools+`}`)
+	var r struct {
+		Usage struct {
+			PromptTokens int `json:"prompt_tokens"`
+		} `json:"usage"`
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &r); err != nil {
+		t.Fatal(err)
+	}
+	if want := 8 + countOf(t, c, tools); r.Usage.PromptTokens != want {
+		t.Errorf("prompt tokens %d, want %d", r.Usage.PromptTokens, want)
 	}
 }
