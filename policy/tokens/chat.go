@@ -150,13 +150,14 @@ func (c *ChatCounter) message(m gjson.Result, i int, anthropic bool) (int, error
 	if !m.IsObject() {
 		return 0, malformed(fmt.Sprintf("messages[%d]", i), "an object")
 	}
-	role := m.Get("role")
+	f := messageFields(m)
+	role := f.role
 	if role.Type != gjson.String {
 		return 0, malformed(fmt.Sprintf("messages[%d].role", i), "a string")
 	}
 	total := perMessage + c.count(role.Str)
 
-	switch content := m.Get("content"); {
+	switch content := f.content; {
 	case !content.Exists() || content.Type == gjson.Null:
 	case content.Type == gjson.String:
 		total += c.count(content.Str)
@@ -171,7 +172,7 @@ func (c *ChatCounter) message(m gjson.Result, i int, anthropic bool) (int, error
 		return 0, malformed(fmt.Sprintf("messages[%d].content", i), "a string or an array")
 	}
 
-	switch name := m.Get("name"); {
+	switch name := f.name; {
 	case !name.Exists() || name.Type == gjson.Null:
 	case name.Type == gjson.String:
 		total += c.count(name.Str) + perName
@@ -182,7 +183,7 @@ func (c *ChatCounter) message(m gjson.Result, i int, anthropic bool) (int, error
 		return total, nil
 	}
 
-	switch calls := m.Get("tool_calls"); {
+	switch calls := f.toolCalls; {
 	case !calls.Exists() || calls.Type == gjson.Null:
 	case calls.IsArray():
 		var err error
@@ -198,7 +199,7 @@ func (c *ChatCounter) message(m gjson.Result, i int, anthropic bool) (int, error
 	default:
 		return 0, malformed(fmt.Sprintf("messages[%d].tool_calls", i), "an array")
 	}
-	if fc := m.Get("function_call"); fc.Exists() && fc.Type != gjson.Null {
+	if fc := f.functionCall; fc.Exists() && fc.Type != gjson.Null {
 		n, err := c.function(fc, "messages[].function_call")
 		if err != nil {
 			return 0, err
@@ -206,6 +207,39 @@ func (c *ChatCounter) message(m gjson.Result, i int, anthropic bool) (int, error
 		total += n
 	}
 	return total, nil
+}
+
+// msgFields are the fields of a message the formula reads.
+type msgFields struct {
+	role, content, name, toolCalls, functionCall gjson.Result
+}
+
+// messageFields reads the fields of m in one pass; the first of repeated keys
+// wins, as with gjson's Get.
+func messageFields(m gjson.Result) msgFields {
+	var f msgFields
+	m.ForEach(func(k, v gjson.Result) bool {
+		var dst *gjson.Result
+		switch k.Str {
+		case "role":
+			dst = &f.role
+		case "content":
+			dst = &f.content
+		case "name":
+			dst = &f.name
+		case "tool_calls":
+			dst = &f.toolCalls
+		case "function_call":
+			dst = &f.functionCall
+		default:
+			return true
+		}
+		if !dst.Exists() {
+			*dst = v
+		}
+		return true
+	})
+	return f
 }
 
 // function counts a tool call's function: count(name) + count(arguments).
