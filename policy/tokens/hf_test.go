@@ -43,8 +43,10 @@ func TestParseHFErrors(t *testing.T) {
 	}
 }
 
-// TestHFComponents checks hand-worked counts for the components the tiny
-// reference tokenizers do not use.
+// TestHFComponents checks counts for the components the tiny reference
+// tokenizers do not use. Each was worked out by hand and agrees with Hugging
+// Face tokenizers 0.23.2 (the Rust library, through its npm binding) on the
+// same tokenizer.json.
 func TestHFComponents(t *testing.T) {
 	tests := []struct {
 		name, pre, text string
@@ -70,6 +72,10 @@ func TestHFComponents(t *testing.T) {
 		{"unk", `null`, "xyz", 3},
 		// Added token in the middle: "ab" + <s> + "ab".
 		{"added token", `null`, "ab<s>ab", 3},
+		// Two spaces: "▁ab", "▁", "▁ab".
+		{"metaspace split spaces", `{"type":"Metaspace","replacement":"▁","prepend_scheme":"always","split":true}`, "ab  ab", 3},
+		// "a", "b", "b", "ba" -> 1 + 1 + 1 + 2.
+		{"split merged next run", `{"type":"Split","pattern":{"String":"b"},"behavior":"MergedWithNext"}`, "abbba", 5},
 		{"whitespace split", `{"type":"WhitespaceSplit"}`, "ab  ab\tb", 3},
 		{"digits", `{"type":"Sequence","pretokenizers":[{"type":"Digits","individual_digits":true}]}`, "a12b", 4}, // "1" and "2" are unknown
 	}

@@ -1,10 +1,17 @@
-// gen.mjs trains two tiny BPE tokenizers in the two tokenizer.json styles the
-// hf counter supports and writes, next to each, reference counts produced by
-// @lenml/tokenizers (a port of transformers.js' tokenizers, itself a port of
-// Hugging Face tokenizers) for a fixed set of texts.
+// gen.mjs trains tiny BPE tokenizers in the tokenizer.json styles the hf
+// counter supports and writes, next to each, reference counts for a fixed set
+// of texts produced by Hugging Face tokenizers itself (the Rust library,
+// through its npm binding `tokenizers`). Every count is cross-checked with
+// @lenml/tokenizers (the transformers.js port); the script fails if the two
+// disagree.
 //
-//   cd /tmp && npm install @lenml/tokenizers@3.7.2
-//   NODE_PATH=/tmp/node_modules node gen.mjs <training files...>
+//   cd /tmp && npm install tokenizers@0.23.2 @lenml/tokenizers@3.7.2
+//   cd policy/tokens/testdata/gen
+//   NODE_PATH=/tmp/node_modules node gen.mjs <training text files...>
+//
+// The committed files were trained on chat.go, doc.go, estimate.go, hf.go and
+// memo.go of this package as of commit d10a0d8, in that order. The training
+// text only shapes the vocabulary; the references are computed with it.
 //
 // Outputs (in the current directory's parent, testdata/):
 //   tiny-bytelevel.json      Llama 3 style: Split regex + ByteLevel, 500 merges, ignore_merges
@@ -17,6 +24,7 @@ import fs from "fs";
 import { createRequire } from "module";
 const require = createRequire(process.env.NODE_PATH + "/");
 const { TokenizerLoader } = require("@lenml/tokenizers");
+const { Tokenizer } = require("tokenizers");
 
 const corpus = process.argv.slice(2).map(f => fs.readFileSync(f, "utf8")).join("\n") +
   "\nGrüße aus Köln, naïve café. Привет мир. 你好世界。 Hello, world! It's what we've done; they'll see.\n";
@@ -157,15 +165,23 @@ function texts() {
   return out;
 }
 
-function write(name, tj) {
-  fs.writeFileSync(`../${name}.json`, JSON.stringify(tj));
-  const tok = TokenizerLoader.fromPreTrained({ tokenizerJSON: tj, tokenizerConfig: {} });
-  const ref = texts().map(text => ({ text, count: tok.encode(text, { add_special_tokens: false }).length }));
+async function write(name, tj) {
+  const path = `../${name}.json`;
+  fs.writeFileSync(path, JSON.stringify(tj));
+  const rust = Tokenizer.fromFile(path);
+  const js = TokenizerLoader.fromPreTrained({ tokenizerJSON: tj, tokenizerConfig: {} });
+  const ref = [];
+  for (const text of texts()) {
+    const count = (await rust.encode(text, null, { addSpecialTokens: false })).getIds().length;
+    const jsCount = js.encode(text, { add_special_tokens: false }).length;
+    if (count !== jsCount) throw new Error(`${name}: ${JSON.stringify(text)}: tokenizers ${count}, @lenml/tokenizers ${jsCount}`);
+    ref.push({ text, count });
+  }
   fs.writeFileSync(`../${name}.ref.json`, JSON.stringify(ref, null, 0).replaceAll("},{", "},\n{") + "\n");
 }
 
-write("tiny-bytelevel", byteLevel());
+await write("tiny-bytelevel", byteLevel());
 const s = spm();
-write("tiny-spm", s);
-write("tiny-metaspace", { ...s, normalizer: null,
+await write("tiny-spm", s);
+await write("tiny-metaspace", { ...s, normalizer: null,
   pre_tokenizer: { type: "Metaspace", replacement: "\u2581", add_prefix_space: true, prepend_scheme: "first", split: false } });
