@@ -85,7 +85,29 @@
 // one token). Split regexes are compiled with github.com/dlclark/regexp2,
 // the backtracking engine tiktoken-go already uses, because Go's RE2 regexp
 // has no look-ahead and every Llama/Qwen/GPT pattern ends in \s+(?!\S).
-// Other component types are rejected when the file is loaded rather than
-// counted wrongly. Counts exclude the special tokens a post-processor would
-// add (BOS/EOS): the chat formula's framing accounts for those.
+// Other component types, and combinations that could break the [Estimate]
+// bound (normalizers that lengthen text, a prefix added per piece, one-byte
+// added tokens next to a prefixing component), are rejected when the file is
+// loaded rather than counted wrongly. Counts exclude the special tokens a
+// post-processor would add (BOS/EOS): the chat formula's framing accounts
+// for those. Added tokens are matched literally (their lstrip, rstrip and
+// single_word flags are not applied).
+//
+// Exactness: on the real Llama 3 (byte-level, Split + ByteLevel, 280k
+// merges) and Llama 2 (sentencepiece-style, Prepend + Replace, byte
+// fallback) tokenizer.json files, and on the three tiny tokenizers in
+// testdata, the hf counter gives exactly the count of Hugging Face
+// tokenizers 0.23.2 (encode without special tokens) on every test text:
+// 313 texts per real file (prose, code, CJK, emoji, Cyrillic, Arabic,
+// Devanagari, random mixtures) and 198 per tiny file.
+//
+// # Cost
+//
+// tiktoken-go's generated split regexp takes time quadratic in the length of
+// a run of mixed spaces and newlines (40 KB: 2 s). A text whose whitespace
+// runs, squared and summed, pass 4 Mi bytes² is counted with [Estimate]
+// instead of exactly: never an under-count, and no real prompt looks like
+// that. Typical costs (2 cores): a 4 KB prompt cold ~250 µs; a 20-turn
+// conversation with 19 turns memoised ~40 µs; [Estimate] of 4 KB ~2 µs;
+// [UpperBound] of a 1 KB body ~0.6 µs.
 package tokens

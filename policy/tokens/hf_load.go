@@ -110,6 +110,15 @@ func ParseHF(name string, data []byte) (Counter, error) {
 			return nil, fmt.Errorf("checking vocabulary: replacement %q is not a token: %w", r, ErrUnsupported)
 		}
 	}
+	if h.prefixes > 0 {
+		// Each text between added tokens gets the prefix; an added token of
+		// at least 2 bytes pays for it in the Estimate bound.
+		for _, t := range f.AddedTokens {
+			if len(t.Content) == 1 {
+				return nil, fmt.Errorf("checking added token %q: one byte long with a prefixing component: %w", t.Content, ErrUnsupported)
+			}
+		}
+	}
 	h.added = newAddedMatcher(f.AddedTokens)
 	return h, nil
 }
@@ -191,6 +200,10 @@ func (h *hfCounter) addPreTokenizer(p hfComponent) error {
 		h.byteLevel = true
 		step := preStep{kind: preByteLevel}
 		if p.AddPrefixSpace != nil && *p.AddPrefixSpace {
+			if len(h.pre) > 0 {
+				// Every piece of the earlier steps would get its own space.
+				return fmt.Errorf("loading pre_tokenizer ByteLevel: add_prefix_space after another pre-tokenizer: %w", ErrUnsupported)
+			}
 			step.prefix = true
 			h.prefixes++
 		}
@@ -226,6 +239,9 @@ func (h *hfCounter) addPreTokenizer(p hfComponent) error {
 			return fmt.Errorf("loading pre_tokenizer Metaspace prepend_scheme %q: %w", p.PrependScheme, ErrUnsupported)
 		}
 		if step.prepend != prependNever {
+			if len(h.pre) > 0 {
+				return fmt.Errorf("loading pre_tokenizer Metaspace: prepending after another pre-tokenizer: %w", ErrUnsupported)
+			}
 			h.prefixes++
 		}
 		h.pre = append(h.pre, step)
