@@ -57,7 +57,7 @@ func Schema(t testing.TB, name string) *jsonschema.Schema {
 		}
 		c := jsonschema.NewCompiler()
 		c.DefaultDraft(jsonschema.Draft2020)
-		if err := c.AddResource(specURL, doc); err != nil {
+		if err := c.AddResource(specURL, nullableToAnyOf(doc)); err != nil {
 			compileErr = err
 			return
 		}
@@ -89,4 +89,28 @@ func Validate(t testing.TB, name string, body []byte) {
 	if err := Schema(t, name).Validate(v); err != nil {
 		t.Fatalf("%s: body does not validate: %v\n%s", name, err, body)
 	}
+}
+
+// nullableToAnyOf rewrites OpenAPI 3.0's `nullable: true`, which Draft 2020 ignores, into
+// anyOf [schema, null], so that the spec means what its authors intended (finish_reason: null
+// in a stream chunk is valid).
+func nullableToAnyOf(v any) any {
+	switch n := v.(type) {
+	case map[string]any:
+		for k, c := range n {
+			n[k] = nullableToAnyOf(c)
+		}
+		if nb, ok := n["nullable"].(bool); ok {
+			delete(n, "nullable")
+			if nb {
+				return map[string]any{"anyOf": []any{n, map[string]any{"type": "null"}}}
+			}
+		}
+		return n
+	case []any:
+		for i, c := range n {
+			n[i] = nullableToAnyOf(c)
+		}
+	}
+	return v
 }

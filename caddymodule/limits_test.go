@@ -1,0 +1,282 @@
+package caddymodule_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+
+	"github.com/caddyai/gateway/internal/testredis"
+	"github.com/caddyai/gateway/policy"
+	"github.com/caddyai/gateway/simulator"
+)
+
+// limitsConfig is a gateway whose key "limited" has the given key-block limit lines.
+func limitsConfig(port int, upstream, keyLimits, rateLimit string) string {
+	return globalOptions + fmt.Sprintf(`
+:%d {
+	handle /metrics {
+		metrics
+	}
+	handle {
+		ai_gateway {
+			key %s {
+				id limited
+				%s
+			}
+			model demo-llama {
+				alias llama
+				context_window 8192
+				upstream %s
+			}
+			%s
+		}
+		reverse_proxy {
+			dynamic ai_gateway
+		}
+	}
+}
+`, port, policy.FormatHash(policy.HashSecret(secretAll)), keyLimits, upstream, rateLimit)
+}
+
+func startLimits(t *testing.T, keyLimits, rateLimit string) *usageSetup {
+	t.Helper()
+	up := newUpstream(t, simulator.Config{})
+	port := freePort(t)
+	startCaddy(t, limitsConfig(port, up.addr(), keyLimits, rateLimit))
+	return &usageSetup{port: port, upstream: up}
+}
+
+func TestRequestLimitHeadersAnd429(t *testing.T) {
+	s := startLimits(t, "rpm 3", "")
+	for i := 0; i < 3; i++ {
+		resp, body := s.do(t, "/v1/chat/completions", "", chatBody)
+		if resp.StatusCode != 200 {
+			t.Fatalf("request %d: %d %s", i, resp.StatusCode, body)
+		}
+		if resp.Header.Get("X-Ratelimit-Limit-Requests") != "3" || resp.Header.Get("X-Ratelimit-Remaining-Requests") != strconv.Itoa(2-i) {
+			t.Errorf("request %d headers: limit %q remaining %q", i, resp.Header.Get("X-Ratelimit-Limit-Requests"), resp.Header.Get("X-Ratelimit-Remaining-Requests"))
+		}
+		if _, err := time.ParseDuration(resp.Header.Get("X-Ratelimit-Reset-Requests")); err != nil {
+			t.Errorf("reset %q: %v", resp.Header.Get("X-Ratelimit-Reset-Requests"), err)
+		}
+	}
+	before := len(s.upstream.requests())
+	resp, body := s.do(t, "/v1/chat/completions", "", chatBody)
+	if resp.StatusCode != 429 {
+		t.Fatalf("4th request: %d %s", resp.StatusCode, body)
+	}
+	if len(s.upstream.requests()) != before {
+		t.Error("a refused request reached the upstream")
+	}
+	e := decodeJSON(t, body)["error"].(map[string]any)
+	if e["type"] != "requests" || e["code"] != "rate_limit_exceeded" || !strings.Contains(e["message"].(string), "Please try again in") {
+		t.Errorf("error %v", e)
+	}
+	ra, err := strconv.Atoi(resp.Header.Get("Retry-After"))
+	ms, err2 := strconv.Atoi(resp.Header.Get("Retry-After-Ms"))
+	// rpm 3 refills one request every 20s: the wait is for one request, never the whole window
+	if err != nil || err2 != nil || ra < 1 || ra > 20 || ms > 20000 || ms < 19000 {
+		t.Errorf("Retry-After %q, retry-after-ms %q", resp.Header.Get("Retry-After"), resp.Header.Get("Retry-After-Ms"))
+	}
+	if resp.Header.Get("X-Should-Retry") != "" {
+		t.Error("a 20s wait must not forbid retries")
+	}
+
+	resp, body = s.do(t, "/v1/messages", "", `{"model":"llama","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}`)
+	if resp.StatusCode != 429 || !strings.Contains(string(body), `"rate_limit_error"`) || resp.Header.Get("Anthropic-Ratelimit-Requests-Limit") != "3" {
+		t.Errorf("anthropic: %d %s %v", resp.StatusCode, body, resp.Header)
+	}
+	if _, err := time.Parse(time.RFC3339, resp.Header.Get("Anthropic-Ratelimit-Requests-Reset")); err != nil {
+		t.Errorf("anthropic reset: %v", err)
+	}
+}
+
+func TestDailyLimitSaysDoNotRetry(t *testing.T) {
+	s := startLimits(t, "rpd 1", "")
+	if resp, _ := s.do(t, "/v1/chat/completions", "", chatBody); resp.StatusCode != 200 {
+		t.Fatal(resp.StatusCode)
+	}
+	resp, _ := s.do(t, "/v1/chat/completions", "", chatBody)
+	if resp.StatusCode != 429 || resp.Header.Get("X-Should-Retry") != "false" {
+		t.Errorf("%d x-should-retry %q", resp.StatusCode, resp.Header.Get("X-Should-Retry"))
+	}
+}
+
+// TestTokenLimitUnderConcurrency: 200 parallel requests against tpm 1000 admit no more than 1000
+// tokens of actual usage (plus what refills while the test runs and one request's estimate).
+func TestTokenLimitUnderConcurrency(t *testing.T) {
+	for _, store := range []string{"memory", "redis"} {
+		t.Run(store, func(t *testing.T) {
+			rl := ""
+			if store == "redis" {
+				addr, stop := testredis.Start(t)
+				defer stop()
+				rl = "rate_limit {\n\tstore redis redis://" + addr + "/0\n\tredis_prefix " + t.Name() + ":\n}"
+			}
+			s := startLimits(t, "tpm 1000", rl)
+			start := time.Now()
+			var admitted, refused, tokensUsed, maxReq atomic.Int64
+			var wg sync.WaitGroup
+			for i := 0; i < 200; i++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					resp, body := s.do(t, "/v1/chat/completions", "", chatBody)
+					switch resp.StatusCode {
+					case 200:
+						admitted.Add(1)
+						n, _ := strconv.ParseInt(resp.Header.Get("X-Usage-Total-Tokens"), 10, 64)
+						tokensUsed.Add(n)
+						if n+10 > maxReq.Load() {
+							maxReq.Store(n + 10)
+						}
+					case 429:
+						refused.Add(1)
+					default:
+						t.Errorf("status %d: %s", resp.StatusCode, body)
+					}
+				}()
+			}
+			wg.Wait()
+			refill := int64(time.Since(start).Seconds()*1000/60) + 1
+			limit := 1000 + refill + maxReq.Load()
+			t.Logf("%s: %d admitted, %d refused, %d tokens used (bound %d)", store, admitted.Load(), refused.Load(), tokensUsed.Load(), limit)
+			if tokensUsed.Load() > limit || admitted.Load() == 0 || refused.Load() == 0 {
+				t.Errorf("admitted %d requests using %d tokens; bound %d", admitted.Load(), tokensUsed.Load(), limit)
+			}
+		})
+	}
+}
+
+func TestReloadKeepsLimiterState(t *testing.T) {
+	up := newUpstream(t, simulator.Config{})
+	port := freePort(t)
+	startCaddy(t, limitsConfig(port, up.addr(), "rpm 5", ""))
+	s := &usageSetup{port: port, upstream: up}
+	for i := 0; i < 3; i++ {
+		if resp, _ := s.do(t, "/v1/chat/completions", "", chatBody); resp.StatusCode != 200 {
+			t.Fatalf("request %d: %d", i, resp.StatusCode)
+		}
+	}
+	// reload in the middle of the window (a changed unrelated setting forces a new config)
+	loadCaddy(t, limitsConfig(port, up.addr(), "rpm 5\n\t\t\t\tlabel reloaded yes", ""))
+	ok := 0
+	for i := 0; i < 4; i++ {
+		if resp, _ := s.do(t, "/v1/chat/completions", "", chatBody); resp.StatusCode == 200 {
+			ok++
+		}
+	}
+	if ok != 2 {
+		t.Errorf("after reload %d requests admitted, want the remaining 2", ok)
+	}
+}
+
+func TestMaxConcurrentPerKey(t *testing.T) {
+	up := newUpstream(t, simulator.Config{TTFT: 300 * time.Millisecond})
+	port := freePort(t)
+	startCaddy(t, limitsConfig(port, up.addr(), "max_concurrent 2", ""))
+	s := &usageSetup{port: port, upstream: up}
+	var wg sync.WaitGroup
+	codes := make(chan int, 6)
+	for i := 0; i < 6; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, _ := s.do(t, "/v1/chat/completions", "", chatBody)
+			codes <- resp.StatusCode
+			if resp.StatusCode == 429 && resp.Header.Get("Retry-After") == "" {
+				t.Error("concurrency 429 without Retry-After")
+			}
+		}()
+	}
+	wg.Wait()
+	close(codes)
+	n200 := 0
+	for c := range codes {
+		if c == 200 {
+			n200++
+		}
+	}
+	if n200 < 2 || n200 > 4 {
+		t.Errorf("%d of 6 simultaneous requests admitted with max_concurrent 2", n200)
+	}
+	// slots are released: the next request goes through
+	if resp, _ := s.do(t, "/v1/chat/completions", "", chatBody); resp.StatusCode != 200 {
+		t.Errorf("slot not released: %d", resp.StatusCode)
+	}
+}
+
+func TestRedisOutage(t *testing.T) {
+	srv := testredis.StartServer(t)
+	for _, mode := range []string{"allow", "deny"} {
+		t.Run(mode, func(t *testing.T) {
+			rl := fmt.Sprintf("rate_limit {\n\tstore redis redis://%s/0\n\tredis_prefix %s:\n\ton_store_error %s\n}", srv.Addr(), t.Name(), mode)
+			s := startLimits(t, "rpm 4", rl)
+			for i := 0; i < 2; i++ {
+				if resp, body := s.do(t, "/v1/chat/completions", "", chatBody); resp.StatusCode != 200 {
+					t.Fatalf("%d %s", resp.StatusCode, body)
+				}
+			}
+			srv.Kill()
+			resp, body := s.do(t, "/v1/chat/completions", "", chatBody)
+			switch mode {
+			case "allow":
+				if resp.StatusCode != 200 {
+					t.Errorf("allow: %d %s", resp.StatusCode, body)
+				}
+			case "deny":
+				if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" {
+					t.Errorf("deny: %d %s", resp.StatusCode, body)
+				}
+			}
+			srv.Restart()
+			// sharing resumes: Redis still holds the 2 requests taken before the outage
+			waitFor(t, "the limiter to use Redis again", 10*time.Second, func() bool {
+				resp, _ := s.do(t, "/v1/chat/completions", "", chatBody)
+				return resp.StatusCode == 429
+			})
+		})
+	}
+}
+
+// TestSDKRetriesAfterRetryAfter: openai-go with its default retries waits for Retry-After and
+// succeeds once the bucket refills.
+func TestSDKRetriesAfterRetryAfter(t *testing.T) {
+	s := startLimits(t, "rpm 60", "")
+	for i := 0; i < 60; i++ {
+		if resp, _ := s.do(t, "/v1/chat/completions", "", chatBody); resp.StatusCode != 200 {
+			break
+		}
+	}
+	refusedBefore := s.metric(t, "caddy_ai_gateway_requests_total", map[string]string{"code": "429"})
+	servedBefore := len(s.upstream.requests())
+	var attempts atomic.Int32
+	client := openai.NewClient(option.WithBaseURL(url(s.port, "/v1/")), option.WithAPIKey(secretAll),
+		option.WithMiddleware(func(r *http.Request, next option.MiddlewareNext) (*http.Response, error) {
+			attempts.Add(1)
+			return next(r)
+		}))
+	resp, err := client.Chat.Completions.New(context.Background(), openai.ChatCompletionNewParams{
+		Model: "llama", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")}})
+	var apiErr *openai.Error
+	if errors.As(err, &apiErr) || err != nil {
+		t.Fatalf("SDK gave up: %v", err)
+	}
+	if resp.Model != "demo-llama" {
+		t.Errorf("model %q", resp.Model)
+	}
+	refused := s.metric(t, "caddy_ai_gateway_requests_total", map[string]string{"code": "429"}) - refusedBefore
+	if attempts.Load() < 2 || int(refused) != int(attempts.Load())-1 || len(s.upstream.requests()) != servedBefore+1 {
+		t.Errorf("%d attempts, %v refused, upstream saw %d", attempts.Load(), refused, len(s.upstream.requests())-servedBefore)
+	}
+}
