@@ -18,7 +18,8 @@ type Counter interface {
 	// Count returns the number of tokens of text.
 	Count(text string) int
 	// Name identifies the vocabulary: "estimate", "cl100k_base",
-	// "o200k_base" or "hf:<file>".
+	// "o200k_base" or "hf:<path of the tokenizer.json>". A Memo keys counts
+	// by it.
 	Name() string
 }
 

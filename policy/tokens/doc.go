@@ -39,7 +39,8 @@
 //     (text concatenated, images [ImageTokens]); each image block adds
 //     [ImageTokens]. When "system" is given (a string, or an array of text
 //     blocks concatenated) count(system) + 3 is added. "tools" counts as the
-//     raw JSON text of the array, as for OpenAI.
+//     raw JSON text of the array, as for OpenAI. Other block types
+//     (thinking, document) add nothing.
 //   - Completions ([ChatCounter.CountCompletion]): count(prompt), summed over
 //     the entries of an array of strings; a token array (array of integers)
 //     counts its length, an array of token arrays the sum of their lengths.

@@ -98,7 +98,7 @@ func compileRegex(expr string) (*regexp2.Regexp, error) {
 	return re, nil
 }
 
-// Name returns "hf:<file name>".
+// Name returns "hf:<path>".
 func (h *hfCounter) Name() string { return h.name }
 
 // Count returns the number of tokens of text, without the special tokens a

@@ -67,13 +67,15 @@ type hfPattern struct {
 }
 
 // LoadHF loads a Hugging Face tokenizer.json with a BPE model and returns a
-// Counter named "hf:<file name>" that counts with its vocabulary and merges.
+// Counter named "hf:<path>" (the cleaned path, so that two models' files
+// named tokenizer.json never share memo entries) that counts with its
+// vocabulary and merges.
 func LoadHF(path string) (Counter, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("loading tokenizer: %w", err)
 	}
-	c, err := ParseHF("hf:"+filepath.Base(path), data)
+	c, err := ParseHF("hf:"+filepath.Clean(path), data)
 	if err != nil {
 		return nil, fmt.Errorf("loading tokenizer %s: %w", path, err)
 	}

@@ -84,7 +84,7 @@ func TestHFTinyTokenizers(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got, want := c.Name(), "hf:"+name+".json"; got != want {
+			if got, want := c.Name(), "hf:testdata/"+name+".json"; got != want {
 				t.Errorf("Name() = %q, want %q", got, want)
 			}
 			checkReference(t, c, readReference(t, "testdata/"+name+".ref.json"))
