@@ -118,3 +118,32 @@ func TestTiktokenWhitespaceGuard(t *testing.T) {
 		t.Errorf("cl100k_base Count = %d, want 101", got)
 	}
 }
+
+// TestCountersConcurrent runs every counter from several goroutines (run
+// with -race) and checks they agree with a sequential count.
+func TestCountersConcurrent(t *testing.T) {
+	texts := []string{"hello world", "Grüße 你好 🍕", "func f() {}\n\treturn", strings.Repeat("token ", 50)}
+	for _, c := range boundCounters(t) {
+		want := make([]int, len(texts))
+		for i, s := range texts {
+			want[i] = c.Count(s)
+		}
+		done := make(chan struct{})
+		for range 4 {
+			go func() {
+				defer func() { done <- struct{}{} }()
+				for range 50 {
+					for i, s := range texts {
+						if got := c.Count(s); got != want[i] {
+							t.Errorf("%s: concurrent Count(%q) = %d, want %d", c.Name(), s, got, want[i])
+							return
+						}
+					}
+				}
+			}()
+		}
+		for range 4 {
+			<-done
+		}
+	}
+}
