@@ -7,9 +7,10 @@ import (
 
 // UpperBound returns a cheap upper bound of the prompt tokens that any
 // ChatCounter method (CountChat, CountAnthropic, CountCompletion,
-// CountEmbedding) returns for body, with any counter: Estimate's byte sum
-// over the whole body plus ImageTokens per occurrence of "image". It reads
-// the body once and allocates nothing; it does not check that body is JSON.
+// CountEmbedding) returns for body with any of this package's counters
+// (whose counts Estimate bounds): Estimate's byte sum over the whole body
+// plus ImageTokens per occurrence of "image". It reads the body once and
+// allocates nothing; it does not check that body is JSON.
 //
 // Why it holds: every text the formula counts is a JSON string of the body
 // (or, for tools and tool inputs, a raw JSON region), and the regions are
