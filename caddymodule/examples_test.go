@@ -16,7 +16,10 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 
+	"github.com/caddyai/gateway/internal/testredis"
 	"github.com/caddyai/gateway/internal/wiretest"
+	"github.com/caddyai/gateway/policy"
+	"github.com/caddyai/gateway/simulator"
 )
 
 // TestExamplesAdaptAndValidate adapts every Caddyfile the project ships (the demo and
@@ -71,32 +74,7 @@ func TestBinaryDemo(t *testing.T) {
 	if err := os.WriteFile(path, []byte(cf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "run", "--config", path, "--adapter", "caddyfile")
-	cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
-	stderr, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var logs strings.Builder
-	done := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			logs.WriteString(sc.Text() + "\n")
-		}
-		close(done)
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		<-done
-		if t.Failed() {
-			t.Logf("caddy logs:\n%s", logs.String())
-		}
-		if strings.Contains(logs.String(), "sk-demo-gateway") {
-			t.Error("the demo secret appears in the logs")
-		}
-	})
+	startBinary(t, bin, path)
 	post := func(path string, headers map[string]string, body string) (*http.Response, string) {
 		req, _ := http.NewRequest(http.MethodPost, url(gw, path), strings.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
@@ -135,5 +113,116 @@ func TestBinaryDemo(t *testing.T) {
 	resp, body = post("/v1/chat/completions", auth, `{"model":"llama","stream":true,"messages":[{"role":"user","content":"Hello"}]}`)
 	if resp.StatusCode != 200 || !strings.HasSuffix(body, "data: [DONE]\n\n") {
 		t.Errorf("stream: %d %q", resp.StatusCode, body)
+	}
+}
+
+// startBinary runs the built caddy on a Caddyfile until the test ends, failing the test if the
+// logs ever contain a demo or test secret.
+func startBinary(t *testing.T, bin, caddyfile string) {
+	t.Helper()
+	cmd := exec.Command(bin, "run", "--config", caddyfile, "--adapter", "caddyfile")
+	cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var logs strings.Builder
+	done := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			logs.WriteString(sc.Text() + "\n")
+		}
+		close(done)
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		<-done
+		if t.Failed() {
+			t.Logf("caddy logs:\n%s", logs.String())
+		}
+		for _, secret := range []string{"sk-demo-gateway", secretAll} {
+			if strings.Contains(logs.String(), secret) {
+				t.Errorf("a secret appears in the logs: %s", secret)
+			}
+		}
+	})
+}
+
+// TestBinaryDistributedLimits runs two gateway processes sharing one redis-server: together they
+// admit no more than the key's limit.
+func TestBinaryDistributedLimits(t *testing.T) {
+	bin := os.Getenv("CADDY_BINARY")
+	if bin == "" {
+		t.Skip("CADDY_BINARY not set: run `make test-binary` (part of `make test`) to test the built binary")
+	}
+	addr, stop := testredis.Start(t)
+	defer stop()
+	up := newUpstream(t, simulator.Config{})
+	ports := []int{freePort(t), freePort(t)}
+	for i, port := range ports {
+		cf := fmt.Sprintf(`{
+	admin off
+	auto_https off
+}
+:%d {
+	ai_gateway {
+		key %s {
+			id shared
+			rpm 60
+		}
+		model demo-llama {
+			alias llama
+			upstream %s
+		}
+		rate_limit {
+			store redis redis://%s/0
+		}
+	}
+	reverse_proxy {
+		dynamic ai_gateway
+	}
+}
+`, port, policy.FormatHash(policy.HashSecret(secretAll)), up.addr(), addr)
+		path := filepath.Join(t.TempDir(), fmt.Sprintf("Caddyfile.%d", i))
+		if err := os.WriteFile(path, []byte(cf), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		startBinary(t, bin, path)
+	}
+	chat := `{"model":"llama","messages":[{"role":"user","content":"hi"}],"max_tokens":1}`
+	send := func(port int) int {
+		req, _ := http.NewRequest(http.MethodPost, url(port, "/v1/chat/completions"), strings.NewReader(chat))
+		req.Header.Set("Authorization", "Bearer "+secretAll)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0
+		}
+		defer resp.Body.Close()
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return resp.StatusCode
+	}
+	for _, port := range ports {
+		waitFor(t, "both instances to answer", 30*time.Second, func() bool {
+			return send(port) == 200
+		})
+	}
+	start := time.Now()
+	ok, refused := 2, 0 // the two readiness probes above were admitted
+	for i := 0; i < 150; i++ {
+		switch send(ports[i%2]) {
+		case 200:
+			ok++
+		case 429:
+			refused++
+		default:
+			t.Fatalf("request %d failed", i)
+		}
+	}
+	refill := int(time.Since(start).Seconds()) + 1 // rpm 60 refills one request per second
+	t.Logf("two instances: %d admitted, %d refused in %s", ok, refused, time.Since(start))
+	if ok < 60 || ok > 60+refill {
+		t.Errorf("two instances admitted %d requests together; the shared limit is 60 (+%d refilled)", ok, refill)
 	}
 }
