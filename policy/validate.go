@@ -1,0 +1,564 @@
+package policy
+
+import (
+	"math"
+	"strconv"
+	"strings"
+
+	"github.com/caddyai/gateway/internal/wire"
+	"github.com/tidwall/gjson"
+)
+
+// RequestInfo is what validation learns about a request, used by later stages (no re-parse).
+type RequestInfo struct {
+	// Model is the requested model name, as sent.
+	Model string
+	// Stream is true when the client asked for a streamed (SSE) response.
+	Stream bool
+	// IncludeUsage is stream_options.include_usage.
+	IncludeUsage bool
+	// MaxTokens is the requested maximum output length (max_tokens, max_completion_tokens or
+	// Anthropic's max_tokens; the larger when a chat request sends both); 0 means absent.
+	MaxTokens int
+	// MaxTokensField names the field that carried MaxTokens ("max_tokens",
+	// "max_completion_tokens"), or "" when absent. When absent, Rewriter.Apply may set it to the
+	// field the upstream expects, so that SetMaxTokens writes that field.
+	MaxTokensField string
+	// N is the number of choices (or images) requested; 1 when absent.
+	N int
+	// HasTools is true when the request offers tools (or legacy functions) to the model.
+	HasTools bool
+	// Temperature is the sampling temperature, nil when absent or null.
+	Temperature *float64
+	// Seed is true when the request carries a seed.
+	Seed bool
+}
+
+// Field names shared by validation and rewriting.
+const (
+	fieldMaxTokens           = "max_tokens"
+	fieldMaxCompletionTokens = "max_completion_tokens"
+)
+
+// maxInt32 is the largest value OpenAI accepts for integer parameters such as max_tokens.
+const maxInt32 = math.MaxInt32
+
+// Validate checks a request body for the endpoint it addresses and returns what later stages
+// need to know about it. The body is parsed once; every rejection is a 400
+// invalid_request_error whose Param names the offending field exactly (messages[2].role) and
+// whose message is worded for the endpoint's surface.
+//
+// Unknown top-level parameters are allowed (model servers add their own); a top-level key sent
+// twice is rejected, as is a repeated key inside a message or content part, because the gateway
+// and the upstream's parser could read different copies.
+func Validate(e wire.Endpoint, body []byte) (RequestInfo, *wire.Error) {
+	v := validator{e: e, errs: errs{anthropic: e.Surface() == wire.Anthropic}}
+	v.info.N = 1
+	if !e.HasBody() {
+		return RequestInfo{}, problem(CodeInvalidValue, "", "The endpoint %s does not take a JSON request body.", e)
+	}
+	if err := checkDocument(body, v.errs); err != nil {
+		return RequestInfo{}, err
+	}
+	root := gjson.Parse(view(body))
+	root.ForEach(func(k, val gjson.Result) bool {
+		if !v.noteKey(k.Str) {
+			return false
+		}
+		return v.topKey(k.Str, val)
+	})
+	if v.err != nil {
+		return RequestInfo{}, v.err
+	}
+	if !v.finish() {
+		return RequestInfo{}, v.err
+	}
+	v.info.Model = strings.Clone(v.info.Model)
+	return v.info, nil
+}
+
+// checkDocument rejects bodies that are not a JSON object of bounded depth.
+func checkDocument(body []byte, x errs) *wire.Error {
+	c := firstByte(body)
+	if c == 0 {
+		return x.custom(CodeInvalidJSON, "", "We could not parse the JSON body of your request: the body is empty. The API expects a JSON object.")
+	}
+	if nestedTooDeep(body, MaxDepth) {
+		return x.custom(CodeNestingTooDeep, "", "The JSON body of your request nests objects and arrays deeper than %d levels.", MaxDepth)
+	}
+	if !gjson.Valid(view(body)) {
+		return x.custom(CodeInvalidJSON, "", "We could not parse the JSON body of your request: it is not valid JSON. The API expects a JSON object.")
+	}
+	if c != '{' {
+		return x.custom(CodeInvalidType, "", "The request body must be a JSON object, but got %s instead.", describe(gjson.Parse(view(body))))
+	}
+	return nil
+}
+
+// Presence bits for required fields.
+const (
+	hasModel uint8 = 1 << iota
+	hasMessages
+	hasPrompt
+	hasInput
+	hasMaxTokens
+)
+
+// validator holds the state of one validation.
+type validator struct {
+	errs
+	e       wire.Endpoint
+	info    RequestInfo
+	err     *wire.Error
+	has     uint8
+	keys    [32]string
+	nkeys   int
+	more    map[string]struct{}
+	streamO gjson.Result // stream_options, checked once stream is known
+}
+
+// fail records the first error and returns false, so that it can end a ForEach.
+func (v *validator) fail(err *wire.Error) bool {
+	if v.err == nil {
+		v.err = err
+	}
+	return false
+}
+
+// noteKey rejects a top-level key seen before.
+func (v *validator) noteKey(k string) bool {
+	for i := 0; i < v.nkeys; i++ {
+		if v.keys[i] == k {
+			return v.fail(v.duplicate(k))
+		}
+	}
+	if v.nkeys < len(v.keys) {
+		v.keys[v.nkeys] = k
+		v.nkeys++
+		return true
+	}
+	if v.more == nil {
+		v.more = make(map[string]struct{})
+	}
+	if _, dup := v.more[k]; dup {
+		return v.fail(v.duplicate(k))
+	}
+	v.more[k] = struct{}{}
+	return true
+}
+
+// topKey validates one top-level member.
+func (v *validator) topKey(k string, val gjson.Result) bool {
+	switch v.e {
+	case wire.EndpointChatCompletions:
+		return v.chatKey(k, val)
+	case wire.EndpointCompletions:
+		return v.completionsKey(k, val)
+	case wire.EndpointEmbeddings:
+		return v.embeddingsKey(k, val)
+	case wire.EndpointImagesGenerations:
+		return v.imagesKey(k, val)
+	case wire.EndpointMessages, wire.EndpointMessagesCountTokens:
+		return v.anthropicKey(k, val)
+	}
+	return true
+}
+
+// finish checks required fields and cross-field rules once every member was seen.
+func (v *validator) finish() bool {
+	if v.has&hasModel == 0 {
+		return v.fail(v.missing("model"))
+	}
+	switch v.e {
+	case wire.EndpointChatCompletions:
+		if v.has&hasMessages == 0 {
+			return v.fail(v.missing("messages"))
+		}
+	case wire.EndpointCompletions, wire.EndpointImagesGenerations:
+		if v.has&hasPrompt == 0 {
+			return v.fail(v.missing("prompt"))
+		}
+	case wire.EndpointEmbeddings:
+		if v.has&hasInput == 0 {
+			return v.fail(v.missing("input"))
+		}
+	case wire.EndpointMessages:
+		if v.has&hasMaxTokens == 0 {
+			return v.fail(v.missing(fieldMaxTokens))
+		}
+		fallthrough
+	case wire.EndpointMessagesCountTokens:
+		if v.has&hasMessages == 0 {
+			return v.fail(v.missing("messages"))
+		}
+	}
+	if v.streamO.Exists() && v.streamO.Type != gjson.Null {
+		if !v.info.Stream {
+			return v.fail(v.custom(CodeInvalidValue, "stream_options", "The 'stream_options' parameter is only allowed when 'stream' is enabled."))
+		}
+		if !v.streamOptions(v.streamO) {
+			return false
+		}
+	}
+	return true
+}
+
+// common handles the members several endpoints share. ok is false when k is not one of them.
+func (v *validator) common(k string, val gjson.Result) (handled, ok bool) {
+	switch k {
+	case "model":
+		v.has |= hasModel
+		if val.Type != gjson.String {
+			return true, v.fail(v.badType("model", "a string", val))
+		}
+		if val.Str == "" {
+			return true, v.fail(v.emptyString("model"))
+		}
+		v.info.Model = val.Str
+		return true, true
+	case "stream":
+		b, ok := v.boolean(k, val)
+		v.info.Stream = b
+		return true, ok
+	case "user":
+		return true, v.str(k, val)
+	}
+	return false, true
+}
+
+// chatKey validates a member of a chat completions request.
+func (v *validator) chatKey(k string, val gjson.Result) bool {
+	if handled, ok := v.common(k, val); handled {
+		return ok
+	}
+	if k == "messages" {
+		v.has |= hasMessages
+		return v.chatMessages(val)
+	}
+	if val.Type == gjson.Null {
+		return true // optional parameters may be null, meaning "use the default"
+	}
+	switch k {
+	case "temperature":
+		return v.temperature(val, 2)
+	case "top_p":
+		_, ok := v.number(k, val, 0, 1)
+		return ok
+	case "n":
+		return v.choices(val, 128)
+	case fieldMaxTokens, fieldMaxCompletionTokens:
+		return v.maxTokens(k, val, 1)
+	case "presence_penalty", "frequency_penalty":
+		_, ok := v.number(k, val, -2, 2)
+		return ok
+	case "logprobs", "parallel_tool_calls", "store":
+		_, ok := v.boolean(k, val)
+		return ok
+	case "top_logprobs":
+		_, ok := v.integer(k, val, 0, 20)
+		return ok
+	case "seed":
+		v.info.Seed = true
+		_, ok := v.integer(k, val, math.MinInt64, math.MaxInt64)
+		return ok
+	case "stop":
+		return v.stop(val)
+	case "stream_options":
+		v.streamO = val
+		return true
+	case "tools":
+		return v.chatTools(val)
+	case "functions":
+		if !val.IsArray() {
+			return v.fail(v.badType(k, "an array", val))
+		}
+		v.info.HasTools = v.info.HasTools || nonEmpty(val)
+		return true
+	case "tool_choice":
+		return v.chatToolChoice(val)
+	case "response_format":
+		return v.responseFormat(val)
+	case "logit_bias":
+		return v.logitBias(val)
+	case "metadata":
+		return v.object(k, val)
+	}
+	return true
+}
+
+// completionsKey validates a member of a legacy completions request.
+func (v *validator) completionsKey(k string, val gjson.Result) bool {
+	if handled, ok := v.common(k, val); handled {
+		return ok
+	}
+	if k == "prompt" {
+		v.has |= hasPrompt
+		return v.prompt(val)
+	}
+	if val.Type == gjson.Null {
+		return true
+	}
+	switch k {
+	case "temperature":
+		return v.temperature(val, 2)
+	case "top_p":
+		_, ok := v.number(k, val, 0, 1)
+		return ok
+	case "n":
+		return v.choices(val, 128)
+	case fieldMaxTokens:
+		// OpenAI allows 0 here: with echo it scores the prompt without generating.
+		return v.maxTokens(k, val, 0)
+	case "presence_penalty", "frequency_penalty":
+		_, ok := v.number(k, val, -2, 2)
+		return ok
+	case "logprobs":
+		_, ok := v.integer(k, val, 0, 5)
+		return ok
+	case "echo":
+		_, ok := v.boolean(k, val)
+		return ok
+	case "best_of":
+		_, ok := v.integer(k, val, 0, 20)
+		return ok
+	case "suffix":
+		return v.str(k, val)
+	case "seed":
+		v.info.Seed = true
+		_, ok := v.integer(k, val, math.MinInt64, math.MaxInt64)
+		return ok
+	case "stop":
+		return v.stop(val)
+	case "stream_options":
+		v.streamO = val
+		return true
+	case "logit_bias":
+		return v.logitBias(val)
+	}
+	return true
+}
+
+var encodingFormats = []string{"float", "base64"}
+
+// embeddingsKey validates a member of an embeddings request.
+func (v *validator) embeddingsKey(k string, val gjson.Result) bool {
+	if handled, ok := v.common(k, val); handled {
+		return ok
+	}
+	if k == "input" {
+		v.has |= hasInput
+		return v.embeddingsInput(val)
+	}
+	if val.Type == gjson.Null {
+		return true
+	}
+	switch k {
+	case "encoding_format":
+		return v.enum(k, val, encodingFormats)
+	case "dimensions":
+		_, ok := v.integer(k, val, 1, maxInt32)
+		return ok
+	}
+	return true
+}
+
+var imageResponseFormats = []string{"url", "b64_json"}
+
+// imagesKey validates a member of an image generation request.
+func (v *validator) imagesKey(k string, val gjson.Result) bool {
+	if handled, ok := v.common(k, val); handled {
+		return ok
+	}
+	if k == "prompt" {
+		v.has |= hasPrompt
+		if val.Type != gjson.String {
+			return v.fail(v.badType(k, "a string", val))
+		}
+		if val.Str == "" {
+			return v.fail(v.emptyString(k))
+		}
+		return true
+	}
+	if val.Type == gjson.Null {
+		return true
+	}
+	switch k {
+	case "n":
+		return v.choices(val, 10)
+	case "size", "quality", "style", "background", "output_format", "moderation":
+		return v.str(k, val)
+	case "response_format":
+		return v.enum(k, val, imageResponseFormats)
+	case "output_compression":
+		_, ok := v.integer(k, val, 0, 100)
+		return ok
+	}
+	return true
+}
+
+// temperature validates and records the sampling temperature.
+func (v *validator) temperature(val gjson.Result, max float64) bool {
+	t, ok := v.number("temperature", val, 0, max)
+	if ok {
+		v.info.Temperature = &t
+	}
+	return ok
+}
+
+// choices validates and records n.
+func (v *validator) choices(val gjson.Result, max int64) bool {
+	n, ok := v.integer("n", val, 1, max)
+	if ok {
+		v.info.N = int(n)
+	}
+	return ok
+}
+
+// maxTokens validates and records an output-length field. A chat request may carry both
+// max_tokens and max_completion_tokens; the larger bounds the output.
+func (v *validator) maxTokens(k string, val gjson.Result, min int64) bool {
+	n, ok := v.integer(k, val, min, maxInt32)
+	if !ok {
+		return false
+	}
+	if v.info.MaxTokensField == "" || int(n) > v.info.MaxTokens {
+		v.info.MaxTokens = int(n)
+		v.info.MaxTokensField = k
+	}
+	return true
+}
+
+// number validates a number within [min, max].
+func (v *validator) number(param string, val gjson.Result, min, max float64) (float64, bool) {
+	if val.Type != gjson.Number {
+		return 0, v.fail(v.badType(param, "a number", val))
+	}
+	if val.Num > max {
+		return 0, v.fail(v.outOfRange(param, true, false, max, val.Raw))
+	}
+	if val.Num < min {
+		return 0, v.fail(v.outOfRange(param, false, false, min, val.Raw))
+	}
+	return val.Num, true
+}
+
+// integer validates an integer literal within [min, max].
+func (v *validator) integer(param string, val gjson.Result, min, max int64) (int64, bool) {
+	if val.Type != gjson.Number || !isIntegerLiteral(val.Raw) {
+		return 0, v.fail(v.badType(param, "an integer", val))
+	}
+	n, err := strconv.ParseInt(val.Raw, 10, 64)
+	switch {
+	case err != nil && val.Raw[0] == '-', err == nil && n < min:
+		return 0, v.fail(v.outOfRange(param, false, true, float64(min), val.Raw))
+	case err != nil, n > max:
+		return 0, v.fail(v.outOfRange(param, true, true, float64(max), val.Raw))
+	}
+	return n, true
+}
+
+// boolean validates a boolean; null counts as false.
+func (v *validator) boolean(param string, val gjson.Result) (bool, bool) {
+	switch val.Type {
+	case gjson.True:
+		return true, true
+	case gjson.False, gjson.Null:
+		return false, true
+	}
+	return false, v.fail(v.badType(param, "a boolean", val))
+}
+
+// str validates an optional string (null allowed).
+func (v *validator) str(param string, val gjson.Result) bool {
+	if val.Type != gjson.String && val.Type != gjson.Null {
+		return v.fail(v.badType(param, "a string", val))
+	}
+	return true
+}
+
+// object validates an object.
+func (v *validator) object(param string, val gjson.Result) bool {
+	if !val.IsObject() {
+		return v.fail(v.badType(param, "an object", val))
+	}
+	return true
+}
+
+// enum validates a string from a fixed set.
+func (v *validator) enum(param string, val gjson.Result, allowed []string) bool {
+	if val.Type != gjson.String {
+		return v.fail(v.badType(param, "a string", val))
+	}
+	for _, a := range allowed {
+		if val.Str == a {
+			return true
+		}
+	}
+	return v.fail(v.badEnum(param, val.Str, allowed))
+}
+
+// stop validates a stop sequence: a string or an array of up to 4 strings.
+func (v *validator) stop(val gjson.Result) bool {
+	if val.Type == gjson.String {
+		return true
+	}
+	if !val.IsArray() {
+		return v.fail(v.badType("stop", "a string or an array of strings", val))
+	}
+	i := 0
+	val.ForEach(func(_, s gjson.Result) bool {
+		if s.Type != gjson.String {
+			return v.fail(v.badType(at("stop", i, ""), "a string", s))
+		}
+		i++
+		return true
+	})
+	if v.err != nil {
+		return false
+	}
+	if i > 4 {
+		return v.fail(v.arrayTooLong("stop", 4, i))
+	}
+	return true
+}
+
+// streamOptions validates stream_options once stream is known to be true.
+func (v *validator) streamOptions(val gjson.Result) bool {
+	if !val.IsObject() {
+		return v.fail(v.badType("stream_options", "an object", val))
+	}
+	u := val.Get("include_usage")
+	if !u.Exists() {
+		return true
+	}
+	b, ok := v.boolean("stream_options.include_usage", u)
+	v.info.IncludeUsage = b
+	return ok
+}
+
+// logitBias validates a map of token ids to biases in [-100, 100].
+func (v *validator) logitBias(val gjson.Result) bool {
+	if !val.IsObject() {
+		return v.fail(v.badType("logit_bias", "an object", val))
+	}
+	val.ForEach(func(k, b gjson.Result) bool {
+		if b.Type != gjson.Number {
+			return v.fail(v.badType("logit_bias."+k.Str, "a number", b))
+		}
+		if b.Num > 100 || b.Num < -100 {
+			return v.fail(v.outOfRange("logit_bias."+k.Str, b.Num > 100, false, math.Copysign(100, b.Num), b.Raw))
+		}
+		return true
+	})
+	return v.err == nil
+}
+
+// nonEmpty reports whether an array has at least one element.
+func nonEmpty(arr gjson.Result) bool {
+	found := false
+	arr.ForEach(func(_, _ gjson.Result) bool {
+		found = true
+		return false
+	})
+	return found
+}

@@ -1,0 +1,393 @@
+package policy
+
+import (
+	"github.com/caddyai/gateway/internal/wire"
+	"github.com/tidwall/gjson"
+)
+
+var (
+	anthropicRoles       = []string{"user", "assistant"}
+	anthropicChoiceTypes = []string{"auto", "any", "tool", "none"}
+	textOnly             = []string{"text"}
+)
+
+// anthropicKey validates a member of an Anthropic messages (or count_tokens) request.
+func (v *validator) anthropicKey(k string, val gjson.Result) bool {
+	switch k {
+	case "model", "stream":
+		_, ok := v.common(k, val)
+		return ok
+	case "messages":
+		v.has |= hasMessages
+		return v.anthropicMessages(val)
+	case fieldMaxTokens:
+		if v.e == wire.EndpointMessagesCountTokens {
+			if val.Type == gjson.Null {
+				return true
+			}
+			_, ok := v.integer(k, val, 1, maxInt32)
+			return ok
+		}
+		v.has |= hasMaxTokens
+		return v.maxTokens(k, val, 1)
+	}
+	if val.Type == gjson.Null {
+		return true
+	}
+	switch k {
+	case "system":
+		return v.anthropicSystem(val)
+	case "temperature":
+		return v.temperature(val, 1)
+	case "top_p":
+		_, ok := v.number(k, val, 0, 1)
+		return ok
+	case "top_k":
+		_, ok := v.integer(k, val, 0, maxInt32)
+		return ok
+	case "stop_sequences":
+		return v.stringArray(k, val)
+	case "tools":
+		return v.anthropicTools(val)
+	case "tool_choice":
+		return v.anthropicToolChoice(val)
+	case "metadata", "thinking":
+		return v.object(k, val)
+	}
+	return true
+}
+
+// stringArray validates an array of strings.
+func (v *validator) stringArray(param string, val gjson.Result) bool {
+	if !val.IsArray() {
+		return v.fail(v.badType(param, "an array of strings", val))
+	}
+	i := 0
+	val.ForEach(func(_, s gjson.Result) bool {
+		if s.Type != gjson.String {
+			return v.fail(v.badType(at(param, i, ""), "a string", s))
+		}
+		i++
+		return true
+	})
+	return v.err == nil
+}
+
+// anthropicSystem validates system: a string or an array of text blocks.
+func (v *validator) anthropicSystem(val gjson.Result) bool {
+	if val.Type == gjson.String {
+		return true
+	}
+	if !val.IsArray() {
+		return v.fail(v.badType("system", "a string or an array of text blocks", val))
+	}
+	i := 0
+	val.ForEach(func(_, b gjson.Result) bool {
+		path := func(rest string) string { return at("system", i, rest) }
+		if !b.IsObject() {
+			return v.fail(v.badType(path(""), "an object", b))
+		}
+		typ, text := b.Get("type"), b.Get("text")
+		if !typ.Exists() {
+			return v.fail(v.missing(path(".type")))
+		}
+		if typ.Type != gjson.String || typ.Str != "text" {
+			if typ.Type != gjson.String {
+				return v.fail(v.badType(path(".type"), "a string", typ))
+			}
+			return v.fail(v.badEnum(path(".type"), typ.Str, textOnly))
+		}
+		if !text.Exists() {
+			return v.fail(v.missing(path(".text")))
+		}
+		if text.Type != gjson.String {
+			return v.fail(v.badType(path(".text"), "a string", text))
+		}
+		i++
+		return true
+	})
+	return v.err == nil
+}
+
+// anthropicMessages validates the messages array. Consecutive turns of the same role are
+// allowed, as the API now merges them.
+func (v *validator) anthropicMessages(val gjson.Result) bool {
+	if !val.IsArray() {
+		return v.fail(v.badType("messages", "an array", val))
+	}
+	i := 0
+	val.ForEach(func(_, m gjson.Result) bool {
+		if !v.anthropicMessage(i, m) {
+			return false
+		}
+		i++
+		return true
+	})
+	if v.err != nil {
+		return false
+	}
+	if i == 0 {
+		return v.fail(v.emptyArray("messages"))
+	}
+	return true
+}
+
+// anthropicMessage validates messages[i].
+func (v *validator) anthropicMessage(i int, m gjson.Result) bool {
+	if !m.IsObject() {
+		return v.fail(v.badType(at("messages", i, ""), "an object", m))
+	}
+	var role, content gjson.Result
+	var seen uint8
+	m.ForEach(func(k, val gjson.Result) bool {
+		var bit uint8
+		switch k.Str {
+		case "role":
+			bit, role = mRole, val
+		case "content":
+			bit, content = mContent, val
+		default:
+			return true
+		}
+		if seen&bit != 0 {
+			return v.fail(v.duplicate(at("messages", i, "."+k.Str)))
+		}
+		seen |= bit
+		return true
+	})
+	if v.err != nil {
+		return false
+	}
+	if seen&mRole == 0 {
+		return v.fail(v.missing(at("messages", i, ".role")))
+	}
+	if role.Type != gjson.String {
+		return v.fail(v.badType(at("messages", i, ".role"), "a string", role))
+	}
+	if !oneOf(role.Str, anthropicRoles) {
+		return v.fail(v.badEnum(at("messages", i, ".role"), role.Str, anthropicRoles))
+	}
+	if seen&mContent == 0 {
+		return v.fail(v.missing(at("messages", i, ".content")))
+	}
+	if content.Type == gjson.String {
+		return true
+	}
+	if !content.IsArray() {
+		return v.fail(v.badType(at("messages", i, ".content"), "a string or an array of content blocks", content))
+	}
+	j := 0
+	content.ForEach(func(_, b gjson.Result) bool {
+		if !v.anthropicBlock(i, j, -1, b) {
+			return false
+		}
+		j++
+		return true
+	})
+	return v.err == nil
+}
+
+// Bits for the members of a content block.
+const (
+	bType uint8 = 1 << iota
+	bText
+	bContent
+	bSource
+)
+
+// blockPath builds messages[i].content[j] (and .content[k] inside a tool_result when k >= 0).
+func blockPath(i, j, k int, rest string) string {
+	p := at(at("messages", i, ".content"), j, "")
+	if k >= 0 {
+		p = at(p+".content", k, "")
+	}
+	return p + rest
+}
+
+// anthropicBlock validates a content block; k >= 0 marks a block nested in a tool_result.
+// Block types the gateway does not know are accepted (the API adds new ones often); the known
+// ones are checked for the members they require.
+func (v *validator) anthropicBlock(i, j, k int, b gjson.Result) bool {
+	if !b.IsObject() {
+		return v.fail(v.badType(blockPath(i, j, k, ""), "an object", b))
+	}
+	var typ, text, content, source gjson.Result
+	var seen uint8
+	b.ForEach(func(key, val gjson.Result) bool {
+		var bit uint8
+		switch key.Str {
+		case "type":
+			bit, typ = bType, val
+		case "text":
+			bit, text = bText, val
+		case "content":
+			bit, content = bContent, val
+		case "source":
+			bit, source = bSource, val
+		default:
+			return true
+		}
+		if seen&bit != 0 {
+			return v.fail(v.duplicate(blockPath(i, j, k, "."+key.Str)))
+		}
+		seen |= bit
+		return true
+	})
+	if v.err != nil {
+		return false
+	}
+	if seen&bType == 0 {
+		return v.fail(v.missing(blockPath(i, j, k, ".type")))
+	}
+	if typ.Type != gjson.String {
+		return v.fail(v.badType(blockPath(i, j, k, ".type"), "a string", typ))
+	}
+	if typ.Str == "" {
+		return v.fail(v.emptyString(blockPath(i, j, k, ".type")))
+	}
+	switch typ.Str {
+	case "text":
+		if seen&bText == 0 {
+			return v.fail(v.missing(blockPath(i, j, k, ".text")))
+		}
+		if text.Type != gjson.String {
+			return v.fail(v.badType(blockPath(i, j, k, ".text"), "a string", text))
+		}
+	case "image", "document":
+		if seen&bSource == 0 {
+			return v.fail(v.missing(blockPath(i, j, k, ".source")))
+		}
+		if !source.IsObject() {
+			return v.fail(v.badType(blockPath(i, j, k, ".source"), "an object", source))
+		}
+		if st := source.Get("type"); st.Str == "text" {
+			if d := source.Get("data"); d.Type != gjson.String {
+				return v.fail(v.badType(blockPath(i, j, k, ".source.data"), "a string", d))
+			}
+		}
+	case "tool_use", "server_tool_use":
+		return v.blockMembers(i, j, k, b, "id", "name")
+	case "tool_result":
+		if k >= 0 {
+			return v.fail(v.custom(CodeInvalidValue, blockPath(i, j, k, ".type"), "A tool_result block cannot be nested in another tool_result."))
+		}
+		if !v.blockMembers(i, j, k, b, "tool_use_id", "") {
+			return false
+		}
+		if seen&bContent == 0 || content.Type == gjson.String || content.Type == gjson.Null {
+			return true
+		}
+		if !content.IsArray() {
+			return v.fail(v.badType(blockPath(i, j, k, ".content"), "a string or an array of content blocks", content))
+		}
+		n := 0
+		content.ForEach(func(_, nb gjson.Result) bool {
+			if !v.anthropicBlock(i, j, n, nb) {
+				return false
+			}
+			n++
+			return true
+		})
+		return v.err == nil
+	case "thinking":
+		return v.blockMembers(i, j, k, b, "thinking", "")
+	case "redacted_thinking":
+		return v.blockMembers(i, j, k, b, "data", "")
+	}
+	return true
+}
+
+// blockMembers checks that a block carries the named string members (b2 may be empty); tool_use
+// blocks also need an object input.
+func (v *validator) blockMembers(i, j, k int, b gjson.Result, s1, s2 string) bool {
+	for _, name := range [2]string{s1, s2} {
+		if name == "" {
+			continue
+		}
+		m := b.Get(name)
+		if !m.Exists() {
+			return v.fail(v.missing(blockPath(i, j, k, "."+name)))
+		}
+		if m.Type != gjson.String {
+			return v.fail(v.badType(blockPath(i, j, k, "."+name), "a string", m))
+		}
+	}
+	if s1 == "id" {
+		in := b.Get("input")
+		if !in.Exists() {
+			return v.fail(v.missing(blockPath(i, j, k, ".input")))
+		}
+		if !in.IsObject() {
+			return v.fail(v.badType(blockPath(i, j, k, ".input"), "an object", in))
+		}
+	}
+	return true
+}
+
+// anthropicTools validates tools: custom tools need a name and an input_schema object; typed
+// server tools (web_search_..., bash_...) need a name.
+func (v *validator) anthropicTools(val gjson.Result) bool {
+	if !val.IsArray() {
+		return v.fail(v.badType("tools", "an array", val))
+	}
+	i := 0
+	val.ForEach(func(_, t gjson.Result) bool {
+		if !t.IsObject() {
+			return v.fail(v.badType(at("tools", i, ""), "an object", t))
+		}
+		name := t.Get("name")
+		if !name.Exists() {
+			return v.fail(v.missing(at("tools", i, ".name")))
+		}
+		if name.Type != gjson.String {
+			return v.fail(v.badType(at("tools", i, ".name"), "a string", name))
+		}
+		if name.Str == "" {
+			return v.fail(v.emptyString(at("tools", i, ".name")))
+		}
+		typ := t.Get("type")
+		if typ.Exists() && typ.Type != gjson.Null && typ.Type != gjson.String {
+			return v.fail(v.badType(at("tools", i, ".type"), "a string", typ))
+		}
+		if typ.Str == "" || typ.Str == "custom" {
+			schema := t.Get("input_schema")
+			if !schema.Exists() {
+				return v.fail(v.missing(at("tools", i, ".input_schema")))
+			}
+			if !schema.IsObject() {
+				return v.fail(v.badType(at("tools", i, ".input_schema"), "an object", schema))
+			}
+		}
+		i++
+		return true
+	})
+	if v.err != nil {
+		return false
+	}
+	v.info.HasTools = v.info.HasTools || i > 0
+	return true
+}
+
+// anthropicToolChoice validates tool_choice: {type: auto|any|tool|none}, with a name for tool.
+func (v *validator) anthropicToolChoice(val gjson.Result) bool {
+	if !val.IsObject() {
+		return v.fail(v.badType("tool_choice", "an object", val))
+	}
+	typ := val.Get("type")
+	if !typ.Exists() {
+		return v.fail(v.missing("tool_choice.type"))
+	}
+	if !v.enum("tool_choice.type", typ, anthropicChoiceTypes) {
+		return false
+	}
+	if typ.Str == "tool" {
+		name := val.Get("name")
+		if !name.Exists() {
+			return v.fail(v.missing("tool_choice.name"))
+		}
+		if name.Type != gjson.String {
+			return v.fail(v.badType("tool_choice.name", "a string", name))
+		}
+	}
+	return true
+}

@@ -1,0 +1,477 @@
+package policy
+
+import (
+	"github.com/tidwall/gjson"
+)
+
+var (
+	chatRoles = []string{"system", "assistant", "user", "function", "tool", "developer"}
+	// chatPartTypes are OpenAI's content part types plus vLLM's audio_url and video_url.
+	chatPartTypes       = []string{"text", "image_url", "input_audio", "file", "refusal", "audio_url", "video_url"}
+	chatToolTypes       = []string{"function", "custom"}
+	chatToolChoiceWords = []string{"none", "auto", "required"}
+	chatToolChoiceTypes = []string{"function", "allowed_tools", "custom"}
+	responseFormatTypes = []string{"text", "json_object", "json_schema"}
+)
+
+// Bits for the members of a chat message the gateway reads; a repeated one is rejected.
+const (
+	mRole uint8 = 1 << iota
+	mContent
+	mName
+	mToolCalls
+	mToolCallID
+	mFunctionCall
+	mRefusal
+)
+
+// chatMessages validates the messages array of a chat request.
+func (v *validator) chatMessages(val gjson.Result) bool {
+	if !val.IsArray() {
+		return v.fail(v.badType("messages", "an array", val))
+	}
+	i := 0
+	val.ForEach(func(_, m gjson.Result) bool {
+		if !v.chatMessage(i, m) {
+			return false
+		}
+		i++
+		return true
+	})
+	if v.err != nil {
+		return false
+	}
+	if i == 0 {
+		return v.fail(v.emptyArray("messages"))
+	}
+	return true
+}
+
+// chatMessage validates messages[i].
+func (v *validator) chatMessage(i int, m gjson.Result) bool {
+	if !m.IsObject() {
+		return v.fail(v.badType(at("messages", i, ""), "an object", m))
+	}
+	var role, content, name, toolCalls, toolCallID, functionCall, refusal gjson.Result
+	var seen uint8
+	m.ForEach(func(k, val gjson.Result) bool {
+		var bit uint8
+		switch k.Str {
+		case "role":
+			bit, role = mRole, val
+		case "content":
+			bit, content = mContent, val
+		case "name":
+			bit, name = mName, val
+		case "tool_calls":
+			bit, toolCalls = mToolCalls, val
+		case "tool_call_id":
+			bit, toolCallID = mToolCallID, val
+		case "function_call":
+			bit, functionCall = mFunctionCall, val
+		case "refusal":
+			bit, refusal = mRefusal, val
+		default:
+			return true
+		}
+		if seen&bit != 0 {
+			return v.fail(v.duplicate(at("messages", i, "."+k.Str)))
+		}
+		seen |= bit
+		return true
+	})
+	if v.err != nil {
+		return false
+	}
+	if seen&mRole == 0 {
+		return v.fail(v.missing(at("messages", i, ".role")))
+	}
+	if role.Type != gjson.String {
+		return v.fail(v.badType(at("messages", i, ".role"), "a string", role))
+	}
+	if !oneOf(role.Str, chatRoles) {
+		return v.fail(v.badEnum(at("messages", i, ".role"), role.Str, chatRoles))
+	}
+	if seen&mName != 0 && name.Type != gjson.String && name.Type != gjson.Null {
+		return v.fail(v.badType(at("messages", i, ".name"), "a string", name))
+	}
+	calls := false
+	if role.Str == "assistant" {
+		if seen&mToolCalls != 0 && toolCalls.Type != gjson.Null {
+			n, ok := v.toolCalls(i, toolCalls)
+			if !ok {
+				return false
+			}
+			calls = n > 0
+		}
+		if seen&mFunctionCall != 0 && functionCall.Type != gjson.Null {
+			if !functionCall.IsObject() {
+				return v.fail(v.badType(at("messages", i, ".function_call"), "an object", functionCall))
+			}
+			calls = true
+		}
+		if seen&mRefusal != 0 && refusal.Type != gjson.Null {
+			if refusal.Type != gjson.String {
+				return v.fail(v.badType(at("messages", i, ".refusal"), "a string", refusal))
+			}
+			calls = true
+		}
+	}
+	if role.Str == "tool" {
+		if seen&mToolCallID == 0 {
+			return v.fail(v.missing(at("messages", i, ".tool_call_id")))
+		}
+		if toolCallID.Type != gjson.String {
+			return v.fail(v.badType(at("messages", i, ".tool_call_id"), "a string", toolCallID))
+		}
+	}
+	if seen&mContent == 0 || content.Type == gjson.Null {
+		if calls {
+			return true
+		}
+		if seen&mContent == 0 {
+			return v.fail(v.missing(at("messages", i, ".content")))
+		}
+		return v.fail(v.badType(at("messages", i, ".content"), "a string or an array of content parts", content))
+	}
+	if content.Type == gjson.String {
+		return true
+	}
+	if !content.IsArray() {
+		return v.fail(v.badType(at("messages", i, ".content"), "a string or an array of content parts", content))
+	}
+	j := 0
+	content.ForEach(func(_, p gjson.Result) bool {
+		if !v.contentPart(i, j, p) {
+			return false
+		}
+		j++
+		return true
+	})
+	if v.err != nil {
+		return false
+	}
+	if j == 0 {
+		return v.fail(v.emptyArray(at("messages", i, ".content")))
+	}
+	return true
+}
+
+// Bits for the members of a content part.
+const (
+	pType uint8 = 1 << iota
+	pText
+	pImageURL
+	pInputAudio
+	pFile
+	pRefusal
+	pMediaURL
+)
+
+// contentPart validates messages[i].content[j].
+func (v *validator) contentPart(i, j int, p gjson.Result) bool {
+	if !p.IsObject() {
+		return v.fail(v.badType(partPath(i, j, ""), "an object", p))
+	}
+	var typ, text, image, audio, file, refusal, media gjson.Result
+	var seen uint8
+	p.ForEach(func(k, val gjson.Result) bool {
+		var bit uint8
+		switch k.Str {
+		case "type":
+			bit, typ = pType, val
+		case "text":
+			bit, text = pText, val
+		case "image_url":
+			bit, image = pImageURL, val
+		case "input_audio":
+			bit, audio = pInputAudio, val
+		case "file":
+			bit, file = pFile, val
+		case "refusal":
+			bit, refusal = pRefusal, val
+		case "audio_url", "video_url":
+			bit, media = pMediaURL, val
+		default:
+			return true
+		}
+		if seen&bit != 0 {
+			return v.fail(v.duplicate(partPath(i, j, "."+k.Str)))
+		}
+		seen |= bit
+		return true
+	})
+	if v.err != nil {
+		return false
+	}
+	if seen&pType == 0 {
+		return v.fail(v.missing(partPath(i, j, ".type")))
+	}
+	if typ.Type != gjson.String {
+		return v.fail(v.badType(partPath(i, j, ".type"), "a string", typ))
+	}
+	switch typ.Str {
+	case "text":
+		if seen&pText == 0 {
+			return v.fail(v.missing(partPath(i, j, ".text")))
+		}
+		if text.Type != gjson.String {
+			return v.fail(v.badType(partPath(i, j, ".text"), "a string", text))
+		}
+	case "image_url":
+		return v.urlObject(partPath, i, j, ".image_url", seen&pImageURL != 0, image)
+	case "audio_url", "video_url":
+		return v.urlObject(partPath, i, j, "."+typ.Str, seen&pMediaURL != 0, media)
+	case "input_audio":
+		return v.partObject(i, j, ".input_audio", seen&pInputAudio != 0, audio)
+	case "file":
+		return v.partObject(i, j, ".file", seen&pFile != 0, file)
+	case "refusal":
+		if seen&pRefusal == 0 {
+			return v.fail(v.missing(partPath(i, j, ".refusal")))
+		}
+		if refusal.Type != gjson.String {
+			return v.fail(v.badType(partPath(i, j, ".refusal"), "a string", refusal))
+		}
+	default:
+		return v.fail(v.badEnum(partPath(i, j, ".type"), typ.Str, chatPartTypes))
+	}
+	return true
+}
+
+// urlObject validates a {"url": "..."} member of a content part.
+func (v *validator) urlObject(path func(i, j int, rest string) string, i, j int, field string, present bool, obj gjson.Result) bool {
+	if !present {
+		return v.fail(v.missing(path(i, j, field)))
+	}
+	if !obj.IsObject() {
+		return v.fail(v.badType(path(i, j, field), "an object", obj))
+	}
+	u := obj.Get("url")
+	if !u.Exists() {
+		return v.fail(v.missing(path(i, j, field+".url")))
+	}
+	if u.Type != gjson.String {
+		return v.fail(v.badType(path(i, j, field+".url"), "a string", u))
+	}
+	return true
+}
+
+// partObject validates an object member a content part of its type requires.
+func (v *validator) partObject(i, j int, field string, present bool, obj gjson.Result) bool {
+	if !present {
+		return v.fail(v.missing(partPath(i, j, field)))
+	}
+	if !obj.IsObject() {
+		return v.fail(v.badType(partPath(i, j, field), "an object", obj))
+	}
+	return true
+}
+
+// partPath builds messages[i].content[j]rest.
+func partPath(i, j int, rest string) string {
+	return at(at("messages", i, ".content"), j, rest)
+}
+
+// toolCalls validates messages[i].tool_calls and returns how many calls it holds.
+func (v *validator) toolCalls(i int, calls gjson.Result) (int, bool) {
+	if !calls.IsArray() {
+		return 0, v.fail(v.badType(at("messages", i, ".tool_calls"), "an array", calls))
+	}
+	j := 0
+	calls.ForEach(func(_, c gjson.Result) bool {
+		path := func(rest string) string { return at(at("messages", i, ".tool_calls"), j, rest) }
+		if !c.IsObject() {
+			return v.fail(v.badType(path(""), "an object", c))
+		}
+		id, typ, fn := c.Get("id"), c.Get("type"), c.Get("function")
+		if id.Type != gjson.String {
+			if !id.Exists() {
+				return v.fail(v.missing(path(".id")))
+			}
+			return v.fail(v.badType(path(".id"), "a string", id))
+		}
+		if typ.Exists() && typ.Type != gjson.String {
+			return v.fail(v.badType(path(".type"), "a string", typ))
+		}
+		if typ.Exists() && typ.Str != "function" {
+			return v.fail(v.badEnum(path(".type"), typ.Str, chatToolTypes[:1]))
+		}
+		if !fn.Exists() {
+			return v.fail(v.missing(path(".function")))
+		}
+		if !fn.IsObject() {
+			return v.fail(v.badType(path(".function"), "an object", fn))
+		}
+		name, args := fn.Get("name"), fn.Get("arguments")
+		if !name.Exists() {
+			return v.fail(v.missing(path(".function.name")))
+		}
+		if name.Type != gjson.String {
+			return v.fail(v.badType(path(".function.name"), "a string", name))
+		}
+		if !args.Exists() {
+			return v.fail(v.missing(path(".function.arguments")))
+		}
+		if args.Type != gjson.String {
+			return v.fail(v.badType(path(".function.arguments"), "a string", args))
+		}
+		j++
+		return true
+	})
+	return j, v.err == nil
+}
+
+// chatTools validates the tools array of a chat request.
+func (v *validator) chatTools(val gjson.Result) bool {
+	if !val.IsArray() {
+		return v.fail(v.badType("tools", "an array", val))
+	}
+	i := 0
+	val.ForEach(func(_, t gjson.Result) bool {
+		if !t.IsObject() {
+			return v.fail(v.badType(at("tools", i, ""), "an object", t))
+		}
+		typ := t.Get("type")
+		if !typ.Exists() {
+			return v.fail(v.missing(at("tools", i, ".type")))
+		}
+		if typ.Type != gjson.String {
+			return v.fail(v.badType(at("tools", i, ".type"), "a string", typ))
+		}
+		if !oneOf(typ.Str, chatToolTypes) {
+			return v.fail(v.badEnum(at("tools", i, ".type"), typ.Str, chatToolTypes))
+		}
+		member := typ.Str // "function" or "custom"
+		def := t.Get(member)
+		if !def.Exists() {
+			return v.fail(v.missing(at("tools", i, "."+member)))
+		}
+		if !def.IsObject() {
+			return v.fail(v.badType(at("tools", i, "."+member), "an object", def))
+		}
+		name := def.Get("name")
+		if !name.Exists() {
+			return v.fail(v.missing(at("tools", i, "."+member+".name")))
+		}
+		if name.Type != gjson.String {
+			return v.fail(v.badType(at("tools", i, "."+member+".name"), "a string", name))
+		}
+		if !validToolName(name.Str) {
+			return v.fail(v.custom(CodeInvalidValue, at("tools", i, "."+member+".name"),
+				"Invalid '%s': string does not match pattern. Expected a string that matches the pattern '^[a-zA-Z0-9_-]{1,64}$'.", at("tools", i, "."+member+".name")))
+		}
+		if member == "function" {
+			if p := def.Get("parameters"); p.Exists() && p.Type != gjson.Null && !p.IsObject() {
+				return v.fail(v.badType(at("tools", i, ".function.parameters"), "an object", p))
+			}
+			if d := def.Get("description"); d.Exists() && d.Type != gjson.String && d.Type != gjson.Null {
+				return v.fail(v.badType(at("tools", i, ".function.description"), "a string", d))
+			}
+		}
+		i++
+		return true
+	})
+	if v.err != nil {
+		return false
+	}
+	v.info.HasTools = v.info.HasTools || i > 0
+	return true
+}
+
+// validToolName reports whether s matches ^[a-zA-Z0-9_-]{1,64}$.
+func validToolName(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// chatToolChoice validates tool_choice: a word or an object naming a function.
+func (v *validator) chatToolChoice(val gjson.Result) bool {
+	if val.Type == gjson.String {
+		return v.enum("tool_choice", val, chatToolChoiceWords)
+	}
+	if !val.IsObject() {
+		return v.fail(v.badType("tool_choice", "a string or an object", val))
+	}
+	typ := val.Get("type")
+	if !typ.Exists() {
+		return v.fail(v.missing("tool_choice.type"))
+	}
+	if !v.enum("tool_choice.type", typ, chatToolChoiceTypes) {
+		return false
+	}
+	if typ.Str != "function" {
+		return true
+	}
+	fn := val.Get("function")
+	if !fn.Exists() {
+		return v.fail(v.missing("tool_choice.function"))
+	}
+	if !fn.IsObject() {
+		return v.fail(v.badType("tool_choice.function", "an object", fn))
+	}
+	name := fn.Get("name")
+	if !name.Exists() {
+		return v.fail(v.missing("tool_choice.function.name"))
+	}
+	if name.Type != gjson.String {
+		return v.fail(v.badType("tool_choice.function.name", "a string", name))
+	}
+	return true
+}
+
+// responseFormat validates response_format.
+func (v *validator) responseFormat(val gjson.Result) bool {
+	if !val.IsObject() {
+		return v.fail(v.badType("response_format", "an object", val))
+	}
+	typ := val.Get("type")
+	if !typ.Exists() {
+		return v.fail(v.missing("response_format.type"))
+	}
+	if !v.enum("response_format.type", typ, responseFormatTypes) {
+		return false
+	}
+	if typ.Str != "json_schema" {
+		return true
+	}
+	js := val.Get("json_schema")
+	if !js.Exists() {
+		return v.fail(v.missing("response_format.json_schema"))
+	}
+	if !js.IsObject() {
+		return v.fail(v.badType("response_format.json_schema", "an object", js))
+	}
+	name := js.Get("name")
+	if !name.Exists() {
+		return v.fail(v.missing("response_format.json_schema.name"))
+	}
+	if name.Type != gjson.String {
+		return v.fail(v.badType("response_format.json_schema.name", "a string", name))
+	}
+	if s := js.Get("schema"); s.Exists() && s.Type != gjson.Null && !s.IsObject() {
+		return v.fail(v.badType("response_format.json_schema.schema", "an object", s))
+	}
+	if s := js.Get("strict"); s.Exists() && s.Type != gjson.Null && !s.IsBool() {
+		return v.fail(v.badType("response_format.json_schema.strict", "a boolean", s))
+	}
+	return true
+}
+
+// oneOf reports whether s is in set.
+func oneOf(s string, set []string) bool {
+	for _, x := range set {
+		if s == x {
+			return true
+		}
+	}
+	return false
+}
