@@ -415,13 +415,14 @@ func (v *validator) choices(val gjson.Result, max int64) bool {
 }
 
 // maxTokens validates and records an output-length field. A chat request may carry both
-// max_tokens and max_completion_tokens; the larger bounds the output.
+// max_tokens and max_completion_tokens; the larger bounds the output (on a tie,
+// max_completion_tokens is named).
 func (v *validator) maxTokens(k string, val gjson.Result, min int64) bool {
 	n, ok := v.integer(k, val, min, maxInt32)
 	if !ok {
 		return false
 	}
-	if v.info.MaxTokensField == "" || int(n) > v.info.MaxTokens {
+	if v.info.MaxTokensField == "" || int(n) > v.info.MaxTokens || int(n) == v.info.MaxTokens && k == fieldMaxCompletionTokens {
 		v.info.MaxTokens = int(n)
 		v.info.MaxTokensField = k
 	}
