@@ -34,6 +34,8 @@ func parseGatewayCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //	        expires_at <RFC 3339 time>
 //	        label <name> <value>
 //	        rpm|tpm|rpd|tpd|max_concurrent <n>
+//	        pin <alias> <snapshot>
+//	        priority <n>
 //	    }
 //	    keys_file <path>
 //	    keys_file_interval <duration>
@@ -46,6 +48,10 @@ func parseGatewayCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //	        upstream_name <name>
 //	        tokenizer estimate|cl100k_base|o200k_base|hf <path>
 //	        rpm|tpm|rpd|tpd|max_concurrent <n>
+//	        deprecated <RFC 3339 time>
+//	        sunset <RFC 3339 time>
+//	        deprecation_link <url>
+//	        serve_after_sunset
 //	    }
 //	    max_body <size>
 //	    anthropic_versions <version>...
@@ -55,6 +61,19 @@ func parseGatewayCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //	        redis_prefix <prefix>
 //	        on_store_error allow|deny
 //	        default_max_tokens <n>
+//	    }
+//	    api_version {
+//	        header <name>
+//	        supported <date>...
+//	        default <date>
+//	        required
+//	        version <date> {
+//	            rename_param <from> <to>
+//	            deprecated <RFC 3339 time>
+//	            sunset <RFC 3339 time>
+//	            deprecation_link <url>
+//	            serve_after_sunset
+//	        }
 //	    }
 //	    metrics_key_id
 //	}
@@ -124,6 +143,15 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := parseRateLimit(d, g.RateLimit); err != nil {
 				return err
 			}
+		case "api_version":
+			if err := once(name); err != nil {
+				return err
+			}
+			v, err := parseAPIVersion(d)
+			if err != nil {
+				return err
+			}
+			g.APIVersion = v
 		case "metrics_key_id":
 			if err := once(name); err != nil {
 				return err
@@ -159,7 +187,7 @@ func parseKeyBlock(d *caddyfile.Dispenser) (KeyConfig, error) {
 	seen := map[string]bool{}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		name := d.Val()
-		if seen[name] && name != "label" {
+		if seen[name] && name != "label" && name != "pin" {
 			return k, d.Errf("key: %s specified more than once", name)
 		}
 		seen[name] = true
@@ -196,6 +224,26 @@ func parseKeyBlock(d *caddyfile.Dispenser) (KeyConfig, error) {
 		case "rpm", "tpm", "rpd", "tpd", "max_concurrent":
 			if err := parseLimit(d, name, &k.Limits); err != nil {
 				return k, err
+			}
+		case "pin":
+			args := d.RemainingArgs()
+			if len(args) != 2 {
+				return k, d.Errf("key: pin <alias> <snapshot model name>")
+			}
+			if k.Pins == nil {
+				k.Pins = map[string]string{}
+			}
+			if _, dup := k.Pins[args[0]]; dup {
+				return k, d.Errf("key: %s pinned more than once", args[0])
+			}
+			k.Pins[args[0]] = args[1]
+		case "priority":
+			s, err := stringArg(d)
+			if err != nil {
+				return k, err
+			}
+			if k.Priority, err = strconv.Atoi(s); err != nil {
+				return k, d.Errf("key: priority %q is not an integer", s)
 			}
 		case "label":
 			args := d.RemainingArgs()
@@ -264,6 +312,17 @@ func parseModelBlock(d *caddyfile.Dispenser) (ModelConfig, error) {
 			}
 		case "rpm", "tpm", "rpd", "tpd", "max_concurrent":
 			err = parseLimit(d, name, &m.Limits)
+		case "deprecated":
+			m.Deprecated, err = rfc3339Arg(d)
+		case "sunset":
+			m.Sunset, err = rfc3339Arg(d)
+		case "deprecation_link":
+			m.DeprecationLink, err = stringArg(d)
+		case "serve_after_sunset":
+			if d.NextArg() {
+				return m, d.ArgErr()
+			}
+			m.ServeAfterSunset = true
 		default:
 			return m, d.Errf("unrecognized model subdirective %q", name)
 		}

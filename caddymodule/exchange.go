@@ -30,6 +30,8 @@ type exchange struct {
 	modelID        string // the id of GET /v1/models/{id}
 	key            *policy.Key
 	requestedModel string
+	apiVersion     *policy.APIVersion
+	versionHeader  string // the API version header's name, when versions are configured
 	route          *modelRoute
 	stream         bool
 	includeUsage   bool // the client asked for stream usage
@@ -118,6 +120,15 @@ func (ex *exchange) setResponseHeaders(h http.Header) {
 	if ex.surface == wire.Anthropic {
 		h["Request-Id"] = []string{ex.requestID}
 	}
+	if ex.apiVersion != nil {
+		h[ex.versionHeader] = []string{ex.apiVersion.Date}
+		if !ex.apiVersion.Deprecation.IsZero() {
+			ex.apiVersion.Deprecation.SetHeaders(h)
+		}
+	}
+	if ex.route != nil && !ex.route.model.Deprecation.IsZero() {
+		ex.route.model.Deprecation.SetHeaders(h)
+	}
 }
 
 // The placeholders the gateway sets, all under http.ai_gateway.
@@ -136,6 +147,7 @@ const (
 	phTotal        = "http.ai_gateway.total_tokens"
 	phEstimated    = "http.ai_gateway.usage_estimated"
 	phTTFT         = "http.ai_gateway.ttft_ms"
+	phAPIVersion   = "http.ai_gateway.api_version"
 )
 
 // setPlaceholders publishes what the gateway knows so far to the replacer (for other handlers
@@ -152,6 +164,9 @@ func (ex *exchange) setPlaceholders(repl *caddy.Replacer) {
 	}
 	repl.Set(phStream, ex.stream)
 	repl.Set(phRejectReason, ex.reject)
+	if ex.apiVersion != nil {
+		repl.Set(phAPIVersion, ex.apiVersion.Date)
+	}
 	repl.Set(phPrompt, ex.usage.PromptTokens)
 	repl.Set(phCompletion, ex.usage.CompletionTokens)
 	repl.Set(phTotal, ex.usage.TotalTokens)

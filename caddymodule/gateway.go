@@ -53,10 +53,13 @@ type Gateway struct {
 	// RateLimit holds the gateway-wide limits and the limiter's store. Per-key and per-model
 	// limits are set on keys and models; all scopes apply at once.
 	RateLimit *RateLimit `json:"rate_limit,omitempty"`
+	// APIVersion negotiates a date-based API version header. Optional.
+	APIVersion *APIVersionConfig `json:"api_version,omitempty"`
 	// MetricsKeyID adds the key id as a label of the requests and tokens metrics. Off by
 	// default: with many keys it makes many series.
 	MetricsKeyID bool `json:"metrics_key_id,omitempty"`
 
+	versions     *policy.APIVersions
 	keys         *atomic.Pointer[policy.KeyTable]
 	limiter      *ratelimit.Limiter
 	storeKey     string
@@ -90,6 +93,11 @@ type KeyConfig struct {
 	ExpiresAt string `json:"expires_at,omitempty"`
 	// Labels are free-form operator labels.
 	Labels map[string]string `json:"labels,omitempty"`
+	// Pins map a model alias to the snapshot (model name) this key keeps using when the alias
+	// moves on.
+	Pins map[string]string `json:"pins,omitempty"`
+	// Priority orders this key's requests in a model's admission queue; higher goes first.
+	Priority int `json:"priority,omitempty"`
 	// Limits are the key's own rate limits (rpm, tpm, rpd, tpd, max_concurrent).
 	Limits
 }
@@ -119,8 +127,50 @@ type ModelConfig struct {
 	// o200k_base, or "hf <path to tokenizer.json>" for the model's own vocabulary.
 	// Default: cl100k_base.
 	Tokenizer string `json:"tokenizer,omitempty"`
+	// Deprecated (RFC 3339) marks the model as deprecated: responses carry Deprecation and
+	// Link headers.
+	Deprecated string `json:"deprecated,omitempty"`
+	// Sunset (RFC 3339) is when the model stops being served: requests get 410 model_sunset
+	// from then on, unless ServeAfterSunset.
+	Sunset string `json:"sunset,omitempty"`
+	// DeprecationLink is a document about the deprecation (Link: <url>; rel="deprecation").
+	DeprecationLink string `json:"deprecation_link,omitempty"`
+	// ServeAfterSunset keeps serving the model after its sunset date.
+	ServeAfterSunset bool `json:"serve_after_sunset,omitempty"`
 	// Limits are the model's rate limits, summed over all keys.
 	Limits
+}
+
+// APIVersionConfig configures a date-based API version header.
+type APIVersionConfig struct {
+	// Header is the request header carrying the version; the effective version is echoed in the
+	// response header of the same name. Required.
+	Header string `json:"header"`
+	// Supported lists the versions (YYYY-MM-DD) clients may ask for.
+	Supported []string `json:"supported,omitempty"`
+	// Default is the version of requests without the header. Default: the newest supported.
+	Default string `json:"default,omitempty"`
+	// Required refuses requests without the header (400).
+	Required bool `json:"required,omitempty"`
+	// Versions hold per-version settings (renames, deprecation); each must be in Supported.
+	Versions []APIVersionSettings `json:"versions,omitempty"`
+}
+
+// APIVersionSettings are the settings of one API version.
+type APIVersionSettings struct {
+	// Version is the date of the version.
+	Version string `json:"version"`
+	// RenameParams rename request parameters for clients of this version, [from, to] pairs
+	// (e.g. ["max_tokens", "max_completion_tokens"]), so old clients keep working.
+	RenameParams [][2]string `json:"rename_param,omitempty"`
+	// Deprecated (RFC 3339) marks the version as deprecated.
+	Deprecated string `json:"deprecated,omitempty"`
+	// Sunset (RFC 3339) is when the version stops being served (410 api_version_sunset).
+	Sunset string `json:"sunset,omitempty"`
+	// DeprecationLink documents the deprecation.
+	DeprecationLink string `json:"deprecation_link,omitempty"`
+	// ServeAfterSunset keeps serving the version after its sunset date.
+	ServeAfterSunset bool `json:"serve_after_sunset,omitempty"`
 }
 
 // CaddyModule returns the Caddy module information.
@@ -180,6 +230,9 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 	if err := g.provisionModels(repl); err != nil {
 		return err
 	}
+	if err := g.provisionAPIVersions(); err != nil {
+		return err
+	}
 	table := inline
 	if g.KeysFile != "" {
 		kf := &policy.KeyFile{Path: g.KeysFile}
@@ -202,7 +255,8 @@ func (g *Gateway) provisionKeys(repl *caddy.Replacer) (*policy.KeyTable, error) 
 		if kc.ID == "" {
 			return nil, fmt.Errorf("key %d: id is required", i)
 		}
-		k := &policy.Key{ID: kc.ID, Models: kc.Models, Disabled: kc.Disabled, Labels: kc.Labels, Limits: kc.Limits.policy()}
+		k := &policy.Key{ID: kc.ID, Models: kc.Models, Disabled: kc.Disabled, Labels: kc.Labels, Limits: kc.Limits.policy(),
+			Pins: kc.Pins, Priority: kc.Priority}
 		switch {
 		case strings.HasPrefix(kc.Secret, "sha256:"):
 			h, err := policy.ParseHash(kc.Secret)
@@ -263,6 +317,11 @@ func (g *Gateway) provisionModels(repl *caddy.Replacer) error {
 			UpstreamName:    mc.UpstreamName,
 			Limits:          mc.Limits.policy(),
 		}
+		dep, err := parseDeprecation(mc.Deprecated, mc.Sunset, mc.DeprecationLink, mc.ServeAfterSunset)
+		if err != nil {
+			return fmt.Errorf("model %q: %w", mc.Name, err)
+		}
+		m.Deprecation = dep
 		spec := mc.Tokenizer
 		if spec == "" {
 			spec = "cl100k_base"
@@ -443,9 +502,22 @@ func (g *Gateway) admit(ex *exchange, r *http.Request) *wire.Error {
 		if werr := g.checkAnthropicVersion(r); werr != nil {
 			return werr
 		}
+	} else if g.versions != nil {
+		v, werr := g.versions.Negotiate(r.Header.Get(g.versions.Header), g.now())
+		ex.apiVersion, ex.versionHeader = v, g.versions.Header
+		if werr != nil {
+			return werr
+		}
 	}
 	if werr := ex.body.read(r, g.MaxBody); werr != nil {
 		return werr
+	}
+	if ex.apiVersion != nil && len(ex.apiVersion.Renames) > 0 {
+		out, err := ex.apiVersion.Apply(ex.body.bytes())
+		if err != nil {
+			return wire.InvalidRequest("", "API version %s: %s.", ex.apiVersion.Date, err)
+		}
+		ex.body.replace(out)
 	}
 	if werr := g.resolveModel(ex); werr != nil {
 		return werr
@@ -512,7 +584,7 @@ func (g *Gateway) resolveModel(ex *exchange) *wire.Error {
 		return wire.InvalidRequest("model", "Invalid type for 'model': expected a non-empty string.")
 	}
 	ex.requestedModel = mv.Str
-	m, ok := g.catalog.Resolve(mv.Str)
+	m, ok := g.catalog.ResolveFor(ex.key, mv.Str)
 	if !ok {
 		return wire.ModelNotFound(mv.Str)
 	}
@@ -520,6 +592,9 @@ func (g *Gateway) resolveModel(ex *exchange) *wire.Error {
 		return wire.ModelNotAllowed(mv.Str)
 	}
 	ex.route = g.routes[m]
+	if m.Deprecation.Gone(g.now()) {
+		return policy.ModelSunset(m.Name, m.Deprecation)
+	}
 	ex.stream = root.Get("stream").Type == gjson.True
 	ex.maxTokens = requestedMaxTokens(ex.endpoint, root)
 	ex.includeUsage = root.Get("stream_options.include_usage").Type == gjson.True

@@ -74,6 +74,16 @@ func (g *Gateway) appendOpenAIModel(dst []byte, m *policy.Model) []byte {
 		dst = append(dst, `,"max_output_tokens":`...)
 		dst = strconv.AppendInt(dst, int64(m.MaxOutputTokens), 10)
 	}
+	if d := m.Deprecation; !d.IsZero() {
+		if !d.Deprecated.IsZero() {
+			dst = append(dst, `,"deprecated_at":`...)
+			dst = wire.AppendString(dst, d.Deprecated.UTC().Format(time.RFC3339))
+		}
+		if !d.Sunset.IsZero() {
+			dst = append(dst, `,"sunset_at":`...)
+			dst = wire.AppendString(dst, d.Sunset.UTC().Format(time.RFC3339))
+		}
+	}
 	dst = append(dst, `,"aliases":[`...)
 	for i, a := range m.Aliases {
 		if i > 0 {

@@ -21,6 +21,8 @@ type Model struct {
 	UpstreamName string
 	// Limits are the model's rate limits, summed over all keys.
 	Limits Limits
+	// Deprecation marks the model (or snapshot) as going away.
+	Deprecation Deprecation
 }
 
 // Upstream returns the model name to send upstream.
