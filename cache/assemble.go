@@ -82,12 +82,12 @@ type asmTool struct {
 }
 
 type asmBlock struct {
-	start    []byte // raw content_block of content_block_start
-	text     []byte
-	thinking []byte
-	sig      []byte
-	input    []byte
-	cites    []byte // comma-joined raw citations
+	start                                            []byte // raw content_block of content_block_start
+	text                                             []byte
+	thinking                                         []byte
+	sig                                              []byte
+	input                                            []byte
+	cites                                            []byte // comma-joined raw citations
 	hasText, hasThinking, hasSig, hasInput, hasCites bool
 }
 
