@@ -273,7 +273,7 @@ func TestPrefilterNeedles(t *testing.T) {
 		{`[a-z]+@[a-z]+\.[a-z]{2,}`, prefilter{{lit: "@"}}},
 		{`(?i)do anything now`, prefilter{{lit: "do anything now", fold: true}}},
 		{`(?i)ignore previous instructions`, prefilter{{lit: "ignore previou", fold: true}}}, // 's' also folds to U+017F
-		{`(?i)kk`, nil},                                                                        // 'k' also folds to the Kelvin sign
+		{`(?i)kk`, nil}, // 'k' also folds to the Kelvin sign
 		{`secret|(?i)password`, prefilter{{lit: "secret"}, {lit: "word", fold: true}}},
 		{`(?:abc)+x?`, prefilter{{lit: "abc"}}},
 		{`(?:abc)*`, nil},
