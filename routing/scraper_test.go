@@ -326,3 +326,37 @@ func TestScraperDefaults(t *testing.T) {
 		t.Errorf("url = %q, %v", u, err)
 	}
 }
+
+func TestScrapeCancelledKeepsMetrics(t *testing.T) {
+	tr := NewTracker(TrackerOptions{})
+	entered := make(chan struct{}, 1)
+	release := make(chan struct{})
+	defer close(release)
+	srv := newMetricsServer(t, func(w http.ResponseWriter, r *http.Request) {
+		entered <- struct{}{}
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	})
+	tr.Observe(srv.addr(), Metrics{Running: 3})
+	reported := make(chan error, 1)
+	sc := NewScraper(nil, tr, ScraperOptions{Timeout: time.Hour, OnError: func(_ string, err error) { reported <- err }})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		sc.ScrapeAll(ctx, []string{srv.addr()})
+		close(done)
+	}()
+	recv(t, entered)
+	cancel()
+	recv(t, done)
+	if l := tr.Load(srv.addr()); !l.Fresh || l.Metrics.Running != 3 {
+		t.Errorf("cancelled scrape changed the metrics: %+v", l)
+	}
+	select {
+	case err := <-reported:
+		t.Errorf("cancellation reported as a failure: %v", err)
+	default:
+	}
+}
