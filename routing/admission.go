@@ -34,7 +34,9 @@ const serviceAlpha = 0.2
 // maxConcurrent requests in flight; beyond that up to queueSize wait, higher priority first and
 // in arrival order within a priority, for at most timeout. A full queue or a timeout is a
 // refusal the caller turns into 503 model_overloaded with Retry-After (Anthropic: 529), see
-// Overloaded. A waiter whose context ends leaves the queue at once. Safe for concurrent use.
+// Overloaded. A waiter whose context ends leaves the queue at once. Under sustained
+// high-priority load, low-priority waiters are not served and time out: priorities are strict.
+// Safe for concurrent use.
 type Admission struct {
 	mu            sync.Mutex
 	maxConcurrent int // <= 0: unlimited

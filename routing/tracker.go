@@ -28,7 +28,7 @@ type TrackerOptions struct {
 	// Now returns the current time. Default: time.Now.
 	Now func() time.Time
 	// StaleAfter is the age after which scraped metrics are ignored. Default: 6s (three scrapes
-	// at the default interval).
+	// at the default interval); set it to three times ScraperOptions.Interval when that changes.
 	StaleAfter time.Duration
 	// TokensPerRequest converts the request counts of scraped metrics into tokens (T in the
 	// score formula). Default: 1000.
