@@ -288,4 +288,3 @@ func hasDuplicateKeys(data []byte) bool {
 		}
 	}
 }
-
