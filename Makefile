@@ -4,7 +4,7 @@ GO ?= go
 CADDY := ./caddy
 GO_SOURCES := $(shell find . -name '*.go' -not -path './cmd/warm/*') go.mod go.sum
 
-.PHONY: build run test test-unit test-binary fuzz vet clean
+.PHONY: build run test test-unit test-binary fuzz vet clean bench
 
 ## build: the custom Caddy with the gateway's modules, built by the pinned xcaddy (writes ./caddy)
 build: $(CADDY)
@@ -45,6 +45,14 @@ fuzz:
 			echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 		done; \
 	done
+
+## bench: the gateway against plain Caddy and the bare simulator on loopback (results in bench/out;
+## BENCH_QUICK=1 for a one-minute smoke run, BENCH_FLAGS for benchrun's flags, e.g. -scenarios a,c)
+bench: build bench/out/caddy-plain
+	$(GO) run ./bench/cmd/benchrun -gateway $(CADDY) -plain bench/out/caddy-plain -out bench/out $(BENCH_FLAGS)
+
+bench/out/caddy-plain: go.mod go.sum bench/cmd/caddy-plain/main.go
+	$(GO) build -trimpath -ldflags '-w -s' -o $@ ./bench/cmd/caddy-plain
 
 clean:
 	rm -f $(CADDY)
