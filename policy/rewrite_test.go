@@ -134,8 +134,16 @@ func TestRewriteDeny(t *testing.T) {
 		_, _, err := rewrite(t, rw, tc.e, tc.body)
 		assertRejected(t, err, http.StatusBadRequest, CodeParamNotAllowed, tc.bad, "The parameter '"+tc.bad+"' is not allowed by this gateway.")
 	}
+	// An escaped key is the same key to the upstream's parser.
+	_, _, err := rewrite(t, rw, chat, chatBody(`"logit\u005fbias":{"1":2}`))
+	assertRejected(t, err, http.StatusBadRequest, CodeParamNotAllowed, "logit_bias", "")
+	strip := mustRewriter(t, RewriteConfig{StripParams: []string{"user"}}, RewriteConfig{})
+	out, _, err := rewrite(t, strip, chat, chatBody(`"us\u0065r":"u"`))
+	if err != nil || strings.Contains(out, "u0065") {
+		t.Fatalf("escaped key not stripped: %s %v", out, err)
+	}
 	// A denied param sent as null is dropped, not refused.
-	out, _, err := rewrite(t, rw, chat, chatBody(`"logit_bias":null`))
+	out, _, err = rewrite(t, rw, chat, chatBody(`"logit_bias":null`))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -342,6 +342,9 @@ var encodingFormats = []string{"float", "base64"}
 
 // embeddingsKey validates a member of an embeddings request.
 func (v *validator) embeddingsKey(k string, val gjson.Result) bool {
+	if k == "stream" {
+		return true // not an embeddings param: never makes the response a stream
+	}
 	if handled, ok := v.common(k, val); handled {
 		return ok
 	}

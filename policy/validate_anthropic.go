@@ -14,7 +14,13 @@ var (
 // anthropicKey validates a member of an Anthropic messages (or count_tokens) request.
 func (v *validator) anthropicKey(k string, val gjson.Result) bool {
 	switch k {
-	case "model", "stream":
+	case "model":
+		_, ok := v.common(k, val)
+		return ok
+	case "stream":
+		if v.e == wire.EndpointMessagesCountTokens {
+			return true // count_tokens never streams
+		}
 		_, ok := v.common(k, val)
 		return ok
 	case "messages":

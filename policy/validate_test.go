@@ -284,6 +284,8 @@ func TestValidateAccepts(t *testing.T) {
 			{"role":"user","content":[{"type":"some_future_block","x":1}]},
 			{"role":"assistant","content":"ok"}]}`,
 			RequestInfo{Model: "claude", N: 1, Stream: true, MaxTokens: 1024, MaxTokensField: "max_tokens", HasTools: true, Temperature: f(1)}},
+		{"embeddings stream is not a param", embed, `{"model":"e","input":"x","stream":true}`, RequestInfo{Model: "e", N: 1}},
+		{"count_tokens never streams", count, `{"model":"c","messages":[{"role":"user","content":"x"}],"stream":true}`, RequestInfo{Model: "c", N: 1}},
 		{"count_tokens without max_tokens", count, `{"model":"c","messages":[{"role":"user","content":"x"}],"system":"s"}`, RequestInfo{Model: "c", N: 1}},
 	}
 	for _, tt := range tests {
