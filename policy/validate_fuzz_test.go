@@ -74,4 +74,3 @@ func FuzzValidate(f *testing.F) {
 		}
 	})
 }
-
