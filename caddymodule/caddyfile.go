@@ -9,6 +9,10 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/dustin/go-humanize"
+	"github.com/tidwall/gjson"
+
+	"github.com/caddyai/gateway/internal/wire"
+	"github.com/caddyai/gateway/policy"
 )
 
 func init() {
@@ -75,6 +79,16 @@ func parseGatewayCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //	            serve_after_sunset
 //	        }
 //	    }
+//	    context_status 400|413
+//	    fit_max_tokens <min output tokens>
+//	    defaults { <param> <value> }       (also in model blocks, with the
+//	    clamp <param> <min> <max>           rewriting subdirectives below;
+//	    clamp_mode reject|clamp             a model's own rule replaces the
+//	    deny_params <param>...              gateway-wide one)
+//	    strip_params <param>...
+//	    system_prompt <text>
+//	    system_prompt_mode prepend|replace
+//	    max_tokens_field max_tokens|max_completion_tokens
 //	    metrics_key_id
 //	}
 //
@@ -168,8 +182,40 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if len(g.AnthropicVersions) == 0 {
 				return d.ArgErr()
 			}
+		case "context_status":
+			if err := once(name); err != nil {
+				return err
+			}
+			n, err := intArg(d)
+			if err != nil {
+				return err
+			}
+			if n != 400 && n != 413 {
+				return d.Errf("context_status: want 400 or 413, got %d", n)
+			}
+			g.ContextStatus = n
+		case "fit_max_tokens":
+			if err := once(name); err != nil {
+				return err
+			}
+			n, err := intArg(d)
+			if err != nil {
+				return err
+			}
+			g.FitMaxTokens = n
 		default:
-			return d.Errf("unrecognized ai_gateway subdirective %q", name)
+			if name != "clamp" {
+				if err := once(name); err != nil {
+					return err
+				}
+			}
+			handled, err := parseRewrite(d, name, &g.RewriteConfig)
+			if err != nil {
+				return err
+			}
+			if !handled {
+				return d.Errf("unrecognized ai_gateway subdirective %q", name)
+			}
 		}
 	}
 	return nil
@@ -276,7 +322,7 @@ func parseModelBlock(d *caddyfile.Dispenser) (ModelConfig, error) {
 	seen := map[string]bool{}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		name := d.Val()
-		if seen[name] {
+		if seen[name] && name != "clamp" {
 			return m, d.Errf("model %s: %s specified more than once", m.Name, name)
 		}
 		seen[name] = true
@@ -324,7 +370,13 @@ func parseModelBlock(d *caddyfile.Dispenser) (ModelConfig, error) {
 			}
 			m.ServeAfterSunset = true
 		default:
-			return m, d.Errf("unrecognized model subdirective %q", name)
+			handled, rerr := parseRewrite(d, name, &m.RewriteConfig)
+			if rerr != nil {
+				return m, rerr
+			}
+			if !handled {
+				return m, d.Errf("unrecognized model subdirective %q", name)
+			}
 		}
 		if err != nil {
 			return m, err
@@ -467,3 +519,78 @@ var (
 	_ caddyfile.Unmarshaler = (*Gateway)(nil)
 	_ caddyfile.Unmarshaler = (*Upstreams)(nil)
 )
+
+// parseRewrite parses one request-rewriting subdirective into rc; handled is false when name
+// is not one. Syntax (in ai_gateway and in model blocks):
+//
+//	defaults {
+//	    <param> <JSON value or bare string>
+//	}
+//	clamp <param> <min> <max>
+//	clamp_mode reject|clamp
+//	deny_params <param>...
+//	strip_params <param>...
+//	system_prompt <text>
+//	system_prompt_mode prepend|replace
+//	max_tokens_field max_tokens|max_completion_tokens
+func parseRewrite(d *caddyfile.Dispenser, name string, rc *policy.RewriteConfig) (handled bool, err error) {
+	switch name {
+	case "defaults":
+		if d.NextArg() {
+			return true, d.ArgErr()
+		}
+		if rc.Defaults == nil {
+			rc.Defaults = map[string]string{}
+		}
+		for nesting := d.Nesting(); d.NextBlock(nesting); {
+			param := d.Val()
+			v, err := stringArg(d)
+			if err != nil {
+				return true, err
+			}
+			if !gjson.Valid(v) {
+				v = string(wire.AppendString(nil, v)) // a bare word is a string
+			}
+			if _, dup := rc.Defaults[param]; dup {
+				return true, d.Errf("defaults: %s set more than once", param)
+			}
+			rc.Defaults[param] = v
+		}
+	case "clamp":
+		args := d.RemainingArgs()
+		if len(args) != 3 {
+			return true, d.Err("clamp <param> <min> <max>")
+		}
+		lo, err1 := strconv.ParseFloat(args[1], 64)
+		hi, err2 := strconv.ParseFloat(args[2], 64)
+		if err1 != nil || err2 != nil || lo > hi {
+			return true, d.Errf("clamp %s: want numbers min <= max, got %q %q", args[0], args[1], args[2])
+		}
+		rc.Clamps = append(rc.Clamps, policy.Clamp{Param: args[0], Min: lo, Max: hi})
+	case "clamp_mode":
+		if rc.ClampMode, err = stringArg(d); err == nil && rc.ClampMode != policy.ClampReject && rc.ClampMode != policy.ClampClamp {
+			err = d.Errf("clamp_mode: want reject or clamp, got %q", rc.ClampMode)
+		}
+	case "deny_params":
+		if rc.DenyParams = append(rc.DenyParams, d.RemainingArgs()...); len(rc.DenyParams) == 0 {
+			err = d.ArgErr()
+		}
+	case "strip_params":
+		if rc.StripParams = append(rc.StripParams, d.RemainingArgs()...); len(rc.StripParams) == 0 {
+			err = d.ArgErr()
+		}
+	case "system_prompt":
+		rc.SystemPrompt, err = stringArg(d)
+	case "system_prompt_mode":
+		if rc.SystemPromptMode, err = stringArg(d); err == nil && rc.SystemPromptMode != policy.SystemPromptPrepend && rc.SystemPromptMode != policy.SystemPromptReplace {
+			err = d.Errf("system_prompt_mode: want prepend or replace, got %q", rc.SystemPromptMode)
+		}
+	case "max_tokens_field":
+		if rc.MaxTokensField, err = stringArg(d); err == nil && rc.MaxTokensField != "max_tokens" && rc.MaxTokensField != "max_completion_tokens" {
+			err = d.Errf("max_tokens_field: want max_tokens or max_completion_tokens, got %q", rc.MaxTokensField)
+		}
+	default:
+		return false, nil
+	}
+	return true, err
+}

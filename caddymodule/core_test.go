@@ -298,15 +298,16 @@ func TestGatewayWireDetails(t *testing.T) {
 		code    string // OpenAI code, or Anthropic error type for /v1/messages
 	}{
 		{"missing key", "/v1/chat/completions", nil, chat, 401, "invalid_api_key"},
-		{"bad json", "/v1/chat/completions", auth, `{"model":`, 400, ""},
-		{"model not a string", "/v1/chat/completions", auth, `{"model":7}`, 400, ""},
-		{"missing model", "/v1/embeddings", auth, `{"input":"x"}`, 400, ""},
+		{"bad json", "/v1/chat/completions", auth, `{"model":`, 400, "invalid_json"},
+		{"model not a string", "/v1/chat/completions", auth, `{"model":7}`, 400, "invalid_type"},
+		{"missing model", "/v1/embeddings", auth, `{"input":"x"}`, 400, "missing_required_parameter"},
+		{"bad role", "/v1/chat/completions", auth, `{"model":"llama","messages":[{"role":"robot","content":"hi"}]}`, 400, "invalid_value"},
 		{"too large", "/v1/chat/completions", auth, `{"model":"llama","messages":[{"role":"user","content":"` + strings.Repeat("a", 70<<10) + `"}]}`, 413, "request_too_large"},
 		{"unknown path", "/v1/fine_tuning/jobs", auth, `{}`, 404, ""},
 		{"other api version", "/v2/chat/completions", auth, chat, 404, "unsupported_api_version"},
 		{"anthropic missing version", "/v1/messages", map[string]string{"X-Api-Key": secretAll}, `{"model":"llama","max_tokens":5,"messages":[]}`, 400, "invalid_request_error"},
 		{"anthropic bad key", "/v1/messages", map[string]string{"X-Api-Key": "nope", "Anthropic-Version": "2023-06-01"}, `{}`, 401, "authentication_error"},
-		{"anthropic unknown model", "/v1/messages", map[string]string{"X-Api-Key": secretAll, "Anthropic-Version": "2023-06-01"}, `{"model":"nope","max_tokens":5,"messages":[]}`, 404, "not_found_error"},
+		{"anthropic unknown model", "/v1/messages", map[string]string{"X-Api-Key": secretAll, "Anthropic-Version": "2023-06-01"}, `{"model":"nope","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}`, 404, "not_found_error"},
 	}
 	for _, tc := range envelopes {
 		t.Run(tc.name, func(t *testing.T) {

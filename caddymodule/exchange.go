@@ -33,9 +33,9 @@ type exchange struct {
 	apiVersion     *policy.APIVersion
 	versionHeader  string // the API version header's name, when versions are configured
 	route          *modelRoute
+	info           policy.RequestInfo // what validation learnt of the body
 	stream         bool
-	includeUsage   bool // the client asked for stream usage
-	maxTokens      int  // the output cap the request sets; 0 when none
+	fitted         bool // max_tokens was lowered to fit the context window
 	injectedUsage  bool // the gateway asked the upstream for stream usage the client did not ask for
 	body           requestBody
 
@@ -61,6 +61,7 @@ type modelRoute struct {
 	scopeID       string // rate-limit scope id, "model:<name>"
 	counter       tokens.Counter
 	chat          *tokens.ChatCounter
+	rewriter      *policy.Rewriter
 }
 
 func newExchange(r *http.Request, now time.Time) *exchange {

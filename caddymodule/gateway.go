@@ -15,7 +15,6 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"github.com/tidwall/gjson"
 	"github.com/tidwall/sjson"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -55,6 +54,16 @@ type Gateway struct {
 	RateLimit *RateLimit `json:"rate_limit,omitempty"`
 	// APIVersion negotiates a date-based API version header. Optional.
 	APIVersion *APIVersionConfig `json:"api_version,omitempty"`
+	// ContextStatus is the HTTP status of context_length_exceeded refusals: 413 (default) or
+	// 400 (OpenAI's own status).
+	ContextStatus int `json:"context_status,omitempty"`
+	// FitMaxTokens, when positive, lowers a request's max_tokens to what still fits the context
+	// window instead of refusing it, provided at least this many output tokens remain.
+	FitMaxTokens int `json:"fit_max_tokens,omitempty"`
+	// RewriteConfig holds the request rewriting rules that apply to every model (defaults,
+	// clamps, deny_params, strip_params, system_prompt, max_tokens_field); a model's own rules
+	// replace them field by field.
+	policy.RewriteConfig
 	// MetricsKeyID adds the key id as a label of the requests and tokens metrics. Off by
 	// default: with many keys it makes many series.
 	MetricsKeyID bool `json:"metrics_key_id,omitempty"`
@@ -137,6 +146,9 @@ type ModelConfig struct {
 	DeprecationLink string `json:"deprecation_link,omitempty"`
 	// ServeAfterSunset keeps serving the model after its sunset date.
 	ServeAfterSunset bool `json:"serve_after_sunset,omitempty"`
+	// RewriteConfig holds the model's own rewriting rules; each field set here replaces the
+	// gateway-wide one.
+	policy.RewriteConfig
 	// Limits are the model's rate limits, summed over all keys.
 	Limits
 }
@@ -330,7 +342,11 @@ func (g *Gateway) provisionModels(repl *caddy.Replacer) error {
 		if err != nil {
 			return fmt.Errorf("model %q: %w", mc.Name, err)
 		}
-		route := &modelRoute{model: m, scopeID: "model:" + mc.Name, counter: counter, chat: tokens.NewChatCounter(counter, g.memo)}
+		rewriter, err := policy.CompileRewrite(g.RewriteConfig, mc.RewriteConfig)
+		if err != nil {
+			return fmt.Errorf("model %q: %w", mc.Name, err)
+		}
+		route := &modelRoute{model: m, scopeID: "model:" + mc.Name, counter: counter, chat: tokens.NewChatCounter(counter, g.memo), rewriter: rewriter}
 		for _, u := range mc.Upstreams {
 			dial, err := dialAddress(u)
 			if err != nil {
@@ -383,6 +399,12 @@ func (g *Gateway) Validate() error {
 		if err := limitsOf(k.Limits.policy()).Validate(); err != nil {
 			return fmt.Errorf("key %q: %w", k.ID, err)
 		}
+	}
+	if g.ContextStatus != 0 && g.ContextStatus != http.StatusBadRequest && g.ContextStatus != http.StatusRequestEntityTooLarge {
+		return fmt.Errorf("context_status must be 400 or 413, got %d", g.ContextStatus)
+	}
+	if g.FitMaxTokens < 0 {
+		return errors.New("fit_max_tokens must not be negative")
 	}
 	if g.RateLimit.DefaultMaxTokens < 0 {
 		return errors.New("rate_limit: default_max_tokens must not be negative")
@@ -522,6 +544,11 @@ func (g *Gateway) admit(ex *exchange, r *http.Request) *wire.Error {
 	if werr := g.resolveModel(ex); werr != nil {
 		return werr
 	}
+	if out, werr := ex.route.rewriter.Apply(ex.endpoint, ex.body.bytes(), &ex.info); werr != nil {
+		return werr
+	} else if len(out) != len(ex.body.bytes()) || &out[0] != &ex.body.bytes()[0] {
+		ex.body.replace(out)
+	}
 	if werr := g.countPrompt(ex); werr != nil {
 		return werr
 	}
@@ -566,52 +593,28 @@ func (g *Gateway) checkAnthropicVersion(r *http.Request) *wire.Error {
 	return nil
 }
 
-// resolveModel reads the body's model, resolves aliases and checks the key's allow-list.
+// resolveModel validates the body (parsed once; what later stages need lands in ex.info),
+// resolves the model (aliases, the key's pins) and checks the key's allow-list.
 func (g *Gateway) resolveModel(ex *exchange) *wire.Error {
-	raw := ex.body.bytes()
-	if !gjson.ValidBytes(raw) {
-		return wire.InvalidRequest("", "We could not parse the JSON body of your request. Please send valid JSON.")
+	info, werr := policy.Validate(ex.endpoint, ex.body.bytes())
+	if werr != nil {
+		return werr
 	}
-	root := gjson.ParseBytes(raw)
-	if !root.IsObject() {
-		return wire.InvalidRequest("", "The request body must be a JSON object.")
-	}
-	mv := root.Get("model")
-	if !mv.Exists() {
-		return wire.InvalidRequest("model", "you must provide a model parameter")
-	}
-	if mv.Type != gjson.String || mv.Str == "" {
-		return wire.InvalidRequest("model", "Invalid type for 'model': expected a non-empty string.")
-	}
-	ex.requestedModel = mv.Str
-	m, ok := g.catalog.ResolveFor(ex.key, mv.Str)
+	ex.info = info
+	ex.requestedModel = info.Model
+	m, ok := g.catalog.ResolveFor(ex.key, info.Model)
 	if !ok {
-		return wire.ModelNotFound(mv.Str)
+		return wire.ModelNotFound(info.Model)
 	}
 	if !ex.key.AllowsModel(m) {
-		return wire.ModelNotAllowed(mv.Str)
+		return wire.ModelNotAllowed(info.Model)
 	}
 	ex.route = g.routes[m]
+	ex.stream = info.Stream
 	if m.Deprecation.Gone(g.now()) {
 		return policy.ModelSunset(m.Name, m.Deprecation)
 	}
-	ex.stream = root.Get("stream").Type == gjson.True
-	ex.maxTokens = requestedMaxTokens(ex.endpoint, root)
-	ex.includeUsage = root.Get("stream_options.include_usage").Type == gjson.True
 	return nil
-}
-
-// requestedMaxTokens returns the output cap the request asks for, 0 when it sets none.
-func requestedMaxTokens(e wire.Endpoint, root gjson.Result) int {
-	if e == wire.EndpointChatCompletions {
-		if v := root.Get("max_completion_tokens"); v.Type == gjson.Number {
-			return int(v.Int())
-		}
-	}
-	if v := root.Get("max_tokens"); v.Type == gjson.Number {
-		return int(v.Int())
-	}
-	return 0
 }
 
 // countPrompt counts the prompt's tokens and checks the model's context window. The exact count
@@ -620,7 +623,7 @@ func requestedMaxTokens(e wire.Endpoint, root gjson.Result) int {
 func (g *Gateway) countPrompt(ex *exchange) *wire.Error {
 	m := ex.route.model
 	body := ex.body.bytes()
-	out := ex.maxTokens
+	out := ex.info.MaxTokens
 	if out == 0 {
 		out = g.RateLimit.DefaultMaxTokens
 		if out == 0 {
@@ -629,7 +632,7 @@ func (g *Gateway) countPrompt(ex *exchange) *wire.Error {
 		if out == 0 {
 			out = defaultOutputAllowance
 		}
-		if m.ContextWindow > 0 && ex.maxTokens == 0 {
+		if m.ContextWindow > 0 && ex.info.MaxTokens == 0 {
 			out = min(out, m.ContextWindow)
 		}
 	}
@@ -639,7 +642,7 @@ func (g *Gateway) countPrompt(ex *exchange) *wire.Error {
 		ex.promptTokens = bound
 		return nil
 	}
-	fits := m.ContextWindow == 0 || bound+ex.maxTokens <= m.ContextWindow
+	fits := m.ContextWindow == 0 || bound+ex.info.MaxTokens <= m.ContextWindow
 	if fits && !g.tokenLimited(ex) {
 		ex.promptTokens = bound
 		return nil
@@ -660,10 +663,30 @@ func (g *Gateway) countPrompt(ex *exchange) *wire.Error {
 		return wire.InvalidRequest("messages", "The request's messages could not be read: %s", strings.TrimPrefix(err.Error(), "counting chat body: "))
 	}
 	ex.promptTokens = n
-	if m.ContextWindow > 0 && n+ex.maxTokens > m.ContextWindow {
-		return contextLengthError(ex, m.ContextWindow, n)
+	if m.ContextWindow > 0 && n+ex.info.MaxTokens > m.ContextWindow {
+		return g.fitOrRefuse(ex, m.ContextWindow, n)
 	}
 	return nil
+}
+
+// fitOrRefuse lowers max_tokens to what fits the window when fit_max_tokens allows it, else
+// refuses with context_length_exceeded.
+func (g *Gateway) fitOrRefuse(ex *exchange, window, prompt int) *wire.Error {
+	room := window - prompt
+	if g.FitMaxTokens > 0 && ex.info.MaxTokens > 0 && room >= g.FitMaxTokens && ex.endpoint != wire.EndpointEmbeddings {
+		out, err := policy.SetMaxTokens(ex.endpoint, ex.body.bytes(), &ex.info, room)
+		if err == nil {
+			ex.body.replace(out)
+			ex.reservedOutput = room
+			ex.fitted = true
+			return nil
+		}
+	}
+	werr := contextLengthError(ex, window, prompt)
+	if g.ContextStatus == http.StatusBadRequest {
+		werr.Status = http.StatusBadRequest
+	}
+	return werr
 }
 
 // tokenLimited reports whether any scope of the request limits tokens.
@@ -682,9 +705,9 @@ func (g *Gateway) tokenLimited(ex *exchange) bool {
 // contextLengthError is the refusal of a prompt that does not fit the model's window.
 func contextLengthError(ex *exchange, window, prompt int) *wire.Error {
 	msg := fmt.Sprintf("This model's maximum context length is %d tokens. However, your messages resulted in %d tokens. Please reduce the length of the messages.", window, prompt)
-	if ex.maxTokens > 0 {
+	if out := ex.info.MaxTokens; out > 0 {
 		msg = fmt.Sprintf("This model's maximum context length is %d tokens. However, you requested %d tokens (%d in the messages, %d in the completion). Please reduce the length of the messages or completion.",
-			window, prompt+ex.maxTokens, prompt, ex.maxTokens)
+			window, prompt+out, prompt, out)
 	}
 	param := "messages"
 	switch ex.endpoint {
@@ -704,7 +727,7 @@ func (g *Gateway) handOff(ex *exchange, r *http.Request) *wire.Error {
 	if up := ex.route.model.Upstream(); up != ex.requestedModel {
 		out, err = sjson.SetBytes(out, "model", up)
 	}
-	if err == nil && ex.stream && !ex.includeUsage && (ex.endpoint == wire.EndpointChatCompletions || ex.endpoint == wire.EndpointCompletions) {
+	if err == nil && ex.stream && !ex.info.IncludeUsage && (ex.endpoint == wire.EndpointChatCompletions || ex.endpoint == wire.EndpointCompletions) {
 		// ask for the usage chunk upstream; the tap removes it from what the client sees
 		out, err = sjson.SetBytes(out, "stream_options.include_usage", true)
 		ex.injectedUsage = err == nil

@@ -48,6 +48,9 @@ func loadCaddy(t testing.TB, caddyfile string) {
 	if err := caddy.Load(cfg, true); err != nil {
 		t.Fatalf("loading config: %v", err)
 	}
+	// After a reload the old servers close their idle keep-alive connections; a POST racing on
+	// one fails with EOF (the SDKs retry those; net/http does not retry a POST).
+	http.DefaultClient.CloseIdleConnections()
 }
 
 // startCaddy runs a Caddyfile for the duration of the test.

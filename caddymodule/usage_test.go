@@ -242,7 +242,7 @@ func TestUsageHeadersAndTrailers(t *testing.T) {
 		if got := s.metric(t, "caddy_ai_gateway_time_to_first_token_seconds", map[string]string{"model": "demo-llama"}); got != ttftBefore+1 {
 			t.Errorf("ttft observations %v -> %v", ttftBefore, got)
 		}
-		s.do(t, "/v1/chat/completions", "", `{"model":"nope","messages":[]}`)
+		s.do(t, "/v1/chat/completions", "", `{"model":"nope","messages":[{"role":"user","content":"hi"}]}`)
 		if got := s.metric(t, "caddy_ai_gateway_requests_total", map[string]string{"code": "404", "reason": "model_not_found"}); got < 1 {
 			t.Errorf("rejections not counted: %v", got)
 		}
