@@ -11,9 +11,10 @@ var errLeaderPanicked = errors.New("cache fill panicked")
 
 // call is one fill in flight.
 type call struct {
-	done  chan struct{}
-	entry *Entry
-	err   error
+	done    chan struct{}
+	entry   *Entry
+	err     error
+	waiters int // callers that joined the call (guarded by Group.mu)
 }
 
 // Group deduplicates concurrent identical misses: while one caller runs fn for a key, others
@@ -45,6 +46,7 @@ func (g *Group) Do(ctx context.Context, key [32]byte, fn func() (*Entry, error))
 			g.lead(key, c, fn)
 			return c.entry, false, c.err
 		}
+		c.waiters++
 		g.mu.Unlock()
 		select {
 		case <-c.done:
