@@ -15,7 +15,7 @@
 // Usage:
 //
 //	benchrun -gateway ./caddy -plain bench/out/caddy-plain -out bench/out [-rounds 3] [-duration 5s]
-//	    [-warmup 1s] [-scenarios a,b,c,d,f] [-port 18180]
+//	    [-warmup 1s] [-scenarios a,b,c,d,f] [-port 18180] [-profile]
 package main
 
 import (
@@ -49,6 +49,7 @@ type options struct {
 	scenarios           string
 	port                int
 	quick               bool
+	profile             bool
 }
 
 func main() {
@@ -60,7 +61,8 @@ func main() {
 	flag.DurationVar(&o.duration, "duration", 5*time.Second, "measured time per target per round")
 	flag.DurationVar(&o.warmup, "warmup", time.Second, "unmeasured load per target before the rounds")
 	flag.StringVar(&o.scenarios, "scenarios", "", "comma-separated scenario ids (default: all)")
-	flag.IntVar(&o.port, "port", 18180, "first of three loopback ports (simulator, caddy, gateway)")
+	flag.IntVar(&o.port, "port", 18180, "first of four loopback ports (simulator, caddy, gateway, gateway admin with -profile)")
+	flag.BoolVar(&o.profile, "profile", false, "enable the gateway's admin API and save a CPU profile of its first round of each scenario in <out>/gateway-<id>.pprof (that round runs profiled)")
 	flag.Parse()
 	if v := os.Getenv("BENCH_QUICK"); v != "" && v != "0" {
 		o.quick = true

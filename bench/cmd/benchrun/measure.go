@@ -5,6 +5,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -47,6 +49,7 @@ func runScenario(ctx context.Context, env *runEnv, o options, sc scenario, sim *
 	if err := render("gateway.Caddyfile", gwConf, map[string]any{
 		"Port": ports[2], "UpstreamPort": ports[0], "Model": model, "ContextWindow": 131072,
 		"KeyHash": hex.EncodeToString(sum[:]), "KeyTPM": opts.KeyTPM, "KeysFile": opts.KeysFile, "Tokenizer": opts.Tokenizer,
+		"AdminPort": adminPort(o, ports),
 	}); err != nil {
 		return nil, err
 	}
@@ -80,9 +83,21 @@ func runScenario(ctx context.Context, env *runEnv, o options, sc scenario, sim *
 	for r := range env.rounds {
 		fmt.Printf(", round %d/%d", r+1, env.rounds)
 		for i, t := range targets {
+			var profiled chan error
+			if r == 0 && t.name == "gateway" && o.profile {
+				profiled = make(chan error, 1)
+				go func() {
+					profiled <- saveProfile(ctx, adminPort(o, ports), env.duration, filepath.Join(env.outDir, "gateway-"+sc.ID+".pprof"))
+				}()
+			}
 			rr, errs, err := measure(ctx, config(t.addr, env.duration), t, sim)
 			if err != nil {
 				return nil, err
+			}
+			if profiled != nil {
+				if err := <-profiled; err != nil {
+					return nil, err
+				}
 			}
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
@@ -220,4 +235,42 @@ func median(v []float64) float64 {
 		return s[n/2]
 	}
 	return (s[n/2-1] + s[n/2]) / 2
+}
+
+// adminPort is the gateway's admin port when profiling, else 0 (admin off).
+func adminPort(o options, ports [3]int) int {
+	if !o.profile {
+		return 0
+	}
+	return ports[2] + 1
+}
+
+// saveProfile fetches a CPU profile of about d from the gateway's admin API into path.
+func saveProfile(ctx context.Context, port int, d time.Duration, path string) error {
+	secs := max(1, int(d.Round(time.Second)/time.Second))
+	url := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", port, secs)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return fmt.Errorf("profiling gateway: %w", err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("profiling gateway: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("profiling gateway: status %d", resp.StatusCode)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("profiling gateway: %w", err)
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		_ = f.Close()
+		return fmt.Errorf("profiling gateway: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("profiling gateway: %w", err)
+	}
+	return nil
 }
