@@ -178,3 +178,37 @@ func TestGroupLeaderPanic(t *testing.T) {
 		t.Fatal("a panicked call stays in flight")
 	}
 }
+
+func TestGroupPersistentFailure(t *testing.T) {
+	var g Group
+	key := testKey("k")
+	const callers = 20
+	boom := errors.New("upstream down")
+	var runs atomic.Int32
+	release := make(chan struct{})
+	fn := func() (*Entry, error) {
+		if runs.Add(1) == 1 {
+			<-release
+		}
+		return nil, boom
+	}
+	var wg sync.WaitGroup
+	var failed atomic.Int32
+	for range callers {
+		wg.Go(func() {
+			if _, _, err := g.Do(context.Background(), key, fn); errors.Is(err, boom) {
+				failed.Add(1)
+			}
+		})
+	}
+	waitFor(t, func() bool { return g.waiters(key) == callers-1 })
+	close(release)
+	wg.Wait()
+	// Every caller gets the failure, and none runs fn more than once.
+	if failed.Load() != callers {
+		t.Fatalf("%d of %d callers saw the failure", failed.Load(), callers)
+	}
+	if n := runs.Load(); n < 2 || n > callers {
+		t.Fatalf("fn ran %d times, want between 2 and %d", n, callers)
+	}
+}
