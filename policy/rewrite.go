@@ -616,6 +616,9 @@ func refreshInfo(e wire.Endpoint, body []byte, info *RequestInfo, param string) 
 			info.HasTools = info.HasTools || nonEmpty(gjson.Get(js, "functions"))
 		}
 	case fieldMaxTokens, fieldMaxCompletionTokens:
+		if e == wire.EndpointMessagesCountTokens {
+			return // count_tokens generates nothing; Validate does not record its max_tokens
+		}
 		info.MaxTokens, info.MaxTokensField = 0, ""
 		fields := []string{fieldMaxTokens, fieldMaxCompletionTokens}
 		if e != wire.EndpointChatCompletions {
