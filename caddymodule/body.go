@@ -95,6 +95,12 @@ func (b *requestBody) putBuf() {
 	}
 }
 
+// untouched reports whether no byte of the handed-on body was read yet (so it can be sent to
+// another upstream).
+func (b *requestBody) untouched() bool {
+	return b.handed == nil || !b.handed.closed.Load() && b.handed.Len() == int(b.handed.Size())
+}
+
 // pooledBody is the body handed to the next handler.
 type pooledBody struct {
 	*bytes.Reader

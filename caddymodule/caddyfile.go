@@ -52,6 +52,8 @@ func parseGatewayCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //	        upstream_name <name>
 //	        tokenizer estimate|cl100k_base|o200k_base|hf <path>
 //	        rpm|tpm|rpd|tpd|max_concurrent <n>
+//	        queue <size> [<timeout>]
+//	        fallback <model>...
 //	        deprecated <RFC 3339 time>
 //	        sunset <RFC 3339 time>
 //	        deprecation_link <url>
@@ -358,6 +360,25 @@ func parseModelBlock(d *caddyfile.Dispenser) (ModelConfig, error) {
 			}
 		case "rpm", "tpm", "rpd", "tpd", "max_concurrent":
 			err = parseLimit(d, name, &m.Limits)
+		case "queue":
+			args := d.RemainingArgs()
+			if len(args) < 1 || len(args) > 2 {
+				return m, d.Err("queue <size> [<timeout>]")
+			}
+			if m.Queue, err = strconv.Atoi(args[0]); err != nil || m.Queue < 0 {
+				return m, d.Errf("queue: %q is not a non-negative integer", args[0])
+			}
+			if len(args) == 2 {
+				dur, perr := caddy.ParseDuration(args[1])
+				if perr != nil || dur < 0 {
+					return m, d.Errf("queue: %q is not a valid timeout", args[1])
+				}
+				m.QueueTimeout = caddy.Duration(dur)
+			}
+		case "fallback":
+			if m.Fallback = d.RemainingArgs(); len(m.Fallback) == 0 {
+				return m, d.ArgErr()
+			}
 		case "deprecated":
 			m.Deprecated, err = rfc3339Arg(d)
 		case "sunset":

@@ -12,6 +12,7 @@ import (
 	"github.com/caddyai/gateway/policy"
 	"github.com/caddyai/gateway/policy/tokens"
 	"github.com/caddyai/gateway/ratelimit"
+	"github.com/caddyai/gateway/routing"
 )
 
 // varExchange is the Caddy request variable holding the request's *exchange, read by the
@@ -33,6 +34,11 @@ type exchange struct {
 	apiVersion     *policy.APIVersion
 	versionHeader  string // the API version header's name, when versions are configured
 	route          *modelRoute
+	primary        *modelRoute // the requested model's route, once a fallback took over
+	fallbackIdx    int
+	fallbackFrom   string
+	bodyModel      string             // the model the body names now
+	releases       []func()           // admission slots and load-tracker charges, released when the request ends
 	info           policy.RequestInfo // what validation learnt of the body
 	stream         bool
 	fitted         bool // max_tokens was lowered to fit the context window
@@ -62,6 +68,23 @@ type modelRoute struct {
 	counter       tokens.Counter
 	chat          *tokens.ChatCounter
 	rewriter      *policy.Rewriter
+	gate          *routing.Admission // nil without max_concurrent
+	fallbacks     []*modelRoute
+}
+
+func (ex *exchange) primaryRoute() *modelRoute {
+	if ex.primary != nil {
+		return ex.primary
+	}
+	return ex.route
+}
+
+// releaseAll gives back admission slots and load-tracker charges.
+func (ex *exchange) releaseAll() {
+	for _, release := range ex.releases {
+		release()
+	}
+	ex.releases = ex.releases[:0]
 }
 
 func newExchange(r *http.Request, now time.Time) *exchange {
@@ -126,6 +149,9 @@ func (ex *exchange) setResponseHeaders(h http.Header) {
 		if !ex.apiVersion.Deprecation.IsZero() {
 			ex.apiVersion.Deprecation.SetHeaders(h)
 		}
+	}
+	if ex.fallbackFrom != "" {
+		h["X-Gateway-Fallback"] = []string{ex.fallbackFrom}
 	}
 	if ex.route != nil && !ex.route.model.Deprecation.IsZero() {
 		ex.route.model.Deprecation.SetHeaders(h)

@@ -68,21 +68,22 @@ type Gateway struct {
 	// default: with many keys it makes many series.
 	MetricsKeyID bool `json:"metrics_key_id,omitempty"`
 
-	versions     *policy.APIVersions
-	keys         *atomic.Pointer[policy.KeyTable]
-	limiter      *ratelimit.Limiter
-	storeKey     string
-	globalLimits policy.Limits
-	metrics      *gatewayMetrics
-	memo         *tokens.Memo
-	inline       *policy.KeyTable
-	catalog      *policy.Catalog
-	routes       map[*policy.Model]*modelRoute
-	anthropic    map[string]struct{}
-	created      int64
-	now          func() time.Time
-	logger       *zap.Logger
-	ctx          caddy.Context
+	versions      *policy.APIVersions
+	keys          *atomic.Pointer[policy.KeyTable]
+	limiter       *ratelimit.Limiter
+	storeKey      string
+	admissionKeys []string
+	globalLimits  policy.Limits
+	metrics       *gatewayMetrics
+	memo          *tokens.Memo
+	inline        *policy.KeyTable
+	catalog       *policy.Catalog
+	routes        map[*policy.Model]*modelRoute
+	anthropic     map[string]struct{}
+	created       int64
+	now           func() time.Time
+	logger        *zap.Logger
+	ctx           caddy.Context
 }
 
 // KeyConfig is one inline API key.
@@ -146,6 +147,16 @@ type ModelConfig struct {
 	DeprecationLink string `json:"deprecation_link,omitempty"`
 	// ServeAfterSunset keeps serving the model after its sunset date.
 	ServeAfterSunset bool `json:"serve_after_sunset,omitempty"`
+	// Queue is how many requests may wait for a slot when the model has max_concurrent requests
+	// in flight; beyond it (or after QueueTimeout) requests get 503 model_overloaded with
+	// Retry-After (Anthropic: 529). Waiting requests go by their key's priority, then in order.
+	// Default: 0 (no waiting).
+	Queue int `json:"queue,omitempty"`
+	// QueueTimeout is the longest a request waits in the queue. Default: 0 (until a slot frees).
+	QueueTimeout caddy.Duration `json:"queue_timeout,omitempty"`
+	// Fallback are models tried in order when this model's pool is unavailable or overloaded;
+	// the response's model says which answered and x-gateway-fallback names this one.
+	Fallback []string `json:"fallback,omitempty"`
 	// RewriteConfig holds the model's own rewriting rules; each field set here replaces the
 	// gateway-wide one.
 	policy.RewriteConfig
@@ -365,6 +376,9 @@ func (g *Gateway) provisionModels(repl *caddy.Replacer) error {
 				route.authorization = "Bearer " + key
 			}
 		}
+		if err := g.provisionAdmission(route, mc); err != nil {
+			return fmt.Errorf("model %q: %w", mc.Name, err)
+		}
 		models = append(models, m)
 		routes[m] = route
 	}
@@ -373,6 +387,19 @@ func (g *Gateway) provisionModels(repl *caddy.Replacer) error {
 		return err
 	}
 	g.catalog, g.routes = catalog, routes
+	for i, mc := range g.Models {
+		route := routes[models[i]]
+		for _, name := range mc.Fallback {
+			fb, ok := catalog.Resolve(name)
+			if !ok {
+				return fmt.Errorf("model %q: fallback %q is not a configured model", mc.Name, name)
+			}
+			if fb == models[i] {
+				return fmt.Errorf("model %q: a model cannot be its own fallback", mc.Name)
+			}
+			route.fallbacks = append(route.fallbacks, routes[fb])
+		}
+	}
 	return nil
 }
 
@@ -393,6 +420,11 @@ func (g *Gateway) Validate() error {
 	for _, m := range g.catalog.Models() {
 		if err := limitsOf(m.Limits).Validate(); err != nil {
 			return fmt.Errorf("model %q: %w", m.Name, err)
+		}
+	}
+	for _, mc := range g.Models {
+		if (mc.Queue > 0 || mc.QueueTimeout > 0) && mc.MaxConcurrent == 0 {
+			return fmt.Errorf("model %q: queue needs max_concurrent", mc.Name)
 		}
 	}
 	for _, k := range g.Keys {
@@ -432,39 +464,101 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return err
 	}
 
-	// hand-off: the request leaves for the model's upstream pool
-	if ex.route.authorization != "" {
-		r.Header["Authorization"] = []string{ex.route.authorization}
+	return g.forward(w, r, next, ex, repl)
+}
+
+// forward hands the request to its model's upstream pool through the response tap, and to the
+// model's fallbacks while the pool has no capacity and nothing has reached the client yet.
+func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, ex *exchange, repl *caddy.Replacer) error {
+	defer ex.releaseAll()
+	var (
+		tap      *responseTap
+		proxyErr error
+	)
+	for {
+		if ex.route.authorization != "" {
+			r.Header["Authorization"] = []string{ex.route.authorization}
+		} else {
+			delete(r.Header, "Authorization")
+		}
+		ex.setPlaceholders(repl)
+		tap = newResponseTap(g, w, ex)
+		model := ex.route.model.Name
+		g.metrics.inFlight.WithLabelValues(model).Inc()
+		ex.handoff = g.now()
+		proxyErr = g.proxy(tap, r, next)
+		g.metrics.inFlight.WithLabelValues(model).Dec()
+		g.metrics.upstream.WithLabelValues(model).Observe(g.now().Sub(ex.handoff).Seconds())
+		if !g.tryFallback(ex, tap, proxyErr, r) {
+			break
+		}
 	}
-	ex.setPlaceholders(repl)
-	tap := newResponseTap(g, w, ex)
-	model := ex.route.model.Name
-	g.metrics.inFlight.WithLabelValues(model).Inc()
-	ex.handoff = g.now()
+	usage, err := tap.finish(proxyErr)
+	ex.usage = usage
+	ex.body.release()
+	g.settle(ex, ex.usage.TotalTokens)
+	g.record(ex, repl)
+	if proxyErr == errAborted && ex.clientGone() {
+		panic(http.ErrAbortHandler) // nobody is listening; let the server drop the connection
+	}
+	return err
+}
+
+// proxy runs the next handler. reverse_proxy aborts a response it cannot finish with
+// http.ErrAbortHandler; that becomes errAborted so the tap can still end the response properly
+// (an error frame, never a silent cut). Any other panic goes on up.
+func (g *Gateway) proxy(tap *responseTap, r *http.Request, next caddyhttp.Handler) (err error) {
 	defer func() {
-		// reverse_proxy aborts a response it cannot finish with http.ErrAbortHandler; the tap
-		// still ends it properly (an error frame, never a silent cut) and the reservation is
-		// settled. Any other panic goes on up.
-		var proxyErr error
 		if v := recover(); v != nil {
 			if v != http.ErrAbortHandler {
 				panic(v)
 			}
-			proxyErr = errAborted
-		} else {
-			proxyErr = err
-		}
-		g.metrics.inFlight.WithLabelValues(model).Dec()
-		g.metrics.upstream.WithLabelValues(model).Observe(g.now().Sub(ex.handoff).Seconds())
-		ex.usage, err = tap.finish(proxyErr)
-		ex.body.release()
-		g.settle(ex, ex.usage.TotalTokens)
-		g.record(ex, repl)
-		if proxyErr == errAborted && ex.clientGone() {
-			panic(http.ErrAbortHandler) // nobody is listening; let the server drop the connection
+			err = errAborted
 		}
 	}()
 	return next.ServeHTTP(tap, r)
+}
+
+// tryFallback moves the request to the model's next usable fallback when the attempt failed for
+// lack of capacity (no reachable upstream, or an overloaded or loading one) before anything
+// reached the client and before any byte of the body reached an upstream.
+func (g *Gateway) tryFallback(ex *exchange, tap *responseTap, proxyErr error, r *http.Request) bool {
+	primary := ex.primaryRoute()
+	if len(primary.fallbacks) == 0 || ex.clientGone() || !ex.body.untouched() {
+		return false
+	}
+	unavailable := tap.mode == modeUnset && proxyErr != nil
+	overloaded := tap.mode == modeError && (ex.status == http.StatusServiceUnavailable || ex.status == 529)
+	if !unavailable && !overloaded {
+		return false
+	}
+	for g.switchToFallback(ex) {
+		ex.releaseAll()
+		if werr := g.admitToModel(r.Context(), ex); werr != nil {
+			continue
+		}
+		if werr := g.handOff(ex, r); werr != nil {
+			return false
+		}
+		return true
+	}
+	return false
+}
+
+// switchToFallback makes the next fallback of the request's model (that its key may use) the
+// request's route.
+func (g *Gateway) switchToFallback(ex *exchange) bool {
+	primary := ex.primaryRoute()
+	for ex.fallbackIdx < len(primary.fallbacks) {
+		fb := primary.fallbacks[ex.fallbackIdx]
+		ex.fallbackIdx++
+		if !ex.key.AllowsModel(fb.model) || fb.model.Deprecation.Gone(g.now()) {
+			continue
+		}
+		ex.primary, ex.fallbackFrom, ex.route = primary, primary.model.Name, fb
+		return true
+	}
+	return false
 }
 
 var errAborted = errors.New("upstream response aborted")
@@ -555,6 +649,14 @@ func (g *Gateway) admit(ex *exchange, r *http.Request) *wire.Error {
 	if werr := g.admitLimits(r.Context(), ex); werr != nil {
 		return werr
 	}
+	werr := g.admitToModel(r.Context(), ex)
+	for werr != nil && werr.Code == "model_overloaded" && g.switchToFallback(ex) {
+		werr = g.admitToModel(r.Context(), ex)
+	}
+	if werr != nil {
+		g.settle(ex, 0)
+		return werr
+	}
 	return g.handOff(ex, r)
 }
 
@@ -601,7 +703,7 @@ func (g *Gateway) resolveModel(ex *exchange) *wire.Error {
 		return werr
 	}
 	ex.info = info
-	ex.requestedModel = info.Model
+	ex.requestedModel, ex.bodyModel = info.Model, info.Model
 	m, ok := g.catalog.ResolveFor(ex.key, info.Model)
 	if !ok {
 		return wire.ModelNotFound(info.Model)
@@ -724,8 +826,9 @@ func (g *Gateway) handOff(ex *exchange, r *http.Request) *wire.Error {
 	raw := ex.body.bytes()
 	out := raw
 	var err error
-	if up := ex.route.model.Upstream(); up != ex.requestedModel {
+	if up := ex.route.model.Upstream(); up != ex.bodyModel {
 		out, err = sjson.SetBytes(out, "model", up)
+		ex.bodyModel = up
 	}
 	if err == nil && ex.stream && !ex.info.IncludeUsage && (ex.endpoint == wire.EndpointChatCompletions || ex.endpoint == wire.EndpointCompletions) {
 		// ask for the usage chunk upstream; the tap removes it from what the client sees
@@ -789,6 +892,11 @@ func takeCredential(h http.Header) string {
 // Cleanup releases what Provision acquired: its hold on the limiter store (the store itself
 // lives on while a newer config uses it). The keys file watcher stops with the config's context.
 func (g *Gateway) Cleanup() error {
+	for _, key := range g.admissionKeys {
+		if _, err := admissionPool.Delete(key); err != nil {
+			return fmt.Errorf("releasing admission gate: %w", err)
+		}
+	}
 	if g.storeKey != "" {
 		if _, err := storePool.Delete(g.storeKey); err != nil {
 			return fmt.Errorf("releasing rate limit store: %w", err)

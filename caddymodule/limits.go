@@ -174,7 +174,11 @@ func (g *Gateway) scopes(ex *exchange, buf []ratelimit.Scope) []ratelimit.Scope 
 		s = append(s, ratelimit.Scope{ID: "key:" + ex.key.ID, Limits: limitsOf(ex.key.Limits)})
 	}
 	if m := ex.route.model; !m.Limits.IsZero() {
-		s = append(s, ratelimit.Scope{ID: ex.route.scopeID, Limits: limitsOf(m.Limits)})
+		l := limitsOf(m.Limits)
+		l.MaxConcurrent = 0 // a model's concurrency is its admission gate (queue, then 503)
+		if l != (ratelimit.Limits{}) {
+			s = append(s, ratelimit.Scope{ID: ex.route.scopeID, Limits: l})
+		}
 	}
 	if !g.globalLimits.IsZero() {
 		s = append(s, ratelimit.Scope{ID: "global", Limits: limitsOf(g.globalLimits)})
