@@ -81,6 +81,11 @@ func parseGatewayCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //	            serve_after_sunset
 //	        }
 //	    }
+//	    content_policy {
+//	        deny <regex>...
+//	        rule <id> <regex>
+//	        deny_file <path>
+//	    }
 //	    context_status 400|413
 //	    fit_max_tokens <min output tokens>
 //	    defaults { <param> <value> }       (also in model blocks, with the
@@ -184,6 +189,15 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if len(g.AnthropicVersions) == 0 {
 				return d.ArgErr()
 			}
+		case "content_policy":
+			if err := once(name); err != nil {
+				return err
+			}
+			cp, err := parseContentPolicy(d)
+			if err != nil {
+				return err
+			}
+			g.ContentPolicy = cp
 		case "context_status":
 			if err := once(name); err != nil {
 				return err
@@ -614,4 +628,45 @@ func parseRewrite(d *caddyfile.Dispenser, name string, rc *policy.RewriteConfig)
 		return false, nil
 	}
 	return true, err
+}
+
+// parseContentPolicy parses the content_policy block.
+func parseContentPolicy(d *caddyfile.Dispenser) (*ContentPolicyConfig, error) {
+	cp := new(ContentPolicyConfig)
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch name := d.Val(); name {
+		case "deny":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return nil, d.ArgErr()
+			}
+			for _, a := range args {
+				cp.Rules = append(cp.Rules, policy.ContentRule{Pattern: a})
+			}
+		case "rule":
+			args := d.RemainingArgs()
+			if len(args) != 2 {
+				return nil, d.Err("rule <id> <regex>")
+			}
+			cp.Rules = append(cp.Rules, policy.ContentRule{ID: args[0], Pattern: args[1]})
+		case "deny_file":
+			if cp.DenyFile != "" {
+				return nil, d.Err("content_policy: deny_file specified more than once")
+			}
+			f, err := stringArg(d)
+			if err != nil {
+				return nil, err
+			}
+			cp.DenyFile = f
+		default:
+			return nil, d.Errf("unrecognized content_policy subdirective %q", name)
+		}
+	}
+	if len(cp.Rules) == 0 && cp.DenyFile == "" {
+		return nil, d.Err("content_policy: no rules")
+	}
+	return cp, nil
 }

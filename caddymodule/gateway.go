@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -64,11 +65,15 @@ type Gateway struct {
 	// clamps, deny_params, strip_params, system_prompt, max_tokens_field); a model's own rules
 	// replace them field by field.
 	policy.RewriteConfig
+	// ContentPolicy refuses prompts matching any of its rules with 422 content_policy_violation
+	// (naming the rule, never echoing the text). Optional.
+	ContentPolicy *ContentPolicyConfig `json:"content_policy,omitempty"`
 	// MetricsKeyID adds the key id as a label of the requests and tokens metrics. Off by
 	// default: with many keys it makes many series.
 	MetricsKeyID bool `json:"metrics_key_id,omitempty"`
 
 	versions      *policy.APIVersions
+	content       *policy.ContentPolicy
 	keys          *atomic.Pointer[policy.KeyTable]
 	limiter       *ratelimit.Limiter
 	storeKey      string
@@ -164,6 +169,15 @@ type ModelConfig struct {
 	Limits
 }
 
+// ContentPolicyConfig lists the content rules: RE2 regular expressions (linear time) applied to
+// the text of prompts and messages, all content parts included.
+type ContentPolicyConfig struct {
+	// Rules are the inline rules; a rule without an id is named rule-<n>.
+	Rules []policy.ContentRule `json:"rules,omitempty"`
+	// DenyFile is a file of rules, one per line: "<id> <regex>" or "<regex>"; # comments.
+	DenyFile string `json:"deny_file,omitempty"`
+}
+
 // APIVersionConfig configures a date-based API version header.
 type APIVersionConfig struct {
 	// Header is the request header carrying the version; the effective version is echoed in the
@@ -254,6 +268,9 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 		return err
 	}
 	if err := g.provisionAPIVersions(); err != nil {
+		return err
+	}
+	if err := g.provisionContentPolicy(); err != nil {
 		return err
 	}
 	table := inline
@@ -400,6 +417,32 @@ func (g *Gateway) provisionModels(repl *caddy.Replacer) error {
 			route.fallbacks = append(route.fallbacks, routes[fb])
 		}
 	}
+	return nil
+}
+
+// provisionContentPolicy compiles the content rules once.
+func (g *Gateway) provisionContentPolicy() error {
+	cp := g.ContentPolicy
+	if cp == nil {
+		return nil
+	}
+	rules := append([]policy.ContentRule(nil), cp.Rules...)
+	if cp.DenyFile != "" {
+		data, err := os.ReadFile(cp.DenyFile)
+		if err != nil {
+			return fmt.Errorf("content_policy: reading deny_file: %w", err)
+		}
+		more, err := policy.ParseDenyFile(data)
+		if err != nil {
+			return fmt.Errorf("content_policy: %s: %w", cp.DenyFile, err)
+		}
+		rules = append(rules, more...)
+	}
+	p, err := policy.CompileContentPolicy(rules)
+	if err != nil {
+		return fmt.Errorf("content_policy: %w", err)
+	}
+	g.content = p
 	return nil
 }
 
@@ -637,6 +680,11 @@ func (g *Gateway) admit(ex *exchange, r *http.Request) *wire.Error {
 	}
 	if werr := g.resolveModel(ex); werr != nil {
 		return werr
+	}
+	if g.content != nil {
+		if werr := g.content.Check(ex.endpoint, ex.body.bytes()); werr != nil {
+			return werr
+		}
 	}
 	if out, werr := ex.route.rewriter.Apply(ex.endpoint, ex.body.bytes(), &ex.info); werr != nil {
 		return werr
