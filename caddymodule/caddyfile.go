@@ -81,6 +81,13 @@ func parseGatewayCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //	            serve_after_sunset
 //	        }
 //	    }
+//	    cache [off] {
+//	        ttl <duration>
+//	        max_size <size>
+//	        scope key|global
+//	        when deterministic|always
+//	        store memory|redis <url>
+//	    }
 //	    content_policy {
 //	        deny <regex>...
 //	        rule <id> <regex>
@@ -189,6 +196,15 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if len(g.AnthropicVersions) == 0 {
 				return d.ArgErr()
 			}
+		case "cache":
+			if err := once(name); err != nil {
+				return err
+			}
+			c, err := parseCache(d)
+			if err != nil {
+				return err
+			}
+			g.Cache = c
 		case "content_policy":
 			if err := once(name); err != nil {
 				return err
@@ -388,6 +404,10 @@ func parseModelBlock(d *caddyfile.Dispenser) (ModelConfig, error) {
 					return m, d.Errf("queue: %q is not a valid timeout", args[1])
 				}
 				m.QueueTimeout = caddy.Duration(dur)
+			}
+		case "cache":
+			if m.Cache, err = parseCache(d); err != nil {
+				return m, err
 			}
 		case "fallback":
 			if m.Fallback = d.RemainingArgs(); len(m.Fallback) == 0 {

@@ -8,6 +8,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/caddyai/gateway/cache"
 	"github.com/caddyai/gateway/internal/wire"
 	"github.com/caddyai/gateway/policy"
 	"github.com/caddyai/gateway/policy/tokens"
@@ -57,6 +58,12 @@ type exchange struct {
 	upstreamError    bool
 	streamIncomplete bool
 	reject           string
+
+	cacheable  bool
+	cacheKey   [32]byte
+	cacheTTL   time.Duration
+	cacheState string // HIT, MISS, BYPASS; empty when no cache applies
+	cacheEntry *cache.Entry
 }
 
 // modelRoute is a model with where it runs and how its tokens are counted.
@@ -69,6 +76,10 @@ type modelRoute struct {
 	chat          *tokens.ChatCounter
 	rewriter      *policy.Rewriter
 	gate          *routing.Admission // nil without max_concurrent
+	cacheOff      bool
+	cacheTTL      time.Duration
+	cacheScope    string
+	cacheWhen     string
 	fallbacks     []*modelRoute
 }
 
@@ -150,6 +161,9 @@ func (ex *exchange) setResponseHeaders(h http.Header) {
 			ex.apiVersion.Deprecation.SetHeaders(h)
 		}
 	}
+	if ex.cacheState != "" {
+		h["X-Cache"] = []string{ex.cacheState}
+	}
 	if ex.fallbackFrom != "" {
 		h["X-Gateway-Fallback"] = []string{ex.fallbackFrom}
 	}
@@ -175,6 +189,7 @@ const (
 	phEstimated    = "http.ai_gateway.usage_estimated"
 	phTTFT         = "http.ai_gateway.ttft_ms"
 	phAPIVersion   = "http.ai_gateway.api_version"
+	phCache        = "http.ai_gateway.cache"
 )
 
 // setPlaceholders publishes what the gateway knows so far to the replacer (for other handlers
@@ -194,6 +209,7 @@ func (ex *exchange) setPlaceholders(repl *caddy.Replacer) {
 	if ex.apiVersion != nil {
 		repl.Set(phAPIVersion, ex.apiVersion.Date)
 	}
+	repl.Set(phCache, ex.cacheState)
 	repl.Set(phPrompt, ex.usage.PromptTokens)
 	repl.Set(phCompletion, ex.usage.CompletionTokens)
 	repl.Set(phTotal, ex.usage.TotalTokens)

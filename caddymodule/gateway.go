@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/caddyai/gateway/cache"
 	"github.com/caddyai/gateway/internal/wire"
 	"github.com/caddyai/gateway/policy"
 	"github.com/caddyai/gateway/policy/tokens"
@@ -65,6 +66,8 @@ type Gateway struct {
 	// clamps, deny_params, strip_params, system_prompt, max_tokens_field); a model's own rules
 	// replace them field by field.
 	policy.RewriteConfig
+	// Cache is the exact-match response cache. Optional.
+	Cache *CacheConfig `json:"cache,omitempty"`
 	// ContentPolicy refuses prompts matching any of its rules with 422 content_policy_violation
 	// (naming the rule, never echoing the text). Optional.
 	ContentPolicy *ContentPolicyConfig `json:"content_policy,omitempty"`
@@ -74,6 +77,8 @@ type Gateway struct {
 
 	versions      *policy.APIVersions
 	content       *policy.ContentPolicy
+	cache         *responseCache
+	cacheKey      string
 	keys          *atomic.Pointer[policy.KeyTable]
 	limiter       *ratelimit.Limiter
 	storeKey      string
@@ -159,6 +164,9 @@ type ModelConfig struct {
 	Queue int `json:"queue,omitempty"`
 	// QueueTimeout is the longest a request waits in the queue. Default: 0 (until a slot frees).
 	QueueTimeout caddy.Duration `json:"queue_timeout,omitempty"`
+	// Cache overrides the gateway's cache settings for this model (ttl, scope, when), or turns
+	// the cache off for it.
+	Cache *CacheConfig `json:"cache,omitempty"`
 	// Fallback are models tried in order when this model's pool is unavailable or overloaded;
 	// the response's model says which answered and x-gateway-fallback names this one.
 	Fallback []string `json:"fallback,omitempty"`
@@ -271,6 +279,9 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 		return err
 	}
 	if err := g.provisionContentPolicy(); err != nil {
+		return err
+	}
+	if err := g.provisionCache(repl); err != nil {
 		return err
 	}
 	table := inline
@@ -393,6 +404,10 @@ func (g *Gateway) provisionModels(repl *caddy.Replacer) error {
 				route.authorization = "Bearer " + key
 			}
 		}
+		if mc.Cache != nil {
+			route.cacheOff = mc.Cache.Off
+			route.cacheTTL, route.cacheScope, route.cacheWhen = time.Duration(mc.Cache.TTL), mc.Cache.Scope, mc.Cache.When
+		}
 		if err := g.provisionAdmission(route, mc); err != nil {
 			return fmt.Errorf("model %q: %w", mc.Name, err)
 		}
@@ -491,7 +506,7 @@ func (g *Gateway) Validate() error {
 // request's exchange record or returns a *wire.Error, which is rendered once, in the envelope of
 // the request's API surface. Admitted requests go to the next handler (reverse_proxy) through a
 // response tap that completes usage, normalises errors and settles the rate-limit reservation.
-func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) (err error) {
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	ex := newExchange(r, g.now())
 	caddyhttp.SetVar(r.Context(), varExchange, ex)
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
@@ -502,11 +517,63 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return nil
 	}
 	if ex.endpoint == wire.EndpointModels || ex.endpoint == wire.EndpointModel {
-		err = g.serveModels(w, r, ex)
+		err := g.serveModels(w, r, ex)
 		g.record(ex, repl)
 		return err
 	}
 
+	if g.prepareCache(ex, r) {
+		if entry := g.cacheGet(r.Context(), ex); entry != nil {
+			err := g.serveHit(w, ex, entry)
+			g.settle(ex, 0) // a hit takes a request from the limits, not tokens
+			g.record(ex, repl)
+			return err
+		}
+	}
+	if !ex.cacheable {
+		return g.dispatch(w, r, next, ex, repl)
+	}
+	// a miss: identical requests arriving meanwhile wait for this one's answer (single flight)
+	var ran bool
+	var err error
+	entry, _, gerr := g.cache.group.Do(r.Context(), ex.cacheKey, func() (*cache.Entry, error) {
+		ran = true
+		err = g.dispatch(w, r, next, ex, repl)
+		return ex.cacheEntry, err
+	})
+	switch {
+	case ran:
+		return err
+	case entry != nil:
+		err = g.serveHit(w, ex, entry)
+		g.settle(ex, 0)
+		g.record(ex, repl)
+		return err
+	case gerr != nil: // the client went away while waiting
+		g.settle(ex, 0)
+		ex.status, ex.reject = 499, "client_closed"
+		g.record(ex, repl)
+		return nil
+	}
+	return g.dispatch(w, r, next, ex, repl)
+}
+
+// dispatch takes a slot of the model's admission gate (or a fallback's), prepares the body for
+// the upstream and forwards the request.
+func (g *Gateway) dispatch(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, ex *exchange, repl *caddy.Replacer) error {
+	werr := g.admitToModel(r.Context(), ex)
+	for werr != nil && werr.Code == "model_overloaded" && g.switchToFallback(ex) {
+		werr = g.admitToModel(r.Context(), ex)
+	}
+	if werr == nil {
+		werr = g.handOff(ex, r)
+	}
+	if werr != nil {
+		g.settle(ex, 0)
+		g.refuse(w, ex, werr)
+		g.record(ex, repl)
+		return nil
+	}
 	return g.forward(w, r, next, ex, repl)
 }
 
@@ -538,6 +605,9 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 	}
 	usage, err := tap.finish(proxyErr)
 	ex.usage = usage
+	if ex.cacheable {
+		g.fillCache(ex, tap.cacheBody())
+	}
 	ex.body.release()
 	g.settle(ex, ex.usage.TotalTokens)
 	g.record(ex, repl)
@@ -694,18 +764,7 @@ func (g *Gateway) admit(ex *exchange, r *http.Request) *wire.Error {
 	if werr := g.countPrompt(ex); werr != nil {
 		return werr
 	}
-	if werr := g.admitLimits(r.Context(), ex); werr != nil {
-		return werr
-	}
-	werr := g.admitToModel(r.Context(), ex)
-	for werr != nil && werr.Code == "model_overloaded" && g.switchToFallback(ex) {
-		werr = g.admitToModel(r.Context(), ex)
-	}
-	if werr != nil {
-		g.settle(ex, 0)
-		return werr
-	}
-	return g.handOff(ex, r)
+	return g.admitLimits(r.Context(), ex)
 }
 
 func (g *Gateway) authenticate(ex *exchange, secret string) *wire.Error {
@@ -940,6 +999,11 @@ func takeCredential(h http.Header) string {
 // Cleanup releases what Provision acquired: its hold on the limiter store (the store itself
 // lives on while a newer config uses it). The keys file watcher stops with the config's context.
 func (g *Gateway) Cleanup() error {
+	if g.cacheKey != "" {
+		if _, err := cachePool.Delete(g.cacheKey); err != nil {
+			return fmt.Errorf("releasing cache: %w", err)
+		}
+	}
 	for _, key := range g.admissionKeys {
 		if _, err := admissionPool.Delete(key); err != nil {
 			return fmt.Errorf("releasing admission gate: %w", err)

@@ -10,16 +10,19 @@ import (
 // (namespace caddy, subsystem ai_gateway). Labels stay low-cardinality: model, code, reason,
 // scope kind; key_id only when the operator turns metrics_key_id on.
 type gatewayMetrics struct {
-	requests     *prometheus.CounterVec   // model, code, reason, key_id
-	tokens       *prometheus.CounterVec   // model, kind, key_id
-	ttft         *prometheus.HistogramVec // model
-	itl          *prometheus.HistogramVec // model
-	upstream     *prometheus.HistogramVec // model
-	inFlight     *prometheus.GaugeVec     // model
-	rateLimited  *prometheus.CounterVec   // scope, dimension
-	incomplete   *prometheus.CounterVec   // model
-	storeErrors  prometheus.Counter
-	keysReloaded *prometheus.CounterVec // result
+	requests       *prometheus.CounterVec   // model, code, reason, key_id
+	tokens         *prometheus.CounterVec   // model, kind, key_id
+	ttft           *prometheus.HistogramVec // model
+	itl            *prometheus.HistogramVec // model
+	upstream       *prometheus.HistogramVec // model
+	inFlight       *prometheus.GaugeVec     // model
+	rateLimited    *prometheus.CounterVec   // scope, dimension
+	incomplete     *prometheus.CounterVec   // model
+	storeErrors    prometheus.Counter
+	cache          *prometheus.CounterVec // result: hit, miss, bypass
+	cacheBytes     prometheus.Gauge
+	cacheEvictions prometheus.Gauge
+	keysReloaded   *prometheus.CounterVec // result
 }
 
 const (
@@ -54,6 +57,12 @@ func newGatewayMetrics() *gatewayMetrics {
 			"Upstream streams that ended without [DONE] or message_stop; the client got an error frame.")), []string{"model"}),
 		storeErrors: prometheus.NewCounter(prometheus.CounterOpts(opts("rate_limit_store_errors_total",
 			"Errors of the rate-limit store (Redis); requests were answered by the fallback or refused."))),
+		cache: prometheus.NewCounterVec(prometheus.CounterOpts(opts("cache_requests_total",
+			"Response cache lookups by result (hit, miss, bypass).")), []string{"result"}),
+		cacheBytes: prometheus.NewGauge(prometheus.GaugeOpts(opts("cache_bytes",
+			"Bytes held by the in-memory response cache."))),
+		cacheEvictions: prometheus.NewGauge(prometheus.GaugeOpts(opts("cache_evictions",
+			"Entries evicted from the in-memory response cache since it was created."))),
 		keysReloaded: prometheus.NewCounterVec(prometheus.CounterOpts(opts("keys_file_reloads_total",
 			"Keys file reloads by result (ok, error).")), []string{"result"}),
 	}
@@ -92,6 +101,15 @@ func (m *gatewayMetrics) register(reg prometheus.Registerer) error {
 		return err
 	}
 	if m.storeErrors, err = registerOrReuse(reg, m.storeErrors); err != nil {
+		return err
+	}
+	if m.cache, err = registerOrReuse(reg, m.cache); err != nil {
+		return err
+	}
+	if m.cacheBytes, err = registerOrReuse(reg, m.cacheBytes); err != nil {
+		return err
+	}
+	if m.cacheEvictions, err = registerOrReuse(reg, m.cacheEvictions); err != nil {
 		return err
 	}
 	m.keysReloaded, err = registerOrReuse(reg, m.keysReloaded)

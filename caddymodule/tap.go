@@ -13,6 +13,7 @@ import (
 	"github.com/tidwall/gjson"
 	"github.com/tidwall/sjson"
 
+	"github.com/caddyai/gateway/cache"
 	"github.com/caddyai/gateway/internal/wire"
 )
 
@@ -52,6 +53,24 @@ type responseTap struct {
 	completion  strings.Builder // generated text, kept only when the upstream may not report usage
 	countText   bool
 	lastToken   time.Time
+	asm         *cache.Assembler // rebuilds a streamed answer for the cache
+	finalBody   []byte           // the JSON body sent, for the cache
+}
+
+// cacheBody returns the complete answer as JSON, or nil when it cannot be cached.
+func (t *responseTap) cacheBody() []byte {
+	switch t.mode {
+	case modeJSON:
+		return t.finalBody
+	case modeStream:
+		if t.asm == nil || !t.stream.Done() || t.stream.UpstreamError() != nil {
+			return nil
+		}
+		if b, ok := t.asm.Result(); ok {
+			return b
+		}
+	}
+	return nil
 }
 
 func newResponseTap(g *Gateway, w http.ResponseWriter, ex *exchange) *responseTap {
@@ -98,6 +117,9 @@ func (t *responseTap) startStream() {
 	}
 	t.countText = true
 	t.stream = wire.NewStreamTap(ex.surface, opts)
+	if ex.cacheable {
+		t.asm = cache.NewAssembler(ex.endpoint, ex.surface)
+	}
 	h := t.Header()
 	delete(h, "Content-Length")
 	h["Trailer"] = usageTrailers
@@ -148,6 +170,9 @@ func (t *responseTap) Write(p []byte) (int, error) {
 	switch t.mode {
 	case modeStream:
 		t.out = t.stream.Write(t.out[:0], p)
+		if t.asm != nil {
+			t.asm.Write(t.out)
+		}
 		if len(t.out) > 0 {
 			if _, err := t.ResponseWriterWrapper.Write(t.out); err != nil {
 				return 0, err
@@ -253,6 +278,7 @@ func (t *responseTap) finishJSON() (wire.Usage, error) {
 	setUsageHeaders(h, u)
 	h["Content-Length"] = []string{strconv.Itoa(len(body))}
 	t.sendHeader(ex.status)
+	t.finalBody = body
 	_, err := t.ResponseWriterWrapper.Write(body)
 	return u, err
 }

@@ -1,0 +1,316 @@
+package caddymodule
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/dustin/go-humanize"
+	"github.com/redis/go-redis/v9"
+	"github.com/tidwall/sjson"
+	"go.uber.org/zap"
+
+	"github.com/caddyai/gateway/cache"
+	"github.com/caddyai/gateway/internal/wire"
+)
+
+// CacheConfig configures the exact-match response cache.
+type CacheConfig struct {
+	// TTL is how long an answer is served from the cache. Default: 1h.
+	TTL caddy.Duration `json:"ttl,omitempty"`
+	// MaxSize bounds the in-memory cache, in bytes. Default: 64 MiB.
+	MaxSize int64 `json:"max_size,omitempty"`
+	// Scope is "key" (default: each API key has its own entries) or "global" (all keys share).
+	Scope string `json:"scope,omitempty"`
+	// When is "deterministic" (default: only temperature 0 or a seed, n 1, no tools) or "always".
+	When string `json:"when,omitempty"`
+	// Store is "memory" (default; kept across config reloads) or "redis" (shared by instances).
+	Store string `json:"store,omitempty"`
+	// RedisURL is the Redis URL for store redis; may be a placeholder.
+	RedisURL string `json:"redis_url,omitempty"`
+	// Off disables the cache (for a model under a gateway-wide cache).
+	Off bool `json:"off,omitempty"`
+}
+
+const defaultCacheSize = 64 << 20
+
+// cachePool holds response caches across config reloads, keyed by store and size.
+var cachePool = caddy.NewUsagePool()
+
+type cacheHandle struct {
+	store  cache.Store
+	memory *cache.MemoryStore
+	client *redis.Client
+	group  *cache.Group
+}
+
+func (h *cacheHandle) Destruct() error {
+	if h.memory != nil {
+		h.memory.Close()
+	}
+	if h.client != nil {
+		return h.client.Close()
+	}
+	return nil
+}
+
+// responseCache is a gateway's view of its cache: the shared store and the policy.
+type responseCache struct {
+	*cacheHandle
+	policy cache.Policy
+}
+
+// provisionCache loads the cache store shared across reloads.
+func (g *Gateway) provisionCache(repl *caddy.Replacer) error {
+	cfg := g.Cache
+	if cfg == nil || cfg.Off {
+		return nil
+	}
+	pol := cache.Policy{TTL: time.Duration(cfg.TTL), Scope: cfg.Scope, When: cfg.When}.WithDefaults()
+	if err := pol.Validate(); err != nil {
+		return fmt.Errorf("cache: %w", err)
+	}
+	size := cfg.MaxSize
+	if size == 0 {
+		size = defaultCacheSize
+	}
+	var key string
+	var opts *redis.Options
+	switch cfg.Store {
+	case "", "memory":
+		key = "memory|" + strconv.FormatInt(size, 10)
+	case "redis":
+		u, err := repl.ReplaceOrErr(cfg.RedisURL, true, true)
+		if err != nil {
+			return fmt.Errorf("cache: resolving redis url: %w", err)
+		}
+		if opts, err = redis.ParseURL(u); err != nil {
+			return fmt.Errorf("cache: parsing redis url: invalid URL")
+		}
+		opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout = 500*time.Millisecond, 500*time.Millisecond, 500*time.Millisecond
+		key = "redis|" + u
+	default:
+		return fmt.Errorf("cache: store must be memory or redis, got %q", cfg.Store)
+	}
+	val, _, err := cachePool.LoadOrNew(key, func() (caddy.Destructor, error) {
+		h := &cacheHandle{group: new(cache.Group)}
+		if opts != nil {
+			h.client = redis.NewClient(opts)
+			h.store = cache.NewRedisStore(h.client, "")
+			return h, nil
+		}
+		mem, err := cache.NewMemoryStore(size)
+		if err != nil {
+			return nil, err
+		}
+		h.memory, h.store = mem, mem
+		return h, nil
+	})
+	if err != nil {
+		return fmt.Errorf("cache: %w", err)
+	}
+	g.cacheKey = key
+	g.cache = &responseCache{cacheHandle: val.(*cacheHandle), policy: pol}
+	return nil
+}
+
+// The cache states reported in x-cache and {http.ai_gateway.cache}.
+const (
+	cacheHit    = "HIT"
+	cacheMiss   = "MISS"
+	cacheBypass = "BYPASS"
+)
+
+// prepareCache decides whether the request may use the cache and derives its key. It returns
+// whether a lookup should be made (false for Cache-Control: no-cache, which refreshes).
+func (g *Gateway) prepareCache(ex *exchange, r *http.Request) (lookup bool) {
+	if g.cache == nil || ex.route.cacheOff {
+		return false
+	}
+	switch ex.endpoint {
+	case wire.EndpointChatCompletions, wire.EndpointCompletions, wire.EndpointEmbeddings, wire.EndpointMessages:
+	default:
+		return false
+	}
+	ex.cacheState = cacheBypass
+	cc := strings.ToLower(r.Header.Get("Cache-Control"))
+	if strings.Contains(cc, "no-store") {
+		g.metrics.cache.WithLabelValues("bypass").Inc()
+		return false
+	}
+	pol := g.cache.policy
+	if rt := ex.route; rt.cacheTTL > 0 || rt.cacheScope != "" || rt.cacheWhen != "" {
+		pol = cache.Policy{TTL: rt.cacheTTL, Scope: rt.cacheScope, When: rt.cacheWhen}
+		if pol.TTL == 0 {
+			pol.TTL = g.cache.policy.TTL
+		}
+		if pol.Scope == "" {
+			pol.Scope = g.cache.policy.Scope
+		}
+		if pol.When == "" {
+			pol.When = g.cache.policy.When
+		}
+	}
+	body := ex.body.bytes()
+	if ok, _ := cache.Cacheable(ex.endpoint, body, pol.When); !ok {
+		g.metrics.cache.WithLabelValues("bypass").Inc()
+		return false
+	}
+	version := ""
+	if ex.apiVersion != nil {
+		version = ex.apiVersion.Date
+	} else if ex.surface == wire.Anthropic {
+		version = r.Header.Get("Anthropic-Version")
+	}
+	key, err := cache.Key(cache.KeyInput{Endpoint: ex.endpoint, Surface: ex.surface, Model: ex.route.model.Name,
+		APIVersion: version, Scope: pol.ScopeID(ex.keyID()), Body: body})
+	if err != nil {
+		return false
+	}
+	ex.cacheKey, ex.cacheable, ex.cacheState, ex.cacheTTL = key, true, cacheMiss, pol.TTL
+	return !strings.Contains(cc, "no-cache")
+}
+
+// cacheGet looks the request up; store errors count as misses.
+func (g *Gateway) cacheGet(ctx context.Context, ex *exchange) *cache.Entry {
+	entry, ok, err := g.cache.store.Get(ctx, ex.cacheKey)
+	if err != nil {
+		g.logger.Warn("cache lookup failed", zap.String("request_id", ex.requestID), zap.Error(err))
+		return nil
+	}
+	if !ok {
+		g.metrics.cache.WithLabelValues("miss").Inc()
+		return nil
+	}
+	return entry
+}
+
+// serveHit answers from a cached entry: as JSON, or replayed as a stream when the client asked
+// for one. Its prompt tokens are reported as cached; the reservation is refunded.
+func (g *Gateway) serveHit(w http.ResponseWriter, ex *exchange, entry *cache.Entry) error {
+	ex.cacheState = cacheHit
+	ex.status = http.StatusOK
+	g.metrics.cache.WithLabelValues("hit").Inc()
+	u := entry.Usage
+	u.CachedTokens = u.PromptTokens
+	ex.usage = u
+	h := w.Header()
+	ex.setResponseHeaders(h)
+	setRateLimitHeaders(h, ex.surface, ex.decision, ex.start)
+	h["X-Cache"] = []string{cacheHit}
+	h["Age"] = []string{strconv.FormatInt(max(0, int64(g.now().Sub(entry.Created)/time.Second)), 10)}
+	h["X-Gateway-Overhead-Ms"] = []string{formatMS(g.now().Sub(ex.start))}
+	var body []byte
+	if ex.stream {
+		out, err := cache.AppendStream(nil, ex.endpoint, ex.surface, entry, ex.info.IncludeUsage)
+		if err != nil {
+			return err
+		}
+		body = out
+		h["Content-Type"] = []string{"text/event-stream"}
+		h["Cache-Control"] = []string{"no-cache"}
+	} else {
+		body = cache.MarkCached(ex.endpoint, ex.surface, entry.Body)
+		h["Content-Type"] = []string{"application/json"}
+		h["Content-Length"] = []string{strconv.Itoa(len(body))}
+	}
+	setUsageHeaders(h, u)
+	w.WriteHeader(http.StatusOK)
+	_, err := w.Write(body)
+	return err
+}
+
+// fillCache stores a complete, successful answer.
+func (g *Gateway) fillCache(ex *exchange, body []byte) {
+	if !ex.cacheable || ex.status < 200 || ex.status > 299 || len(body) == 0 {
+		return
+	}
+	if _, ok := wire.ExtractUsage(ex.surface, body); !ok && ex.usage.TotalTokens > 0 {
+		if b, err := sjson.SetRawBytes(body, "usage", wire.AppendUsageJSON(nil, ex.surface, ex.usage)); err == nil {
+			body = b
+		}
+	}
+	entry := &cache.Entry{Body: body, Created: g.now(), Usage: ex.usage, Model: ex.modelName()}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := g.cache.store.Set(ctx, ex.cacheKey, entry, ex.cacheTTL); err != nil {
+		g.logger.Warn("cache fill failed", zap.String("request_id", ex.requestID), zap.Error(err))
+		return
+	}
+	ex.cacheEntry = entry
+	if g.cache.memory != nil {
+		_, _, evictions, bytes := g.cache.memory.Metrics()
+		g.metrics.cacheBytes.Set(float64(bytes))
+		g.metrics.cacheEvictions.Set(float64(evictions))
+	}
+}
+
+// parseCache parses:
+//
+//	cache [off] {
+//	    ttl <duration>
+//	    max_size <size>
+//	    scope key|global
+//	    when deterministic|always
+//	    store memory|redis <url>
+//	}
+func parseCache(d *caddyfile.Dispenser) (*CacheConfig, error) {
+	c := new(CacheConfig)
+	if d.NextArg() {
+		if d.Val() != "off" || d.NextArg() {
+			return nil, d.ArgErr()
+		}
+		c.Off = true
+	}
+	seen := map[string]bool{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		name := d.Val()
+		if seen[name] {
+			return nil, d.Errf("cache: %s specified more than once", name)
+		}
+		seen[name] = true
+		var err error
+		switch name {
+		case "ttl":
+			c.TTL, err = durationArg(d)
+		case "max_size":
+			var s string
+			if s, err = stringArg(d); err == nil {
+				n, perr := humanize.ParseBytes(s)
+				if perr != nil || n == 0 {
+					return nil, d.Errf("cache: max_size %q is not a size", s)
+				}
+				c.MaxSize = int64(n)
+			}
+		case "scope":
+			if c.Scope, err = stringArg(d); err == nil && c.Scope != "key" && c.Scope != "global" {
+				err = d.Errf("cache: scope must be key or global, got %q", c.Scope)
+			}
+		case "when":
+			if c.When, err = stringArg(d); err == nil && c.When != "deterministic" && c.When != "always" {
+				err = d.Errf("cache: when must be deterministic or always, got %q", c.When)
+			}
+		case "store":
+			args := d.RemainingArgs()
+			switch {
+			case len(args) == 1 && args[0] == "memory":
+				c.Store = "memory"
+			case len(args) == 2 && args[0] == "redis":
+				c.Store, c.RedisURL = "redis", args[1]
+			default:
+				return nil, d.Err("cache: store memory|redis <url>")
+			}
+		default:
+			return nil, d.Errf("unrecognized cache subdirective %q", name)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
