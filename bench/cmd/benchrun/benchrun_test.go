@@ -156,6 +156,9 @@ func TestManyKeysGateway(t *testing.T) {
 		}
 	}
 	// 4000 req/s over 16 s and 1000 keys is 64 requests a key; buckets allow rpm*(1+48/60).
+	if opts.RequestsPerSecond != 4000 {
+		t.Errorf("requests per second %v, want 4000", opts.RequestsPerSecond)
+	}
 	if rpm := keys[0].Limits.RPM; rpm < 20 || rpm > 35 {
 		t.Errorf("rpm %d, want about 27", rpm)
 	}
