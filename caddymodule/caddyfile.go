@@ -88,6 +88,7 @@ func parseGatewayCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //	        when deterministic|always
 //	        store memory|redis <url>
 //	    }
+//	    auth_failures <per minute>|off
 //	    content_policy {
 //	        deny <regex>...
 //	        rule <id> <regex>
@@ -205,6 +206,22 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			g.Cache = c
+		case "auth_failures":
+			if err := once(name); err != nil {
+				return err
+			}
+			v, err := stringArg(d)
+			if err != nil {
+				return err
+			}
+			n, perr := strconv.ParseInt(v, 10, 64)
+			if v == "off" {
+				n, perr = -1, nil
+			}
+			if perr != nil || n == 0 || n < -1 {
+				return d.Errf("auth_failures: want a positive number per minute or off, got %q", v)
+			}
+			g.AuthFailures = &AuthGuard{MaxFailures: n}
 		case "content_policy":
 			if err := once(name); err != nil {
 				return err

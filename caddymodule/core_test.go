@@ -359,7 +359,7 @@ func TestKeysFileHotReload(t *testing.T) {
 		return fmt.Sprintf(`{"keys":[{"id":%q,"sha256":%q}]}`, id, policy.FormatHash(policy.HashSecret(secret)))
 	}
 	writeKeys(keyDoc("file-a", "sk-file-a"))
-	s := startCore(t, "keys_file "+path+"\n\t\tkeys_file_interval 20ms")
+	s := startCore(t, "keys_file "+path+"\n\t\tkeys_file_interval 20ms\n\t\tauth_failures off")
 	status := func(secret string) int {
 		resp, _ := s.post(t, "/v1/chat/completions", map[string]string{"Authorization": "Bearer " + secret}, `{"model":"llama","messages":[{"role":"user","content":"hi"}]}`)
 		return resp.StatusCode
@@ -408,5 +408,23 @@ func TestConfigReloadKeepsServing(t *testing.T) {
 	resp, body := s.post(t, "/v1/chat/completions", auth, `{"model":"llama-latest","messages":[{"role":"user","content":"hi"}]}`)
 	if resp.StatusCode != 200 || decodeJSON(t, body)["model"] != "demo-llama" {
 		t.Fatalf("after reload: %d %s", resp.StatusCode, body)
+	}
+}
+
+// TestBruteForceGuard: failed key checks are limited per client IP; past the limit even a right
+// key from that address waits.
+func TestBruteForceGuard(t *testing.T) {
+	s := startCore(t, "auth_failures 5")
+	chat := `{"model":"llama","messages":[{"role":"user","content":"hi"}]}`
+	for i := 0; i < 5; i++ {
+		if resp, _ := s.post(t, "/v1/chat/completions", map[string]string{"Authorization": fmt.Sprintf("Bearer sk-guess-%d", i)}, chat); resp.StatusCode != 401 {
+			t.Fatalf("guess %d: %d", i, resp.StatusCode)
+		}
+	}
+	for _, key := range []string{"sk-guess-x", secretAll} {
+		resp, body := s.post(t, "/v1/chat/completions", map[string]string{"Authorization": "Bearer " + key}, chat)
+		if resp.StatusCode != 429 || !strings.Contains(string(body), "too_many_auth_failures") || resp.Header.Get("Retry-After") == "" {
+			t.Errorf("after 5 failures, %s: %d %s", key[:8], resp.StatusCode, body)
+		}
 	}
 }

@@ -68,6 +68,8 @@ type Gateway struct {
 	policy.RewriteConfig
 	// Cache is the exact-match response cache. Optional.
 	Cache *CacheConfig `json:"cache,omitempty"`
+	// AuthFailures limits failed key checks per client IP (brute-force protection).
+	AuthFailures *AuthGuard `json:"auth_failures,omitempty"`
 	// ContentPolicy refuses prompts matching any of its rules with 422 content_policy_violation
 	// (naming the rule, never echoing the text). Optional.
 	ContentPolicy *ContentPolicyConfig `json:"content_policy,omitempty"`
@@ -78,6 +80,8 @@ type Gateway struct {
 	versions      *policy.APIVersions
 	content       *policy.ContentPolicy
 	cache         *responseCache
+	guard         *ratelimit.MemoryStore
+	guardHeld     bool
 	cacheKey      string
 	keys          *atomic.Pointer[policy.KeyTable]
 	limiter       *ratelimit.Limiter
@@ -282,6 +286,9 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 		return err
 	}
 	if err := g.provisionCache(repl); err != nil {
+		return err
+	}
+	if err := g.provisionAuthGuard(); err != nil {
 		return err
 	}
 	table := inline
@@ -709,7 +716,13 @@ func (g *Gateway) record(ex *exchange, repl *caddy.Replacer) {
 // body.
 func (g *Gateway) admit(ex *exchange, r *http.Request) *wire.Error {
 	secret := takeCredential(r.Header)
+	if werr := g.guardBlocked(r); werr != nil {
+		return werr
+	}
 	if werr := g.authenticate(ex, secret); werr != nil {
+		if werr.Status == http.StatusUnauthorized {
+			g.guardFailed(r, ex)
+		}
 		return werr
 	}
 	switch ex.endpoint {
@@ -999,6 +1012,11 @@ func takeCredential(h http.Header) string {
 // Cleanup releases what Provision acquired: its hold on the limiter store (the store itself
 // lives on while a newer config uses it). The keys file watcher stops with the config's context.
 func (g *Gateway) Cleanup() error {
+	if g.guardHeld {
+		if _, err := guardPool.Delete("auth"); err != nil {
+			return fmt.Errorf("releasing auth guard: %w", err)
+		}
+	}
 	if g.cacheKey != "" {
 		if _, err := cachePool.Delete(g.cacheKey); err != nil {
 			return fmt.Errorf("releasing cache: %w", err)
