@@ -192,24 +192,29 @@ const (
 	phCache        = "http.ai_gateway.cache"
 )
 
-// setPlaceholders publishes what the gateway knows so far to the replacer (for other handlers
-// and log formats).
-func (ex *exchange) setPlaceholders(repl *caddy.Replacer) {
+// setRequestPlaceholders publishes what is known when the request leaves for the upstream (so
+// reverse_proxy's header templates can use it).
+func (ex *exchange) setRequestPlaceholders(repl *caddy.Replacer) {
 	repl.Set(phRequestID, ex.requestID)
-	repl.Set(phSurface, ex.surface.String())
-	repl.Set(phEndpoint, ex.endpoint.String())
 	repl.Set(phKeyID, ex.keyID())
 	repl.Set(phRequested, ex.requestedModel)
 	repl.Set(phModel, ex.modelName())
 	if ex.route != nil {
 		repl.Set(phUpstream, ex.route.model.Upstream())
 	}
-	repl.Set(phStream, ex.stream)
-	repl.Set(phRejectReason, ex.reject)
 	if ex.apiVersion != nil {
 		repl.Set(phAPIVersion, ex.apiVersion.Date)
 	}
-	repl.Set(phCache, ex.cacheState)
+}
+
+// setPlaceholders publishes everything, once the outcome is known (for log formats and
+// handlers that run after the gateway).
+func (ex *exchange) setPlaceholders(repl *caddy.Replacer) {
+	ex.setRequestPlaceholders(repl)
+	repl.Set(phSurface, ex.surface.String())
+	repl.Set(phEndpoint, ex.endpoint.String())
+	repl.Set(phStream, ex.stream)
+	repl.Set(phRejectReason, ex.reject)
 	repl.Set(phPrompt, ex.usage.PromptTokens)
 	repl.Set(phCompletion, ex.usage.CompletionTokens)
 	repl.Set(phTotal, ex.usage.TotalTokens)
@@ -217,6 +222,7 @@ func (ex *exchange) setPlaceholders(repl *caddy.Replacer) {
 	if !ex.firstToken.IsZero() {
 		repl.Set(phTTFT, float64(ex.firstToken.Sub(ex.start))/float64(time.Millisecond))
 	}
+	repl.Set(phCache, ex.cacheState)
 }
 
 // logFields adds the gateway's fields to Caddy's access log entry for the request.

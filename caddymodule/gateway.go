@@ -598,7 +598,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 		} else {
 			delete(r.Header, "Authorization")
 		}
-		ex.setPlaceholders(repl)
+		ex.setRequestPlaceholders(repl)
 		tap = newResponseTap(g, w, ex)
 		model := ex.route.model.Name
 		g.metrics.inFlight.WithLabelValues(model).Inc()
