@@ -402,4 +402,278 @@ func TestHardeningUpstreamFaults(t *testing.T) {
 	}
 }
 
-var _ = []any{bufio.NewReader, context.Background, errors.New, net.Dial, sync.NewCond, openai.NewClient, option.WithAPIKey}
+// hugeUpstream answers every request with a 20 MB body: one JSON completion, or one SSE event
+// followed by [DONE]. Past holdAt bytes it waits until the test says the client received its
+// first byte (or gives up after a while): a gateway that buffers the whole body never lets that
+// byte through, so the wait records it.
+type hugeUpstream struct {
+	*httptest.Server
+	firstByte chan struct{}
+	buffered  atomic.Bool
+}
+
+const (
+	hugeSize = 20 << 20
+	hugeHold = 12 << 20 // past the gateway's largest buffer (8 MiB JSON, 1 MiB SSE event)
+)
+
+func newHugeUpstream(t *testing.T) *hugeUpstream {
+	t.Helper()
+	u := &hugeUpstream{firstByte: make(chan struct{})}
+	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		stream := bytes.Contains(body, []byte(`"stream":true`))
+		var head, end string
+		if stream {
+			w.Header().Set("Content-Type", "text/event-stream")
+			head = `data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"demo-llama","choices":[{"index":0,"delta":{"role":"assistant","content":"`
+			end = `"},"finish_reason":null}]}` + "\n\n" +
+				`data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"demo-llama","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}` + "\n\n" +
+				"data: [DONE]\n\n"
+		} else {
+			w.Header().Set("Content-Type", "application/json")
+			head = `{"id":"c1","object":"chat.completion","created":1,"model":"demo-llama","choices":[{"index":0,"message":{"role":"assistant","content":"`
+			end = `"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}}`
+		}
+		w.WriteHeader(200)
+		if _, err := io.WriteString(w, head); err != nil {
+			return
+		}
+		chunk := bytes.Repeat([]byte("a"), 64<<10)
+		for sent := 0; sent < hugeSize; sent += len(chunk) {
+			if sent == hugeHold {
+				_ = http.NewResponseController(w).Flush()
+				select {
+				case <-u.firstByte:
+				case <-time.After(10 * time.Second):
+					u.buffered.Store(true)
+				case <-r.Context().Done():
+					return
+				}
+			}
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+		_, _ = io.WriteString(w, end)
+	}))
+	t.Cleanup(u.Close)
+	return u
+}
+
+// TestHardeningHugeUpstreamBodies: a 20 MB JSON completion and a 20 MB SSE event go through
+// without being held whole (the client gets bytes while the upstream is still writing) and
+// arrive well-formed.
+func TestHardeningHugeUpstreamBodies(t *testing.T) {
+	for _, stream := range []bool{false, true} {
+		t.Run(fmt.Sprintf("stream=%t", stream), func(t *testing.T) {
+			up := newHugeUpstream(t)
+			s := startHard(t, hardOpts{upstream: up.Listener.Addr().String()})
+			s.tally.faults.Add(1)
+			s.tally.requests.Add(1)
+			req, _ := http.NewRequest(http.MethodPost, url(s.port, "/v1/chat/completions"), strings.NewReader(faultBody(stream)))
+			req.Header.Set("Authorization", "Bearer "+secretAll)
+			resp, err := s.client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			first := make([]byte, 1)
+			if _, err := io.ReadFull(resp.Body, first); err != nil {
+				t.Fatalf("reading the first byte: %v", err)
+			}
+			close(up.firstByte)
+			rest, err := io.ReadAll(resp.Body)
+			if err != nil {
+				t.Fatalf("reading the body: %v", err)
+			}
+			body := append(first, rest...)
+			if up.buffered.Load() {
+				t.Errorf("the client got no byte before the upstream had sent %d MiB: the gateway holds the whole body", hugeHold>>20)
+			}
+			if resp.StatusCode != 200 || len(body) < hugeSize {
+				t.Fatalf("status %d, %d bytes: %.300s", resp.StatusCode, len(body), body)
+			}
+			if !stream {
+				if !json.Valid(body) {
+					t.Fatalf("the 20 MB completion is not valid JSON (tail %q)", tail(body))
+				}
+				return
+			}
+			frames := dataFrames(body)
+			if len(frames) < 2 || frames[len(frames)-1] != "[DONE]" {
+				t.Fatalf("stream tail %q", tail(body))
+			}
+			if !json.Valid([]byte(frames[0])) || len(frames[0]) < hugeSize {
+				t.Errorf("the 20 MB event arrived damaged: %d bytes", len(frames[0]))
+			}
+		})
+	}
+}
+
+// TestHardeningKeysFileGarbage replaces the keys file with one broken file after another: the
+// last good key set stays in service each time (file key and inline key), and a good file is
+// picked up again afterwards.
+func TestHardeningKeysFileGarbage(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "keys.json")
+	write := func(content []byte) {
+		t.Helper()
+		tmp := path + ".tmp"
+		if err := os.WriteFile(tmp, content, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hash := func(secret string) string { return policy.FormatHash(policy.HashSecret(secret)) }
+	write([]byte(fmt.Sprintf(`{"keys":[{"id":"file-a","sha256":%q}]}`, hash("sk-file-a"))))
+	s := startHard(t, hardOpts{gateway: "keys_file " + path + "\n\t\t\tkeys_file_interval 20ms"})
+	m := &usageSetup{port: s.port}
+	status := func(secret string) int {
+		resp, _ := s.send(t, "/v1/chat/completions", map[string]string{"Authorization": "Bearer " + secret}, chatBody)
+		return resp.StatusCode
+	}
+	if status("sk-file-a") != 200 || status(secretAll) != 200 {
+		t.Fatal("keys refused before any garbage")
+	}
+	garbage := []struct {
+		name    string
+		content []byte // nil removes the file
+	}{
+		{"truncated JSON", []byte(`{"keys":[{"id":"file-a","sha2`)},
+		{"empty file", []byte{}},
+		{"binary", []byte{0x00, 0xff, 0xfe, 0x1f, 0x8b, 0x08, 0x00, 0x7f}},
+		{"HTML", []byte("<html><body>502 Bad Gateway</body></html>")},
+		{"not an object", []byte(`[1,2,3]`)},
+		{"bad hash", []byte(`{"keys":[{"id":"x","sha256":"sha256:zz"}]}`)},
+		{"unknown field", []byte(fmt.Sprintf(`{"keys":[{"id":"x","sha256":%q,"tmp":1}]}`, hash("sk-x")))},
+		{"duplicate ids", []byte(fmt.Sprintf(`{"keys":[{"id":"d","sha256":%q},{"id":"d","sha256":%q}]}`, hash("sk-d1"), hash("sk-d2")))},
+		{"id clashing with an inline key", []byte(fmt.Sprintf(`{"keys":[{"id":"hard","sha256":%q}]}`, hash("sk-clash")))},
+		{"bad expiry", []byte(fmt.Sprintf(`{"keys":[{"id":"x","sha256":%q,"expires_at":"soon"}]}`, hash("sk-x")))},
+		{"huge garbage", bytes.Repeat([]byte("{[\"\\"), 1<<20)},
+		{"deleted", nil},
+	}
+	for _, g := range garbage {
+		t.Run(g.name, func(t *testing.T) {
+			s.tally.faults.Add(1)
+			errorsBefore := m.metric(t, "caddy_ai_gateway_keys_file_reloads_total", map[string]string{"result": "error"})
+			if g.content == nil {
+				if err := os.Remove(path); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				write(g.content)
+			}
+			waitFor(t, "the broken keys file to be read", 5*time.Second, func() bool {
+				return m.metric(t, "caddy_ai_gateway_keys_file_reloads_total", map[string]string{"result": "error"}) > errorsBefore
+			})
+			if got := status("sk-file-a"); got != 200 {
+				t.Errorf("file key after %s: %d", g.name, got)
+			}
+			if got := status(secretAll); got != 200 {
+				t.Errorf("inline key after %s: %d", g.name, got)
+			}
+			for _, k := range []string{"sk-x", "sk-d1", "sk-clash"} {
+				if got := status(k); got != 401 {
+					t.Errorf("a key of the broken file works (%s): %d", k, got)
+				}
+			}
+		})
+	}
+	write([]byte(fmt.Sprintf(`{"keys":[{"id":"file-b","sha256":%q}]}`, hash("sk-file-b"))))
+	waitFor(t, "a good file after the garbage", 5*time.Second, func() bool { return status("sk-file-b") == 200 })
+	if status("sk-file-a") != 401 {
+		t.Error("a key removed from the recovered file still works")
+	}
+}
+
+// TestHardeningReloadUnderLoad: 8 clients (the OpenAI SDK with its default retries, half of
+// them streaming) send for about 2 s while the config is reloaded 5 times. No request fails, and
+// the key's daily request budget is not reset by the reloads.
+func TestHardeningReloadUnderLoad(t *testing.T) {
+	const rpd = 1000000
+	opts := func(gen int) hardOpts {
+		return hardOpts{key: fmt.Sprintf("rpd %d\n\t\t\t\tlabel generation g%d", rpd, gen)}
+	}
+	s := startHard(t, opts(0))
+	var served atomic.Int64
+	client := openai.NewClient(option.WithBaseURL(url(s.port, "/v1/")), option.WithAPIKey(secretAll), option.WithHTTPClient(s.client),
+		option.WithMiddleware(func(r *http.Request, next option.MiddlewareNext) (*http.Response, error) {
+			s.tally.requests.Add(1)
+			resp, err := next(r)
+			if err == nil && resp.StatusCode == 200 {
+				served.Add(1)
+			}
+			return resp, err
+		}))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	var failures atomic.Int64
+	var firstErr atomic.Value
+	fail := func(err error) {
+		if failures.Add(1) == 1 {
+			firstErr.Store(err)
+		}
+	}
+	params := openai.ChatCompletionNewParams{Model: "llama", MaxTokens: openai.Int(8),
+		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Tell me about reloads")}}
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func(stream bool) {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				// the request itself must not be cut by the test's deadline
+				reqCtx := context.WithoutCancel(ctx)
+				if stream {
+					st := client.Chat.Completions.NewStreaming(reqCtx, params)
+					n := 0
+					for st.Next() {
+						n++
+					}
+					if err := st.Err(); err != nil {
+						fail(fmt.Errorf("stream: %w", err))
+					} else if n == 0 {
+						fail(errors.New("stream: no chunk"))
+					}
+					continue
+				}
+				resp, err := client.Chat.Completions.New(reqCtx, params)
+				if err != nil {
+					fail(err)
+				} else if resp.Choices[0].Message.Content == "" {
+					fail(errors.New("empty completion"))
+				}
+			}
+		}(i%2 == 1)
+	}
+	for gen := 1; gen <= 5; gen++ {
+		time.Sleep(300 * time.Millisecond) // spread the reloads over the load
+		s.tally.faults.Add(1)
+		s.reload(t, opts(gen))
+	}
+	wg.Wait()
+	if n := failures.Load(); n > 0 {
+		t.Errorf("%d requests failed across reloads; first: %v", n, firstErr.Load())
+	}
+	resp, body := s.send(t, "/v1/chat/completions", nil, chatBody)
+	if resp.StatusCode != 200 {
+		t.Fatalf("after the load: %d %s", resp.StatusCode, body)
+	}
+	remaining, err := strconv.ParseInt(resp.Header.Get("X-Ratelimit-Remaining-Requests"), 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := served.Load() + 1
+	t.Logf("%d requests served during 5 reloads; remaining daily requests %d", n, remaining)
+	// every served request took one; a few refill meanwhile (rpd 1e6 is ~12 per second)
+	if remaining > rpd-n+100 {
+		t.Errorf("remaining %d after %d requests: the reloads reset the key's budget", remaining, n)
+	}
+	if n < 50 {
+		t.Errorf("only %d requests served: the load did not run", n)
+	}
+}
+var _ = []any{bufio.NewReader, net.Dial} // TEMPIMPORTS
