@@ -98,6 +98,10 @@ func (t *responseTap) WriteHeader(status int) {
 		t.startStream()
 	case status < 300 && t.ex.endpoint.HasBody() && (strings.HasPrefix(ct, "application/json") || ct == ""):
 		t.mode = modeJSON
+	case status < 300 && t.ex.endpoint.HasBody():
+		// an AI endpoint answers JSON or SSE; anything else (an HTML page from a misrouted
+		// upstream, a proxy's error page) is not passed off as a completion
+		t.mode = modeError
 	default:
 		t.mode = modePassthrough
 		t.sendHeader(status)
@@ -236,6 +240,12 @@ func (t *responseTap) finish(proxyErr error) (wire.Usage, error) {
 		ex.reject = werr.ReasonOrCode()
 		return wire.Usage{}, t.writeError(werr)
 	case modeError:
+		if ex.status < 300 {
+			werr := invalidUpstreamResponse()
+			ex.reject = werr.ReasonOrCode()
+			ex.upstreamError = true
+			return wire.Usage{}, t.writeError(werr)
+		}
 		werr := wire.NormalizeUpstreamError(ex.status, t.Header().Get("Content-Type"), t.buf)
 		if ra, ok := wire.ParseRetryAfter(t.Header().Get("Retry-After"), t.g.now()); ok && werr.RetryAfter > 0 {
 			werr.RetryAfter = ra
@@ -260,8 +270,14 @@ func (t *responseTap) finish(proxyErr error) (wire.Usage, error) {
 func (t *responseTap) finishJSON() (wire.Usage, error) {
 	ex := t.ex
 	body := t.buf
+	if !gjson.ValidBytes(body) {
+		werr := invalidUpstreamResponse()
+		ex.reject = werr.ReasonOrCode()
+		ex.upstreamError = true
+		return wire.Usage{}, t.writeError(werr)
+	}
 	u, ok := wire.ExtractUsage(ex.surface, body)
-	if !ok && gjson.ValidBytes(body) {
+	if !ok {
 		u = t.estimateJSONUsage(body)
 		if ex.endpoint != wire.EndpointEmbeddings || u.PromptTokens > 0 {
 			if b, err := sjson.SetRawBytes(body, "usage", wire.AppendUsageJSON(nil, ex.surface, u)); err == nil {
@@ -359,6 +375,12 @@ func setUsageHeaders(h http.Header, u wire.Usage) {
 	if u.Estimated {
 		h["X-Usage-Estimated"] = []string{"true"}
 	}
+}
+
+// invalidUpstreamResponse is the answer to a 2xx upstream body that is not what an AI API sends.
+func invalidUpstreamResponse() *wire.Error {
+	return &wire.Error{Status: http.StatusBadGateway, Type: wire.TypeServer, Code: "upstream_invalid_response", Reason: "upstream_invalid_response",
+		Message: "The model server returned a response the gateway could not read."}
 }
 
 // proxyError maps a reverse_proxy failure before any response into the gateway's error.
