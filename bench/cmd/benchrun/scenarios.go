@@ -47,6 +47,8 @@ type gatewayOptions struct {
 	KeysFile  string
 	// Note is printed under the scenario (e.g. the per-key limit chosen).
 	Note string
+	// Cache turns the gateway's response cache on.
+	Cache bool
 	// RequestsPerSecond, when set, bounds every run by a request count instead of its duration:
 	// this many per second of the round's (or warm-up's) duration, with four times the
 	// duration as a cap. A closed loop that meets cheap 429s would otherwise send ever more
@@ -67,7 +69,10 @@ func scenarios() []scenario {
 			gateway: func(*runEnv) (gatewayOptions, error) {
 				return gatewayOptions{Tokenizer: "cl100k_base", KeyTPM: 10_000_000_000}, nil
 			}},
-		{ID: "e", Name: "cache hits", Pending: "needs the response cache (not built yet)"},
+		{ID: "e", Name: "cache hits: 64 distinct deterministic 1 KB chats, 50 connections", Conns: 50, body: cachedBody,
+			gateway: func(*runEnv) (gatewayOptions, error) {
+				return gatewayOptions{Cache: true, Note: "gateway with `cache`: after the warm-up every request is a hit; direct and plain Caddy reach the simulator"}, nil
+			}},
 		{ID: "f", Name: "1000 keys with rpm limits near saturation, 50 connections", Conns: 50,
 			body: chatBody, keys: manyKeys, gateway: manyKeysGateway},
 	}
@@ -169,6 +174,17 @@ func chatBody() loadgen.Body { return seqBody(chatSized(1024, "")) }
 
 // streamBody is a 1 KB streamed chat request for 20 tokens (20 content chunks).
 func streamBody() loadgen.Body { return seqBody(chatSized(1024, `"stream":true,`)) }
+
+// cachedBody cycles through 64 deterministic (temperature 0) 1 KB chat requests, so that after
+// the warm-up the gateway answers every one from its cache.
+func cachedBody() loadgen.Body {
+	head, tail := chatSized(1024, `"temperature":0,`)
+	return func(dst []byte, seq int64) []byte {
+		dst = append(dst, head...)
+		dst = strconv.AppendInt(dst, seq%64, 10)
+		return append(dst, tail...)
+	}
+}
 
 // maxTurns is the longest conversation of the multi-turn scenario.
 const maxTurns = 20
