@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tidwall/gjson"
 	"github.com/tidwall/sjson"
 
@@ -54,6 +55,7 @@ type responseTap struct {
 	countText   bool
 	lastToken   time.Time
 	asm         *cache.Assembler // rebuilds a streamed answer for the cache
+	itl         prometheus.Observer
 	finalBody   []byte           // the JSON body sent, for the cache
 }
 
@@ -120,6 +122,9 @@ func (t *responseTap) startStream() {
 		opts.Model = ex.route.model.Name
 	}
 	t.countText = true
+	if ex.route != nil {
+		t.itl = t.g.metrics.itl.WithLabelValues(ex.route.model.Name) // once, not per chunk
+	}
 	t.stream = wire.NewStreamTap(ex.surface, opts)
 	if ex.cacheable {
 		t.asm = cache.NewAssembler(ex.endpoint, ex.surface)
@@ -140,10 +145,10 @@ func (t *responseTap) firstToken() {
 }
 
 func (t *responseTap) onText(text string) {
-	if t.ex.route != nil && !t.lastToken.IsZero() {
+	if t.itl != nil && !t.lastToken.IsZero() {
 		now := t.g.now()
 		if d := now.Sub(t.lastToken); d > 0 {
-			t.g.metrics.itl.WithLabelValues(t.ex.route.model.Name).Observe(d.Seconds())
+			t.itl.Observe(d.Seconds())
 		}
 		t.lastToken = now
 	}
