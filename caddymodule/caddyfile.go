@@ -67,6 +67,7 @@ func parseGatewayCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //	        redis_prefix <prefix>
 //	        on_store_error allow|deny
 //	        default_max_tokens <n>
+//	        cap_max_tokens_to_budget <min output tokens>
 //	    }
 //	    api_version {
 //	        header <name>
@@ -517,6 +518,8 @@ func parseRateLimit(d *caddyfile.Dispenser, rl *RateLimit) error {
 			}
 		case "default_max_tokens":
 			rl.DefaultMaxTokens, err = intArg(d)
+		case "cap_max_tokens_to_budget":
+			rl.CapMaxTokensToBudget, err = intArg(d)
 		default:
 			return d.Errf("unrecognized rate_limit subdirective %q", name)
 		}

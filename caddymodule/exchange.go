@@ -43,6 +43,7 @@ type exchange struct {
 	info           policy.RequestInfo // what validation learnt of the body
 	stream         bool
 	fitted         bool // max_tokens was lowered to fit the context window
+	capped         bool // max_tokens was lowered to the token budget left
 	injectedUsage  bool // the gateway asked the upstream for stream usage the client did not ask for
 	body           requestBody
 

@@ -55,6 +55,9 @@ type RateLimit struct {
 	// OnStoreError decides what happens while Redis is unreachable: "allow" (default) answers
 	// from a per-instance memory limiter and logs the error; "deny" refuses with 503.
 	OnStoreError string `json:"on_store_error,omitempty"`
+	// CapMaxTokensToBudget, when positive, lowers a request's max_tokens to the token budget
+	// left instead of refusing it with 429, provided at least this many output tokens remain.
+	CapMaxTokensToBudget int `json:"cap_max_tokens_to_budget,omitempty"`
 	// DefaultMaxTokens is the output allowance reserved for a request that sets no max_tokens.
 	// Default: the model's max_output_tokens, else 1024.
 	DefaultMaxTokens int `json:"default_max_tokens,omitempty"`
@@ -193,6 +196,9 @@ func (g *Gateway) admitLimits(ctx context.Context, ex *exchange) *wire.Error {
 	if len(scopes) == 0 {
 		return nil
 	}
+	if min := g.RateLimit.CapMaxTokensToBudget; min > 0 && ex.info.MaxTokens > 0 && g.tokenLimited(ex) {
+		g.capToBudget(ctx, ex, scopes, min)
+	}
 	cost := ratelimit.Cost{Requests: 1, Tokens: int64(ex.promptTokens + ex.reservedOutput)}
 	res, dec, err := g.limiter.Reserve(ctx, scopes, cost)
 	ex.decision = dec
@@ -207,6 +213,26 @@ func (g *Gateway) admitLimits(ctx context.Context, ex *exchange) *wire.Error {
 	}
 	ex.reservation = res
 	return nil
+}
+
+// capToBudget lowers max_tokens to the token budget left when the request would not fit it but
+// at least min output tokens would.
+func (g *Gateway) capToBudget(ctx context.Context, ex *exchange, scopes []ratelimit.Scope, min int) {
+	avail, err := g.limiter.Available(ctx, scopes)
+	if err != nil || avail >= int64(ex.promptTokens+ex.reservedOutput) {
+		return
+	}
+	room := avail - int64(ex.promptTokens)
+	if room < int64(min) || room >= int64(ex.info.MaxTokens) {
+		return
+	}
+	out, err := policy.SetMaxTokens(ex.endpoint, ex.body.bytes(), &ex.info, int(room))
+	if err != nil {
+		return
+	}
+	ex.body.replace(out)
+	ex.reservedOutput = int(room)
+	ex.capped = true
 }
 
 func scopeKind(id string) string {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
+	"github.com/tidwall/gjson"
 
 	"github.com/caddyai/gateway/internal/testredis"
 	"github.com/caddyai/gateway/policy"
@@ -278,5 +279,23 @@ func TestSDKRetriesAfterRetryAfter(t *testing.T) {
 	refused := s.metric(t, "caddy_ai_gateway_requests_total", map[string]string{"code": "429"}) - refusedBefore
 	if attempts.Load() < 2 || int(refused) != int(attempts.Load())-1 || len(s.upstream.requests()) != servedBefore+1 {
 		t.Errorf("%d attempts, %v refused, upstream saw %d", attempts.Load(), refused, len(s.upstream.requests())-servedBefore)
+	}
+}
+
+// TestCapMaxTokensToBudget: with cap_max_tokens_to_budget a request that does not fit the token
+// budget left gets a smaller max_tokens instead of a 429.
+func TestCapMaxTokensToBudget(t *testing.T) {
+	s := startLimits(t, "tpm 300", "rate_limit {\n\tcap_max_tokens_to_budget 20\n}")
+	body := `{"model":"llama","max_tokens":250,"messages":[{"role":"user","content":"hi"}]}`
+	resp, b := s.do(t, "/v1/chat/completions", "", body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("%d %s", resp.StatusCode, b)
+	}
+	// the first used 24 tokens (settled), so about 276 remain: 290 more do not fit, 268 do
+	resp, b = s.do(t, "/v1/chat/completions", "", strings.Replace(body, "250", "290", 1))
+	seen := s.upstream.requests()
+	got := gjson.GetBytes(seen[len(seen)-1].Body, "max_tokens").Int()
+	if resp.StatusCode != 200 || got >= 290 || got < 250 {
+		t.Errorf("second request: %d, max_tokens upstream %d: %s", resp.StatusCode, got, b)
 	}
 }
