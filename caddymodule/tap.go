@@ -56,7 +56,7 @@ type responseTap struct {
 	lastToken   time.Time
 	asm         *cache.Assembler // rebuilds a streamed answer for the cache
 	itl         prometheus.Observer
-	finalBody   []byte           // the JSON body sent, for the cache
+	finalBody   []byte // the JSON body sent, for the cache
 }
 
 // cacheBody returns the complete answer as JSON, or nil when it cannot be cached.
