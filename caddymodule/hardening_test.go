@@ -676,4 +676,433 @@ func TestHardeningReloadUnderLoad(t *testing.T) {
 		t.Errorf("only %d requests served: the load did not run", n)
 	}
 }
-var _ = []any{bufio.NewReader, net.Dial} // TEMPIMPORTS
+
+
+// rawRequest is an HTTP/1.1 request written by hand on a fresh connection, for what net/http's
+// client refuses to send.
+func rawRequest(t *testing.T, port int, head string, body string) (*http.Response, []byte) {
+	t.Helper()
+	conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(conn, head+fmt.Sprintf("Content-Length: %d\r\nConnection: close\r\n\r\n", len(body))+body); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("reading the response: %v", err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, b
+}
+
+const slowTimeouts = `servers {
+		timeouts {
+			read_header 1s
+			read_body 2s
+		}
+	}`
+
+// dribble writes p one byte every interval until the connection fails or stop closes, and
+// reports how many bytes went out.
+func dribble(conn net.Conn, p []byte, interval time.Duration, stop <-chan struct{}) (sent int) {
+	for {
+		b := p[sent%len(p) : sent%len(p)+1]
+		if _, err := conn.Write(b); err != nil {
+			return sent
+		}
+		sent++
+		select {
+		case <-stop:
+			return sent
+		case <-time.After(interval):
+		}
+	}
+}
+
+// TestHardeningSlowClients: clients that dribble their headers or their body (slowloris) are cut
+// off by the server timeouts (read_header 1s, read_body 2s) while other clients are served, and
+// nothing of theirs reaches the upstream.
+func TestHardeningSlowClients(t *testing.T) {
+	s := startHard(t, hardOpts{global: slowTimeouts})
+	addr := fmt.Sprintf("127.0.0.1:%d", s.port)
+	cases := []struct {
+		name   string
+		prefix string // sent at once
+		slow   string // then dribbled, one byte every 100ms, cycling
+	}{
+		{"headers", "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + secretAll + "\r\n", "X-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"},
+		{"body", "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + secretAll + "\r\nContent-Type: application/json\r\nContent-Length: 10000\r\n\r\n" +
+			`{"model":"llama","messages":[{"role":"user","content":"`, "aaaaaaaaaaaaaaaaaaaaaaaa"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			const slowClients = 10
+			before := s.upstreamCount()
+			type result struct {
+				err     error
+				elapsed time.Duration
+				resp    string
+			}
+			results := make(chan result, slowClients)
+			for i := 0; i < slowClients; i++ {
+				s.tally.badInputs.Add(1)
+				s.tally.requests.Add(1)
+				go func() {
+					conn, err := net.Dial("tcp", addr)
+					if err != nil {
+						results <- result{err: err}
+						return
+					}
+					defer conn.Close()
+					start := time.Now()
+					if _, err := io.WriteString(conn, tc.prefix); err != nil {
+						results <- result{err: err}
+						return
+					}
+					stop := make(chan struct{})
+					go dribble(conn, []byte(tc.slow), 100*time.Millisecond, stop)
+					defer close(stop)
+					// the server must close the connection well before this deadline
+					_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+					got, err := io.ReadAll(conn)
+					var ne net.Error
+					if errors.As(err, &ne) && ne.Timeout() {
+						results <- result{err: fmt.Errorf("still connected after %s", time.Since(start).Round(time.Millisecond))}
+						return
+					}
+					results <- result{elapsed: time.Since(start), resp: string(got)}
+				}()
+			}
+			// meanwhile, well-behaved clients are served
+			time.Sleep(300 * time.Millisecond)
+			for i := 0; i < 5; i++ {
+				if resp, body := s.send(t, "/v1/chat/completions", nil, chatBody); resp.StatusCode != 200 {
+					t.Errorf("a normal client was not served while slow clients hang on: %d %s", resp.StatusCode, body)
+				}
+			}
+			for i := 0; i < slowClients; i++ {
+				r := <-results
+				if r.err != nil {
+					t.Errorf("slow client: %v", r.err)
+					continue
+				}
+				if r.resp != "" && !strings.HasPrefix(r.resp, "HTTP/1.1 4") {
+					t.Errorf("slow client got a non-4xx answer after %s: %.200q", r.elapsed, r.resp)
+				}
+				if i == 0 {
+					t.Logf("slow %s cut off after %s with %q", tc.name, r.elapsed.Round(time.Millisecond), firstLine(r.resp))
+				}
+			}
+			if got := s.upstreamCount() - before; got != 5 {
+				t.Errorf("upstream saw %d requests, want only the 5 normal ones", got)
+			}
+		})
+	}
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\r\n")
+	return line
+}
+
+// TestHardeningEndlessBody: a chunked body that never ends gets 413 request_too_large at
+// max_body, the server stops reading (the sender sees the connection closed after a bounded
+// number of bytes), and nothing reaches the upstream.
+func TestHardeningEndlessBody(t *testing.T) {
+	s := startHard(t, hardOpts{})
+	for _, path := range []string{"/v1/chat/completions", "/v1/messages"} {
+		t.Run(path, func(t *testing.T) {
+			s.tally.badInputs.Add(1)
+			s.tally.requests.Add(1)
+			before := s.upstreamCount()
+			conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", s.port))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			_ = conn.SetDeadline(time.Now().Add(15 * time.Second))
+			head := "POST " + path + " HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + secretAll +
+				"\r\nAnthropic-Version: 2023-06-01\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+			if _, err := io.WriteString(conn, head); err != nil {
+				t.Fatal(err)
+			}
+			var written atomic.Int64
+			writerDone := make(chan error, 1)
+			go func() {
+				chunk := []byte(fmt.Sprintf("%x\r\n%s\r\n", 32<<10, bytes.Repeat([]byte("a"), 32<<10)))
+				_, _ = io.WriteString(conn, "d\r\n{\"model\":\"lla\r\n")
+				for {
+					n, err := conn.Write(chunk)
+					written.Add(int64(n))
+					if err != nil {
+						writerDone <- err
+						return
+					}
+				}
+			}()
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				t.Fatalf("no response to the endless body: %v (%d bytes sent)", err, written.Load())
+			}
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+			if resp.StatusCode != 413 {
+				t.Fatalf("status %d: %s", resp.StatusCode, body)
+			}
+			if path == "/v1/chat/completions" {
+				if code := checkOpenAIError(t, body); code != "request_too_large" {
+					t.Errorf("code %q", code)
+				}
+			} else if !strings.Contains(string(body), `"request_too_large"`) {
+				t.Errorf("anthropic body %s", body)
+			}
+			select {
+			case err := <-writerDone:
+				t.Logf("the sender saw %v after %d KiB", err, written.Load()>>10)
+			case <-time.After(10 * time.Second):
+				t.Fatalf("the server still reads the endless body: %d MiB taken", written.Load()>>20)
+			}
+			if n := written.Load(); n > 64<<20 {
+				t.Errorf("the server read %d MiB of a body limited to 64 KiB", n>>20)
+			}
+			if s.upstreamCount() != before {
+				s.tally.wronglyAdmitted.Add(1)
+				t.Error("the endless body reached the upstream")
+			}
+		})
+	}
+}
+
+// TestHardeningBadInputs sends malformed and hostile bodies. Each gets the answer in the table,
+// in a valid envelope, and a refused one never reaches the upstream. "ok" lists the statuses
+// accepted where the gateway may pass the body on (documented in the test's log).
+func TestHardeningBadInputs(t *testing.T) {
+	s := startHard(t, hardOpts{})
+	msgs := `"messages":[{"role":"user","content":"hi"}]`
+	nest := func(depth int, open, close string) string {
+		return strings.Repeat(open, depth) + strings.Repeat(close, depth)
+	}
+	tests := []struct {
+		name string
+		path string
+		body string
+		ok   []int  // accepted statuses
+		code string // OpenAI code, or Anthropic error type, when refused
+	}{
+		{"nested arrays 10000 deep", "", `{"model":"llama",` + msgs + `,"metadata":` + nest(10000, "[", "]") + `}`, []int{400}, "nesting_too_deep"},
+		{"nested objects 5000 deep", "", `{"model":"llama",` + msgs + `,"metadata":` + nest(5000, `{"a":`, "}") + `}`, []int{400}, "nesting_too_deep"},
+		{"nested in a message", "", `{"model":"llama","messages":[{"role":"user","content":` + nest(200, "[", "]") + `}]}`, []int{400}, "nesting_too_deep"},
+		{"nested arrays unclosed", "", `{"model":"llama","x":` + strings.Repeat("[", 30000), []int{400}, ""},
+		{"anthropic nested", "/v1/messages", `{"model":"llama","max_tokens":5,` + msgs + `,"metadata":` + nest(10000, "[", "]") + `}`, []int{400}, "invalid_request_error"},
+		{"string over max_body", "", `{"model":"llama","messages":[{"role":"user","content":"` + strings.Repeat("a", 70<<10) + `"}]}`, []int{413}, "request_too_large"},
+		{"string just under max_body", "", `{"model":"llama","messages":[{"role":"user","content":"` + strings.Repeat("ab c", 15<<10) + `"}]}`, []int{200, 400, 413}, ""},
+		{"escaped string over max_body", "", `{"model":"llama","messages":[{"role":"user","content":"` + strings.Repeat(`\u0061`, 15<<10) + `"}]}`, []int{413}, "request_too_large"},
+		{"60 KB key name", "", `{"model":"llama",` + msgs + `,"` + strings.Repeat("k", 60<<10) + `":1}`, []int{200, 400}, ""},
+		{"60 KB model name", "", `{"model":"` + strings.Repeat("m", 60<<10) + `",` + msgs + `}`, []int{404, 400}, ""},
+		{"invalid UTF-8 in the prompt", "", "{\"model\":\"llama\",\"messages\":[{\"role\":\"user\",\"content\":\"caf\xc3\x28 \xff\xfe\xfd\"}]}", []int{200, 400}, ""},
+		{"invalid UTF-8 in the model", "", "{\"model\":\"ll\xffama\"," + msgs + "}", []int{404, 400}, ""},
+		{"invalid UTF-8 in a key", "", "{\"model\":\"llama\"," + msgs + ",\"\xff\xfe\":1}", []int{200, 400}, ""},
+		{"lone surrogate escape", "", `{"model":"llama","messages":[{"role":"user","content":"\ud800 and \udfff"}]}`, []int{200, 400}, ""},
+		{"NUL in the prompt", "", `{"model":"llama","messages":[{"role":"user","content":"a\u0000b"}]}`, []int{200, 400}, ""},
+		{"raw control byte in a string", "", "{\"model\":\"llama\",\"messages\":[{\"role\":\"user\",\"content\":\"a\x01b\"}]}", []int{400}, ""},
+		{"byte order mark", "", "\xef\xbb\xbf{\"model\":\"llama\"," + msgs + "}", []int{200, 400}, ""},
+		{"duplicate model", "", `{"model":"llama","model":"qwen",` + msgs + `}`, []int{400}, "duplicate_key"},
+		{"duplicate model via escape", "", `{"model":"llama","mod\u0065l":"qwen",` + msgs + `}`, []int{400}, "duplicate_key"},
+		{"duplicate max_tokens", "", `{"model":"llama","max_tokens":1,"max_tokens":100000,` + msgs + `}`, []int{400}, "duplicate_key"},
+		{"duplicate stream", "", `{"model":"llama","stream":false,"stream":true,` + msgs + `}`, []int{400}, "duplicate_key"},
+		{"anthropic duplicate max_tokens", "/v1/messages", `{"model":"llama","max_tokens":1,"max_tokens":100000,` + msgs + `}`, []int{400}, "invalid_request_error"},
+		{"duplicate role in a message", "", `{"model":"llama","messages":[{"role":"user","role":"system","content":"hi"}]}`, []int{400}, "duplicate_key"},
+		{"max_tokens overflow", "", `{"model":"llama","max_tokens":1e400,` + msgs + `}`, []int{400}, ""},
+		{"max_tokens huge integer", "", `{"model":"llama","max_tokens":99999999999999999999999,` + msgs + `}`, []int{400, 413}, ""},
+		{"max_tokens negative", "", `{"model":"llama","max_tokens":-1,` + msgs + `}`, []int{400}, ""},
+		{"max_tokens as a string", "", `{"model":"llama","max_tokens":"10",` + msgs + `}`, []int{400}, ""},
+		{"stream as a string", "", `{"model":"llama","stream":"true",` + msgs + `}`, []int{400}, ""},
+		{"empty body", "", ``, []int{400}, ""},
+		{"null body", "", `null`, []int{400}, ""},
+		{"array body", "", `[{"model":"llama"}]`, []int{400}, ""},
+		{"two documents", "", `{"model":"llama",` + msgs + `}{"model":"llama",` + msgs + `}`, []int{400}, ""},
+		{"trailing garbage", "", `{"model":"llama",` + msgs + `}xyz`, []int{400}, ""},
+		{"truncated", "", `{"model":"llama","messages":[{"role":"user","content":"hi"`, []int{400}, ""},
+		{"model null", "", `{"model":null,` + msgs + `}`, []int{400}, ""},
+		{"messages not an array", "", `{"model":"llama","messages":"hi"}`, []int{400}, ""},
+		{"2000 empty messages", "", `{"model":"llama","messages":[` + strings.TrimSuffix(strings.Repeat(`{"role":"user","content":""},`, 2000), ",") + `]}`, []int{200, 400}, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			path := tc.path
+			if path == "" {
+				path = "/v1/chat/completions"
+			}
+			s.tally.badInputs.Add(1)
+			before := s.upstreamCount()
+			resp, body := s.send(t, path, nil, tc.body)
+			ok := false
+			for _, st := range tc.ok {
+				ok = ok || resp.StatusCode == st
+			}
+			if !ok {
+				t.Fatalf("status %d, want one of %v: %.300s", resp.StatusCode, tc.ok, body)
+			}
+			reached := s.upstreamCount() != before
+			if resp.StatusCode != 200 {
+				if reached {
+					s.tally.wronglyAdmitted.Add(1)
+					t.Errorf("refused with %d but reached the upstream", resp.StatusCode)
+				}
+				if path == "/v1/messages" {
+					env := decodeJSON(t, body)
+					if env["type"] != "error" || tc.code != "" && env["error"].(map[string]any)["type"] != tc.code {
+						t.Errorf("anthropic envelope %.300s", body)
+					}
+				} else if code := checkOpenAIError(t, body); tc.code != "" && code != tc.code {
+					t.Errorf("code %q, want %q: %.300s", code, tc.code, body)
+				}
+				if len(body) > 4<<10 {
+					t.Errorf("a %d-byte error body for a %d-byte request: the error echoes the input", len(body), len(tc.body))
+				}
+			} else if !json.Valid(body) {
+				t.Errorf("200 with a body that is not JSON: %.300s", body)
+			}
+			msg := ""
+			if resp.StatusCode != 200 {
+				var env struct {
+					Error struct{ Message string } `json:"error"`
+				}
+				_ = json.Unmarshal(body, &env)
+				msg = env.Error.Message
+				if len(msg) > 120 {
+					msg = msg[:120] + "..."
+				}
+			}
+			t.Logf("%s -> %d %s", tc.name, resp.StatusCode, msg)
+		})
+	}
+}
+
+// TestHardeningHeaderInjection: hostile x-request-id values and model names with CR/LF or quotes
+// never reach a response header; the error JSON stays valid.
+func TestHardeningHeaderInjection(t *testing.T) {
+	s := startHard(t, hardOpts{})
+	chatHead := "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + secretAll + "\r\nContent-Type: application/json\r\n"
+	checkID := func(t *testing.T, resp *http.Response, body []byte) {
+		t.Helper()
+		ids := resp.Header.Values("X-Request-Id")
+		if len(ids) != 1 || !strings.HasPrefix(ids[0], "req_") || len(ids[0]) != 28 {
+			t.Errorf("x-request-id %q not replaced by a generated one (status %d %.200s)", ids, resp.StatusCode, body)
+		}
+		for k := range resp.Header {
+			if strings.EqualFold(k, "Injected") || strings.EqualFold(k, "Set-Cookie") {
+				t.Errorf("header injected: %s: %v", k, resp.Header[k])
+			}
+		}
+	}
+	t.Run("request ids", func(t *testing.T) {
+		ids := map[string]string{
+			"very long":           strings.Repeat("a", 8000),
+			"just over the limit": strings.Repeat("b", 300),
+			"quotes and markup":   `"><script>alert(1)</script>`,
+			"spaces":              "id with spaces",
+			"unicode":             "req_\u00e9\u4e16",
+			"percent-encoded LF":  "abc%0d%0aInjected:%20yes",
+			"semicolon":           "a;b=c",
+		}
+		for name, id := range ids {
+			s.tally.badInputs.Add(1)
+			resp, body := s.send(t, "/v1/chat/completions", map[string]string{"X-Request-Id": id}, chatBody)
+			if resp.StatusCode != 200 {
+				t.Errorf("%s: %d %s", name, resp.StatusCode, body)
+			}
+			checkID(t, resp, body)
+			seen := s.upstream.requests()
+			if got := seen[len(seen)-1].Header.Get("X-Request-Id"); got != resp.Header.Get("X-Request-Id") {
+				t.Errorf("%s: upstream got request id %.80q, client %q", name, got, resp.Header.Get("X-Request-Id"))
+			}
+		}
+		// CR/LF cannot be sent through net/http: write the request by hand
+		raw := map[string]string{
+			"bare CR":          "X-Request-Id: abc\rInjected: yes\r\n",
+			"obs-fold":         "X-Request-Id: abc\r\n Injected: yes\r\n",
+			"NUL":              "X-Request-Id: abc\x00def\r\n",
+			"two request ids":  "X-Request-Id: first\r\nX-Request-Id: second\r\n",
+			"empty request id": "X-Request-Id: \r\n",
+		}
+		for name, line := range raw {
+			s.tally.badInputs.Add(1)
+			s.tally.requests.Add(1)
+			resp, body := rawRequest(t, s.port, chatHead+line, chatBody)
+			switch {
+			case resp.StatusCode == 200 && name == "two request ids":
+				// the first is valid and kept; the upstream must see the same single id
+				if ids := resp.Header.Values("X-Request-Id"); len(ids) != 1 || ids[0] != "first" {
+					t.Errorf("%s: x-request-id %q", name, ids)
+				}
+				seen := s.upstream.requests()
+				if got := seen[len(seen)-1].Header.Values("X-Request-Id"); len(got) != 1 || got[0] != "first" {
+					t.Errorf("%s: the upstream got x-request-id %q, the client %q", name, got, resp.Header.Values("X-Request-Id"))
+				}
+			case resp.StatusCode == 200:
+				checkID(t, resp, body)
+			case resp.StatusCode == 400 && resp.Header.Get("X-Request-Id") == "":
+				// refused by net/http itself before any handler ran
+				if resp.Header.Get("Injected") != "" {
+					t.Errorf("%s: header injected", name)
+				}
+			default:
+				t.Errorf("%s: %d %v %s", name, resp.StatusCode, resp.Header, body)
+			}
+			t.Logf("x-request-id %s -> %d", name, resp.StatusCode)
+		}
+	})
+	t.Run("model names", func(t *testing.T) {
+		models := []string{
+			"evil\r\nSet-Cookie: a=b",
+			`evil"},"injected":{"x":"`,
+			"evil\u2028\u2029</script>",
+			"evil\\\"\\n",
+			"`evil` with backticks",
+		}
+		for _, model := range models {
+			for _, path := range []string{"/v1/chat/completions", "/v1/messages", "/v1/embeddings"} {
+				s.tally.badInputs.Add(1)
+				b, _ := json.Marshal(map[string]any{"model": model, "max_tokens": 5, "input": "x",
+					"messages": []map[string]string{{"role": "user", "content": "hi"}}})
+				resp, body := s.send(t, path, nil, string(b))
+				if resp.StatusCode != 404 {
+					t.Errorf("%s %q: %d %s", path, model, resp.StatusCode, body)
+					continue
+				}
+				checkID(t, resp, body)
+				var env struct {
+					Error struct {
+						Message string `json:"message"`
+						Type    string `json:"type"`
+					} `json:"error"`
+					Injected any `json:"injected"`
+				}
+				if err := json.Unmarshal(body, &env); err != nil {
+					t.Errorf("%s %q: error body is not JSON: %v %s", path, model, err, body)
+					continue
+				}
+				if env.Injected != nil {
+					t.Errorf("%s %q: the model name broke out of its string: %s", path, model, body)
+				}
+				if !strings.Contains(env.Error.Message, model) {
+					t.Errorf("%s %q: message %q does not name the model as sent", path, model, env.Error.Message)
+				}
+				if path != "/v1/messages" {
+					wiretest.Validate(t, "ErrorResponse", body)
+				}
+				if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+					t.Errorf("content-type %q", ct)
+				}
+			}
+		}
+	})
+}
