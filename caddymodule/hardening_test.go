@@ -677,7 +677,6 @@ func TestHardeningReloadUnderLoad(t *testing.T) {
 	}
 }
 
-
 // rawRequest is an HTTP/1.1 request written by hand on a fresh connection, for what net/http's
 // client refuses to send.
 func rawRequest(t *testing.T, port int, head string, body string) (*http.Response, []byte) {
