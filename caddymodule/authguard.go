@@ -24,9 +24,16 @@ type AuthGuard struct {
 // guardPool holds the failure buckets across reloads.
 var guardPool = caddy.NewUsagePool()
 
-type guardHandle struct{ store *ratelimit.MemoryStore }
+type guardHandle struct {
+	store *ratelimit.MemoryStore
+	stop  context.CancelFunc
+}
 
-func (guardHandle) Destruct() error { return nil }
+// Destruct stops the sweeper when no config uses the guard any more.
+func (h guardHandle) Destruct() error {
+	h.stop()
+	return nil
+}
 
 const defaultMaxAuthFailures = 30
 
@@ -42,7 +49,9 @@ func (g *Gateway) provisionAuthGuard() error {
 	}
 	val, _, err := guardPool.LoadOrNew("auth", func() (caddy.Destructor, error) {
 		mem := ratelimit.NewMemoryStore(ratelimit.MemoryOptions{IdleTTL: 2 * time.Minute})
-		return guardHandle{store: mem}, nil
+		ctx, cancel := context.WithCancel(context.Background())
+		go sweep(ctx, mem) // buckets of addresses that stopped failing are evicted
+		return guardHandle{store: mem, stop: cancel}, nil
 	})
 	if err != nil {
 		return err
