@@ -428,3 +428,25 @@ func TestBruteForceGuard(t *testing.T) {
 		}
 	}
 }
+
+// TestAnthropicCountTokens: /v1/messages/count_tokens is answered by the gateway with the
+// model's tokenizer, and the count equals the input tokens the model server reports.
+func TestAnthropicCountTokens(t *testing.T) {
+	s := startCore(t, "")
+	hdr := map[string]string{"X-Api-Key": secretAll, "Anthropic-Version": "2023-06-01"}
+	msg := `"system":"Be brief.","messages":[{"role":"user","content":"How many tokens is this sentence?"}]`
+	before := len(s.upstream.requests())
+	resp, body := s.post(t, "/v1/messages/count_tokens", hdr, `{"model":"llama",`+msg+`}`)
+	if resp.StatusCode != 200 || len(s.upstream.requests()) != before {
+		t.Fatalf("%d %s", resp.StatusCode, body)
+	}
+	counted := decodeJSON(t, body)["input_tokens"].(float64)
+	resp, body = s.post(t, "/v1/messages", hdr, `{"model":"llama","max_tokens":5,`+msg+`}`)
+	if resp.StatusCode != 200 {
+		t.Fatalf("%d %s", resp.StatusCode, body)
+	}
+	used := decodeJSON(t, body)["usage"].(map[string]any)["input_tokens"].(float64)
+	if counted == 0 || counted != used {
+		t.Errorf("count_tokens %v, model server's input_tokens %v", counted, used)
+	}
+}

@@ -529,6 +529,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return err
 	}
 
+	if ex.endpoint == wire.EndpointMessagesCountTokens {
+		err := g.serveCountTokens(w, ex)
+		g.settle(ex, 0)
+		g.record(ex, repl)
+		return err
+	}
 	if g.prepareCache(ex, r) {
 		if entry := g.cacheGet(r.Context(), ex); entry != nil {
 			err := g.serveHit(w, ex, entry)
@@ -563,6 +569,22 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return nil
 	}
 	return g.dispatch(w, r, next, ex, repl)
+}
+
+// serveCountTokens answers Anthropic's /v1/messages/count_tokens from the gateway's own count
+// with the model's tokenizer (model servers rarely implement it): {"input_tokens": N}.
+func (g *Gateway) serveCountTokens(w http.ResponseWriter, ex *exchange) error {
+	body := strconv.AppendInt([]byte(`{"input_tokens":`), int64(ex.promptTokens), 10)
+	body = append(body, '}')
+	ex.status = http.StatusOK
+	h := w.Header()
+	ex.setResponseHeaders(h)
+	setRateLimitHeaders(h, ex.surface, ex.decision, ex.start)
+	h["Content-Type"] = []string{"application/json"}
+	h["Content-Length"] = []string{strconv.Itoa(len(body))}
+	w.WriteHeader(http.StatusOK)
+	_, err := w.Write(body)
+	return err
 }
 
 // dispatch takes a slot of the model's admission gate (or a fallback's), prepares the body for
@@ -865,7 +887,7 @@ func (g *Gateway) countPrompt(ex *exchange) *wire.Error {
 		return nil
 	}
 	fits := m.ContextWindow == 0 || bound+ex.info.MaxTokens <= m.ContextWindow
-	if fits && !g.tokenLimited(ex) {
+	if fits && !g.tokenLimited(ex) && ex.endpoint != wire.EndpointMessagesCountTokens {
 		ex.promptTokens = bound
 		return nil
 	}
