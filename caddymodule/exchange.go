@@ -107,8 +107,10 @@ func newExchange(r *http.Request, now time.Time) *exchange {
 		ex.requestID = id
 	} else {
 		ex.requestID = wire.NewRequestID()
-		r.Header["X-Request-Id"] = []string{ex.requestID}
 	}
+	// exactly one id travels upstream: the one the client gets back (a repeated header's
+	// other values are dropped)
+	r.Header["X-Request-Id"] = []string{ex.requestID}
 	return ex
 }
 

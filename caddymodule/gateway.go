@@ -11,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -77,27 +78,28 @@ type Gateway struct {
 	// default: with many keys it makes many series.
 	MetricsKeyID bool `json:"metrics_key_id,omitempty"`
 
-	versions      *policy.APIVersions
-	content       *policy.ContentPolicy
-	cache         *responseCache
-	guard         *ratelimit.MemoryStore
-	guardHeld     bool
-	cacheKey      string
-	keys          *atomic.Pointer[policy.KeyTable]
-	limiter       *ratelimit.Limiter
-	storeKey      string
-	admissionKeys []string
-	globalLimits  policy.Limits
-	metrics       *gatewayMetrics
-	memo          *tokens.Memo
-	inline        *policy.KeyTable
-	catalog       *policy.Catalog
-	routes        map[*policy.Model]*modelRoute
-	anthropic     map[string]struct{}
-	created       int64
-	now           func() time.Time
-	logger        *zap.Logger
-	ctx           caddy.Context
+	versions         *policy.APIVersions
+	content          *policy.ContentPolicy
+	cache            *responseCache
+	guard            *ratelimit.MemoryStore
+	guardHeld        bool
+	accessLogWarning *sync.Once
+	cacheKey         string
+	keys             *atomic.Pointer[policy.KeyTable]
+	limiter          *ratelimit.Limiter
+	storeKey         string
+	admissionKeys    []string
+	globalLimits     policy.Limits
+	metrics          *gatewayMetrics
+	memo             *tokens.Memo
+	inline           *policy.KeyTable
+	catalog          *policy.Catalog
+	routes           map[*policy.Model]*modelRoute
+	anthropic        map[string]struct{}
+	created          int64
+	now              func() time.Time
+	logger           *zap.Logger
+	ctx              caddy.Context
 }
 
 // KeyConfig is one inline API key.
@@ -240,6 +242,7 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 	g.ctx = ctx
 	g.logger = ctx.Logger()
 	g.keys = new(atomic.Pointer[policy.KeyTable])
+	g.accessLogWarning = new(sync.Once)
 	if g.now == nil {
 		g.now = time.Now
 	}
@@ -737,7 +740,10 @@ func (g *Gateway) record(ex *exchange, repl *caddy.Replacer) {
 // API version, body, model. On success the exchange holds the key, the model and the rewritten
 // body.
 func (g *Gateway) admit(ex *exchange, r *http.Request) *wire.Error {
-	secret := takeCredential(r.Header)
+	secret, header := takeCredential(r.Header)
+	if header != "Authorization" && header != "" {
+		g.warnKeyInAccessLog(r, header)
+	}
 	if werr := g.guardBlocked(r); werr != nil {
 		return werr
 	}
@@ -1010,25 +1016,43 @@ func (g *Gateway) refuse(w http.ResponseWriter, ex *exchange, werr *wire.Error) 
 	}
 }
 
-// takeCredential returns the client's API key and removes every credential header so that it
-// reaches neither the upstream nor a log.
-func takeCredential(h http.Header) string {
-	var secret string
+// takeCredential returns the client's API key and the header that carried it, and removes every
+// credential header so that it reaches neither the upstream nor a later handler.
+func takeCredential(h http.Header) (secret, header string) {
 	if v := h.Get("Authorization"); v != "" {
 		if len(v) > 7 && strings.EqualFold(v[:7], "bearer ") {
-			secret = strings.TrimSpace(v[7:])
+			secret, header = strings.TrimSpace(v[7:]), "Authorization"
 		}
 	}
 	if secret == "" {
-		secret = strings.TrimSpace(h.Get("X-Api-Key"))
+		if secret = strings.TrimSpace(h.Get("X-Api-Key")); secret != "" {
+			header = "X-Api-Key"
+		}
 	}
 	if secret == "" {
-		secret = strings.TrimSpace(h.Get("Api-Key"))
+		if secret = strings.TrimSpace(h.Get("Api-Key")); secret != "" {
+			header = "Api-Key"
+		}
 	}
 	delete(h, "Authorization")
 	delete(h, "X-Api-Key")
 	delete(h, "Api-Key")
-	return secret
+	return secret, header
+}
+
+// warnKeyInAccessLog warns once when a key arrives in x-api-key or api-key on a server that
+// writes access logs: Caddy logs a copy of the request headers taken before any handler runs and
+// redacts only Authorization and Cookie, so those headers must be filtered in the log config.
+func (g *Gateway) warnKeyInAccessLog(r *http.Request, header string) {
+	srv, _ := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
+	if srv == nil || srv.Logs == nil || srv.Logs.ShouldLogCredentials {
+		return
+	}
+	g.accessLogWarning.Do(func() {
+		g.logger.Warn("API keys arrive in the "+header+" header and this server writes access logs: Caddy redacts only "+
+			"Authorization there, so add to the site's log block: format filter { request>headers>X-Api-Key delete; "+
+			"request>headers>Api-Key delete } (see the README, Logs)", zap.String("header", header))
+	})
 }
 
 // Cleanup releases what Provision acquired: its hold on the limiter store (the store itself
