@@ -1326,3 +1326,33 @@ func gjsonModel(body []byte) string {
 	_ = json.Unmarshal(body, &v)
 	return v.Model
 }
+
+// TestHardeningReloadReleasesOldConfigs: ten config reloads, each followed by one request, leave
+// no old config behind in memory.
+func TestHardeningReloadReleasesOldConfigs(t *testing.T) {
+	opts := func(gen int) hardOpts { return hardOpts{key: fmt.Sprintf("label generation g%d", gen)} }
+	s := startHard(t, opts(0))
+	s.send(t, "/v1/chat/completions", nil, chatBody)
+	s.reload(t, opts(1))
+	s.send(t, "/v1/chat/completions", nil, chatBody)
+	s.client.CloseIdleConnections()
+	before := takeSnapshot()
+	const reloads = 10
+	for gen := 2; gen < 2+reloads; gen++ {
+		s.tally.faults.Add(1)
+		s.reload(t, opts(gen))
+		if resp, body := s.send(t, "/v1/chat/completions", nil, chatBody); resp.StatusCode != 200 {
+			t.Fatalf("after reload %d: %d %s", gen, resp.StatusCode, body)
+		}
+	}
+	s.client.CloseIdleConnections()
+	after := takeSnapshot()
+	t.Logf("%d reloads: goroutines %d -> %d, heap %.1f -> %.1f MiB", reloads, before.goroutines, after.goroutines,
+		float64(before.heap)/(1<<20), float64(after.heap)/(1<<20))
+	if growth := int64(after.heap) - int64(before.heap); growth > 8<<20 {
+		knownBug(t, "each reload keeps the old config in memory (about 2.3 MiB each, mostly the per-Provision tokens.NewMemo(1<<16)): "+
+			"reverse_proxy's idle upstream connections of the old config stay open after the reload (3 goroutines each; plain reverse_proxy does the same) and keep it reachable; "+
+			"the memo should live in a UsagePool (or be far smaller), and the old transport's idle connections closed")
+		t.Errorf("heap grew by %.1f MiB over %d reloads", float64(growth)/(1<<20), reloads)
+	}
+}

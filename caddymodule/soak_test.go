@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -37,6 +39,24 @@ func takeSnapshot() soakSnapshot {
 	return soakSnapshot{goroutines: runtime.NumGoroutine(), heap: ms.HeapAlloc}
 }
 
+// writeHeapProfile writes a heap profile to $SOAK_HEAPPROFILE-<name>.pprof when SOAK_HEAPPROFILE
+// is set (compare with go tool pprof -base).
+func writeHeapProfile(t *testing.T, name string) {
+	t.Helper()
+	prefix := os.Getenv("SOAK_HEAPPROFILE")
+	if prefix == "" {
+		return
+	}
+	f, err := os.Create(prefix + "-" + name + ".pprof")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestSoak runs a bounded, moderate mixed load through a real Caddy (JSON, streams on both
 // surfaces, clients that hang up mid-stream, injected upstream faults, wrong keys, a
 // rate-limited key, a config reload every 10 s) and checks that goroutines and heap come back
@@ -55,9 +75,16 @@ func TestSoak(t *testing.T) {
 		duration = d
 	}
 	t.Setenv("SOAK_LIMITED_KEY", "sk-soak-limited")
+	// a simulator that keeps no record of the requests (the recording one grows with the load)
+	sim, err := simulator.New(simulator.Config{TTFT: 2 * time.Millisecond, TokensPerSecond: 2000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	upstream := httptest.NewServer(sim)
+	t.Cleanup(upstream.Close)
 	opts := func(gen int) hardOpts {
 		return hardOpts{
-			sim: simulator.Config{TTFT: 2 * time.Millisecond, TokensPerSecond: 2000},
+			upstream: upstream.Listener.Addr().String(),
 			key: fmt.Sprintf("rpm 1000000\n\t\t\t\tlabel generation g%d", gen),
 			gateway: `key {env.SOAK_LIMITED_KEY} {
 				id limited
@@ -207,6 +234,7 @@ func TestSoak(t *testing.T) {
 	s.client.CloseIdleConnections()
 	time.Sleep(500 * time.Millisecond)
 	before := takeSnapshot()
+	writeHeapProfile(t, "before")
 
 	start := time.Now()
 	sent := run(duration, true, &gen)
@@ -224,6 +252,8 @@ func TestSoak(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+
+	writeHeapProfile(t, "after")
 
 	var mix []string
 	statuses.Range(func(k, v any) bool {
