@@ -85,7 +85,7 @@ func TestSoak(t *testing.T) {
 	opts := func(gen int) hardOpts {
 		return hardOpts{
 			upstream: upstream.Listener.Addr().String(),
-			key: fmt.Sprintf("rpm 1000000\n\t\t\t\tlabel generation g%d", gen),
+			key:      fmt.Sprintf("rpm 1000000\n\t\t\t\tlabel generation g%d", gen),
 			gateway: `key {env.SOAK_LIMITED_KEY} {
 				id limited
 				rpm 60
