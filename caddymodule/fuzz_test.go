@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -44,6 +45,23 @@ func FuzzGatewayCaddyfile(f *testing.F) {
 		"ai_gateway {\nkey \"\" {\nid \"\"\n}\n}",
 	} {
 		f.Add(s)
+	}
+	// every subdirective with one argument and with none: the shortest forms a parser may
+	// index past
+	blocks := map[string][]string{
+		"key s {\nid a\n%s\n}": {"id", "models", "disabled", "expires_at", "label", "rpm", "tpm", "rpd", "tpd", "max_concurrent", "pin", "priority"},
+		"model m {\n%s\n}": {"alias", "context_window", "max_output_tokens", "upstream", "upstream_key", "upstream_name", "tokenizer",
+			"rpm", "tpm", "rpd", "tpd", "max_concurrent", "queue", "fallback", "deprecated", "sunset", "deprecation_link", "serve_after_sunset", "cache"},
+		"rate_limit {\n%s\n}": {"rpm", "tpm", "rpd", "tpd", "max_concurrent", "store", "redis_prefix", "on_store_error", "default_max_tokens"},
+		"%s": {"keys_file", "keys_file_interval", "max_body", "anthropic_versions", "metrics_key_id", "auth_failures", "context_status",
+			"fit_max_tokens", "clamp", "clamp_mode", "deny_params", "strip_params", "system_prompt", "max_tokens_field"},
+	}
+	for block, subs := range blocks {
+		for _, sub := range subs {
+			for _, line := range []string{sub, sub + " 3"} {
+				f.Add("ai_gateway {\n" + fmt.Sprintf(block, line) + "\n}")
+			}
+		}
 	}
 	f.Fuzz(func(t *testing.T, input string) {
 		// NewTestDispenser exits the process on input the lexer rejects: filter that first
