@@ -1334,6 +1334,7 @@ func TestHardeningReloadReleasesOldConfigs(t *testing.T) {
 	s := startHard(t, opts(0))
 	s.send(t, "/v1/chat/completions", nil, chatBody)
 	s.reload(t, opts(1))
+	s.client.CloseIdleConnections()
 	s.send(t, "/v1/chat/completions", nil, chatBody)
 	s.client.CloseIdleConnections()
 	before := takeSnapshot()
@@ -1341,6 +1342,7 @@ func TestHardeningReloadReleasesOldConfigs(t *testing.T) {
 	for gen := 2; gen < 2+reloads; gen++ {
 		s.tally.faults.Add(1)
 		s.reload(t, opts(gen))
+		s.client.CloseIdleConnections() // the old server closes them; net/http does not retry a POST
 		if resp, body := s.send(t, "/v1/chat/completions", nil, chatBody); resp.StatusCode != 200 {
 			t.Fatalf("after reload %d: %d %s", gen, resp.StatusCode, body)
 		}
