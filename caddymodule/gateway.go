@@ -83,6 +83,7 @@ type Gateway struct {
 	cache            *responseCache
 	guard            *ratelimit.MemoryStore
 	guardHeld        bool
+	memoHeld         bool
 	accessLogWarning *sync.Once
 	cacheKey         string
 	keys             *atomic.Pointer[policy.KeyTable]
@@ -265,7 +266,13 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 	if err := g.metrics.register(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
-	g.memo = tokens.NewMemo(1 << 16)
+	memo, _, err := memoPool.LoadOrNew("memo", func() (caddy.Destructor, error) {
+		return memoHandle{tokens.NewMemo(1 << 16)}, nil
+	})
+	if err != nil {
+		return err
+	}
+	g.memo, g.memoHeld = memo.(memoHandle).memo, true
 	if g.RateLimit == nil {
 		g.RateLimit = new(RateLimit)
 	}
@@ -708,6 +715,15 @@ func (g *Gateway) switchToFallback(ex *exchange) bool {
 
 var errAborted = errors.New("upstream response aborted")
 
+// memoPool holds the token-count memo (bounded, 64k texts) across config reloads: counts of
+// texts do not depend on the config (keys include the tokenizer's name), and one memo instead of
+// one per config keeps a reload from holding a second copy.
+var memoPool = caddy.NewUsagePool()
+
+type memoHandle struct{ memo *tokens.Memo }
+
+func (memoHandle) Destruct() error { return nil }
+
 // record publishes the outcome: placeholders, access-log fields and metrics.
 func (g *Gateway) record(ex *exchange, repl *caddy.Replacer) {
 	ex.setPlaceholders(repl)
@@ -1058,6 +1074,11 @@ func (g *Gateway) warnKeyInAccessLog(r *http.Request, header string) {
 // Cleanup releases what Provision acquired: its hold on the limiter store (the store itself
 // lives on while a newer config uses it). The keys file watcher stops with the config's context.
 func (g *Gateway) Cleanup() error {
+	if g.memoHeld {
+		if _, err := memoPool.Delete("memo"); err != nil {
+			return fmt.Errorf("releasing token memo: %w", err)
+		}
+	}
 	if g.guardHeld {
 		if _, err := guardPool.Delete("auth"); err != nil {
 			return fmt.Errorf("releasing auth guard: %w", err)

@@ -57,6 +57,7 @@ type responseTap struct {
 	asm         *cache.Assembler // rebuilds a streamed answer for the cache
 	itl         prometheus.Observer
 	finalBody   []byte // the JSON body sent, for the cache
+	overflowed  bool   // a JSON body too large to hold was passed through unread
 }
 
 // cacheBody returns the complete answer as JSON, or nil when it cannot be cached.
@@ -192,6 +193,7 @@ func (t *responseTap) Write(p []byte) (int, error) {
 		if len(t.buf)+len(p) > maxBufferedJSON {
 			// too large to hold: send what we have and pass the rest through untouched
 			t.mode = modePassthrough
+			t.overflowed = true
 			t.sendHeader(t.ex.status)
 			if _, err := t.ResponseWriterWrapper.Write(t.buf); err != nil {
 				return 0, err
@@ -268,6 +270,11 @@ func (t *responseTap) finish(proxyErr error) (wire.Usage, error) {
 		return t.finishJSON()
 	case modeStream:
 		return t.finishStream(proxyErr)
+	}
+	if t.overflowed {
+		// the usage was not read: charge what was reserved rather than nothing
+		p, c := int64(ex.promptTokens), int64(ex.reservedOutput)
+		return wire.Usage{PromptTokens: p, CompletionTokens: c, TotalTokens: p + c, Estimated: true}, nil
 	}
 	return wire.Usage{}, nil
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -72,14 +73,27 @@ func InvalidAPIKey(message string) *Error {
 	return &Error{Status: http.StatusUnauthorized, Type: TypeInvalidRequest, Code: "invalid_api_key", Message: message}
 }
 
+// maxEchoedName bounds how much of a client-supplied name an error message repeats.
+const maxEchoedName = 256
+
+// echoName shortens a client-supplied name for an error message (valid UTF-8, "…" when cut).
+func echoName(s string) string {
+	if len(s) <= maxEchoedName {
+		return s
+	}
+	return strings.ToValidUTF8(s[:maxEchoedName], "") + "…"
+}
+
 // ModelNotFound is the 404 for a model the gateway does not serve.
 func ModelNotFound(model string) *Error {
+	model = echoName(model)
 	return &Error{Status: http.StatusNotFound, Type: TypeInvalidRequest, Code: "model_not_found", Param: "model",
 		Message: fmt.Sprintf("The model `%s` does not exist or you do not have access to it.", model)}
 }
 
 // ModelNotAllowed is the 403 for a model the caller's key may not use.
 func ModelNotAllowed(model string) *Error {
+	model = echoName(model)
 	return &Error{Status: http.StatusForbidden, Type: TypePermission, Code: "model_not_allowed", Param: "model",
 		Message: fmt.Sprintf("This API key is not allowed to use the model `%s`.", model)}
 }

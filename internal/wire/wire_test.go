@@ -5,6 +5,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"unicode/utf8"
 	"time"
 
 	"github.com/caddyai/gateway/internal/wire"
@@ -188,6 +189,15 @@ func TestRequestID(t *testing.T) {
 	for _, bad := range []string{"", "a b", "x\r\nSet-Cookie: y", strings.Repeat("a", 129), "ü"} {
 		if wire.ValidRequestID(bad) {
 			t.Errorf("ValidRequestID(%q) = true", bad)
+		}
+	}
+}
+
+func TestModelNamesEchoedBounded(t *testing.T) {
+	long := strings.Repeat("é", 40000)
+	for _, e := range []*wire.Error{wire.ModelNotFound(long), wire.ModelNotAllowed(long)} {
+		if len(e.Message) > 600 || !utf8.ValidString(e.Message) {
+			t.Errorf("message of %d bytes", len(e.Message))
 		}
 	}
 }
