@@ -16,8 +16,8 @@ $(CADDY): $(GO_SOURCES) xcaddy/build.sh
 run: build
 	$(CADDY) run --config Caddyfile --adapter caddyfile
 
-## test: everything: vet, unit, integration (real Caddy, real Redis, official SDKs), fuzz seeds, the built binary
-test: vet test-unit test-race test-binary
+## test: everything: vet, unit, integration (real Caddy, real Redis, official SDKs), race detector, the built binary, a few seconds of every fuzz target
+test: vet test-unit test-race test-binary fuzz-smoke
 
 vet:
 	$(GO) vet ./...
