@@ -541,6 +541,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 
 	if ex.endpoint == wire.EndpointMessagesCountTokens {
 		err := g.serveCountTokens(w, ex)
+		ex.body.release()
 		g.settle(ex, 0)
 		g.record(ex, repl)
 		return err
@@ -548,6 +549,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if g.prepareCache(ex, r) {
 		if entry := g.cacheGet(r.Context(), ex); entry != nil {
 			err := g.serveHit(w, ex, entry)
+			ex.body.release()
 			g.settle(ex, 0) // a hit takes a request from the limits, not tokens
 			g.record(ex, repl)
 			return err
@@ -569,10 +571,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return err
 	case entry != nil:
 		err = g.serveHit(w, ex, entry)
+		ex.body.release()
 		g.settle(ex, 0)
 		g.record(ex, repl)
 		return err
 	case gerr != nil: // the client went away while waiting
+		ex.body.release()
 		g.settle(ex, 0)
 		ex.status, ex.reject = 499, "client_closed"
 		g.record(ex, repl)
