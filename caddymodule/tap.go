@@ -43,21 +43,22 @@ var usageTrailers = []string{"X-Usage-Prompt-Tokens, X-Usage-Completion-Tokens, 
 // streams without holding back a stream, and makes sure a stream never ends silently.
 type responseTap struct {
 	*caddyhttp.ResponseWriterWrapper
-	g           *Gateway
-	ex          *exchange
-	mode        tapMode
-	wroteHeader bool // the client has its header
-	upstreamHdr http.Header
-	buf         []byte
-	out         []byte
-	stream      *wire.StreamTap
-	completion  strings.Builder // generated text, kept only when the upstream may not report usage
-	countText   bool
-	lastToken   time.Time
-	asm         *cache.Assembler // rebuilds a streamed answer for the cache
-	itl         prometheus.Observer
-	finalBody   []byte // the JSON body sent, for the cache
-	overflowed  bool   // a JSON body too large to hold was passed through unread
+	g               *Gateway
+	ex              *exchange
+	mode            tapMode
+	wroteHeader     bool // the client has its header
+	upstreamHdr     http.Header
+	buf             []byte
+	out             []byte
+	stream          *wire.StreamTap
+	completion      strings.Builder // generated text, kept only when the upstream may not report usage
+	countText       bool
+	lastToken       time.Time
+	asm             *cache.Assembler // rebuilds a streamed answer for the cache
+	itl             prometheus.Observer
+	finalBody       []byte // the JSON body sent, for the cache
+	overflowed      bool   // a JSON body too large to hold was passed through unread
+	eventsAfterStop int    // writes after text collection stopped
 }
 
 // cacheBody returns the complete answer as JSON, or nil when it cannot be cached.
@@ -145,14 +146,9 @@ func (t *responseTap) firstToken() {
 	}
 }
 
+// onText collects generated text to count it when the upstream reports no usage; it is turned
+// off as soon as the stream shows it will report usage.
 func (t *responseTap) onText(text string) {
-	if t.itl != nil && !t.lastToken.IsZero() {
-		now := t.g.now()
-		if d := now.Sub(t.lastToken); d > 0 {
-			t.itl.Observe(d.Seconds())
-		}
-		t.lastToken = now
-	}
 	if t.countText && t.completion.Len() < maxBufferedJSON {
 		t.completion.WriteString(text)
 	}
@@ -182,6 +178,19 @@ func (t *responseTap) Write(p []byte) (int, error) {
 		t.out = t.stream.Write(t.out[:0], p)
 		if t.asm != nil {
 			t.asm.Write(t.out)
+		}
+		if t.countText && t.stream.UsageAnnounced() {
+			t.stream.StopText() // the upstream reports usage: no need to parse text for it
+			t.countText = false
+		} else if !t.countText && len(t.out) > 0 {
+			t.eventsAfterStop++ // an estimate of one token per write, should the usage never come
+		}
+		if t.itl != nil && !t.lastToken.IsZero() && len(t.out) > 0 {
+			now := t.g.now()
+			if d := now.Sub(t.lastToken); d > 0 {
+				t.itl.Observe(d.Seconds())
+			}
+			t.lastToken = now
 		}
 		if len(t.out) > 0 {
 			if _, err := t.ResponseWriterWrapper.Write(t.out); err != nil {
@@ -359,6 +368,8 @@ func (t *responseTap) finishStream(proxyErr error) (wire.Usage, error) {
 	u, ok := t.stream.Usage()
 	if !ok || u.CompletionTokens == 0 && u.TotalTokens == 0 {
 		u = t.estimate(t.completion.String())
+		u.CompletionTokens += int64(t.eventsAfterStop)
+		u.TotalTokens += int64(t.eventsAfterStop)
 	}
 	setUsageHeaders(t.Header(), u)
 	return u, nil

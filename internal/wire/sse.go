@@ -79,8 +79,17 @@ type StreamTap struct {
 	done       bool // [DONE] or message_stop seen
 	closed     bool // the client has had its terminal frames (an error frame)
 	firstToken bool
+	usageKey   bool // an event carried a "usage" key (null or not)
 	upErr      *Error
 }
+
+// UsageAnnounced reports whether an event so far carried a "usage" key (OpenAI's `"usage":null`
+// on every chunk when include_usage is honoured, Anthropic's message_start usage): the upstream
+// is going to report usage, so the caller may stop collecting text to count it itself.
+func (t *StreamTap) UsageAnnounced() bool { return t.usageKey }
+
+// StopText stops OnText calls (and the text extraction they need) for the rest of the stream.
+func (t *StreamTap) StopText() { t.opts.OnText = nil }
 
 // NewStreamTap returns a tap for a stream answering a request of surface s.
 func NewStreamTap(s Surface, opts TapOptions) *StreamTap {
@@ -389,6 +398,7 @@ func (t *StreamTap) openAIEvent(dst, ev []byte, f *eventFields) []byte {
 	}
 	if bytes.Contains(d, keyUsage) {
 		usage = gjson.Get(js, "usage")
+		t.usageKey = t.usageKey || usage.Exists()
 	}
 	strip := t.opts.StripUsageChunk && usage.IsObject()
 	if strip || t.opts.OnText != nil || !t.firstToken {
@@ -479,7 +489,9 @@ func (t *StreamTap) anthropicEvent(dst, ev []byte, f *eventFields) []byte {
 	case "error":
 		return t.errorFrame(dst, f.data)
 	case "message_start":
-		t.mergeUsage(message.Get("usage"))
+		mu := message.Get("usage")
+		t.usageKey = t.usageKey || mu.Exists()
+		t.mergeUsage(mu)
 		if t.opts.Model != "" && !f.multi {
 			// Result.Get makes Index absolute; an unknown index would come back as message.Index.
 			if m := message.Get("model"); m.Type == gjson.String && m.Str != t.opts.Model && m.Index > message.Index {

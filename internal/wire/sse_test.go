@@ -428,3 +428,29 @@ func BenchmarkStreamTap(b *testing.B) {
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(chunks)), "ns/chunk")
 	})
 }
+
+func TestStreamTapUsageAnnouncedAndStopText(t *testing.T) {
+	texts := 0
+	tap := wire.NewStreamTap(wire.OpenAI, wire.TapOptions{OnText: func(string) { texts++ }})
+	chunk := func(content string, usage string) []byte {
+		return []byte(`data: {"choices":[{"index":0,"delta":{"content":"` + content + `"}}]` + usage + "}\n\n")
+	}
+	out := tap.Write(nil, chunk("a", ""))
+	if tap.UsageAnnounced() || texts != 1 {
+		t.Fatalf("announced %v, texts %d", tap.UsageAnnounced(), texts)
+	}
+	out = tap.Write(out, chunk("b", `,"usage":null`))
+	if !tap.UsageAnnounced() || texts != 2 {
+		t.Fatalf("announced %v, texts %d", tap.UsageAnnounced(), texts)
+	}
+	tap.StopText()
+	out = tap.Write(out, chunk("c", `,"usage":null`))
+	if texts != 2 || !bytes.Contains(out, []byte(`"c"`)) {
+		t.Errorf("after StopText: %d texts, output %q", texts, out)
+	}
+	a := wire.NewStreamTap(wire.Anthropic, wire.TapOptions{})
+	a.Write(nil, []byte("event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}}\n\n"))
+	if !a.UsageAnnounced() {
+		t.Error("Anthropic message_start usage not seen")
+	}
+}

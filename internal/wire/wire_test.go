@@ -5,8 +5,8 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"unicode/utf8"
 	"time"
+	"unicode/utf8"
 
 	"github.com/caddyai/gateway/internal/wire"
 	"github.com/caddyai/gateway/internal/wiretest"
