@@ -267,13 +267,12 @@ func parseCache(d *caddyfile.Dispenser) (*CacheConfig, error) {
 		}
 		c.Off = true
 	}
-	seen := map[string]bool{}
+	subs := newSubdirectives("cache")
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		name := d.Val()
-		if seen[name] {
-			return nil, d.Errf("cache: %s specified more than once", name)
+		if err := subs.check(d, name); err != nil {
+			return nil, err
 		}
-		seen[name] = true
 		var err error
 		switch name {
 		case "ttl":

@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"slices"
 	"strconv"
 	"time"
 
@@ -114,16 +115,13 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
-	seen := map[string]bool{}
-	once := func(name string) error {
-		if seen[name] {
-			return d.Errf("%s: specified more than once", name)
-		}
-		seen[name] = true
-		return nil
-	}
+	subs := newSubdirectives("ai_gateway", "key", "model", "clamp")
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		switch name := d.Val(); name {
+		name := d.Val()
+		if err := subs.check(d, name); err != nil {
+			return err
+		}
+		switch name {
 		case "key":
 			k, err := parseKeyBlock(d)
 			if err != nil {
@@ -131,9 +129,6 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			g.Keys = append(g.Keys, k)
 		case "keys_file":
-			if err := once(name); err != nil {
-				return err
-			}
 			if !d.NextArg() {
 				return d.ArgErr()
 			}
@@ -142,9 +137,6 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 		case "keys_file_interval":
-			if err := once(name); err != nil {
-				return err
-			}
 			dur, err := durationArg(d)
 			if err != nil {
 				return err
@@ -157,60 +149,39 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			g.Models = append(g.Models, m)
 		case "max_body":
-			if err := once(name); err != nil {
-				return err
-			}
 			n, err := sizeArg(d)
 			if err != nil {
 				return err
 			}
 			g.MaxBody = n
 		case "rate_limit":
-			if err := once(name); err != nil {
-				return err
-			}
 			g.RateLimit = new(RateLimit)
 			if err := parseRateLimit(d, g.RateLimit); err != nil {
 				return err
 			}
 		case "api_version":
-			if err := once(name); err != nil {
-				return err
-			}
 			v, err := parseAPIVersion(d)
 			if err != nil {
 				return err
 			}
 			g.APIVersion = v
 		case "metrics_key_id":
-			if err := once(name); err != nil {
-				return err
-			}
 			if d.NextArg() {
 				return d.ArgErr()
 			}
 			g.MetricsKeyID = true
 		case "anthropic_versions":
-			if err := once(name); err != nil {
-				return err
-			}
 			g.AnthropicVersions = d.RemainingArgs()
 			if len(g.AnthropicVersions) == 0 {
 				return d.ArgErr()
 			}
 		case "cache":
-			if err := once(name); err != nil {
-				return err
-			}
 			c, err := parseCache(d)
 			if err != nil {
 				return err
 			}
 			g.Cache = c
 		case "auth_failures":
-			if err := once(name); err != nil {
-				return err
-			}
 			v, err := stringArg(d)
 			if err != nil {
 				return err
@@ -224,18 +195,12 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			g.AuthFailures = &AuthGuard{MaxFailures: n}
 		case "content_policy":
-			if err := once(name); err != nil {
-				return err
-			}
 			cp, err := parseContentPolicy(d)
 			if err != nil {
 				return err
 			}
 			g.ContentPolicy = cp
 		case "context_status":
-			if err := once(name); err != nil {
-				return err
-			}
 			n, err := intArg(d)
 			if err != nil {
 				return err
@@ -245,20 +210,12 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			g.ContextStatus = n
 		case "fit_max_tokens":
-			if err := once(name); err != nil {
-				return err
-			}
 			n, err := intArg(d)
 			if err != nil {
 				return err
 			}
 			g.FitMaxTokens = n
 		default:
-			if name != "clamp" {
-				if err := once(name); err != nil {
-					return err
-				}
-			}
 			handled, err := parseRewrite(d, name, &g.RewriteConfig)
 			if err != nil {
 				return err
@@ -280,13 +237,12 @@ func parseKeyBlock(d *caddyfile.Dispenser) (KeyConfig, error) {
 	if d.NextArg() {
 		return k, d.ArgErr()
 	}
-	seen := map[string]bool{}
+	subs := newSubdirectives("key", "label", "pin")
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		name := d.Val()
-		if seen[name] && name != "label" && name != "pin" {
-			return k, d.Errf("key: %s specified more than once", name)
+		if err := subs.check(d, name); err != nil {
+			return k, err
 		}
-		seen[name] = true
 		switch name {
 		case "id":
 			if !d.NextArg() {
@@ -369,13 +325,12 @@ func parseModelBlock(d *caddyfile.Dispenser) (ModelConfig, error) {
 	if d.NextArg() {
 		return m, d.ArgErr()
 	}
-	seen := map[string]bool{}
+	subs := newSubdirectives("model "+m.Name, "clamp")
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		name := d.Val()
-		if seen[name] && name != "clamp" {
-			return m, d.Errf("model %s: %s specified more than once", m.Name, name)
+		if err := subs.check(d, name); err != nil {
+			return m, err
 		}
-		seen[name] = true
 		var err error
 		switch name {
 		case "alias":
@@ -488,13 +443,12 @@ func parseRateLimit(d *caddyfile.Dispenser, rl *RateLimit) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
-	seen := map[string]bool{}
+	subs := newSubdirectives("rate_limit")
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		name := d.Val()
-		if seen[name] {
-			return d.Errf("rate_limit: %s specified more than once", name)
+		if err := subs.check(d, name); err != nil {
+			return err
 		}
-		seen[name] = true
 		var err error
 		switch name {
 		case "rpm", "tpm", "rpd", "tpd", "max_concurrent":
@@ -527,6 +481,26 @@ func parseRateLimit(d *caddyfile.Dispenser, rl *RateLimit) error {
 			return err
 		}
 	}
+	return nil
+}
+
+// subdirectives rejects a subdirective given twice in one block, except the repeatable ones.
+type subdirectives struct {
+	block      string
+	seen       map[string]bool
+	repeatable []string
+}
+
+func newSubdirectives(block string, repeatable ...string) *subdirectives {
+	return &subdirectives{block: block, seen: map[string]bool{}, repeatable: repeatable}
+}
+
+// check records name and fails if it was already given (and is not repeatable).
+func (s *subdirectives) check(d *caddyfile.Dispenser, name string) error {
+	if s.seen[name] && !slices.Contains(s.repeatable, name) {
+		return d.Errf("%s: %s specified more than once", s.block, name)
+	}
+	s.seen[name] = true
 	return nil
 }
 

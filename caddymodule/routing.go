@@ -142,13 +142,12 @@ func (l *LeastLoad) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
-	seen := map[string]bool{}
+	subs := newSubdirectives("ai_least_load")
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		name := d.Val()
-		if seen[name] {
-			return d.Errf("ai_least_load: %s specified more than once", name)
+		if err := subs.check(d, name); err != nil {
+			return err
 		}
-		seen[name] = true
 		var err error
 		switch name {
 		case "metrics_path":

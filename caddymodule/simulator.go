@@ -101,13 +101,12 @@ func (s *Simulator) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
-	seen := map[string]bool{}
+	subs := newSubdirectives("ai_simulator")
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		name := d.Val()
-		if seen[name] {
-			return d.Errf("ai_simulator: %s specified more than once", name)
+		if err := subs.check(d, name); err != nil {
+			return err
 		}
-		seen[name] = true
 		var err error
 		switch name {
 		case "ttft":

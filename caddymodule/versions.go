@@ -95,13 +95,12 @@ func parseAPIVersion(d *caddyfile.Dispenser) (*APIVersionConfig, error) {
 	if d.NextArg() {
 		return nil, d.ArgErr()
 	}
-	seen := map[string]bool{}
+	subs := newSubdirectives("api_version", "version")
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		name := d.Val()
-		if seen[name] && name != "version" {
-			return nil, d.Errf("api_version: %s specified more than once", name)
+		if err := subs.check(d, name); err != nil {
+			return nil, err
 		}
-		seen[name] = true
 		var err error
 		switch name {
 		case "header":
