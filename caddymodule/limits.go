@@ -158,6 +158,11 @@ func redactURLError(err error) string {
 
 // sweep evicts idle buckets once a minute until the store is destroyed.
 func sweep(ctx context.Context, mem *ratelimit.MemoryStore) {
+	defer func() {
+		if v := recover(); v != nil {
+			caddy.Log().Error("rate limit sweeper panicked", zap.Any("panic", v))
+		}
+	}()
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
 	for {
