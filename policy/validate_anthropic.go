@@ -118,24 +118,7 @@ func (v *validator) anthropicSystem(val gjson.Result) bool {
 // anthropicMessages validates the messages array. Consecutive turns of the same role are
 // allowed, as the API now merges them.
 func (v *validator) anthropicMessages(val gjson.Result) bool {
-	if !val.IsArray() {
-		return v.fail(v.badType("messages", "an array", val))
-	}
-	i := 0
-	val.ForEach(func(_, m gjson.Result) bool {
-		if !v.anthropicMessage(i, m) {
-			return false
-		}
-		i++
-		return true
-	})
-	if v.err != nil {
-		return false
-	}
-	if i == 0 {
-		return v.fail(v.emptyArray("messages"))
-	}
-	return true
+	return v.messageList(val, v.anthropicMessage)
 }
 
 // anthropicMessage validates messages[i].

@@ -25,14 +25,14 @@ const (
 	mRefusal
 )
 
-// chatMessages validates the messages array of a chat request.
-func (v *validator) chatMessages(val gjson.Result) bool {
+// messageList validates a non-empty messages array, each message with check.
+func (v *validator) messageList(val gjson.Result, check func(i int, m gjson.Result) bool) bool {
 	if !val.IsArray() {
 		return v.fail(v.badType("messages", "an array", val))
 	}
 	i := 0
 	val.ForEach(func(_, m gjson.Result) bool {
-		if !v.chatMessage(i, m) {
+		if !check(i, m) {
 			return false
 		}
 		i++
@@ -45,6 +45,11 @@ func (v *validator) chatMessages(val gjson.Result) bool {
 		return v.fail(v.emptyArray("messages"))
 	}
 	return true
+}
+
+// chatMessages validates the messages array of a chat request.
+func (v *validator) chatMessages(val gjson.Result) bool {
+	return v.messageList(val, v.chatMessage)
 }
 
 // chatMessage validates messages[i].
