@@ -1,0 +1,129 @@
+package caddymodule
+
+import (
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/caddyai/gateway/policy"
+)
+
+// KeyConfig is one inline API key.
+type KeyConfig struct {
+	// Secret identifies the key: "sha256:<hex>" (preferred: the secret itself never appears in
+	// the config), a placeholder such as {env.GATEWAY_KEY} or {file./run/secrets/key} resolved
+	// once at load, or a literal secret (accepted with a warning).
+	Secret string `json:"secret"`
+	// ID names the key in logs, metrics and placeholders. Required, unique.
+	ID string `json:"id"`
+	// Models are the model names or aliases (path.Match patterns, e.g. "llama-*") the key may
+	// use. Empty allows every model.
+	Models []string `json:"models,omitempty"`
+	// Disabled refuses the key with 401 and a distinct message.
+	Disabled bool `json:"disabled,omitempty"`
+	// ExpiresAt (RFC 3339) refuses the key from that instant.
+	ExpiresAt string `json:"expires_at,omitempty"`
+	// Labels are free-form operator labels.
+	Labels map[string]string `json:"labels,omitempty"`
+	// Pins map a model alias to the snapshot (model name) this key keeps using when the alias
+	// moves on.
+	Pins map[string]string `json:"pins,omitempty"`
+	// Priority orders this key's requests in a model's admission queue; higher goes first.
+	Priority int `json:"priority,omitempty"`
+	// Limits are the key's own rate limits (rpm, tpm, rpd, tpd, max_concurrent).
+	Limits
+}
+
+// ModelConfig is one model the gateway serves.
+type ModelConfig struct {
+	// Name is the model's canonical name: sent upstream and reported in responses. For a dated
+	// snapshot, its full snapshot name.
+	Name string `json:"name"`
+	// Aliases are other names clients may use for the model.
+	Aliases []string `json:"alias,omitempty"`
+	// ContextWindow is the model's context length in tokens. 0 = not checked.
+	ContextWindow int `json:"context_window,omitempty"`
+	// MaxOutputTokens caps the completion length in tokens. 0 = no cap.
+	MaxOutputTokens int `json:"max_output_tokens,omitempty"`
+	// Upstreams are the dial addresses (host:port, or http://host:port) of the model servers
+	// that serve the model. reverse_proxy receives them through `dynamic ai_gateway`. With none,
+	// reverse_proxy uses its own static upstreams.
+	Upstreams []string `json:"upstream,omitempty"`
+	// UpstreamKey is the credential sent upstream as "Authorization: Bearer <key>"; may be a
+	// placeholder such as {env.VLLM_API_KEY}, resolved once at load.
+	UpstreamKey string `json:"upstream_key,omitempty"`
+	// UpstreamName is the name the model server knows the model by (vLLM's
+	// --served-model-name), when it differs from Name.
+	UpstreamName string `json:"upstream_name,omitempty"`
+	// Tokenizer counts the model's prompt tokens: estimate (a fast upper bound), cl100k_base,
+	// o200k_base, or "hf <path to tokenizer.json>" for the model's own vocabulary.
+	// Default: cl100k_base.
+	Tokenizer string `json:"tokenizer,omitempty"`
+	// Deprecated (RFC 3339) marks the model as deprecated: responses carry Deprecation and
+	// Link headers.
+	Deprecated string `json:"deprecated,omitempty"`
+	// Sunset (RFC 3339) is when the model stops being served: requests get 410 model_sunset
+	// from then on, unless ServeAfterSunset.
+	Sunset string `json:"sunset,omitempty"`
+	// DeprecationLink is a document about the deprecation (Link: <url>; rel="deprecation").
+	DeprecationLink string `json:"deprecation_link,omitempty"`
+	// ServeAfterSunset keeps serving the model after its sunset date.
+	ServeAfterSunset bool `json:"serve_after_sunset,omitempty"`
+	// Queue is how many requests may wait for a slot when the model has max_concurrent requests
+	// in flight; beyond it (or after QueueTimeout) requests get 503 model_overloaded with
+	// Retry-After (Anthropic: 529). Waiting requests go by their key's priority, then in order.
+	// Default: 0 (no waiting).
+	Queue int `json:"queue,omitempty"`
+	// QueueTimeout is the longest a request waits in the queue. Default: 0 (until a slot frees).
+	QueueTimeout caddy.Duration `json:"queue_timeout,omitempty"`
+	// Cache overrides the gateway's cache settings for this model (ttl, scope, when), or turns
+	// the cache off for it.
+	Cache *CacheConfig `json:"cache,omitempty"`
+	// Fallback are models tried in order when this model's pool is unavailable or overloaded;
+	// the response's model says which answered and x-gateway-fallback names this one.
+	Fallback []string `json:"fallback,omitempty"`
+	// RewriteConfig holds the model's own rewriting rules; each field set here replaces the
+	// gateway-wide one.
+	policy.RewriteConfig
+	// Limits are the model's rate limits, summed over all keys.
+	Limits
+}
+
+// ContentPolicyConfig lists the content rules: RE2 regular expressions (linear time) applied to
+// the text of prompts and messages, all content parts included.
+type ContentPolicyConfig struct {
+	// Rules are the inline rules; a rule without an id is named rule-<n>.
+	Rules []policy.ContentRule `json:"rules,omitempty"`
+	// DenyFile is a file of rules, one per line: "<id> <regex>" or "<regex>"; # comments.
+	DenyFile string `json:"deny_file,omitempty"`
+}
+
+// APIVersionConfig configures a date-based API version header.
+type APIVersionConfig struct {
+	// Header is the request header carrying the version; the effective version is echoed in the
+	// response header of the same name. Required.
+	Header string `json:"header"`
+	// Supported lists the versions (YYYY-MM-DD) clients may ask for.
+	Supported []string `json:"supported,omitempty"`
+	// Default is the version of requests without the header. Default: the newest supported.
+	Default string `json:"default,omitempty"`
+	// Required refuses requests without the header (400).
+	Required bool `json:"required,omitempty"`
+	// Versions hold per-version settings (renames, deprecation); each must be in Supported.
+	Versions []APIVersionSettings `json:"versions,omitempty"`
+}
+
+// APIVersionSettings are the settings of one API version.
+type APIVersionSettings struct {
+	// Version is the date of the version.
+	Version string `json:"version"`
+	// RenameParams rename request parameters for clients of this version, [from, to] pairs
+	// (e.g. ["max_tokens", "max_completion_tokens"]), so old clients keep working.
+	RenameParams [][2]string `json:"rename_param,omitempty"`
+	// Deprecated (RFC 3339) marks the version as deprecated.
+	Deprecated string `json:"deprecated,omitempty"`
+	// Sunset (RFC 3339) is when the version stops being served (410 api_version_sunset).
+	Sunset string `json:"sunset,omitempty"`
+	// DeprecationLink documents the deprecation.
+	DeprecationLink string `json:"deprecation_link,omitempty"`
+	// ServeAfterSunset keeps serving the version after its sunset date.
+	ServeAfterSunset bool `json:"serve_after_sunset,omitempty"`
+}

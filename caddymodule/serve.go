@@ -1,0 +1,567 @@
+package caddymodule
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/tidwall/sjson"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/caddyai/gateway/cache"
+	"github.com/caddyai/gateway/internal/wire"
+	"github.com/caddyai/gateway/policy"
+	"github.com/caddyai/gateway/policy/tokens"
+)
+
+// ServeHTTP runs one request through the gateway's pipeline. Each stage either fills the
+// request's exchange record or returns a *wire.Error, which is rendered once, in the envelope of
+// the request's API surface. Admitted requests go to the next handler (reverse_proxy) through a
+// response tap that completes usage, normalises errors and settles the rate-limit reservation.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	ex := newExchange(r, g.now())
+	caddyhttp.SetVar(r.Context(), varExchange, ex)
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+
+	if werr := g.admit(ex, r); werr != nil {
+		g.refuse(w, ex, werr)
+		g.record(ex, repl)
+		return nil
+	}
+	if ex.endpoint == wire.EndpointModels || ex.endpoint == wire.EndpointModel {
+		err := g.serveModels(w, r, ex)
+		g.record(ex, repl)
+		return err
+	}
+
+	if ex.endpoint == wire.EndpointMessagesCountTokens {
+		err := g.serveCountTokens(w, ex)
+		ex.body.release()
+		g.settle(ex, 0)
+		g.record(ex, repl)
+		return err
+	}
+	if g.prepareCache(ex, r) {
+		if entry := g.cacheGet(r.Context(), ex); entry != nil {
+			err := g.serveHit(w, ex, entry)
+			ex.body.release()
+			g.settle(ex, 0) // a hit takes a request from the limits, not tokens
+			g.record(ex, repl)
+			return err
+		}
+	}
+	if !ex.cacheable {
+		return g.dispatch(w, r, next, ex, repl)
+	}
+	// a miss: identical requests arriving meanwhile wait for this one's answer (single flight)
+	var ran bool
+	var err error
+	entry, _, gerr := g.cache.group.Do(r.Context(), ex.cacheKey, func() (*cache.Entry, error) {
+		ran = true
+		err = g.dispatch(w, r, next, ex, repl)
+		return ex.cacheEntry, err
+	})
+	switch {
+	case ran:
+		return err
+	case entry != nil:
+		err = g.serveHit(w, ex, entry)
+		ex.body.release()
+		g.settle(ex, 0)
+		g.record(ex, repl)
+		return err
+	case gerr != nil: // the client went away while waiting
+		ex.body.release()
+		g.settle(ex, 0)
+		ex.status, ex.reject = 499, "client_closed"
+		g.record(ex, repl)
+		return nil
+	}
+	return g.dispatch(w, r, next, ex, repl)
+}
+
+// serveCountTokens answers Anthropic's /v1/messages/count_tokens from the gateway's own count
+// with the model's tokenizer (model servers rarely implement it): {"input_tokens": N}.
+func (g *Gateway) serveCountTokens(w http.ResponseWriter, ex *exchange) error {
+	body := strconv.AppendInt([]byte(`{"input_tokens":`), int64(ex.promptTokens), 10)
+	body = append(body, '}')
+	ex.status = http.StatusOK
+	h := w.Header()
+	ex.setResponseHeaders(h)
+	setRateLimitHeaders(h, ex.surface, ex.decision, ex.start)
+	h["Content-Type"] = []string{"application/json"}
+	h["Content-Length"] = []string{strconv.Itoa(len(body))}
+	w.WriteHeader(http.StatusOK)
+	_, err := w.Write(body)
+	return err
+}
+
+// dispatch takes a slot of the model's admission gate (or a fallback's), prepares the body for
+// the upstream and forwards the request.
+func (g *Gateway) dispatch(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, ex *exchange, repl *caddy.Replacer) error {
+	werr := g.admitToModel(r.Context(), ex)
+	for werr != nil && werr.Code == "model_overloaded" && g.switchToFallback(ex) {
+		werr = g.admitToModel(r.Context(), ex)
+	}
+	if werr == nil {
+		werr = g.handOff(ex, r)
+	}
+	if werr != nil {
+		g.settle(ex, 0)
+		g.refuse(w, ex, werr)
+		g.record(ex, repl)
+		return nil
+	}
+	return g.forward(w, r, next, ex, repl)
+}
+
+// forward hands the request to its model's upstream pool through the response tap, and to the
+// model's fallbacks while the pool has no capacity and nothing has reached the client yet.
+func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, ex *exchange, repl *caddy.Replacer) error {
+	defer ex.releaseAll()
+	var (
+		tap      *responseTap
+		proxyErr error
+	)
+	for {
+		if ex.route.authorization != "" {
+			r.Header["Authorization"] = []string{ex.route.authorization}
+		} else {
+			delete(r.Header, "Authorization")
+		}
+		ex.setRequestPlaceholders(repl)
+		tap = newResponseTap(g, w, ex)
+		model := ex.route.model.Name
+		g.metrics.inFlight.WithLabelValues(model).Inc()
+		ex.handoff = g.now()
+		proxyErr = g.proxy(tap, r, next)
+		g.metrics.inFlight.WithLabelValues(model).Dec()
+		g.metrics.upstream.WithLabelValues(model).Observe(g.now().Sub(ex.handoff).Seconds())
+		if !g.tryFallback(ex, tap, proxyErr, r) {
+			break
+		}
+	}
+	usage, err := tap.finish(proxyErr)
+	ex.usage = usage
+	if ex.cacheable {
+		g.fillCache(ex, tap.cacheBody())
+	}
+	ex.body.release()
+	g.settle(ex, ex.usage.TotalTokens)
+	g.record(ex, repl)
+	if proxyErr == errAborted && ex.clientGone() {
+		panic(http.ErrAbortHandler) // nobody is listening; let the server drop the connection
+	}
+	return err
+}
+
+// proxy runs the next handler. reverse_proxy aborts a response it cannot finish with
+// http.ErrAbortHandler; that becomes errAborted so the tap can still end the response properly
+// (an error frame, never a silent cut). Any other panic goes on up.
+func (g *Gateway) proxy(tap *responseTap, r *http.Request, next caddyhttp.Handler) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			if v != http.ErrAbortHandler {
+				panic(v)
+			}
+			err = errAborted
+		}
+	}()
+	return next.ServeHTTP(tap, r)
+}
+
+// tryFallback moves the request to the model's next usable fallback when the attempt failed for
+// lack of capacity (no reachable upstream, or an overloaded or loading one) before anything
+// reached the client and before any byte of the body reached an upstream.
+func (g *Gateway) tryFallback(ex *exchange, tap *responseTap, proxyErr error, r *http.Request) bool {
+	primary := ex.primaryRoute()
+	if len(primary.fallbacks) == 0 || ex.clientGone() || !ex.body.untouched() {
+		return false
+	}
+	unavailable := tap.mode == modeUnset && proxyErr != nil
+	overloaded := tap.mode == modeError && (ex.status == http.StatusServiceUnavailable || ex.status == 529)
+	if !unavailable && !overloaded {
+		return false
+	}
+	for g.switchToFallback(ex) {
+		ex.releaseAll()
+		if werr := g.admitToModel(r.Context(), ex); werr != nil {
+			continue
+		}
+		if werr := g.handOff(ex, r); werr != nil {
+			return false
+		}
+		return true
+	}
+	return false
+}
+
+// switchToFallback makes the next fallback of the request's model (that its key may use) the
+// request's route.
+func (g *Gateway) switchToFallback(ex *exchange) bool {
+	primary := ex.primaryRoute()
+	for ex.fallbackIdx < len(primary.fallbacks) {
+		fb := primary.fallbacks[ex.fallbackIdx]
+		ex.fallbackIdx++
+		if !ex.key.AllowsModel(fb.model) || fb.model.Deprecation.Gone(g.now()) {
+			continue
+		}
+		ex.primary, ex.fallbackFrom, ex.route = primary, primary.model.Name, fb
+		return true
+	}
+	return false
+}
+
+var errAborted = errors.New("upstream response aborted")
+
+// record publishes the outcome: placeholders, access-log fields and metrics.
+func (g *Gateway) record(ex *exchange, repl *caddy.Replacer) {
+	ex.setPlaceholders(repl)
+	ex.logFields()
+	model := ex.modelName()
+	keyID := ""
+	if g.MetricsKeyID {
+		keyID = ex.keyID()
+	}
+	status := ex.status
+	g.metrics.requests.WithLabelValues(model, strconv.Itoa(status), ex.reject, keyID).Inc()
+	if ex.usage.PromptTokens > 0 {
+		g.metrics.tokens.WithLabelValues(model, "prompt", keyID).Add(float64(ex.usage.PromptTokens))
+	}
+	if ex.usage.CompletionTokens > 0 {
+		g.metrics.tokens.WithLabelValues(model, "completion", keyID).Add(float64(ex.usage.CompletionTokens))
+	}
+	if ex.usage.CachedTokens > 0 {
+		g.metrics.tokens.WithLabelValues(model, "cached", keyID).Add(float64(ex.usage.CachedTokens))
+	}
+	if ex.streamIncomplete {
+		g.metrics.incomplete.WithLabelValues(model).Inc()
+		if c := g.logger.Check(zapcore.WarnLevel, "upstream stream ended before completion; the client got an error frame"); c != nil {
+			c.Write(zap.String("request_id", ex.requestID), zap.String("model", model), zap.String("key_id", ex.keyID()))
+		}
+	}
+}
+
+// admit runs the stages that decide whether the request may go upstream: routing, credentials,
+// API version, body, model. On success the exchange holds the key, the model and the rewritten
+// body.
+func (g *Gateway) admit(ex *exchange, r *http.Request) *wire.Error {
+	secret, header := takeCredential(r.Header)
+	if header != "Authorization" && header != "" {
+		g.warnKeyInAccessLog(r, header)
+	}
+	if werr := g.guardBlocked(r); werr != nil {
+		return werr
+	}
+	if werr := g.authenticate(ex, secret); werr != nil {
+		if werr.Status == http.StatusUnauthorized {
+			g.guardFailed(r, ex)
+		}
+		return werr
+	}
+	switch ex.endpoint {
+	case wire.EndpointUnknown:
+		return wire.InvalidURL(r.Method, r.URL.Path)
+	case wire.EndpointBadVersion:
+		return wire.Errorf(http.StatusNotFound, "unsupported_api_version", "",
+			"The API version in the path %s is not supported. Supported versions: v1.", r.URL.Path)
+	case wire.EndpointModels, wire.EndpointModel:
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			return wire.MethodNotAllowed(r.Method, r.URL.Path)
+		}
+		return nil
+	}
+	if r.Method != http.MethodPost {
+		return wire.MethodNotAllowed(r.Method, r.URL.Path)
+	}
+	if ex.surface == wire.Anthropic {
+		if werr := g.checkAnthropicVersion(r); werr != nil {
+			return werr
+		}
+	} else if g.versions != nil {
+		v, werr := g.versions.Negotiate(r.Header.Get(g.versions.Header), g.now())
+		ex.apiVersion, ex.versionHeader = v, g.versions.Header
+		if werr != nil {
+			return werr
+		}
+	}
+	if werr := ex.body.read(r, g.MaxBody); werr != nil {
+		return werr
+	}
+	if ex.apiVersion != nil && len(ex.apiVersion.Renames) > 0 {
+		out, err := ex.apiVersion.Apply(ex.body.bytes())
+		if err != nil {
+			return wire.InvalidRequest("", "API version %s: %s.", ex.apiVersion.Date, err)
+		}
+		ex.body.replace(out)
+	}
+	if werr := g.resolveModel(ex); werr != nil {
+		return werr
+	}
+	if g.content != nil {
+		if werr := g.content.Check(ex.endpoint, ex.body.bytes()); werr != nil {
+			return werr
+		}
+	}
+	if out, werr := ex.route.rewriter.Apply(ex.endpoint, ex.body.bytes(), &ex.info); werr != nil {
+		return werr
+	} else if len(out) != len(ex.body.bytes()) || &out[0] != &ex.body.bytes()[0] {
+		ex.body.replace(out)
+	}
+	if werr := g.countPrompt(ex); werr != nil {
+		return werr
+	}
+	return g.admitLimits(r.Context(), ex)
+}
+
+func (g *Gateway) authenticate(ex *exchange, secret string) *wire.Error {
+	key, status := g.keys.Load().Lookup(secret, g.now())
+	switch status {
+	case policy.KeyMissing:
+		if ex.surface == wire.Anthropic {
+			return wire.InvalidAPIKey("x-api-key header is required")
+		}
+		return wire.InvalidAPIKey("You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).")
+	case policy.KeyUnknown:
+		return wire.InvalidAPIKey("Incorrect API key provided.")
+	case policy.KeyDisabled:
+		ex.key = key
+		return &wire.Error{Status: http.StatusUnauthorized, Type: wire.TypeInvalidRequest, Code: "invalid_api_key", Reason: "key_disabled",
+			Message: "This API key has been disabled."}
+	case policy.KeyExpired:
+		ex.key = key
+		return &wire.Error{Status: http.StatusUnauthorized, Type: wire.TypeInvalidRequest, Code: "invalid_api_key", Reason: "key_expired",
+			Message: "This API key has expired."}
+	}
+	ex.key = key
+	return nil
+}
+
+func (g *Gateway) checkAnthropicVersion(r *http.Request) *wire.Error {
+	v := r.Header.Get("Anthropic-Version")
+	if v == "" {
+		return wire.InvalidRequest("anthropic-version", "anthropic-version: header is required")
+	}
+	if _, ok := g.anthropic[v]; !ok {
+		return wire.Errorf(http.StatusBadRequest, "unsupported_api_version", "anthropic-version",
+			"anthropic-version: %q is not a supported version. Supported versions: %s.", v, strings.Join(g.AnthropicVersions, ", "))
+	}
+	return nil
+}
+
+// resolveModel validates the body (parsed once; what later stages need lands in ex.info),
+// resolves the model (aliases, the key's pins) and checks the key's allow-list.
+func (g *Gateway) resolveModel(ex *exchange) *wire.Error {
+	info, werr := policy.Validate(ex.endpoint, ex.body.bytes())
+	if werr != nil {
+		return werr
+	}
+	ex.info = info
+	ex.requestedModel, ex.bodyModel = info.Model, info.Model
+	m, ok := g.catalog.ResolveFor(ex.key, info.Model)
+	if !ok {
+		return wire.ModelNotFound(info.Model)
+	}
+	if !ex.key.AllowsModel(m) {
+		return wire.ModelNotAllowed(info.Model)
+	}
+	ex.route = g.routes[m]
+	ex.stream = info.Stream
+	if m.Deprecation.Gone(g.now()) {
+		return policy.ModelSunset(m.Name, m.Deprecation)
+	}
+	return nil
+}
+
+// countPrompt counts the prompt's tokens and checks the model's context window. The exact count
+// is skipped when a cheap upper bound already proves the request fits and no token limit needs
+// the number.
+func (g *Gateway) countPrompt(ex *exchange) *wire.Error {
+	m := ex.route.model
+	body := ex.body.bytes()
+	out := ex.info.MaxTokens
+	if out == 0 {
+		out = g.RateLimit.DefaultMaxTokens
+		if out == 0 {
+			out = m.MaxOutputTokens
+		}
+		if out == 0 {
+			out = defaultOutputAllowance
+		}
+		if m.ContextWindow > 0 && ex.info.MaxTokens == 0 {
+			out = min(out, m.ContextWindow)
+		}
+	}
+	ex.reservedOutput = out
+	bound := tokens.UpperBound(body)
+	if ex.endpoint == wire.EndpointImagesGenerations {
+		ex.promptTokens = bound
+		return nil
+	}
+	fits := m.ContextWindow == 0 || bound+ex.info.MaxTokens <= m.ContextWindow
+	if fits && !g.tokenLimited(ex) && ex.endpoint != wire.EndpointMessagesCountTokens {
+		ex.promptTokens = bound
+		return nil
+	}
+	var n int
+	var err error
+	switch ex.endpoint {
+	case wire.EndpointChatCompletions:
+		n, err = ex.route.chat.CountChat(body)
+	case wire.EndpointCompletions:
+		n, err = ex.route.chat.CountCompletion(body)
+	case wire.EndpointEmbeddings:
+		n, err = ex.route.chat.CountEmbedding(body)
+	case wire.EndpointMessages, wire.EndpointMessagesCountTokens:
+		n, err = ex.route.chat.CountAnthropic(body)
+	}
+	if err != nil {
+		return wire.InvalidRequest("messages", "The request's messages could not be read: %s", strings.TrimPrefix(err.Error(), "counting chat body: "))
+	}
+	ex.promptTokens = n
+	if m.ContextWindow > 0 && n+ex.info.MaxTokens > m.ContextWindow {
+		return g.fitOrRefuse(ex, m.ContextWindow, n)
+	}
+	return nil
+}
+
+// fitOrRefuse lowers max_tokens to what fits the window when fit_max_tokens allows it, else
+// refuses with context_length_exceeded.
+func (g *Gateway) fitOrRefuse(ex *exchange, window, prompt int) *wire.Error {
+	room := window - prompt
+	if g.FitMaxTokens > 0 && ex.info.MaxTokens > 0 && room >= g.FitMaxTokens && ex.endpoint != wire.EndpointEmbeddings {
+		out, err := policy.SetMaxTokens(ex.endpoint, ex.body.bytes(), &ex.info, room)
+		if err == nil {
+			ex.body.replace(out)
+			ex.reservedOutput = room
+			ex.fitted = true
+			return nil
+		}
+	}
+	werr := contextLengthError(ex, window, prompt)
+	if g.ContextStatus == http.StatusBadRequest {
+		werr.Status = http.StatusBadRequest
+	}
+	return werr
+}
+
+// tokenLimited reports whether any scope of the request limits tokens.
+func (g *Gateway) tokenLimited(ex *exchange) bool {
+	l := g.globalLimits
+	if l.TPM > 0 || l.TPD > 0 {
+		return true
+	}
+	if l = ex.route.model.Limits; l.TPM > 0 || l.TPD > 0 {
+		return true
+	}
+	l = ex.key.Limits
+	return l.TPM > 0 || l.TPD > 0
+}
+
+// contextLengthError is the refusal of a prompt that does not fit the model's window.
+func contextLengthError(ex *exchange, window, prompt int) *wire.Error {
+	msg := fmt.Sprintf("This model's maximum context length is %d tokens. However, your messages resulted in %d tokens. Please reduce the length of the messages.", window, prompt)
+	if out := ex.info.MaxTokens; out > 0 {
+		msg = fmt.Sprintf("This model's maximum context length is %d tokens. However, you requested %d tokens (%d in the messages, %d in the completion). Please reduce the length of the messages or completion.",
+			window, prompt+out, prompt, out)
+	}
+	param := "messages"
+	switch ex.endpoint {
+	case wire.EndpointCompletions, wire.EndpointImagesGenerations:
+		param = "prompt"
+	case wire.EndpointEmbeddings:
+		param = "input"
+	}
+	return &wire.Error{Status: http.StatusRequestEntityTooLarge, Type: wire.TypeInvalidRequest, Code: "context_length_exceeded", Param: param, Message: msg}
+}
+
+// handOff rewrites the body for the upstream (its model name, stream usage) and installs it.
+func (g *Gateway) handOff(ex *exchange, r *http.Request) *wire.Error {
+	raw := ex.body.bytes()
+	out := raw
+	var err error
+	if up := ex.route.model.Upstream(); up != ex.bodyModel {
+		out, err = sjson.SetBytes(out, "model", up)
+		ex.bodyModel = up
+	}
+	if err == nil && ex.stream && !ex.info.IncludeUsage && (ex.endpoint == wire.EndpointChatCompletions || ex.endpoint == wire.EndpointCompletions) {
+		// ask for the usage chunk upstream; the tap removes it from what the client sees
+		out, err = sjson.SetBytes(out, "stream_options.include_usage", true)
+		ex.injectedUsage = err == nil
+	}
+	if err != nil {
+		if c := g.logger.Check(zapcore.ErrorLevel, "rewriting request body"); c != nil {
+			c.Write(zap.Error(err), zap.String("request_id", ex.requestID))
+		}
+		return wire.Internal()
+	}
+	if &out[0] != &raw[0] || len(out) != len(raw) {
+		ex.body.replace(out)
+	}
+	ex.body.install(r)
+	return nil
+}
+
+// refuse renders a gateway error in the surface's envelope and records why.
+func (g *Gateway) refuse(w http.ResponseWriter, ex *exchange, werr *wire.Error) {
+	ex.body.release()
+	ex.reject = werr.ReasonOrCode()
+	ex.status = werr.StatusFor(ex.surface)
+	h := w.Header()
+	ex.setResponseHeaders(h)
+	setRateLimitHeaders(h, ex.surface, ex.decision, ex.start)
+	h["X-Gateway-Overhead-Ms"] = []string{formatMS(g.now().Sub(ex.start))}
+	if c := g.logger.Check(zapcore.DebugLevel, "request refused"); c != nil {
+		c.Write(zap.String("request_id", ex.requestID), zap.String("key_id", ex.keyID()),
+			zap.Int("status", ex.status), zap.String("reason", ex.reject))
+	}
+	if err := wire.Write(w, ex.surface, werr, ex.requestID); err != nil {
+		if c := g.logger.Check(zapcore.DebugLevel, "writing refusal"); c != nil {
+			c.Write(zap.String("request_id", ex.requestID), zap.Error(err))
+		}
+	}
+}
+
+// takeCredential returns the client's API key and the header that carried it, and removes every
+// credential header so that it reaches neither the upstream nor a later handler.
+func takeCredential(h http.Header) (secret, header string) {
+	if v := h.Get("Authorization"); v != "" {
+		if len(v) > 7 && strings.EqualFold(v[:7], "bearer ") {
+			secret, header = strings.TrimSpace(v[7:]), "Authorization"
+		}
+	}
+	if secret == "" {
+		if secret = strings.TrimSpace(h.Get("X-Api-Key")); secret != "" {
+			header = "X-Api-Key"
+		}
+	}
+	if secret == "" {
+		if secret = strings.TrimSpace(h.Get("Api-Key")); secret != "" {
+			header = "Api-Key"
+		}
+	}
+	delete(h, "Authorization")
+	delete(h, "X-Api-Key")
+	delete(h, "Api-Key")
+	return secret, header
+}
+
+// warnKeyInAccessLog warns once when a key arrives in x-api-key or api-key on a server that
+// writes access logs: Caddy logs a copy of the request headers taken before any handler runs and
+// redacts only Authorization and Cookie, so those headers must be filtered in the log config.
+func (g *Gateway) warnKeyInAccessLog(r *http.Request, header string) {
+	srv, _ := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
+	if srv == nil || srv.Logs == nil || srv.Logs.ShouldLogCredentials {
+		return
+	}
+	g.accessLogWarning.Do(func() {
+		g.logger.Warn("API keys arrive in the "+header+" header and this server writes access logs: Caddy redacts only "+
+			"Authorization there, so add to the site's log block: format filter { request>headers>X-Api-Key delete; "+
+			"request>headers>Api-Key delete } (see the README, Logs)", zap.String("header", header))
+	})
+}
