@@ -1,0 +1,215 @@
+package wire
+
+import (
+	"net/http"
+	"strings"
+)
+
+// Endpoint is the operation a request addresses: an index into the endpoint table. Everything
+// the pipeline needs to know about an endpoint is in its row (Spec); code reads the row instead
+// of switching on the endpoint.
+type Endpoint uint8
+
+// The endpoints the gateway understands. EndpointUnknown is a path under /v1 the gateway does
+// not serve; EndpointBadVersion is a path under another API version prefix (/v2/...).
+const (
+	EndpointUnknown Endpoint = iota
+	EndpointBadVersion
+	EndpointChatCompletions
+	EndpointCompletions
+	EndpointEmbeddings
+	EndpointImagesGenerations
+	EndpointMessages
+	EndpointMessagesCountTokens
+	EndpointModels
+	EndpointModel
+	numEndpoints
+)
+
+// Dialect is the request and response format an endpoint speaks. It selects the validator, the
+// rewriting and content rules, the token counter and the stream parser of a body endpoint.
+type Dialect uint8
+
+// The dialects.
+const (
+	DialectNone       Dialect = iota // no JSON body
+	DialectChat                      // OpenAI chat completions
+	DialectCompletion                // OpenAI legacy completions
+	DialectEmbedding                 // OpenAI embeddings
+	DialectImage                     // OpenAI image generation
+	DialectMessages                  // Anthropic messages
+)
+
+// Answer says who answers an endpoint's requests.
+type Answer uint8
+
+// The answers.
+const (
+	AnswerNone     Answer = iota // not served: 404 (or 405 when the path is known)
+	AnswerUpstream               // proxied to the model's pool
+	AnswerGateway                // answered by the gateway itself
+)
+
+// Spec is one row of the endpoint table.
+type Spec struct {
+	// Endpoint is the row's index.
+	Endpoint Endpoint
+	// Name is the snake_case name used in logs, metrics and placeholders.
+	Name string
+	// Path is the path pattern under /v1/; a segment in braces ("models/{model}") takes the
+	// rest of the path as a parameter.
+	Path string
+	// Methods are the HTTP methods served; any other gets 405.
+	Methods []string
+	// Surface is the API family, which decides the error envelope.
+	Surface Surface
+	// Dialect is the body format; DialectNone for endpoints without a JSON body.
+	Dialect Dialect
+	// Answer says whether the gateway answers the request or an upstream does.
+	Answer Answer
+	// Required are the top-level body fields that must be present.
+	Required []string
+	// ContextParam is the param a context_length_exceeded refusal names.
+	ContextParam string
+	// ExactCount says the prompt is counted with the model's tokenizer when a limit or the
+	// context window needs the number; otherwise (images) the byte bound stands in.
+	ExactCount bool
+	// AlwaysCount says the exact count is the answer itself (count_tokens), so it is never
+	// replaced by the bound.
+	AlwaysCount bool
+	// AnswerText are the gjson paths of the generated text in a JSON answer, counted when the
+	// upstream reports no usage. Empty: the answer has no generated text (embeddings), its
+	// usage is the prompt's.
+	AnswerText []string
+	// Cacheable says answers may be cached (subject to the request's determinism).
+	Cacheable bool
+	// Streams says the endpoint answers SSE streams the cache can rebuild and replay.
+	Streams bool
+	// InjectStreamUsage says the gateway asks the upstream for the stream usage chunk
+	// (stream_options.include_usage) and strips it when the client did not ask for it.
+	InjectStreamUsage bool
+	// MaxTokens says the body's output length field can be set (fit_max_tokens,
+	// cap_max_tokens_to_budget).
+	MaxTokens bool
+}
+
+var (
+	post    = []string{http.MethodPost}
+	getHead = []string{http.MethodGet, http.MethodHead}
+)
+
+// table is the endpoint table, indexed by Endpoint.
+var table = [numEndpoints]Spec{
+	EndpointUnknown:    {Name: "unknown"},
+	EndpointBadVersion: {Name: "bad_version"},
+	EndpointChatCompletions: {Name: "chat_completions", Path: "chat/completions", Methods: post, Surface: OpenAI,
+		Dialect: DialectChat, Answer: AnswerUpstream, Required: []string{"model", "messages"}, ContextParam: "messages",
+		ExactCount: true, AnswerText: []string{"choices.#.message.content"}, Cacheable: true, Streams: true,
+		InjectStreamUsage: true, MaxTokens: true},
+	EndpointCompletions: {Name: "completions", Path: "completions", Methods: post, Surface: OpenAI,
+		Dialect: DialectCompletion, Answer: AnswerUpstream, Required: []string{"model", "prompt"}, ContextParam: "prompt",
+		ExactCount: true, AnswerText: []string{"choices.#.text"}, Cacheable: true, Streams: true,
+		InjectStreamUsage: true, MaxTokens: true},
+	EndpointEmbeddings: {Name: "embeddings", Path: "embeddings", Methods: post, Surface: OpenAI,
+		Dialect: DialectEmbedding, Answer: AnswerUpstream, Required: []string{"model", "input"}, ContextParam: "input",
+		ExactCount: true, Cacheable: true},
+	EndpointImagesGenerations: {Name: "images_generations", Path: "images/generations", Methods: post, Surface: OpenAI,
+		Dialect: DialectImage, Answer: AnswerUpstream, Required: []string{"model", "prompt"}, ContextParam: "prompt"},
+	EndpointMessages: {Name: "messages", Path: "messages", Methods: post, Surface: Anthropic,
+		Dialect: DialectMessages, Answer: AnswerUpstream, Required: []string{"model", "max_tokens", "messages"},
+		ContextParam: "messages", ExactCount: true, AnswerText: []string{"content.#.text"}, Cacheable: true,
+		Streams: true, MaxTokens: true},
+	EndpointMessagesCountTokens: {Name: "messages_count_tokens", Path: "messages/count_tokens", Methods: post,
+		Surface: Anthropic, Dialect: DialectMessages, Answer: AnswerGateway, Required: []string{"model", "messages"},
+		ContextParam: "messages", ExactCount: true, AlwaysCount: true},
+	EndpointModels: {Name: "models", Path: "models", Methods: getHead, Surface: OpenAI, Answer: AnswerGateway},
+	EndpointModel:  {Name: "model", Path: "models/{model}", Methods: getHead, Surface: OpenAI, Answer: AnswerGateway},
+}
+
+func init() {
+	for i := range table {
+		table[i].Endpoint = Endpoint(i)
+	}
+}
+
+// Spec returns the endpoint's row of the table.
+func (e Endpoint) Spec() *Spec {
+	if int(e) < len(table) {
+		return &table[e]
+	}
+	return &table[EndpointUnknown]
+}
+
+// Specs returns every row of the table, in Endpoint order.
+func Specs() []Spec { return table[:] }
+
+// String returns the endpoint's snake_case name, as used in logs and metrics.
+func (e Endpoint) String() string { return e.Spec().Name }
+
+// Surface returns the API surface of the endpoint.
+func (e Endpoint) Surface() Surface { return e.Spec().Surface }
+
+// HasBody reports whether requests to the endpoint carry a JSON body with a model.
+func (e Endpoint) HasBody() bool { return e.Spec().Dialect != DialectNone }
+
+// Allows reports whether the endpoint serves the HTTP method.
+func (s *Spec) Allows(method string) bool {
+	for _, m := range s.Methods {
+		if m == method {
+			return true
+		}
+	}
+	return false
+}
+
+// Route classifies a request path by the table. The parameter of a pattern such as
+// models/{model} (which may contain '/') is returned as param. A trailing slash is tolerated,
+// as the SDKs never send one but proxies sometimes add it.
+func Route(path string) (e Endpoint, param string) {
+	rest, ok := strings.CutPrefix(path, "/v1/")
+	if !ok {
+		if path != "/v1" && isVersionPrefix(path) {
+			return EndpointBadVersion, ""
+		}
+		return EndpointUnknown, ""
+	}
+	rest = strings.TrimSuffix(rest, "/")
+	for i := range table {
+		s := &table[i]
+		if s.Path == "" {
+			continue
+		}
+		if prefix, ok := strings.CutSuffix(s.Path, "}"); ok {
+			prefix = prefix[:strings.LastIndexByte(prefix, '{')]
+			if p, ok := strings.CutPrefix(rest, prefix); ok && p != "" {
+				return s.Endpoint, p
+			}
+			continue
+		}
+		if rest == s.Path {
+			return s.Endpoint, ""
+		}
+	}
+	return EndpointUnknown, ""
+}
+
+// SurfaceOf returns the surface a path belongs to: Anthropic for /v1/messages and below, OpenAI
+// for everything else (a mistyped Anthropic path still gets the Anthropic envelope).
+func SurfaceOf(path string) Surface {
+	if path == "/v1/messages" || strings.HasPrefix(path, "/v1/messages/") {
+		return Anthropic
+	}
+	return OpenAI
+}
+
+// isVersionPrefix reports whether path starts with /v<digits>/ (or is exactly /v<digits>).
+func isVersionPrefix(path string) bool {
+	if len(path) < 3 || path[0] != '/' || path[1] != 'v' {
+		return false
+	}
+	i := 2
+	for i < len(path) && path[i] >= '0' && path[i] <= '9' {
+		i++
+	}
+	return i > 2 && (i == len(path) || path[i] == '/')
+}
