@@ -20,8 +20,9 @@ const maxChoices = 128
 const maxToolCalls = 1024
 
 // Assembler rebuilds the JSON response equivalent to an SSE stream a client received, so a
-// streaming miss can fill the cache. Feed it the stream's bytes as they pass with Write, in
-// pieces cut anywhere; Result returns the JSON body only when the stream completed properly:
+// streaming miss can fill the cache. It reads the events the stream tap has already framed
+// (wire.TapOptions.OnEvent): the stream is parsed once, by the tap. Result returns the JSON
+// body only when the stream completed properly:
 // `data: [DONE]` (OpenAI) or message_stop (Anthropic), no error frame, and for OpenAI a
 // finish_reason for every choice. It holds at most its byte limit and gives up beyond it.
 //
@@ -38,12 +39,6 @@ type Assembler struct {
 	surface  wire.Surface
 	max      int
 	size     int
-
-	line   []byte // the incomplete current line
-	lastCR bool   // the previous byte was a '\r' ending a line
-	name   []byte // event: of the current event
-	data   []byte // data: lines of the current event, joined by '\n'
-	inData bool   // the current event has a data line
 
 	failed bool
 	done   bool
@@ -104,11 +99,7 @@ func NewAssemblerLimit(e wire.Endpoint, s wire.Surface, maxBytes int) *Assembler
 		maxBytes = DefaultAssembleBytes
 	}
 	a := &Assembler{endpoint: e, surface: s, max: maxBytes}
-	switch e {
-	case wire.EndpointChatCompletions, wire.EndpointCompletions, wire.EndpointMessages:
-	default:
-		a.failed = true // no stream form to rebuild
-	}
+	a.failed = !e.Spec().Streams // no stream form to rebuild
 	return a
 }
 
@@ -131,110 +122,27 @@ func (a *Assembler) grow(n int) bool {
 	return true
 }
 
-// Write feeds the next bytes of the stream.
-func (a *Assembler) Write(p []byte) {
-	for len(p) > 0 && !a.failed {
-		if a.lastCR {
-			a.lastCR = false
-			if p[0] == '\n' {
-				p = p[1:]
-				continue
-			}
-		}
-		j := indexEOL(p)
-		if j < 0 {
-			if len(a.line)+len(p) > a.max {
-				a.fail()
-				return
-			}
-			a.line = append(a.line, p...)
-			return
-		}
-		line := p[:j]
-		if len(a.line) > 0 {
-			if len(a.line)+j > a.max {
-				a.fail()
-				return
-			}
-			a.line = append(a.line, line...)
-			line = a.line
-		}
-		a.lastCR = p[j] == '\r'
-		p = p[j+1:]
-		a.processLine(line)
-		a.line = a.line[:0]
-	}
-}
-
-// indexEOL returns the index of the first '\r' or '\n' in b, or -1.
-func indexEOL(b []byte) int {
-	n := bytes.IndexByte(b, '\n')
-	if n < 0 {
-		return bytes.IndexByte(b, '\r')
-	}
-	if r := bytes.IndexByte(b[:n], '\r'); r >= 0 {
-		return r
-	}
-	return n
-}
-
-// processLine handles one complete line of the stream.
-func (a *Assembler) processLine(line []byte) {
-	if len(line) == 0 {
-		a.dispatch()
+// Event takes the next event of the stream, as the tap framed it. Data aliases the tap's
+// buffers: what the assembler keeps, it copies.
+func (a *Assembler) Event(ev wire.Event) {
+	if a.failed || a.done {
 		return
 	}
-	if line[0] == ':' {
+	if ev.Unread || string(ev.Name) == "error" {
+		a.fail() // too large to have been looked at, or an error: nothing to rebuild
 		return
 	}
-	field, value := line, []byte(nil)
-	if c := bytes.IndexByte(line, ':'); c >= 0 {
-		field, value = line[:c], line[c+1:]
-		if len(value) > 0 && value[0] == ' ' {
-			value = value[1:]
-		}
-	}
-	switch string(field) {
-	case "data":
-		if a.inData {
-			a.data = append(a.data, '\n')
-		}
-		if len(a.data)+len(value) > a.max {
-			a.fail()
-			return
-		}
-		a.data = append(a.data, value...)
-		a.inData = true
-	case "event":
-		a.name = append(a.name[:0], value...)
-	case "error": // older llama.cpp servers report errors in an error: field
-		a.fail()
-	}
-}
-
-// dispatch handles the event ended by a blank line.
-func (a *Assembler) dispatch() {
-	defer func() {
-		a.name, a.data, a.inData = a.name[:0], a.data[:0], false
-	}()
-	if string(a.name) == "error" {
-		a.fail()
-		return
-	}
-	if !a.inData || a.done {
-		return
-	}
-	d := bytes.TrimSpace(a.data)
-	if a.endpoint != wire.EndpointMessages && string(d) == "[DONE]" {
+	d := bytes.TrimSpace(ev.Data)
+	if a.endpoint.Spec().Dialect != wire.DialectMessages && string(d) == "[DONE]" {
 		a.done = true
 		return
 	}
-	if len(d) == 0 || d[0] != '{' || !gjson.ValidBytes(d) {
+	if len(d) == 0 || d[0] != '{' || len(d) > a.max || !gjson.ValidBytes(d) {
 		a.fail()
 		return
 	}
 	root := gjson.Parse(unsafe.String(unsafe.SliceData(d), len(d)))
-	if a.endpoint == wire.EndpointMessages {
+	if a.endpoint.Spec().Dialect == wire.DialectMessages {
 		a.anthropicEvent(root)
 	} else {
 		a.openAIChunk(root)
@@ -331,7 +239,7 @@ func (a *Assembler) openAIChoice(ch gjson.Result) {
 	if c == nil {
 		return
 	}
-	if a.endpoint == wire.EndpointCompletions {
+	if a.endpoint.Spec().Dialect == wire.DialectCompletion {
 		if t := ch.Get("text"); t.Type == gjson.String {
 			c.content, c.hasContent = a.add(c.content, t.Str), true
 		}
@@ -573,10 +481,9 @@ func (a *Assembler) Result() ([]byte, bool) {
 		return nil, false
 	}
 	var out []byte
-	switch a.endpoint {
-	case wire.EndpointMessages:
+	if a.endpoint.Spec().Dialect == wire.DialectMessages {
 		out = a.anthropicResult()
-	case wire.EndpointChatCompletions, wire.EndpointCompletions:
+	} else {
 		out = a.openAIResult()
 	}
 	if out == nil || !gjson.ValidBytes(out) {
@@ -594,7 +501,7 @@ func (a *Assembler) openAIResult() []byte {
 			return nil // a missing choice or one that never finished
 		}
 	}
-	chat := a.endpoint == wire.EndpointChatCompletions
+	chat := a.endpoint.Spec().Dialect == wire.DialectChat
 	out := make([]byte, 0, a.size+256)
 	out = append(out, `{"id":`...)
 	out = appendOr(out, a.id, `"cached"`)

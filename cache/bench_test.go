@@ -87,9 +87,11 @@ func BenchmarkAssembler(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		a := NewAssembler(wire.EndpointChatCompletions, wire.OpenAI)
+		tap := wire.NewStreamTap(wire.OpenAI, wire.TapOptions{OnEvent: a.Event})
+		var out []byte
 		for p := stream; len(p) > 0; {
 			n := min(len(p), 512)
-			a.Write(p[:n])
+			out = tap.Write(out[:0], p[:n])
 			p = p[n:]
 		}
 		if _, ok := a.Result(); !ok {

@@ -91,6 +91,21 @@ func (p Policy) Validate() error {
 	return nil
 }
 
+// Override returns p with each field that o sets (non-zero) replaced by o's: a model's own cache
+// settings over the gateway's, field by field.
+func (p Policy) Override(o Policy) Policy {
+	if o.TTL > 0 {
+		p.TTL = o.TTL
+	}
+	if o.Scope != "" {
+		p.Scope = o.Scope
+	}
+	if o.When != "" {
+		p.When = o.When
+	}
+	return p
+}
+
 // ScopeID returns the scope string for KeyInput.Scope: the caller's API key id under the "key"
 // scope, one shared value under "global". The two can never collide, whatever the key id.
 func (p Policy) ScopeID(keyID string) string {
@@ -110,9 +125,8 @@ func (p Policy) ScopeID(keyID string) string {
 // deterministic. Under "always" every well-formed request of those endpoints is cacheable.
 // Other endpoints never are. reason is empty when ok, else one of the Reason constants.
 func Cacheable(e wire.Endpoint, body []byte, when string) (ok bool, reason string) {
-	switch e {
-	case wire.EndpointChatCompletions, wire.EndpointCompletions, wire.EndpointMessages, wire.EndpointEmbeddings:
-	default:
+	spec := e.Spec()
+	if !spec.Cacheable {
 		return false, ReasonEndpoint
 	}
 	trimmed := bytes.TrimLeft(body, " \t\r\n")
@@ -123,7 +137,7 @@ func Cacheable(e wire.Endpoint, body []byte, when string) (ok bool, reason strin
 	if !gjson.Valid(js) {
 		return false, ReasonBody
 	}
-	if e == wire.EndpointEmbeddings || when == WhenAlways {
+	if spec.Dialect == wire.DialectEmbedding || when == WhenAlways { // an embedding is not sampled
 		return true, ""
 	}
 	// One pass over the top-level members.
@@ -150,7 +164,7 @@ func Cacheable(e wire.Endpoint, body []byte, when string) (ok bool, reason strin
 		return false, ReasonTools
 	}
 	zeroTemp := temp.Type == gjson.Number && temp.Float() == 0
-	seeded := e != wire.EndpointMessages && seed.Exists() && seed.Type != gjson.Null
+	seeded := spec.Dialect != wire.DialectMessages && seed.Exists() && seed.Type != gjson.Null // Anthropic has no seed
 	if !zeroTemp && !seeded {
 		return false, ReasonTemperature
 	}

@@ -80,3 +80,23 @@ func TestPolicy(t *testing.T) {
 		t.Fatal("a key id collides with the global scope")
 	}
 }
+
+func TestPolicyOverride(t *testing.T) {
+	gateway := Policy{TTL: time.Hour, Scope: ScopeGlobal, When: WhenAlways}
+	tests := []struct {
+		name  string
+		model Policy
+		want  Policy
+	}{
+		{"nothing of its own", Policy{}, gateway},
+		{"its own ttl only", Policy{TTL: time.Minute}, Policy{TTL: time.Minute, Scope: ScopeGlobal, When: WhenAlways}},
+		{"its own scope only", Policy{Scope: ScopeKey}, Policy{TTL: time.Hour, Scope: ScopeKey, When: WhenAlways}},
+		{"its own when only", Policy{When: WhenDeterministic}, Policy{TTL: time.Hour, Scope: ScopeGlobal, When: WhenDeterministic}},
+		{"everything of its own", Policy{TTL: time.Second, Scope: ScopeKey, When: WhenDeterministic}, Policy{TTL: time.Second, Scope: ScopeKey, When: WhenDeterministic}},
+	}
+	for _, tt := range tests {
+		if got := gateway.Override(tt.model); got != tt.want {
+			t.Errorf("%s: Override = %+v, want %+v", tt.name, got, tt.want)
+		}
+	}
+}

@@ -40,13 +40,14 @@ func AppendStream(dst []byte, e wire.Endpoint, s wire.Surface, entry *Entry, inc
 	if !root.IsObject() {
 		return dst, fmt.Errorf("replaying cached entry: %w", errNotObject)
 	}
-	switch {
-	case e == wire.EndpointMessages || (e == wire.EndpointUnknown && s == wire.Anthropic):
+	switch d := e.Spec().Dialect; {
+	case !e.Spec().Streams && !(e == wire.EndpointUnknown && s == wire.Anthropic):
+	case d == wire.DialectMessages || s == wire.Anthropic:
 		return appendAnthropicStream(dst, root, entry), nil
-	case e == wire.EndpointChatCompletions:
+	case d == wire.DialectChat:
 		r := openAIReplay{entry: entry, includeUsage: includeUsage}
 		return r.appendChat(dst, root), nil
-	case e == wire.EndpointCompletions:
+	case d == wire.DialectCompletion:
 		r := openAIReplay{entry: entry, includeUsage: includeUsage, completions: true}
 		return r.appendCompletions(dst, root), nil
 	}

@@ -21,7 +21,8 @@ func MarkCached(e wire.Endpoint, s wire.Surface, body []byte) []byte {
 	if !usage.IsObject() {
 		return body
 	}
-	if s == wire.Anthropic || e == wire.EndpointMessages {
+	d := e.Spec().Dialect
+	if s == wire.Anthropic || d == wire.DialectMessages {
 		in, read, create := usage.Get("input_tokens"), usage.Get("cache_read_input_tokens"), usage.Get("cache_creation_input_tokens")
 		if in.Type != gjson.Number && read.Type != gjson.Number {
 			return body
@@ -41,7 +42,7 @@ func MarkCached(e wire.Endpoint, s wire.Surface, body []byte) []byte {
 		}
 		return out
 	}
-	if e != wire.EndpointChatCompletions && e != wire.EndpointCompletions {
+	if d != wire.DialectChat && d != wire.DialectCompletion {
 		return body
 	}
 	prompt := usage.Get("prompt_tokens")

@@ -129,12 +129,7 @@ const (
 // prepareCache decides whether the request may use the cache and derives its key. It returns
 // whether a lookup should be made (false for Cache-Control: no-cache, which refreshes).
 func (g *Gateway) prepareCache(ex *exchange, r *http.Request) (lookup bool) {
-	if g.cache == nil || ex.route.cacheOff {
-		return false
-	}
-	switch ex.endpoint {
-	case wire.EndpointChatCompletions, wire.EndpointCompletions, wire.EndpointEmbeddings, wire.EndpointMessages:
-	default:
+	if g.cache == nil || ex.route.cacheOff || !ex.spec.Cacheable {
 		return false
 	}
 	ex.cacheState = cacheBypass
@@ -143,19 +138,7 @@ func (g *Gateway) prepareCache(ex *exchange, r *http.Request) (lookup bool) {
 		g.metrics.cache.WithLabelValues("bypass").Inc()
 		return false
 	}
-	pol := g.cache.policy
-	if rt := ex.route; rt.cacheTTL > 0 || rt.cacheScope != "" || rt.cacheWhen != "" {
-		pol = cache.Policy{TTL: rt.cacheTTL, Scope: rt.cacheScope, When: rt.cacheWhen}
-		if pol.TTL == 0 {
-			pol.TTL = g.cache.policy.TTL
-		}
-		if pol.Scope == "" {
-			pol.Scope = g.cache.policy.Scope
-		}
-		if pol.When == "" {
-			pol.When = g.cache.policy.When
-		}
-	}
+	pol := g.cache.policy.Override(ex.route.cache)
 	body := ex.body.bytes()
 	if ok, _ := cache.Cacheable(ex.endpoint, body, pol.When); !ok {
 		g.metrics.cache.WithLabelValues("bypass").Inc()

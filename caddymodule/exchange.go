@@ -29,7 +29,8 @@ type exchange struct {
 	requestID      string
 	surface        wire.Surface
 	endpoint       wire.Endpoint
-	modelID        string // the id of GET /v1/models/{id}
+	spec           *wire.Spec // the endpoint's row of the table
+	modelID        string     // the id of GET /v1/models/{id}
 	key            *policy.Key
 	requestedModel string
 	apiVersion     *policy.APIVersion
@@ -42,8 +43,6 @@ type exchange struct {
 	releases       []func()           // admission slots and load-tracker charges, released when the request ends
 	info           policy.RequestInfo // what validation learnt of the body
 	stream         bool
-	fitted         bool // max_tokens was lowered to fit the context window
-	capped         bool // max_tokens was lowered to the token budget left
 	injectedUsage  bool // the gateway asked the upstream for stream usage the client did not ask for
 	body           requestBody
 
@@ -52,11 +51,11 @@ type exchange struct {
 	decision       ratelimit.Decision
 	reservation    *ratelimit.Reservation
 
+	tap              *responseTap // the response tap of the request's (last) upstream attempt
+	tapFinished      bool         // the tap completed the response and ex.usage is its usage
 	status           int
-	upstreamHeaderAt time.Time
 	firstToken       time.Time
 	usage            wire.Usage
-	upstreamError    bool
 	streamIncomplete bool
 	reject           string
 
@@ -78,9 +77,7 @@ type modelRoute struct {
 	rewriter      *policy.Rewriter
 	gate          *routing.Admission // nil without max_concurrent
 	cacheOff      bool
-	cacheTTL      time.Duration
-	cacheScope    string
-	cacheWhen     string
+	cache         cache.Policy // the model's own cache settings, over the gateway's
 	fallbacks     []*modelRoute
 }
 
@@ -102,6 +99,7 @@ func (ex *exchange) releaseAll() {
 func newExchange(r *http.Request, now time.Time) *exchange {
 	ex := &exchange{r: r, start: now}
 	ex.endpoint, ex.modelID = wire.Route(r.URL.Path)
+	ex.spec = ex.endpoint.Spec()
 	ex.surface = wire.SurfaceOf(r.URL.Path)
 	if id := r.Header.Get("X-Request-Id"); wire.ValidRequestID(id) {
 		ex.requestID = id
@@ -142,14 +140,22 @@ func (ex *exchange) counter() tokens.Counter {
 
 func (ex *exchange) clientGone() bool { return ex.r.Context().Err() != nil }
 
-// overhead is the time spent in the gateway itself: before the hand-off, and since the
-// upstream's header arrived when the body was held (JSON responses).
+// overhead is the time the gateway spent on the request before it left for the upstream (or,
+// when it never did, until now).
 func (ex *exchange) overhead(now time.Time) time.Duration {
 	if ex.handoff.IsZero() {
 		return now.Sub(ex.start)
 	}
-	d := ex.handoff.Sub(ex.start)
-	return d
+	return ex.handoff.Sub(ex.start)
+}
+
+// charge is what the request's reservation is settled with: the tokens of the upstream's
+// answer, 0 when nothing went upstream (a refusal, a cache hit, an answer of the gateway's own).
+func (ex *exchange) charge() int64 {
+	if ex.tap == nil {
+		return 0
+	}
+	return ex.usage.TotalTokens
 }
 
 // setResponseHeaders sets the headers every response carries.

@@ -213,7 +213,7 @@ func (g *Gateway) admitLimits(ctx context.Context, ex *exchange) *wire.Error {
 			Message: "The gateway cannot check rate limits right now. Please try again shortly.", RetryAfter: time.Second}
 	}
 	if !dec.Allowed {
-		g.metrics.rateLimited.WithLabelValues(scopeKind(dec.Scope), string(dec.Dimension)).Inc()
+		g.metrics.rateLimited.WithLabelValues(ratelimit.ScopeKind(dec.Scope), string(dec.Dimension)).Inc()
 		return rateLimitError(dec, cost)
 	}
 	ex.reservation = res
@@ -237,67 +237,13 @@ func (g *Gateway) capToBudget(ctx context.Context, ex *exchange, scopes []rateli
 	}
 	ex.body.replace(out)
 	ex.reservedOutput = int(room)
-	ex.capped = true
 }
 
-func scopeKind(id string) string {
-	switch {
-	case id == "global":
-		return "global"
-	case len(id) > 4 && id[:4] == "key:":
-		return "key"
-	case len(id) > 6 && id[:6] == "model:":
-		return "model"
-	}
-	return "unknown"
-}
-
-// rateLimitError turns a refusal into the 429 clients understand.
+// rateLimitError is the 429 of a refused reservation, worded by ratelimit.Explain.
 func rateLimitError(d ratelimit.Decision, cost ratelimit.Cost) *wire.Error {
-	window := "per minute"
-	if d.Daily {
-		window = "per day"
-	}
-	e := &wire.Error{Status: http.StatusTooManyRequests, Code: "rate_limit_exceeded", Reason: "rate_limited_" + string(d.Dimension)}
-	switch d.Dimension {
-	case ratelimit.DimensionTokens:
-		e.Type = wire.TypeTokens
-		if d.Impossible {
-			e.NoRetry = true
-			e.Message = fmt.Sprintf("Request too large for the %s limit on tokens %s (%s): Limit %d, Requested %d. Reduce the prompt or max_tokens.",
-				scopeKind(d.Scope), window, d.Scope, d.Tokens.Limit, cost.Tokens)
-			return e
-		}
-		e.Message = fmt.Sprintf("Rate limit reached on tokens %s for %s: Limit %d, Requested %d. Please try again in %s.",
-			window, d.Scope, d.Tokens.Limit, cost.Tokens, humanWait(d.Wait))
-	case ratelimit.DimensionConcurrency:
-		e.Type = wire.TypeRequests
-		e.Message = fmt.Sprintf("Too many concurrent requests for %s. Please try again in 1s.", d.Scope)
-		e.RetryAfter = time.Second
-		return e
-	default:
-		e.Type = wire.TypeRequests
-		if d.Impossible {
-			e.NoRetry = true
-			e.Message = fmt.Sprintf("The request limit %s for %s does not allow this request.", window, d.Scope)
-			return e
-		}
-		e.Message = fmt.Sprintf("Rate limit reached on requests %s for %s: Limit %d. Please try again in %s.",
-			window, d.Scope, d.Requests.Limit, humanWait(d.Wait))
-	}
-	e.RetryAfter = d.Wait
-	if d.Wait > 60*time.Second {
-		e.NoRetry = true // SDKs would wait too long or ignore the hint; say plainly not to retry now
-	}
-	return e
-}
-
-// humanWait renders a wait like OpenAI does ("1.2s", "6m0s", "120ms").
-func humanWait(d time.Duration) string {
-	if d < time.Second {
-		return d.Round(time.Millisecond).String()
-	}
-	return d.Round(100 * time.Millisecond).String()
+	r := ratelimit.Explain(d, cost)
+	return &wire.Error{Status: http.StatusTooManyRequests, Type: r.Type, Code: "rate_limit_exceeded", Reason: r.Reason,
+		Message: r.Message, RetryAfter: r.RetryAfter, NoRetry: r.NoRetry}
 }
 
 // setRateLimitHeaders writes the x-ratelimit-* headers (OpenAI names) or the

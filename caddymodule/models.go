@@ -17,10 +17,8 @@ func (g *Gateway) serveModels(w http.ResponseWriter, r *http.Request, ex *exchan
 	if ex.endpoint == wire.EndpointModel {
 		m, ok := g.catalog.Resolve(ex.modelID)
 		if !ok || !ex.key.AllowsModel(m) {
-			werr := wire.ModelNotFound(ex.modelID)
-			ex.reject = werr.ReasonOrCode()
-			ex.setResponseHeaders(w.Header())
-			return wire.Write(w, ex.surface, werr, ex.requestID)
+			g.refuse(w, ex, wire.ModelNotFound(ex.modelID))
+			return nil
 		}
 		if anthropic {
 			body = g.appendAnthropicModel(nil, m)

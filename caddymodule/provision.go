@@ -13,6 +13,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/caddyai/gateway/cache"
 	"github.com/caddyai/gateway/policy"
 	"github.com/caddyai/gateway/policy/tokens"
 )
@@ -207,7 +208,7 @@ func (g *Gateway) provisionModels(repl *caddy.Replacer) error {
 		}
 		if mc.Cache != nil {
 			route.cacheOff = mc.Cache.Off
-			route.cacheTTL, route.cacheScope, route.cacheWhen = time.Duration(mc.Cache.TTL), mc.Cache.Scope, mc.Cache.When
+			route.cache = cache.Policy{TTL: time.Duration(mc.Cache.TTL), Scope: mc.Cache.Scope, When: mc.Cache.When}
 		}
 		if err := g.provisionAdmission(route, mc); err != nil {
 			return fmt.Errorf("model %q: %w", mc.Name, err)

@@ -2,7 +2,6 @@ package caddymodule
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 	"sort"
 	"sync"
@@ -199,7 +198,7 @@ func (g *Gateway) provisionAdmission(route *modelRoute, mc ModelConfig) error {
 	return nil
 }
 
-// admit waits for a slot of the model's admission gate (in its queue, by the key's priority).
+// admitToModel waits for a slot of the model's admission gate (in its queue, by the key's priority).
 func (g *Gateway) admitToModel(ctx context.Context, ex *exchange) *wire.Error {
 	gate := ex.route.gate
 	if gate == nil {
@@ -211,11 +210,10 @@ func (g *Gateway) admitToModel(ctx context.Context, ex *exchange) *wire.Error {
 	}
 	release, err := gate.Acquire(ctx, priority)
 	if err != nil {
-		if werr := routing.Overloaded(err, gate.RetryAfter()); werr != nil {
-			werr.Message = fmt.Sprintf("The model `%s` is overloaded right now. Please try again shortly.", ex.route.model.Name)
-			return werr
+		if reason, ok := routing.RefusalReason(err); ok {
+			return wire.ModelOverloaded(ex.route.model.Name, reason, gate.RetryAfter())
 		}
-		return &wire.Error{Status: 499, Type: wire.TypeInvalidRequest, Message: "The client closed the request.", Reason: "client_closed"}
+		return wire.ClientClosed()
 	}
 	ex.releases = append(ex.releases, release)
 	return nil

@@ -2,8 +2,8 @@ package caddymodule
 
 import (
 	"errors"
-	"fmt"
 	"net/http"
+	"runtime/debug"
 	"strconv"
 	"strings"
 
@@ -21,68 +21,76 @@ import (
 
 // ServeHTTP runs one request through the gateway's pipeline. Each stage either fills the
 // request's exchange record or returns a *wire.Error, which is rendered once, in the envelope of
-// the request's API surface. Admitted requests go to the next handler (reverse_proxy) through a
-// response tap that completes usage, normalises errors and settles the rate-limit reservation.
+// the request's API surface. The request has one exit, the deferred finish step (release,
+// settle once, record), so a stage may return anywhere and nothing leaks. Admitted requests go
+// to the next handler (reverse_proxy) through a response tap that completes usage and
+// normalises errors.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	ex := newExchange(r, g.now())
 	caddyhttp.SetVar(r.Context(), varExchange, ex)
-	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	defer g.finish(ex, r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer))
 
 	if werr := g.admit(ex, r); werr != nil {
 		g.refuse(w, ex, werr)
-		g.record(ex, repl)
 		return nil
 	}
-	if ex.endpoint == wire.EndpointModels || ex.endpoint == wire.EndpointModel {
-		err := g.serveModels(w, r, ex)
-		g.record(ex, repl)
-		return err
-	}
-
-	if ex.endpoint == wire.EndpointMessagesCountTokens {
-		err := g.serveCountTokens(w, ex)
-		ex.body.release()
-		g.settle(ex, 0)
-		g.record(ex, repl)
-		return err
+	switch ex.endpoint {
+	case wire.EndpointModels, wire.EndpointModel:
+		return g.serveModels(w, r, ex)
+	case wire.EndpointMessagesCountTokens:
+		return g.serveCountTokens(w, ex)
 	}
 	if g.prepareCache(ex, r) {
 		if entry := g.cacheGet(r.Context(), ex); entry != nil {
-			err := g.serveHit(w, ex, entry)
-			ex.body.release()
-			g.settle(ex, 0) // a hit takes a request from the limits, not tokens
-			g.record(ex, repl)
-			return err
+			return g.serveHit(w, ex, entry) // a hit takes a request from the limits, not tokens
 		}
 	}
 	if !ex.cacheable {
-		return g.dispatch(w, r, next, ex, repl)
+		return g.dispatch(w, r, next, ex)
 	}
 	// a miss: identical requests arriving meanwhile wait for this one's answer (single flight)
 	var ran bool
 	var err error
 	entry, _, gerr := g.cache.group.Do(r.Context(), ex.cacheKey, func() (*cache.Entry, error) {
 		ran = true
-		err = g.dispatch(w, r, next, ex, repl)
+		err = g.dispatch(w, r, next, ex)
 		return ex.cacheEntry, err
 	})
 	switch {
 	case ran:
 		return err
 	case entry != nil:
-		err = g.serveHit(w, ex, entry)
-		ex.body.release()
-		g.settle(ex, 0)
-		g.record(ex, repl)
-		return err
+		return g.serveHit(w, ex, entry)
 	case gerr != nil: // the client went away while waiting
-		ex.body.release()
-		g.settle(ex, 0)
 		ex.status, ex.reject = 499, "client_closed"
-		g.record(ex, repl)
 		return nil
 	}
-	return g.dispatch(w, r, next, ex, repl)
+	return g.dispatch(w, r, next, ex)
+}
+
+// finish is the one exit of every request, deferred by ServeHTTP: it gives the body buffer
+// back, releases admission slots and load charges, settles the reservation once with the
+// tokens the request produced (0 for refusals and cache hits), and publishes the outcome. A
+// panic raised on the way (a bug: a later handler's panics are caught by proxy) still settles,
+// is logged with its stack and goes on up; http.ErrAbortHandler, a client that went away, goes
+// on up silently.
+func (g *Gateway) finish(ex *exchange, repl *caddy.Replacer) {
+	v := recover()
+	if v != nil && v != http.ErrAbortHandler {
+		g.logger.Error("panic while serving a request", zap.String("request_id", ex.requestID), zap.Any("panic", v),
+			zap.ByteString("stack", debug.Stack()))
+		ex.status, ex.reject = http.StatusInternalServerError, "panic"
+	}
+	if v != nil && ex.tap != nil && !ex.tapFinished {
+		ex.usage = ex.tap.produced()
+	}
+	ex.body.release()
+	ex.releaseAll()
+	g.settle(ex, ex.charge())
+	g.record(ex, repl)
+	if v != nil {
+		panic(v)
+	}
 }
 
 // serveCountTokens answers Anthropic's /v1/messages/count_tokens from the gateway's own count
@@ -103,7 +111,7 @@ func (g *Gateway) serveCountTokens(w http.ResponseWriter, ex *exchange) error {
 
 // dispatch takes a slot of the model's admission gate (or a fallback's), prepares the body for
 // the upstream and forwards the request.
-func (g *Gateway) dispatch(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, ex *exchange, repl *caddy.Replacer) error {
+func (g *Gateway) dispatch(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, ex *exchange) error {
 	werr := g.admitToModel(r.Context(), ex)
 	for werr != nil && werr.Code == "model_overloaded" && g.switchToFallback(ex) {
 		werr = g.admitToModel(r.Context(), ex)
@@ -112,22 +120,17 @@ func (g *Gateway) dispatch(w http.ResponseWriter, r *http.Request, next caddyhtt
 		werr = g.handOff(ex, r)
 	}
 	if werr != nil {
-		g.settle(ex, 0)
 		g.refuse(w, ex, werr)
-		g.record(ex, repl)
 		return nil
 	}
-	return g.forward(w, r, next, ex, repl)
+	return g.forward(w, r, next, ex)
 }
 
 // forward hands the request to its model's upstream pool through the response tap, and to the
 // model's fallbacks while the pool has no capacity and nothing has reached the client yet.
-func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, ex *exchange, repl *caddy.Replacer) error {
-	defer ex.releaseAll()
-	var (
-		tap      *responseTap
-		proxyErr error
-	)
+func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, ex *exchange) error {
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	var proxyErr error
 	for {
 		if ex.route.authorization != "" {
 			r.Header["Authorization"] = []string{ex.route.authorization}
@@ -135,25 +138,22 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 			delete(r.Header, "Authorization")
 		}
 		ex.setRequestPlaceholders(repl)
-		tap = newResponseTap(g, w, ex)
+		ex.tap = newResponseTap(g, w, ex)
 		model := ex.route.model.Name
 		g.metrics.inFlight.WithLabelValues(model).Inc()
 		ex.handoff = g.now()
-		proxyErr = g.proxy(tap, r, next)
+		proxyErr = g.proxy(ex.tap, r, next)
 		g.metrics.inFlight.WithLabelValues(model).Dec()
 		g.metrics.upstream.WithLabelValues(model).Observe(g.now().Sub(ex.handoff).Seconds())
-		if !g.tryFallback(ex, tap, proxyErr, r) {
+		if !g.tryFallback(ex, ex.tap, proxyErr, r) {
 			break
 		}
 	}
-	usage, err := tap.finish(proxyErr)
-	ex.usage = usage
+	usage, err := ex.tap.finish(proxyErr)
+	ex.usage, ex.tapFinished = usage, true
 	if ex.cacheable {
-		g.fillCache(ex, tap.cacheBody())
+		g.fillCache(ex, ex.tap.cacheBody())
 	}
-	ex.body.release()
-	g.settle(ex, ex.usage.TotalTokens)
-	g.record(ex, repl)
 	if proxyErr == errAborted && ex.clientGone() {
 		panic(http.ErrAbortHandler) // nobody is listening; let the server drop the connection
 	}
@@ -162,14 +162,19 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 
 // proxy runs the next handler. reverse_proxy aborts a response it cannot finish with
 // http.ErrAbortHandler; that becomes errAborted so the tap can still end the response properly
-// (an error frame, never a silent cut). Any other panic goes on up.
+// (an error frame, never a silent cut). Any other panic of a later handler is logged with its
+// stack and becomes errHandlerPanic: the client gets a 500 in its envelope (or the error frame
+// of its stream) and the request ends through the one exit like any other.
 func (g *Gateway) proxy(tap *responseTap, r *http.Request, next caddyhttp.Handler) (err error) {
 	defer func() {
 		if v := recover(); v != nil {
-			if v != http.ErrAbortHandler {
-				panic(v)
+			if v == http.ErrAbortHandler {
+				err = errAborted
+				return
 			}
-			err = errAborted
+			g.logger.Error("handler after ai_gateway panicked", zap.String("request_id", tap.ex.requestID), zap.Any("panic", v),
+				zap.ByteString("stack", debug.Stack()))
+			err = errHandlerPanic
 		}
 	}()
 	return next.ServeHTTP(tap, r)
@@ -183,7 +188,7 @@ func (g *Gateway) tryFallback(ex *exchange, tap *responseTap, proxyErr error, r 
 	if len(primary.fallbacks) == 0 || ex.clientGone() || !ex.body.untouched() {
 		return false
 	}
-	unavailable := tap.mode == modeUnset && proxyErr != nil
+	unavailable := tap.mode == modeUnset && proxyErr != nil && proxyErr != errHandlerPanic
 	overloaded := tap.mode == modeError && (ex.status == http.StatusServiceUnavailable || ex.status == 529)
 	if !unavailable && !overloaded {
 		return false
@@ -217,7 +222,10 @@ func (g *Gateway) switchToFallback(ex *exchange) bool {
 	return false
 }
 
-var errAborted = errors.New("upstream response aborted")
+var (
+	errAborted      = errors.New("upstream response aborted")
+	errHandlerPanic = errors.New("a handler after ai_gateway panicked")
+)
 
 // record publishes the outcome: placeholders, access-log fields and metrics.
 func (g *Gateway) record(ex *exchange, repl *caddy.Replacer) {
@@ -247,9 +255,11 @@ func (g *Gateway) record(ex *exchange, repl *caddy.Replacer) {
 	}
 }
 
-// admit runs the stages that decide whether the request may go upstream: routing, credentials,
-// API version, body, model. On success the exchange holds the key, the model and the rewritten
-// body.
+// admit runs the stages that decide whether the request may be served, in order: credentials
+// (and the brute-force guard), the endpoint and method, the API version, the body (read once),
+// validation and the model, content policy, rewriting, the prompt count and context check, and
+// the rate limits. On success the exchange holds the key, the model, the rewritten body and the
+// reservation.
 func (g *Gateway) admit(ex *exchange, r *http.Request) *wire.Error {
 	secret, header := takeCredential(r.Header)
 	if header != "Authorization" && header != "" {
@@ -264,20 +274,16 @@ func (g *Gateway) admit(ex *exchange, r *http.Request) *wire.Error {
 		}
 		return werr
 	}
-	switch ex.endpoint {
-	case wire.EndpointUnknown:
-		return wire.InvalidURL(r.Method, r.URL.Path)
-	case wire.EndpointBadVersion:
+	switch {
+	case ex.endpoint == wire.EndpointBadVersion:
 		return wire.Errorf(http.StatusNotFound, "unsupported_api_version", "",
 			"The API version in the path %s is not supported. Supported versions: v1.", r.URL.Path)
-	case wire.EndpointModels, wire.EndpointModel:
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			return wire.MethodNotAllowed(r.Method, r.URL.Path)
-		}
-		return nil
-	}
-	if r.Method != http.MethodPost {
+	case ex.spec.Answer == wire.AnswerNone:
+		return wire.InvalidURL(r.Method, r.URL.Path)
+	case !ex.spec.Allows(r.Method):
 		return wire.MethodNotAllowed(r.Method, r.URL.Path)
+	case !ex.endpoint.HasBody():
+		return nil
 	}
 	if ex.surface == wire.Anthropic {
 		if werr := g.checkAnthropicVersion(r); werr != nil {
@@ -384,44 +390,17 @@ func (g *Gateway) resolveModel(ex *exchange) *wire.Error {
 func (g *Gateway) countPrompt(ex *exchange) *wire.Error {
 	m := ex.route.model
 	body := ex.body.bytes()
-	out := ex.info.MaxTokens
-	if out == 0 {
-		out = g.RateLimit.DefaultMaxTokens
-		if out == 0 {
-			out = m.MaxOutputTokens
-		}
-		if out == 0 {
-			out = defaultOutputAllowance
-		}
-		if m.ContextWindow > 0 && ex.info.MaxTokens == 0 {
-			out = min(out, m.ContextWindow)
-		}
-	}
-	ex.reservedOutput = out
+	ex.reservedOutput = policy.OutputAllowance(ex.info.MaxTokens, g.RateLimit.DefaultMaxTokens, m.MaxOutputTokens, m.ContextWindow)
 	bound := tokens.UpperBound(body)
-	if ex.endpoint == wire.EndpointImagesGenerations {
-		ex.promptTokens = bound
-		return nil
-	}
 	fits := m.ContextWindow == 0 || bound+ex.info.MaxTokens <= m.ContextWindow
-	if fits && !g.tokenLimited(ex) && ex.endpoint != wire.EndpointMessagesCountTokens {
+	if !ex.spec.ExactCount || fits && !g.tokenLimited(ex) && !ex.spec.AlwaysCount {
 		ex.promptTokens = bound
 		return nil
 	}
-	var n int
-	var err error
-	switch ex.endpoint {
-	case wire.EndpointChatCompletions:
-		n, err = ex.route.chat.CountChat(body)
-	case wire.EndpointCompletions:
-		n, err = ex.route.chat.CountCompletion(body)
-	case wire.EndpointEmbeddings:
-		n, err = ex.route.chat.CountEmbedding(body)
-	case wire.EndpointMessages, wire.EndpointMessagesCountTokens:
-		n, err = ex.route.chat.CountAnthropic(body)
-	}
+	n, err := ex.route.chat.Count(ex.spec.Dialect, body)
 	if err != nil {
-		return wire.InvalidRequest("messages", "The request's messages could not be read: %s", strings.TrimPrefix(err.Error(), "counting chat body: "))
+		return wire.InvalidRequest(ex.spec.ContextParam, "The request's %s could not be read: %s", ex.spec.ContextParam,
+			strings.TrimPrefix(err.Error(), "counting chat body: "))
 	}
 	ex.promptTokens = n
 	if m.ContextWindow > 0 && n+ex.info.MaxTokens > m.ContextWindow {
@@ -433,21 +412,14 @@ func (g *Gateway) countPrompt(ex *exchange) *wire.Error {
 // fitOrRefuse lowers max_tokens to what fits the window when fit_max_tokens allows it, else
 // refuses with context_length_exceeded.
 func (g *Gateway) fitOrRefuse(ex *exchange, window, prompt int) *wire.Error {
-	room := window - prompt
-	if g.FitMaxTokens > 0 && ex.info.MaxTokens > 0 && room >= g.FitMaxTokens && ex.endpoint != wire.EndpointEmbeddings {
-		out, err := policy.SetMaxTokens(ex.endpoint, ex.body.bytes(), &ex.info, room)
-		if err == nil {
+	if room, ok := policy.FitRoom(ex.endpoint, window, prompt, ex.info.MaxTokens, g.FitMaxTokens); ok {
+		if out, err := policy.SetMaxTokens(ex.endpoint, ex.body.bytes(), &ex.info, room); err == nil {
 			ex.body.replace(out)
 			ex.reservedOutput = room
-			ex.fitted = true
 			return nil
 		}
 	}
-	werr := contextLengthError(ex, window, prompt)
-	if g.ContextStatus == http.StatusBadRequest {
-		werr.Status = http.StatusBadRequest
-	}
-	return werr
+	return policy.ContextLengthExceeded(ex.endpoint, window, prompt, ex.info.MaxTokens, g.ContextStatus)
 }
 
 // tokenLimited reports whether any scope of the request limits tokens.
@@ -463,23 +435,6 @@ func (g *Gateway) tokenLimited(ex *exchange) bool {
 	return l.TPM > 0 || l.TPD > 0
 }
 
-// contextLengthError is the refusal of a prompt that does not fit the model's window.
-func contextLengthError(ex *exchange, window, prompt int) *wire.Error {
-	msg := fmt.Sprintf("This model's maximum context length is %d tokens. However, your messages resulted in %d tokens. Please reduce the length of the messages.", window, prompt)
-	if out := ex.info.MaxTokens; out > 0 {
-		msg = fmt.Sprintf("This model's maximum context length is %d tokens. However, you requested %d tokens (%d in the messages, %d in the completion). Please reduce the length of the messages or completion.",
-			window, prompt+out, prompt, out)
-	}
-	param := "messages"
-	switch ex.endpoint {
-	case wire.EndpointCompletions, wire.EndpointImagesGenerations:
-		param = "prompt"
-	case wire.EndpointEmbeddings:
-		param = "input"
-	}
-	return &wire.Error{Status: http.StatusRequestEntityTooLarge, Type: wire.TypeInvalidRequest, Code: "context_length_exceeded", Param: param, Message: msg}
-}
-
 // handOff rewrites the body for the upstream (its model name, stream usage) and installs it.
 func (g *Gateway) handOff(ex *exchange, r *http.Request) *wire.Error {
 	raw := ex.body.bytes()
@@ -489,7 +444,7 @@ func (g *Gateway) handOff(ex *exchange, r *http.Request) *wire.Error {
 		out, err = sjson.SetBytes(out, "model", up)
 		ex.bodyModel = up
 	}
-	if err == nil && ex.stream && !ex.info.IncludeUsage && (ex.endpoint == wire.EndpointChatCompletions || ex.endpoint == wire.EndpointCompletions) {
+	if err == nil && ex.stream && !ex.info.IncludeUsage && ex.spec.InjectStreamUsage {
 		// ask for the usage chunk upstream; the tap removes it from what the client sees
 		out, err = sjson.SetBytes(out, "stream_options.include_usage", true)
 		ex.injectedUsage = err == nil
@@ -509,7 +464,6 @@ func (g *Gateway) handOff(ex *exchange, r *http.Request) *wire.Error {
 
 // refuse renders a gateway error in the surface's envelope and records why.
 func (g *Gateway) refuse(w http.ResponseWriter, ex *exchange, werr *wire.Error) {
-	ex.body.release()
 	ex.reject = werr.ReasonOrCode()
 	ex.status = werr.StatusFor(ex.surface)
 	h := w.Header()

@@ -47,7 +47,6 @@ type responseTap struct {
 	ex              *exchange
 	mode            tapMode
 	wroteHeader     bool // the client has its header
-	upstreamHdr     http.Header
 	buf             []byte
 	out             []byte
 	stream          *wire.StreamTap
@@ -70,9 +69,17 @@ func (t *responseTap) cacheBody() []byte {
 		if t.asm == nil || !t.stream.Done() || t.stream.UpstreamError() != nil {
 			return nil
 		}
-		if b, ok := t.asm.Result(); ok {
-			return b
+		b, ok := t.asm.Result()
+		if !ok {
+			return nil
 		}
+		if m := t.ex.route.model; m.UpstreamName != "" {
+			// the assembler saw the upstream's events, which name the model as the upstream knows it
+			if out, err := sjson.SetBytes(b, "model", m.Name); err == nil {
+				b = out
+			}
+		}
+		return b
 	}
 	return nil
 }
@@ -91,7 +98,6 @@ func (t *responseTap) WriteHeader(status int) {
 		return
 	}
 	t.ex.status = status
-	t.ex.upstreamHeaderAt = t.g.now()
 	h := t.Header()
 	ct := h.Get("Content-Type")
 	switch {
@@ -127,10 +133,11 @@ func (t *responseTap) startStream() {
 	if ex.route != nil {
 		t.itl = t.g.metrics.itl.WithLabelValues(ex.route.model.Name) // once, not per chunk
 	}
-	t.stream = wire.NewStreamTap(ex.surface, opts)
 	if ex.cacheable {
 		t.asm = cache.NewAssembler(ex.endpoint, ex.surface)
+		opts.OnEvent = t.asm.Event // the assembler reads the events the tap frames: one parse
 	}
+	t.stream = wire.NewStreamTap(ex.surface, opts)
 	h := t.Header()
 	delete(h, "Content-Length")
 	h["Trailer"] = usageTrailers
@@ -176,9 +183,6 @@ func (t *responseTap) Write(p []byte) (int, error) {
 	switch t.mode {
 	case modeStream:
 		t.out = t.stream.Write(t.out[:0], p)
-		if t.asm != nil {
-			t.asm.Write(t.out)
-		}
 		if t.countText && t.stream.UsageAnnounced() {
 			t.stream.StopText() // the upstream reports usage: no need to parse text for it
 			t.countText = false
@@ -259,7 +263,6 @@ func (t *responseTap) finish(proxyErr error) (wire.Usage, error) {
 		if ex.status < 300 {
 			werr := invalidUpstreamResponse()
 			ex.reject = werr.ReasonOrCode()
-			ex.upstreamError = true
 			return wire.Usage{}, t.writeError(werr)
 		}
 		werr := wire.NormalizeUpstreamError(ex.status, t.Header().Get("Content-Type"), t.buf)
@@ -267,7 +270,6 @@ func (t *responseTap) finish(proxyErr error) (wire.Usage, error) {
 			werr.RetryAfter = ra
 		}
 		ex.reject = werr.ReasonOrCode()
-		ex.upstreamError = true
 		return wire.Usage{}, t.writeError(werr)
 	case modeJSON:
 		if proxyErr != nil && !ex.clientGone() {
@@ -294,13 +296,12 @@ func (t *responseTap) finishJSON() (wire.Usage, error) {
 	if !gjson.ValidBytes(body) {
 		werr := invalidUpstreamResponse()
 		ex.reject = werr.ReasonOrCode()
-		ex.upstreamError = true
 		return wire.Usage{}, t.writeError(werr)
 	}
 	u, ok := wire.ExtractUsage(ex.surface, body)
 	if !ok {
 		u = t.estimateJSONUsage(body)
-		if ex.endpoint != wire.EndpointEmbeddings || u.PromptTokens > 0 {
+		if len(ex.spec.AnswerText) > 0 || u.PromptTokens > 0 {
 			if b, err := sjson.SetRawBytes(body, "usage", wire.AppendUsageJSON(nil, ex.surface, u)); err == nil {
 				body = b
 			}
@@ -320,22 +321,27 @@ func (t *responseTap) finishJSON() (wire.Usage, error) {
 	return u, err
 }
 
-// estimateJSONUsage counts what an upstream that reports no usage produced.
+// estimateJSONUsage counts what an upstream that reports no usage produced: the text at the
+// row's answer paths (none for embeddings, whose usage is the prompt's).
 func (t *responseTap) estimateJSONUsage(body []byte) wire.Usage {
 	var text strings.Builder
-	path := "choices.#.message.content"
-	switch t.ex.endpoint {
-	case wire.EndpointCompletions:
-		path = "choices.#.text"
-	case wire.EndpointMessages:
-		path = "content.#.text"
-	case wire.EndpointEmbeddings:
-		return wire.Usage{PromptTokens: int64(t.ex.promptTokens), TotalTokens: int64(t.ex.promptTokens), Estimated: true}
-	}
-	for _, v := range gjson.GetBytes(body, path).Array() {
-		text.WriteString(v.String())
+	for _, path := range t.ex.spec.AnswerText {
+		for _, v := range gjson.GetBytes(body, path).Array() {
+			text.WriteString(v.String())
+		}
 	}
 	return t.estimate(text.String())
+}
+
+// produced is the usage of a response cut off before the tap could finish it: what the upstream
+// reported so far, else the prompt and an estimate of the text that passed.
+func (t *responseTap) produced() wire.Usage {
+	if t.stream != nil {
+		if u, ok := t.stream.Usage(); ok && u.TotalTokens > 0 {
+			return u
+		}
+	}
+	return t.estimate(t.completion.String())
 }
 
 func (t *responseTap) estimate(completion string) wire.Usage {
@@ -408,6 +414,9 @@ func invalidUpstreamResponse() *wire.Error {
 
 // proxyError maps a reverse_proxy failure before any response into the gateway's error.
 func proxyError(err error, ex *exchange) *wire.Error {
+	if err == errHandlerPanic {
+		return wire.Internal()
+	}
 	model := ex.modelName()
 	var he caddyhttp.HandlerError
 	status := http.StatusBadGateway

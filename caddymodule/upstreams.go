@@ -17,7 +17,8 @@ func init() {
 }
 
 // Upstreams hands reverse_proxy the upstream pool of the model that ai_gateway resolved for the
-// request, so Caddy's own load balancing, health checks, retries and transports apply per model.
+// request, so Caddy's own load balancing, passive health checks, retries and transports apply per
+// model (Caddy runs active health checks only for static upstreams).
 // Use it as `reverse_proxy { dynamic ai_gateway }` after the ai_gateway handler.
 type Upstreams struct{}
 

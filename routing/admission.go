@@ -3,12 +3,9 @@ package routing
 import (
 	"context"
 	"errors"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/caddyai/gateway/internal/wire"
 )
 
 // Errors of Admission.Acquire that refuse a request; Overloaded turns them into the 503 the
@@ -239,25 +236,15 @@ func (a *Admission) RetryAfter() time.Duration {
 	return min(max(est, MinRetryAfter), MaxRetryAfter)
 }
 
-// Overloaded turns an admission refusal (ErrQueueFull, ErrQueueTimeout) into the gateway's 503
-// model_overloaded error (529 overloaded_error on the Anthropic surface) with retryAfter. Other
-// errors, such as the client's cancelled context, are not refusals and return nil.
-func Overloaded(err error, retryAfter time.Duration) *wire.Error {
-	var reason string
+// RefusalReason names why Acquire refused a request: "queue_full" or "queue_timeout" (the
+// model is overloaded), or "" with ok false when err is not a refusal (nil, or the caller's
+// context ended: the client went away).
+func RefusalReason(err error) (reason string, ok bool) {
 	switch {
 	case errors.Is(err, ErrQueueFull):
-		reason = "queue_full"
+		return "queue_full", true
 	case errors.Is(err, ErrQueueTimeout):
-		reason = "queue_timeout"
-	default:
-		return nil
+		return "queue_timeout", true
 	}
-	return &wire.Error{
-		Status:     http.StatusServiceUnavailable,
-		Type:       wire.TypeServer,
-		Code:       "model_overloaded",
-		Message:    "The model is overloaded: too many requests are waiting. Please retry after a short wait.",
-		RetryAfter: retryAfter,
-		Reason:     reason,
-	}
+	return "", false
 }

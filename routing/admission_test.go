@@ -3,13 +3,11 @@ package routing
 import (
 	"context"
 	"errors"
-	"net/http"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/caddyai/gateway/internal/wire"
 )
 
 // testAdmission returns a gate with a fake clock and hand-fired timers.
@@ -494,39 +492,21 @@ func TestRetryAfter(t *testing.T) {
 	})
 }
 
-func TestOverloaded(t *testing.T) {
+func TestRefusalReason(t *testing.T) {
 	tests := []struct {
 		err    error
 		reason string
 	}{
 		{ErrQueueFull, "queue_full"},
-		{ErrQueueTimeout, "queue_timeout"},
+		{fmt.Errorf("admitting: %w", ErrQueueTimeout), "queue_timeout"},
 		{context.Canceled, ""},
 		{context.DeadlineExceeded, ""},
 		{nil, ""},
 	}
 	for _, tt := range tests {
-		e := Overloaded(tt.err, 3*time.Second)
-		if tt.reason == "" {
-			if e != nil {
-				t.Errorf("Overloaded(%v) = %+v, want nil", tt.err, e)
-			}
-			continue
-		}
-		if e == nil {
-			t.Fatalf("Overloaded(%v) = nil", tt.err)
-		}
-		if e.Status != http.StatusServiceUnavailable || e.Code != "model_overloaded" || e.Type != wire.TypeServer ||
-			e.RetryAfter != 3*time.Second || e.ReasonOrCode() != tt.reason {
-			t.Errorf("Overloaded(%v) = %+v", tt.err, e)
-		}
-		if st := e.StatusFor(wire.Anthropic); st != 529 {
-			t.Errorf("Anthropic status = %d, want 529", st)
-		}
-		h := http.Header{}
-		wire.SetRetryHeaders(h, e)
-		if h.Get("Retry-After") != "3" {
-			t.Errorf("Retry-After = %q", h.Get("Retry-After"))
+		reason, ok := RefusalReason(tt.err)
+		if reason != tt.reason || ok != (tt.reason != "") {
+			t.Errorf("RefusalReason(%v) = %q, %v; want %q", tt.err, reason, ok, tt.reason)
 		}
 	}
 }

@@ -33,8 +33,8 @@ func ExampleAdmission() {
 
 	// The only slot is taken and there is no queue: refused.
 	_, err = gate.Acquire(context.Background(), 0)
-	if e := routing.Overloaded(err, gate.RetryAfter()); e != nil {
-		fmt.Println(e.Status, e.Code, e.RetryAfter)
+	if reason, ok := routing.RefusalReason(err); ok {
+		fmt.Println(reason, gate.RetryAfter())
 	}
-	// Output: 503 model_overloaded 30s
+	// Output: queue_full 30s
 }

@@ -114,6 +114,20 @@ func MethodNotAllowed(method, path string) *Error {
 	return &Error{Status: http.StatusMethodNotAllowed, Type: TypeInvalidRequest, Message: fmt.Sprintf("Method %s is not allowed for %s.", method, path), Reason: "method_not_allowed"}
 }
 
+// ModelOverloaded is the 503 model_overloaded (529 overloaded_error on the Anthropic surface)
+// of a model whose admission queue refused the request; reason says why (queue_full,
+// queue_timeout).
+func ModelOverloaded(model, reason string, retryAfter time.Duration) *Error {
+	return &Error{Status: http.StatusServiceUnavailable, Type: TypeServer, Code: "model_overloaded", Reason: reason, RetryAfter: retryAfter,
+		Message: "The model `" + echoName(model) + "` is overloaded right now. Please try again shortly."}
+}
+
+// ClientClosed records a request whose client went away before it could be answered (nginx's
+// 499); nobody reads its body.
+func ClientClosed() *Error {
+	return &Error{Status: 499, Type: TypeInvalidRequest, Message: "The client closed the request.", Reason: "client_closed"}
+}
+
 // Internal is the 500 for a fault of the gateway itself. The cause is logged, never sent.
 func Internal() *Error {
 	return &Error{Status: http.StatusInternalServerError, Type: TypeServer, Message: "The gateway had an internal error while processing your request.", Reason: "internal"}

@@ -39,10 +39,23 @@ type TapOptions struct {
 	// message_start with this name (the one the gateway resolved). Chunks already naming it are
 	// forwarded untouched.
 	Model string
+	// OnEvent, when set, is called with each event that has data, as soon as the tap has framed
+	// it and before it handles it (named error events, and everything after the tap sent an
+	// error frame, are not passed on), so that another consumer (the cache's assembler) reads
+	// the stream without parsing its framing again.
+	OnEvent func(ev Event)
 	// RequestID goes into the Anthropic error frames the tap writes.
 	RequestID string
 	// MaxEventBytes bounds the bytes held back for one event. Default: DefaultMaxEventBytes.
 	MaxEventBytes int
+}
+
+// Event is one SSE event as the tap framed it: its event name and its data lines joined by
+// '\n'. Both alias the tap's buffers and are valid only during the OnEvent call. Unread marks
+// an event over the tap's size bound, forwarded without being looked at (Name and Data nil).
+type Event struct {
+	Name, Data []byte
+	Unread     bool
 }
 
 // StreamTap is a transforming, streaming tap over an upstream SSE body. Bytes go in with Write
@@ -355,6 +368,9 @@ func (t *StreamTap) event(dst, ev []byte, raw bool) []byte {
 		return dst
 	}
 	if raw {
+		if t.opts.OnEvent != nil {
+			t.opts.OnEvent(Event{Unread: true})
+		}
 		return append(dst, ev...)
 	}
 	f := t.parseEvent(ev)
@@ -363,6 +379,9 @@ func (t *StreamTap) event(dst, ev []byte, raw bool) []byte {
 	}
 	if f.data == nil {
 		return append(dst, ev...)
+	}
+	if t.opts.OnEvent != nil {
+		t.opts.OnEvent(Event{Name: f.name, Data: f.data})
 	}
 	if t.surface == Anthropic {
 		return t.anthropicEvent(dst, ev, &f)

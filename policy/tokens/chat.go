@@ -6,6 +6,8 @@ import (
 	"unsafe"
 
 	"github.com/tidwall/gjson"
+
+	"github.com/caddyai/gateway/internal/wire"
 )
 
 // Fixed parts of the chat formula (see the package documentation).
@@ -40,6 +42,22 @@ type ChatCounter struct {
 // (nil: no memo).
 func NewChatCounter(c Counter, m *Memo) *ChatCounter {
 	return &ChatCounter{Counter: c, Memo: m}
+}
+
+// Count returns the prompt tokens of a body of dialect d, with the counter of that dialect. A
+// dialect without one (images, bodies without a prompt) is an error.
+func (c *ChatCounter) Count(d wire.Dialect, body []byte) (int, error) {
+	switch d {
+	case wire.DialectChat:
+		return c.CountChat(body)
+	case wire.DialectCompletion:
+		return c.CountCompletion(body)
+	case wire.DialectEmbedding:
+		return c.CountEmbedding(body)
+	case wire.DialectMessages:
+		return c.CountAnthropic(body)
+	}
+	return 0, fmt.Errorf("counting body: dialect %d has no token counter", d)
 }
 
 // CountChat returns the prompt tokens of an OpenAI chat completions body.
