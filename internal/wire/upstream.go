@@ -344,7 +344,7 @@ func classifyUpstream(status int, f *upstreamFields) *Error {
 	return &Error{Status: http.StatusBadGateway, Type: TypeServer, Code: codeWord(f.code), Message: orDefault(msg, st), Reason: "upstream_error"}
 }
 
-// isContextOverflow recognises the context-length errors of vLLM, TGI, llama.cpp and OpenAI.
+// isContextOverflow recognises the context-length errors of vLLM, TGI, llama.cpp, Ollama and OpenAI.
 func isContextOverflow(status int, f *upstreamFields, lower string) bool {
 	if f.typ == "exceed_context_size_error" || f.code == "context_length_exceeded" {
 		return true
@@ -357,6 +357,7 @@ func isContextOverflow(status int, f *upstreamFields, lower string) bool {
 		strings.Contains(lower, "exceeds the available context size"),                       // llama.cpp
 		strings.Contains(lower, "longer than the maximum model length"),                     // vLLM prompt check
 		strings.Contains(lower, "context length exceeded"),                                  // generic
+		strings.Contains(lower, "input length exceeds the context length"),                  // Ollama
 		strings.Contains(lower, "tokens") && strings.Contains(lower, "must be <="),          // TGI
 		strings.Contains(lower, "must have less than") && strings.Contains(lower, "tokens"): // TGI
 		return true
