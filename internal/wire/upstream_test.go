@@ -85,7 +85,7 @@ func TestNormalizeUpstreamErrorFixtures(t *testing.T) {
 		{"ollama/api_busy.503.json", 503, "server_error", "model_overloaded", "", time.Second, ""},
 		{"ollama/v1_busy.503.json", 503, "server_error", "model_overloaded", "", time.Second, ""},
 		{"ollama/context_overflow.400.json", 400, "invalid_request_error", "context_length_exceeded", "messages", 0, "4170 tokens"},
-		{"ollama/input_exceeds_context.400.json", 400, "invalid_request_error", "context_length_exceeded", "messages", 0, "maximum context length"},
+		{"ollama/input_exceeds_context.400.json", 400, "invalid_request_error", "context_length_exceeded", "messages", 0, "exceeds the context length"},
 		{"ollama/v1_input_exceeds_context.400.json", 400, "invalid_request_error", "context_length_exceeded", "messages", 0, "exceeds the context length"},
 		{"generic/openai_rate_limit.429.json", 429, "tokens", "rate_limit_exceeded", "", time.Second, "Please try again in 2s"},
 		{"generic/openai_invalid_key.401.json", 502, "server_error", "", "", 0, "upstream rejected the gateway's credential"},
