@@ -19,11 +19,15 @@ const maxPooledBody = 1 << 20
 
 // requestBody is the request body, read once into a pooled buffer. Stages read it through
 // bytes(); a rewrite replaces it; install hands it to the next handler. The buffer goes back to
-// the pool when the body handed on is closed (or at once, if it was never handed on).
+// the pool once both the body handed on is closed and the request is finished (release), so it
+// is never reused while the proxy may still read it, and the gateway can still read it after
+// the answer (to count a prompt whose usage the upstream did not report).
 type requestBody struct {
 	buf       *bytes.Buffer
 	rewritten []byte
 	handed    *pooledBody
+	complete  bool // the whole body was read
+	released  bool
 }
 
 // read reads the whole body, refusing more than limit bytes without reading further.
@@ -48,7 +52,15 @@ func (b *requestBody) read(r *http.Request, limit int64) *wire.Error {
 		}
 		return wire.InvalidRequest("", "The request body could not be read completely.")
 	}
+	b.complete = true
 	return nil
+}
+
+// unread reports whether the request declares a body that was not read to its end (a refusal
+// before the body stage, a body over the limit): the connection cannot be reused without
+// draining it.
+func (b *requestBody) unread(r *http.Request) bool {
+	return !b.complete && r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
 }
 
 func (b *requestBody) bytes() []byte {
@@ -71,6 +83,7 @@ func (b *requestBody) replace(p []byte) {
 func (b *requestBody) install(r *http.Request) {
 	p := b.bytes()
 	pb := &pooledBody{Reader: bytes.NewReader(p), owner: b}
+	pb.holds.Store(2)
 	b.handed = pb
 	r.Body = pb
 	r.ContentLength = int64(len(p))
@@ -78,10 +91,14 @@ func (b *requestBody) install(r *http.Request) {
 	r.GetBody = nil
 }
 
-// release returns the buffer unless a handed-on body still owns it (that body returns it when
-// closed).
+// release is the request's end: the buffer goes back now, or when the handed-on body is closed
+// if that has not happened yet.
 func (b *requestBody) release() {
-	if b.handed == nil {
+	if b.released {
+		return
+	}
+	b.released = true
+	if b.handed == nil || b.handed.drop() {
 		b.putBuf()
 	}
 }
@@ -101,17 +118,22 @@ func (b *requestBody) untouched() bool {
 	return b.handed == nil || !b.handed.closed.Load() && b.handed.Len() == int(b.handed.Size())
 }
 
-// pooledBody is the body handed to the next handler.
+// pooledBody is the body handed to the next handler. It and the request hold the buffer
+// together: whichever lets go last returns it.
 type pooledBody struct {
 	*bytes.Reader
 	owner  *requestBody
 	closed atomic.Bool
+	holds  atomic.Int32 // 2 when handed on: the body and the request
 }
 
-// Close returns the buffer to the pool; it is safe to call more than once.
+// Close lets go of the buffer for the body; it is safe to call more than once.
 func (p *pooledBody) Close() error {
-	if p.closed.CompareAndSwap(false, true) {
+	if p.closed.CompareAndSwap(false, true) && p.drop() {
 		p.owner.putBuf()
 	}
 	return nil
 }
+
+// drop lets go of one hold and reports whether it was the last.
+func (p *pooledBody) drop() bool { return p.holds.Add(-1) == 0 }

@@ -47,6 +47,7 @@ type exchange struct {
 	body           requestBody
 
 	promptTokens   int
+	promptExact    bool // promptTokens is the tokenizer's count, not the byte bound
 	reservedOutput int
 	decision       ratelimit.Decision
 	reservation    *ratelimit.Reservation
@@ -71,6 +72,7 @@ type modelRoute struct {
 	model         *policy.Model
 	dials         []string
 	authorization string
+	secrets       []string // the upstream credential, redacted from what upstreams say
 	scopeID       string // rate-limit scope id, "model:<name>"
 	counter       tokens.Counter
 	chat          *tokens.ChatCounter

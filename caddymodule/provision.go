@@ -204,6 +204,7 @@ func (g *Gateway) provisionModels(repl *caddy.Replacer) error {
 				g.logger.Warn("upstream_key resolves to an empty value; no credential is sent upstream", zap.String("model", mc.Name))
 			} else {
 				route.authorization = "Bearer " + key
+				route.secrets = []string{key}
 			}
 		}
 		if mc.Cache != nil {

@@ -402,7 +402,7 @@ func (g *Gateway) countPrompt(ex *exchange) *wire.Error {
 		return wire.InvalidRequest(ex.spec.ContextParam, "The request's %s could not be read: %s", ex.spec.ContextParam,
 			strings.TrimPrefix(err.Error(), "counting chat body: "))
 	}
-	ex.promptTokens = n
+	ex.promptTokens, ex.promptExact = n, true
 	if m.ContextWindow > 0 && n+ex.info.MaxTokens > m.ContextWindow {
 		return g.fitOrRefuse(ex, m.ContextWindow, n)
 	}
@@ -435,8 +435,28 @@ func (g *Gateway) tokenLimited(ex *exchange) bool {
 	return l.TPM > 0 || l.TPD > 0
 }
 
-// handOff rewrites the body for the upstream (its model name, stream usage) and installs it.
+// handOff rewrites the body for the upstream (its model name, stream usage) and installs it. A
+// request that asks for a protocol upgrade is sent as a plain request (a tunnel would skip every
+// check after it, on the gateway's upstream credential), and Connection tokens are reduced to
+// close and keep-alive (a client naming Authorization or X-Request-Id there would have the proxy
+// strip the headers the gateway sets).
 func (g *Gateway) handOff(ex *exchange, r *http.Request) *wire.Error {
+	delete(r.Header, "Upgrade")
+	if conn, ok := r.Header["Connection"]; ok {
+		var kept []string
+		for _, v := range conn {
+			for _, tok := range strings.Split(v, ",") {
+				if tok = strings.TrimSpace(tok); strings.EqualFold(tok, "close") || strings.EqualFold(tok, "keep-alive") {
+					kept = append(kept, tok)
+				}
+			}
+		}
+		if len(kept) == 0 {
+			delete(r.Header, "Connection")
+		} else {
+			r.Header["Connection"] = kept
+		}
+	}
 	raw := ex.body.bytes()
 	out := raw
 	var err error
@@ -470,6 +490,11 @@ func (g *Gateway) refuse(w http.ResponseWriter, ex *exchange, werr *wire.Error) 
 	ex.setResponseHeaders(h)
 	setRateLimitHeaders(h, ex.surface, ex.decision, ex.start)
 	h["X-Gateway-Overhead-Ms"] = []string{formatMS(g.now().Sub(ex.start))}
+	if ex.body.unread(ex.r) {
+		// the server would read (or wait for, after Expect: 100-continue) the body it was
+		// promised before the client sees the refusal; close the connection instead
+		h["Connection"] = []string{"close"}
+	}
 	if c := g.logger.Check(zapcore.DebugLevel, "request refused"); c != nil {
 		c.Write(zap.String("request_id", ex.requestID), zap.String("key_id", ex.keyID()),
 			zap.Int("status", ex.status), zap.String("reason", ex.reject))

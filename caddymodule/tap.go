@@ -88,33 +88,39 @@ func newResponseTap(g *Gateway, w http.ResponseWriter, ex *exchange) *responseTa
 	return &responseTap{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, g: g, ex: ex}
 }
 
-// WriteHeader receives the upstream's status and decides how the body will be handled.
+// WriteHeader receives the upstream's status and decides how the body will be handled. On an
+// AI endpoint the answer must be of the kind the request asked for: SSE for a streamed
+// request, JSON (or no Content-Type) for the others; a redirect, a protocol switch or anything
+// else is an invalid upstream response, never passed on.
 func (t *responseTap) WriteHeader(status int) {
 	if t.mode != modeUnset {
 		return
 	}
-	if status >= 100 && status < 200 {
+	ai := t.ex.endpoint.HasBody()
+	if status >= 100 && status < 200 && (status != http.StatusSwitchingProtocols || !ai) {
 		t.ResponseWriterWrapper.WriteHeader(status)
 		return
 	}
 	t.ex.status = status
-	h := t.Header()
-	ct := h.Get("Content-Type")
+	ct := t.Header().Get("Content-Type")
+	sse := strings.HasPrefix(ct, "text/event-stream")
 	switch {
-	case status >= 400:
-		t.mode = modeError
-	case status < 300 && strings.HasPrefix(ct, "text/event-stream") && t.ex.endpoint.HasBody():
-		t.mode = modeStream
-		t.startStream()
-	case status < 300 && t.ex.endpoint.HasBody() && (strings.HasPrefix(ct, "application/json") || ct == ""):
-		t.mode = modeJSON
-	case status < 300 && t.ex.endpoint.HasBody():
-		// an AI endpoint answers JSON or SSE; anything else (an HTML page from a misrouted
-		// upstream, a proxy's error page) is not passed off as a completion
-		t.mode = modeError
-	default:
+	case !ai:
 		t.mode = modePassthrough
 		t.sendHeader(status)
+	case status >= 400:
+		t.mode = modeError
+	case status >= 300 || status < 200:
+		t.mode = modeError // a redirect to an internal Location, or a tunnel: not an answer
+	case sse && t.ex.stream:
+		t.mode = modeStream
+		t.startStream()
+	case !sse && !t.ex.stream && (strings.HasPrefix(ct, "application/json") || ct == ""):
+		t.mode = modeJSON
+	default:
+		// the wrong kind (JSON for a stream, SSE for a JSON request) or not an AI answer at all
+		// (an HTML page from a misrouted upstream, a proxy's error page)
+		t.mode = modeError
 	}
 }
 
@@ -123,6 +129,7 @@ func (t *responseTap) startStream() {
 	opts := wire.TapOptions{
 		StripUsageChunk: ex.injectedUsage,
 		RequestID:       ex.requestID,
+		Secrets:         ex.route.secrets,
 		OnFirstToken:    t.firstToken,
 		OnText:          t.onText,
 	}
@@ -250,22 +257,30 @@ func (t *responseTap) finish(proxyErr error) (wire.Usage, error) {
 	ex := t.ex
 	switch t.mode {
 	case modeUnset:
-		if proxyErr == nil {
-			return wire.Usage{}, nil
-		}
 		if ex.clientGone() {
+			ex.status, ex.reject = 499, "client_closed"
 			return wire.Usage{}, proxyErr
+		}
+		if proxyErr == nil {
+			if !ex.endpoint.HasBody() {
+				return wire.Usage{}, nil
+			}
+			// the upstream answered nothing the tap could use (a refused protocol switch)
+			werr := invalidUpstreamResponse()
+			ex.reject = werr.ReasonOrCode()
+			return wire.Usage{}, t.writeError(werr)
 		}
 		werr := proxyError(proxyErr, ex)
 		ex.reject = werr.ReasonOrCode()
 		return wire.Usage{}, t.writeError(werr)
 	case modeError:
-		if ex.status < 300 {
+		if ex.status < 400 {
 			werr := invalidUpstreamResponse()
 			ex.reject = werr.ReasonOrCode()
 			return wire.Usage{}, t.writeError(werr)
 		}
 		werr := wire.NormalizeUpstreamError(ex.status, t.Header().Get("Content-Type"), t.buf)
+		werr.Message = wire.Redact(werr.Message, ex.route.secrets...)
 		if ra, ok := wire.ParseRetryAfter(t.Header().Get("Retry-After"), t.g.now()); ok && werr.RetryAfter > 0 {
 			werr.RetryAfter = ra
 		}
@@ -345,8 +360,15 @@ func (t *responseTap) produced() wire.Usage {
 }
 
 func (t *responseTap) estimate(completion string) wire.Usage {
-	c := int64(t.ex.counter().Count(completion))
-	p := int64(t.ex.promptTokens)
+	ex := t.ex
+	if !ex.promptExact && ex.spec.ExactCount && ex.route != nil {
+		// admission could do with the byte bound; what is reported is counted (once)
+		if n, err := ex.route.chat.Count(ex.spec.Dialect, ex.body.bytes()); err == nil {
+			ex.promptTokens, ex.promptExact = n, true
+		}
+	}
+	c := int64(ex.counter().Count(completion))
+	p := int64(ex.promptTokens)
 	return wire.Usage{PromptTokens: p, CompletionTokens: c, TotalTokens: p + c, Estimated: true}
 }
 
@@ -359,16 +381,21 @@ func (t *responseTap) finishStream(proxyErr error) (wire.Usage, error) {
 			cause.Message = "The model server stopped sending the stream before it was complete (timeout)."
 		}
 	}
-	if !t.stream.Done() {
+	gone := !t.stream.Done() && t.stream.UpstreamError() == nil && ex.clientGone()
+	if !t.stream.Done() && !gone {
 		ex.streamIncomplete = t.stream.UpstreamError() == nil
 	}
 	t.out = t.stream.Finish(t.out[:0], cause)
-	if len(t.out) > 0 {
+	if len(t.out) > 0 && !gone {
 		_, _ = t.ResponseWriterWrapper.Write(t.out)
 	}
-	if upErr := t.stream.UpstreamError(); upErr != nil {
+	switch upErr := t.stream.UpstreamError(); {
+	case gone:
+		// the client hung up: the upstream did nothing wrong
+		ex.status, ex.reject = 499, "client_closed"
+	case upErr != nil:
 		ex.reject = upErr.ReasonOrCode()
-	} else if ex.streamIncomplete {
+	case ex.streamIncomplete:
 		ex.reject = "stream_incomplete"
 	}
 	u, ok := t.stream.Usage()

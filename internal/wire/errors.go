@@ -114,6 +114,18 @@ func MethodNotAllowed(method, path string) *Error {
 	return &Error{Status: http.StatusMethodNotAllowed, Type: TypeInvalidRequest, Message: fmt.Sprintf("Method %s is not allowed for %s.", method, path), Reason: "method_not_allowed"}
 }
 
+// Redact replaces every occurrence of each secret in msg with "[redacted]" (an upstream that
+// quotes the credential it was sent must not hand it to clients). Secrets shorter than 4 bytes
+// are left alone: they would match ordinary words.
+func Redact(msg string, secrets ...string) string {
+	for _, s := range secrets {
+		if len(s) >= 4 && strings.Contains(msg, s) {
+			msg = strings.ReplaceAll(msg, s, "[redacted]")
+		}
+	}
+	return msg
+}
+
 // ModelOverloaded is the 503 model_overloaded (529 overloaded_error on the Anthropic surface)
 // of a model whose admission queue refused the request; reason says why (queue_full,
 // queue_timeout).

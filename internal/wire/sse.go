@@ -2,6 +2,7 @@ package wire
 
 import (
 	"bytes"
+	"net/http"
 	"strings"
 
 	"github.com/tidwall/gjson"
@@ -44,6 +45,9 @@ type TapOptions struct {
 	// error frame, are not passed on), so that another consumer (the cache's assembler) reads
 	// the stream without parsing its framing again.
 	OnEvent func(ev Event)
+	// Secrets are redacted from the messages of upstream error events (the upstream's
+	// credential, which a server may quote).
+	Secrets []string
 	// RequestID goes into the Anthropic error frames the tap writes.
 	RequestID string
 	// MaxEventBytes bounds the bytes held back for one event. Default: DefaultMaxEventBytes.
@@ -363,7 +367,9 @@ func (t *StreamTap) tailComplete(tail []byte) bool {
 // raw events (over the size bound) are forwarded without a look.
 func (t *StreamTap) event(dst, ev []byte, raw bool) []byte {
 	t.fwdTerm = true
-	if t.closed {
+	if t.closed || t.done {
+		// after an error frame, [DONE] or message_stop the client has had the end of its
+		// stream: whatever the upstream sends after that is not passed on
 		t.fwdTerm = false
 		return dst
 	}
@@ -392,6 +398,16 @@ func (t *StreamTap) event(dst, ev []byte, raw bool) []byte {
 // errorFrame replaces an upstream error event with the normalised frame(s).
 func (t *StreamTap) errorFrame(dst, data []byte) []byte {
 	t.upErr = NormalizeStreamError(data)
+	t.upErr.Message = Redact(t.upErr.Message, t.opts.Secrets...)
+	t.fwdTerm = false
+	return t.terminate(dst, t.upErr)
+}
+
+// unreadable ends the stream with an error frame in place of an event whose data is not a JSON
+// object (a truncated chunk, a stray log line): the SDKs would fail to parse it.
+func (t *StreamTap) unreadable(dst []byte) []byte {
+	t.upErr = &Error{Status: http.StatusBadGateway, Type: TypeServer, Code: "upstream_invalid_response", Reason: "upstream_invalid_response",
+		Message: "The model server sent a stream event the gateway could not read."}
 	t.fwdTerm = false
 	return t.terminate(dst, t.upErr)
 }
@@ -404,8 +420,8 @@ func (t *StreamTap) openAIEvent(dst, ev []byte, f *eventFields) []byte {
 		return append(dst, ev...)
 	}
 	js := view(f.data)
-	if len(d) == 0 || d[0] != '{' {
-		return append(dst, ev...)
+	if len(d) == 0 || d[0] != '{' || !gjson.Valid(js) {
+		return t.unreadable(dst) // an SDK would fail parsing it; end the stream properly instead
 	}
 	// Targeted lookups, each skipped when its key cannot be there, cost less than walking every
 	// value of the chunk.
@@ -485,9 +501,13 @@ func (t *StreamTap) openAIText(choices gjson.Result) {
 // anthropicEvent handles an Anthropic event: message_start, content_block_delta,
 // message_delta, message_stop, error.
 func (t *StreamTap) anthropicEvent(dst, ev []byte, f *eventFields) []byte {
-	root := gjson.Parse(view(f.data))
+	js := view(f.data)
+	if !gjson.Valid(js) {
+		return t.unreadable(dst)
+	}
+	root := gjson.Parse(js)
 	if !root.IsObject() {
-		return append(dst, ev...)
+		return t.unreadable(dst)
 	}
 	var typ string
 	var message, delta, usage gjson.Result

@@ -454,3 +454,54 @@ func TestStreamTapUsageAnnouncedAndStopText(t *testing.T) {
 		t.Error("Anthropic message_start usage not seen")
 	}
 }
+
+// TestStreamTapEndsAtTheEnd: nothing an upstream sends after [DONE] or message_stop reaches the
+// client, and an event whose data is not a JSON object ends the stream with an error frame
+// (and [DONE] on OpenAI) instead of reaching an SDK that would fail to parse it.
+func TestStreamTapEndsAtTheEnd(t *testing.T) {
+	chunk := `data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}` + "\n\n"
+	start := "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"model\":\"x\",\"usage\":{\"input_tokens\":3}}}\n\n"
+	stop := "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"
+	tests := []struct {
+		name      string
+		surface   wire.Surface
+		in        string
+		want      string // the exact output (writes and finish)
+		wantError bool
+	}{
+		{"data after [DONE]", wire.OpenAI, chunk + "data: [DONE]\n\n" + chunk + "data: [DONE]\n\n",
+			chunk + "data: [DONE]\n\n", false},
+		{"events after message_stop", wire.Anthropic, start + stop + "event: ping\ndata: {\"type\":\"ping\"}\n\n",
+			start + stop, false},
+		{"a log line as data", wire.OpenAI, chunk + "data: INFO: generated 3 tokens\n\n" + chunk, "", true},
+		{"truncated JSON", wire.OpenAI, chunk + "data: {\"id\":\"c\",\"choices\":[{\"index\"\n\n", "", true},
+		{"empty data", wire.OpenAI, chunk + "data:\n\n", "", true},
+		{"Anthropic: not JSON", wire.Anthropic, start + "event: content_block_delta\ndata: oops\n\n" + stop, "", true},
+	}
+	for _, tt := range tests {
+		for _, sz := range splits {
+			t.Run(fmt.Sprintf("%s/%v", tt.name, sz), func(t *testing.T) {
+				writes, finish, tap := runTap(t, tt.surface, wire.TapOptions{RequestID: "req_1"}, []byte(tt.in), sz, nil)
+				out := string(writes) + string(finish)
+				if !tt.wantError {
+					if out != tt.want || tap.UpstreamError() != nil {
+						t.Fatalf("output:\n%q\nwant:\n%q", out, tt.want)
+					}
+					return
+				}
+				if e := tap.UpstreamError(); e == nil || e.Code != "upstream_invalid_response" {
+					t.Fatalf("upstream error = %+v, want upstream_invalid_response", e)
+				}
+				if strings.Contains(out, "INFO:") || strings.Contains(out, "oops") || strings.Count(out, `"Hi"`) > 1 {
+					t.Fatalf("the unreadable event or what follows it reached the client:\n%s", out)
+				}
+				if tt.surface == wire.OpenAI && !strings.HasSuffix(out, "data: [DONE]\n\n") {
+					t.Fatalf("no [DONE] after the error frame:\n%s", out)
+				}
+				if tt.surface == wire.Anthropic && !strings.Contains(out, "event: error\n") {
+					t.Fatalf("no error event:\n%s", out)
+				}
+			})
+		}
+	}
+}
