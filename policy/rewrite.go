@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 
 	"github.com/caddyai/gateway/internal/wire"
@@ -95,8 +96,8 @@ type rwParam struct {
 type rwDefault struct {
 	rwParam
 	lit       []byte
-	endpoints uint32 // bit per wire.Endpoint
-	maxTokens bool   // a default for max_tokens or max_completion_tokens
+	endpoints endpointSet // where the default applies
+	maxTokens bool        // a default for max_tokens or max_completion_tokens
 }
 
 type rwClamp struct {
@@ -118,11 +119,26 @@ var integerParams = map[string]bool{
 	"best_of": true, "dimensions": true, "seed": true, "output_compression": true,
 }
 
-// bodyEndpoints are the endpoints whose requests carry a JSON body.
-var bodyEndpoints = []wire.Endpoint{
-	wire.EndpointChatCompletions, wire.EndpointCompletions, wire.EndpointEmbeddings,
-	wire.EndpointImagesGenerations, wire.EndpointMessages, wire.EndpointMessagesCountTokens,
+// endpointSet is a set of endpoints, bit e for wire.Endpoint e.
+type endpointSet uint64
+
+func (s endpointSet) has(e wire.Endpoint) bool { return e < 64 && s&(1<<e) != 0 }
+
+func (s *endpointSet) add(e wire.Endpoint) {
+	if e < 64 {
+		*s |= 1 << e
+	}
 }
+
+func init() {
+	if len(wire.Specs()) > 64 {
+		panic("policy: the endpoint table outgrew endpointSet")
+	}
+}
+
+// extensionDialects are the dialects a default for a param no endpoint documents (a model
+// server extension such as repetition_penalty) applies to.
+var extensionDialects = []wire.Dialect{wire.DialectChat, wire.DialectCompletion}
 
 // CompileRewrite merges a model's rewrite config over the global one and checks it: default
 // values must be valid JSON the endpoints accept, clamps need min <= max, modes must be known
@@ -355,15 +371,19 @@ func (rw *Rewriter) addDefaults(defs map[string]string, clamped map[string]Clamp
 				continue
 			}
 			known = true
-			v := validator{e: e, errs: errs{anthropic: e.Surface() == wire.Anthropic}}
+			v := newValidator(e)
 			if v.topKey(k, val) && v.err == nil {
-				d.endpoints |= 1 << e
+				d.endpoints.add(e)
 			} else if firstErr == nil {
 				firstErr = v.err
 			}
 		}
 		if !known {
-			d.endpoints = 1<<wire.EndpointChatCompletions | 1<<wire.EndpointCompletions
+			for _, e := range bodyEndpoints {
+				if slices.Contains(extensionDialects, e.Spec().Dialect) {
+					d.endpoints.add(e)
+				}
+			}
 		}
 		if d.endpoints == 0 {
 			return fmt.Errorf("compiling rewrite: defaults: %q: no endpoint accepts value %s: %s", k, lit, firstErr.Message)
@@ -432,7 +452,7 @@ func (rw *Rewriter) Apply(e wire.Endpoint, body []byte, info *RequestInfo) ([]by
 	out := body
 	var err error
 	for _, d := range rw.defaults {
-		if d.endpoints&(1<<e) == 0 || nonNull&d.bit != 0 {
+		if !d.endpoints.has(e) || nonNull&d.bit != 0 {
 			continue
 		}
 		if d.maxTokens && nonNull&rw.maxMask != 0 {
@@ -469,7 +489,7 @@ func (rw *Rewriter) Apply(e wire.Endpoint, body []byte, info *RequestInfo) ([]by
 			return body, rewriteFault(err)
 		}
 	}
-	if rw.maxField != "" && e == wire.EndpointChatCompletions {
+	if rw.maxField != "" && twoMaxTokenFields(e) {
 		other := fieldMaxCompletionTokens
 		if rw.maxField == fieldMaxCompletionTokens {
 			other = fieldMaxTokens
@@ -533,10 +553,11 @@ func formatNumber(f float64) string {
 	return strconv.FormatFloat(f, 'f', -1, 64)
 }
 
-// applySystem adds or replaces the system prompt.
+// applySystem adds or replaces the system prompt: a system message in chat, Anthropic's
+// system field in the messages dialect; other dialects have no system prompt.
 func (rw *Rewriter) applySystem(e wire.Endpoint, out []byte) ([]byte, error) {
-	switch e {
-	case wire.EndpointChatCompletions:
+	switch e.Spec().Dialect {
+	case wire.DialectChat:
 		msgs := gjson.Get(view(out), "messages")
 		if !msgs.IsArray() {
 			return out, nil
@@ -556,7 +577,7 @@ func (rw *Rewriter) applySystem(e wire.Endpoint, out []byte) ([]byte, error) {
 		})
 		arr = append(arr, ']')
 		return splice(out, msgs.Index, len(msgs.Raw), arr), nil
-	case wire.EndpointMessages, wire.EndpointMessagesCountTokens:
+	case wire.DialectMessages:
 		sys := gjson.Get(view(out), "system")
 		switch {
 		case rw.sysRepl || !sys.Exists() || sys.Type == gjson.Null:
@@ -644,10 +665,12 @@ func SetMaxTokens(e wire.Endpoint, body []byte, info *RequestInfo, n int) ([]byt
 	if n < 1 || n > maxInt32 {
 		return nil, fmt.Errorf("setting max tokens: %d is outside [1, %d]", n, maxInt32)
 	}
+	if !e.Spec().MaxTokens {
+		return nil, fmt.Errorf("setting max tokens: endpoint %s has no output limit", e)
+	}
 	field := fieldMaxTokens
 	var also string
-	switch e {
-	case wire.EndpointChatCompletions:
+	if twoMaxTokenFields(e) {
 		if info.MaxTokensField != "" {
 			field = info.MaxTokensField
 		}
@@ -658,9 +681,6 @@ func SetMaxTokens(e wire.Endpoint, body []byte, info *RequestInfo, n int) ([]byt
 		if o := gjson.Get(view(body), other); o.Exists() && o.Type != gjson.Null {
 			also = other
 		}
-	case wire.EndpointCompletions, wire.EndpointMessages:
-	default:
-		return nil, fmt.Errorf("setting max tokens: endpoint %s has no output limit", e)
 	}
 	lit := strconv.AppendInt(make([]byte, 0, 12), int64(n), 10)
 	out, err := sjson.SetRawBytes(body, field, lit)
