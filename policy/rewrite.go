@@ -611,49 +611,51 @@ func splice(body []byte, at, n int, ins []byte) []byte {
 	return append(out, body[at+n:]...)
 }
 
-// refreshInfo re-reads the fields of info a change to param may have touched.
+// toolParams and maxTokensParams are the params that together make one field of RequestInfo.
+var (
+	toolParams      = []string{"tools", "functions"}
+	maxTokensParams = []string{fieldMaxTokens, fieldMaxCompletionTokens}
+)
+
+// refreshInfo re-reads the field of info a change to param may have touched. The params
+// behind that field go through the endpoint's own validator, so info reads what Validate would
+// read in the new body: a param the endpoint does not record (temperature in embeddings,
+// max_tokens in count_tokens) stays unrecorded.
 func refreshInfo(e wire.Endpoint, body []byte, info *RequestInfo, param string) {
+	group := []string{param}
+	switch param {
+	case "temperature", "n", "seed", "stream_options":
+	case "tools", "functions":
+		group = toolParams
+	case fieldMaxTokens, fieldMaxCompletionTokens:
+		group = maxTokensParams
+	default:
+		return
+	}
+	v := newValidator(e)
+	v.info.Stream = info.Stream
 	js := view(body)
+	for _, p := range group {
+		if val := gjson.Get(js, p); val.Exists() {
+			v.topKey(p, val)
+		}
+	}
 	switch param {
 	case "temperature":
-		info.Temperature = nil
-		if t := gjson.Get(js, param); t.Type == gjson.Number {
-			f := t.Num
-			info.Temperature = &f
-		}
+		info.Temperature = v.info.Temperature
 	case "n":
-		info.N = 1
-		if n := gjson.Get(js, param); n.Type == gjson.Number {
-			info.N = int(n.Int())
-		}
+		info.N = v.info.N
 	case "seed":
-		s := gjson.Get(js, param)
-		info.Seed = s.Exists() && s.Type != gjson.Null
+		info.Seed = v.info.Seed
 	case "stream_options":
-		info.IncludeUsage = gjson.Get(js, "stream_options.include_usage").Type == gjson.True
+		if v.info.Stream && v.streamO.Exists() && v.streamO.Type != gjson.Null {
+			v.streamOptions(v.streamO)
+		}
+		info.IncludeUsage = v.info.IncludeUsage
 	case "tools", "functions":
-		info.HasTools = nonEmpty(gjson.Get(js, "tools"))
-		if e == wire.EndpointChatCompletions {
-			info.HasTools = info.HasTools || nonEmpty(gjson.Get(js, "functions"))
-		}
-	case fieldMaxTokens, fieldMaxCompletionTokens:
-		if e == wire.EndpointMessagesCountTokens {
-			return // count_tokens generates nothing; Validate does not record its max_tokens
-		}
-		info.MaxTokens, info.MaxTokensField = 0, ""
-		fields := []string{fieldMaxTokens, fieldMaxCompletionTokens}
-		if e != wire.EndpointChatCompletions {
-			fields = fields[:1]
-		}
-		for _, f := range fields {
-			m := gjson.Get(js, f)
-			if m.Type != gjson.Number {
-				continue
-			}
-			if n := int(m.Int()); info.MaxTokensField == "" || n > info.MaxTokens || n == info.MaxTokens && f == fieldMaxCompletionTokens {
-				info.MaxTokens, info.MaxTokensField = n, f
-			}
-		}
+		info.HasTools = v.info.HasTools
+	default:
+		info.MaxTokens, info.MaxTokensField = v.info.MaxTokens, v.info.MaxTokensField
 	}
 }
 
