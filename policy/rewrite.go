@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
 	"slices"
@@ -20,6 +21,21 @@ type Clamp struct {
 	Min float64 `json:"min"`
 	// Max is the largest value allowed.
 	Max float64 `json:"max"`
+	// Off, in a model's config, lifts the gateway-wide clamp of Param instead of bounding it;
+	// Min and Max are then left out.
+	Off bool `json:"off,omitempty"`
+}
+
+// MarshalJSON leaves the bounds out of a lifting clamp ({"param":"top_p","off":true}).
+func (c Clamp) MarshalJSON() ([]byte, error) {
+	if c.Off {
+		return json.Marshal(struct {
+			Param string `json:"param"`
+			Off   bool   `json:"off"`
+		}{c.Param, true})
+	}
+	type plain Clamp
+	return json.Marshal(plain(c))
 }
 
 // Clamp modes.
@@ -41,16 +57,20 @@ const (
 )
 
 // RewriteConfig says how request bodies are rewritten before they go upstream. It is given
-// globally and per model; a field set in the model's config replaces the global one as a whole
-// (a nil map or slice, or an empty string, inherits the global value; an empty non-nil map or
-// slice clears it).
+// gateway-wide and per model, and the two merge: deny_params and strip_params are unions;
+// a model's clamp or default on a param replaces the gateway's on that param only (max_tokens
+// and max_completion_tokens count as one); clamp_mode, system_prompt, system_prompt_mode and
+// max_tokens_field set on the model replace the gateway's. A model lifts a gateway-wide rule
+// only explicitly: allow_params for deny_params and strip_params, "off" for the others.
 type RewriteConfig struct {
 	// Defaults maps a top-level param to a JSON literal set when the param is absent or null,
 	// e.g. "temperature": "0.7", "stop": `["\n"]`. A default applies to the endpoints that know
 	// the param and accept the value; a param no endpoint knows (a model server extension such
-	// as repetition_penalty) applies to chat and completions requests.
+	// as repetition_penalty) applies to chat and completions requests. In a model's config the
+	// value "off" (not a JSON literal) lifts the gateway-wide default of the param.
 	Defaults map[string]string `json:"defaults,omitempty"`
-	// Clamps bound numeric params.
+	// Clamps bound numeric params. In a model's config a clamp with off set lifts the
+	// gateway-wide clamp of its param.
 	Clamps []Clamp `json:"clamps,omitempty"`
 	// ClampMode is "reject" (out of range is a 400) or "clamp" (pulled into range).
 	// Default: reject.
@@ -60,12 +80,19 @@ type RewriteConfig struct {
 	DenyParams []string `json:"deny_params,omitempty"`
 	// StripParams are params removed silently.
 	StripParams []string `json:"strip_params,omitempty"`
+	// AllowParams, in a model's config only, are params the gateway-wide deny_params and
+	// strip_params do not apply to for this model. Each must be denied or stripped
+	// gateway-wide; the model may deny or strip it again itself (to strip what the gateway
+	// denies, say).
+	AllowParams []string `json:"allow_params,omitempty"`
 	// SystemPrompt is a system prompt the gateway adds to chat and Anthropic messages requests.
+	// In a model's config "off" lifts the gateway-wide one.
 	SystemPrompt string `json:"system_prompt,omitempty"`
 	// SystemPromptMode is "prepend" or "replace". Default: prepend.
 	SystemPromptMode string `json:"system_prompt_mode,omitempty"`
 	// MaxTokensField, when set to "max_tokens" or "max_completion_tokens", renames whichever
-	// of the two a chat request sent to the one the upstream expects.
+	// of the two a chat request sent to the one the upstream expects. In a model's config
+	// "off" lifts the gateway-wide one (the field goes upstream as sent).
 	MaxTokensField string `json:"max_tokens_field,omitempty"`
 }
 
@@ -140,11 +167,15 @@ func init() {
 // server extension such as repetition_penalty) applies to.
 var extensionDialects = []wire.Dialect{wire.DialectChat, wire.DialectCompletion}
 
-// CompileRewrite merges a model's rewrite config over the global one and checks it: default
-// values must be valid JSON the endpoints accept, clamps need min <= max, modes must be known
-// and params plain top-level names.
+// CompileRewrite merges a model's rewrite config with the gateway-wide one (see RewriteConfig
+// and merge) and checks the result: default values must be valid JSON the endpoints accept,
+// clamps need min <= max, modes must be known, params plain top-level names, and no param may
+// be both denied and stripped, or denied or stripped and also clamped or defaulted.
 func CompileRewrite(global, model RewriteConfig) (*Rewriter, error) {
-	c := merge(global, model)
+	c, err := merge(global, model)
+	if err != nil {
+		return nil, err
+	}
 	rw := &Rewriter{}
 	switch c.ClampMode {
 	case "", ClampReject:
@@ -220,36 +251,6 @@ func CompileRewrite(global, model RewriteConfig) (*Rewriter, error) {
 	}
 	rw.noop = len(rw.names) == 0 && rw.sysPrompt == ""
 	return rw, nil
-}
-
-// merge applies the per-field override of model over global.
-func merge(global, model RewriteConfig) RewriteConfig {
-	c := global
-	if model.Defaults != nil {
-		c.Defaults = model.Defaults
-	}
-	if model.Clamps != nil {
-		c.Clamps = model.Clamps
-	}
-	if model.ClampMode != "" {
-		c.ClampMode = model.ClampMode
-	}
-	if model.DenyParams != nil {
-		c.DenyParams = model.DenyParams
-	}
-	if model.StripParams != nil {
-		c.StripParams = model.StripParams
-	}
-	if model.SystemPrompt != "" {
-		c.SystemPrompt = model.SystemPrompt
-	}
-	if model.SystemPromptMode != "" {
-		c.SystemPromptMode = model.SystemPromptMode
-	}
-	if model.MaxTokensField != "" {
-		c.MaxTokensField = model.MaxTokensField
-	}
-	return c
 }
 
 // bit returns the presence bit of a param, adding it to the names looked at.

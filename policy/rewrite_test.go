@@ -419,33 +419,6 @@ func TestCompileRewriteErrors(t *testing.T) {
 	}
 }
 
-func TestRewriteModelOverridesGlobal(t *testing.T) {
-	global := RewriteConfig{
-		Defaults:     map[string]string{"temperature": "0.7"},
-		StripParams:  []string{"user"},
-		SystemPrompt: "global",
-	}
-	t.Run("inherit", func(t *testing.T) {
-		out, _, err := rewrite(t, mustRewriter(t, global, RewriteConfig{}), chat, chatBody(`"user":"u"`))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if get(out, "temperature").Raw != "0.7" || get(out, "user").Exists() || get(out, "messages.0.content").Str != "global" {
-			t.Errorf("%s", out)
-		}
-	})
-	t.Run("override", func(t *testing.T) {
-		model := RewriteConfig{Defaults: map[string]string{"top_p": "0.9"}, StripParams: []string{}, SystemPrompt: "model"}
-		out, _, err := rewrite(t, mustRewriter(t, global, model), chat, chatBody(`"user":"u"`))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if get(out, "temperature").Exists() || get(out, "top_p").Raw != "0.9" || get(out, "user").Str != "u" || get(out, "messages.0.content").Str != "model" {
-			t.Errorf("%s", out)
-		}
-	})
-}
-
 func TestSetMaxTokens(t *testing.T) {
 	tests := []struct {
 		name    string
