@@ -573,15 +573,22 @@ var (
 // is not one. Syntax (in ai_gateway and in model blocks):
 //
 //	defaults {
-//	    <param> <JSON value or bare string>
+//	    <param> <JSON value or bare string>|off
 //	}
-//	clamp <param> <min> <max>
+//	clamp <param> <min> <max>|off
 //	clamp_mode reject|clamp
 //	deny_params <param>...
 //	strip_params <param>...
-//	system_prompt <text>
+//	allow_params <param>...
+//	system_prompt <text>|off
 //	system_prompt_mode prepend|replace
-//	max_tokens_field max_tokens|max_completion_tokens
+//	max_tokens_field max_tokens|max_completion_tokens|off
+//
+// A model's rules merge with the gateway-wide ones (see policy.RewriteConfig). In a model
+// block, allow_params and the word off lift a gateway-wide rule: allow_params lifts
+// deny_params and strip_params for its params, `clamp <param> off` the clamp of the param,
+// `<param> off` in defaults its default (a quoted "off" is the string), `system_prompt off`
+// and `max_tokens_field off` those settings.
 func parseRewrite(d *caddyfile.Dispenser, name string, rc *policy.RewriteConfig) (handled bool, err error) {
 	switch name {
 	case "defaults":
@@ -597,7 +604,10 @@ func parseRewrite(d *caddyfile.Dispenser, name string, rc *policy.RewriteConfig)
 			if err != nil {
 				return true, err
 			}
-			if !gjson.Valid(v) {
+			switch {
+			case v == policy.Off && !d.Token().Quoted():
+				// lifts the gateway-wide default
+			case !gjson.Valid(v):
 				v = string(wire.AppendString(nil, v)) // a bare word is a string
 			}
 			if _, dup := rc.Defaults[param]; dup {
@@ -607,8 +617,12 @@ func parseRewrite(d *caddyfile.Dispenser, name string, rc *policy.RewriteConfig)
 		}
 	case "clamp":
 		args := d.RemainingArgs()
+		if len(args) == 2 && args[1] == policy.Off {
+			rc.Clamps = append(rc.Clamps, policy.Clamp{Param: args[0], Off: true})
+			break
+		}
 		if len(args) != 3 {
-			return true, d.Err("clamp <param> <min> <max>")
+			return true, d.Err("clamp <param> <min> <max>, or clamp <param> off")
 		}
 		lo, err1 := strconv.ParseFloat(args[1], 64)
 		hi, err2 := strconv.ParseFloat(args[2], 64)
@@ -628,6 +642,10 @@ func parseRewrite(d *caddyfile.Dispenser, name string, rc *policy.RewriteConfig)
 		if rc.StripParams = append(rc.StripParams, d.RemainingArgs()...); len(rc.StripParams) == 0 {
 			err = d.ArgErr()
 		}
+	case "allow_params":
+		if rc.AllowParams = append(rc.AllowParams, d.RemainingArgs()...); len(rc.AllowParams) == 0 {
+			err = d.ArgErr()
+		}
 	case "system_prompt":
 		rc.SystemPrompt, err = stringArg(d)
 	case "system_prompt_mode":
@@ -635,8 +653,8 @@ func parseRewrite(d *caddyfile.Dispenser, name string, rc *policy.RewriteConfig)
 			err = d.Errf("system_prompt_mode: want prepend or replace, got %q", rc.SystemPromptMode)
 		}
 	case "max_tokens_field":
-		if rc.MaxTokensField, err = stringArg(d); err == nil && rc.MaxTokensField != "max_tokens" && rc.MaxTokensField != "max_completion_tokens" {
-			err = d.Errf("max_tokens_field: want max_tokens or max_completion_tokens, got %q", rc.MaxTokensField)
+		if rc.MaxTokensField, err = stringArg(d); err == nil && rc.MaxTokensField != "max_tokens" && rc.MaxTokensField != "max_completion_tokens" && rc.MaxTokensField != policy.Off {
+			err = d.Errf("max_tokens_field: want max_tokens, max_completion_tokens or off, got %q", rc.MaxTokensField)
 		}
 	default:
 		return false, nil

@@ -11,6 +11,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddytest"
+
+	"github.com/caddyai/gateway/policy"
 )
 
 var update = flag.Bool("update", false, "rewrite the adapted JSON of golden .caddyfiletest files")
@@ -89,6 +91,66 @@ func TestCaddyfileErrors(t *testing.T) {
 			s := new(Simulator)
 			if err := s.UnmarshalCaddyfile(caddyfile.NewTestDispenser(input)); err == nil {
 				t.Errorf("accepted: %s", input)
+			}
+		})
+	}
+}
+
+// TestCaddyfileRewriteLifts parses a model's explicit lifts of gateway-wide rewriting rules
+// and shows their JSON form.
+func TestCaddyfileRewriteLifts(t *testing.T) {
+	input := `ai_gateway {
+		deny_params logit_bias logprobs
+		strip_params user
+		clamp max_tokens 1 4096
+		clamp temperature 0 2
+		defaults {
+			temperature 0.7
+			service_tier auto
+		}
+		system_prompt "Be brief."
+		max_tokens_field max_completion_tokens
+		model raw {
+			allow_params logprobs user
+			clamp max_tokens off
+			clamp temperature 0 1
+			defaults {
+				temperature off
+				service_tier "off"
+			}
+			system_prompt off
+			max_tokens_field off
+		}
+	}`
+	g := new(Gateway)
+	if err := g.UnmarshalCaddyfile(caddyfile.NewTestDispenser(input)); err != nil {
+		t.Fatal(err)
+	}
+	got, err := json.Marshal(g.Models[0].RewriteConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"defaults":{"service_tier":"\"off\"","temperature":"off"},` +
+		`"clamps":[{"param":"max_tokens","off":true},{"param":"temperature","min":0,"max":1}],` +
+		`"allow_params":["logprobs","user"],"system_prompt":"off","max_tokens_field":"off"}`
+	if string(got) != want {
+		t.Errorf("model rules\n got %s\nwant %s", got, want)
+	}
+	if _, err := policy.CompileRewrite(g.RewriteConfig, g.Models[0].RewriteConfig); err != nil {
+		t.Errorf("compiling: %v", err)
+	}
+	for name, bad := range map[string]string{
+		"clamp off with a bound":  "clamp temperature off 1",
+		"clamp with one bound":    "clamp temperature 1",
+		"allow_params empty":      "allow_params",
+		"allow_params repeated":   "allow_params a\nallow_params b",
+		"max_tokens_field other":  "max_tokens_field max_new_tokens",
+		"defaults off with extra": "defaults {\ntemperature off 1\n}",
+	} {
+		t.Run(name, func(t *testing.T) {
+			input := "ai_gateway {\nmodel m {\n" + bad + "\n}\n}"
+			if err := new(Gateway).UnmarshalCaddyfile(caddyfile.NewTestDispenser(input)); err == nil {
+				t.Errorf("accepted: %s", bad)
 			}
 		})
 	}

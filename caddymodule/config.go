@@ -80,8 +80,9 @@ type ModelConfig struct {
 	// Fallback are models tried in order when this model's pool is unavailable or overloaded;
 	// the response's model says which answered and x-gateway-fallback names this one.
 	Fallback []string `json:"fallback,omitempty"`
-	// RewriteConfig holds the model's own rewriting rules; each field set here replaces the
-	// gateway-wide one.
+	// RewriteConfig holds the model's own rewriting rules. They merge with the gateway-wide
+	// ones: deny and strip lists add to them, clamps and defaults replace them per param, and
+	// allow_params or "off" lifts one explicitly (see policy.RewriteConfig).
 	policy.RewriteConfig
 	// Limits are the model's rate limits, summed over all keys.
 	Limits

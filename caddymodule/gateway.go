@@ -67,7 +67,7 @@ type Gateway struct {
 	FitMaxTokens int `json:"fit_max_tokens,omitempty"`
 	// RewriteConfig holds the request rewriting rules that apply to every model (defaults,
 	// clamps, deny_params, strip_params, system_prompt, max_tokens_field); a model's own rules
-	// replace them field by field.
+	// merge with them (see policy.RewriteConfig).
 	policy.RewriteConfig
 	// Cache is the exact-match response cache. Optional.
 	Cache *CacheConfig `json:"cache,omitempty"`

@@ -123,16 +123,16 @@ func (p *ContentPolicy) Check(e wire.Endpoint, body []byte) *wire.Error {
 	}
 	c := checker{p: p}
 	root := gjson.Parse(view(body))
-	switch e {
-	case wire.EndpointChatCompletions:
+	switch e.Spec().Dialect {
+	case wire.DialectChat:
 		c.chat(root.Get("messages"))
-	case wire.EndpointCompletions:
+	case wire.DialectCompletion:
 		c.strings("prompt", root.Get("prompt"))
-	case wire.EndpointEmbeddings:
+	case wire.DialectEmbedding:
 		c.strings("input", root.Get("input"))
-	case wire.EndpointImagesGenerations:
+	case wire.DialectImage:
 		c.text(root.Get("prompt"), func() string { return "prompt" })
-	case wire.EndpointMessages, wire.EndpointMessagesCountTokens:
+	case wire.DialectMessages:
 		c.anthropic(root)
 	}
 	return c.err

@@ -1,8 +1,10 @@
 package policy
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 
 	"github.com/caddyai/gateway/internal/wire"
@@ -19,6 +21,21 @@ type Clamp struct {
 	Min float64 `json:"min"`
 	// Max is the largest value allowed.
 	Max float64 `json:"max"`
+	// Off, in a model's config, lifts the gateway-wide clamp of Param instead of bounding it;
+	// Min and Max are then left out.
+	Off bool `json:"off,omitempty"`
+}
+
+// MarshalJSON leaves the bounds out of a lifting clamp ({"param":"top_p","off":true}).
+func (c Clamp) MarshalJSON() ([]byte, error) {
+	if c.Off {
+		return json.Marshal(struct {
+			Param string `json:"param"`
+			Off   bool   `json:"off"`
+		}{c.Param, true})
+	}
+	type plain Clamp
+	return json.Marshal(plain(c))
 }
 
 // Clamp modes.
@@ -40,16 +57,20 @@ const (
 )
 
 // RewriteConfig says how request bodies are rewritten before they go upstream. It is given
-// globally and per model; a field set in the model's config replaces the global one as a whole
-// (a nil map or slice, or an empty string, inherits the global value; an empty non-nil map or
-// slice clears it).
+// gateway-wide and per model, and the two merge: deny_params and strip_params are unions;
+// a model's clamp or default on a param replaces the gateway's on that param only (max_tokens
+// and max_completion_tokens count as one); clamp_mode, system_prompt, system_prompt_mode and
+// max_tokens_field set on the model replace the gateway's. A model lifts a gateway-wide rule
+// only explicitly: allow_params for deny_params and strip_params, "off" for the others.
 type RewriteConfig struct {
 	// Defaults maps a top-level param to a JSON literal set when the param is absent or null,
 	// e.g. "temperature": "0.7", "stop": `["\n"]`. A default applies to the endpoints that know
 	// the param and accept the value; a param no endpoint knows (a model server extension such
-	// as repetition_penalty) applies to chat and completions requests.
+	// as repetition_penalty) applies to chat and completions requests. In a model's config the
+	// value "off" (not a JSON literal) lifts the gateway-wide default of the param.
 	Defaults map[string]string `json:"defaults,omitempty"`
-	// Clamps bound numeric params.
+	// Clamps bound numeric params. In a model's config a clamp with off set lifts the
+	// gateway-wide clamp of its param.
 	Clamps []Clamp `json:"clamps,omitempty"`
 	// ClampMode is "reject" (out of range is a 400) or "clamp" (pulled into range).
 	// Default: reject.
@@ -59,12 +80,19 @@ type RewriteConfig struct {
 	DenyParams []string `json:"deny_params,omitempty"`
 	// StripParams are params removed silently.
 	StripParams []string `json:"strip_params,omitempty"`
+	// AllowParams, in a model's config only, are params the gateway-wide deny_params and
+	// strip_params do not apply to for this model. Each must be denied or stripped
+	// gateway-wide; the model may deny or strip it again itself (to strip what the gateway
+	// denies, say).
+	AllowParams []string `json:"allow_params,omitempty"`
 	// SystemPrompt is a system prompt the gateway adds to chat and Anthropic messages requests.
+	// In a model's config "off" lifts the gateway-wide one.
 	SystemPrompt string `json:"system_prompt,omitempty"`
 	// SystemPromptMode is "prepend" or "replace". Default: prepend.
 	SystemPromptMode string `json:"system_prompt_mode,omitempty"`
 	// MaxTokensField, when set to "max_tokens" or "max_completion_tokens", renames whichever
-	// of the two a chat request sent to the one the upstream expects.
+	// of the two a chat request sent to the one the upstream expects. In a model's config
+	// "off" lifts the gateway-wide one (the field goes upstream as sent).
 	MaxTokensField string `json:"max_tokens_field,omitempty"`
 }
 
@@ -95,8 +123,8 @@ type rwParam struct {
 type rwDefault struct {
 	rwParam
 	lit       []byte
-	endpoints uint32 // bit per wire.Endpoint
-	maxTokens bool   // a default for max_tokens or max_completion_tokens
+	endpoints endpointSet // where the default applies
+	maxTokens bool        // a default for max_tokens or max_completion_tokens
 }
 
 type rwClamp struct {
@@ -118,17 +146,36 @@ var integerParams = map[string]bool{
 	"best_of": true, "dimensions": true, "seed": true, "output_compression": true,
 }
 
-// bodyEndpoints are the endpoints whose requests carry a JSON body.
-var bodyEndpoints = []wire.Endpoint{
-	wire.EndpointChatCompletions, wire.EndpointCompletions, wire.EndpointEmbeddings,
-	wire.EndpointImagesGenerations, wire.EndpointMessages, wire.EndpointMessagesCountTokens,
+// endpointSet is a set of endpoints, bit e for wire.Endpoint e.
+type endpointSet uint64
+
+func (s endpointSet) has(e wire.Endpoint) bool { return e < 64 && s&(1<<e) != 0 }
+
+func (s *endpointSet) add(e wire.Endpoint) {
+	if e < 64 {
+		*s |= 1 << e
+	}
 }
 
-// CompileRewrite merges a model's rewrite config over the global one and checks it: default
-// values must be valid JSON the endpoints accept, clamps need min <= max, modes must be known
-// and params plain top-level names.
+func init() {
+	if len(wire.Specs()) > 64 {
+		panic("policy: the endpoint table outgrew endpointSet")
+	}
+}
+
+// extensionDialects are the dialects a default for a param no endpoint documents (a model
+// server extension such as repetition_penalty) applies to.
+var extensionDialects = []wire.Dialect{wire.DialectChat, wire.DialectCompletion}
+
+// CompileRewrite merges a model's rewrite config with the gateway-wide one (see RewriteConfig
+// and merge) and checks the result: default values must be valid JSON the endpoints accept,
+// clamps need min <= max, modes must be known, params plain top-level names, and no param may
+// be both denied and stripped, or denied or stripped and also clamped or defaulted.
 func CompileRewrite(global, model RewriteConfig) (*Rewriter, error) {
-	c := merge(global, model)
+	c, err := merge(global, model)
+	if err != nil {
+		return nil, err
+	}
 	rw := &Rewriter{}
 	switch c.ClampMode {
 	case "", ClampReject:
@@ -204,36 +251,6 @@ func CompileRewrite(global, model RewriteConfig) (*Rewriter, error) {
 	}
 	rw.noop = len(rw.names) == 0 && rw.sysPrompt == ""
 	return rw, nil
-}
-
-// merge applies the per-field override of model over global.
-func merge(global, model RewriteConfig) RewriteConfig {
-	c := global
-	if model.Defaults != nil {
-		c.Defaults = model.Defaults
-	}
-	if model.Clamps != nil {
-		c.Clamps = model.Clamps
-	}
-	if model.ClampMode != "" {
-		c.ClampMode = model.ClampMode
-	}
-	if model.DenyParams != nil {
-		c.DenyParams = model.DenyParams
-	}
-	if model.StripParams != nil {
-		c.StripParams = model.StripParams
-	}
-	if model.SystemPrompt != "" {
-		c.SystemPrompt = model.SystemPrompt
-	}
-	if model.SystemPromptMode != "" {
-		c.SystemPromptMode = model.SystemPromptMode
-	}
-	if model.MaxTokensField != "" {
-		c.MaxTokensField = model.MaxTokensField
-	}
-	return c
 }
 
 // bit returns the presence bit of a param, adding it to the names looked at.
@@ -355,15 +372,19 @@ func (rw *Rewriter) addDefaults(defs map[string]string, clamped map[string]Clamp
 				continue
 			}
 			known = true
-			v := validator{e: e, errs: errs{anthropic: e.Surface() == wire.Anthropic}}
+			v := newValidator(e)
 			if v.topKey(k, val) && v.err == nil {
-				d.endpoints |= 1 << e
+				d.endpoints.add(e)
 			} else if firstErr == nil {
 				firstErr = v.err
 			}
 		}
 		if !known {
-			d.endpoints = 1<<wire.EndpointChatCompletions | 1<<wire.EndpointCompletions
+			for _, e := range bodyEndpoints {
+				if slices.Contains(extensionDialects, e.Spec().Dialect) {
+					d.endpoints.add(e)
+				}
+			}
 		}
 		if d.endpoints == 0 {
 			return fmt.Errorf("compiling rewrite: defaults: %q: no endpoint accepts value %s: %s", k, lit, firstErr.Message)
@@ -432,7 +453,7 @@ func (rw *Rewriter) Apply(e wire.Endpoint, body []byte, info *RequestInfo) ([]by
 	out := body
 	var err error
 	for _, d := range rw.defaults {
-		if d.endpoints&(1<<e) == 0 || nonNull&d.bit != 0 {
+		if !d.endpoints.has(e) || nonNull&d.bit != 0 {
 			continue
 		}
 		if d.maxTokens && nonNull&rw.maxMask != 0 {
@@ -469,7 +490,7 @@ func (rw *Rewriter) Apply(e wire.Endpoint, body []byte, info *RequestInfo) ([]by
 			return body, rewriteFault(err)
 		}
 	}
-	if rw.maxField != "" && e == wire.EndpointChatCompletions {
+	if rw.maxField != "" && twoMaxTokenFields(e) {
 		other := fieldMaxCompletionTokens
 		if rw.maxField == fieldMaxCompletionTokens {
 			other = fieldMaxTokens
@@ -533,10 +554,11 @@ func formatNumber(f float64) string {
 	return strconv.FormatFloat(f, 'f', -1, 64)
 }
 
-// applySystem adds or replaces the system prompt.
+// applySystem adds or replaces the system prompt: a system message in chat, Anthropic's
+// system field in the messages dialect; other dialects have no system prompt.
 func (rw *Rewriter) applySystem(e wire.Endpoint, out []byte) ([]byte, error) {
-	switch e {
-	case wire.EndpointChatCompletions:
+	switch e.Spec().Dialect {
+	case wire.DialectChat:
 		msgs := gjson.Get(view(out), "messages")
 		if !msgs.IsArray() {
 			return out, nil
@@ -556,7 +578,7 @@ func (rw *Rewriter) applySystem(e wire.Endpoint, out []byte) ([]byte, error) {
 		})
 		arr = append(arr, ']')
 		return splice(out, msgs.Index, len(msgs.Raw), arr), nil
-	case wire.EndpointMessages, wire.EndpointMessagesCountTokens:
+	case wire.DialectMessages:
 		sys := gjson.Get(view(out), "system")
 		switch {
 		case rw.sysRepl || !sys.Exists() || sys.Type == gjson.Null:
@@ -590,49 +612,51 @@ func splice(body []byte, at, n int, ins []byte) []byte {
 	return append(out, body[at+n:]...)
 }
 
-// refreshInfo re-reads the fields of info a change to param may have touched.
+// toolParams and maxTokensParams are the params that together make one field of RequestInfo.
+var (
+	toolParams      = []string{"tools", "functions"}
+	maxTokensParams = []string{fieldMaxTokens, fieldMaxCompletionTokens}
+)
+
+// refreshInfo re-reads the field of info a change to param may have touched. The params
+// behind that field go through the endpoint's own validator, so info reads what Validate would
+// read in the new body: a param the endpoint does not record (temperature in embeddings,
+// max_tokens in count_tokens) stays unrecorded.
 func refreshInfo(e wire.Endpoint, body []byte, info *RequestInfo, param string) {
+	group := []string{param}
+	switch param {
+	case "temperature", "n", "seed", "stream_options":
+	case "tools", "functions":
+		group = toolParams
+	case fieldMaxTokens, fieldMaxCompletionTokens:
+		group = maxTokensParams
+	default:
+		return
+	}
+	v := newValidator(e)
+	v.info.Stream = info.Stream
 	js := view(body)
+	for _, p := range group {
+		if val := gjson.Get(js, p); val.Exists() {
+			v.topKey(p, val)
+		}
+	}
 	switch param {
 	case "temperature":
-		info.Temperature = nil
-		if t := gjson.Get(js, param); t.Type == gjson.Number {
-			f := t.Num
-			info.Temperature = &f
-		}
+		info.Temperature = v.info.Temperature
 	case "n":
-		info.N = 1
-		if n := gjson.Get(js, param); n.Type == gjson.Number {
-			info.N = int(n.Int())
-		}
+		info.N = v.info.N
 	case "seed":
-		s := gjson.Get(js, param)
-		info.Seed = s.Exists() && s.Type != gjson.Null
+		info.Seed = v.info.Seed
 	case "stream_options":
-		info.IncludeUsage = gjson.Get(js, "stream_options.include_usage").Type == gjson.True
+		if v.info.Stream && v.streamO.Exists() && v.streamO.Type != gjson.Null {
+			v.streamOptions(v.streamO)
+		}
+		info.IncludeUsage = v.info.IncludeUsage
 	case "tools", "functions":
-		info.HasTools = nonEmpty(gjson.Get(js, "tools"))
-		if e == wire.EndpointChatCompletions {
-			info.HasTools = info.HasTools || nonEmpty(gjson.Get(js, "functions"))
-		}
-	case fieldMaxTokens, fieldMaxCompletionTokens:
-		if e == wire.EndpointMessagesCountTokens {
-			return // count_tokens generates nothing; Validate does not record its max_tokens
-		}
-		info.MaxTokens, info.MaxTokensField = 0, ""
-		fields := []string{fieldMaxTokens, fieldMaxCompletionTokens}
-		if e != wire.EndpointChatCompletions {
-			fields = fields[:1]
-		}
-		for _, f := range fields {
-			m := gjson.Get(js, f)
-			if m.Type != gjson.Number {
-				continue
-			}
-			if n := int(m.Int()); info.MaxTokensField == "" || n > info.MaxTokens || n == info.MaxTokens && f == fieldMaxCompletionTokens {
-				info.MaxTokens, info.MaxTokensField = n, f
-			}
-		}
+		info.HasTools = v.info.HasTools
+	default:
+		info.MaxTokens, info.MaxTokensField = v.info.MaxTokens, v.info.MaxTokensField
 	}
 }
 
@@ -644,10 +668,12 @@ func SetMaxTokens(e wire.Endpoint, body []byte, info *RequestInfo, n int) ([]byt
 	if n < 1 || n > maxInt32 {
 		return nil, fmt.Errorf("setting max tokens: %d is outside [1, %d]", n, maxInt32)
 	}
+	if !e.Spec().MaxTokens {
+		return nil, fmt.Errorf("setting max tokens: endpoint %s has no output limit", e)
+	}
 	field := fieldMaxTokens
 	var also string
-	switch e {
-	case wire.EndpointChatCompletions:
+	if twoMaxTokenFields(e) {
 		if info.MaxTokensField != "" {
 			field = info.MaxTokensField
 		}
@@ -658,9 +684,6 @@ func SetMaxTokens(e wire.Endpoint, body []byte, info *RequestInfo, n int) ([]byt
 		if o := gjson.Get(view(body), other); o.Exists() && o.Type != gjson.Null {
 			also = other
 		}
-	case wire.EndpointCompletions, wire.EndpointMessages:
-	default:
-		return nil, fmt.Errorf("setting max tokens: endpoint %s has no output limit", e)
 	}
 	lit := strconv.AppendInt(make([]byte, 0, 12), int64(n), 10)
 	out, err := sjson.SetRawBytes(body, field, lit)

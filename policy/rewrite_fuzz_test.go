@@ -36,7 +36,20 @@ func fuzzRewriters(f *testing.F) []*Rewriter {
 		}
 		out = append(out, rw)
 	}
-	return out
+	// A model that replaces some gateway-wide rules and lifts others.
+	rw, err := CompileRewrite(cfgs[0], RewriteConfig{
+		Defaults:       map[string]string{"temperature": Off, "top_k": Off, "max_completion_tokens": "128", "seed": "7"},
+		Clamps:         []Clamp{{Param: "temperature", Off: true}, {Param: "max_completion_tokens", Min: 1, Max: 500}, {Param: "top_p", Min: 0.1, Max: 0.5}},
+		AllowParams:    []string{"logit_bias", "seed", "tools"},
+		StripParams:    []string{"logit_bias"},
+		DenyParams:     []string{"top_k"},
+		SystemPrompt:   Off,
+		MaxTokensField: Off,
+	})
+	if err != nil {
+		f.Fatal(err)
+	}
+	return append(out, rw)
 }
 
 func FuzzRewrite(f *testing.F) {

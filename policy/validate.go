@@ -52,8 +52,7 @@ const maxInt32 = math.MaxInt32
 // twice is rejected, as is a repeated key inside a message or content part, because the gateway
 // and the upstream's parser could read different copies.
 func Validate(e wire.Endpoint, body []byte) (RequestInfo, *wire.Error) {
-	v := validator{e: e, errs: errs{anthropic: e.Surface() == wire.Anthropic}}
-	v.info.N = 1
+	v := newValidator(e)
 	if !e.HasBody() {
 		return RequestInfo{}, problem(CodeInvalidValue, "", "The endpoint %s does not take a JSON request body.", e)
 	}
@@ -65,6 +64,7 @@ func Validate(e wire.Endpoint, body []byte) (RequestInfo, *wire.Error) {
 		if !v.noteKey(k.Str) {
 			return false
 		}
+		v.noteRequired(k.Str)
 		return v.topKey(k.Str, val)
 	})
 	if v.err != nil {
@@ -95,26 +95,28 @@ func checkDocument(body []byte, x errs) *wire.Error {
 	return nil
 }
 
-// Presence bits for required fields.
-const (
-	hasModel uint8 = 1 << iota
-	hasMessages
-	hasPrompt
-	hasInput
-	hasMaxTokens
-)
-
 // validator holds the state of one validation.
 type validator struct {
 	errs
-	e       wire.Endpoint
+	spec    *wire.Spec
+	params  map[string]bool // the endpoint's documented params
 	info    RequestInfo
 	err     *wire.Error
-	has     uint8
+	has     uint32 // bit i: spec.Required[i] was seen
 	keys    [32]string
 	nkeys   int
 	more    map[string]struct{}
 	streamO gjson.Result // stream_options, checked once stream is known
+}
+
+// newValidator returns a validator for a body of endpoint e.
+func newValidator(e wire.Endpoint) validator {
+	v := validator{spec: e.Spec(), errs: errs{anthropic: e.Surface() == wire.Anthropic}}
+	if int(e) < len(knownParams) {
+		v.params = knownParams[e]
+	}
+	v.info.N = 1
+	return v
 }
 
 // fail records the first error and returns false, so that it can end a ForEach.
@@ -147,49 +149,43 @@ func (v *validator) noteKey(k string) bool {
 	return true
 }
 
-// topKey validates one top-level member.
+// noteRequired records a top-level key that is one of the endpoint's required fields. A
+// required field counts as present whatever its value; its validator rejects a wrong one.
+func (v *validator) noteRequired(k string) {
+	for i, r := range v.spec.Required {
+		if r == k {
+			v.has |= 1 << i
+			return
+		}
+	}
+}
+
+// topKey validates one top-level member with the validator of the endpoint's dialect.
 func (v *validator) topKey(k string, val gjson.Result) bool {
-	switch v.e {
-	case wire.EndpointChatCompletions:
+	if k == "stream" && !v.params[k] {
+		return true // not a param of this endpoint (embeddings, count_tokens): never makes the answer a stream
+	}
+	switch v.spec.Dialect {
+	case wire.DialectChat:
 		return v.chatKey(k, val)
-	case wire.EndpointCompletions:
+	case wire.DialectCompletion:
 		return v.completionsKey(k, val)
-	case wire.EndpointEmbeddings:
+	case wire.DialectEmbedding:
 		return v.embeddingsKey(k, val)
-	case wire.EndpointImagesGenerations:
+	case wire.DialectImage:
 		return v.imagesKey(k, val)
-	case wire.EndpointMessages, wire.EndpointMessagesCountTokens:
+	case wire.DialectMessages:
 		return v.anthropicKey(k, val)
 	}
 	return true
 }
 
-// finish checks required fields and cross-field rules once every member was seen.
+// finish checks required fields, in the row's order, and cross-field rules once every member
+// was seen.
 func (v *validator) finish() bool {
-	if v.has&hasModel == 0 {
-		return v.fail(v.missing("model"))
-	}
-	switch v.e {
-	case wire.EndpointChatCompletions:
-		if v.has&hasMessages == 0 {
-			return v.fail(v.missing("messages"))
-		}
-	case wire.EndpointCompletions, wire.EndpointImagesGenerations:
-		if v.has&hasPrompt == 0 {
-			return v.fail(v.missing("prompt"))
-		}
-	case wire.EndpointEmbeddings:
-		if v.has&hasInput == 0 {
-			return v.fail(v.missing("input"))
-		}
-	case wire.EndpointMessages:
-		if v.has&hasMaxTokens == 0 {
-			return v.fail(v.missing(fieldMaxTokens))
-		}
-		fallthrough
-	case wire.EndpointMessagesCountTokens:
-		if v.has&hasMessages == 0 {
-			return v.fail(v.missing("messages"))
+	for i, r := range v.spec.Required {
+		if v.has&(1<<i) == 0 {
+			return v.fail(v.missing(r))
 		}
 	}
 	if v.streamO.Exists() && v.streamO.Type != gjson.Null {
@@ -207,7 +203,6 @@ func (v *validator) finish() bool {
 func (v *validator) common(k string, val gjson.Result) (handled, ok bool) {
 	switch k {
 	case "model":
-		v.has |= hasModel
 		if val.Type != gjson.String {
 			return true, v.fail(v.badType("model", "a string", val))
 		}
@@ -232,7 +227,6 @@ func (v *validator) chatKey(k string, val gjson.Result) bool {
 		return ok
 	}
 	if k == "messages" {
-		v.has |= hasMessages
 		return v.chatMessages(val)
 	}
 	if val.Type == gjson.Null {
@@ -292,7 +286,6 @@ func (v *validator) completionsKey(k string, val gjson.Result) bool {
 		return ok
 	}
 	if k == "prompt" {
-		v.has |= hasPrompt
 		return v.prompt(val)
 	}
 	if val.Type == gjson.Null {
@@ -342,14 +335,10 @@ var encodingFormats = []string{"float", "base64"}
 
 // embeddingsKey validates a member of an embeddings request.
 func (v *validator) embeddingsKey(k string, val gjson.Result) bool {
-	if k == "stream" {
-		return true // not an embeddings param: never makes the response a stream
-	}
 	if handled, ok := v.common(k, val); handled {
 		return ok
 	}
 	if k == "input" {
-		v.has |= hasInput
 		return v.embeddingsInput(val)
 	}
 	if val.Type == gjson.Null {
@@ -373,7 +362,6 @@ func (v *validator) imagesKey(k string, val gjson.Result) bool {
 		return ok
 	}
 	if k == "prompt" {
-		v.has |= hasPrompt
 		if val.Type != gjson.String {
 			return v.fail(v.badType(k, "a string", val))
 		}

@@ -1,9 +1,6 @@
 package policy
 
-import (
-	"github.com/caddyai/gateway/internal/wire"
-	"github.com/tidwall/gjson"
-)
+import "github.com/tidwall/gjson"
 
 var (
 	anthropicRoles       = []string{"user", "assistant"}
@@ -18,23 +15,19 @@ func (v *validator) anthropicKey(k string, val gjson.Result) bool {
 		_, ok := v.common(k, val)
 		return ok
 	case "stream":
-		if v.e == wire.EndpointMessagesCountTokens {
-			return true // count_tokens never streams
-		}
-		_, ok := v.common(k, val)
+		_, ok := v.common(k, val) // count_tokens has no stream param: topKey skips it
 		return ok
 	case "messages":
-		v.has |= hasMessages
 		return v.anthropicMessages(val)
 	case fieldMaxTokens:
-		if v.e == wire.EndpointMessagesCountTokens {
+		if !v.spec.MaxTokens {
+			// count_tokens generates nothing: max_tokens is checked but is no output limit.
 			if val.Type == gjson.Null {
 				return true
 			}
 			_, ok := v.integer(k, val, 1, maxInt32)
 			return ok
 		}
-		v.has |= hasMaxTokens
 		return v.maxTokens(k, val, 1)
 	}
 	if val.Type == gjson.Null {

@@ -69,6 +69,10 @@ type Spec struct {
 	Answer Answer
 	// Required are the top-level body fields that must be present.
 	Required []string
+	// Params are the endpoint's documented top-level body params, Required among them.
+	// Validation allows any param; the list says which endpoints a configured default applies
+	// to and whether a param such as stream or max_completion_tokens belongs to the endpoint.
+	Params []string
 	// ContextParam is the param a context_length_exceeded refusal names.
 	ContextParam string
 	// ExactCount says the prompt is counted with the model's tokenizer when a limit or the
@@ -98,30 +102,53 @@ var (
 	getHead = []string{http.MethodGet, http.MethodHead}
 )
 
+// The documented top-level params of each body endpoint.
+var (
+	chatParams = []string{"model", "messages", "stream", "stream_options", "user", "temperature", "top_p", "n",
+		"max_tokens", "max_completion_tokens", "presence_penalty", "frequency_penalty", "logprobs",
+		"top_logprobs", "parallel_tool_calls", "store", "seed", "stop", "tools", "functions",
+		"tool_choice", "function_call", "response_format", "logit_bias", "metadata", "modalities",
+		"audio", "prediction", "reasoning_effort", "service_tier", "verbosity", "web_search_options",
+		"safety_identifier", "prompt_cache_key"}
+	completionParams = []string{"model", "prompt", "stream", "stream_options", "user", "temperature", "top_p",
+		"n", "max_tokens", "presence_penalty", "frequency_penalty", "logprobs", "echo", "best_of",
+		"suffix", "seed", "stop", "logit_bias"}
+	embeddingParams = []string{"model", "input", "user", "encoding_format", "dimensions"}
+	imageParams     = []string{"model", "prompt", "stream", "user", "n", "size", "quality", "style",
+		"background", "output_format", "output_compression", "moderation", "response_format",
+		"partial_images"}
+	messagesParams = []string{"model", "messages", "max_tokens", "stream", "system", "temperature", "top_p",
+		"top_k", "stop_sequences", "tools", "tool_choice", "metadata", "thinking", "service_tier",
+		"container", "mcp_servers", "context_management"}
+	countTokensParams = []string{"model", "messages", "system", "tools", "tool_choice", "thinking",
+		"mcp_servers", "context_management"}
+)
+
 // table is the endpoint table, indexed by Endpoint.
 var table = [numEndpoints]Spec{
 	EndpointUnknown:    {Name: "unknown"},
 	EndpointBadVersion: {Name: "bad_version"},
 	EndpointChatCompletions: {Name: "chat_completions", Path: "chat/completions", Methods: post, Surface: OpenAI,
-		Dialect: DialectChat, Answer: AnswerUpstream, Required: []string{"model", "messages"}, ContextParam: "messages",
-		ExactCount: true, AnswerText: []string{"choices.#.message.content"}, Cacheable: true, Streams: true,
-		InjectStreamUsage: true, MaxTokens: true},
+		Dialect: DialectChat, Answer: AnswerUpstream, Required: []string{"model", "messages"}, Params: chatParams,
+		ContextParam: "messages", ExactCount: true, AnswerText: []string{"choices.#.message.content"},
+		Cacheable: true, Streams: true, InjectStreamUsage: true, MaxTokens: true},
 	EndpointCompletions: {Name: "completions", Path: "completions", Methods: post, Surface: OpenAI,
-		Dialect: DialectCompletion, Answer: AnswerUpstream, Required: []string{"model", "prompt"}, ContextParam: "prompt",
-		ExactCount: true, AnswerText: []string{"choices.#.text"}, Cacheable: true, Streams: true,
-		InjectStreamUsage: true, MaxTokens: true},
+		Dialect: DialectCompletion, Answer: AnswerUpstream, Required: []string{"model", "prompt"},
+		Params: completionParams, ContextParam: "prompt", ExactCount: true, AnswerText: []string{"choices.#.text"},
+		Cacheable: true, Streams: true, InjectStreamUsage: true, MaxTokens: true},
 	EndpointEmbeddings: {Name: "embeddings", Path: "embeddings", Methods: post, Surface: OpenAI,
-		Dialect: DialectEmbedding, Answer: AnswerUpstream, Required: []string{"model", "input"}, ContextParam: "input",
-		ExactCount: true, Cacheable: true},
+		Dialect: DialectEmbedding, Answer: AnswerUpstream, Required: []string{"model", "input"}, Params: embeddingParams,
+		ContextParam: "input", ExactCount: true, Cacheable: true},
 	EndpointImagesGenerations: {Name: "images_generations", Path: "images/generations", Methods: post, Surface: OpenAI,
-		Dialect: DialectImage, Answer: AnswerUpstream, Required: []string{"model", "prompt"}, ContextParam: "prompt"},
+		Dialect: DialectImage, Answer: AnswerUpstream, Required: []string{"model", "prompt"}, Params: imageParams,
+		ContextParam: "prompt"},
 	EndpointMessages: {Name: "messages", Path: "messages", Methods: post, Surface: Anthropic,
 		Dialect: DialectMessages, Answer: AnswerUpstream, Required: []string{"model", "max_tokens", "messages"},
-		ContextParam: "messages", ExactCount: true, AnswerText: []string{"content.#.text"}, Cacheable: true,
-		Streams: true, MaxTokens: true},
+		Params: messagesParams, ContextParam: "messages", ExactCount: true, AnswerText: []string{"content.#.text"},
+		Cacheable: true, Streams: true, MaxTokens: true},
 	EndpointMessagesCountTokens: {Name: "messages_count_tokens", Path: "messages/count_tokens", Methods: post,
 		Surface: Anthropic, Dialect: DialectMessages, Answer: AnswerGateway, Required: []string{"model", "messages"},
-		ContextParam: "messages", ExactCount: true, AlwaysCount: true},
+		Params: countTokensParams, ContextParam: "messages", ExactCount: true, AlwaysCount: true},
 	EndpointModels: {Name: "models", Path: "models", Methods: getHead, Surface: OpenAI, Answer: AnswerGateway},
 	EndpointModel:  {Name: "model", Path: "models/{model}", Methods: getHead, Surface: OpenAI, Answer: AnswerGateway},
 }

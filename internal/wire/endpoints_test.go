@@ -1,6 +1,7 @@
 package wire_test
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/caddyai/gateway/internal/wire"
@@ -25,6 +26,11 @@ func TestEndpointTable(t *testing.T) {
 		}
 		if s.Dialect != wire.DialectNone && (s.ContextParam == "" || len(s.Required) == 0 || s.Required[0] != "model") {
 			t.Errorf("%s: a body endpoint needs a context param and model among its required fields", s.Name)
+		}
+		for _, r := range s.Required {
+			if !slices.Contains(s.Params, r) {
+				t.Errorf("%s: required field %q is not among its params", s.Name, r)
+			}
 		}
 		path := "/v1/" + s.Path
 		want := ""
