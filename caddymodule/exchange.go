@@ -73,7 +73,7 @@ type modelRoute struct {
 	dials         []string
 	authorization string
 	secrets       []string // the upstream credential, redacted from what upstreams say
-	scopeID       string // rate-limit scope id, "model:<name>"
+	scopeID       string   // rate-limit scope id, "model:<name>"
 	counter       tokens.Counter
 	chat          *tokens.ChatCounter
 	rewriter      *policy.Rewriter
