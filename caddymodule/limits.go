@@ -227,7 +227,8 @@ func (g *Gateway) capToBudget(ctx context.Context, ex *exchange, scopes []rateli
 	if err != nil || avail >= int64(ex.promptTokens+ex.reservedOutput) {
 		return
 	}
-	room := avail - int64(ex.promptTokens)
+	gens := int64(ex.info.Generations())
+	room := (avail - int64(ex.promptTokens)) / gens // each generated sequence gets the same room
 	if room < int64(min) || room >= int64(ex.info.MaxTokens) {
 		return
 	}
@@ -236,7 +237,7 @@ func (g *Gateway) capToBudget(ctx context.Context, ex *exchange, scopes []rateli
 		return
 	}
 	ex.body.replace(out)
-	ex.reservedOutput = int(room)
+	ex.reservedOutput = int(room * gens)
 }
 
 // rateLimitError is the 429 of a refused reservation, worded by ratelimit.Explain.

@@ -299,3 +299,46 @@ func TestCapMaxTokensToBudget(t *testing.T) {
 		t.Errorf("second request: %d, max_tokens upstream %d: %s", resp.StatusCode, got, b)
 	}
 }
+
+// TestTokenLimitCountsEveryChoice: a request reserves what it can make the server generate, n
+// choices (best_of when larger) for each of its prompts, so n cannot carry it past a token
+// limit. 10 concurrent {"n":128,"max_tokens":100} on a tpm 1000 key are all refused without
+// reaching the upstream (12,800 tokens can never fit); n=4 requests are admitted only while
+// their 4 x 100 fit.
+func TestTokenLimitCountsEveryChoice(t *testing.T) {
+	s := startLimits(t, "tpm 1000", "")
+	var wg sync.WaitGroup
+	codes := make(chan int, 10)
+	for range 10 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, body := s.do(t, "/v1/chat/completions", "", `{"model":"llama","messages":[{"role":"user","content":"Hi"}],"max_tokens":100,"n":128}`)
+			if resp.StatusCode == 429 && (gjson.GetBytes(body, "error.type").Str != "tokens" || resp.Header.Get("X-Should-Retry") != "false") {
+				t.Errorf("429 without type tokens and x-should-retry false: %v %s", resp.Header, body)
+			}
+			codes <- resp.StatusCode
+		}()
+	}
+	wg.Wait()
+	close(codes)
+	for c := range codes {
+		if c != 429 {
+			t.Errorf("a request asking for 128 x 100 tokens on a tpm 1000 key got %d", c)
+		}
+	}
+	if n := len(s.upstream.requests()); n != 0 {
+		t.Fatalf("%d requests reached the upstream", n)
+	}
+	// a completions request with 2 prompts and n 2 reserves 2 x 2 x 100 = 400 output tokens
+	resp, body := s.do(t, "/v1/completions", "", `{"model":"llama","prompt":["a","b"],"max_tokens":100,"n":2}`)
+	remaining, _ := strconv.Atoi(resp.Header.Get("X-Ratelimit-Remaining-Tokens"))
+	if resp.StatusCode != 200 || remaining > 600 || remaining < 500 {
+		t.Errorf("%d, %d tokens remaining of 1000 after reserving 400 + the prompt: %s", resp.StatusCode, remaining, body)
+	}
+	for _, r := range s.upstream.requests() {
+		if gjson.GetBytes(r.Body, "n").Int() != 2 {
+			t.Errorf("the upstream got %s", r.Body)
+		}
+	}
+}

@@ -390,7 +390,7 @@ func (g *Gateway) resolveModel(ex *exchange) *wire.Error {
 func (g *Gateway) countPrompt(ex *exchange) *wire.Error {
 	m := ex.route.model
 	body := ex.body.bytes()
-	ex.reservedOutput = policy.OutputAllowance(ex.info.MaxTokens, g.RateLimit.DefaultMaxTokens, m.MaxOutputTokens, m.ContextWindow)
+	ex.reservedOutput = policy.ReservedOutput(ex.endpoint, &ex.info, g.RateLimit.DefaultMaxTokens, m.MaxOutputTokens, m.ContextWindow)
 	bound := tokens.UpperBound(body)
 	fits := m.ContextWindow == 0 || bound+ex.info.MaxTokens <= m.ContextWindow
 	if !ex.spec.ExactCount || fits && !g.tokenLimited(ex) && !ex.spec.AlwaysCount {
@@ -415,7 +415,7 @@ func (g *Gateway) fitOrRefuse(ex *exchange, window, prompt int) *wire.Error {
 	if room, ok := policy.FitRoom(ex.endpoint, window, prompt, ex.info.MaxTokens, g.FitMaxTokens); ok {
 		if out, err := policy.SetMaxTokens(ex.endpoint, ex.body.bytes(), &ex.info, room); err == nil {
 			ex.body.replace(out)
-			ex.reservedOutput = room
+			ex.reservedOutput = room * ex.info.Generations()
 			return nil
 		}
 	}

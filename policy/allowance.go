@@ -32,6 +32,23 @@ func OutputAllowance(requested, gatewayDefault, modelMax, window int) int {
 	return out
 }
 
+// Generations is how many output sequences the request makes the server generate: its choices
+// (n, or best_of when larger, since the server generates best_of and returns n) for each of its
+// prompts.
+func (i *RequestInfo) Generations() int {
+	return max(i.N, i.BestOf, 1) * max(i.Prompts, 1)
+}
+
+// ReservedOutput is the output a request's token reservation holds: OutputAllowance for each
+// sequence it makes the server generate, on an endpoint with an output length; 0 on the others
+// (embeddings, images), whose usage is their prompt.
+func ReservedOutput(e wire.Endpoint, i *RequestInfo, gatewayDefault, modelMax, window int) int {
+	if !e.Spec().MaxTokens {
+		return 0
+	}
+	return OutputAllowance(i.MaxTokens, gatewayDefault, modelMax, window) * i.Generations()
+}
+
 // ContextLengthExceeded is the refusal of a request whose prompt of prompt tokens plus the
 // requested output (maxTokens, 0 when not set) does not fit a window of window tokens: 413
 // context_length_exceeded (400 when status is 400, OpenAI's own choice), naming the endpoint's

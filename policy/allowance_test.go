@@ -81,3 +81,28 @@ func TestFitRoom(t *testing.T) {
 		}
 	}
 }
+
+func TestReservedOutput(t *testing.T) {
+	tests := []struct {
+		name string
+		e    wire.Endpoint
+		info RequestInfo
+		want int
+	}{
+		{"one choice", wire.EndpointChatCompletions, RequestInfo{N: 1, MaxTokens: 100}, 100},
+		{"n choices each get max_tokens", wire.EndpointChatCompletions, RequestInfo{N: 128, MaxTokens: 100}, 12800},
+		{"n without max_tokens: the allowance per choice", wire.EndpointChatCompletions, RequestInfo{N: 3}, 3 * DefaultOutputAllowance},
+		{"a prompt array: choices for each prompt", wire.EndpointCompletions, RequestInfo{N: 2, Prompts: 5, MaxTokens: 10}, 100},
+		{"best_of is what the server generates", wire.EndpointCompletions, RequestInfo{N: 2, BestOf: 6, Prompts: 2, MaxTokens: 10}, 120},
+		{"Anthropic messages", wire.EndpointMessages, RequestInfo{N: 1, MaxTokens: 64}, 64},
+		{"embeddings generate nothing", wire.EndpointEmbeddings, RequestInfo{N: 1}, 0},
+		{"images: no output tokens", wire.EndpointImagesGenerations, RequestInfo{N: 4}, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := ReservedOutput(tt.e, &tt.info, 0, 0, 8192); got != tt.want {
+				t.Errorf("ReservedOutput = %d, want %d", got, tt.want)
+			}
+		})
+	}
+}

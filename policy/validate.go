@@ -26,6 +26,12 @@ type RequestInfo struct {
 	MaxTokensField string
 	// N is the number of choices (or images) requested; 1 when absent.
 	N int
+	// BestOf is a completions request's best_of (the server generates that many and returns
+	// N); 0 when absent.
+	BestOf int
+	// Prompts is how many prompts a completions request sends (an array of strings or of
+	// token arrays); each gets its own choices. 0 (one prompt) otherwise.
+	Prompts int
 	// HasTools is true when the request offers tools (or legacy functions) to the model.
 	HasTools bool
 	// Temperature is the sampling temperature, nil when absent or null.
@@ -312,7 +318,8 @@ func (v *validator) completionsKey(k string, val gjson.Result) bool {
 		_, ok := v.boolean(k, val)
 		return ok
 	case "best_of":
-		_, ok := v.integer(k, val, 0, 20)
+		n, ok := v.integer(k, val, 0, 20)
+		v.info.BestOf = int(n)
 		return ok
 	case "suffix":
 		return v.str(k, val)

@@ -22,7 +22,10 @@ func (v *validator) prompt(val gjson.Result) bool {
 	if val.Type == gjson.String {
 		return true
 	}
-	_, ok := v.promptArray("prompt", val, false)
+	n, ok := v.promptArray("prompt", val, false)
+	if ok && n > 0 && val.Get("0").Type != gjson.Number { // not one prompt of token ids
+		v.info.Prompts = n
+	}
 	return ok
 }
 
