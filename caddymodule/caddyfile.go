@@ -14,6 +14,7 @@ import (
 
 	"github.com/caddyai/gateway/internal/wire"
 	"github.com/caddyai/gateway/policy"
+	"github.com/caddyai/gateway/ratelimit"
 )
 
 func init() {
@@ -414,7 +415,7 @@ func parseModelBlock(d *caddyfile.Dispenser) (ModelConfig, error) {
 }
 
 // parseLimit parses one limit subdirective (rpm, tpm, rpd, tpd, max_concurrent) into l.
-func parseLimit(d *caddyfile.Dispenser, name string, l *Limits) error {
+func parseLimit(d *caddyfile.Dispenser, name string, l *ratelimit.Limits) error {
 	s, err := stringArg(d)
 	if err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 
 	"github.com/caddyai/gateway/policy"
+	"github.com/caddyai/gateway/ratelimit"
 )
 
 // KeyConfig is one inline API key.
@@ -29,7 +30,7 @@ type KeyConfig struct {
 	// Priority orders this key's requests in a model's admission queue; higher goes first.
 	Priority int `json:"priority,omitempty"`
 	// Limits are the key's own rate limits (rpm, tpm, rpd, tpd, max_concurrent).
-	Limits
+	ratelimit.Limits
 }
 
 // ModelConfig is one model the gateway serves.
@@ -83,8 +84,9 @@ type ModelConfig struct {
 	// RewriteConfig holds the model's own rewriting rules; each field set here replaces the
 	// gateway-wide one.
 	policy.RewriteConfig
-	// Limits are the model's rate limits, summed over all keys.
-	Limits
+	// Limits are the model's rate limits, summed over all keys. The model's max_concurrent is
+	// its admission gate: requests past it wait in the queue (see Queue), then get 503.
+	ratelimit.Limits
 }
 
 // ContentPolicyConfig lists the content rules: RE2 regular expressions (linear time) applied to

@@ -92,7 +92,7 @@ type Gateway struct {
 	limiter          *ratelimit.Limiter
 	storeKey         string
 	admissionKeys    []string
-	globalLimits     policy.Limits
+	globalLimits     ratelimit.Limits
 	metrics          *gatewayMetrics
 	memo             *tokens.Memo
 	inline           *policy.KeyTable

@@ -60,7 +60,7 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 	if g.RateLimit == nil {
 		g.RateLimit = new(RateLimit)
 	}
-	g.globalLimits = g.RateLimit.Limits.policy()
+	g.globalLimits = g.RateLimit.Limits
 	if err := g.provisionLimiter(repl); err != nil {
 		return err
 	}
@@ -107,7 +107,7 @@ func (g *Gateway) provisionKeys(repl *caddy.Replacer) (*policy.KeyTable, error) 
 		if kc.ID == "" {
 			return nil, fmt.Errorf("key %d: id is required", i)
 		}
-		k := &policy.Key{ID: kc.ID, Models: kc.Models, Disabled: kc.Disabled, Labels: kc.Labels, Limits: kc.Limits.policy(),
+		k := &policy.Key{ID: kc.ID, Models: kc.Models, Disabled: kc.Disabled, Labels: kc.Labels, Limits: kc.Limits,
 			Pins: kc.Pins, Priority: kc.Priority}
 		switch {
 		case strings.HasPrefix(kc.Secret, "sha256:"):
@@ -167,7 +167,7 @@ func (g *Gateway) provisionModels(repl *caddy.Replacer) error {
 			ContextWindow:   mc.ContextWindow,
 			MaxOutputTokens: mc.MaxOutputTokens,
 			UpstreamName:    mc.UpstreamName,
-			Limits:          mc.Limits.policy(),
+			Limits:          mc.Limits,
 		}
 		dep, err := parseDeprecation(mc.Deprecated, mc.Sunset, mc.DeprecationLink, mc.ServeAfterSunset)
 		if err != nil {
@@ -273,11 +273,11 @@ func (g *Gateway) Validate() error {
 	if g.keys.Load().Len() == 0 && g.KeysFile == "" {
 		return errors.New("no API keys: add a key or a keys_file")
 	}
-	if err := limitsOf(g.globalLimits).Validate(); err != nil {
+	if err := g.globalLimits.Validate(); err != nil {
 		return fmt.Errorf("rate_limit: %w", err)
 	}
 	for _, m := range g.catalog.Models() {
-		if err := limitsOf(m.Limits).Validate(); err != nil {
+		if err := m.Limits.Validate(); err != nil {
 			return fmt.Errorf("model %q: %w", m.Name, err)
 		}
 	}
@@ -287,7 +287,7 @@ func (g *Gateway) Validate() error {
 		}
 	}
 	for _, k := range g.Keys {
-		if err := limitsOf(k.Limits.policy()).Validate(); err != nil {
+		if err := k.Limits.Validate(); err != nil {
 			return fmt.Errorf("key %q: %w", k.ID, err)
 		}
 	}

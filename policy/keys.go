@@ -10,24 +10,9 @@ import (
 	"path"
 	"strings"
 	"time"
+
+	"github.com/caddyai/gateway/ratelimit"
 )
-
-// Limits are the per-key (or per-model, or global) rate limits. Zero means unlimited.
-type Limits struct {
-	// RPM is requests per minute.
-	RPM int64 `json:"rpm,omitempty"`
-	// TPM is tokens per minute (prompt plus completion).
-	TPM int64 `json:"tpm,omitempty"`
-	// RPD is requests per day.
-	RPD int64 `json:"rpd,omitempty"`
-	// TPD is tokens per day.
-	TPD int64 `json:"tpd,omitempty"`
-	// MaxConcurrent caps in-flight requests.
-	MaxConcurrent int64 `json:"max_concurrent,omitempty"`
-}
-
-// IsZero reports whether no limit is set.
-func (l Limits) IsZero() bool { return l == Limits{} }
 
 // Key is one API key as the gateway holds it: never the secret, only its SHA-256.
 type Key struct {
@@ -45,7 +30,7 @@ type Key struct {
 	// Labels are free-form operator labels (team, tenant, cost centre).
 	Labels map[string]string
 	// Limits are the key's own rate limits.
-	Limits Limits
+	Limits ratelimit.Limits
 	// Pins map a model alias to the snapshot this key keeps using.
 	Pins map[string]string
 	// Priority orders queued requests; higher goes first.
@@ -193,7 +178,7 @@ type keyFileEntry struct {
 	Labels    map[string]string `json:"labels,omitempty"`
 	Pins      map[string]string `json:"pins,omitempty"`
 	Priority  int               `json:"priority,omitempty"`
-	Limits
+	ratelimit.Limits
 }
 
 // ParseKeysFile parses a keys file: {"keys":[{"id":..., "sha256":"sha256:<hex>" or "<hex>",
