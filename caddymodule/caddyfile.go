@@ -229,8 +229,8 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return nil
 }
 
-func parseKeyBlock(d *caddyfile.Dispenser) (KeyConfig, error) {
-	var k KeyConfig
+func parseKeyBlock(d *caddyfile.Dispenser) (policy.KeyConfig, error) {
+	var k policy.KeyConfig
 	if !d.NextArg() {
 		return k, d.Err("key: expected a secret (sha256:<hex>, {env.VAR} or a literal)")
 	}
@@ -267,10 +267,11 @@ func parseKeyBlock(d *caddyfile.Dispenser) (KeyConfig, error) {
 			if !d.NextArg() {
 				return k, d.ArgErr()
 			}
-			if _, err := time.Parse(time.RFC3339, d.Val()); err != nil {
+			t, err := time.Parse(time.RFC3339, d.Val())
+			if err != nil {
 				return k, d.Errf("key: expires_at %q is not an RFC 3339 time", d.Val())
 			}
-			k.ExpiresAt = d.Val()
+			k.ExpiresAt = t
 			if d.NextArg() {
 				return k, d.ArgErr()
 			}

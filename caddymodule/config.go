@@ -7,32 +7,6 @@ import (
 	"github.com/caddyai/gateway/ratelimit"
 )
 
-// KeyConfig is one inline API key.
-type KeyConfig struct {
-	// Secret identifies the key: "sha256:<hex>" (preferred: the secret itself never appears in
-	// the config), a placeholder such as {env.GATEWAY_KEY} or {file./run/secrets/key} resolved
-	// once at load, or a literal secret (accepted with a warning).
-	Secret string `json:"secret"`
-	// ID names the key in logs, metrics and placeholders. Required, unique.
-	ID string `json:"id"`
-	// Models are the model names or aliases (path.Match patterns, e.g. "llama-*") the key may
-	// use. Empty allows every model.
-	Models []string `json:"models,omitempty"`
-	// Disabled refuses the key with 401 and a distinct message.
-	Disabled bool `json:"disabled,omitempty"`
-	// ExpiresAt (RFC 3339) refuses the key from that instant.
-	ExpiresAt string `json:"expires_at,omitempty"`
-	// Labels are free-form operator labels.
-	Labels map[string]string `json:"labels,omitempty"`
-	// Pins map a model alias to the snapshot (model name) this key keeps using when the alias
-	// moves on.
-	Pins map[string]string `json:"pins,omitempty"`
-	// Priority orders this key's requests in a model's admission queue; higher goes first.
-	Priority int `json:"priority,omitempty"`
-	// Limits are the key's own rate limits (rpm, tpm, rpd, tpd, max_concurrent).
-	ratelimit.Limits
-}
-
 // ModelConfig is one model the gateway serves.
 type ModelConfig struct {
 	// Name is the model's canonical name: sent upstream and reported in responses. For a dated

@@ -356,7 +356,7 @@ func TestKeysFileHotReload(t *testing.T) {
 		}
 	}
 	keyDoc := func(id, secret string) string {
-		return fmt.Sprintf(`{"keys":[{"id":%q,"sha256":%q}]}`, id, policy.FormatHash(policy.HashSecret(secret)))
+		return fmt.Sprintf(`{"keys":[{"id":%q,"secret":%q}]}`, id, policy.FormatHash(policy.HashSecret(secret)))
 	}
 	writeKeys(keyDoc("file-a", "sk-file-a"))
 	s := startCore(t, "keys_file "+path+"\n\t\tkeys_file_interval 20ms\n\t\tauth_failures off")

@@ -101,52 +101,24 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 	return nil
 }
 
+// provisionKeys builds the table of the inline keys. Placeholders in secrets are resolved here,
+// once; a literal secret is accepted with a warning (the Caddyfile adapter never leaves one).
 func (g *Gateway) provisionKeys(repl *caddy.Replacer) (*policy.KeyTable, error) {
-	keys := make([]*policy.Key, 0, len(g.Keys))
-	for i, kc := range g.Keys {
-		if kc.ID == "" {
-			return nil, fmt.Errorf("key %d: id is required", i)
+	keys, err := policy.NewKeys(g.Keys, func(id, s string) (string, error) {
+		secret, err := repl.ReplaceOrErr(s, true, true)
+		if err != nil {
+			return "", fmt.Errorf("resolving secret: %w", err)
 		}
-		k := &policy.Key{ID: kc.ID, Models: kc.Models, Disabled: kc.Disabled, Labels: kc.Labels, Limits: kc.Limits,
-			Pins: kc.Pins, Priority: kc.Priority}
-		switch {
-		case strings.HasPrefix(kc.Secret, "sha256:"):
-			h, err := policy.ParseHash(kc.Secret)
-			if err != nil {
-				return nil, fmt.Errorf("key %q: %w", kc.ID, err)
-			}
-			k.Hash = h
-		case kc.Secret == "":
-			return nil, fmt.Errorf("key %q: secret is required", kc.ID)
-		default:
-			secret, err := repl.ReplaceOrErr(kc.Secret, true, true)
-			if err != nil {
-				return nil, fmt.Errorf("key %q: resolving secret: %w", kc.ID, err)
-			}
-			secret = strings.TrimSpace(secret)
-			if secret == "" {
-				return nil, fmt.Errorf("key %q: secret resolves to an empty value", kc.ID)
-			}
-			if secret == kc.Secret {
-				g.logger.Warn("API key given as a literal secret in the config; prefer sha256:<hex> or a placeholder",
-					zap.String("key_id", kc.ID))
-			}
-			k.Hash = policy.HashSecret(secret)
+		if secret == s {
+			g.logger.Warn("API key given as a literal secret in the config; prefer sha256:<hex> or a placeholder such as {env.GATEWAY_KEY}",
+				zap.String("key_id", id))
 		}
-		if kc.ExpiresAt != "" {
-			t, err := time.Parse(time.RFC3339, kc.ExpiresAt)
-			if err != nil {
-				return nil, fmt.Errorf("key %q: parsing expires_at: %w", kc.ID, err)
-			}
-			k.ExpiresAt = t
-		}
-		keys = append(keys, k)
-	}
-	table, err := policy.NewKeyTable(keys)
+		return secret, nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	return table, nil
+	return policy.NewKeyTable(keys)
 }
 
 func (g *Gateway) mergeFileKeys(keys []*policy.Key) (*policy.KeyTable, error) {
@@ -284,11 +256,6 @@ func (g *Gateway) Validate() error {
 	for _, mc := range g.Models {
 		if (mc.Queue > 0 || mc.QueueTimeout > 0) && mc.MaxConcurrent == 0 {
 			return fmt.Errorf("model %q: queue needs max_concurrent", mc.Name)
-		}
-	}
-	for _, k := range g.Keys {
-		if err := k.Limits.Validate(); err != nil {
-			return fmt.Errorf("key %q: %w", k.ID, err)
 		}
 	}
 	if g.ContextStatus != 0 && g.ContextStatus != http.StatusBadRequest && g.ContextStatus != http.StatusRequestEntityTooLarge {
