@@ -111,6 +111,10 @@ func parseGatewayCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //	}
 //
 // <secret> is sha256:<hex>, a placeholder such as {env.KEY}, or a literal (warned about).
+//
+// Each subdirective sets the JSON field of the same name; fields that are arrays take the plural
+// (key -> keys, model -> models, alias -> aliases, upstream -> upstreams, fallback -> fallbacks,
+// rename_param -> rename_params).
 func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
 	if d.NextArg() {
@@ -385,7 +389,7 @@ func parseModelBlock(d *caddyfile.Dispenser) (ModelConfig, error) {
 				return m, err
 			}
 		case "fallback":
-			if m.Fallback = d.RemainingArgs(); len(m.Fallback) == 0 {
+			if m.Fallbacks = d.RemainingArgs(); len(m.Fallbacks) == 0 {
 				return m, d.ArgErr()
 			}
 		case "deprecated":

@@ -13,7 +13,7 @@ type ModelConfig struct {
 	// snapshot, its full snapshot name.
 	Name string `json:"name"`
 	// Aliases are other names clients may use for the model.
-	Aliases []string `json:"alias,omitempty"`
+	Aliases []string `json:"aliases,omitempty"`
 	// ContextWindow is the model's context length in tokens. 0 = not checked.
 	ContextWindow int `json:"context_window,omitempty"`
 	// MaxOutputTokens caps the completion length in tokens. 0 = no cap.
@@ -21,7 +21,7 @@ type ModelConfig struct {
 	// Upstreams are the dial addresses (host:port, or http://host:port) of the model servers
 	// that serve the model. reverse_proxy receives them through `dynamic ai_gateway`. With none,
 	// reverse_proxy uses its own static upstreams.
-	Upstreams []string `json:"upstream,omitempty"`
+	Upstreams []string `json:"upstreams,omitempty"`
 	// UpstreamKey is the credential sent upstream as "Authorization: Bearer <key>"; may be a
 	// placeholder such as {env.VLLM_API_KEY}, resolved once at load.
 	UpstreamKey string `json:"upstream_key,omitempty"`
@@ -52,9 +52,9 @@ type ModelConfig struct {
 	// Cache overrides the gateway's cache settings for this model (ttl, scope, when), or turns
 	// the cache off for it.
 	Cache *CacheConfig `json:"cache,omitempty"`
-	// Fallback are models tried in order when this model's pool is unavailable or overloaded;
+	// Fallbacks are models tried in order when this model's pool is unavailable or overloaded;
 	// the response's model says which answered and x-gateway-fallback names this one.
-	Fallback []string `json:"fallback,omitempty"`
+	Fallbacks []string `json:"fallbacks,omitempty"`
 	// RewriteConfig holds the model's own rewriting rules; each field set here replaces the
 	// gateway-wide one.
 	policy.RewriteConfig
@@ -93,7 +93,7 @@ type APIVersionSettings struct {
 	Version string `json:"version"`
 	// RenameParams rename request parameters for clients of this version, [from, to] pairs
 	// (e.g. ["max_tokens", "max_completion_tokens"]), so old clients keep working.
-	RenameParams [][2]string `json:"rename_param,omitempty"`
+	RenameParams [][2]string `json:"rename_params,omitempty"`
 	// Deprecated (RFC 3339) marks the version as deprecated.
 	Deprecated string `json:"deprecated,omitempty"`
 	// Sunset (RFC 3339) is when the version stops being served (410 api_version_sunset).

@@ -194,7 +194,7 @@ func (g *Gateway) provisionModels(repl *caddy.Replacer) error {
 	g.catalog, g.routes = catalog, routes
 	for i, mc := range g.Models {
 		route := routes[models[i]]
-		for _, name := range mc.Fallback {
+		for _, name := range mc.Fallbacks {
 			fb, ok := catalog.Resolve(name)
 			if !ok {
 				return fmt.Errorf("model %q: fallback %q is not a configured model", mc.Name, name)
