@@ -1,8 +1,10 @@
 package caddymodule
 
 import (
+	"errors"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -11,6 +13,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/dustin/go-humanize"
 	"github.com/tidwall/gjson"
+	"go.uber.org/zap"
 
 	"github.com/caddyai/gateway/internal/wire"
 	"github.com/caddyai/gateway/policy"
@@ -110,7 +113,10 @@ func parseGatewayCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //	    metrics_key_id
 //	}
 //
-// <secret> is sha256:<hex>, a placeholder such as {env.KEY}, or a literal (warned about).
+// <secret> is sha256:<hex>, a placeholder such as {env.KEY}, or a literal: the adapter warns and
+// stores only its sha256:<hex>, so the adapted JSON never holds it. An upstream_key is sent
+// upstream, so a literal one stays in the JSON (Provision warns, never printing it): give it as
+// a placeholder such as {env.VLLM_API_KEY} or {file./run/secrets/vllm}.
 //
 // Each subdirective sets the JSON field of the same name; fields that are arrays take the plural
 // (key -> keys, model -> models, alias -> aliases, upstream -> upstreams, fallback -> fallbacks,
@@ -238,7 +244,12 @@ func parseKeyBlock(d *caddyfile.Dispenser) (policy.KeyConfig, error) {
 	if !d.NextArg() {
 		return k, d.Err("key: expected a secret (sha256:<hex>, {env.VAR} or a literal)")
 	}
-	k.Secret = d.Val()
+	secret, literal, err := adaptSecret(d.Val())
+	if err != nil {
+		return k, d.Errf("key: %v", err)
+	}
+	k.Secret = secret
+	line := d.Line()
 	if d.NextArg() {
 		return k, d.ArgErr()
 	}
@@ -319,7 +330,36 @@ func parseKeyBlock(d *caddyfile.Dispenser) (policy.KeyConfig, error) {
 	if k.ID == "" {
 		return k, d.Err("key: id is required")
 	}
+	if literal {
+		caddyfileLogger().Warn("API key given as a literal secret in the Caddyfile; the adapted config holds only its sha256 hash, "+
+			"but prefer key sha256:<hex> or a placeholder such as {env.GATEWAY_KEY} so the Caddyfile holds no secret either",
+			zap.String("key_id", k.ID), zap.String("file", d.File()), zap.Int("line", line))
+	}
 	return k, nil
+}
+
+// caddyfileLogger logs the adapter's warnings (a handler directive cannot return adapter
+// warnings); tests replace it.
+var caddyfileLogger = caddy.Log
+
+// adaptSecret returns a key secret as the adapted config keeps it. sha256:<hex> and values
+// holding a placeholder (resolved by Provision) stay as they are; a literal becomes the
+// sha256:<hex> of its trimmed value, as Provision would hash it, so the secret never reaches the
+// JSON config, `caddy adapt` output or a log of the config.
+func adaptSecret(s string) (secret string, literal bool, err error) {
+	if strings.HasPrefix(s, "sha256:") || hasPlaceholder(s) {
+		return s, false, nil
+	}
+	if s = strings.TrimSpace(s); s == "" {
+		return "", false, errors.New("the secret is empty")
+	}
+	return policy.FormatHash(policy.HashSecret(s)), true, nil
+}
+
+// hasPlaceholder reports whether s holds a {placeholder}, which Provision resolves.
+func hasPlaceholder(s string) bool {
+	open := strings.IndexByte(s, '{')
+	return open >= 0 && strings.IndexByte(s[open+1:], '}') > 0
 }
 
 func parseModelBlock(d *caddyfile.Dispenser) (ModelConfig, error) {

@@ -1,16 +1,25 @@
 package caddymodule
 
 import (
+	"context"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddytest"
+	"github.com/tidwall/gjson"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/caddyai/gateway/policy"
 )
 
 var update = flag.Bool("update", false, "rewrite the adapted JSON of golden .caddyfiletest files")
@@ -91,5 +100,105 @@ func TestCaddyfileErrors(t *testing.T) {
 				t.Errorf("accepted: %s", input)
 			}
 		})
+	}
+}
+
+// TestCaddyfileAdaptKeepsSecretsOut adapts a Caddyfile with a literal key secret, as `caddy
+// adapt` and `caddy run` do: the adapted JSON (which Caddy prints, serves on its admin API and
+// logs with debug on) holds only the secret's hash, placeholders stay placeholders, the warning
+// names the key but not the secret, and the provisioned gateway still accepts the secret.
+func TestCaddyfileAdaptKeepsSecretsOut(t *testing.T) {
+	const literal = "sk-literal-secret"
+	core, logs := observer.New(zap.WarnLevel)
+	orig := caddyfileLogger
+	caddyfileLogger = func() *zap.Logger { return zap.New(core) }
+	t.Cleanup(func() { caddyfileLogger = orig })
+	t.Setenv("ADAPT_TEAM_KEY", "sk-from-env")
+	t.Setenv("ADAPT_UPSTREAM_KEY", "upstream-from-env")
+
+	input := `:8080 {
+	ai_gateway {
+		key ` + literal + ` {
+			id literal
+		}
+		key {env.ADAPT_TEAM_KEY} {
+			id env
+		}
+		model m {
+			upstream localhost:8081
+			upstream_key {env.ADAPT_UPSTREAM_KEY}
+		}
+	}
+	reverse_proxy {
+		dynamic ai_gateway
+	}
+}`
+	adapted, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(input), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(adapted), literal) {
+		t.Fatalf("the adapted JSON holds the literal secret:\n%s", adapted)
+	}
+	handler := gjson.GetBytes(adapted, "apps.http.servers.srv0.routes.0.handle.0")
+	if got, want := handler.Get("keys.0.secret").String(), policy.FormatHash(policy.HashSecret(literal)); got != want {
+		t.Errorf("literal secret adapted to %q, want %q", got, want)
+	}
+	if got := handler.Get("keys.1.secret").String(); got != "{env.ADAPT_TEAM_KEY}" {
+		t.Errorf("placeholder secret adapted to %q", got)
+	}
+	if got := handler.Get("models.0.upstream_key").String(); got != "{env.ADAPT_UPSTREAM_KEY}" {
+		t.Errorf("placeholder upstream_key adapted to %q", got)
+	}
+
+	warnings := logs.All()
+	if len(warnings) != 1 || warnings[0].ContextMap()["key_id"] != "literal" {
+		t.Fatalf("want one warning about key literal, got %+v", warnings)
+	}
+	for _, e := range warnings {
+		if strings.Contains(e.Message, literal) || strings.Contains(fmt.Sprint(e.ContextMap()), literal) {
+			t.Errorf("the warning holds the secret: %s %v", e.Message, e.ContextMap())
+		}
+	}
+
+	g := new(Gateway)
+	if err := json.Unmarshal([]byte(handler.Raw), g); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	t.Cleanup(cancel)
+	if err := g.Provision(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = g.Cleanup() })
+	for _, secret := range []string{literal, "sk-from-env"} {
+		if _, status := g.keys.Load().Lookup(secret, time.Now()); status != policy.KeyOK {
+			t.Errorf("the provisioned gateway refuses %.8s...: status %d", secret, status)
+		}
+	}
+}
+
+func TestAdaptSecret(t *testing.T) {
+	tests := []struct {
+		in, want string
+		literal  bool
+	}{
+		{"sha256:abc", "sha256:abc", false},
+		{"{env.KEY}", "{env.KEY}", false},
+		{"{file./run/secrets/key}", "{file./run/secrets/key}", false},
+		{"sk-{env.SUFFIX}", "sk-{env.SUFFIX}", false},
+		{"sk-plain", policy.FormatHash(policy.HashSecret("sk-plain")), true},
+		{" sk-padded ", policy.FormatHash(policy.HashSecret("sk-padded")), true},
+		{"sk-{unclosed", policy.FormatHash(policy.HashSecret("sk-{unclosed")), true},
+		{"sk-{}", policy.FormatHash(policy.HashSecret("sk-{}")), true},
+	}
+	for _, tt := range tests {
+		got, literal, err := adaptSecret(tt.in)
+		if err != nil || got != tt.want || literal != tt.literal {
+			t.Errorf("adaptSecret(%q) = %q, %v, %v; want %q, %v", tt.in, got, literal, err, tt.want, tt.literal)
+		}
+	}
+	if _, _, err := adaptSecret("  "); err == nil {
+		t.Error("an empty secret is accepted")
 	}
 }

@@ -22,8 +22,9 @@ type ModelConfig struct {
 	// that serve the model. reverse_proxy receives them through `dynamic ai_gateway`. With none,
 	// reverse_proxy uses its own static upstreams.
 	Upstreams []string `json:"upstreams,omitempty"`
-	// UpstreamKey is the credential sent upstream as "Authorization: Bearer <key>"; may be a
-	// placeholder such as {env.VLLM_API_KEY}, resolved once at load.
+	// UpstreamKey is the credential sent upstream as "Authorization: Bearer <key>". Give it as a
+	// placeholder such as {env.VLLM_API_KEY} or {file./run/secrets/vllm}, resolved once at load:
+	// a literal is accepted with a warning (which never prints it), but stays in the config.
 	UpstreamKey string `json:"upstream_key,omitempty"`
 	// UpstreamName is the name the model server knows the model by (vLLM's
 	// --served-model-name), when it differs from Name.

@@ -167,6 +167,11 @@ func (g *Gateway) provisionModels(repl *caddy.Replacer) error {
 			route.dials = append(route.dials, dial)
 		}
 		if mc.UpstreamKey != "" {
+			if !hasPlaceholder(mc.UpstreamKey) {
+				// never the value: it is a credential, and the config JSON is all that holds it
+				g.logger.Warn("upstream_key given as a literal: it stays in the config JSON (caddy adapt output, the admin API); "+
+					"prefer a placeholder such as {env.VLLM_API_KEY} or {file./run/secrets/vllm}", zap.String("model", mc.Name))
+			}
 			key, err := repl.ReplaceOrErr(mc.UpstreamKey, false, true)
 			if err != nil {
 				return fmt.Errorf("model %q: resolving upstream_key: %w", mc.Name, err)
