@@ -135,11 +135,7 @@ func redactURLError(err error) string {
 
 // sweep evicts idle buckets once a minute until the store is destroyed.
 func sweep(ctx context.Context, mem *ratelimit.MemoryStore) {
-	defer func() {
-		if v := recover(); v != nil {
-			caddy.Log().Error("rate limit sweeper panicked", zap.Any("panic", v))
-		}
-	}()
+	defer logPanic(caddy.Log(), "rate limit sweeper panicked")
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
 	for {

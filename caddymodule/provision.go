@@ -275,6 +275,14 @@ func (g *Gateway) Validate() error {
 	return nil
 }
 
+// logPanic, deferred at the top of a background goroutine, recovers a panic and logs it with the
+// stack where it happened, so a bug in a background task is seen and never takes Caddy down.
+func logPanic(logger *zap.Logger, msg string) {
+	if v := recover(); v != nil {
+		logger.Error(msg, zap.Any("panic", v), zap.Stack("stack"))
+	}
+}
+
 // memoPool holds the token-count memo (bounded, 64k texts) across config reloads: counts of
 // texts do not depend on the config (keys include the tokenizer's name), and one memo instead of
 // one per config keeps a reload from holding a second copy.
