@@ -263,7 +263,7 @@ func parseCache(d *caddyfile.Dispenser) (*CacheConfig, error) {
 	c := new(CacheConfig)
 	if d.NextArg() {
 		if d.Val() != "off" || d.NextArg() {
-			return nil, d.ArgErr()
+			return nil, d.Errf("cache: expected no argument or off, got %q", d.Val())
 		}
 		c.Off = true
 	}
@@ -288,11 +288,11 @@ func parseCache(d *caddyfile.Dispenser) (*CacheConfig, error) {
 			}
 		case "scope":
 			if c.Scope, err = stringArg(d); err == nil && c.Scope != "key" && c.Scope != "global" {
-				err = d.Errf("cache: scope must be key or global, got %q", c.Scope)
+				err = d.Errf("scope: expected key or global, got %q", c.Scope)
 			}
 		case "when":
 			if c.When, err = stringArg(d); err == nil && c.When != "deterministic" && c.When != "always" {
-				err = d.Errf("cache: when must be deterministic or always, got %q", c.When)
+				err = d.Errf("when: expected deterministic or always, got %q", c.When)
 			}
 		case "store":
 			args := d.RemainingArgs()
@@ -302,7 +302,7 @@ func parseCache(d *caddyfile.Dispenser) (*CacheConfig, error) {
 			case len(args) == 2 && args[0] == "redis":
 				c.Store, c.RedisURL = "redis", args[1]
 			default:
-				return nil, d.Err("cache: store memory|redis <url>")
+				return nil, d.Err("store: expected memory or redis <url>")
 			}
 		default:
 			return nil, d.Errf("unrecognized cache subdirective %q", name)

@@ -103,6 +103,43 @@ func TestCaddyfileErrors(t *testing.T) {
 	}
 }
 
+// TestCaddyfileErrorsNameTheDirective: a bad argument is reported with the subdirective it was
+// given to, not only the bad value.
+func TestCaddyfileErrorsNameTheDirective(t *testing.T) {
+	tests := []struct{ input, want string }{
+		{"ai_gateway {\nmodel m {\ncontext_window lots\n}\n}", `context_window: expected a non-negative integer, got "lots"`},
+		{"ai_gateway {\nmodel m {\nrpm abc\n}\n}", `rpm: expected a non-negative integer, got "abc"`},
+		{"ai_gateway {\nrate_limit {\ndefault_max_tokens -3\n}\n}", `default_max_tokens: expected a non-negative integer, got "-3"`},
+		{"ai_gateway {\nmax_body huge\n}", `max_body: expected a size`},
+		{"ai_gateway {\nkeys_file_interval soon\n}", `keys_file_interval: expected a duration`},
+		{"ai_gateway {\nkey sha256:00 {\nid a\nexpires_at tomorrow\n}\n}", `expires_at: expected an RFC 3339 time`},
+		{"ai_gateway {\nmodel m {\nsunset later\n}\n}", `sunset: expected an RFC 3339 time`},
+		{"ai_gateway {\nkey sha256:00 {\nid a\npriority high\n}\n}", `priority: expected an integer, got "high"`},
+		{"ai_gateway {\nkey sha256:00 {\nid a\ndisabled yes\n}\n}", `disabled: takes no arguments, got "yes"`},
+		{"ai_gateway {\nkey sha256:00 {\nid a b\n}\n}", `id: expected one value, got 2`},
+		{"ai_gateway {\nkeys_file\n}", `keys_file: expected a value`},
+		{"ai_gateway {\nmodel m {\nalias\n}\n}", `alias: expected at least one value`},
+		{"ai_gateway {\nmodel m {\nupstream_key sk-one sk-two\n}\n}", `upstream_key: expected one value, got 2`},
+		{"ai_gateway {\nkey sk-one sk-two {\nid a\n}\n}", `key: expected one secret, got 2 values`},
+		{"ai_gateway {\nmodel m {\nqueue many\n}\n}", `queue: expected a non-negative integer size, got "many"`},
+		{"ai_gateway {\ncache {\nttl forever\n}\n}", `ttl: expected a duration`},
+		{"ai_gateway {\napi_version {\nheader X-V\nsupported 2025-01-01\nversion 2025-01-01 {\ndeprecated soon\n}\n}\n}", `deprecated: expected an RFC 3339 time`},
+		{"ai_gateway {\ncontent_policy {\ndeny\n}\n}", `deny: expected at least one value`},
+		{"ai_gateway {\nauth_failures many\n}", `auth_failures: expected a positive number per minute or off, got "many"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.want, func(t *testing.T) {
+			err := new(Gateway).UnmarshalCaddyfile(caddyfile.NewTestDispenser(tt.input))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error %v, want it to hold %q", err, tt.want)
+			}
+			if err != nil && strings.Contains(err.Error(), "sk-") {
+				t.Errorf("the error quotes a secret: %v", err)
+			}
+		})
+	}
+}
+
 // TestCaddyfileAdaptKeepsSecretsOut adapts a Caddyfile with a literal key secret, as `caddy
 // adapt` and `caddy run` do: the adapted JSON (which Caddy prints, serves on its admin API and
 // logs with debug on) holds only the secret's hash, placeholders stay placeholders, the warning

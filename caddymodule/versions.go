@@ -63,18 +63,6 @@ func parseDeprecation(deprecated, sunset, link string, serveAfter bool) (policy.
 	return d, nil
 }
 
-// rfc3339Arg reads one RFC 3339 time argument.
-func rfc3339Arg(d *caddyfile.Dispenser) (string, error) {
-	s, err := stringArg(d)
-	if err != nil {
-		return "", err
-	}
-	if _, err := time.Parse(time.RFC3339, s); err != nil {
-		return "", d.Errf("%q is not an RFC 3339 time (e.g. 2027-01-31T00:00:00Z)", s)
-	}
-	return s, nil
-}
-
 // parseAPIVersion parses:
 //
 //	api_version {
@@ -92,8 +80,8 @@ func rfc3339Arg(d *caddyfile.Dispenser) (string, error) {
 //	}
 func parseAPIVersion(d *caddyfile.Dispenser) (*APIVersionConfig, error) {
 	cfg := new(APIVersionConfig)
-	if d.NextArg() {
-		return nil, d.ArgErr()
+	if err := noArgs(d); err != nil {
+		return nil, err
 	}
 	subs := newSubdirectives("api_version", "version")
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
@@ -106,16 +94,11 @@ func parseAPIVersion(d *caddyfile.Dispenser) (*APIVersionConfig, error) {
 		case "header":
 			cfg.Header, err = stringArg(d)
 		case "supported":
-			cfg.Supported = d.RemainingArgs()
-			if len(cfg.Supported) == 0 {
-				return nil, d.ArgErr()
-			}
+			cfg.Supported, err = listArg(d)
 		case "default":
 			cfg.Default, err = stringArg(d)
 		case "required":
-			if d.NextArg() {
-				return nil, d.ArgErr()
-			}
+			err = noArgs(d)
 			cfg.Required = true
 		case "version":
 			s, perr := parseVersionSettings(d)
@@ -151,7 +134,7 @@ func parseVersionSettings(d *caddyfile.Dispenser) (APIVersionSettings, error) {
 		case "rename_param":
 			args := d.RemainingArgs()
 			if len(args) != 2 {
-				return s, d.ArgErr()
+				return s, d.Errf("rename_param: expected <from> <to>, got %d values", len(args))
 			}
 			s.RenameParams = append(s.RenameParams, [2]string{args[0], args[1]})
 		case "deprecated":
@@ -161,9 +144,7 @@ func parseVersionSettings(d *caddyfile.Dispenser) (APIVersionSettings, error) {
 		case "deprecation_link":
 			s.DeprecationLink, err = stringArg(d)
 		case "serve_after_sunset":
-			if d.NextArg() {
-				return s, d.ArgErr()
-			}
+			err = noArgs(d)
 			s.ServeAfterSunset = true
 		default:
 			return s, d.Errf("unrecognized version subdirective %q", name)
