@@ -298,6 +298,9 @@ func parseKeyBlock(d *caddyfile.Dispenser) (policy.KeyConfig, error) {
 			if k.Labels == nil {
 				k.Labels = map[string]string{}
 			}
+			if _, dup := k.Labels[args[0]]; dup {
+				return k, d.Errf("label: %s set more than once", args[0])
+			}
 			k.Labels[args[0]] = args[1]
 		default:
 			return k, d.Errf("unrecognized key subdirective %q", name)
@@ -714,8 +717,13 @@ func parseContentPolicy(d *caddyfile.Dispenser) (*ContentPolicyConfig, error) {
 	if err := noArgs(d); err != nil {
 		return nil, err
 	}
+	subs := newSubdirectives("content_policy", "deny", "rule")
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		switch name := d.Val(); name {
+		name := d.Val()
+		if err := subs.check(d, name); err != nil {
+			return nil, err
+		}
+		switch name {
 		case "deny":
 			args, err := listArg(d)
 			if err != nil {
@@ -731,9 +739,6 @@ func parseContentPolicy(d *caddyfile.Dispenser) (*ContentPolicyConfig, error) {
 			}
 			cp.Rules = append(cp.Rules, policy.ContentRule{ID: args[0], Pattern: args[1]})
 		case "deny_file":
-			if cp.DenyFile != "" {
-				return nil, d.Err("content_policy: deny_file specified more than once")
-			}
 			f, err := stringArg(d)
 			if err != nil {
 				return nil, err

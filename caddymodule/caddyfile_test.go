@@ -79,11 +79,31 @@ func TestCaddyfileErrors(t *testing.T) {
 		"bad expiry":            "ai_gateway {\nkey s {\nid a\nexpires_at tomorrow\n}\n}",
 		"empty alias":           "ai_gateway {\nmodel m {\nalias\n}\n}",
 	}
+	repeated := map[string]string{
+		"version deprecated":       "ai_gateway {\napi_version {\nheader X-V\nsupported 2025-01-01\nversion 2025-01-01 {\ndeprecated 2026-01-01T00:00:00Z\ndeprecated 2026-02-01T00:00:00Z\n}\n}\n}",
+		"version sunset":           "ai_gateway {\napi_version {\nheader X-V\nsupported 2025-01-01\nversion 2025-01-01 {\nsunset 2026-01-01T00:00:00Z\nsunset 2026-02-01T00:00:00Z\n}\n}\n}",
+		"version twice":            "ai_gateway {\napi_version {\nheader X-V\nsupported 2025-01-01\nversion 2025-01-01 {\nserve_after_sunset\n}\nversion 2025-01-01 {\n}\n}\n}",
+		"rename_param same from":   "ai_gateway {\napi_version {\nheader X-V\nsupported 2025-01-01\nversion 2025-01-01 {\nrename_param a b\nrename_param a c\n}\n}\n}",
+		"content_policy deny_file": "ai_gateway {\ncontent_policy {\ndeny_file a\ndeny_file b\n}\n}",
+		"key label":                "ai_gateway {\nkey sha256:00 {\nid a\nlabel team a\nlabel team b\n}\n}",
+		"cache max_size":           "ai_gateway {\ncache {\nmax_size 1MiB\nmax_size 2MiB\n}\n}",
+		"rate_limit rpm":           "ai_gateway {\nrate_limit {\nrpm 1\nrpm 2\n}\n}",
+		"model upstream":           "ai_gateway {\nmodel m {\nupstream a:1\nupstream b:1\n}\n}",
+	}
+
 	for name, input := range tests {
 		t.Run(name, func(t *testing.T) {
 			g := new(Gateway)
 			if err := g.UnmarshalCaddyfile(caddyfile.NewTestDispenser(input)); err == nil {
 				t.Errorf("accepted: %s", input)
+			}
+		})
+	}
+	for name, input := range repeated {
+		t.Run("repeated "+name, func(t *testing.T) {
+			err := new(Gateway).UnmarshalCaddyfile(caddyfile.NewTestDispenser(input))
+			if err == nil || !strings.Contains(err.Error(), "more than once") {
+				t.Errorf("want a repetition error, got %v for: %s", err, input)
 			}
 		})
 	}
@@ -100,6 +120,50 @@ func TestCaddyfileErrors(t *testing.T) {
 				t.Errorf("accepted: %s", input)
 			}
 		})
+	}
+}
+
+// TestCaddyfileRepeatableSubdirectives: the subdirectives that add one more item may repeat.
+func TestCaddyfileRepeatableSubdirectives(t *testing.T) {
+	input := `ai_gateway {
+		key sha256:00 {
+			id a
+			label team a
+			label site b
+			pin x y
+			pin z w
+		}
+		key sha256:01 {
+			id b
+		}
+		model m {
+			clamp temperature 0 1
+			clamp top_p 0 1
+		}
+		model n
+		api_version {
+			header X-V
+			supported 2025-01-01 2026-01-01
+			version 2025-01-01 {
+				rename_param a b
+				rename_param c d
+			}
+			version 2026-01-01
+		}
+		content_policy {
+			deny x y
+			deny z
+			rule r1 a
+			rule r2 b
+		}
+	}`
+	g := new(Gateway)
+	if err := g.UnmarshalCaddyfile(caddyfile.NewTestDispenser(input)); err != nil {
+		t.Fatal(err)
+	}
+	if len(g.Keys) != 2 || len(g.Keys[0].Labels) != 2 || len(g.Models) != 2 || len(g.Models[0].Clamps) != 2 ||
+		len(g.APIVersion.Versions) != 2 || len(g.APIVersion.Versions[0].RenameParams) != 2 || len(g.ContentPolicy.Rules) != 5 {
+		t.Errorf("repeated items lost: %+v", g)
 	}
 }
 

@@ -105,6 +105,11 @@ func parseAPIVersion(d *caddyfile.Dispenser) (*APIVersionConfig, error) {
 			if perr != nil {
 				return nil, perr
 			}
+			for _, other := range cfg.Versions {
+				if other.Version == s.Version {
+					return nil, d.Errf("api_version: version %s specified more than once", s.Version)
+				}
+			}
 			cfg.Versions = append(cfg.Versions, s)
 		default:
 			return nil, d.Errf("unrecognized api_version subdirective %q", name)
@@ -129,12 +134,22 @@ func parseVersionSettings(d *caddyfile.Dispenser) (APIVersionSettings, error) {
 		return s, err
 	}
 	// stringArg consumed the date and checked no more args follow on the line; the block follows.
+	subs := newSubdirectives("version "+s.Version, "rename_param")
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		switch name := d.Val(); name {
+		name := d.Val()
+		if err := subs.check(d, name); err != nil {
+			return s, err
+		}
+		switch name {
 		case "rename_param":
 			args := d.RemainingArgs()
 			if len(args) != 2 {
 				return s, d.Errf("rename_param: expected <from> <to>, got %d values", len(args))
+			}
+			for _, r := range s.RenameParams {
+				if r[0] == args[0] {
+					return s, d.Errf("rename_param: %s renamed more than once", args[0])
+				}
 			}
 			s.RenameParams = append(s.RenameParams, [2]string{args[0], args[1]})
 		case "deprecated":
