@@ -78,7 +78,7 @@ func (g *Gateway) guardBlocked(r *http.Request) *wire.Error {
 	if err != nil || d.Requests.Remaining > 0 {
 		return nil
 	}
-	return tooManyFailures(d.Requests.Reset)
+	return tooManyFailures(d.Requests)
 }
 
 // guardFailed charges a failed authentication to the client IP.
@@ -94,8 +94,18 @@ func (g *Gateway) guardFailed(r *http.Request, ex *exchange) {
 	}
 }
 
-func tooManyFailures(wait time.Duration) *wire.Error {
-	wait = max(wait/time.Duration(defaultMaxAuthFailures), time.Second)
+// authFailureWindow is the window of max_failures, whose bucket is an rpm bucket.
+const authFailureWindow = time.Minute
+
+// tooManyFailures is the refusal of an address whose failure bucket q is used up. The bucket
+// drains limit failures per window, so one more failure fits once it has drained to limit-1:
+// Reset (the time until it is empty) minus the time the other limit-1 failures take to drain.
+func tooManyFailures(q ratelimit.Quota) *wire.Error {
+	wait := time.Second
+	if q.Limit > 0 {
+		perFailure := authFailureWindow / time.Duration(q.Limit)
+		wait = max(q.Reset-authFailureWindow+perFailure, time.Second)
+	}
 	return &wire.Error{Status: http.StatusTooManyRequests, Type: wire.TypeRequests, Code: "too_many_auth_failures", Reason: "auth_blocked",
 		RetryAfter: wait, Message: "Too many failed authentication attempts from this address. Please try again later."}
 }

@@ -23,7 +23,7 @@ func newBenchGateway(b *testing.B) *Gateway {
 	b.Helper()
 	raw := fmt.Sprintf(`{
 		"keys": [{"secret": %q, "id": "bench", "rpm": 1000000000, "tpm": 10000000000}],
-		"models": [{"name": "demo-llama", "alias": ["llama"], "context_window": 8192, "tokenizer": "cl100k_base"}]
+		"models": [{"name": "demo-llama", "aliases": ["llama"], "context_window": 8192, "tokenizer": "cl100k_base"}]
 	}`, policy.FormatHash(policy.HashSecret("sk-bench")))
 	g := new(Gateway)
 	if err := json.Unmarshal([]byte(raw), g); err != nil {

@@ -10,7 +10,6 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
-	"github.com/dustin/go-humanize"
 	"github.com/redis/go-redis/v9"
 	"github.com/tidwall/sjson"
 	"go.uber.org/zap"
@@ -23,7 +22,8 @@ import (
 type CacheConfig struct {
 	// TTL is how long an answer is served from the cache. Default: 1h.
 	TTL caddy.Duration `json:"ttl,omitempty"`
-	// MaxSize bounds the in-memory cache, in bytes. Default: 64 MiB.
+	// MaxSize bounds the in-memory cache, in bytes (the Caddyfile takes sizes such as 256MiB, at
+	// most 1TiB, like max_body). Default: 64 MiB.
 	MaxSize int64 `json:"max_size,omitempty"`
 	// Scope is "key" (default: each API key has its own entries) or "global" (all keys share).
 	Scope string `json:"scope,omitempty"`
@@ -246,7 +246,7 @@ func parseCache(d *caddyfile.Dispenser) (*CacheConfig, error) {
 	c := new(CacheConfig)
 	if d.NextArg() {
 		if d.Val() != "off" || d.NextArg() {
-			return nil, d.ArgErr()
+			return nil, d.Errf("cache: expected no argument or off, got %q", d.Val())
 		}
 		c.Off = true
 	}
@@ -261,21 +261,14 @@ func parseCache(d *caddyfile.Dispenser) (*CacheConfig, error) {
 		case "ttl":
 			c.TTL, err = durationArg(d)
 		case "max_size":
-			var s string
-			if s, err = stringArg(d); err == nil {
-				n, perr := humanize.ParseBytes(s)
-				if perr != nil || n == 0 {
-					return nil, d.Errf("cache: max_size %q is not a size", s)
-				}
-				c.MaxSize = int64(n)
-			}
+			c.MaxSize, err = sizeArg(d)
 		case "scope":
 			if c.Scope, err = stringArg(d); err == nil && c.Scope != "key" && c.Scope != "global" {
-				err = d.Errf("cache: scope must be key or global, got %q", c.Scope)
+				err = d.Errf("scope: expected key or global, got %q", c.Scope)
 			}
 		case "when":
 			if c.When, err = stringArg(d); err == nil && c.When != "deterministic" && c.When != "always" {
-				err = d.Errf("cache: when must be deterministic or always, got %q", c.When)
+				err = d.Errf("when: expected deterministic or always, got %q", c.When)
 			}
 		case "store":
 			args := d.RemainingArgs()
@@ -285,7 +278,7 @@ func parseCache(d *caddyfile.Dispenser) (*CacheConfig, error) {
 			case len(args) == 2 && args[0] == "redis":
 				c.Store, c.RedisURL = "redis", args[1]
 			default:
-				return nil, d.Err("cache: store memory|redis <url>")
+				return nil, d.Err("store: expected memory or redis <url>")
 			}
 		default:
 			return nil, d.Errf("unrecognized cache subdirective %q", name)

@@ -1,8 +1,10 @@
 package caddymodule
 
 import (
+	"errors"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -11,9 +13,11 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/dustin/go-humanize"
 	"github.com/tidwall/gjson"
+	"go.uber.org/zap"
 
 	"github.com/caddyai/gateway/internal/wire"
 	"github.com/caddyai/gateway/policy"
+	"github.com/caddyai/gateway/ratelimit"
 )
 
 func init() {
@@ -109,11 +113,18 @@ func parseGatewayCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //	    metrics_key_id
 //	}
 //
-// <secret> is sha256:<hex>, a placeholder such as {env.KEY}, or a literal (warned about).
+// <secret> is sha256:<hex>, a placeholder such as {env.KEY}, or a literal: the adapter warns and
+// stores only its sha256:<hex>, so the adapted JSON never holds it. An upstream_key is sent
+// upstream, so a literal one stays in the JSON (Provision warns, never printing it): give it as
+// a placeholder such as {env.VLLM_API_KEY} or {file./run/secrets/vllm}.
+//
+// Each subdirective sets the JSON field of the same name; fields that are arrays take the plural
+// (key -> keys, model -> models, alias -> aliases, upstream -> upstreams, fallback -> fallbacks,
+// rename_param -> rename_params).
 func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
-	if d.NextArg() {
-		return d.ArgErr()
+	if err := noArgs(d); err != nil {
+		return err
 	}
 	subs := newSubdirectives("ai_gateway", "key", "model", "clamp")
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
@@ -129,13 +140,11 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			g.Keys = append(g.Keys, k)
 		case "keys_file":
-			if !d.NextArg() {
-				return d.ArgErr()
+			f, err := stringArg(d)
+			if err != nil {
+				return err
 			}
-			g.KeysFile = d.Val()
-			if d.NextArg() {
-				return d.ArgErr()
-			}
+			g.KeysFile = f
 		case "keys_file_interval":
 			dur, err := durationArg(d)
 			if err != nil {
@@ -166,15 +175,16 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			g.APIVersion = v
 		case "metrics_key_id":
-			if d.NextArg() {
-				return d.ArgErr()
+			if err := noArgs(d); err != nil {
+				return err
 			}
 			g.MetricsKeyID = true
 		case "anthropic_versions":
-			g.AnthropicVersions = d.RemainingArgs()
-			if len(g.AnthropicVersions) == 0 {
-				return d.ArgErr()
+			versions, err := listArg(d)
+			if err != nil {
+				return err
 			}
+			g.AnthropicVersions = versions
 		case "cache":
 			c, err := parseCache(d)
 			if err != nil {
@@ -191,7 +201,7 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				n, perr = -1, nil
 			}
 			if perr != nil || n == 0 || n < -1 {
-				return d.Errf("auth_failures: want a positive number per minute or off, got %q", v)
+				return d.Errf("auth_failures: expected a positive number per minute or off, got %q", v)
 			}
 			g.AuthFailures = &AuthGuard{MaxFailures: n}
 		case "content_policy":
@@ -206,7 +216,7 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			if n != 400 && n != 413 {
-				return d.Errf("context_status: want 400 or 413, got %d", n)
+				return d.Errf("context_status: expected 400 or 413, got %d", n)
 			}
 			g.ContextStatus = n
 		case "fit_max_tokens":
@@ -228,14 +238,19 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return nil
 }
 
-func parseKeyBlock(d *caddyfile.Dispenser) (KeyConfig, error) {
-	var k KeyConfig
+func parseKeyBlock(d *caddyfile.Dispenser) (policy.KeyConfig, error) {
+	var k policy.KeyConfig
 	if !d.NextArg() {
 		return k, d.Err("key: expected a secret (sha256:<hex>, {env.VAR} or a literal)")
 	}
-	k.Secret = d.Val()
-	if d.NextArg() {
-		return k, d.ArgErr()
+	secret, literal, err := adaptSecret(d.Val())
+	if err != nil {
+		return k, d.Errf("key: %v", err)
+	}
+	k.Secret = secret
+	line := d.Line()
+	if rest := d.RemainingArgs(); len(rest) > 0 {
+		return k, d.Errf("key: expected one secret, got %d values", 1+len(rest)) // quoting none: they are secrets
 	}
 	subs := newSubdirectives("key", "label", "pin")
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
@@ -243,77 +258,90 @@ func parseKeyBlock(d *caddyfile.Dispenser) (KeyConfig, error) {
 		if err := subs.check(d, name); err != nil {
 			return k, err
 		}
+		var err error
 		switch name {
 		case "id":
-			if !d.NextArg() {
-				return k, d.ArgErr()
-			}
-			k.ID = d.Val()
-			if d.NextArg() {
-				return k, d.ArgErr()
-			}
+			k.ID, err = stringArg(d)
 		case "models":
-			k.Models = d.RemainingArgs()
-			if len(k.Models) == 0 {
-				return k, d.ArgErr()
-			}
+			k.Models, err = listArg(d)
 		case "disabled":
-			if d.NextArg() {
-				return k, d.ArgErr()
-			}
+			err = noArgs(d)
 			k.Disabled = true
 		case "expires_at":
-			if !d.NextArg() {
-				return k, d.ArgErr()
-			}
-			if _, err := time.Parse(time.RFC3339, d.Val()); err != nil {
-				return k, d.Errf("key: expires_at %q is not an RFC 3339 time", d.Val())
-			}
-			k.ExpiresAt = d.Val()
-			if d.NextArg() {
-				return k, d.ArgErr()
-			}
+			k.ExpiresAt, _, err = timeArg(d)
 		case "rpm", "tpm", "rpd", "tpd", "max_concurrent":
-			if err := parseLimit(d, name, &k.Limits); err != nil {
-				return k, err
-			}
+			err = parseLimit(d, name, &k.Limits)
 		case "pin":
 			args := d.RemainingArgs()
 			if len(args) != 2 {
-				return k, d.Errf("key: pin <alias> <snapshot model name>")
+				return k, d.Errf("pin: expected <alias> <snapshot model name>, got %d values", len(args))
 			}
 			if k.Pins == nil {
 				k.Pins = map[string]string{}
 			}
 			if _, dup := k.Pins[args[0]]; dup {
-				return k, d.Errf("key: %s pinned more than once", args[0])
+				return k, d.Errf("pin: %s pinned more than once", args[0])
 			}
 			k.Pins[args[0]] = args[1]
 		case "priority":
-			s, err := stringArg(d)
-			if err != nil {
-				return k, err
-			}
-			if k.Priority, err = strconv.Atoi(s); err != nil {
-				return k, d.Errf("key: priority %q is not an integer", s)
+			var s string
+			if s, err = stringArg(d); err == nil {
+				if k.Priority, err = strconv.Atoi(s); err != nil {
+					err = d.Errf("priority: expected an integer, got %q", s)
+				}
 			}
 		case "label":
 			args := d.RemainingArgs()
 			if len(args) != 2 {
-				return k, d.ArgErr()
+				return k, d.Errf("label: expected <name> <value>, got %d values", len(args))
 			}
 			if k.Labels == nil {
 				k.Labels = map[string]string{}
+			}
+			if _, dup := k.Labels[args[0]]; dup {
+				return k, d.Errf("label: %s set more than once", args[0])
 			}
 			k.Labels[args[0]] = args[1]
 		default:
 			return k, d.Errf("unrecognized key subdirective %q", name)
 		}
+		if err != nil {
+			return k, err
+		}
 	}
 	if k.ID == "" {
 		return k, d.Err("key: id is required")
 	}
+	if literal {
+		caddyfileLogger().Warn("API key given as a literal secret in the Caddyfile; the adapted config holds only its sha256 hash, "+
+			"but prefer key sha256:<hex> or a placeholder such as {env.GATEWAY_KEY} so the Caddyfile holds no secret either",
+			zap.String("key_id", k.ID), zap.String("file", d.File()), zap.Int("line", line))
+	}
 	return k, nil
+}
+
+// caddyfileLogger logs the adapter's warnings (a handler directive cannot return adapter
+// warnings); tests replace it.
+var caddyfileLogger = caddy.Log
+
+// adaptSecret returns a key secret as the adapted config keeps it. sha256:<hex> and values
+// holding a placeholder (resolved by Provision) stay as they are; a literal becomes the
+// sha256:<hex> of its trimmed value, as Provision would hash it, so the secret never reaches the
+// JSON config, `caddy adapt` output or a log of the config.
+func adaptSecret(s string) (secret string, literal bool, err error) {
+	if strings.HasPrefix(s, "sha256:") || hasPlaceholder(s) {
+		return s, false, nil
+	}
+	if s = strings.TrimSpace(s); s == "" {
+		return "", false, errors.New("the secret is empty")
+	}
+	return policy.FormatHash(policy.HashSecret(s)), true, nil
+}
+
+// hasPlaceholder reports whether s holds a {placeholder}, which Provision resolves.
+func hasPlaceholder(s string) bool {
+	open := strings.IndexByte(s, '{')
+	return open >= 0 && strings.IndexByte(s[open+1:], '}') > 0
 }
 
 func parseModelBlock(d *caddyfile.Dispenser) (ModelConfig, error) {
@@ -322,8 +350,8 @@ func parseModelBlock(d *caddyfile.Dispenser) (ModelConfig, error) {
 		return m, d.Err("model: expected a model name")
 	}
 	m.Name = d.Val()
-	if d.NextArg() {
-		return m, d.ArgErr()
+	if rest := d.RemainingArgs(); len(rest) > 0 {
+		return m, d.Errf("model: expected one model name, got %d values", 1+len(rest))
 	}
 	subs := newSubdirectives("model "+m.Name, "clamp")
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
@@ -334,19 +362,13 @@ func parseModelBlock(d *caddyfile.Dispenser) (ModelConfig, error) {
 		var err error
 		switch name {
 		case "alias":
-			m.Aliases = d.RemainingArgs()
-			if len(m.Aliases) == 0 {
-				return m, d.ArgErr()
-			}
+			m.Aliases, err = listArg(d)
 		case "context_window":
 			m.ContextWindow, err = intArg(d)
 		case "max_output_tokens":
 			m.MaxOutputTokens, err = intArg(d)
 		case "upstream":
-			m.Upstreams = d.RemainingArgs()
-			if len(m.Upstreams) == 0 {
-				return m, d.ArgErr()
-			}
+			m.Upstreams, err = listArg(d)
 		case "upstream_key":
 			m.UpstreamKey, err = stringArg(d)
 		case "upstream_name":
@@ -359,22 +381,22 @@ func parseModelBlock(d *caddyfile.Dispenser) (ModelConfig, error) {
 			case len(args) == 2 && args[0] == "hf":
 				m.Tokenizer = "hf " + args[1]
 			default:
-				return m, d.Errf("tokenizer: want estimate, cl100k_base, o200k_base or hf <path>")
+				return m, d.Errf("tokenizer: expected estimate, cl100k_base, o200k_base or hf <path>, got %q", strings.Join(args, " "))
 			}
 		case "rpm", "tpm", "rpd", "tpd", "max_concurrent":
 			err = parseLimit(d, name, &m.Limits)
 		case "queue":
 			args := d.RemainingArgs()
 			if len(args) < 1 || len(args) > 2 {
-				return m, d.Err("queue <size> [<timeout>]")
+				return m, d.Errf("queue: expected <size> [<timeout>], got %d values", len(args))
 			}
 			if m.Queue, err = strconv.Atoi(args[0]); err != nil || m.Queue < 0 {
-				return m, d.Errf("queue: %q is not a non-negative integer", args[0])
+				return m, d.Errf("queue: expected a non-negative integer size, got %q", args[0])
 			}
 			if len(args) == 2 {
 				dur, perr := caddy.ParseDuration(args[1])
 				if perr != nil || dur < 0 {
-					return m, d.Errf("queue: %q is not a valid timeout", args[1])
+					return m, d.Errf("queue: expected a timeout such as 5s, got %q", args[1])
 				}
 				m.QueueTimeout = caddy.Duration(dur)
 			}
@@ -383,9 +405,7 @@ func parseModelBlock(d *caddyfile.Dispenser) (ModelConfig, error) {
 				return m, err
 			}
 		case "fallback":
-			if m.Fallback = d.RemainingArgs(); len(m.Fallback) == 0 {
-				return m, d.ArgErr()
-			}
+			m.Fallbacks, err = listArg(d)
 		case "deprecated":
 			m.Deprecated, err = rfc3339Arg(d)
 		case "sunset":
@@ -393,9 +413,7 @@ func parseModelBlock(d *caddyfile.Dispenser) (ModelConfig, error) {
 		case "deprecation_link":
 			m.DeprecationLink, err = stringArg(d)
 		case "serve_after_sunset":
-			if d.NextArg() {
-				return m, d.ArgErr()
-			}
+			err = noArgs(d)
 			m.ServeAfterSunset = true
 		default:
 			handled, rerr := parseRewrite(d, name, &m.RewriteConfig)
@@ -414,14 +432,14 @@ func parseModelBlock(d *caddyfile.Dispenser) (ModelConfig, error) {
 }
 
 // parseLimit parses one limit subdirective (rpm, tpm, rpd, tpd, max_concurrent) into l.
-func parseLimit(d *caddyfile.Dispenser, name string, l *Limits) error {
+func parseLimit(d *caddyfile.Dispenser, name string, l *ratelimit.Limits) error {
 	s, err := stringArg(d)
 	if err != nil {
 		return err
 	}
 	n, err := strconv.ParseInt(s, 10, 64)
 	if err != nil || n < 0 {
-		return d.Errf("%s: %q is not a non-negative integer", name, s)
+		return d.Errf("%s: expected a non-negative integer, got %q", name, s)
 	}
 	switch name {
 	case "rpm":
@@ -440,8 +458,8 @@ func parseLimit(d *caddyfile.Dispenser, name string, l *Limits) error {
 
 // parseRateLimit parses the rate_limit block.
 func parseRateLimit(d *caddyfile.Dispenser, rl *RateLimit) error {
-	if d.NextArg() {
-		return d.ArgErr()
+	if err := noArgs(d); err != nil {
+		return err
 	}
 	subs := newSubdirectives("rate_limit")
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
@@ -461,14 +479,14 @@ func parseRateLimit(d *caddyfile.Dispenser, rl *RateLimit) error {
 			case len(args) == 2 && args[0] == "redis":
 				rl.Store, rl.RedisURL = "redis", args[1]
 			default:
-				return d.Errf("rate_limit: store: want memory or redis <url>")
+				return d.Err("store: expected memory or redis <url>")
 			}
 		case "redis_prefix":
 			rl.RedisPrefix, err = stringArg(d)
 		case "on_store_error":
 			rl.OnStoreError, err = stringArg(d)
 			if err == nil && rl.OnStoreError != "allow" && rl.OnStoreError != "deny" {
-				return d.Errf("rate_limit: on_store_error: want allow or deny, got %q", rl.OnStoreError)
+				return d.Errf("on_store_error: expected allow or deny, got %q", rl.OnStoreError)
 			}
 		case "default_max_tokens":
 			rl.DefaultMaxTokens, err = intArg(d)
@@ -504,58 +522,107 @@ func (s *subdirectives) check(d *caddyfile.Dispenser, name string) error {
 	return nil
 }
 
+// The argument helpers read the arguments of the subdirective the dispenser is on. Their errors
+// name it and quote the bad value (rpm: expected a non-negative integer, got "abc"); an error
+// about the number of arguments quotes none, since a value may be a secret.
+
+// noArgs checks that a flag subdirective (disabled, required, ...) has no arguments.
+func noArgs(d *caddyfile.Dispenser) error {
+	name := d.Val()
+	if d.NextArg() {
+		return d.Errf("%s: takes no arguments, got %q", name, d.Val())
+	}
+	return nil
+}
+
+// listArg reads the one or more arguments of a subdirective.
+func listArg(d *caddyfile.Dispenser) ([]string, error) {
+	name := d.Val()
+	args := d.RemainingArgs()
+	if len(args) == 0 {
+		return nil, d.Errf("%s: expected at least one value", name)
+	}
+	return args, nil
+}
+
+// stringArg reads the one argument of a subdirective.
 func stringArg(d *caddyfile.Dispenser) (string, error) {
+	name := d.Val()
 	if !d.NextArg() {
-		return "", d.ArgErr()
+		return "", d.Errf("%s: expected a value", name)
 	}
 	v := d.Val()
-	if d.NextArg() {
-		return "", d.ArgErr()
+	if rest := d.RemainingArgs(); len(rest) > 0 {
+		return "", d.Errf("%s: expected one value, got %d", name, 1+len(rest))
 	}
 	return v, nil
 }
 
 func intArg(d *caddyfile.Dispenser) (int, error) {
+	name := d.Val()
 	s, err := stringArg(d)
 	if err != nil {
 		return 0, err
 	}
 	n, err := strconv.Atoi(s)
 	if err != nil || n < 0 {
-		return 0, d.Errf("%s: %q is not a non-negative integer", d.Val(), s)
+		return 0, d.Errf("%s: expected a non-negative integer, got %q", name, s)
 	}
 	return n, nil
 }
 
 func durationArg(d *caddyfile.Dispenser) (caddy.Duration, error) {
+	name := d.Val()
 	s, err := stringArg(d)
 	if err != nil {
 		return 0, err
 	}
 	dur, err := caddy.ParseDuration(s)
 	if err != nil || dur < 0 {
-		return 0, d.Errf("%q is not a valid duration", s)
+		return 0, d.Errf("%s: expected a duration such as 500ms, 5s or 1m, got %q", name, s)
 	}
 	return caddy.Duration(dur), nil
 }
 
+// maxSize caps every size argument (max_body, the cache's max_size).
+const maxSize = 1 << 40
+
 func sizeArg(d *caddyfile.Dispenser) (int64, error) {
+	name := d.Val()
 	s, err := stringArg(d)
 	if err != nil {
 		return 0, err
 	}
 	n, err := humanize.ParseBytes(s)
-	if err != nil || n == 0 || n > 1<<40 {
-		return 0, d.Errf("%q is not a valid size", s)
+	if err != nil || n == 0 || n > maxSize {
+		return 0, d.Errf("%s: expected a size such as 512KiB or 64MiB, at most 1TiB, got %q", name, s)
 	}
 	return int64(n), nil
+}
+
+// timeArg reads one RFC 3339 time argument; s is the argument as written.
+func timeArg(d *caddyfile.Dispenser) (t time.Time, s string, err error) {
+	name := d.Val()
+	if s, err = stringArg(d); err != nil {
+		return t, "", err
+	}
+	if t, err = time.Parse(time.RFC3339, s); err != nil {
+		return t, "", d.Errf("%s: expected an RFC 3339 time such as 2027-01-31T00:00:00Z, got %q", name, s)
+	}
+	return t, s, nil
+}
+
+// rfc3339Arg reads one RFC 3339 time argument and keeps it as written.
+func rfc3339Arg(d *caddyfile.Dispenser) (string, error) {
+	_, s, err := timeArg(d)
+	return s, err
 }
 
 // UnmarshalCaddyfile sets up the dynamic upstreams source: `dynamic ai_gateway` takes no options.
 func (u *Upstreams) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next()
-	if d.NextArg() {
-		return d.ArgErr()
+	if err := noArgs(d); err != nil {
+		return err
 	}
 	if d.NextBlock(0) {
 		return d.Errf("dynamic ai_gateway takes no options, got %q", d.Val())
@@ -665,15 +732,20 @@ func parseRewrite(d *caddyfile.Dispenser, name string, rc *policy.RewriteConfig)
 // parseContentPolicy parses the content_policy block.
 func parseContentPolicy(d *caddyfile.Dispenser) (*ContentPolicyConfig, error) {
 	cp := new(ContentPolicyConfig)
-	if d.NextArg() {
-		return nil, d.ArgErr()
+	if err := noArgs(d); err != nil {
+		return nil, err
 	}
+	subs := newSubdirectives("content_policy", "deny", "rule")
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		switch name := d.Val(); name {
+		name := d.Val()
+		if err := subs.check(d, name); err != nil {
+			return nil, err
+		}
+		switch name {
 		case "deny":
-			args := d.RemainingArgs()
-			if len(args) == 0 {
-				return nil, d.ArgErr()
+			args, err := listArg(d)
+			if err != nil {
+				return nil, err
 			}
 			for _, a := range args {
 				cp.Rules = append(cp.Rules, policy.ContentRule{Pattern: a})
@@ -681,13 +753,10 @@ func parseContentPolicy(d *caddyfile.Dispenser) (*ContentPolicyConfig, error) {
 		case "rule":
 			args := d.RemainingArgs()
 			if len(args) != 2 {
-				return nil, d.Err("rule <id> <regex>")
+				return nil, d.Errf("rule: expected <id> <regex>, got %d values", len(args))
 			}
 			cp.Rules = append(cp.Rules, policy.ContentRule{ID: args[0], Pattern: args[1]})
 		case "deny_file":
-			if cp.DenyFile != "" {
-				return nil, d.Err("content_policy: deny_file specified more than once")
-			}
 			f, err := stringArg(d)
 			if err != nil {
 				return nil, err

@@ -4,33 +4,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 
 	"github.com/caddyai/gateway/policy"
+	"github.com/caddyai/gateway/ratelimit"
 )
-
-// KeyConfig is one inline API key.
-type KeyConfig struct {
-	// Secret identifies the key: "sha256:<hex>" (preferred: the secret itself never appears in
-	// the config), a placeholder such as {env.GATEWAY_KEY} or {file./run/secrets/key} resolved
-	// once at load, or a literal secret (accepted with a warning).
-	Secret string `json:"secret"`
-	// ID names the key in logs, metrics and placeholders. Required, unique.
-	ID string `json:"id"`
-	// Models are the model names or aliases (path.Match patterns, e.g. "llama-*") the key may
-	// use. Empty allows every model.
-	Models []string `json:"models,omitempty"`
-	// Disabled refuses the key with 401 and a distinct message.
-	Disabled bool `json:"disabled,omitempty"`
-	// ExpiresAt (RFC 3339) refuses the key from that instant.
-	ExpiresAt string `json:"expires_at,omitempty"`
-	// Labels are free-form operator labels.
-	Labels map[string]string `json:"labels,omitempty"`
-	// Pins map a model alias to the snapshot (model name) this key keeps using when the alias
-	// moves on.
-	Pins map[string]string `json:"pins,omitempty"`
-	// Priority orders this key's requests in a model's admission queue; higher goes first.
-	Priority int `json:"priority,omitempty"`
-	// Limits are the key's own rate limits (rpm, tpm, rpd, tpd, max_concurrent).
-	Limits
-}
 
 // ModelConfig is one model the gateway serves.
 type ModelConfig struct {
@@ -38,7 +13,7 @@ type ModelConfig struct {
 	// snapshot, its full snapshot name.
 	Name string `json:"name"`
 	// Aliases are other names clients may use for the model.
-	Aliases []string `json:"alias,omitempty"`
+	Aliases []string `json:"aliases,omitempty"`
 	// ContextWindow is the model's context length in tokens. 0 = not checked.
 	ContextWindow int `json:"context_window,omitempty"`
 	// MaxOutputTokens caps the completion length in tokens. 0 = no cap.
@@ -46,9 +21,10 @@ type ModelConfig struct {
 	// Upstreams are the dial addresses (host:port, or http://host:port) of the model servers
 	// that serve the model. reverse_proxy receives them through `dynamic ai_gateway`. With none,
 	// reverse_proxy uses its own static upstreams.
-	Upstreams []string `json:"upstream,omitempty"`
-	// UpstreamKey is the credential sent upstream as "Authorization: Bearer <key>"; may be a
-	// placeholder such as {env.VLLM_API_KEY}, resolved once at load.
+	Upstreams []string `json:"upstreams,omitempty"`
+	// UpstreamKey is the credential sent upstream as "Authorization: Bearer <key>". Give it as a
+	// placeholder such as {env.VLLM_API_KEY} or {file./run/secrets/vllm}, resolved once at load:
+	// a literal is accepted with a warning (which never prints it), but stays in the config.
 	UpstreamKey string `json:"upstream_key,omitempty"`
 	// UpstreamName is the name the model server knows the model by (vLLM's
 	// --served-model-name), when it differs from Name.
@@ -77,15 +53,16 @@ type ModelConfig struct {
 	// Cache overrides the gateway's cache settings for this model (ttl, scope, when), or turns
 	// the cache off for it.
 	Cache *CacheConfig `json:"cache,omitempty"`
-	// Fallback are models tried in order when this model's pool is unavailable or overloaded;
+	// Fallbacks are models tried in order when this model's pool is unavailable or overloaded;
 	// the response's model says which answered and x-gateway-fallback names this one.
-	Fallback []string `json:"fallback,omitempty"`
+	Fallbacks []string `json:"fallbacks,omitempty"`
 	// RewriteConfig holds the model's own rewriting rules. They merge with the gateway-wide
 	// ones: deny and strip lists add to them, clamps and defaults replace them per param, and
 	// allow_params or "off" lifts one explicitly (see policy.RewriteConfig).
 	policy.RewriteConfig
-	// Limits are the model's rate limits, summed over all keys.
-	Limits
+	// Limits are the model's rate limits, summed over all keys. The model's max_concurrent is
+	// its admission gate: requests past it wait in the queue (see Queue), then get 503.
+	ratelimit.Limits
 }
 
 // ContentPolicyConfig lists the content rules: RE2 regular expressions (linear time) applied to
@@ -118,7 +95,7 @@ type APIVersionSettings struct {
 	Version string `json:"version"`
 	// RenameParams rename request parameters for clients of this version, [from, to] pairs
 	// (e.g. ["max_tokens", "max_completion_tokens"]), so old clients keep working.
-	RenameParams [][2]string `json:"rename_param,omitempty"`
+	RenameParams [][2]string `json:"rename_params,omitempty"`
 	// Deprecated (RFC 3339) marks the version as deprecated.
 	Deprecated string `json:"deprecated,omitempty"`
 	// Sunset (RFC 3339) is when the version stops being served (410 api_version_sunset).

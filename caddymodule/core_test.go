@@ -356,7 +356,7 @@ func TestKeysFileHotReload(t *testing.T) {
 		}
 	}
 	keyDoc := func(id, secret string) string {
-		return fmt.Sprintf(`{"keys":[{"id":%q,"sha256":%q}]}`, id, policy.FormatHash(policy.HashSecret(secret)))
+		return fmt.Sprintf(`{"keys":[{"id":%q,"secret":%q}]}`, id, policy.FormatHash(policy.HashSecret(secret)))
 	}
 	writeKeys(keyDoc("file-a", "sk-file-a"))
 	s := startCore(t, "keys_file "+path+"\n\t\tkeys_file_interval 20ms\n\t\tauth_failures off")
@@ -423,8 +423,12 @@ func TestBruteForceGuard(t *testing.T) {
 	}
 	for _, key := range []string{"sk-guess-x", secretAll} {
 		resp, body := s.post(t, "/v1/chat/completions", map[string]string{"Authorization": "Bearer " + key}, chat)
-		if resp.StatusCode != 429 || !strings.Contains(string(body), "too_many_auth_failures") || resp.Header.Get("Retry-After") == "" {
+		if resp.StatusCode != 429 || !strings.Contains(string(body), "too_many_auth_failures") {
 			t.Errorf("after 5 failures, %s: %d %s", key[:8], resp.StatusCode, body)
+		}
+		// 5 failures a minute: the next one fits 12s after the last, not the 2s of the default 30
+		if ra := resp.Header.Get("Retry-After"); ra != "12" && ra != "11" {
+			t.Errorf("after 5 failures, %s: Retry-After %q, want 12 (a fifth of a minute)", key[:8], ra)
 		}
 	}
 }

@@ -38,8 +38,8 @@ func init() {
 // and Anthropic-style) before they are proxied to model servers by reverse_proxy. Every refusal
 // is answered in the wire format of the client's API surface.
 type Gateway struct {
-	// Keys are API keys given inline.
-	Keys []KeyConfig `json:"keys,omitempty"`
+	// Keys are API keys given inline, in the schema of the keys file's entries.
+	Keys []policy.KeyConfig `json:"keys,omitempty"`
 	// KeysFile is the path of a JSON keys file, re-read whenever its content changes on disk
 	// (no config reload needed). A broken file keeps the last good key set and logs an error.
 	KeysFile string `json:"keys_file,omitempty"`
@@ -92,7 +92,7 @@ type Gateway struct {
 	limiter          *ratelimit.Limiter
 	storeKey         string
 	admissionKeys    []string
-	globalLimits     policy.Limits
+	globalLimits     ratelimit.Limits
 	metrics          *gatewayMetrics
 	memo             *tokens.Memo
 	inline           *policy.KeyTable

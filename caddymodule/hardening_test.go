@@ -539,7 +539,7 @@ func TestHardeningKeysFileGarbage(t *testing.T) {
 		}
 	}
 	hash := func(secret string) string { return policy.FormatHash(policy.HashSecret(secret)) }
-	write([]byte(fmt.Sprintf(`{"keys":[{"id":"file-a","sha256":%q}]}`, hash("sk-file-a"))))
+	write([]byte(fmt.Sprintf(`{"keys":[{"id":"file-a","secret":%q}]}`, hash("sk-file-a"))))
 	s := startHard(t, hardOpts{gateway: "keys_file " + path + "\n\t\t\tkeys_file_interval 20ms"})
 	m := &usageSetup{port: s.port}
 	status := func(secret string) int {
@@ -558,11 +558,11 @@ func TestHardeningKeysFileGarbage(t *testing.T) {
 		{"binary", []byte{0x00, 0xff, 0xfe, 0x1f, 0x8b, 0x08, 0x00, 0x7f}},
 		{"HTML", []byte("<html><body>502 Bad Gateway</body></html>")},
 		{"not an object", []byte(`[1,2,3]`)},
-		{"bad hash", []byte(`{"keys":[{"id":"x","sha256":"sha256:zz"}]}`)},
-		{"unknown field", []byte(fmt.Sprintf(`{"keys":[{"id":"x","sha256":%q,"tmp":1}]}`, hash("sk-x")))},
-		{"duplicate ids", []byte(fmt.Sprintf(`{"keys":[{"id":"d","sha256":%q},{"id":"d","sha256":%q}]}`, hash("sk-d1"), hash("sk-d2")))},
-		{"id clashing with an inline key", []byte(fmt.Sprintf(`{"keys":[{"id":"hard","sha256":%q}]}`, hash("sk-clash")))},
-		{"bad expiry", []byte(fmt.Sprintf(`{"keys":[{"id":"x","sha256":%q,"expires_at":"soon"}]}`, hash("sk-x")))},
+		{"bad hash", []byte(`{"keys":[{"id":"x","secret":"sha256:zz"}]}`)},
+		{"unknown field", []byte(fmt.Sprintf(`{"keys":[{"id":"x","secret":%q,"tmp":1}]}`, hash("sk-x")))},
+		{"duplicate ids", []byte(fmt.Sprintf(`{"keys":[{"id":"d","secret":%q},{"id":"d","secret":%q}]}`, hash("sk-d1"), hash("sk-d2")))},
+		{"id clashing with an inline key", []byte(fmt.Sprintf(`{"keys":[{"id":"hard","secret":%q}]}`, hash("sk-clash")))},
+		{"bad expiry", []byte(fmt.Sprintf(`{"keys":[{"id":"x","secret":%q,"expires_at":"soon"}]}`, hash("sk-x")))},
 		{"huge garbage", bytes.Repeat([]byte("{[\"\\"), 1<<20)},
 		{"deleted", nil},
 	}
@@ -593,7 +593,7 @@ func TestHardeningKeysFileGarbage(t *testing.T) {
 			}
 		})
 	}
-	write([]byte(fmt.Sprintf(`{"keys":[{"id":"file-b","sha256":%q}]}`, hash("sk-file-b"))))
+	write([]byte(fmt.Sprintf(`{"keys":[{"id":"file-b","secret":%q}]}`, hash("sk-file-b"))))
 	waitFor(t, "a good file after the garbage", 5*time.Second, func() bool { return status("sk-file-b") == 200 })
 	if status("sk-file-a") != 401 {
 		t.Error("a key removed from the recovered file still works")
@@ -1138,7 +1138,7 @@ func TestHardeningSecretsStayOut(t *testing.T) {
 
 	dir := t.TempDir()
 	keysPath := filepath.Join(dir, "keys.json")
-	if err := os.WriteFile(keysPath, []byte(fmt.Sprintf(`{"keys":[{"id":"file-key","sha256":%q}]}`, policy.FormatHash(policy.HashSecret(fileSecret)))), 0o600); err != nil {
+	if err := os.WriteFile(keysPath, []byte(fmt.Sprintf(`{"keys":[{"id":"file-key","secret":%q}]}`, policy.FormatHash(policy.HashSecret(fileSecret)))), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	accessPath := filepath.Join(dir, "access.log")

@@ -219,7 +219,7 @@ func TestHardeningClientGoneMidStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close() // hang up mid-stream
-	metric := regexp.MustCompile(`ai_gateway_requests_total\{code="(\d+)",key_id="",model="demo-llama",reason="([a-z_]*)"\} (\d+)`)
+	metric := regexp.MustCompile(`ai_gateway_requests_total\{code="(\d+)",key_id="",model="demo-llama",reject_reason="([a-z_]*)"\} (\d+)`)
 	var got string
 	waitFor(t, "the request to be recorded", 10*time.Second, func() bool {
 		r, err := http.Get(url(port, "/metrics"))

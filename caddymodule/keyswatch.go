@@ -11,11 +11,7 @@ import (
 // watchKeysFile re-reads the keys file whenever its content changes, until the config's context
 // ends. A file that cannot be read or parsed keeps the last good key set in service.
 func (g *Gateway) watchKeysFile(kf *policy.KeyFile) {
-	defer func() {
-		if v := recover(); v != nil {
-			g.logger.Error("keys file watcher panicked", zap.Any("panic", v))
-		}
-	}()
+	defer logPanic(g.logger, "keys file watcher panicked")
 	ticker := time.NewTicker(time.Duration(g.KeysFileInterval))
 	defer ticker.Stop()
 	for {

@@ -17,33 +17,10 @@ import (
 	"github.com/caddyai/gateway/ratelimit"
 )
 
-// Limits are rate limits of one scope (the gateway, a model or a key). Zero means unlimited.
-type Limits struct {
-	// RPM is requests per minute.
-	RPM int64 `json:"rpm,omitempty"`
-	// TPM is tokens per minute: prompt plus completion, reserved before the request and settled
-	// on the actual usage after it.
-	TPM int64 `json:"tpm,omitempty"`
-	// RPD is requests per day (a rolling 24h bucket).
-	RPD int64 `json:"rpd,omitempty"`
-	// TPD is tokens per day (a rolling 24h bucket).
-	TPD int64 `json:"tpd,omitempty"`
-	// MaxConcurrent caps the requests in flight.
-	MaxConcurrent int64 `json:"max_concurrent,omitempty"`
-}
-
-func (l Limits) policy() policy.Limits {
-	return policy.Limits{RPM: l.RPM, TPM: l.TPM, RPD: l.RPD, TPD: l.TPD, MaxConcurrent: l.MaxConcurrent}
-}
-
-func limitsOf(l policy.Limits) ratelimit.Limits {
-	return ratelimit.Limits{RPM: l.RPM, TPM: l.TPM, RPD: l.RPD, TPD: l.TPD, MaxConcurrent: l.MaxConcurrent}
-}
-
 // RateLimit configures the gateway-wide limits and where limiter state lives.
 type RateLimit struct {
 	// Limits here apply to all requests together (the global scope).
-	Limits
+	ratelimit.Limits
 	// Store is where buckets live: "memory" (default; kept across config reloads) or "redis"
 	// (shared by every gateway instance that uses the same Redis).
 	Store string `json:"store,omitempty"`
@@ -158,11 +135,7 @@ func redactURLError(err error) string {
 
 // sweep evicts idle buckets once a minute until the store is destroyed.
 func sweep(ctx context.Context, mem *ratelimit.MemoryStore) {
-	defer func() {
-		if v := recover(); v != nil {
-			caddy.Log().Error("rate limit sweeper panicked", zap.Any("panic", v))
-		}
-	}()
+	defer logPanic(caddy.Log(), "rate limit sweeper panicked")
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
 	for {
@@ -179,17 +152,17 @@ func sweep(ctx context.Context, mem *ratelimit.MemoryStore) {
 func (g *Gateway) scopes(ex *exchange, buf []ratelimit.Scope) []ratelimit.Scope {
 	s := buf[:0]
 	if ex.key != nil && !ex.key.Limits.IsZero() {
-		s = append(s, ratelimit.Scope{ID: "key:" + ex.key.ID, Limits: limitsOf(ex.key.Limits)})
+		s = append(s, ratelimit.Scope{ID: "key:" + ex.key.ID, Limits: ex.key.Limits})
 	}
 	if m := ex.route.model; !m.Limits.IsZero() {
-		l := limitsOf(m.Limits)
+		l := m.Limits
 		l.MaxConcurrent = 0 // a model's concurrency is its admission gate (queue, then 503)
-		if l != (ratelimit.Limits{}) {
+		if !l.IsZero() {
 			s = append(s, ratelimit.Scope{ID: ex.route.scopeID, Limits: l})
 		}
 	}
 	if !g.globalLimits.IsZero() {
-		s = append(s, ratelimit.Scope{ID: "global", Limits: limitsOf(g.globalLimits)})
+		s = append(s, ratelimit.Scope{ID: "global", Limits: g.globalLimits})
 	}
 	return s
 }

@@ -40,7 +40,7 @@ func newGatewayMetrics() *gatewayMetrics {
 	latency := []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}
 	return &gatewayMetrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts(opts("requests_total",
-			"AI requests handled, by model, HTTP status code and reject reason (empty when served).")), []string{"model", "code", "reason", "key_id"}),
+			"AI requests handled, by model, HTTP status code and reject reason (empty when served).")), []string{"model", "code", "reject_reason", "key_id"}),
 		tokens: prometheus.NewCounterVec(prometheus.CounterOpts(opts("tokens_total",
 			"Tokens by model and kind (prompt, completion, cached).")), []string{"model", "kind", "key_id"}),
 		ttft: prometheus.NewHistogramVec(hist("time_to_first_token_seconds",

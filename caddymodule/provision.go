@@ -61,7 +61,7 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 	if g.RateLimit == nil {
 		g.RateLimit = new(RateLimit)
 	}
-	g.globalLimits = g.RateLimit.Limits.policy()
+	g.globalLimits = g.RateLimit.Limits
 	if err := g.provisionLimiter(repl); err != nil {
 		return err
 	}
@@ -102,52 +102,24 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 	return nil
 }
 
+// provisionKeys builds the table of the inline keys. Placeholders in secrets are resolved here,
+// once; a literal secret is accepted with a warning (the Caddyfile adapter never leaves one).
 func (g *Gateway) provisionKeys(repl *caddy.Replacer) (*policy.KeyTable, error) {
-	keys := make([]*policy.Key, 0, len(g.Keys))
-	for i, kc := range g.Keys {
-		if kc.ID == "" {
-			return nil, fmt.Errorf("key %d: id is required", i)
+	keys, err := policy.NewKeys(g.Keys, func(id, s string) (string, error) {
+		secret, err := repl.ReplaceOrErr(s, true, true)
+		if err != nil {
+			return "", fmt.Errorf("resolving secret: %w", err)
 		}
-		k := &policy.Key{ID: kc.ID, Models: kc.Models, Disabled: kc.Disabled, Labels: kc.Labels, Limits: kc.Limits.policy(),
-			Pins: kc.Pins, Priority: kc.Priority}
-		switch {
-		case strings.HasPrefix(kc.Secret, "sha256:"):
-			h, err := policy.ParseHash(kc.Secret)
-			if err != nil {
-				return nil, fmt.Errorf("key %q: %w", kc.ID, err)
-			}
-			k.Hash = h
-		case kc.Secret == "":
-			return nil, fmt.Errorf("key %q: secret is required", kc.ID)
-		default:
-			secret, err := repl.ReplaceOrErr(kc.Secret, true, true)
-			if err != nil {
-				return nil, fmt.Errorf("key %q: resolving secret: %w", kc.ID, err)
-			}
-			secret = strings.TrimSpace(secret)
-			if secret == "" {
-				return nil, fmt.Errorf("key %q: secret resolves to an empty value", kc.ID)
-			}
-			if secret == kc.Secret {
-				g.logger.Warn("API key given as a literal secret in the config; prefer sha256:<hex> or a placeholder",
-					zap.String("key_id", kc.ID))
-			}
-			k.Hash = policy.HashSecret(secret)
+		if secret == s {
+			g.logger.Warn("API key given as a literal secret in the config; prefer sha256:<hex> or a placeholder such as {env.GATEWAY_KEY}",
+				zap.String("key_id", id))
 		}
-		if kc.ExpiresAt != "" {
-			t, err := time.Parse(time.RFC3339, kc.ExpiresAt)
-			if err != nil {
-				return nil, fmt.Errorf("key %q: parsing expires_at: %w", kc.ID, err)
-			}
-			k.ExpiresAt = t
-		}
-		keys = append(keys, k)
-	}
-	table, err := policy.NewKeyTable(keys)
+		return secret, nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	return table, nil
+	return policy.NewKeyTable(keys)
 }
 
 func (g *Gateway) mergeFileKeys(keys []*policy.Key) (*policy.KeyTable, error) {
@@ -168,7 +140,7 @@ func (g *Gateway) provisionModels(repl *caddy.Replacer) error {
 			ContextWindow:   mc.ContextWindow,
 			MaxOutputTokens: mc.MaxOutputTokens,
 			UpstreamName:    mc.UpstreamName,
-			Limits:          mc.Limits.policy(),
+			Limits:          mc.Limits,
 		}
 		dep, err := parseDeprecation(mc.Deprecated, mc.Sunset, mc.DeprecationLink, mc.ServeAfterSunset)
 		if err != nil {
@@ -196,6 +168,11 @@ func (g *Gateway) provisionModels(repl *caddy.Replacer) error {
 			route.dials = append(route.dials, dial)
 		}
 		if mc.UpstreamKey != "" {
+			if !hasPlaceholder(mc.UpstreamKey) {
+				// never the value: it is a credential, and the config JSON is all that holds it
+				g.logger.Warn("upstream_key given as a literal: it stays in the config JSON (caddy adapt output, the admin API); "+
+					"prefer a placeholder such as {env.VLLM_API_KEY} or {file./run/secrets/vllm}", zap.String("model", mc.Name))
+			}
 			key, err := repl.ReplaceOrErr(mc.UpstreamKey, false, true)
 			if err != nil {
 				return fmt.Errorf("model %q: resolving upstream_key: %w", mc.Name, err)
@@ -224,7 +201,7 @@ func (g *Gateway) provisionModels(repl *caddy.Replacer) error {
 	g.catalog, g.routes = catalog, routes
 	for i, mc := range g.Models {
 		route := routes[models[i]]
-		for _, name := range mc.Fallback {
+		for _, name := range mc.Fallbacks {
 			fb, ok := catalog.Resolve(name)
 			if !ok {
 				return fmt.Errorf("model %q: fallback %q is not a configured model", mc.Name, name)
@@ -275,22 +252,17 @@ func (g *Gateway) Validate() error {
 	if g.keys.Load().Len() == 0 && g.KeysFile == "" {
 		return errors.New("no API keys: add a key or a keys_file")
 	}
-	if err := limitsOf(g.globalLimits).Validate(); err != nil {
+	if err := g.globalLimits.Validate(); err != nil {
 		return fmt.Errorf("rate_limit: %w", err)
 	}
 	for _, m := range g.catalog.Models() {
-		if err := limitsOf(m.Limits).Validate(); err != nil {
+		if err := m.Limits.Validate(); err != nil {
 			return fmt.Errorf("model %q: %w", m.Name, err)
 		}
 	}
 	for _, mc := range g.Models {
 		if (mc.Queue > 0 || mc.QueueTimeout > 0) && mc.MaxConcurrent == 0 {
 			return fmt.Errorf("model %q: queue needs max_concurrent", mc.Name)
-		}
-	}
-	for _, k := range g.Keys {
-		if err := limitsOf(k.Limits.policy()).Validate(); err != nil {
-			return fmt.Errorf("key %q: %w", k.ID, err)
 		}
 	}
 	if g.ContextStatus != 0 && g.ContextStatus != http.StatusBadRequest && g.ContextStatus != http.StatusRequestEntityTooLarge {
@@ -303,6 +275,14 @@ func (g *Gateway) Validate() error {
 		return errors.New("rate_limit: default_max_tokens must not be negative")
 	}
 	return nil
+}
+
+// logPanic, deferred at the top of a background goroutine, recovers a panic and logs it with the
+// stack where it happened, so a bug in a background task is seen and never takes Caddy down.
+func logPanic(logger *zap.Logger, msg string) {
+	if v := recover(); v != nil {
+		logger.Error(msg, zap.Any("panic", v), zap.Stack("stack"))
+	}
 }
 
 // memoPool holds the token-count memo (bounded, 64k texts) across config reloads: counts of

@@ -79,11 +79,7 @@ func (l *LeastLoad) Provision(ctx caddy.Context) error {
 			},
 		})
 		go func() {
-			defer func() {
-				if v := recover(); v != nil {
-					l.logger.Error("metrics scraper panicked", zap.Any("panic", v))
-				}
-			}()
+			defer logPanic(l.logger, "metrics scraper panicked")
 			scraper.Run(ctx, l.upstreams)
 		}()
 	}

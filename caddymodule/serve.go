@@ -497,7 +497,7 @@ func (g *Gateway) refuse(w http.ResponseWriter, ex *exchange, werr *wire.Error) 
 	}
 	if c := g.logger.Check(zapcore.DebugLevel, "request refused"); c != nil {
 		c.Write(zap.String("request_id", ex.requestID), zap.String("key_id", ex.keyID()),
-			zap.Int("status", ex.status), zap.String("reason", ex.reject))
+			zap.Int("status", ex.status), zap.String("reject_reason", ex.reject))
 	}
 	if err := wire.Write(w, ex.surface, werr, ex.requestID); err != nil {
 		if c := g.logger.Check(zapcore.DebugLevel, "writing refusal"); c != nil {

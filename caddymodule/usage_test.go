@@ -243,7 +243,7 @@ func TestUsageHeadersAndTrailers(t *testing.T) {
 			t.Errorf("ttft observations %v -> %v", ttftBefore, got)
 		}
 		s.do(t, "/v1/chat/completions", "", `{"model":"nope","messages":[{"role":"user","content":"hi"}]}`)
-		if got := s.metric(t, "caddy_ai_gateway_requests_total", map[string]string{"code": "404", "reason": "model_not_found"}); got < 1 {
+		if got := s.metric(t, "caddy_ai_gateway_requests_total", map[string]string{"code": "404", "reject_reason": "model_not_found"}); got < 1 {
 			t.Errorf("rejections not counted: %v", got)
 		}
 	})

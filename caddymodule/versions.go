@@ -63,18 +63,6 @@ func parseDeprecation(deprecated, sunset, link string, serveAfter bool) (policy.
 	return d, nil
 }
 
-// rfc3339Arg reads one RFC 3339 time argument.
-func rfc3339Arg(d *caddyfile.Dispenser) (string, error) {
-	s, err := stringArg(d)
-	if err != nil {
-		return "", err
-	}
-	if _, err := time.Parse(time.RFC3339, s); err != nil {
-		return "", d.Errf("%q is not an RFC 3339 time (e.g. 2027-01-31T00:00:00Z)", s)
-	}
-	return s, nil
-}
-
 // parseAPIVersion parses:
 //
 //	api_version {
@@ -92,8 +80,8 @@ func rfc3339Arg(d *caddyfile.Dispenser) (string, error) {
 //	}
 func parseAPIVersion(d *caddyfile.Dispenser) (*APIVersionConfig, error) {
 	cfg := new(APIVersionConfig)
-	if d.NextArg() {
-		return nil, d.ArgErr()
+	if err := noArgs(d); err != nil {
+		return nil, err
 	}
 	subs := newSubdirectives("api_version", "version")
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
@@ -106,21 +94,21 @@ func parseAPIVersion(d *caddyfile.Dispenser) (*APIVersionConfig, error) {
 		case "header":
 			cfg.Header, err = stringArg(d)
 		case "supported":
-			cfg.Supported = d.RemainingArgs()
-			if len(cfg.Supported) == 0 {
-				return nil, d.ArgErr()
-			}
+			cfg.Supported, err = listArg(d)
 		case "default":
 			cfg.Default, err = stringArg(d)
 		case "required":
-			if d.NextArg() {
-				return nil, d.ArgErr()
-			}
+			err = noArgs(d)
 			cfg.Required = true
 		case "version":
 			s, perr := parseVersionSettings(d)
 			if perr != nil {
 				return nil, perr
+			}
+			for _, other := range cfg.Versions {
+				if other.Version == s.Version {
+					return nil, d.Errf("api_version: version %s specified more than once", s.Version)
+				}
 			}
 			cfg.Versions = append(cfg.Versions, s)
 		default:
@@ -146,12 +134,22 @@ func parseVersionSettings(d *caddyfile.Dispenser) (APIVersionSettings, error) {
 		return s, err
 	}
 	// stringArg consumed the date and checked no more args follow on the line; the block follows.
+	subs := newSubdirectives("version "+s.Version, "rename_param")
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		switch name := d.Val(); name {
+		name := d.Val()
+		if err := subs.check(d, name); err != nil {
+			return s, err
+		}
+		switch name {
 		case "rename_param":
 			args := d.RemainingArgs()
 			if len(args) != 2 {
-				return s, d.ArgErr()
+				return s, d.Errf("rename_param: expected <from> <to>, got %d values", len(args))
+			}
+			for _, r := range s.RenameParams {
+				if r[0] == args[0] {
+					return s, d.Errf("rename_param: %s renamed more than once", args[0])
+				}
 			}
 			s.RenameParams = append(s.RenameParams, [2]string{args[0], args[1]})
 		case "deprecated":
@@ -161,9 +159,7 @@ func parseVersionSettings(d *caddyfile.Dispenser) (APIVersionSettings, error) {
 		case "deprecation_link":
 			s.DeprecationLink, err = stringArg(d)
 		case "serve_after_sunset":
-			if d.NextArg() {
-				return s, d.ArgErr()
-			}
+			err = noArgs(d)
 			s.ServeAfterSunset = true
 		default:
 			return s, d.Errf("unrecognized version subdirective %q", name)

@@ -1,10 +1,14 @@
 package policy
 
 import (
+	"bytes"
 	"crypto/sha256"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"strings"
 )
 
 // maxKeysFileSize bounds how much of a keys file is read.
@@ -50,4 +54,37 @@ func (f *KeyFile) Load() (keys []*Key, changed bool, err error) {
 	}
 	f.sum, f.seen = sum, true
 	return keys, true, nil
+}
+
+// ParseKeysFile parses a keys file: {"keys": [...]}, each entry a KeyConfig ({"id": ...,
+// "secret": "sha256:<hex>", "models": [...], "disabled": bool, "expires_at": RFC 3339,
+// "labels": {...}, "pins": {...}, "priority": n, "rpm": n, "tpm": n, "rpd": n, "tpd": n,
+// "max_concurrent": n}), the schema of inline keys. Unknown fields are errors, so a typo never
+// silently drops a limit. Secrets in clear and placeholders are not accepted here: only hashes.
+func ParseKeysFile(data []byte) ([]*Key, error) {
+	var doc struct {
+		Keys []KeyConfig `json:"keys"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&doc); err != nil {
+		if strings.Contains(err.Error(), `unknown field "sha256"`) {
+			return nil, fmt.Errorf(`parsing keys file: %w (the hash is now "secret": "sha256:<hex>", as for inline keys)`, err)
+		}
+		return nil, fmt.Errorf("parsing keys file: %w", err)
+	}
+	if dec.More() {
+		return nil, errors.New("parsing keys file: trailing data after the JSON document")
+	}
+	if doc.Keys == nil {
+		return nil, errors.New(`parsing keys file: no "keys" array`)
+	}
+	keys, err := NewKeys(doc.Keys, nil)
+	if err != nil {
+		return nil, fmt.Errorf("parsing keys file: %w", err)
+	}
+	if _, err := NewKeyTable(keys); err != nil {
+		return nil, fmt.Errorf("parsing keys file: %w", err)
+	}
+	return keys, nil
 }

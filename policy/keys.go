@@ -4,30 +4,97 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"path"
 	"strings"
 	"time"
+
+	"github.com/caddyai/gateway/ratelimit"
 )
 
-// Limits are the per-key (or per-model, or global) rate limits. Zero means unlimited.
-type Limits struct {
-	// RPM is requests per minute.
-	RPM int64 `json:"rpm,omitempty"`
-	// TPM is tokens per minute (prompt plus completion).
-	TPM int64 `json:"tpm,omitempty"`
-	// RPD is requests per day.
-	RPD int64 `json:"rpd,omitempty"`
-	// TPD is tokens per day.
-	TPD int64 `json:"tpd,omitempty"`
-	// MaxConcurrent caps in-flight requests.
-	MaxConcurrent int64 `json:"max_concurrent,omitempty"`
+// KeyConfig is one API key as configured. Inline keys (the gateway's "keys" array) and the
+// entries of a keys file share this schema, and NewKeys turns both into Keys.
+type KeyConfig struct {
+	// ID names the key in logs, metrics and placeholders. Required, unique.
+	ID string `json:"id"`
+	// Secret identifies the key: "sha256:<hex>", the SHA-256 of the secret (the secret itself
+	// never appears in the config; the only form a keys file accepts). Inline keys may also
+	// give a placeholder such as {env.GATEWAY_KEY} or {file./run/secrets/key}, resolved once at
+	// load, or a literal secret (accepted with a warning; the Caddyfile adapter stores its hash
+	// instead).
+	Secret string `json:"secret"`
+	// Models are the model names or aliases (path.Match patterns, e.g. "llama-*") the key may
+	// use. Default: every model.
+	Models []string `json:"models,omitempty"`
+	// Disabled refuses the key with 401 and a distinct message.
+	Disabled bool `json:"disabled,omitempty"`
+	// ExpiresAt (an RFC 3339 time) refuses the key with 401 and a distinct message from that
+	// instant on. Default: never.
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
+	// Labels are free-form operator labels (team, tenant, cost centre).
+	Labels map[string]string `json:"labels,omitempty"`
+	// Pins map a model alias to the snapshot (model name) this key keeps using when the alias
+	// moves on.
+	Pins map[string]string `json:"pins,omitempty"`
+	// Priority orders this key's requests in a model's admission queue; higher goes first.
+	// Default: 0.
+	Priority int `json:"priority,omitempty"`
+	// Limits are the key's own rate limits (rpm, tpm, rpd, tpd, max_concurrent).
+	ratelimit.Limits
 }
 
-// IsZero reports whether no limit is set.
-func (l Limits) IsZero() bool { return l == Limits{} }
+// ResolveSecret turns a key secret that is not a sha256:<hex> hash (a placeholder or a literal)
+// into the secret itself. id is the key's id, for the caller's own warnings.
+type ResolveSecret func(id, secret string) (string, error)
+
+// NewKeys turns key configs into keys, checking each. With a nil resolve only sha256:<hex>
+// secrets are accepted (a keys file holds hashes only). The keys are not checked against each
+// other; NewKeyTable does that.
+func NewKeys(configs []KeyConfig, resolve ResolveSecret) ([]*Key, error) {
+	keys := make([]*Key, 0, len(configs))
+	for i, c := range configs {
+		if c.ID == "" {
+			return nil, fmt.Errorf("keys[%d]: id is required", i)
+		}
+		k, err := c.key(resolve)
+		if err != nil {
+			return nil, fmt.Errorf("key %q: %w", c.ID, err)
+		}
+		keys = append(keys, k)
+	}
+	return keys, nil
+}
+
+func (c KeyConfig) key(resolve ResolveSecret) (*Key, error) {
+	k := &Key{ID: c.ID, Models: c.Models, Disabled: c.Disabled, ExpiresAt: c.ExpiresAt, Labels: c.Labels,
+		Limits: c.Limits, Pins: c.Pins, Priority: c.Priority}
+	switch {
+	case c.Secret == "":
+		return nil, errors.New("secret is required")
+	case strings.HasPrefix(c.Secret, "sha256:"):
+		h, err := ParseHash(c.Secret)
+		if err != nil {
+			return nil, err
+		}
+		k.Hash = h
+	case resolve == nil:
+		return nil, errors.New(`want "secret": "sha256:<hex>" (a keys file holds only hashes)`)
+	default:
+		secret, err := resolve(c.ID, c.Secret)
+		if err != nil {
+			return nil, err
+		}
+		if secret = strings.TrimSpace(secret); secret == "" {
+			return nil, errors.New("secret resolves to an empty value")
+		}
+		k.Hash = HashSecret(secret)
+	}
+	if err := c.Limits.Validate(); err != nil {
+		return nil, err
+	}
+	return k, nil
+}
 
 // Key is one API key as the gateway holds it: never the secret, only its SHA-256.
 type Key struct {
@@ -45,7 +112,7 @@ type Key struct {
 	// Labels are free-form operator labels (team, tenant, cost centre).
 	Labels map[string]string
 	// Limits are the key's own rate limits.
-	Limits Limits
+	Limits ratelimit.Limits
 	// Pins map a model alias to the snapshot this key keeps using.
 	Pins map[string]string
 	// Priority orders queued requests; higher goes first.
@@ -181,64 +248,4 @@ func (t *KeyTable) Merge(other *KeyTable) (*KeyTable, error) {
 		keys = append(keys, k)
 	}
 	return NewKeyTable(keys)
-}
-
-// keyFileEntry is one key in a keys file.
-type keyFileEntry struct {
-	ID        string            `json:"id"`
-	SHA256    string            `json:"sha256"`
-	Models    []string          `json:"models,omitempty"`
-	Disabled  bool              `json:"disabled,omitempty"`
-	ExpiresAt *time.Time        `json:"expires_at,omitempty"`
-	Labels    map[string]string `json:"labels,omitempty"`
-	Pins      map[string]string `json:"pins,omitempty"`
-	Priority  int               `json:"priority,omitempty"`
-	Limits
-}
-
-// ParseKeysFile parses a keys file: {"keys":[{"id":..., "sha256":"sha256:<hex>" or "<hex>",
-// "models":[...], "disabled":bool, "expires_at":RFC 3339, "labels":{...}, "pins":{...},
-// "priority":n, "rpm":n, "tpm":n, "rpd":n, "tpd":n, "max_concurrent":n}]}. Unknown fields are
-// errors, so a typo never silently drops a limit. Secrets in clear are not accepted here.
-func ParseKeysFile(data []byte) ([]*Key, error) {
-	var doc struct {
-		Keys []keyFileEntry `json:"keys"`
-	}
-	dec := json.NewDecoder(strings.NewReader(string(data)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&doc); err != nil {
-		return nil, fmt.Errorf("parsing keys file: %w", err)
-	}
-	if dec.More() {
-		return nil, errors.New("parsing keys file: trailing data after the JSON document")
-	}
-	if doc.Keys == nil {
-		return nil, errors.New(`parsing keys file: no "keys" array`)
-	}
-	keys := make([]*Key, 0, len(doc.Keys))
-	for i, e := range doc.Keys {
-		if e.ID == "" {
-			return nil, fmt.Errorf("parsing keys file: keys[%d]: missing id", i)
-		}
-		hashText := e.SHA256
-		if !strings.HasPrefix(hashText, "sha256:") {
-			hashText = "sha256:" + hashText
-		}
-		h, err := ParseHash(hashText)
-		if err != nil {
-			return nil, fmt.Errorf("parsing keys file: key %q: %w", e.ID, err)
-		}
-		if e.Limits.RPM < 0 || e.Limits.TPM < 0 || e.Limits.RPD < 0 || e.Limits.TPD < 0 || e.Limits.MaxConcurrent < 0 {
-			return nil, fmt.Errorf("parsing keys file: key %q: negative limit", e.ID)
-		}
-		k := &Key{ID: e.ID, Hash: h, Models: e.Models, Disabled: e.Disabled, Labels: e.Labels, Limits: e.Limits, Pins: e.Pins, Priority: e.Priority}
-		if e.ExpiresAt != nil {
-			k.ExpiresAt = *e.ExpiresAt
-		}
-		keys = append(keys, k)
-	}
-	if _, err := NewKeyTable(keys); err != nil {
-		return nil, fmt.Errorf("parsing keys file: %w", err)
-	}
-	return keys, nil
 }

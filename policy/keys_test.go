@@ -1,11 +1,14 @@
 package policy
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddyai/gateway/ratelimit"
 )
 
 func mustKeys(t *testing.T, keys ...*Key) *KeyTable {
@@ -102,8 +105,8 @@ func TestAllowsModel(t *testing.T) {
 
 func TestParseKeysFile(t *testing.T) {
 	h := FormatHash(HashSecret("sk-team-a"))
-	good := `{"keys":[{"id":"team-a","sha256":"` + h + `","models":["llama*"],"expires_at":"2027-01-01T00:00:00Z","labels":{"team":"a"},"rpm":60,"tpm":1000,"max_concurrent":4,"pins":{"llama":"llama-old"},"priority":2},
-	{"id":"team-b","sha256":"` + FormatHash(HashSecret("sk-team-b"))[7:] + `"}]}`
+	good := `{"keys":[{"id":"team-a","secret":"` + h + `","models":["llama*"],"expires_at":"2027-01-01T00:00:00Z","labels":{"team":"a"},"rpm":60,"tpm":1000,"max_concurrent":4,"pins":{"llama":"llama-old"},"priority":2},
+	{"id":"team-b","secret":"` + FormatHash(HashSecret("sk-team-b")) + `"}]}`
 	keys, err := ParseKeysFile([]byte(good))
 	if err != nil {
 		t.Fatal(err)
@@ -116,19 +119,80 @@ func TestParseKeysFile(t *testing.T) {
 	bad := map[string]string{
 		"not json":      `{`,
 		"no keys":       `{}`,
-		"unknown field": `{"keys":[{"id":"a","sha256":"` + h + `","rmp":5}]}`,
-		"missing id":    `{"keys":[{"sha256":"` + h + `"}]}`,
-		"bad hash":      `{"keys":[{"id":"a","sha256":"sha256:12"}]}`,
-		"dup":           `{"keys":[{"id":"a","sha256":"` + h + `"},{"id":"a","sha256":"` + h + `"}]}`,
-		"negative":      `{"keys":[{"id":"a","sha256":"` + h + `","tpm":-1}]}`,
+		"unknown field": `{"keys":[{"id":"a","secret":"` + h + `","rmp":5}]}`,
+		"missing id":    `{"keys":[{"secret":"` + h + `"}]}`,
+		"bad hash":      `{"keys":[{"id":"a","secret":"sha256:12"}]}`,
+		"dup":           `{"keys":[{"id":"a","secret":"` + h + `"},{"id":"a","secret":"` + h + `"}]}`,
+		"negative":      `{"keys":[{"id":"a","secret":"` + h + `","tpm":-1}]}`,
 		"trailing":      `{"keys":[]} {}`,
-		"bad time":      `{"keys":[{"id":"a","sha256":"` + h + `","expires_at":"tomorrow"}]}`,
+		"bad time":      `{"keys":[{"id":"a","secret":"` + h + `","expires_at":"tomorrow"}]}`,
+		"bare hex":      `{"keys":[{"id":"a","secret":"` + h[len("sha256:"):] + `"}]}`,
+		"literal":       `{"keys":[{"id":"a","secret":"sk-team-a"}]}`,
+		"placeholder":   `{"keys":[{"id":"a","secret":"{env.KEY}"}]}`,
+		"old field":     `{"keys":[{"id":"a","sha256":"` + h + `"}]}`,
+		"huge limit":    `{"keys":[{"id":"a","secret":"` + h + `","rpm":50000000001}]}`,
+	}
+	if _, err := ParseKeysFile([]byte(bad["old field"])); err == nil || !strings.Contains(err.Error(), `"secret": "sha256:<hex>"`) {
+		t.Errorf("the error for the old sha256 field does not name its replacement: %v", err)
 	}
 	for name, doc := range bad {
 		t.Run(name, func(t *testing.T) {
 			if _, err := ParseKeysFile([]byte(doc)); err == nil {
 				t.Error("accepted")
 			} else if strings.Contains(err.Error(), "sk-team-a") {
+				t.Errorf("error leaks a secret: %v", err)
+			}
+		})
+	}
+}
+
+// TestNewKeysInline checks the conversion of inline keys, the path keys files share: hashes are
+// taken as they are, anything else goes through resolve and is hashed, trimmed of spaces.
+func TestNewKeysInline(t *testing.T) {
+	var resolved []string
+	resolve := func(id, secret string) (string, error) {
+		resolved = append(resolved, id)
+		switch secret {
+		case "{env.KEY}":
+			return " sk-from-env\n", nil
+		case "{env.EMPTY}":
+			return "", nil
+		case "{env.BAD}":
+			return "", errors.New("resolving secret: unrecognized placeholder {env.BAD}")
+		}
+		return secret, nil
+	}
+	expires := time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)
+	keys, err := NewKeys([]KeyConfig{
+		{ID: "hashed", Secret: FormatHash(HashSecret("sk-hashed")), ExpiresAt: expires, Limits: ratelimit.Limits{TPM: 10}},
+		{ID: "env", Secret: "{env.KEY}"},
+		{ID: "literal", Secret: "sk-literal"},
+	}, resolve)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if keys[0].Hash != HashSecret("sk-hashed") || !keys[0].ExpiresAt.Equal(expires) || keys[0].Limits.TPM != 10 {
+		t.Errorf("hashed key: %+v", keys[0])
+	}
+	if keys[1].Hash != HashSecret("sk-from-env") || keys[2].Hash != HashSecret("sk-literal") {
+		t.Error("resolved secrets are not hashed as given")
+	}
+	if len(resolved) != 2 || resolved[0] != "env" || resolved[1] != "literal" {
+		t.Errorf("resolve called for %v, want env and literal only", resolved)
+	}
+	bad := map[string]KeyConfig{
+		"no id":          {Secret: "sk-x"},
+		"no secret":      {ID: "a"},
+		"empty resolved": {ID: "a", Secret: "{env.EMPTY}"},
+		"resolve error":  {ID: "a", Secret: "{env.BAD}"},
+		"bad hash":       {ID: "a", Secret: "sha256:12"},
+		"negative limit": {ID: "a", Secret: "sk-x", Limits: ratelimit.Limits{RPM: -1}},
+	}
+	for name, c := range bad {
+		t.Run(name, func(t *testing.T) {
+			if _, err := NewKeys([]KeyConfig{c}, resolve); err == nil {
+				t.Error("accepted")
+			} else if strings.Contains(err.Error(), "sk-x") {
 				t.Errorf("error leaks a secret: %v", err)
 			}
 		})
@@ -145,7 +209,7 @@ func TestKeyFileReloadsOnlyOnChange(t *testing.T) {
 		}
 	}
 	doc := func(id string) string {
-		return `{"keys":[{"id":"` + id + `","sha256":"` + FormatHash(HashSecret(id)) + `"}]}`
+		return `{"keys":[{"id":"` + id + `","secret":"` + FormatHash(HashSecret(id)) + `"}]}`
 	}
 	kf := &KeyFile{Path: p}
 	write(doc("a"))
@@ -178,7 +242,7 @@ func TestKeyFileReloadsOnlyOnChange(t *testing.T) {
 }
 
 func FuzzParseKeysFile(f *testing.F) {
-	f.Add([]byte(`{"keys":[{"id":"a","sha256":"` + FormatHash(HashSecret("a")) + `","rpm":1}]}`))
+	f.Add([]byte(`{"keys":[{"id":"a","secret":"` + FormatHash(HashSecret("a")) + `","rpm":1}]}`))
 	f.Add([]byte(`{"keys":null}`))
 	f.Add([]byte(`[]`))
 	f.Fuzz(func(t *testing.T, data []byte) {

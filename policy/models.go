@@ -3,6 +3,8 @@ package policy
 import (
 	"fmt"
 	"sort"
+
+	"github.com/caddyai/gateway/ratelimit"
 )
 
 // Model is one model the gateway serves: a canonical name (for a dated snapshot, its full name),
@@ -20,7 +22,7 @@ type Model struct {
 	// (e.g. vLLM's --served-model-name); requests carry it upstream and responses report Name.
 	UpstreamName string
 	// Limits are the model's rate limits, summed over all keys.
-	Limits Limits
+	Limits ratelimit.Limits
 	// Deprecation marks the model (or snapshot) as going away.
 	Deprecation Deprecation
 }

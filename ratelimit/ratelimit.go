@@ -54,20 +54,31 @@ var (
 	ErrInvalidRequest = errors.New("invalid rate limit request")
 )
 
-// Limits are the limits of one scope. Zero means unlimited for that dimension,
-// which then keeps no usage (setting it again starts from a full bucket).
+// Limits are the rate limits of one scope: an API key, a model (summed over all keys) or the
+// whole gateway. It is the one limits type of the gateway: the configuration embeds it (so the
+// JSON fields are rpm, tpm, rpd, tpd and max_concurrent) and policy's keys and models carry it.
+// Zero means unlimited for that dimension, which then keeps no usage (setting it again starts
+// from a full bucket). Every limit is at most MaxLimit.
 type Limits struct {
-	// RPM is the number of requests per minute.
-	RPM int64
-	// TPM is the number of tokens per minute.
-	TPM int64
-	// RPD is the number of requests per day (24h rolling).
-	RPD int64
-	// TPD is the number of tokens per day (24h rolling).
-	TPD int64
-	// MaxConcurrent caps the requests in flight (reserved, not yet settled).
-	MaxConcurrent int64
+	// RPM is the number of requests a scope may make per minute. Default: 0 (unlimited).
+	RPM int64 `json:"rpm,omitempty"`
+	// TPM is the number of tokens (prompt plus completion) a scope may use per minute. A
+	// request reserves its prompt tokens plus its output allowance before it goes upstream
+	// and is settled on the actual usage once it ends. Default: 0 (unlimited).
+	TPM int64 `json:"tpm,omitempty"`
+	// RPD is the number of requests a scope may make per day (a rolling 24-hour bucket).
+	// Default: 0 (unlimited).
+	RPD int64 `json:"rpd,omitempty"`
+	// TPD is the number of tokens a scope may use per day (a rolling 24-hour bucket), counted
+	// like TPM. Default: 0 (unlimited).
+	TPD int64 `json:"tpd,omitempty"`
+	// MaxConcurrent is the number of requests a scope may have in flight at once (reserved
+	// and not yet settled). Default: 0 (unlimited).
+	MaxConcurrent int64 `json:"max_concurrent,omitempty"`
 }
+
+// IsZero reports whether no limit is set.
+func (l Limits) IsZero() bool { return l == Limits{} }
 
 // Validate reports limits that are negative or above MaxLimit.
 func (l Limits) Validate() error {

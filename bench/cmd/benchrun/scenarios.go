@@ -108,7 +108,7 @@ func manyKeysGateway(env *runEnv) (gatewayOptions, error) {
 	rpm := int64(math.Max(1, math.Round(0.8*perKey/(1+spanMin))))
 	type entry struct {
 		ID     string `json:"id"`
-		SHA256 string `json:"sha256"`
+		Secret string `json:"secret"`
 		RPM    int64  `json:"rpm"`
 	}
 	doc := struct {
@@ -116,7 +116,7 @@ func manyKeysGateway(env *runEnv) (gatewayOptions, error) {
 	}{Keys: make([]entry, numKeys)}
 	for i := range doc.Keys {
 		sum := sha256.Sum256([]byte(manyKeySecret(i)))
-		doc.Keys[i] = entry{ID: fmt.Sprintf("k%04d", i), SHA256: "sha256:" + hex.EncodeToString(sum[:]), RPM: rpm}
+		doc.Keys[i] = entry{ID: fmt.Sprintf("k%04d", i), Secret: "sha256:" + hex.EncodeToString(sum[:]), RPM: rpm}
 	}
 	data, err := json.Marshal(doc)
 	if err != nil {
