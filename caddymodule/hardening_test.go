@@ -1354,3 +1354,36 @@ func TestHardeningReloadReleasesOldConfigs(t *testing.T) {
 		t.Errorf("heap grew by %.1f MiB over %d reloads", float64(growth)/(1<<20), reloads)
 	}
 }
+
+// TestHardeningKeysFileDeletedLogsOnce: a deleted keys file keeps the last good key set in
+// service (to revoke them, write an empty list) and is logged once when it goes and once when it
+// comes back, not at every check.
+func TestHardeningKeysFileDeletedLogsOnce(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "keys.json")
+	good := fmt.Sprintf(`{"keys":[{"id":"file-a","secret":%q}]}`, policy.FormatHash(policy.HashSecret("sk-file-a")))
+	if err := os.WriteFile(path, []byte(good), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := startHard(t, hardOpts{logLevel: "INFO", gateway: "keys_file " + path + "\n\t\t\tkeys_file_interval 10ms"})
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // about 50 checks of the missing file
+	if resp, _ := s.send(t, "/v1/chat/completions", map[string]string{"Authorization": "Bearer sk-file-a"}, chatBody); resp.StatusCode != 200 {
+		t.Errorf("a key of the deleted file: %d, want the last good set kept", resp.StatusCode)
+	}
+	if err := os.WriteFile(path, []byte(good), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the file to be readable again", 5*time.Second, func() bool {
+		log, _ := os.ReadFile(s.logPath)
+		return bytes.Contains(log, []byte("keys file readable again"))
+	})
+	log, _ := os.ReadFile(s.logPath)
+	if n := bytes.Count(log, []byte("keys file not reloaded")); n != 1 {
+		t.Errorf("the missing keys file was logged %d times, want once", n)
+	}
+	if resp, _ := s.send(t, "/v1/chat/completions", map[string]string{"Authorization": "Bearer sk-file-a"}, chatBody); resp.StatusCode != 200 {
+		t.Errorf("after the file came back: %d", resp.StatusCode)
+	}
+}

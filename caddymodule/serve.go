@@ -265,11 +265,13 @@ func (g *Gateway) admit(ex *exchange, r *http.Request) *wire.Error {
 	if header != "Authorization" && header != "" {
 		g.warnKeyInAccessLog(r, header)
 	}
-	if werr := g.guardBlocked(r); werr != nil {
-		return werr
-	}
 	if werr := g.authenticate(ex, secret); werr != nil {
+		// the key is checked first (one hash): a valid key is never refused for the failures of
+		// others behind the same address; only failures are counted, and slowed past the limit
 		if werr.Status == http.StatusUnauthorized {
+			if blocked := g.guardBlocked(r); blocked != nil {
+				return blocked
+			}
 			g.guardFailed(r, ex)
 		}
 		return werr

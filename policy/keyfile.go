@@ -18,15 +18,17 @@ const maxKeysFileSize = 64 << 20
 // changes (by content hash, so atomic renames, editors and clock skew are all handled).
 type KeyFile struct {
 	// Path is the file's path.
-	Path string
-	sum  [sha256.Size]byte
-	bad  [sha256.Size]byte
-	seen bool
+	Path   string
+	sum    [sha256.Size]byte
+	bad    [sha256.Size]byte
+	badErr error // the parse error of the content whose digest is bad
+	seen   bool
 }
 
 // Load reads and parses the file. changed is false (and keys nil) when the content is the same as
 // at the last successful load. A read or parse error leaves the last good state untouched, so the
-// caller keeps serving the last good key set; the same broken content is reported only once.
+// caller keeps serving the last good key set; the same broken content is parsed only once and
+// returns the same error.
 func (f *KeyFile) Load() (keys []*Key, changed bool, err error) {
 	file, err := os.Open(f.Path)
 	if err != nil {
@@ -44,12 +46,12 @@ func (f *KeyFile) Load() (keys []*Key, changed bool, err error) {
 	if f.seen && sum == f.sum {
 		return nil, false, nil
 	}
-	if sum == f.bad {
-		return nil, false, nil
+	if f.badErr != nil && sum == f.bad {
+		return nil, false, f.badErr // the same broken content: the same error, not parsed again
 	}
 	keys, err = ParseKeysFile(data)
 	if err != nil {
-		f.bad = sum
+		f.bad, f.badErr = sum, err
 		return nil, false, err
 	}
 	f.sum, f.seen = sum, true
