@@ -71,6 +71,7 @@ type Limiter struct {
 	primary   Store
 	fallback  Store
 	deny      bool
+	ids       bool // name every reservation, not only those with a concurrency slot
 	hook      func(error)
 	retry     int64
 	now       func() time.Time
@@ -95,6 +96,7 @@ func NewLimiter(store Store, opts Options) *Limiter {
 	if l.now == nil {
 		l.now = time.Now
 	}
+	_, l.ids = store.(interface{ wantsReservationIDs() })
 	var b [8]byte
 	_, _ = rand.Read(b[:]) // never fails on supported platforms
 	l.idBase = hex.EncodeToString(b[:]) + "-"
@@ -168,7 +170,7 @@ func (l *Limiter) Reserve(ctx context.Context, scopes []Scope, cost Cost) (*Rese
 	}
 	r.req.Cost = cost
 	for i := range scopes {
-		if scopes[i].Limits.MaxConcurrent > 0 {
+		if l.ids || scopes[i].Limits.MaxConcurrent > 0 {
 			var buf [48]byte
 			r.req.ID = string(strconv.AppendUint(append(buf[:0], l.idBase...), l.idSeq.Add(1), 36))
 			break
@@ -278,7 +280,8 @@ func (r *Reservation) Tokens() int64 {
 // may put buckets in debt) and releases the concurrency slots. It ignores
 // ctx's cancellation (a client that went away must still release its slot)
 // but keeps its values. A store error is reported to the ErrorHook, counted
-// and returned; Redis slots then expire with their lease.
+// and returned; the Redis store then retries the settlement in the
+// background (RedisStore.Run) until it applies or its lease has run out.
 func (r *Reservation) Settle(ctx context.Context, actualTokens int64) error {
 	if r == nil || !r.done.CompareAndSwap(false, true) || r.store == nil {
 		return nil
