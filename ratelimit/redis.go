@@ -317,6 +317,9 @@ func (s *RedisStore) Run(ctx context.Context, report func(error)) {
 		case <-t.C:
 		}
 		err := s.maintain(ctx)
+		if ctx.Err() != nil {
+			return // the store is being closed: its errors say nothing
+		}
 		if err != nil && !failing {
 			report(err)
 		}
