@@ -74,8 +74,8 @@ type storeHandle struct {
 	stopOnce context.CancelFunc
 }
 
-// Destruct closes the Redis client and stops the sweeper when the last config using the store
-// is gone.
+// Destruct closes the Redis client and stops the sweeper (and the Redis lease renewer) when the
+// last config using the store is gone.
 func (h *storeHandle) Destruct() error {
 	h.stopOnce()
 	if h.client != nil {
@@ -123,7 +123,9 @@ func (g *Gateway) provisionLimiter(repl *caddy.Replacer) error {
 		h := &storeHandle{store: mem, memory: mem, stopOnce: cancel}
 		if redisOpts != nil {
 			h.client = redis.NewClient(redisOpts) // connects lazily
-			h.store = ratelimit.NewRedisStore(h.client, ratelimit.RedisOptions{Prefix: rl.RedisPrefix})
+			rs := ratelimit.NewRedisStore(h.client, ratelimit.RedisOptions{Prefix: rl.RedisPrefix})
+			h.store = rs
+			go renewLeases(ctx, rs)
 		}
 		go sweep(ctx, mem)
 		return h, nil
@@ -173,6 +175,17 @@ func sweep(ctx context.Context, mem *ratelimit.MemoryStore) {
 			mem.Sweep(now)
 		}
 	}
+}
+
+// renewLeases runs the Redis store's renewer (leases of the requests in flight, retried
+// settlements and releases) until the store is destroyed.
+func renewLeases(ctx context.Context, rs *ratelimit.RedisStore) {
+	defer func() {
+		if v := recover(); v != nil {
+			caddy.Log().Error("rate limit lease renewer panicked", zap.Any("panic", v))
+		}
+	}()
+	rs.Run(ctx, func(err error) { caddy.Log().Error("rate limit lease renewer", zap.Error(err)) })
 }
 
 // scopes returns the scopes a request is limited by: its key, its model and the gateway.
