@@ -421,3 +421,82 @@ func TestRedisSettleOnce(t *testing.T) {
 		t.Fatalf("Reserve without an id = %v", err)
 	}
 }
+
+// TestRedisOutageBudget measures what two instances sharing one Redis admit
+// on an rpm 20 key across a Redis kill and restart (an empty Redis), on a
+// clock that does not move: nothing refills, so every admission is budget
+// handed out by the outage. The README's rate-limit section quotes these
+// numbers.
+func TestRedisOutageBudget(t *testing.T) {
+	srv := testredis.StartServer(t)
+	k := []Scope{scope("key:a", Limits{RPM: 20})}
+	tests := []struct {
+		mode     string
+		fraction float64
+		want     [3]int // before the kill, while down, after the restart
+	}{
+		{OnStoreErrorAllow, 0, [3]int{20, 40, 20}},
+		{OnStoreErrorAllow, 0.5, [3]int{20, 20, 20}},
+		{OnStoreErrorAllow, 0.25, [3]int{20, 10, 20}},
+		{OnStoreErrorDeny, 0, [3]int{20, 0, 20}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.mode+"_"+strconv.FormatFloat(tc.fraction, 'g', -1, 64), func(t *testing.T) {
+			clock := newClock()
+			var (
+				instances []*Limiter
+				clients   []*redis.Client
+			)
+			for range 2 {
+				opts := Options{OnStoreError: tc.mode, FallbackFraction: tc.fraction}
+				if tc.mode == OnStoreErrorAllow {
+					opts.Fallback = NewMemoryStore(MemoryOptions{Now: clock.Now})
+				}
+				if err := opts.Validate(); err != nil {
+					t.Fatal(err)
+				}
+				c := faultClient(t, srv.Addr())
+				clients = append(clients, c)
+				store := NewRedisStore(c, RedisOptions{Prefix: t.Name() + ":", Now: clock.Now})
+				instances = append(instances, NewLimiter(store, opts))
+			}
+			// admit sends requests to both instances in turn until both refuse
+			// or fail, and returns how many were admitted.
+			admit := func() int {
+				n := 0
+				for range 1000 {
+					stuck := 0
+					for _, l := range instances {
+						r, d, err := l.Reserve(context.Background(), k, Cost{Requests: 1})
+						if err != nil || !d.Allowed {
+							stuck++
+							continue
+						}
+						n++
+						_ = r.Settle(context.Background(), 0)
+					}
+					if stuck == len(instances) {
+						return n
+					}
+				}
+				t.Fatal("the limiters never refused")
+				return n
+			}
+			var got [3]int
+			got[0] = admit()
+			srv.Kill()
+			got[1] = admit()
+			srv.Restart()
+			for _, c := range clients { // let the pools drop their dead connections
+				eventually(t, "reconnecting", 2*time.Second, func() bool { return c.Ping(context.Background()).Err() == nil })
+			}
+			got[2] = admit()
+			total := got[0] + got[1] + got[2]
+			t.Logf("on_store_error %s, fallback_fraction %v, 2 instances, rpm 20: %d before the kill + %d while Redis was down + %d after the restart = %d admitted",
+				tc.mode, tc.fraction, got[0], got[1], got[2], total)
+			if got != tc.want {
+				t.Fatalf("admitted %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
