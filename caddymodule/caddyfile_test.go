@@ -69,6 +69,9 @@ func TestCaddyfileErrors(t *testing.T) {
 		"bad duration":          "ai_gateway {\nkeys_file_interval soon\n}",
 		"bad expiry":            "ai_gateway {\nkey s {\nid a\nexpires_at tomorrow\n}\n}",
 		"empty alias":           "ai_gateway {\nmodel m {\nalias\n}\n}",
+		"bad fallback_fraction": "ai_gateway {\nrate_limit {\nfallback_fraction half\n}\n}",
+		"fraction over 1":       "ai_gateway {\nrate_limit {\nfallback_fraction 1.5\n}\n}",
+		"fraction with deny":    "ai_gateway {\nrate_limit {\non_store_error deny\nfallback_fraction 0.5\n}\n}",
 	}
 	for name, input := range tests {
 		t.Run(name, func(t *testing.T) {

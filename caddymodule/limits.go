@@ -55,6 +55,12 @@ type RateLimit struct {
 	// OnStoreError decides what happens while Redis is unreachable: "allow" (default) answers
 	// from a per-instance memory limiter and logs the error; "deny" refuses with 503.
 	OnStoreError string `json:"on_store_error,omitempty"`
+	// FallbackFraction is the share of every limit (key, model and global) that each instance's
+	// memory limiter admits while Redis is unreachable under on_store_error allow, in (0, 1]:
+	// each limit becomes max(1, floor(limit x fraction)). With n instances, 1/n keeps an outage
+	// near the shared limits. Only with store redis. Default: 1 (each instance admits every limit
+	// in full).
+	FallbackFraction float64 `json:"fallback_fraction,omitempty"`
 	// CapMaxTokensToBudget, when positive, lowers a request's max_tokens to the token budget
 	// left instead of refusing it with 429, provided at least this many output tokens remain.
 	CapMaxTokensToBudget int `json:"cap_max_tokens_to_budget,omitempty"`
@@ -117,6 +123,9 @@ func (g *Gateway) provisionLimiter(repl *caddy.Replacer) error {
 	default:
 		return fmt.Errorf("rate_limit: store must be memory or redis, got %q", rl.Store)
 	}
+	if rl.FallbackFraction != 0 && rl.Store != "redis" {
+		return fmt.Errorf("rate_limit: fallback_fraction applies to store redis only")
+	}
 	val, _, err := storePool.LoadOrNew(poolKey, func() (caddy.Destructor, error) {
 		mem := ratelimit.NewMemoryStore(ratelimit.MemoryOptions{})
 		ctx, cancel := context.WithCancel(context.Background())
@@ -136,7 +145,8 @@ func (g *Gateway) provisionLimiter(repl *caddy.Replacer) error {
 	g.storeKey = poolKey
 	h := val.(*storeHandle)
 	opts := ratelimit.Options{
-		OnStoreError: rl.OnStoreError,
+		OnStoreError:     rl.OnStoreError,
+		FallbackFraction: rl.FallbackFraction,
 		ErrorHook: func(err error) {
 			g.logger.Error("rate limit store error", zap.String("store", rl.Store), zap.Error(err))
 			g.metrics.storeErrors.Inc()
