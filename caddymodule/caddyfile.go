@@ -71,6 +71,7 @@ func parseGatewayCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //	        store memory|redis <url>
 //	        redis_prefix <prefix>
 //	        on_store_error allow|deny
+//	        fallback_fraction <0..1>
 //	        default_max_tokens <n>
 //	        cap_max_tokens_to_budget <min output tokens>
 //	    }
@@ -488,6 +489,15 @@ func parseRateLimit(d *caddyfile.Dispenser, rl *RateLimit) error {
 			if err == nil && rl.OnStoreError != "allow" && rl.OnStoreError != "deny" {
 				return d.Errf("on_store_error: expected allow or deny, got %q", rl.OnStoreError)
 			}
+		case "fallback_fraction":
+			var v string
+			if v, err = stringArg(d); err == nil {
+				f, perr := strconv.ParseFloat(v, 64)
+				if perr != nil || !(f > 0 && f <= 1) {
+					return d.Errf("rate_limit: fallback_fraction: want a number in (0, 1], got %q", v)
+				}
+				rl.FallbackFraction = f
+			}
 		case "default_max_tokens":
 			rl.DefaultMaxTokens, err = intArg(d)
 		case "cap_max_tokens_to_budget":
@@ -498,6 +508,9 @@ func parseRateLimit(d *caddyfile.Dispenser, rl *RateLimit) error {
 		if err != nil {
 			return err
 		}
+	}
+	if rl.FallbackFraction != 0 && rl.OnStoreError == "deny" {
+		return d.Err("rate_limit: fallback_fraction applies to on_store_error allow, not deny")
 	}
 	return nil
 }

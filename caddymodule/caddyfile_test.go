@@ -78,6 +78,9 @@ func TestCaddyfileErrors(t *testing.T) {
 		"bad duration":          "ai_gateway {\nkeys_file_interval soon\n}",
 		"bad expiry":            "ai_gateway {\nkey s {\nid a\nexpires_at tomorrow\n}\n}",
 		"empty alias":           "ai_gateway {\nmodel m {\nalias\n}\n}",
+		"bad fallback_fraction": "ai_gateway {\nrate_limit {\nfallback_fraction half\n}\n}",
+		"fraction over 1":       "ai_gateway {\nrate_limit {\nfallback_fraction 1.5\n}\n}",
+		"fraction with deny":    "ai_gateway {\nrate_limit {\non_store_error deny\nfallback_fraction 0.5\n}\n}",
 	}
 	repeated := map[string]string{
 		"version deprecated":       "ai_gateway {\napi_version {\nheader X-V\nsupported 2025-01-01\nversion 2025-01-01 {\ndeprecated 2026-01-01T00:00:00Z\ndeprecated 2026-02-01T00:00:00Z\n}\n}\n}",

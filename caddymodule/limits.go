@@ -32,6 +32,12 @@ type RateLimit struct {
 	// OnStoreError decides what happens while Redis is unreachable: "allow" (default) answers
 	// from a per-instance memory limiter and logs the error; "deny" refuses with 503.
 	OnStoreError string `json:"on_store_error,omitempty"`
+	// FallbackFraction is the share of every limit (key, model and global) that each instance's
+	// memory limiter admits while Redis is unreachable under on_store_error allow, in (0, 1]:
+	// each limit becomes max(1, floor(limit x fraction)). With n instances, 1/n keeps an outage
+	// near the shared limits. Only with store redis. Default: 1 (each instance admits every limit
+	// in full).
+	FallbackFraction float64 `json:"fallback_fraction,omitempty"`
 	// CapMaxTokensToBudget, when positive, lowers a request's max_tokens to the token budget
 	// left instead of refusing it with 429, provided at least this many output tokens remain.
 	CapMaxTokensToBudget int `json:"cap_max_tokens_to_budget,omitempty"`
@@ -51,8 +57,8 @@ type storeHandle struct {
 	stopOnce context.CancelFunc
 }
 
-// Destruct closes the Redis client and stops the sweeper when the last config using the store
-// is gone.
+// Destruct closes the Redis client and stops the sweeper (and the Redis lease renewer) when the
+// last config using the store is gone.
 func (h *storeHandle) Destruct() error {
 	h.stopOnce()
 	if h.client != nil {
@@ -94,13 +100,18 @@ func (g *Gateway) provisionLimiter(repl *caddy.Replacer) error {
 	default:
 		return fmt.Errorf("rate_limit: store must be memory or redis, got %q", rl.Store)
 	}
+	if rl.FallbackFraction != 0 && rl.Store != "redis" {
+		return fmt.Errorf("rate_limit: fallback_fraction applies to store redis only")
+	}
 	val, _, err := storePool.LoadOrNew(poolKey, func() (caddy.Destructor, error) {
 		mem := ratelimit.NewMemoryStore(ratelimit.MemoryOptions{})
 		ctx, cancel := context.WithCancel(context.Background())
 		h := &storeHandle{store: mem, memory: mem, stopOnce: cancel}
 		if redisOpts != nil {
 			h.client = redis.NewClient(redisOpts) // connects lazily
-			h.store = ratelimit.NewRedisStore(h.client, ratelimit.RedisOptions{Prefix: rl.RedisPrefix})
+			rs := ratelimit.NewRedisStore(h.client, ratelimit.RedisOptions{Prefix: rl.RedisPrefix})
+			h.store = rs
+			go renewLeases(ctx, rs)
 		}
 		go sweep(ctx, mem)
 		return h, nil
@@ -111,7 +122,8 @@ func (g *Gateway) provisionLimiter(repl *caddy.Replacer) error {
 	g.storeKey = poolKey
 	h := val.(*storeHandle)
 	opts := ratelimit.Options{
-		OnStoreError: rl.OnStoreError,
+		OnStoreError:     rl.OnStoreError,
+		FallbackFraction: rl.FallbackFraction,
 		ErrorHook: func(err error) {
 			g.logger.Error("rate limit store error", zap.String("store", rl.Store), zap.Error(err))
 			g.metrics.storeErrors.Inc()
@@ -146,6 +158,17 @@ func sweep(ctx context.Context, mem *ratelimit.MemoryStore) {
 			mem.Sweep(now)
 		}
 	}
+}
+
+// renewLeases runs the Redis store's renewer (leases of the requests in flight, retried
+// settlements and releases) until the store is destroyed.
+func renewLeases(ctx context.Context, rs *ratelimit.RedisStore) {
+	defer func() {
+		if v := recover(); v != nil {
+			caddy.Log().Error("rate limit lease renewer panicked", zap.Any("panic", v))
+		}
+	}()
+	rs.Run(ctx, func(err error) { caddy.Log().Error("rate limit lease renewer", zap.Error(err)) })
 }
 
 // scopes returns the scopes a request is limited by: its key, its model and the gateway.

@@ -250,6 +250,27 @@ func TestRedisOutage(t *testing.T) {
 	}
 }
 
+// TestRedisOutageFallbackFraction: with fallback_fraction 0.5 an instance admits half of each
+// limit while Redis is down (rpm 4: 2), and says so in its headers.
+func TestRedisOutageFallbackFraction(t *testing.T) {
+	srv := testredis.StartServer(t)
+	rl := fmt.Sprintf("rate_limit {\n\tstore redis redis://%s/0\n\ton_store_error allow\n\tfallback_fraction 0.5\n}", srv.Addr())
+	s := startLimits(t, "rpm 4", rl)
+	if resp, body := s.do(t, "/v1/chat/completions", "", chatBody); resp.StatusCode != 200 {
+		t.Fatalf("%d %s", resp.StatusCode, body)
+	}
+	srv.Kill()
+	for i := 0; i < 2; i++ {
+		resp, body := s.do(t, "/v1/chat/completions", "", chatBody)
+		if resp.StatusCode != 200 || resp.Header.Get("X-Ratelimit-Limit-Requests") != "2" {
+			t.Fatalf("request %d with Redis down: %d, limit %q: %s", i, resp.StatusCode, resp.Header.Get("X-Ratelimit-Limit-Requests"), body)
+		}
+	}
+	if resp, body := s.do(t, "/v1/chat/completions", "", chatBody); resp.StatusCode != 429 {
+		t.Fatalf("third request with Redis down: %d %s, want 429 (half of rpm 4)", resp.StatusCode, body)
+	}
+}
+
 // TestSDKRetriesAfterRetryAfter: openai-go with its default retries waits for Retry-After and
 // succeeds once the bucket refills.
 func TestSDKRetriesAfterRetryAfter(t *testing.T) {

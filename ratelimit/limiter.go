@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"math"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -27,6 +28,12 @@ type Options struct {
 	Fallback Store
 	// OnStoreError is "allow" or "deny". Default: "allow".
 	OnStoreError string
+	// FallbackFraction is the share of every limit the Fallback admits
+	// while the primary fails, in (0, 1]: each limit becomes
+	// max(1, floor(limit x fraction)) on this instance. With n instances
+	// sharing a primary, 1/n keeps an outage at about the shared limit.
+	// Default: 0, meaning 1 (every instance admits the full limit).
+	FallbackFraction float64
 	// ErrorHook, when set, is called with every store error. It must be safe
 	// for concurrent use and fast.
 	ErrorHook func(error)
@@ -49,6 +56,15 @@ func (o Options) Validate() error {
 	if o.RetryPrimaryAfter < 0 {
 		return fmt.Errorf("validating options: negative retry_primary_after %s", o.RetryPrimaryAfter)
 	}
+	switch f := o.FallbackFraction; {
+	case f == 0:
+	case !(f > 0 && f <= 1): // also NaN
+		return fmt.Errorf("validating options: fallback_fraction %v out of range (0, 1]", f)
+	case o.OnStoreError == OnStoreErrorDeny:
+		return fmt.Errorf("validating options: fallback_fraction applies to on_store_error allow, not deny")
+	case o.Fallback == nil:
+		return fmt.Errorf("validating options: fallback_fraction needs a fallback store")
+	}
 	return nil
 }
 
@@ -70,7 +86,9 @@ type Stats struct {
 type Limiter struct {
 	primary   Store
 	fallback  Store
+	fraction  float64 // of every limit on the fallback; 1 = all
 	deny      bool
+	ids       bool // name every reservation, not only those with a concurrency slot
 	hook      func(error)
 	retry     int64
 	now       func() time.Time
@@ -87,6 +105,7 @@ func NewLimiter(store Store, opts Options) *Limiter {
 	l := &Limiter{
 		primary:  store,
 		fallback: opts.Fallback,
+		fraction: opts.FallbackFraction,
 		deny:     opts.OnStoreError == OnStoreErrorDeny,
 		hook:     opts.ErrorHook,
 		retry:    int64(opts.RetryPrimaryAfter),
@@ -95,6 +114,10 @@ func NewLimiter(store Store, opts Options) *Limiter {
 	if l.now == nil {
 		l.now = time.Now
 	}
+	if l.fraction <= 0 || l.fraction > 1 || math.IsNaN(l.fraction) {
+		l.fraction = 1
+	}
+	_, l.ids = store.(interface{ wantsReservationIDs() })
 	var b [8]byte
 	_, _ = rand.Read(b[:]) // never fails on supported platforms
 	l.idBase = hex.EncodeToString(b[:]) + "-"
@@ -168,7 +191,7 @@ func (l *Limiter) Reserve(ctx context.Context, scopes []Scope, cost Cost) (*Rese
 	}
 	r.req.Cost = cost
 	for i := range scopes {
-		if scopes[i].Limits.MaxConcurrent > 0 {
+		if l.ids || scopes[i].Limits.MaxConcurrent > 0 {
 			var buf [48]byte
 			r.req.ID = string(strconv.AppendUint(append(buf[:0], l.idBase...), l.idSeq.Add(1), 36))
 			break
@@ -200,6 +223,9 @@ func (l *Limiter) Reserve(ctx context.Context, scopes []Scope, cost Cost) (*Rese
 		return r, Decision{Allowed: true, Fallback: true}, nil
 	}
 	l.fallbacks.Add(1)
+	// The reservation keeps the scaled limits: its settlement refills the
+	// fallback's buckets with them.
+	l.scale(r.req.Scopes)
 	d, ferr := l.fallback.Reserve(ctx, r.req)
 	if ferr != nil {
 		l.denied.Add(1)
@@ -241,11 +267,32 @@ func (l *Limiter) Available(ctx context.Context, scopes []Scope) (int64, error) 
 		return Unlimited, nil
 	}
 	l.fallbacks.Add(1)
-	d, err = l.fallback.Peek(ctx, scopes)
+	var buf [3]Scope
+	scaled := append(buf[:0], scopes...)
+	l.scale(scaled)
+	d, err = l.fallback.Peek(ctx, scaled)
 	if err != nil {
 		return 0, fmt.Errorf("checking available tokens from fallback: %w: %w", ErrStoreUnavailable, err)
 	}
 	return availableOf(d), nil
+}
+
+// scale lowers every limit of scopes to the fallback's fraction of it, in
+// place.
+func (l *Limiter) scale(scopes []Scope) {
+	if l.fraction >= 1 {
+		return
+	}
+	f := func(v int64) int64 {
+		if v <= 0 {
+			return v
+		}
+		return max(1, int64(float64(v)*l.fraction))
+	}
+	for i := range scopes {
+		lim := &scopes[i].Limits
+		lim.RPM, lim.TPM, lim.RPD, lim.TPD, lim.MaxConcurrent = f(lim.RPM), f(lim.TPM), f(lim.RPD), f(lim.TPD), f(lim.MaxConcurrent)
+	}
 }
 
 func availableOf(d Decision) int64 {
@@ -278,7 +325,8 @@ func (r *Reservation) Tokens() int64 {
 // may put buckets in debt) and releases the concurrency slots. It ignores
 // ctx's cancellation (a client that went away must still release its slot)
 // but keeps its values. A store error is reported to the ErrorHook, counted
-// and returned; Redis slots then expire with their lease.
+// and returned; the Redis store then retries the settlement in the
+// background (RedisStore.Run) until it applies or its lease has run out.
 func (r *Reservation) Settle(ctx context.Context, actualTokens int64) error {
 	if r == nil || !r.done.CompareAndSwap(false, true) || r.store == nil {
 		return nil

@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"context"
 	"errors"
+	"math"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -123,6 +124,36 @@ func TestLimiterStoreErrors(t *testing.T) {
 		}
 	})
 
+	t.Run("the fallback admits a fraction of each limit", func(t *testing.T) {
+		clock := newClock()
+		primary := &flakyStore{Store: NewMemoryStore(MemoryOptions{Now: clock.Now})}
+		l := NewLimiter(primary, Options{Fallback: NewMemoryStore(MemoryOptions{Now: clock.Now}), FallbackFraction: 0.5})
+		k := []Scope{scope("key:a", Limits{TPM: 100, RPM: 3, RPD: 1, MaxConcurrent: 5})}
+		primary.down.Store(true)
+		if n := available(t, l, k...); n != 50 {
+			t.Fatalf("fallback available = %d, want 50", n)
+		}
+		r, d := mustAllow(t, l, k, tokens(40))
+		if !d.Fallback || d.Tokens != (Quota{Limit: 50, Remaining: 10, Reset: 48 * time.Second}) || d.Requests.Limit != 1 {
+			t.Fatalf("fallback decision = %+v, want tpm 50 and rpd 1 (never below 1)", d)
+		}
+		if k[0].Limits.TPM != 100 {
+			t.Fatal("the caller's scopes were scaled")
+		}
+		settle(t, r, 10) // settles on the fallback with the scaled limits
+		if n := available(t, l, k...); n != 40 {
+			t.Fatalf("fallback available after settling = %d, want 40", n)
+		}
+		d = mustRefuse(t, l, k, tokens(1))
+		if d.Dimension != DimensionRequests || !d.Daily {
+			t.Fatalf("second request = %+v, want the scaled rpd 1", d)
+		}
+		primary.down.Store(false)
+		if _, d = mustAllow(t, l, k, tokens(100)); d.Fallback || d.Tokens.Limit != 100 {
+			t.Fatalf("primary back = %+v, want the full limits", d)
+		}
+	})
+
 	t.Run("retry primary after a pause", func(t *testing.T) {
 		clock := newClock()
 		primary := &flakyStore{Store: NewMemoryStore(MemoryOptions{Now: clock.Now})}
@@ -178,6 +209,7 @@ func TestLimiterInvalidRequests(t *testing.T) {
 }
 
 func TestOptionsValidate(t *testing.T) {
+	fallback := NewMemoryStore(MemoryOptions{})
 	tests := []struct {
 		opts Options
 		ok   bool
@@ -187,6 +219,13 @@ func TestOptionsValidate(t *testing.T) {
 		{Options{OnStoreError: "deny"}, true},
 		{Options{OnStoreError: "maybe"}, false},
 		{Options{RetryPrimaryAfter: -time.Second}, false},
+		{Options{Fallback: fallback, FallbackFraction: 0.5}, true},
+		{Options{Fallback: fallback, FallbackFraction: 1}, true},
+		{Options{Fallback: fallback, FallbackFraction: 1.5}, false},
+		{Options{Fallback: fallback, FallbackFraction: -0.5}, false},
+		{Options{Fallback: fallback, FallbackFraction: math.NaN()}, false},
+		{Options{Fallback: fallback, FallbackFraction: 0.5, OnStoreError: "deny"}, false},
+		{Options{FallbackFraction: 0.5}, false}, // no fallback to scale
 	}
 	for _, tc := range tests {
 		if err := tc.opts.Validate(); (err == nil) != tc.ok {

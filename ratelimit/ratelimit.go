@@ -17,6 +17,11 @@
 // so the memory and Redis stores agree to the unit. A changed limit (config
 // reload) keeps the level, hence keeps what was used.
 //
+// Redis reservations are held on a lease that RedisStore.Run renews while
+// the request runs; Run also retries what a Redis stall or outage left
+// undone (settlements, and the release of reserves whose reply was lost), so
+// slots and tokens come back once Redis answers again.
+//
 // Nothing here knows about HTTP or Caddy.
 package ratelimit
 
@@ -147,8 +152,9 @@ type Decision struct {
 
 // Request is what a Store reserves or settles.
 type Request struct {
-	// ID identifies the reservation across instances. It is set when a scope
-	// has MaxConcurrent, and names the concurrency slot.
+	// ID identifies the reservation across instances. The Limiter sets it
+	// when a scope has MaxConcurrent (it names the concurrency slot) and,
+	// for the Redis store, always (it names the reservation's record).
 	ID string
 	// Scopes are checked and taken together, all or nothing.
 	Scopes []Scope
@@ -164,7 +170,8 @@ type Store interface {
 	Reserve(ctx context.Context, req Request) (Decision, error)
 	// Settle adjusts the token buckets of a granted reservation by
 	// actual-req.Cost.Tokens (a refund when negative, capped at capacity) and
-	// releases its concurrency slots.
+	// releases its concurrency slots. The Limiter calls it once per
+	// reservation.
 	Settle(ctx context.Context, req Request, actualTokens int64) error
 	// Peek reports the quotas of the scopes without taking anything.
 	Peek(ctx context.Context, scopes []Scope) (Decision, error)

@@ -7,10 +7,14 @@ package ratelimit
 //
 // Bucket hash fields: w1 t1 (rpm), w2 t2 (tpm), w3 t3 (rpd), w4 t4 (tpd).
 // Concurrency: a sorted set of reservation id scored by lease expiry.
+// Reservation record: a string holding the lease expiry of a live
+// reservation, or '0' once it was settled or released (a tombstone, so that a
+// settlement applies once and a reserve executed after its release takes
+// nothing). Every key also carries a Redis TTL of one lease so that it
+// vanishes by itself.
 
-// scriptCommon is shared by both scripts: it sets now and defines refill
-// and the bucket writer.
-const scriptCommon = `
+// scriptNow sets now from ARGV[1], or from the server's TIME when it is empty.
+const scriptNow = `
 local now
 if ARGV[1] == '' then
   local tm = redis.call('TIME')
@@ -18,6 +22,11 @@ if ARGV[1] == '' then
 else
   now = tonumber(ARGV[1])
 end
+`
+
+// scriptCommon is shared by the reserve and settle scripts: it sets now and
+// defines refill and the bucket writer.
+const scriptCommon = scriptNow + `
 local unit = {1, 1, 1000, 1000}
 local pu = {60000, 60000, 86400, 86400}
 local F = {'w1', 't1', 'w2', 't2', 'w3', 't3', 'w4', 't4'}
@@ -76,18 +85,24 @@ end
 
 // reserveScript checks and takes all buckets of all scopes at once.
 //
-// KEYS: per scope, the bucket hash then the concurrency set.
+// KEYS: per scope, the bucket hash then the concurrency set; when taking,
+// the reservation record last.
 // ARGV: now (empty = server time), take ('1' or '0'), requests, tokens,
 // lease ms, reservation id, then per scope rpm tpm rpd tpd max_concurrent.
 // Reply: taken (1/0), now, then per scope w1 t1 w2 t2 w3 t3 w4 t4 inflight,
-// the states before taking.
+// the states before taking. A reservation id seen before (a retried or
+// released reserve) is an error reply that takes nothing.
 const reserveScript = scriptCommon + `
 local take = ARGV[2] == '1'
 local creq = tonumber(ARGV[3])
 local ctok = tonumber(ARGV[4])
 local lease = tonumber(ARGV[5])
 local id = ARGV[6]
-local ns = #KEYS / 2
+local ns = math.floor(#KEYS / 2)
+local rec = KEYS[2*ns+1]
+if take and redis.call('EXISTS', rec) == 1 then
+  return redis.error_reply('AIGWSEEN reservation id already used')
+end
 local ok = true
 local out = {0, now}
 local states = {}
@@ -131,21 +146,33 @@ if ok and take then
       redis.call('PEXPIRE', KEYS[2*i], string.format('%.0f', lease))
     end
   end
+  redis.call('SET', rec, string.format('%.0f', now + lease), 'PX', string.format('%.0f', lease))
   out[1] = 1
 end
 return out
 `
 
-// settleScript adds delta tokens to the token buckets and frees the slots.
+// settleScript adds delta tokens to the token buckets and frees the slots of
+// a live reservation, once: it leaves a tombstone, and does nothing for a
+// reservation that is settled already, expired or was never taken.
 //
-// KEYS: as reserveScript. ARGV: now (empty = server time), delta tokens,
-// reservation id, then per scope rpm tpm rpd tpd max_concurrent.
+// KEYS: per scope, the bucket hash then the concurrency set, then the
+// reservation record. ARGV: now (empty = server time), delta tokens,
+// reservation id, lease ms, then per scope rpm tpm rpd tpd max_concurrent.
+// Reply: 1 when applied, 0 when there was nothing to apply.
 const settleScript = scriptCommon + `
 local delta = tonumber(ARGV[2])
 local id = ARGV[3]
-local ns = #KEYS / 2
+local lease = tonumber(ARGV[4])
+local ns = math.floor(#KEYS / 2)
+local rec = KEYS[2*ns+1]
+local exp = tonumber(redis.call('GET', rec))
+redis.call('SET', rec, '0', 'PX', string.format('%.0f', lease))
+if exp == nil or exp <= now then
+  return 0
+end
 for i = 1, ns do
-  local b = 3 + (i - 1) * 5
+  local b = 4 + (i - 1) * 5
   local lim = {tonumber(ARGV[b+1]), tonumber(ARGV[b+2]), tonumber(ARGV[b+3]), tonumber(ARGV[b+4])}
   local s = load(KEYS[2*i-1], lim)
   if delta ~= 0 then
@@ -163,8 +190,34 @@ for i = 1, ns do
     end
   end
   store(KEYS[2*i-1], s, lim)
-  if tonumber(ARGV[b+5]) > 0 and id ~= '' then
+  if tonumber(ARGV[b+5]) > 0 then
     redis.call('ZREM', KEYS[2*i], id)
+  end
+end
+return 1
+`
+
+// renewScript extends the lease of a live reservation: its record and its
+// slots. A slot already gone (expired) is not re-added.
+//
+// KEYS: the reservation record, then the concurrency sets of the scopes with
+// max_concurrent. ARGV: now (empty = server time), lease ms, reservation id.
+// Reply: 1 when renewed, 0 when the reservation is gone (settled, expired,
+// or lost with a Redis restart).
+const renewScript = scriptNow + `
+local lease = tonumber(ARGV[2])
+local id = ARGV[3]
+local exp = tonumber(redis.call('GET', KEYS[1]))
+if exp == nil or exp <= now then
+  return 0
+end
+local upto = string.format('%.0f', now + lease)
+local ttl = string.format('%.0f', lease)
+redis.call('SET', KEYS[1], upto, 'PX', ttl)
+for i = 2, #KEYS do
+  redis.call('ZADD', KEYS[i], 'XX', upto, id)
+  if redis.call('PTTL', KEYS[i]) < lease then
+    redis.call('PEXPIRE', KEYS[i], ttl)
   end
 end
 return 1

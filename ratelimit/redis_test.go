@@ -196,7 +196,8 @@ func TestStoresAgree(t *testing.T) {
 		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
 			clock := newClock()
 			mem := NewLimiter(NewMemoryStore(MemoryOptions{Now: clock.Now}), Options{OnStoreError: OnStoreErrorDeny})
-			red := NewLimiter(NewRedisStore(client, RedisOptions{Prefix: fmt.Sprint("agree", seed, ":"), Now: clock.Now}),
+			// The memory store has no leases: here they never run out.
+			red := NewLimiter(NewRedisStore(client, RedisOptions{Prefix: fmt.Sprint("agree", seed, ":"), Now: clock.Now, Lease: 24 * time.Hour}),
 				Options{OnStoreError: OnStoreErrorDeny})
 			runAgreement(t, rand.New(rand.NewPCG(seed, 2)), clock, mem, red)
 		})
