@@ -226,3 +226,43 @@ func TestBinaryDistributedLimits(t *testing.T) {
 		t.Errorf("two instances admitted %d requests together; the shared limit is 60 (+%d refilled)", ok, refill)
 	}
 }
+
+// TestDemoCutsOffSlowClients: the demo config of `make run` (the root Caddyfile, its ports moved)
+// ships server timeouts: clients dribbling their headers or body are cut off within read_header
+// and read_body, while others are served (TestHardeningLongStreamOutlivesReadTimeout shows a
+// stream outlives read_body).
+func TestDemoCutsOffSlowClients(t *testing.T) {
+	root := wiretest.RepoRoot(t)
+	data, err := os.ReadFile(filepath.Join(root, "Caddyfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := newUpstream(t, simulator.Config{})
+	gw, sim, admin := freePort(t), freePort(t), freePort(t)
+	cf := strings.NewReplacer(":8080", fmt.Sprintf(":%d", gw), "upstream localhost:8081", "upstream "+up.addr(),
+		":8081", fmt.Sprintf(":%d", sim), "localhost:2019", fmt.Sprintf("localhost:%d", admin)).Replace(string(data))
+	if !strings.Contains(cf, "read_header") || !strings.Contains(cf, "read_body") {
+		t.Fatal("the demo sets no server timeouts")
+	}
+	startCaddy(t, cf)
+	s := &usageSetup{port: gw, upstream: up}
+	const demoKey = "sk-demo-gateway"
+	send := func(body string) (*http.Response, []byte) {
+		req, _ := http.NewRequest(http.MethodPost, url(gw, "/v1/chat/completions"), strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+demoKey)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, b
+	}
+	checkSlowClientsCutOff(t, gw, demoKey, 30*time.Second, func() {
+		for i := 0; i < 3; i++ {
+			if resp, body := send(chatBody); resp.StatusCode != 200 {
+				t.Errorf("a normal client was not served while slow clients hang on: %d %s", resp.StatusCode, body)
+			}
+		}
+	}, func() int { return len(s.upstream.requests()) }, 3)
+}

@@ -742,79 +742,90 @@ func dribble(conn net.Conn, p []byte, interval time.Duration, stop <-chan struct
 // nothing of theirs reaches the upstream.
 func TestHardeningSlowClients(t *testing.T) {
 	s := startHard(t, hardOpts{global: slowTimeouts})
-	addr := fmt.Sprintf("127.0.0.1:%d", s.port)
+	checkSlowClientsCutOff(t, s.port, secretAll, 10*time.Second, func() {
+		for i := 0; i < 5; i++ {
+			if resp, body := s.send(t, "/v1/chat/completions", nil, chatBody); resp.StatusCode != 200 {
+				t.Errorf("a normal client was not served while slow clients hang on: %d %s", resp.StatusCode, body)
+			}
+		}
+	}, func() int { return s.upstreamCount() }, 5)
+}
+
+// checkSlowClientsCutOff opens 10 connections that dribble their headers and 10 that dribble
+// their body (one byte every 100ms) against the gateway on port, runs normal (which sends
+// normalCount requests that must be served meanwhile), and checks that the server closes every
+// slow connection within cutOff with nothing or a 4xx, and that only the normal requests reached
+// the upstream (count reports the upstream's requests).
+func checkSlowClientsCutOff(t *testing.T, port int, secret string, cutOff time.Duration, normal func(), count func() int, normalCount int) {
+	t.Helper()
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	cases := []struct {
 		name   string
 		prefix string // sent at once
 		slow   string // then dribbled, one byte every 100ms, cycling
 	}{
-		{"headers", "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + secretAll + "\r\n", "X-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"},
-		{"body", "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + secretAll + "\r\nContent-Type: application/json\r\nContent-Length: 10000\r\n\r\n" +
+		{"headers", "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + secret + "\r\n", "X-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"},
+		{"body", "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + secret + "\r\nContent-Type: application/json\r\nContent-Length: 10000\r\n\r\n" +
 			`{"model":"llama","messages":[{"role":"user","content":"`, "aaaaaaaaaaaaaaaaaaaaaaaa"},
 	}
+	type result struct {
+		name    string
+		err     error
+		elapsed time.Duration
+		resp    string
+	}
+	const slowClients = 10
+	results := make(chan result, slowClients*len(cases))
+	before := count()
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			const slowClients = 10
-			before := s.upstreamCount()
-			type result struct {
-				err     error
-				elapsed time.Duration
-				resp    string
-			}
-			results := make(chan result, slowClients)
-			for i := 0; i < slowClients; i++ {
-				s.tally.badInputs.Add(1)
-				s.tally.requests.Add(1)
-				go func() {
-					conn, err := net.Dial("tcp", addr)
-					if err != nil {
-						results <- result{err: err}
-						return
-					}
-					defer conn.Close()
-					start := time.Now()
-					if _, err := io.WriteString(conn, tc.prefix); err != nil {
-						results <- result{err: err}
-						return
-					}
-					stop := make(chan struct{})
-					go dribble(conn, []byte(tc.slow), 100*time.Millisecond, stop)
-					defer close(stop)
-					// the server must close the connection well before this deadline
-					_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-					got, err := io.ReadAll(conn)
-					var ne net.Error
-					if errors.As(err, &ne) && ne.Timeout() {
-						results <- result{err: fmt.Errorf("still connected after %s", time.Since(start).Round(time.Millisecond))}
-						return
-					}
-					results <- result{elapsed: time.Since(start), resp: string(got)}
-				}()
-			}
-			// meanwhile, well-behaved clients are served
-			time.Sleep(300 * time.Millisecond)
-			for i := 0; i < 5; i++ {
-				if resp, body := s.send(t, "/v1/chat/completions", nil, chatBody); resp.StatusCode != 200 {
-					t.Errorf("a normal client was not served while slow clients hang on: %d %s", resp.StatusCode, body)
+		for i := 0; i < slowClients; i++ {
+			go func() {
+				conn, err := net.Dial("tcp", addr)
+				if err != nil {
+					results <- result{name: tc.name, err: err}
+					return
 				}
-			}
-			for i := 0; i < slowClients; i++ {
-				r := <-results
-				if r.err != nil {
-					t.Errorf("slow client: %v", r.err)
-					continue
+				defer conn.Close()
+				start := time.Now()
+				if _, err := io.WriteString(conn, tc.prefix); err != nil {
+					results <- result{name: tc.name, err: err}
+					return
 				}
-				if r.resp != "" && !strings.HasPrefix(r.resp, "HTTP/1.1 4") {
-					t.Errorf("slow client got a non-4xx answer after %s: %.200q", r.elapsed, r.resp)
+				stop := make(chan struct{})
+				go dribble(conn, []byte(tc.slow), 100*time.Millisecond, stop)
+				defer close(stop)
+				// the server must close the connection before this deadline
+				_ = conn.SetReadDeadline(time.Now().Add(cutOff))
+				got, err := io.ReadAll(conn)
+				var ne net.Error
+				if errors.As(err, &ne) && ne.Timeout() {
+					results <- result{name: tc.name, err: fmt.Errorf("still connected after %s", time.Since(start).Round(time.Millisecond))}
+					return
 				}
-				if i == 0 {
-					t.Logf("slow %s cut off after %s with %q", tc.name, r.elapsed.Round(time.Millisecond), firstLine(r.resp))
-				}
-			}
-			if got := s.upstreamCount() - before; got != 5 {
-				t.Errorf("upstream saw %d requests, want only the 5 normal ones", got)
-			}
-		})
+				results <- result{name: tc.name, elapsed: time.Since(start), resp: string(got)}
+			}()
+		}
+	}
+	// meanwhile, well-behaved clients are served
+	time.Sleep(300 * time.Millisecond)
+	normal()
+	logged := map[string]bool{}
+	for i := 0; i < slowClients*len(cases); i++ {
+		r := <-results
+		if r.err != nil {
+			t.Errorf("slow %s: %v", r.name, r.err)
+			continue
+		}
+		if r.resp != "" && !strings.HasPrefix(r.resp, "HTTP/1.1 4") {
+			t.Errorf("slow %s got a non-4xx answer after %s: %.200q", r.name, r.elapsed, r.resp)
+		}
+		if !logged[r.name] {
+			logged[r.name] = true
+			t.Logf("slow %s cut off after %s with %q", r.name, r.elapsed.Round(time.Millisecond), firstLine(r.resp))
+		}
+	}
+	if got := count() - before; got != normalCount {
+		t.Errorf("upstream saw %d requests, want only the %d normal ones", got, normalCount)
 	}
 }
 
@@ -1385,5 +1396,19 @@ func TestHardeningKeysFileDeletedLogsOnce(t *testing.T) {
 	}
 	if resp, _ := s.send(t, "/v1/chat/completions", map[string]string{"Authorization": "Bearer sk-file-a"}, chatBody); resp.StatusCode != 200 {
 		t.Errorf("after the file came back: %d", resp.StatusCode)
+	}
+}
+
+// TestHardeningLongStreamOutlivesReadTimeout: the server timeouts that cut slow clients off
+// (read_body 2s here) do not cut a stream that takes longer: the answer is not a request read.
+func TestHardeningLongStreamOutlivesReadTimeout(t *testing.T) {
+	s := startHard(t, hardOpts{global: slowTimeouts, sim: simulator.Config{TTFT: 2500 * time.Millisecond}})
+	start := time.Now()
+	resp, body := s.send(t, "/v1/chat/completions", nil, `{"model":"llama","stream":true,"max_tokens":20,"messages":[{"role":"user","content":"Hi"}]}`)
+	if resp.StatusCode != 200 || !strings.HasSuffix(string(body), "data: [DONE]\n\n") || strings.Contains(string(body), `"error"`) {
+		t.Fatalf("a %s stream under read_body 2s: %d %s", time.Since(start).Round(time.Millisecond), resp.StatusCode, tail(body))
+	}
+	if time.Since(start) < 2*time.Second {
+		t.Fatalf("the stream took %s, not longer than read_body", time.Since(start))
 	}
 }
