@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -32,6 +33,7 @@ func TestExamplesAdaptAndValidate(t *testing.T) {
 	}
 	files = append(files, filepath.Join(root, "Caddyfile"))
 	t.Chdir(root) // relative paths in the examples are relative to the repository root
+	secrets := 0
 	for _, f := range files {
 		t.Run(filepath.Base(f), func(t *testing.T) {
 			data, err := os.ReadFile(f)
@@ -52,7 +54,18 @@ func TestExamplesAdaptAndValidate(t *testing.T) {
 			if err := caddy.Validate(&cfg); err != nil {
 				t.Fatalf("validating: %v", err)
 			}
+			// what the admin API's GET /config/ shows holds no secret: key secrets are hashes
+			// or placeholders, upstream credentials placeholders
+			for _, m := range regexp.MustCompile(`"(secret|upstream_key)":"([^"]*)"`).FindAllStringSubmatch(string(adapted), -1) {
+				secrets++
+				if !strings.HasPrefix(m[2], "sha256:") && !strings.HasPrefix(m[2], "{env.") && !strings.HasPrefix(m[2], "{file.") {
+					t.Errorf("the adapted config holds a literal %s: %.12s...", m[1], m[2])
+				}
+			}
 		})
+	}
+	if secrets < 3 {
+		t.Errorf("only %d secrets found in the adapted configs: the check above looks at nothing", secrets)
 	}
 }
 
