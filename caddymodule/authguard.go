@@ -74,7 +74,7 @@ func (g *Gateway) guardBlocked(r *http.Request) *wire.Error {
 	if g.guard == nil {
 		return nil
 	}
-	d, err := g.guard.Peek(context.Background(), g.guardScope(r))
+	d, err := g.guard.Peek(context.Background(), g.guardScope(r), ratelimit.Cost{})
 	if err != nil || d.Requests.Remaining > 0 {
 		return nil
 	}

@@ -190,6 +190,31 @@ func (g *Gateway) scopes(ex *exchange, buf []ratelimit.Scope) []ratelimit.Scope 
 	return s
 }
 
+// checkLimitsFirst refuses, before the prompt is counted exactly, a request that its limits
+// would refuse whatever the count says: its requests or concurrency are used up, or the tokens
+// left cannot hold even promptAtLeast (a lower bound of the prompt) plus the output it reserves.
+// Counting is the expensive stage; a refusal must not pay for it. The reservation after the
+// count decides for good.
+func (g *Gateway) checkLimitsFirst(ctx context.Context, ex *exchange, promptAtLeast int) *wire.Error {
+	var buf [3]ratelimit.Scope
+	scopes := g.scopes(ex, buf[:])
+	if len(scopes) == 0 {
+		return nil
+	}
+	out := ex.reservedOutput
+	if min := g.RateLimit.CapMaxTokensToBudget; min > 0 && ex.info.MaxTokens > 0 {
+		out = min * ex.info.Generations() // capping may still make it fit
+	}
+	cost := ratelimit.Cost{Requests: 1, Tokens: int64(promptAtLeast + out)}
+	dec, err := g.limiter.Check(ctx, scopes, cost)
+	if err != nil || dec.Allowed {
+		return nil // a store error is for the reservation to handle
+	}
+	ex.decision = dec
+	g.metrics.rateLimited.WithLabelValues(ratelimit.ScopeKind(dec.Scope), string(dec.Dimension)).Inc()
+	return rateLimitError(dec, cost)
+}
+
 // admitLimits reserves the request's cost on every scope at once.
 func (g *Gateway) admitLimits(ctx context.Context, ex *exchange) *wire.Error {
 	var buf [3]ratelimit.Scope

@@ -399,6 +399,9 @@ func (g *Gateway) countPrompt(ex *exchange) *wire.Error {
 		ex.promptTokens = bound
 		return nil
 	}
+	if werr := g.checkLimitsFirst(ex.r.Context(), ex, 0); werr != nil {
+		return werr
+	}
 	n, err := ex.route.chat.Count(ex.spec.Dialect, body)
 	if err != nil {
 		return wire.InvalidRequest(ex.spec.ContextParam, "The request's %s could not be read: %s", ex.spec.ContextParam,

@@ -239,6 +239,44 @@ func (l *Limiter) Reserve(ctx context.Context, scopes []Scope, cost Cost) (*Rese
 	return r, d, nil
 }
 
+// Check reports whether a request of cost would be admitted on every scope now, without
+// taking anything: a cheap look before expensive work (counting a prompt exactly) that a
+// refusal would waste. The later Reserve decides; Check only refuses early. Store errors follow
+// OnStoreError like Reserve (allow: an answer from the fallback, or allowed).
+func (l *Limiter) Check(ctx context.Context, scopes []Scope, cost Cost) (Decision, error) {
+	if err := validate(scopes, cost); err != nil {
+		return Decision{}, fmt.Errorf("checking limits: %w", err)
+	}
+	if len(scopes) == 0 {
+		return Decision{Allowed: true}, nil
+	}
+	var (
+		d   Decision
+		err error
+	)
+	if !l.primaryDown() {
+		if d, err = l.primary.Peek(ctx, scopes, cost); err == nil {
+			return d, nil
+		}
+		l.storeFailed(err)
+	} else {
+		err = ErrStoreUnavailable
+	}
+	switch {
+	case l.deny:
+		return Decision{}, fmt.Errorf("checking limits: %w: %w", ErrStoreUnavailable, err)
+	case l.fallback == nil:
+		return Decision{Allowed: true}, nil
+	}
+	var buf [3]Scope
+	scaled := append(buf[:0], scopes...)
+	l.scale(scaled)
+	if d, err = l.fallback.Peek(ctx, scaled, cost); err != nil {
+		return Decision{}, fmt.Errorf("checking limits in the fallback: %w: %w", ErrStoreUnavailable, err)
+	}
+	return d, nil
+}
+
 // Available returns the least remaining token room across scopes (Unlimited
 // when none limits tokens), so the caller can lower max_tokens before
 // reserving. Store errors follow OnStoreError like Reserve.
@@ -251,7 +289,7 @@ func (l *Limiter) Available(ctx context.Context, scopes []Scope) (int64, error) 
 		err error
 	)
 	if !l.primaryDown() {
-		if d, err = l.primary.Peek(ctx, scopes); err == nil {
+		if d, err = l.primary.Peek(ctx, scopes, Cost{}); err == nil {
 			return availableOf(d), nil
 		}
 		l.storeFailed(err)
@@ -270,7 +308,7 @@ func (l *Limiter) Available(ctx context.Context, scopes []Scope) (int64, error) 
 	var buf [3]Scope
 	scaled := append(buf[:0], scopes...)
 	l.scale(scaled)
-	d, err = l.fallback.Peek(ctx, scaled)
+	d, err = l.fallback.Peek(ctx, scaled, Cost{})
 	if err != nil {
 		return 0, fmt.Errorf("checking available tokens from fallback: %w: %w", ErrStoreUnavailable, err)
 	}

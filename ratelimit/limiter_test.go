@@ -27,12 +27,12 @@ func (f *flakyStore) Reserve(ctx context.Context, req Request) (Decision, error)
 	return f.Store.Reserve(ctx, req)
 }
 
-func (f *flakyStore) Peek(ctx context.Context, scopes []Scope) (Decision, error) {
+func (f *flakyStore) Peek(ctx context.Context, scopes []Scope, cost Cost) (Decision, error) {
 	f.calls.Add(1)
 	if f.down.Load() {
 		return Decision{}, errDown
 	}
-	return f.Store.Peek(ctx, scopes)
+	return f.Store.Peek(ctx, scopes, cost)
 }
 
 func (f *flakyStore) Settle(ctx context.Context, req Request, actual int64) error {
@@ -254,4 +254,41 @@ func TestSettleIgnoresCancellation(t *testing.T) {
 		t.Fatalf("available = %d, want 70", n)
 	}
 	mustAllow(t, l, k, tokens(1))
+}
+
+// TestLimiterCheck: Check says whether a cost would be admitted, takes nothing, and follows
+// OnStoreError like Reserve.
+func TestLimiterCheck(t *testing.T) {
+	ctx := context.Background()
+	mem := NewMemoryStore(MemoryOptions{})
+	l := NewLimiter(mem, Options{})
+	scopes := []Scope{{ID: "key:a", Limits: Limits{RPM: 1, TPM: 1000}}}
+	if d, err := l.Check(ctx, scopes, Cost{Requests: 1, Tokens: 900}); err != nil || !d.Allowed {
+		t.Fatalf("a fitting cost: %+v %v", d, err)
+	}
+	if d, err := l.Check(ctx, scopes, Cost{Requests: 1, Tokens: 1001}); err != nil || d.Allowed || d.Dimension != DimensionTokens {
+		t.Fatalf("a cost over tpm: %+v %v", d, err)
+	}
+	if _, _, err := l.Reserve(ctx, scopes, Cost{Requests: 1, Tokens: 10}); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := l.Check(ctx, scopes, Cost{Requests: 1}); err != nil || d.Allowed || d.Dimension != DimensionRequests {
+		t.Fatalf("after the only request of the minute: %+v %v", d, err)
+	}
+	// Check took nothing: a second key's budget is untouched by any number of checks
+	other := []Scope{{ID: "key:b", Limits: Limits{RPM: 1}}}
+	for range 5 {
+		if d, _ := l.Check(ctx, other, Cost{Requests: 1}); !d.Allowed {
+			t.Fatal("Check took from the bucket")
+		}
+	}
+	if _, d, _ := l.Reserve(ctx, other, Cost{Requests: 1}); !d.Allowed {
+		t.Fatal("Check took from the bucket")
+	}
+	down := &flakyStore{Store: mem}
+	down.down.Store(true)
+	failing := NewLimiter(down, Options{OnStoreError: OnStoreErrorDeny})
+	if _, err := failing.Check(ctx, scopes, Cost{Requests: 1}); err == nil {
+		t.Error("deny: a store error is not reported")
+	}
 }

@@ -105,8 +105,8 @@ func (s *MemoryStore) Reserve(_ context.Context, req Request) (Decision, error) 
 }
 
 // Peek implements Store.
-func (s *MemoryStore) Peek(_ context.Context, scopes []Scope) (Decision, error) {
-	return s.do(scopes, Cost{}, false), nil
+func (s *MemoryStore) Peek(_ context.Context, scopes []Scope, cost Cost) (Decision, error) {
+	return s.do(scopes, cost, false), nil
 }
 
 func (s *MemoryStore) do(scopes []Scope, cost Cost, take bool) Decision {

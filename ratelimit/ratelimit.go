@@ -173,6 +173,7 @@ type Store interface {
 	// releases its concurrency slots. The Limiter calls it once per
 	// reservation.
 	Settle(ctx context.Context, req Request, actualTokens int64) error
-	// Peek reports the quotas of the scopes without taking anything.
-	Peek(ctx context.Context, scopes []Scope) (Decision, error)
+	// Peek reports the quotas of the scopes, and whether cost would be admitted now (Allowed,
+	// Dimension, Wait as Reserve reports them), without taking anything.
+	Peek(ctx context.Context, scopes []Scope, cost Cost) (Decision, error)
 }

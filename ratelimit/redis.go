@@ -181,11 +181,11 @@ func (s *RedisStore) Reserve(ctx context.Context, req Request) (Decision, error)
 }
 
 // Peek implements Store.
-func (s *RedisStore) Peek(ctx context.Context, scopes []Scope) (Decision, error) {
+func (s *RedisStore) Peek(ctx context.Context, scopes []Scope, cost Cost) (Decision, error) {
 	if len(scopes) == 0 {
-		return Decision{}, nil
+		return Decision{Allowed: true}, nil
 	}
-	return s.run(ctx, Request{Scopes: scopes}, s.keys(scopes, ""), false)
+	return s.run(ctx, Request{Scopes: scopes, Cost: cost}, s.keys(scopes, ""), false)
 }
 
 func (s *RedisStore) run(ctx context.Context, req Request, keys []string, take bool) (Decision, error) {

@@ -164,7 +164,7 @@ func TestRedisStallReleasesSlots(t *testing.T) {
 		t.Fatalf("during the stall: %d settle errors, reserve %+v; want 3 errors and the fallback", settleErrs.Load(), lost)
 	}
 	took := eventually(t, "slots free and tokens refunded", 3*time.Second, func() bool {
-		n, err := store.Peek(ctx, k)
+		n, err := store.Peek(ctx, k, Cost{})
 		return err == nil && slotsFree(t, client, store, "key:a") && n.Tokens.Remaining == 970
 	})
 	t.Logf("slots free and the lost reserve refunded %s after Redis resumed", took.Round(10*time.Millisecond))
@@ -246,8 +246,8 @@ func TestRedisOutageReleasesSlots(t *testing.T) {
 	}
 	out.down.Store(false)
 	took := eventually(t, "slots free and tokens refunded", 3*time.Second, func() bool {
-		a, errA := store.Peek(ctx, k)
-		b, errB := store.Peek(ctx, tok)
+		a, errA := store.Peek(ctx, k, Cost{})
+		b, errB := store.Peek(ctx, tok, Cost{})
 		return errA == nil && errB == nil && slotsFree(t, client, store, "key:a") &&
 			a.Tokens.Remaining == 970 && b.Tokens.Remaining == 950
 	})
@@ -349,7 +349,7 @@ func TestRedisRestartWhileHeld(t *testing.T) {
 			t.Fatalf("after the restart: %+v", d)
 		}
 	}
-	if n, _ := store.Peek(ctx, k); n.Tokens.Remaining != 800 {
+	if n, _ := store.Peek(ctx, k, Cost{}); n.Tokens.Remaining != 800 {
 		t.Fatalf("remaining = %d, want 800 (nothing refunded into the fresh bucket)", n.Tokens.Remaining)
 	}
 }
@@ -367,7 +367,7 @@ func TestRedisSettleOnce(t *testing.T) {
 	ctx := context.Background()
 	remaining := func() int64 {
 		t.Helper()
-		d, err := store.Peek(ctx, k)
+		d, err := store.Peek(ctx, k, Cost{})
 		if err != nil {
 			t.Fatal(err)
 		}
