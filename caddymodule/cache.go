@@ -250,13 +250,7 @@ func parseCache(d *caddyfile.Dispenser) (*CacheConfig, error) {
 		}
 		c.Off = true
 	}
-	subs := newSubdirectives("cache")
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		name := d.Val()
-		if err := subs.check(d, name); err != nil {
-			return nil, err
-		}
-		var err error
+	err := newSubdirectives("cache").each(d, func(name string) (err error) {
 		switch name {
 		case "ttl":
 			c.TTL, err = durationArg(d)
@@ -278,14 +272,15 @@ func parseCache(d *caddyfile.Dispenser) (*CacheConfig, error) {
 			case len(args) == 2 && args[0] == "redis":
 				c.Store, c.RedisURL = "redis", args[1]
 			default:
-				return nil, d.Err("store: expected memory or redis <url>")
+				return d.Err("store: expected memory or redis <url>")
 			}
 		default:
-			return nil, d.Errf("unrecognized cache subdirective %q", name)
+			return d.Errf("unrecognized cache subdirective %q", name)
 		}
-		if err != nil {
-			return nil, err
-		}
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
 	return c, nil
 }

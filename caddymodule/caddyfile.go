@@ -126,74 +126,39 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if err := noArgs(d); err != nil {
 		return err
 	}
-	subs := newSubdirectives("ai_gateway", "key", "model", "clamp")
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		name := d.Val()
-		if err := subs.check(d, name); err != nil {
-			return err
-		}
+	return newSubdirectives("ai_gateway", "key", "model", "clamp").each(d, func(name string) (err error) {
 		switch name {
 		case "key":
-			k, err := parseKeyBlock(d)
-			if err != nil {
-				return err
+			var k policy.KeyConfig
+			if k, err = parseKeyBlock(d); err == nil {
+				g.Keys = append(g.Keys, k)
 			}
-			g.Keys = append(g.Keys, k)
 		case "keys_file":
-			f, err := stringArg(d)
-			if err != nil {
-				return err
-			}
-			g.KeysFile = f
+			g.KeysFile, err = stringArg(d)
 		case "keys_file_interval":
-			dur, err := durationArg(d)
-			if err != nil {
-				return err
-			}
-			g.KeysFileInterval = dur
+			g.KeysFileInterval, err = durationArg(d)
 		case "model":
-			m, err := parseModelBlock(d)
-			if err != nil {
-				return err
+			var m ModelConfig
+			if m, err = parseModelBlock(d); err == nil {
+				g.Models = append(g.Models, m)
 			}
-			g.Models = append(g.Models, m)
 		case "max_body":
-			n, err := sizeArg(d)
-			if err != nil {
-				return err
-			}
-			g.MaxBody = n
+			g.MaxBody, err = sizeArg(d)
 		case "rate_limit":
 			g.RateLimit = new(RateLimit)
-			if err := parseRateLimit(d, g.RateLimit); err != nil {
-				return err
-			}
+			err = parseRateLimit(d, g.RateLimit)
 		case "api_version":
-			v, err := parseAPIVersion(d)
-			if err != nil {
-				return err
-			}
-			g.APIVersion = v
+			g.APIVersion, err = parseAPIVersion(d)
 		case "metrics_key_id":
-			if err := noArgs(d); err != nil {
-				return err
-			}
+			err = noArgs(d)
 			g.MetricsKeyID = true
 		case "anthropic_versions":
-			versions, err := listArg(d)
-			if err != nil {
-				return err
-			}
-			g.AnthropicVersions = versions
+			g.AnthropicVersions, err = listArg(d)
 		case "cache":
-			c, err := parseCache(d)
-			if err != nil {
-				return err
-			}
-			g.Cache = c
+			g.Cache, err = parseCache(d)
 		case "auth_failures":
-			v, err := stringArg(d)
-			if err != nil {
+			var v string
+			if v, err = stringArg(d); err != nil {
 				return err
 			}
 			n, perr := strconv.ParseInt(v, 10, 64)
@@ -205,37 +170,21 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			g.AuthFailures = &AuthGuard{MaxFailures: n}
 		case "content_policy":
-			cp, err := parseContentPolicy(d)
-			if err != nil {
-				return err
-			}
-			g.ContentPolicy = cp
+			g.ContentPolicy, err = parseContentPolicy(d)
 		case "context_status":
-			n, err := intArg(d)
-			if err != nil {
-				return err
+			if g.ContextStatus, err = intArg(d); err == nil && g.ContextStatus != 400 && g.ContextStatus != 413 {
+				err = d.Errf("context_status: expected 400 or 413, got %d", g.ContextStatus)
 			}
-			if n != 400 && n != 413 {
-				return d.Errf("context_status: expected 400 or 413, got %d", n)
-			}
-			g.ContextStatus = n
 		case "fit_max_tokens":
-			n, err := intArg(d)
-			if err != nil {
-				return err
-			}
-			g.FitMaxTokens = n
+			g.FitMaxTokens, err = intArg(d)
 		default:
-			handled, err := parseRewrite(d, name, &g.RewriteConfig)
-			if err != nil {
-				return err
-			}
-			if !handled {
-				return d.Errf("unrecognized ai_gateway subdirective %q", name)
+			var handled bool
+			if handled, err = parseRewrite(d, name, &g.RewriteConfig); err == nil && !handled {
+				err = d.Errf("unrecognized ai_gateway subdirective %q", name)
 			}
 		}
-	}
-	return nil
+		return err
+	})
 }
 
 func parseKeyBlock(d *caddyfile.Dispenser) (policy.KeyConfig, error) {
@@ -252,13 +201,7 @@ func parseKeyBlock(d *caddyfile.Dispenser) (policy.KeyConfig, error) {
 	if rest := d.RemainingArgs(); len(rest) > 0 {
 		return k, d.Errf("key: expected one secret, got %d values", 1+len(rest)) // quoting none: they are secrets
 	}
-	subs := newSubdirectives("key", "label", "pin")
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		name := d.Val()
-		if err := subs.check(d, name); err != nil {
-			return k, err
-		}
-		var err error
+	err = newSubdirectives("key", "label", "pin").each(d, func(name string) (err error) {
 		switch name {
 		case "id":
 			k.ID, err = stringArg(d)
@@ -274,13 +217,13 @@ func parseKeyBlock(d *caddyfile.Dispenser) (policy.KeyConfig, error) {
 		case "pin":
 			args := d.RemainingArgs()
 			if len(args) != 2 {
-				return k, d.Errf("pin: expected <alias> <snapshot model name>, got %d values", len(args))
+				return d.Errf("pin: expected <alias> <snapshot model name>, got %d values", len(args))
 			}
 			if k.Pins == nil {
 				k.Pins = map[string]string{}
 			}
 			if _, dup := k.Pins[args[0]]; dup {
-				return k, d.Errf("pin: %s pinned more than once", args[0])
+				return d.Errf("pin: %s pinned more than once", args[0])
 			}
 			k.Pins[args[0]] = args[1]
 		case "priority":
@@ -293,21 +236,22 @@ func parseKeyBlock(d *caddyfile.Dispenser) (policy.KeyConfig, error) {
 		case "label":
 			args := d.RemainingArgs()
 			if len(args) != 2 {
-				return k, d.Errf("label: expected <name> <value>, got %d values", len(args))
+				return d.Errf("label: expected <name> <value>, got %d values", len(args))
 			}
 			if k.Labels == nil {
 				k.Labels = map[string]string{}
 			}
 			if _, dup := k.Labels[args[0]]; dup {
-				return k, d.Errf("label: %s set more than once", args[0])
+				return d.Errf("label: %s set more than once", args[0])
 			}
 			k.Labels[args[0]] = args[1]
 		default:
-			return k, d.Errf("unrecognized key subdirective %q", name)
+			return d.Errf("unrecognized key subdirective %q", name)
 		}
-		if err != nil {
-			return k, err
-		}
+		return err
+	})
+	if err != nil {
+		return k, err
 	}
 	if k.ID == "" {
 		return k, d.Err("key: id is required")
@@ -353,13 +297,7 @@ func parseModelBlock(d *caddyfile.Dispenser) (ModelConfig, error) {
 	if rest := d.RemainingArgs(); len(rest) > 0 {
 		return m, d.Errf("model: expected one model name, got %d values", 1+len(rest))
 	}
-	subs := newSubdirectives("model "+m.Name, "clamp")
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		name := d.Val()
-		if err := subs.check(d, name); err != nil {
-			return m, err
-		}
-		var err error
+	err := newSubdirectives("model "+m.Name, "clamp").each(d, func(name string) (err error) {
 		switch name {
 		case "alias":
 			m.Aliases, err = listArg(d)
@@ -381,29 +319,27 @@ func parseModelBlock(d *caddyfile.Dispenser) (ModelConfig, error) {
 			case len(args) == 2 && args[0] == "hf":
 				m.Tokenizer = "hf " + args[1]
 			default:
-				return m, d.Errf("tokenizer: expected estimate, cl100k_base, o200k_base or hf <path>, got %q", strings.Join(args, " "))
+				return d.Errf("tokenizer: expected estimate, cl100k_base, o200k_base or hf <path>, got %q", strings.Join(args, " "))
 			}
 		case "rpm", "tpm", "rpd", "tpd", "max_concurrent":
 			err = parseLimit(d, name, &m.Limits)
 		case "queue":
 			args := d.RemainingArgs()
 			if len(args) < 1 || len(args) > 2 {
-				return m, d.Errf("queue: expected <size> [<timeout>], got %d values", len(args))
+				return d.Errf("queue: expected <size> [<timeout>], got %d values", len(args))
 			}
 			if m.Queue, err = strconv.Atoi(args[0]); err != nil || m.Queue < 0 {
-				return m, d.Errf("queue: expected a non-negative integer size, got %q", args[0])
+				return d.Errf("queue: expected a non-negative integer size, got %q", args[0])
 			}
 			if len(args) == 2 {
 				dur, perr := caddy.ParseDuration(args[1])
 				if perr != nil || dur < 0 {
-					return m, d.Errf("queue: expected a timeout such as 5s, got %q", args[1])
+					return d.Errf("queue: expected a timeout such as 5s, got %q", args[1])
 				}
 				m.QueueTimeout = caddy.Duration(dur)
 			}
 		case "cache":
-			if m.Cache, err = parseCache(d); err != nil {
-				return m, err
-			}
+			m.Cache, err = parseCache(d)
 		case "fallback":
 			m.Fallbacks, err = listArg(d)
 		case "deprecated":
@@ -416,19 +352,14 @@ func parseModelBlock(d *caddyfile.Dispenser) (ModelConfig, error) {
 			err = noArgs(d)
 			m.ServeAfterSunset = true
 		default:
-			handled, rerr := parseRewrite(d, name, &m.RewriteConfig)
-			if rerr != nil {
-				return m, rerr
-			}
-			if !handled {
-				return m, d.Errf("unrecognized model subdirective %q", name)
+			var handled bool
+			if handled, err = parseRewrite(d, name, &m.RewriteConfig); err == nil && !handled {
+				err = d.Errf("unrecognized model subdirective %q", name)
 			}
 		}
-		if err != nil {
-			return m, err
-		}
-	}
-	return m, nil
+		return err
+	})
+	return m, err
 }
 
 // parseLimit parses one limit subdirective (rpm, tpm, rpd, tpd, max_concurrent) into l.
@@ -461,13 +392,7 @@ func parseRateLimit(d *caddyfile.Dispenser, rl *RateLimit) error {
 	if err := noArgs(d); err != nil {
 		return err
 	}
-	subs := newSubdirectives("rate_limit")
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		name := d.Val()
-		if err := subs.check(d, name); err != nil {
-			return err
-		}
-		var err error
+	return newSubdirectives("rate_limit").each(d, func(name string) (err error) {
 		switch name {
 		case "rpm", "tpm", "rpd", "tpd", "max_concurrent":
 			err = parseLimit(d, name, &rl.Limits)
@@ -495,11 +420,8 @@ func parseRateLimit(d *caddyfile.Dispenser, rl *RateLimit) error {
 		default:
 			return d.Errf("unrecognized rate_limit subdirective %q", name)
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+		return err
+	})
 }
 
 // subdirectives rejects a subdirective given twice in one block, except the repeatable ones.
@@ -519,6 +441,21 @@ func (s *subdirectives) check(d *caddyfile.Dispenser, name string) error {
 		return d.Errf("%s: %s specified more than once", s.block, name)
 	}
 	s.seen[name] = true
+	return nil
+}
+
+// each calls parse with the name of each subdirective of the block the dispenser is at, after
+// check; the first error ends the block.
+func (s *subdirectives) each(d *caddyfile.Dispenser, parse func(name string) error) error {
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		name := d.Val()
+		if err := s.check(d, name); err != nil {
+			return err
+		}
+		if err := parse(name); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -735,17 +672,12 @@ func parseContentPolicy(d *caddyfile.Dispenser) (*ContentPolicyConfig, error) {
 	if err := noArgs(d); err != nil {
 		return nil, err
 	}
-	subs := newSubdirectives("content_policy", "deny", "rule")
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		name := d.Val()
-		if err := subs.check(d, name); err != nil {
-			return nil, err
-		}
+	err := newSubdirectives("content_policy", "deny", "rule").each(d, func(name string) (err error) {
 		switch name {
 		case "deny":
-			args, err := listArg(d)
-			if err != nil {
-				return nil, err
+			var args []string
+			if args, err = listArg(d); err != nil {
+				return err
 			}
 			for _, a := range args {
 				cp.Rules = append(cp.Rules, policy.ContentRule{Pattern: a})
@@ -753,18 +685,18 @@ func parseContentPolicy(d *caddyfile.Dispenser) (*ContentPolicyConfig, error) {
 		case "rule":
 			args := d.RemainingArgs()
 			if len(args) != 2 {
-				return nil, d.Errf("rule: expected <id> <regex>, got %d values", len(args))
+				return d.Errf("rule: expected <id> <regex>, got %d values", len(args))
 			}
 			cp.Rules = append(cp.Rules, policy.ContentRule{ID: args[0], Pattern: args[1]})
 		case "deny_file":
-			f, err := stringArg(d)
-			if err != nil {
-				return nil, err
-			}
-			cp.DenyFile = f
+			cp.DenyFile, err = stringArg(d)
 		default:
-			return nil, d.Errf("unrecognized content_policy subdirective %q", name)
+			return d.Errf("unrecognized content_policy subdirective %q", name)
 		}
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
 	if len(cp.Rules) == 0 && cp.DenyFile == "" {
 		return nil, d.Err("content_policy: no rules")

@@ -101,13 +101,7 @@ func (s *Simulator) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
-	subs := newSubdirectives("ai_simulator")
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		name := d.Val()
-		if err := subs.check(d, name); err != nil {
-			return err
-		}
-		var err error
+	return newSubdirectives("ai_simulator").each(d, func(name string) (err error) {
 		switch name {
 		case "ttft":
 			s.TTFT, err = durationArg(d)
@@ -134,11 +128,8 @@ func (s *Simulator) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		default:
 			return d.Errf("unrecognized ai_simulator subdirective %q", name)
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+		return err
+	})
 }
 
 // Interface guards
