@@ -215,17 +215,7 @@ func parseKeyBlock(d *caddyfile.Dispenser) (policy.KeyConfig, error) {
 		case "rpm", "tpm", "rpd", "tpd", "max_concurrent":
 			err = parseLimit(d, name, &k.Limits)
 		case "pin":
-			args := d.RemainingArgs()
-			if len(args) != 2 {
-				return d.Errf("pin: expected <alias> <snapshot model name>, got %d values", len(args))
-			}
-			if k.Pins == nil {
-				k.Pins = map[string]string{}
-			}
-			if _, dup := k.Pins[args[0]]; dup {
-				return d.Errf("pin: %s pinned more than once", args[0])
-			}
-			k.Pins[args[0]] = args[1]
+			err = pairArg(d, &k.Pins, "<alias> <snapshot model name>", "pinned more than once")
 		case "priority":
 			var s string
 			if s, err = stringArg(d); err == nil {
@@ -234,17 +224,7 @@ func parseKeyBlock(d *caddyfile.Dispenser) (policy.KeyConfig, error) {
 				}
 			}
 		case "label":
-			args := d.RemainingArgs()
-			if len(args) != 2 {
-				return d.Errf("label: expected <name> <value>, got %d values", len(args))
-			}
-			if k.Labels == nil {
-				k.Labels = map[string]string{}
-			}
-			if _, dup := k.Labels[args[0]]; dup {
-				return d.Errf("label: %s set more than once", args[0])
-			}
-			k.Labels[args[0]] = args[1]
+			err = pairArg(d, &k.Labels, "<name> <value>", "set more than once")
 		default:
 			return d.Errf("unrecognized key subdirective %q", name)
 		}
@@ -397,22 +377,11 @@ func parseRateLimit(d *caddyfile.Dispenser, rl *RateLimit) error {
 		case "rpm", "tpm", "rpd", "tpd", "max_concurrent":
 			err = parseLimit(d, name, &rl.Limits)
 		case "store":
-			args := d.RemainingArgs()
-			switch {
-			case len(args) == 1 && args[0] == "memory":
-				rl.Store = "memory"
-			case len(args) == 2 && args[0] == "redis":
-				rl.Store, rl.RedisURL = "redis", args[1]
-			default:
-				return d.Err("store: expected memory or redis <url>")
-			}
+			rl.Store, rl.RedisURL, err = storeArg(d)
 		case "redis_prefix":
 			rl.RedisPrefix, err = stringArg(d)
 		case "on_store_error":
-			rl.OnStoreError, err = stringArg(d)
-			if err == nil && rl.OnStoreError != "allow" && rl.OnStoreError != "deny" {
-				return d.Errf("on_store_error: expected allow or deny, got %q", rl.OnStoreError)
-			}
+			rl.OnStoreError, err = enumArg(d, "allow", "deny")
 		case "default_max_tokens":
 			rl.DefaultMaxTokens, err = intArg(d)
 		case "cap_max_tokens_to_budget":
@@ -506,6 +475,46 @@ func intArg(d *caddyfile.Dispenser) (int, error) {
 		return 0, d.Errf("%s: expected a non-negative integer, got %q", name, s)
 	}
 	return n, nil
+}
+
+// enumArg reads the one argument of a subdirective, which must be one of values (two of them).
+func enumArg(d *caddyfile.Dispenser, values ...string) (string, error) {
+	name := d.Val()
+	v, err := stringArg(d)
+	if err == nil && !slices.Contains(values, v) {
+		err = d.Errf("%s: expected %s, got %q", name, strings.Join(values, " or "), v)
+	}
+	return v, err
+}
+
+// pairArg reads the <name> <value> arguments of a subdirective (usage, as the error words them)
+// into *m, made on first use; repeated words the error of a name given twice.
+func pairArg(d *caddyfile.Dispenser, m *map[string]string, usage, repeated string) error {
+	name := d.Val()
+	args := d.RemainingArgs()
+	if len(args) != 2 {
+		return d.Errf("%s: expected %s, got %d values", name, usage, len(args))
+	}
+	if *m == nil {
+		*m = map[string]string{}
+	}
+	if _, dup := (*m)[args[0]]; dup {
+		return d.Errf("%s: %s %s", name, args[0], repeated)
+	}
+	(*m)[args[0]] = args[1]
+	return nil
+}
+
+// storeArg reads the arguments of a store subdirective: memory, or redis <url>.
+func storeArg(d *caddyfile.Dispenser) (store, redisURL string, err error) {
+	args := d.RemainingArgs()
+	switch {
+	case len(args) == 1 && args[0] == "memory":
+		return "memory", "", nil
+	case len(args) == 2 && args[0] == "redis":
+		return "redis", args[1], nil
+	}
+	return "", "", d.Err("store: expected memory or redis <url>")
 }
 
 func durationArg(d *caddyfile.Dispenser) (caddy.Duration, error) {
