@@ -21,16 +21,21 @@ import (
 )
 
 func init() {
-	httpcaddyfile.RegisterHandlerDirective("ai_gateway", parseGatewayCaddyfile)
+	httpcaddyfile.RegisterHandlerDirective("ai_gateway", parseHandler[Gateway])
 	httpcaddyfile.RegisterDirectiveOrder("ai_gateway", httpcaddyfile.Before, "reverse_proxy")
 }
 
-func parseGatewayCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
-	g := new(Gateway)
-	if err := g.UnmarshalCaddyfile(h.Dispenser); err != nil {
+// parseHandler parses the Caddyfile block of a handler directive into a new T.
+func parseHandler[T any, PT interface {
+	*T
+	caddyfile.Unmarshaler
+	caddyhttp.MiddlewareHandler
+}](h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	m := PT(new(T))
+	if err := m.UnmarshalCaddyfile(h.Dispenser); err != nil {
 		return nil, err
 	}
-	return g, nil
+	return m, nil
 }
 
 // UnmarshalCaddyfile sets up the gateway from Caddyfile tokens. Syntax:

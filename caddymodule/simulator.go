@@ -15,7 +15,7 @@ import (
 
 func init() {
 	caddy.RegisterModule(Simulator{})
-	httpcaddyfile.RegisterHandlerDirective("ai_simulator", parseSimulatorCaddyfile)
+	httpcaddyfile.RegisterHandlerDirective("ai_simulator", parseHandler[Simulator])
 	httpcaddyfile.RegisterDirectiveOrder("ai_simulator", httpcaddyfile.Before, "respond")
 }
 
@@ -75,14 +75,6 @@ func (s *Simulator) Provision(ctx caddy.Context) error {
 func (s *Simulator) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
 	s.srv.ServeHTTP(w, r)
 	return nil
-}
-
-func parseSimulatorCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
-	s := new(Simulator)
-	if err := s.UnmarshalCaddyfile(h.Dispenser); err != nil {
-		return nil, err
-	}
-	return s, nil
 }
 
 // UnmarshalCaddyfile sets up the simulator from Caddyfile tokens. Syntax:
