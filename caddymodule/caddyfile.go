@@ -162,18 +162,17 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "cache":
 			g.Cache, err = parseCache(d)
 		case "auth_failures":
-			var v string
-			if v, err = stringArg(d); err != nil {
-				return err
+			var n int64
+			n, err = valueArg(d, "a positive number per minute or off", func(s string) (int64, bool) {
+				if s == "off" {
+					return -1, true
+				}
+				n, err := strconv.ParseInt(s, 10, 64)
+				return n, err == nil && n != 0 && n >= -1 // -1 is off too
+			})
+			if err == nil {
+				g.AuthFailures = &AuthGuard{MaxFailures: n}
 			}
-			n, perr := strconv.ParseInt(v, 10, 64)
-			if v == "off" {
-				n, perr = -1, nil
-			}
-			if perr != nil || n == 0 || n < -1 {
-				return d.Errf("auth_failures: expected a positive number per minute or off, got %q", v)
-			}
-			g.AuthFailures = &AuthGuard{MaxFailures: n}
 		case "content_policy":
 			g.ContentPolicy, err = parseContentPolicy(d)
 		case "context_status":
@@ -222,12 +221,10 @@ func parseKeyBlock(d *caddyfile.Dispenser) (policy.KeyConfig, error) {
 		case "pin":
 			err = pairArg(d, &k.Pins, "<alias> <snapshot model name>", "pinned more than once")
 		case "priority":
-			var s string
-			if s, err = stringArg(d); err == nil {
-				if k.Priority, err = strconv.Atoi(s); err != nil {
-					err = d.Errf("priority: expected an integer, got %q", s)
-				}
-			}
+			k.Priority, err = valueArg(d, "an integer", func(s string) (int, bool) {
+				n, err := strconv.Atoi(s)
+				return n, err == nil
+			})
 		case "label":
 			err = pairArg(d, &k.Labels, "<name> <value>", "set more than once")
 		default:
@@ -349,13 +346,12 @@ func parseModelBlock(d *caddyfile.Dispenser) (ModelConfig, error) {
 
 // parseLimit parses one limit subdirective (rpm, tpm, rpd, tpd, max_concurrent) into l.
 func parseLimit(d *caddyfile.Dispenser, name string, l *ratelimit.Limits) error {
-	s, err := stringArg(d)
+	n, err := valueArg(d, "a non-negative integer", func(s string) (int64, bool) {
+		n, err := strconv.ParseInt(s, 10, 64)
+		return n, err == nil && n >= 0
+	})
 	if err != nil {
 		return err
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n < 0 {
-		return d.Errf("%s: expected a non-negative integer, got %q", name, s)
 	}
 	switch name {
 	case "rpm":
@@ -469,27 +465,34 @@ func stringArg(d *caddyfile.Dispenser) (string, error) {
 	return v, nil
 }
 
-func intArg(d *caddyfile.Dispenser) (int, error) {
+// valueArg reads the one argument of a subdirective and converts it with parse; when parse
+// reports false, the error says what was expected (want) and quotes the value.
+func valueArg[T any](d *caddyfile.Dispenser, want string, parse func(s string) (T, bool)) (T, error) {
 	name := d.Val()
+	var zero T
 	s, err := stringArg(d)
 	if err != nil {
-		return 0, err
+		return zero, err
 	}
-	n, err := strconv.Atoi(s)
-	if err != nil || n < 0 {
-		return 0, d.Errf("%s: expected a non-negative integer, got %q", name, s)
+	v, ok := parse(s)
+	if !ok {
+		return zero, d.Errf("%s: expected %s, got %q", name, want, s)
 	}
-	return n, nil
+	return v, nil
+}
+
+func intArg(d *caddyfile.Dispenser) (int, error) {
+	return valueArg(d, "a non-negative integer", func(s string) (int, bool) {
+		n, err := strconv.Atoi(s)
+		return n, err == nil && n >= 0
+	})
 }
 
 // enumArg reads the one argument of a subdirective, which must be one of values (two of them).
 func enumArg(d *caddyfile.Dispenser, values ...string) (string, error) {
-	name := d.Val()
-	v, err := stringArg(d)
-	if err == nil && !slices.Contains(values, v) {
-		err = d.Errf("%s: expected %s, got %q", name, strings.Join(values, " or "), v)
-	}
-	return v, err
+	return valueArg(d, strings.Join(values, " or "), func(s string) (string, bool) {
+		return s, slices.Contains(values, s)
+	})
 }
 
 // pairArg reads the <name> <value> arguments of a subdirective (usage, as the error words them)
@@ -523,42 +526,31 @@ func storeArg(d *caddyfile.Dispenser) (store, redisURL string, err error) {
 }
 
 func durationArg(d *caddyfile.Dispenser) (caddy.Duration, error) {
-	name := d.Val()
-	s, err := stringArg(d)
-	if err != nil {
-		return 0, err
-	}
-	dur, err := caddy.ParseDuration(s)
-	if err != nil || dur < 0 {
-		return 0, d.Errf("%s: expected a duration such as 500ms, 5s or 1m, got %q", name, s)
-	}
-	return caddy.Duration(dur), nil
+	return valueArg(d, "a duration such as 500ms, 5s or 1m", func(s string) (caddy.Duration, bool) {
+		dur, err := caddy.ParseDuration(s)
+		return caddy.Duration(dur), err == nil && dur >= 0
+	})
 }
 
 // maxSize caps every size argument (max_body, the cache's max_size).
 const maxSize = 1 << 40
 
 func sizeArg(d *caddyfile.Dispenser) (int64, error) {
-	name := d.Val()
-	s, err := stringArg(d)
-	if err != nil {
-		return 0, err
-	}
-	n, err := humanize.ParseBytes(s)
-	if err != nil || n == 0 || n > maxSize {
-		return 0, d.Errf("%s: expected a size such as 512KiB or 64MiB, at most 1TiB, got %q", name, s)
-	}
-	return int64(n), nil
+	return valueArg(d, "a size such as 512KiB or 64MiB, at most 1TiB", func(s string) (int64, bool) {
+		n, err := humanize.ParseBytes(s)
+		return int64(n), err == nil && n != 0 && n <= maxSize
+	})
 }
 
 // timeArg reads one RFC 3339 time argument; s is the argument as written.
 func timeArg(d *caddyfile.Dispenser) (t time.Time, s string, err error) {
-	name := d.Val()
-	if s, err = stringArg(d); err != nil {
+	t, err = valueArg(d, "an RFC 3339 time such as 2027-01-31T00:00:00Z", func(v string) (time.Time, bool) {
+		t, err := time.Parse(time.RFC3339, v)
+		s = v
+		return t, err == nil
+	})
+	if err != nil {
 		return t, "", err
-	}
-	if t, err = time.Parse(time.RFC3339, s); err != nil {
-		return t, "", d.Errf("%s: expected an RFC 3339 time such as 2027-01-31T00:00:00Z, got %q", name, s)
 	}
 	return t, s, nil
 }
