@@ -415,7 +415,9 @@ func (s *subdirectives) check(d *caddyfile.Dispenser, name string) error {
 }
 
 // each calls parse with the name of each subdirective of the block the dispenser is at, after
-// check; the first error ends the block.
+// check; the first error ends the block. Each block still writes out its own switch, as Caddy's
+// own modules do: its cases, alike in shape (x.Field, err = stringArg(d)), set different fields,
+// which a table of setters would hide.
 func (s *subdirectives) each(d *caddyfile.Dispenser, parse func(name string) error) error {
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		name := d.Val()
