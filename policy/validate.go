@@ -501,24 +501,11 @@ func (v *validator) stop(val gjson.Result) bool {
 	if val.Type == gjson.String {
 		return true
 	}
-	if !val.IsArray() {
-		return v.fail(v.badType("stop", "a string or an array of strings", val))
+	n, ok := v.stringArray("stop", "a string or an array of strings", val)
+	if ok && n > 4 {
+		return v.fail(v.arrayTooLong("stop", 4, n))
 	}
-	i := 0
-	val.ForEach(func(_, s gjson.Result) bool {
-		if s.Type != gjson.String {
-			return v.fail(v.badType(at("stop", i, ""), "a string", s))
-		}
-		i++
-		return true
-	})
-	if v.err != nil {
-		return false
-	}
-	if i > 4 {
-		return v.fail(v.arrayTooLong("stop", 4, i))
-	}
-	return true
+	return ok
 }
 
 // streamOptions validates stream_options once stream is known to be true.
@@ -550,6 +537,35 @@ func (v *validator) logitBias(val gjson.Result) bool {
 		return true
 	})
 	return v.err == nil
+}
+
+// elements calls check on each element of arr with its index, up to the first that fails, and
+// returns how many passed.
+func (v *validator) elements(arr gjson.Result, check func(i int, x gjson.Result) bool) (n int, ok bool) {
+	arr.ForEach(func(_, x gjson.Result) bool {
+		if !check(n, x) {
+			return false
+		}
+		n++
+		return true
+	})
+	return n, v.err == nil
+}
+
+// once records that an object gave the member bit, and fails when it gave it before: the
+// gateway and the upstream's parser could read different copies. path names the member.
+func (v *validator) once(seen *uint8, bit uint8, path func() string) bool {
+	if *seen&bit != 0 {
+		return v.fail(v.duplicate(path()))
+	}
+	*seen |= bit
+	return true
+}
+
+// noteTools records whether a tools array that passed (ok) offers any (n).
+func (v *validator) noteTools(n int, ok bool) bool {
+	v.info.HasTools = v.info.HasTools || ok && n > 0
+	return ok
 }
 
 // nonEmpty reports whether an array has at least one element.

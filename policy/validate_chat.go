@@ -30,19 +30,23 @@ func (v *validator) messageList(val gjson.Result, check func(i int, m gjson.Resu
 	if !val.IsArray() {
 		return v.fail(v.badType("messages", "an array", val))
 	}
-	i := 0
-	val.ForEach(func(_, m gjson.Result) bool {
-		if !check(i, m) {
-			return false
-		}
-		i++
-		return true
-	})
-	if v.err != nil {
-		return false
-	}
-	if i == 0 {
+	n, ok := v.elements(val, check)
+	if ok && n == 0 {
 		return v.fail(v.emptyArray("messages"))
+	}
+	return ok
+}
+
+// role validates messages[i].role, which a message must give (present), against roles.
+func (v *validator) role(i int, present bool, role gjson.Result, roles []string) bool {
+	if !present {
+		return v.fail(v.missing(at("messages", i, ".role")))
+	}
+	if role.Type != gjson.String {
+		return v.fail(v.badType(at("messages", i, ".role"), "a string", role))
+	}
+	if !oneOf(role.Str, roles) {
+		return v.fail(v.badEnum(at("messages", i, ".role"), role.Str, roles))
 	}
 	return true
 }
@@ -79,23 +83,10 @@ func (v *validator) chatMessage(i int, m gjson.Result) bool {
 		default:
 			return true
 		}
-		if seen&bit != 0 {
-			return v.fail(v.duplicate(at("messages", i, "."+k.Str)))
-		}
-		seen |= bit
-		return true
+		return v.once(&seen, bit, func() string { return at("messages", i, "."+k.Str) })
 	})
-	if v.err != nil {
+	if v.err != nil || !v.role(i, seen&mRole != 0, role, chatRoles) {
 		return false
-	}
-	if seen&mRole == 0 {
-		return v.fail(v.missing(at("messages", i, ".role")))
-	}
-	if role.Type != gjson.String {
-		return v.fail(v.badType(at("messages", i, ".role"), "a string", role))
-	}
-	if !oneOf(role.Str, chatRoles) {
-		return v.fail(v.badEnum(at("messages", i, ".role"), role.Str, chatRoles))
 	}
 	if seen&mName != 0 && name.Type != gjson.String && name.Type != gjson.Null {
 		return v.fail(v.badType(at("messages", i, ".name"), "a string", name))
@@ -145,21 +136,13 @@ func (v *validator) chatMessage(i int, m gjson.Result) bool {
 	if !content.IsArray() {
 		return v.fail(v.badType(at("messages", i, ".content"), "a string or an array of content parts", content))
 	}
-	j := 0
-	content.ForEach(func(_, p gjson.Result) bool {
-		if !v.contentPart(i, j, p) {
-			return false
-		}
-		j++
-		return true
+	n, ok := v.elements(content, func(j int, p gjson.Result) bool {
+		return v.contentPart(i, j, p)
 	})
-	if v.err != nil {
-		return false
-	}
-	if j == 0 {
+	if ok && n == 0 {
 		return v.fail(v.emptyArray(at("messages", i, ".content")))
 	}
-	return true
+	return ok
 }
 
 // Bits for the members of a content part.
@@ -200,11 +183,7 @@ func (v *validator) contentPart(i, j int, p gjson.Result) bool {
 		default:
 			return true
 		}
-		if seen&bit != 0 {
-			return v.fail(v.duplicate(partPath(i, j, "."+k.Str)))
-		}
-		seen |= bit
-		return true
+		return v.once(&seen, bit, func() string { return partPath(i, j, "."+k.Str) })
 	})
 	if v.err != nil {
 		return false
@@ -283,8 +262,7 @@ func (v *validator) toolCalls(i int, calls gjson.Result) (int, bool) {
 	if !calls.IsArray() {
 		return 0, v.fail(v.badType(at("messages", i, ".tool_calls"), "an array", calls))
 	}
-	j := 0
-	calls.ForEach(func(_, c gjson.Result) bool {
+	return v.elements(calls, func(j int, c gjson.Result) bool {
 		path := func(rest string) string { return at(at("messages", i, ".tool_calls"), j, rest) }
 		if !c.IsObject() {
 			return v.fail(v.badType(path(""), "an object", c))
@@ -321,10 +299,8 @@ func (v *validator) toolCalls(i int, calls gjson.Result) (int, bool) {
 		if args.Type != gjson.String {
 			return v.fail(v.badType(path(".function.arguments"), "a string", args))
 		}
-		j++
 		return true
 	})
-	return j, v.err == nil
 }
 
 // chatTools validates the tools array of a chat request.
@@ -332,8 +308,7 @@ func (v *validator) chatTools(val gjson.Result) bool {
 	if !val.IsArray() {
 		return v.fail(v.badType("tools", "an array", val))
 	}
-	i := 0
-	val.ForEach(func(_, t gjson.Result) bool {
+	return v.noteTools(v.elements(val, func(i int, t gjson.Result) bool {
 		if !t.IsObject() {
 			return v.fail(v.badType(at("tools", i, ""), "an object", t))
 		}
@@ -374,14 +349,8 @@ func (v *validator) chatTools(val gjson.Result) bool {
 				return v.fail(v.badType(at("tools", i, ".function.description"), "a string", d))
 			}
 		}
-		i++
 		return true
-	})
-	if v.err != nil {
-		return false
-	}
-	v.info.HasTools = v.info.HasTools || i > 0
-	return true
+	}))
 }
 
 // validToolName reports whether s matches ^[a-zA-Z0-9_-]{1,64}$.
