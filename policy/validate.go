@@ -552,6 +552,20 @@ func (v *validator) elements(arr gjson.Result, check func(i int, x gjson.Result)
 	return n, v.err == nil
 }
 
+// objects validates an array of objects, each with check (param names the array; want words
+// the error when val is not an array), and returns how many passed.
+func (v *validator) objects(param, want string, val gjson.Result, check func(i int, obj gjson.Result) bool) (int, bool) {
+	if !val.IsArray() {
+		return 0, v.fail(v.badType(param, want, val))
+	}
+	return v.elements(val, func(i int, x gjson.Result) bool {
+		if !x.IsObject() {
+			return v.fail(v.badType(at(param, i, ""), "an object", x))
+		}
+		return check(i, x)
+	})
+}
+
 // once records that an object gave the member bit, and fails when it gave it before: the
 // gateway and the upstream's parser could read different copies. path names the member.
 func (v *validator) once(seen *uint8, bit uint8, path func() string) bool {

@@ -76,14 +76,8 @@ func (v *validator) anthropicSystem(val gjson.Result) bool {
 	if val.Type == gjson.String {
 		return true
 	}
-	if !val.IsArray() {
-		return v.fail(v.badType("system", "a string or an array of text blocks", val))
-	}
-	_, ok := v.elements(val, func(i int, b gjson.Result) bool {
+	_, ok := v.objects("system", "a string or an array of text blocks", val, func(i int, b gjson.Result) bool {
 		path := func(rest string) string { return at("system", i, rest) }
-		if !b.IsObject() {
-			return v.fail(v.badType(path(""), "an object", b))
-		}
 		typ, text := b.Get("type"), b.Get("text")
 		if !typ.Exists() {
 			return v.fail(v.missing(path(".type")))
@@ -113,9 +107,6 @@ func (v *validator) anthropicMessages(val gjson.Result) bool {
 
 // anthropicMessage validates messages[i].
 func (v *validator) anthropicMessage(i int, m gjson.Result) bool {
-	if !m.IsObject() {
-		return v.fail(v.badType(at("messages", i, ""), "an object", m))
-	}
 	var role, content gjson.Result
 	var seen uint8
 	m.ForEach(func(k, val gjson.Result) bool {
@@ -279,13 +270,7 @@ func (v *validator) blockMembers(i, j, k int, b gjson.Result, s1, s2 string) boo
 // anthropicTools validates tools: custom tools need a name and an input_schema object; typed
 // server tools (web_search_..., bash_...) need a name.
 func (v *validator) anthropicTools(val gjson.Result) bool {
-	if !val.IsArray() {
-		return v.fail(v.badType("tools", "an array", val))
-	}
-	return v.noteTools(v.elements(val, func(i int, t gjson.Result) bool {
-		if !t.IsObject() {
-			return v.fail(v.badType(at("tools", i, ""), "an object", t))
-		}
+	return v.noteTools(v.objects("tools", "an array", val, func(i int, t gjson.Result) bool {
 		name := t.Get("name")
 		if !name.Exists() {
 			return v.fail(v.missing(at("tools", i, ".name")))
@@ -318,21 +303,16 @@ func (v *validator) anthropicToolChoice(val gjson.Result) bool {
 	if !val.IsObject() {
 		return v.fail(v.badType("tool_choice", "an object", val))
 	}
-	typ := val.Get("type")
-	if !typ.Exists() {
-		return v.fail(v.missing("tool_choice.type"))
+	typ, ok := v.objectType("tool_choice", val, anthropicChoiceTypes)
+	if !ok || typ != "tool" {
+		return ok
 	}
-	if !v.enum("tool_choice.type", typ, anthropicChoiceTypes) {
-		return false
+	name := val.Get("name")
+	if !name.Exists() {
+		return v.fail(v.missing("tool_choice.name"))
 	}
-	if typ.Str == "tool" {
-		name := val.Get("name")
-		if !name.Exists() {
-			return v.fail(v.missing("tool_choice.name"))
-		}
-		if name.Type != gjson.String {
-			return v.fail(v.badType("tool_choice.name", "a string", name))
-		}
+	if name.Type != gjson.String {
+		return v.fail(v.badType("tool_choice.name", "a string", name))
 	}
 	return true
 }

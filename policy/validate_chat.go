@@ -25,12 +25,9 @@ const (
 	mRefusal
 )
 
-// messageList validates a non-empty messages array, each message with check.
+// messageList validates a non-empty messages array, each message (an object) with check.
 func (v *validator) messageList(val gjson.Result, check func(i int, m gjson.Result) bool) bool {
-	if !val.IsArray() {
-		return v.fail(v.badType("messages", "an array", val))
-	}
-	n, ok := v.elements(val, check)
+	n, ok := v.objects("messages", "an array", val, check)
 	if ok && n == 0 {
 		return v.fail(v.emptyArray("messages"))
 	}
@@ -58,9 +55,6 @@ func (v *validator) chatMessages(val gjson.Result) bool {
 
 // chatMessage validates messages[i].
 func (v *validator) chatMessage(i int, m gjson.Result) bool {
-	if !m.IsObject() {
-		return v.fail(v.badType(at("messages", i, ""), "an object", m))
-	}
 	var role, content, name, toolCalls, toolCallID, functionCall, refusal gjson.Result
 	var seen uint8
 	m.ForEach(func(k, val gjson.Result) bool {
@@ -305,13 +299,7 @@ func (v *validator) toolCalls(i int, calls gjson.Result) (int, bool) {
 
 // chatTools validates the tools array of a chat request.
 func (v *validator) chatTools(val gjson.Result) bool {
-	if !val.IsArray() {
-		return v.fail(v.badType("tools", "an array", val))
-	}
-	return v.noteTools(v.elements(val, func(i int, t gjson.Result) bool {
-		if !t.IsObject() {
-			return v.fail(v.badType(at("tools", i, ""), "an object", t))
-		}
+	return v.noteTools(v.objects("tools", "an array", val, func(i int, t gjson.Result) bool {
 		typ := t.Get("type")
 		if !typ.Exists() {
 			return v.fail(v.missing(at("tools", i, ".type")))
@@ -375,31 +363,11 @@ func (v *validator) chatToolChoice(val gjson.Result) bool {
 	if !val.IsObject() {
 		return v.fail(v.badType("tool_choice", "a string or an object", val))
 	}
-	typ := val.Get("type")
-	if !typ.Exists() {
-		return v.fail(v.missing("tool_choice.type"))
+	typ, ok := v.objectType("tool_choice", val, chatToolChoiceTypes)
+	if !ok || typ != "function" {
+		return ok
 	}
-	if !v.enum("tool_choice.type", typ, chatToolChoiceTypes) {
-		return false
-	}
-	if typ.Str != "function" {
-		return true
-	}
-	fn := val.Get("function")
-	if !fn.Exists() {
-		return v.fail(v.missing("tool_choice.function"))
-	}
-	if !fn.IsObject() {
-		return v.fail(v.badType("tool_choice.function", "an object", fn))
-	}
-	name := fn.Get("name")
-	if !name.Exists() {
-		return v.fail(v.missing("tool_choice.function.name"))
-	}
-	if name.Type != gjson.String {
-		return v.fail(v.badType("tool_choice.function.name", "a string", name))
-	}
-	return true
+	return v.namedObject("tool_choice.function", val.Get("function"))
 }
 
 // responseFormat validates response_format.
@@ -407,35 +375,54 @@ func (v *validator) responseFormat(val gjson.Result) bool {
 	if !val.IsObject() {
 		return v.fail(v.badType("response_format", "an object", val))
 	}
-	typ := val.Get("type")
-	if !typ.Exists() {
-		return v.fail(v.missing("response_format.type"))
-	}
-	if !v.enum("response_format.type", typ, responseFormatTypes) {
-		return false
-	}
-	if typ.Str != "json_schema" {
-		return true
+	typ, ok := v.objectType("response_format", val, responseFormatTypes)
+	if !ok || typ != "json_schema" {
+		return ok
 	}
 	js := val.Get("json_schema")
-	if !js.Exists() {
-		return v.fail(v.missing("response_format.json_schema"))
-	}
-	if !js.IsObject() {
-		return v.fail(v.badType("response_format.json_schema", "an object", js))
-	}
-	name := js.Get("name")
-	if !name.Exists() {
-		return v.fail(v.missing("response_format.json_schema.name"))
-	}
-	if name.Type != gjson.String {
-		return v.fail(v.badType("response_format.json_schema.name", "a string", name))
+	if !v.namedObject("response_format.json_schema", js) {
+		return false
 	}
 	if s := js.Get("schema"); s.Exists() && s.Type != gjson.Null && !s.IsObject() {
 		return v.fail(v.badType("response_format.json_schema.schema", "an object", s))
 	}
 	if s := js.Get("strict"); s.Exists() && s.Type != gjson.Null && !s.IsBool() {
 		return v.fail(v.badType("response_format.json_schema.strict", "a boolean", s))
+	}
+	return true
+}
+
+// objectType checks the type member of the object val, which param names: given, and one of
+// types. It returns the type.
+func (v *validator) objectType(param string, val gjson.Result, types []string) (string, bool) {
+	typ := val.Get("type")
+	if !typ.Exists() {
+		return "", v.fail(v.missing(param + ".type"))
+	}
+	if typ.Type != gjson.String {
+		return "", v.fail(v.badType(param+".type", "a string", typ))
+	}
+	if !oneOf(typ.Str, types) {
+		return "", v.fail(v.badEnum(param+".type", typ.Str, types))
+	}
+	return typ.Str, true
+}
+
+// namedObject checks the member a type asks for (tool_choice.function,
+// response_format.json_schema), which param names: given, and an object with a string name.
+func (v *validator) namedObject(param string, obj gjson.Result) bool {
+	if !obj.Exists() {
+		return v.fail(v.missing(param))
+	}
+	if !obj.IsObject() {
+		return v.fail(v.badType(param, "an object", obj))
+	}
+	name := obj.Get("name")
+	if !name.Exists() {
+		return v.fail(v.missing(param + ".name"))
+	}
+	if name.Type != gjson.String {
+		return v.fail(v.badType(param+".name", "a string", name))
 	}
 	return true
 }
