@@ -277,7 +277,7 @@ func (v *validator) completionsKey(k string, val gjson.Result) bool {
 	if handled, ok := v.sampling(k, val); handled {
 		return ok
 	}
-	switch k {
+	switch k { // alike in shape to chatKey's: what both read is in sampling, these differ
 	case "prompt":
 		return v.prompt(val)
 	case fieldMaxTokens:

@@ -109,6 +109,7 @@ func (v *validator) anthropicMessages(val gjson.Result) bool {
 func (v *validator) anthropicMessage(i int, m gjson.Result) bool {
 	var role, content gjson.Result
 	var seen uint8
+	// Its own switch of the members it reads, like every object's (see chatMessage).
 	m.ForEach(func(k, val gjson.Result) bool {
 		var bit uint8
 		switch k.Str {

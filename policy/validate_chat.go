@@ -57,6 +57,8 @@ func (v *validator) chatMessages(val gjson.Result) bool {
 func (v *validator) chatMessage(i int, m gjson.Result) bool {
 	var role, content, name, toolCalls, toolCallID, functionCall, refusal gjson.Result
 	var seen uint8
+	// Each object (message, part, block) keeps its own switch of the members it reads, alike in
+	// shape only: a shared table would hide which they are. once does the common part.
 	m.ForEach(func(k, val gjson.Result) bool {
 		var bit uint8
 		switch k.Str {
