@@ -69,7 +69,7 @@ func (f *usageFields) parse(obj gjson.Result) (read uint8) {
 		return 0
 	}
 	obj.ForEach(func(k, v gjson.Result) bool {
-		switch k.Str {
+		switch k.Str { // a case a counter, alike in shape: each surface's own names, written out
 		case "prompt_tokens":
 			f.prompt, read = count(v), read|hasPrompt
 		case "completion_tokens":
