@@ -165,6 +165,14 @@ func (a *Assembler) add(dst []byte, s string) []byte {
 	return append(dst, s...)
 }
 
+// addText appends a text delta to *dst and notes it given (*has); a delta that is no string is
+// passed over.
+func (a *Assembler) addText(dst *[]byte, has *bool, v gjson.Result) {
+	if v.Type == gjson.String {
+		*dst, *has = a.add(*dst, v.Str), true
+	}
+}
+
 // openAIChunk merges one chunk.
 func (a *Assembler) openAIChunk(root gjson.Result) {
 	var choices, usage gjson.Result
@@ -240,9 +248,7 @@ func (a *Assembler) openAIChoice(ch gjson.Result) {
 		return
 	}
 	if a.endpoint.Spec().Dialect == wire.DialectCompletion {
-		if t := ch.Get("text"); t.Type == gjson.String {
-			c.content, c.hasContent = a.add(c.content, t.Str), true
-		}
+		a.addText(&c.content, &c.hasContent, ch.Get("text"))
 		if lp := ch.Get("logprobs"); lp.Exists() && lp.Type != gjson.Null {
 			a.fail() // completion logprobs are not merged
 			return
@@ -294,21 +300,13 @@ func (a *Assembler) openAIDelta(c *asmChoice, delta gjson.Result) {
 				c.role = a.keep(c.role, v.Raw)
 			}
 		case "content":
-			if v.Type == gjson.String {
-				c.content, c.hasContent = a.add(c.content, v.Str), true
-			}
+			a.addText(&c.content, &c.hasContent, v)
 		case "reasoning_content":
-			if v.Type == gjson.String {
-				c.reasoningContent, c.hasRC = a.add(c.reasoningContent, v.Str), true
-			}
+			a.addText(&c.reasoningContent, &c.hasRC, v)
 		case "reasoning":
-			if v.Type == gjson.String {
-				c.reasoning, c.hasReasoning = a.add(c.reasoning, v.Str), true
-			}
+			a.addText(&c.reasoning, &c.hasReasoning, v)
 		case "refusal":
-			if v.Type == gjson.String {
-				c.refusal, c.hasRe = a.add(c.refusal, v.Str), true
-			}
+			a.addText(&c.refusal, &c.hasRe, v)
 		case "tool_calls":
 			v.ForEach(func(_, tc gjson.Result) bool {
 				a.toolCall(c, tc)
@@ -704,6 +702,8 @@ func (a *Assembler) anthropicResult() []byte {
 	return append(out, '}')
 }
 
+// appendUsage and appendBlocks write their comma-joined lists out, as every list here is: a
+// helper taking the item writer as a closure would say less than the loop.
 func (a *Assembler) appendUsage(out []byte) []byte {
 	out = append(out, '{')
 	for i, k := range a.usageKeys {

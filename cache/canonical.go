@@ -128,20 +128,14 @@ func (c *canonicalizer) number() error {
 	case p < len(s) && s[p] == '0':
 		p++
 	case p < len(s) && s[p] >= '1' && s[p] <= '9':
-		for p < len(s) && s[p] >= '0' && s[p] <= '9' {
-			p++
-		}
+		p = digits(s, p)
 	default:
 		return errSyntax
 	}
 	if p < len(s) && s[p] == '.' {
-		p++
-		d := p
-		for p < len(s) && s[p] >= '0' && s[p] <= '9' {
-			p++
-		}
-		if p == d {
-			return errSyntax
+		d := p + 1
+		if p = digits(s, d); p == d {
+			return errSyntax // no digit after the point
 		}
 	}
 	if p < len(s) && (s[p] == 'e' || s[p] == 'E') {
@@ -150,11 +144,8 @@ func (c *canonicalizer) number() error {
 			p++
 		}
 		d := p
-		for p < len(s) && s[p] >= '0' && s[p] <= '9' {
-			p++
-		}
-		if p == d {
-			return errSyntax
+		if p = digits(s, d); p == d {
+			return errSyntax // no digit in the exponent
 		}
 	}
 	c.out = append(c.out, s[start:p]...)
@@ -162,17 +153,34 @@ func (c *canonicalizer) number() error {
 	return nil
 }
 
-func (c *canonicalizer) array(depth int) error {
-	if depth > maxDepth {
-		return errDepth
+// digits returns the end of the run of decimal digits at s[p:].
+func digits(s []byte, p int) int {
+	for p < len(s) && s[p] >= '0' && s[p] <= '9' {
+		p++
 	}
-	c.pos++ // [
-	c.out = append(c.out, '[')
+	return p
+}
+
+// open writes the bracket at c.pos that opens an array or object at depth; empty reports one
+// that closes right away, and writes its closing bracket too.
+func (c *canonicalizer) open(depth int, opening, closing byte) (empty bool, err error) {
+	if depth > maxDepth {
+		return false, errDepth
+	}
+	c.pos++
+	c.out = append(c.out, opening)
 	c.skipSpace()
-	if c.pos < len(c.src) && c.src[c.pos] == ']' {
+	if c.pos < len(c.src) && c.src[c.pos] == closing {
 		c.pos++
-		c.out = append(c.out, ']')
-		return nil
+		c.out = append(c.out, closing)
+		return true, nil
+	}
+	return false, nil
+}
+
+func (c *canonicalizer) array(depth int) error {
+	if empty, err := c.open(depth, '[', ']'); empty || err != nil {
+		return err
 	}
 	for {
 		c.skipSpace()
@@ -198,18 +206,9 @@ func (c *canonicalizer) array(depth int) error {
 }
 
 func (c *canonicalizer) object(depth int, top bool) error {
-	if depth > maxDepth {
-		return errDepth
-	}
-	c.pos++ // {
-	start := len(c.out)
-	c.out = append(c.out, '{')
-	base := len(c.members)
-	c.skipSpace()
-	if c.pos < len(c.src) && c.src[c.pos] == '}' {
-		c.pos++
-		c.out = append(c.out, '}')
-		return nil
+	start, base := len(c.out), len(c.members)
+	if empty, err := c.open(depth, '{', '}'); empty || err != nil {
+		return err
 	}
 	for {
 		c.skipSpace()

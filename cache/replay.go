@@ -253,20 +253,13 @@ func (r *openAIReplay) appendToolCalls(dst []byte, index string, calls gjson.Res
 		dst = choiceClose(dst, "null", "null")
 		dst = r.close(dst)
 
-		args := fn.Get("arguments").Str
-		for len(args) > 0 {
-			n := splitPoint(args, replayPiece)
-			dst = r.open(dst)
-			dst = choiceOpen(dst, index)
+		dst = r.appendArguments(dst, index, fn.Get("arguments").Str, func(dst []byte, piece string) []byte {
 			dst = append(dst, `"tool_calls":[{"index":`...)
 			dst = append(dst, tcIndex...)
 			dst = append(dst, `,"function":{"arguments":`...)
-			dst = wire.AppendString(dst, args[:n])
-			dst = append(dst, `}}]`...)
-			dst = choiceClose(dst, "null", "null")
-			dst = r.close(dst)
-			args = args[n:]
-		}
+			dst = wire.AppendString(dst, piece)
+			return append(dst, `}}]`...)
+		})
 		return true
 	})
 	return dst
@@ -281,14 +274,21 @@ func (r *openAIReplay) appendFunctionCall(dst []byte, index string, fc gjson.Res
 	dst = append(dst, `,"arguments":""}`...)
 	dst = choiceClose(dst, "null", "null")
 	dst = r.close(dst)
-	args := fc.Get("arguments").Str
+	return r.appendArguments(dst, index, fc.Get("arguments").Str, func(dst []byte, piece string) []byte {
+		dst = append(dst, `"function_call":{"arguments":`...)
+		dst = wire.AppendString(dst, piece)
+		return append(dst, '}')
+	})
+}
+
+// appendArguments streams a call's arguments in pieces, a chunk each, whose delta is written by
+// delta (a tool call's or a function_call's).
+func (r *openAIReplay) appendArguments(dst []byte, index, args string, delta func(dst []byte, piece string) []byte) []byte {
 	for len(args) > 0 {
 		n := splitPoint(args, replayPiece)
 		dst = r.open(dst)
 		dst = choiceOpen(dst, index)
-		dst = append(dst, `"function_call":{"arguments":`...)
-		dst = wire.AppendString(dst, args[:n])
-		dst = append(dst, '}')
+		dst = delta(dst, args[:n])
 		dst = choiceClose(dst, "null", "null")
 		dst = r.close(dst)
 		args = args[n:]

@@ -250,42 +250,25 @@ func parseCache(d *caddyfile.Dispenser) (*CacheConfig, error) {
 		}
 		c.Off = true
 	}
-	subs := newSubdirectives("cache")
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		name := d.Val()
-		if err := subs.check(d, name); err != nil {
-			return nil, err
-		}
-		var err error
+	err := newSubdirectives("cache").each(d, func(name string) (err error) {
 		switch name {
 		case "ttl":
 			c.TTL, err = durationArg(d)
 		case "max_size":
 			c.MaxSize, err = sizeArg(d)
 		case "scope":
-			if c.Scope, err = stringArg(d); err == nil && c.Scope != "key" && c.Scope != "global" {
-				err = d.Errf("scope: expected key or global, got %q", c.Scope)
-			}
+			c.Scope, err = enumArg(d, "key", "global")
 		case "when":
-			if c.When, err = stringArg(d); err == nil && c.When != "deterministic" && c.When != "always" {
-				err = d.Errf("when: expected deterministic or always, got %q", c.When)
-			}
+			c.When, err = enumArg(d, "deterministic", "always")
 		case "store":
-			args := d.RemainingArgs()
-			switch {
-			case len(args) == 1 && args[0] == "memory":
-				c.Store = "memory"
-			case len(args) == 2 && args[0] == "redis":
-				c.Store, c.RedisURL = "redis", args[1]
-			default:
-				return nil, d.Err("store: expected memory or redis <url>")
-			}
+			c.Store, c.RedisURL, err = storeArg(d)
 		default:
-			return nil, d.Errf("unrecognized cache subdirective %q", name)
+			return d.Errf("unrecognized cache subdirective %q", name)
 		}
-		if err != nil {
-			return nil, err
-		}
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
 	return c, nil
 }

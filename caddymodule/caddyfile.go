@@ -21,16 +21,21 @@ import (
 )
 
 func init() {
-	httpcaddyfile.RegisterHandlerDirective("ai_gateway", parseGatewayCaddyfile)
+	httpcaddyfile.RegisterHandlerDirective("ai_gateway", parseHandler[Gateway])
 	httpcaddyfile.RegisterDirectiveOrder("ai_gateway", httpcaddyfile.Before, "reverse_proxy")
 }
 
-func parseGatewayCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
-	g := new(Gateway)
-	if err := g.UnmarshalCaddyfile(h.Dispenser); err != nil {
+// parseHandler parses the Caddyfile block of a handler directive into a new T.
+func parseHandler[T any, PT interface {
+	*T
+	caddyfile.Unmarshaler
+	caddyhttp.MiddlewareHandler
+}](h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	m := PT(new(T))
+	if err := m.UnmarshalCaddyfile(h.Dispenser); err != nil {
 		return nil, err
 	}
-	return g, nil
+	return m, nil
 }
 
 // UnmarshalCaddyfile sets up the gateway from Caddyfile tokens. Syntax:
@@ -127,116 +132,64 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if err := noArgs(d); err != nil {
 		return err
 	}
-	subs := newSubdirectives("ai_gateway", "key", "model", "clamp")
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		name := d.Val()
-		if err := subs.check(d, name); err != nil {
-			return err
-		}
+	return newSubdirectives("ai_gateway", "key", "model", "clamp").each(d, func(name string) (err error) {
 		switch name {
 		case "key":
-			k, err := parseKeyBlock(d)
-			if err != nil {
-				return err
+			var k policy.KeyConfig
+			if k, err = parseKeyBlock(d); err == nil {
+				g.Keys = append(g.Keys, k)
 			}
-			g.Keys = append(g.Keys, k)
 		case "keys_file":
-			f, err := stringArg(d)
-			if err != nil {
-				return err
-			}
-			g.KeysFile = f
+			g.KeysFile, err = stringArg(d)
 		case "keys_file_interval":
-			dur, err := durationArg(d)
-			if err != nil {
-				return err
-			}
-			g.KeysFileInterval = dur
+			g.KeysFileInterval, err = durationArg(d)
 		case "model":
-			m, err := parseModelBlock(d)
-			if err != nil {
-				return err
+			var m ModelConfig
+			if m, err = parseModelBlock(d); err == nil {
+				g.Models = append(g.Models, m)
 			}
-			g.Models = append(g.Models, m)
 		case "max_body":
-			n, err := sizeArg(d)
-			if err != nil {
-				return err
-			}
-			g.MaxBody = n
+			g.MaxBody, err = sizeArg(d)
 		case "rate_limit":
 			g.RateLimit = new(RateLimit)
-			if err := parseRateLimit(d, g.RateLimit); err != nil {
-				return err
-			}
+			err = parseRateLimit(d, g.RateLimit)
 		case "api_version":
-			v, err := parseAPIVersion(d)
-			if err != nil {
-				return err
-			}
-			g.APIVersion = v
+			g.APIVersion, err = parseAPIVersion(d)
 		case "metrics_key_id":
-			if err := noArgs(d); err != nil {
-				return err
-			}
+			err = noArgs(d)
 			g.MetricsKeyID = true
 		case "anthropic_versions":
-			versions, err := listArg(d)
-			if err != nil {
-				return err
-			}
-			g.AnthropicVersions = versions
+			g.AnthropicVersions, err = listArg(d)
 		case "cache":
-			c, err := parseCache(d)
-			if err != nil {
-				return err
-			}
-			g.Cache = c
+			g.Cache, err = parseCache(d)
 		case "auth_failures":
-			v, err := stringArg(d)
-			if err != nil {
-				return err
+			var n int64
+			n, err = valueArg(d, "a positive number per minute or off", func(s string) (int64, bool) {
+				if s == "off" {
+					return -1, true
+				}
+				n, err := strconv.ParseInt(s, 10, 64)
+				return n, err == nil && n != 0 && n >= -1 // -1 is off too
+			})
+			if err == nil {
+				g.AuthFailures = &AuthGuard{MaxFailures: n}
 			}
-			n, perr := strconv.ParseInt(v, 10, 64)
-			if v == "off" {
-				n, perr = -1, nil
-			}
-			if perr != nil || n == 0 || n < -1 {
-				return d.Errf("auth_failures: expected a positive number per minute or off, got %q", v)
-			}
-			g.AuthFailures = &AuthGuard{MaxFailures: n}
 		case "content_policy":
-			cp, err := parseContentPolicy(d)
-			if err != nil {
-				return err
-			}
-			g.ContentPolicy = cp
+			g.ContentPolicy, err = parseContentPolicy(d)
 		case "context_status":
-			n, err := intArg(d)
-			if err != nil {
-				return err
+			if g.ContextStatus, err = intArg(d); err == nil && g.ContextStatus != 400 && g.ContextStatus != 413 {
+				err = d.Errf("context_status: expected 400 or 413, got %d", g.ContextStatus)
 			}
-			if n != 400 && n != 413 {
-				return d.Errf("context_status: expected 400 or 413, got %d", n)
-			}
-			g.ContextStatus = n
 		case "fit_max_tokens":
-			n, err := intArg(d)
-			if err != nil {
-				return err
-			}
-			g.FitMaxTokens = n
+			g.FitMaxTokens, err = intArg(d)
 		default:
-			handled, err := parseRewrite(d, name, &g.RewriteConfig)
-			if err != nil {
-				return err
-			}
-			if !handled {
-				return d.Errf("unrecognized ai_gateway subdirective %q", name)
+			var handled bool
+			if handled, err = parseRewrite(d, name, &g.RewriteConfig); err == nil && !handled {
+				err = d.Errf("unrecognized ai_gateway subdirective %q", name)
 			}
 		}
-	}
-	return nil
+		return err
+	})
 }
 
 func parseKeyBlock(d *caddyfile.Dispenser) (policy.KeyConfig, error) {
@@ -253,13 +206,7 @@ func parseKeyBlock(d *caddyfile.Dispenser) (policy.KeyConfig, error) {
 	if rest := d.RemainingArgs(); len(rest) > 0 {
 		return k, d.Errf("key: expected one secret, got %d values", 1+len(rest)) // quoting none: they are secrets
 	}
-	subs := newSubdirectives("key", "label", "pin")
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		name := d.Val()
-		if err := subs.check(d, name); err != nil {
-			return k, err
-		}
-		var err error
+	err = newSubdirectives("key", "label", "pin").each(d, func(name string) (err error) {
 		switch name {
 		case "id":
 			k.ID, err = stringArg(d)
@@ -273,42 +220,21 @@ func parseKeyBlock(d *caddyfile.Dispenser) (policy.KeyConfig, error) {
 		case "rpm", "tpm", "rpd", "tpd", "max_concurrent":
 			err = parseLimit(d, name, &k.Limits)
 		case "pin":
-			args := d.RemainingArgs()
-			if len(args) != 2 {
-				return k, d.Errf("pin: expected <alias> <snapshot model name>, got %d values", len(args))
-			}
-			if k.Pins == nil {
-				k.Pins = map[string]string{}
-			}
-			if _, dup := k.Pins[args[0]]; dup {
-				return k, d.Errf("pin: %s pinned more than once", args[0])
-			}
-			k.Pins[args[0]] = args[1]
+			err = pairArg(d, &k.Pins, "<alias> <snapshot model name>", "pinned more than once")
 		case "priority":
-			var s string
-			if s, err = stringArg(d); err == nil {
-				if k.Priority, err = strconv.Atoi(s); err != nil {
-					err = d.Errf("priority: expected an integer, got %q", s)
-				}
-			}
+			k.Priority, err = valueArg(d, "an integer", func(s string) (int, bool) {
+				n, err := strconv.Atoi(s)
+				return n, err == nil
+			})
 		case "label":
-			args := d.RemainingArgs()
-			if len(args) != 2 {
-				return k, d.Errf("label: expected <name> <value>, got %d values", len(args))
-			}
-			if k.Labels == nil {
-				k.Labels = map[string]string{}
-			}
-			if _, dup := k.Labels[args[0]]; dup {
-				return k, d.Errf("label: %s set more than once", args[0])
-			}
-			k.Labels[args[0]] = args[1]
+			err = pairArg(d, &k.Labels, "<name> <value>", "set more than once")
 		default:
-			return k, d.Errf("unrecognized key subdirective %q", name)
+			return d.Errf("unrecognized key subdirective %q", name)
 		}
-		if err != nil {
-			return k, err
-		}
+		return err
+	})
+	if err != nil {
+		return k, err
 	}
 	if k.ID == "" {
 		return k, d.Err("key: id is required")
@@ -354,13 +280,7 @@ func parseModelBlock(d *caddyfile.Dispenser) (ModelConfig, error) {
 	if rest := d.RemainingArgs(); len(rest) > 0 {
 		return m, d.Errf("model: expected one model name, got %d values", 1+len(rest))
 	}
-	subs := newSubdirectives("model "+m.Name, "clamp")
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		name := d.Val()
-		if err := subs.check(d, name); err != nil {
-			return m, err
-		}
-		var err error
+	err := newSubdirectives("model "+m.Name, "clamp").each(d, func(name string) (err error) {
 		switch name {
 		case "alias":
 			m.Aliases, err = listArg(d)
@@ -382,29 +302,27 @@ func parseModelBlock(d *caddyfile.Dispenser) (ModelConfig, error) {
 			case len(args) == 2 && args[0] == "hf":
 				m.Tokenizer = "hf " + args[1]
 			default:
-				return m, d.Errf("tokenizer: expected estimate, cl100k_base, o200k_base or hf <path>, got %q", strings.Join(args, " "))
+				return d.Errf("tokenizer: expected estimate, cl100k_base, o200k_base or hf <path>, got %q", strings.Join(args, " "))
 			}
 		case "rpm", "tpm", "rpd", "tpd", "max_concurrent":
 			err = parseLimit(d, name, &m.Limits)
 		case "queue":
 			args := d.RemainingArgs()
 			if len(args) < 1 || len(args) > 2 {
-				return m, d.Errf("queue: expected <size> [<timeout>], got %d values", len(args))
+				return d.Errf("queue: expected <size> [<timeout>], got %d values", len(args))
 			}
 			if m.Queue, err = strconv.Atoi(args[0]); err != nil || m.Queue < 0 {
-				return m, d.Errf("queue: expected a non-negative integer size, got %q", args[0])
+				return d.Errf("queue: expected a non-negative integer size, got %q", args[0])
 			}
 			if len(args) == 2 {
 				dur, perr := caddy.ParseDuration(args[1])
 				if perr != nil || dur < 0 {
-					return m, d.Errf("queue: expected a timeout such as 5s, got %q", args[1])
+					return d.Errf("queue: expected a timeout such as 5s, got %q", args[1])
 				}
 				m.QueueTimeout = caddy.Duration(dur)
 			}
 		case "cache":
-			if m.Cache, err = parseCache(d); err != nil {
-				return m, err
-			}
+			m.Cache, err = parseCache(d)
 		case "fallback":
 			m.Fallbacks, err = listArg(d)
 		case "deprecated":
@@ -417,30 +335,24 @@ func parseModelBlock(d *caddyfile.Dispenser) (ModelConfig, error) {
 			err = noArgs(d)
 			m.ServeAfterSunset = true
 		default:
-			handled, rerr := parseRewrite(d, name, &m.RewriteConfig)
-			if rerr != nil {
-				return m, rerr
-			}
-			if !handled {
-				return m, d.Errf("unrecognized model subdirective %q", name)
+			var handled bool
+			if handled, err = parseRewrite(d, name, &m.RewriteConfig); err == nil && !handled {
+				err = d.Errf("unrecognized model subdirective %q", name)
 			}
 		}
-		if err != nil {
-			return m, err
-		}
-	}
-	return m, nil
+		return err
+	})
+	return m, err
 }
 
 // parseLimit parses one limit subdirective (rpm, tpm, rpd, tpd, max_concurrent) into l.
 func parseLimit(d *caddyfile.Dispenser, name string, l *ratelimit.Limits) error {
-	s, err := stringArg(d)
+	n, err := valueArg(d, "a non-negative integer", func(s string) (int64, bool) {
+		n, err := strconv.ParseInt(s, 10, 64)
+		return n, err == nil && n >= 0
+	})
 	if err != nil {
 		return err
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n < 0 {
-		return d.Errf("%s: expected a non-negative integer, got %q", name, s)
 	}
 	switch name {
 	case "rpm":
@@ -462,39 +374,22 @@ func parseRateLimit(d *caddyfile.Dispenser, rl *RateLimit) error {
 	if err := noArgs(d); err != nil {
 		return err
 	}
-	subs := newSubdirectives("rate_limit")
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		name := d.Val()
-		if err := subs.check(d, name); err != nil {
-			return err
-		}
-		var err error
+	err := newSubdirectives("rate_limit").each(d, func(name string) (err error) {
 		switch name {
 		case "rpm", "tpm", "rpd", "tpd", "max_concurrent":
 			err = parseLimit(d, name, &rl.Limits)
 		case "store":
-			args := d.RemainingArgs()
-			switch {
-			case len(args) == 1 && args[0] == "memory":
-				rl.Store = "memory"
-			case len(args) == 2 && args[0] == "redis":
-				rl.Store, rl.RedisURL = "redis", args[1]
-			default:
-				return d.Err("store: expected memory or redis <url>")
-			}
+			rl.Store, rl.RedisURL, err = storeArg(d)
 		case "redis_prefix":
 			rl.RedisPrefix, err = stringArg(d)
 		case "on_store_error":
-			rl.OnStoreError, err = stringArg(d)
-			if err == nil && rl.OnStoreError != "allow" && rl.OnStoreError != "deny" {
-				return d.Errf("on_store_error: expected allow or deny, got %q", rl.OnStoreError)
-			}
+			rl.OnStoreError, err = enumArg(d, "allow", "deny")
 		case "fallback_fraction":
 			var v string
 			if v, err = stringArg(d); err == nil {
 				f, perr := strconv.ParseFloat(v, 64)
 				if perr != nil || !(f > 0 && f <= 1) {
-					return d.Errf("rate_limit: fallback_fraction: want a number in (0, 1], got %q", v)
+					return d.Errf("fallback_fraction: expected a number in (0, 1], got %q", v)
 				}
 				rl.FallbackFraction = f
 			}
@@ -505,9 +400,10 @@ func parseRateLimit(d *caddyfile.Dispenser, rl *RateLimit) error {
 		default:
 			return d.Errf("unrecognized rate_limit subdirective %q", name)
 		}
-		if err != nil {
-			return err
-		}
+		return err
+	})
+	if err != nil {
+		return err
 	}
 	if rl.FallbackFraction != 0 && rl.OnStoreError == "deny" {
 		return d.Err("rate_limit: fallback_fraction applies to on_store_error allow, not deny")
@@ -532,6 +428,23 @@ func (s *subdirectives) check(d *caddyfile.Dispenser, name string) error {
 		return d.Errf("%s: %s specified more than once", s.block, name)
 	}
 	s.seen[name] = true
+	return nil
+}
+
+// each calls parse with the name of each subdirective of the block the dispenser is at, after
+// check; the first error ends the block. Each block still writes out its own switch, as Caddy's
+// own modules do: its cases, alike in shape (x.Field, err = stringArg(d)), set different fields,
+// which a table of setters would hide.
+func (s *subdirectives) each(d *caddyfile.Dispenser, parse func(name string) error) error {
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		name := d.Val()
+		if err := s.check(d, name); err != nil {
+			return err
+		}
+		if err := parse(name); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -571,56 +484,92 @@ func stringArg(d *caddyfile.Dispenser) (string, error) {
 	return v, nil
 }
 
-func intArg(d *caddyfile.Dispenser) (int, error) {
+// valueArg reads the one argument of a subdirective and converts it with parse; when parse
+// reports false, the error says what was expected (want) and quotes the value.
+func valueArg[T any](d *caddyfile.Dispenser, want string, parse func(s string) (T, bool)) (T, error) {
 	name := d.Val()
+	var zero T
 	s, err := stringArg(d)
 	if err != nil {
-		return 0, err
+		return zero, err
 	}
-	n, err := strconv.Atoi(s)
-	if err != nil || n < 0 {
-		return 0, d.Errf("%s: expected a non-negative integer, got %q", name, s)
+	v, ok := parse(s)
+	if !ok {
+		return zero, d.Errf("%s: expected %s, got %q", name, want, s)
 	}
-	return n, nil
+	return v, nil
+}
+
+func intArg(d *caddyfile.Dispenser) (int, error) {
+	return valueArg(d, "a non-negative integer", func(s string) (int, bool) {
+		n, err := strconv.Atoi(s)
+		return n, err == nil && n >= 0
+	})
+}
+
+// enumArg reads the one argument of a subdirective, which must be one of values (two of them).
+func enumArg(d *caddyfile.Dispenser, values ...string) (string, error) {
+	return valueArg(d, strings.Join(values, " or "), func(s string) (string, bool) {
+		return s, slices.Contains(values, s)
+	})
+}
+
+// pairArg reads the <name> <value> arguments of a subdirective (usage, as the error words them)
+// into *m, made on first use; repeated words the error of a name given twice.
+func pairArg(d *caddyfile.Dispenser, m *map[string]string, usage, repeated string) error {
+	name := d.Val()
+	args := d.RemainingArgs()
+	if len(args) != 2 {
+		return d.Errf("%s: expected %s, got %d values", name, usage, len(args))
+	}
+	if *m == nil {
+		*m = map[string]string{}
+	}
+	if _, dup := (*m)[args[0]]; dup {
+		return d.Errf("%s: %s %s", name, args[0], repeated)
+	}
+	(*m)[args[0]] = args[1]
+	return nil
+}
+
+// storeArg reads the arguments of a store subdirective: memory, or redis <url>.
+func storeArg(d *caddyfile.Dispenser) (store, redisURL string, err error) {
+	args := d.RemainingArgs()
+	switch {
+	case len(args) == 1 && args[0] == "memory":
+		return "memory", "", nil
+	case len(args) == 2 && args[0] == "redis":
+		return "redis", args[1], nil
+	}
+	return "", "", d.Err("store: expected memory or redis <url>")
 }
 
 func durationArg(d *caddyfile.Dispenser) (caddy.Duration, error) {
-	name := d.Val()
-	s, err := stringArg(d)
-	if err != nil {
-		return 0, err
-	}
-	dur, err := caddy.ParseDuration(s)
-	if err != nil || dur < 0 {
-		return 0, d.Errf("%s: expected a duration such as 500ms, 5s or 1m, got %q", name, s)
-	}
-	return caddy.Duration(dur), nil
+	return valueArg(d, "a duration such as 500ms, 5s or 1m", func(s string) (caddy.Duration, bool) {
+		dur, err := caddy.ParseDuration(s)
+		return caddy.Duration(dur), err == nil && dur >= 0
+	})
 }
 
 // maxSize caps every size argument (max_body, the cache's max_size).
 const maxSize = 1 << 40
 
 func sizeArg(d *caddyfile.Dispenser) (int64, error) {
-	name := d.Val()
-	s, err := stringArg(d)
-	if err != nil {
-		return 0, err
-	}
-	n, err := humanize.ParseBytes(s)
-	if err != nil || n == 0 || n > maxSize {
-		return 0, d.Errf("%s: expected a size such as 512KiB or 64MiB, at most 1TiB, got %q", name, s)
-	}
-	return int64(n), nil
+	return valueArg(d, "a size such as 512KiB or 64MiB, at most 1TiB", func(s string) (int64, bool) {
+		n, err := humanize.ParseBytes(s)
+		return int64(n), err == nil && n != 0 && n <= maxSize
+	})
 }
 
 // timeArg reads one RFC 3339 time argument; s is the argument as written.
 func timeArg(d *caddyfile.Dispenser) (t time.Time, s string, err error) {
-	name := d.Val()
-	if s, err = stringArg(d); err != nil {
+	t, err = valueArg(d, "an RFC 3339 time such as 2027-01-31T00:00:00Z", func(v string) (time.Time, bool) {
+		t, err := time.Parse(time.RFC3339, v)
+		s = v
+		return t, err == nil
+	})
+	if err != nil {
 		return t, "", err
-	}
-	if t, err = time.Parse(time.RFC3339, s); err != nil {
-		return t, "", d.Errf("%s: expected an RFC 3339 time such as 2027-01-31T00:00:00Z, got %q", name, s)
 	}
 	return t, s, nil
 }
@@ -748,17 +697,12 @@ func parseContentPolicy(d *caddyfile.Dispenser) (*ContentPolicyConfig, error) {
 	if err := noArgs(d); err != nil {
 		return nil, err
 	}
-	subs := newSubdirectives("content_policy", "deny", "rule")
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		name := d.Val()
-		if err := subs.check(d, name); err != nil {
-			return nil, err
-		}
+	err := newSubdirectives("content_policy", "deny", "rule").each(d, func(name string) (err error) {
 		switch name {
 		case "deny":
-			args, err := listArg(d)
-			if err != nil {
-				return nil, err
+			var args []string
+			if args, err = listArg(d); err != nil {
+				return err
 			}
 			for _, a := range args {
 				cp.Rules = append(cp.Rules, policy.ContentRule{Pattern: a})
@@ -766,18 +710,18 @@ func parseContentPolicy(d *caddyfile.Dispenser) (*ContentPolicyConfig, error) {
 		case "rule":
 			args := d.RemainingArgs()
 			if len(args) != 2 {
-				return nil, d.Errf("rule: expected <id> <regex>, got %d values", len(args))
+				return d.Errf("rule: expected <id> <regex>, got %d values", len(args))
 			}
 			cp.Rules = append(cp.Rules, policy.ContentRule{ID: args[0], Pattern: args[1]})
 		case "deny_file":
-			f, err := stringArg(d)
-			if err != nil {
-				return nil, err
-			}
-			cp.DenyFile = f
+			cp.DenyFile, err = stringArg(d)
 		default:
-			return nil, d.Errf("unrecognized content_policy subdirective %q", name)
+			return d.Errf("unrecognized content_policy subdirective %q", name)
 		}
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
 	if len(cp.Rules) == 0 && cp.DenyFile == "" {
 		return nil, d.Err("content_policy: no rules")

@@ -74,7 +74,8 @@ type ContentPolicyConfig struct {
 	DenyFile string `json:"deny_file,omitempty"`
 }
 
-// APIVersionConfig configures a date-based API version header.
+// APIVersionConfig configures a date-based API version header. (Its fields are like
+// ModelConfig's in shape only: other settings, nothing to share.)
 type APIVersionConfig struct {
 	// Header is the request header carrying the version; the effective version is echoed in the
 	// response header of the same name. Required.

@@ -137,13 +137,7 @@ func (l *LeastLoad) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
-	subs := newSubdirectives("ai_least_load")
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		name := d.Val()
-		if err := subs.check(d, name); err != nil {
-			return err
-		}
-		var err error
+	return newSubdirectives("ai_least_load").each(d, func(name string) (err error) {
 		switch name {
 		case "metrics_path":
 			l.MetricsPath, err = stringArg(d)
@@ -154,11 +148,8 @@ func (l *LeastLoad) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		default:
 			return d.Errf("unrecognized ai_least_load subdirective %q", name)
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+		return err
+	})
 }
 
 // Cleanup releases the config's hold on the shared tracker.

@@ -15,7 +15,7 @@ import (
 
 func init() {
 	caddy.RegisterModule(Simulator{})
-	httpcaddyfile.RegisterHandlerDirective("ai_simulator", parseSimulatorCaddyfile)
+	httpcaddyfile.RegisterHandlerDirective("ai_simulator", parseHandler[Simulator])
 	httpcaddyfile.RegisterDirectiveOrder("ai_simulator", httpcaddyfile.Before, "respond")
 }
 
@@ -77,14 +77,6 @@ func (s *Simulator) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhtt
 	return nil
 }
 
-func parseSimulatorCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
-	s := new(Simulator)
-	if err := s.UnmarshalCaddyfile(h.Dispenser); err != nil {
-		return nil, err
-	}
-	return s, nil
-}
-
 // UnmarshalCaddyfile sets up the simulator from Caddyfile tokens. Syntax:
 //
 //	ai_simulator {
@@ -101,13 +93,7 @@ func (s *Simulator) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
-	subs := newSubdirectives("ai_simulator")
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		name := d.Val()
-		if err := subs.check(d, name); err != nil {
-			return err
-		}
-		var err error
+	return newSubdirectives("ai_simulator").each(d, func(name string) (err error) {
 		switch name {
 		case "ttft":
 			s.TTFT, err = durationArg(d)
@@ -134,11 +120,8 @@ func (s *Simulator) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		default:
 			return d.Errf("unrecognized ai_simulator subdirective %q", name)
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+		return err
+	})
 }
 
 // Interface guards

@@ -83,13 +83,7 @@ func parseAPIVersion(d *caddyfile.Dispenser) (*APIVersionConfig, error) {
 	if err := noArgs(d); err != nil {
 		return nil, err
 	}
-	subs := newSubdirectives("api_version", "version")
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		name := d.Val()
-		if err := subs.check(d, name); err != nil {
-			return nil, err
-		}
-		var err error
+	err := newSubdirectives("api_version", "version").each(d, func(name string) (err error) {
 		switch name {
 		case "header":
 			cfg.Header, err = stringArg(d)
@@ -101,22 +95,23 @@ func parseAPIVersion(d *caddyfile.Dispenser) (*APIVersionConfig, error) {
 			err = noArgs(d)
 			cfg.Required = true
 		case "version":
-			s, perr := parseVersionSettings(d)
-			if perr != nil {
-				return nil, perr
+			var s APIVersionSettings
+			if s, err = parseVersionSettings(d); err != nil {
+				return err
 			}
 			for _, other := range cfg.Versions {
 				if other.Version == s.Version {
-					return nil, d.Errf("api_version: version %s specified more than once", s.Version)
+					return d.Errf("api_version: version %s specified more than once", s.Version)
 				}
 			}
 			cfg.Versions = append(cfg.Versions, s)
 		default:
-			return nil, d.Errf("unrecognized api_version subdirective %q", name)
+			return d.Errf("unrecognized api_version subdirective %q", name)
 		}
-		if err != nil {
-			return nil, err
-		}
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
 	if cfg.Header == "" {
 		return nil, d.Err("api_version: header is required")
@@ -134,21 +129,16 @@ func parseVersionSettings(d *caddyfile.Dispenser) (APIVersionSettings, error) {
 		return s, err
 	}
 	// stringArg consumed the date and checked no more args follow on the line; the block follows.
-	subs := newSubdirectives("version "+s.Version, "rename_param")
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		name := d.Val()
-		if err := subs.check(d, name); err != nil {
-			return s, err
-		}
+	err = newSubdirectives("version "+s.Version, "rename_param").each(d, func(name string) (err error) {
 		switch name {
 		case "rename_param":
 			args := d.RemainingArgs()
 			if len(args) != 2 {
-				return s, d.Errf("rename_param: expected <from> <to>, got %d values", len(args))
+				return d.Errf("rename_param: expected <from> <to>, got %d values", len(args))
 			}
 			for _, r := range s.RenameParams {
 				if r[0] == args[0] {
-					return s, d.Errf("rename_param: %s renamed more than once", args[0])
+					return d.Errf("rename_param: %s renamed more than once", args[0])
 				}
 			}
 			s.RenameParams = append(s.RenameParams, [2]string{args[0], args[1]})
@@ -162,11 +152,9 @@ func parseVersionSettings(d *caddyfile.Dispenser) (APIVersionSettings, error) {
 			err = noArgs(d)
 			s.ServeAfterSunset = true
 		default:
-			return s, d.Errf("unrecognized version subdirective %q", name)
+			return d.Errf("unrecognized version subdirective %q", name)
 		}
-		if err != nil {
-			return s, err
-		}
-	}
-	return s, nil
+		return err
+	})
+	return s, err
 }

@@ -3,7 +3,6 @@ package caddymodule_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -123,15 +122,7 @@ func TestVersionsThroughCaddy(t *testing.T) {
 	t.Run("models list shows snapshots and dates", func(t *testing.T) {
 		req, _ := http.NewRequest(http.MethodGet, url(port, "/v1/models"), nil)
 		req.Header.Set("Authorization", "Bearer "+secretAll)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
+		_, b := doRequest(t, req)
 		body := string(b)
 		for _, want := range []string{`"id":"llama-3.1-8b-2025-01-01"`, `"deprecated_at":"2026-06-01T00:00:00Z"`, `"sunset_at":"2099-01-31T00:00:00Z"`, `"aliases":["llama"]`} {
 			if !strings.Contains(body, want) {

@@ -198,26 +198,21 @@ var benchRules = []ContentRule{
 }
 
 func BenchmarkContentCheck4KB(b *testing.B) {
-	p := mustPolicy(b, benchRules...)
-	body := []byte(`{"model":"m","messages":[{"role":"user","content":"` + prompt4K() + `"}]}`)
-	if err := p.Check(chat, body); err != nil {
-		b.Fatal(err)
-	}
-	b.ReportAllocs()
-	b.SetBytes(4096)
-	for b.Loop() {
-		if err := p.Check(chat, body); err != nil {
-			b.Fatal(err)
-		}
-	}
+	benchCheck(b, prompt4K())
 }
 
 // BenchmarkContentCheck4KBDigits uses prose with digits, hyphens and an e-mail-like '@', so
 // that several prefilters pass and their rules run.
 func BenchmarkContentCheck4KBDigits(b *testing.B) {
-	p := mustPolicy(b, benchRules...)
 	const para = "On 2026-11-26 at 10:30 the team (ops@team) moved 42 GPUs to rack 7-B; see runbook page 12 for the follow-up steps. "
-	body := []byte(`{"model":"m","messages":[{"role":"user","content":"` + strings.Repeat(para, 4096/len(para)+1)[:4096] + `"}]}`)
+	benchCheck(b, strings.Repeat(para, 4096/len(para)+1)[:4096])
+}
+
+// benchCheck measures the bench rules' Check of a chat request whose one message is text (4 KiB),
+// which no rule matches.
+func benchCheck(b *testing.B, text string) {
+	p := mustPolicy(b, benchRules...)
+	body := []byte(`{"model":"m","messages":[{"role":"user","content":"` + text + `"}]}`)
 	if err := p.Check(chat, body); err != nil {
 		b.Fatal(err)
 	}

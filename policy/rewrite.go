@@ -167,6 +167,17 @@ func init() {
 // server extension such as repetition_penalty) applies to.
 var extensionDialects = []wire.Dialect{wire.DialectChat, wire.DialectCompletion}
 
+// twoWayMode reads a mode of two values: "" and off (the default) are false, on is true.
+func twoWayMode(name, mode, off, on string) (bool, error) {
+	switch mode {
+	case "", off:
+		return false, nil
+	case on:
+		return true, nil
+	}
+	return false, fmt.Errorf("compiling rewrite: unknown %s %q (want %s or %s)", name, mode, off, on)
+}
+
 // CompileRewrite merges a model's rewrite config with the gateway-wide one (see RewriteConfig
 // and merge) and checks the result: default values must be valid JSON the endpoints accept,
 // clamps need min <= max, modes must be known, params plain top-level names, and no param may
@@ -177,19 +188,11 @@ func CompileRewrite(global, model RewriteConfig) (*Rewriter, error) {
 		return nil, err
 	}
 	rw := &Rewriter{}
-	switch c.ClampMode {
-	case "", ClampReject:
-	case ClampClamp:
-		rw.clamp = true
-	default:
-		return nil, fmt.Errorf("compiling rewrite: unknown clamp_mode %q (want reject or clamp)", c.ClampMode)
+	if rw.clamp, err = twoWayMode("clamp_mode", c.ClampMode, ClampReject, ClampClamp); err != nil {
+		return nil, err
 	}
-	switch c.SystemPromptMode {
-	case "", SystemPromptPrepend:
-	case SystemPromptReplace:
-		rw.sysRepl = true
-	default:
-		return nil, fmt.Errorf("compiling rewrite: unknown system_prompt_mode %q (want prepend or replace)", c.SystemPromptMode)
+	if rw.sysRepl, err = twoWayMode("system_prompt_mode", c.SystemPromptMode, SystemPromptPrepend, SystemPromptReplace); err != nil {
+		return nil, err
 	}
 	switch c.MaxTokensField {
 	case "", fieldMaxTokens, fieldMaxCompletionTokens:

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -171,6 +172,17 @@ func (v *validator) topKey(k string, val gjson.Result) bool {
 	if k == "stream" && !v.params[k] {
 		return true // not a param of this endpoint (embeddings, count_tokens): never makes the answer a stream
 	}
+	if v.spec.Dialect == wire.DialectMessages {
+		return v.anthropicKey(k, val)
+	}
+	// The OpenAI dialects: the members they share first; then an optional parameter may be
+	// null, meaning "use the default", but a required one (messages, prompt, input) may not.
+	if handled, ok := v.common(k, val); handled {
+		return ok
+	}
+	if val.Type == gjson.Null && !slices.Contains(v.spec.Required, k) {
+		return true
+	}
 	switch v.spec.Dialect {
 	case wire.DialectChat:
 		return v.chatKey(k, val)
@@ -180,8 +192,6 @@ func (v *validator) topKey(k string, val gjson.Result) bool {
 		return v.embeddingsKey(k, val)
 	case wire.DialectImage:
 		return v.imagesKey(k, val)
-	case wire.DialectMessages:
-		return v.anthropicKey(k, val)
 	}
 	return true
 }
@@ -227,45 +237,22 @@ func (v *validator) common(k string, val gjson.Result) (handled, ok bool) {
 	return false, true
 }
 
-// chatKey validates a member of a chat completions request.
+// chatKey validates a member of a chat completions request, other than those topKey handles.
 func (v *validator) chatKey(k string, val gjson.Result) bool {
-	if handled, ok := v.common(k, val); handled {
+	if handled, ok := v.sampling(k, val); handled {
 		return ok
-	}
-	if k == "messages" {
-		return v.chatMessages(val)
-	}
-	if val.Type == gjson.Null {
-		return true // optional parameters may be null, meaning "use the default"
 	}
 	switch k {
-	case "temperature":
-		return v.temperature(val, 2)
-	case "top_p":
-		_, ok := v.number(k, val, 0, 1)
-		return ok
-	case "n":
-		return v.choices(val, 128)
+	case "messages":
+		return v.chatMessages(val)
 	case fieldMaxTokens, fieldMaxCompletionTokens:
 		return v.maxTokens(k, val, 1)
-	case "presence_penalty", "frequency_penalty":
-		_, ok := v.number(k, val, -2, 2)
-		return ok
 	case "logprobs", "parallel_tool_calls", "store":
 		_, ok := v.boolean(k, val)
 		return ok
 	case "top_logprobs":
 		_, ok := v.integer(k, val, 0, 20)
 		return ok
-	case "seed":
-		v.info.Seed = true
-		_, ok := v.integer(k, val, math.MinInt64, math.MaxInt64)
-		return ok
-	case "stop":
-		return v.stop(val)
-	case "stream_options":
-		v.streamO = val
-		return true
 	case "tools":
 		return v.chatTools(val)
 	case "functions":
@@ -278,39 +265,24 @@ func (v *validator) chatKey(k string, val gjson.Result) bool {
 		return v.chatToolChoice(val)
 	case "response_format":
 		return v.responseFormat(val)
-	case "logit_bias":
-		return v.logitBias(val)
 	case "metadata":
 		return v.object(k, val)
 	}
 	return true
 }
 
-// completionsKey validates a member of a legacy completions request.
+// completionsKey validates a member of a legacy completions request, other than those topKey
+// handles.
 func (v *validator) completionsKey(k string, val gjson.Result) bool {
-	if handled, ok := v.common(k, val); handled {
+	if handled, ok := v.sampling(k, val); handled {
 		return ok
 	}
-	if k == "prompt" {
+	switch k { // alike in shape to chatKey's: what both read is in sampling, these differ
+	case "prompt":
 		return v.prompt(val)
-	}
-	if val.Type == gjson.Null {
-		return true
-	}
-	switch k {
-	case "temperature":
-		return v.temperature(val, 2)
-	case "top_p":
-		_, ok := v.number(k, val, 0, 1)
-		return ok
-	case "n":
-		return v.choices(val, 128)
 	case fieldMaxTokens:
 		// OpenAI allows 0 here: with echo it scores the prompt without generating.
 		return v.maxTokens(k, val, 0)
-	case "presence_penalty", "frequency_penalty":
-		_, ok := v.number(k, val, -2, 2)
-		return ok
 	case "logprobs":
 		_, ok := v.integer(k, val, 0, 5)
 		return ok
@@ -323,35 +295,46 @@ func (v *validator) completionsKey(k string, val gjson.Result) bool {
 		return ok
 	case "suffix":
 		return v.str(k, val)
-	case "seed":
-		v.info.Seed = true
-		_, ok := v.integer(k, val, math.MinInt64, math.MaxInt64)
-		return ok
-	case "stop":
-		return v.stop(val)
-	case "stream_options":
-		v.streamO = val
-		return true
-	case "logit_bias":
-		return v.logitBias(val)
 	}
 	return true
 }
 
+// sampling validates the non-null members chat and completions requests share: sampling
+// parameters, n, stop, stream_options and logit_bias. handled is false when k is not one.
+func (v *validator) sampling(k string, val gjson.Result) (handled, ok bool) {
+	switch k {
+	case "temperature":
+		return true, v.temperature(val, 2)
+	case "top_p":
+		_, ok := v.number(k, val, 0, 1)
+		return true, ok
+	case "n":
+		return true, v.choices(val, 128)
+	case "presence_penalty", "frequency_penalty":
+		_, ok := v.number(k, val, -2, 2)
+		return true, ok
+	case "seed":
+		v.info.Seed = true
+		_, ok := v.integer(k, val, math.MinInt64, math.MaxInt64)
+		return true, ok
+	case "stop":
+		return true, v.stop(val)
+	case "stream_options":
+		v.streamO = val
+		return true, true
+	case "logit_bias":
+		return true, v.logitBias(val)
+	}
+	return false, true
+}
+
 var encodingFormats = []string{"float", "base64"}
 
-// embeddingsKey validates a member of an embeddings request.
+// embeddingsKey validates a member of an embeddings request, other than those topKey handles.
 func (v *validator) embeddingsKey(k string, val gjson.Result) bool {
-	if handled, ok := v.common(k, val); handled {
-		return ok
-	}
-	if k == "input" {
-		return v.embeddingsInput(val)
-	}
-	if val.Type == gjson.Null {
-		return true
-	}
 	switch k {
+	case "input":
+		return v.embeddingsInput(val)
 	case "encoding_format":
 		return v.enum(k, val, encodingFormats)
 	case "dimensions":
@@ -363,12 +346,10 @@ func (v *validator) embeddingsKey(k string, val gjson.Result) bool {
 
 var imageResponseFormats = []string{"url", "b64_json"}
 
-// imagesKey validates a member of an image generation request.
+// imagesKey validates a member of an image generation request, other than those topKey handles.
 func (v *validator) imagesKey(k string, val gjson.Result) bool {
-	if handled, ok := v.common(k, val); handled {
-		return ok
-	}
-	if k == "prompt" {
+	switch k {
+	case "prompt":
 		if val.Type != gjson.String {
 			return v.fail(v.badType(k, "a string", val))
 		}
@@ -376,11 +357,6 @@ func (v *validator) imagesKey(k string, val gjson.Result) bool {
 			return v.fail(v.emptyString(k))
 		}
 		return true
-	}
-	if val.Type == gjson.Null {
-		return true
-	}
-	switch k {
 	case "n":
 		return v.choices(val, 10)
 	case "size", "quality", "style", "background", "output_format", "moderation":
@@ -501,24 +477,11 @@ func (v *validator) stop(val gjson.Result) bool {
 	if val.Type == gjson.String {
 		return true
 	}
-	if !val.IsArray() {
-		return v.fail(v.badType("stop", "a string or an array of strings", val))
+	n, ok := v.stringArray("stop", "a string or an array of strings", val)
+	if ok && n > 4 {
+		return v.fail(v.arrayTooLong("stop", 4, n))
 	}
-	i := 0
-	val.ForEach(func(_, s gjson.Result) bool {
-		if s.Type != gjson.String {
-			return v.fail(v.badType(at("stop", i, ""), "a string", s))
-		}
-		i++
-		return true
-	})
-	if v.err != nil {
-		return false
-	}
-	if i > 4 {
-		return v.fail(v.arrayTooLong("stop", 4, i))
-	}
-	return true
+	return ok
 }
 
 // streamOptions validates stream_options once stream is known to be true.
@@ -550,6 +513,49 @@ func (v *validator) logitBias(val gjson.Result) bool {
 		return true
 	})
 	return v.err == nil
+}
+
+// elements calls check on each element of arr with its index, up to the first that fails, and
+// returns how many passed.
+func (v *validator) elements(arr gjson.Result, check func(i int, x gjson.Result) bool) (n int, ok bool) {
+	arr.ForEach(func(_, x gjson.Result) bool {
+		if !check(n, x) {
+			return false
+		}
+		n++
+		return true
+	})
+	return n, v.err == nil
+}
+
+// objects validates an array of objects, each with check (param names the array; want words
+// the error when val is not an array), and returns how many passed.
+func (v *validator) objects(param, want string, val gjson.Result, check func(i int, obj gjson.Result) bool) (int, bool) {
+	if !val.IsArray() {
+		return 0, v.fail(v.badType(param, want, val))
+	}
+	return v.elements(val, func(i int, x gjson.Result) bool {
+		if !x.IsObject() {
+			return v.fail(v.badType(at(param, i, ""), "an object", x))
+		}
+		return check(i, x)
+	})
+}
+
+// once records that an object gave the member bit, and fails when it gave it before: the
+// gateway and the upstream's parser could read different copies. path names the member.
+func (v *validator) once(seen *uint8, bit uint8, path func() string) bool {
+	if *seen&bit != 0 {
+		return v.fail(v.duplicate(path()))
+	}
+	*seen |= bit
+	return true
+}
+
+// noteTools records whether a tools array that passed (ok) offers any (n).
+func (v *validator) noteTools(n int, ok bool) bool {
+	v.info.HasTools = v.info.HasTools || ok && n > 0
+	return ok
 }
 
 // nonEmpty reports whether an array has at least one element.

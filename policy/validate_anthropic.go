@@ -45,7 +45,8 @@ func (v *validator) anthropicKey(k string, val gjson.Result) bool {
 		_, ok := v.integer(k, val, 0, maxInt32)
 		return ok
 	case "stop_sequences":
-		return v.stringArray(k, val)
+		_, ok := v.stringArray(k, "an array of strings", val)
+		return ok
 	case "tools":
 		return v.anthropicTools(val)
 	case "tool_choice":
@@ -56,20 +57,18 @@ func (v *validator) anthropicKey(k string, val gjson.Result) bool {
 	return true
 }
 
-// stringArray validates an array of strings.
-func (v *validator) stringArray(param string, val gjson.Result) bool {
+// stringArray validates an array of strings and returns its length; want words the error when
+// val is not an array.
+func (v *validator) stringArray(param, want string, val gjson.Result) (int, bool) {
 	if !val.IsArray() {
-		return v.fail(v.badType(param, "an array of strings", val))
+		return 0, v.fail(v.badType(param, want, val))
 	}
-	i := 0
-	val.ForEach(func(_, s gjson.Result) bool {
+	return v.elements(val, func(i int, s gjson.Result) bool {
 		if s.Type != gjson.String {
 			return v.fail(v.badType(at(param, i, ""), "a string", s))
 		}
-		i++
 		return true
 	})
-	return v.err == nil
 }
 
 // anthropicSystem validates system: a string or an array of text blocks.
@@ -77,15 +76,8 @@ func (v *validator) anthropicSystem(val gjson.Result) bool {
 	if val.Type == gjson.String {
 		return true
 	}
-	if !val.IsArray() {
-		return v.fail(v.badType("system", "a string or an array of text blocks", val))
-	}
-	i := 0
-	val.ForEach(func(_, b gjson.Result) bool {
+	_, ok := v.objects("system", "a string or an array of text blocks", val, func(i int, b gjson.Result) bool {
 		path := func(rest string) string { return at("system", i, rest) }
-		if !b.IsObject() {
-			return v.fail(v.badType(path(""), "an object", b))
-		}
 		typ, text := b.Get("type"), b.Get("text")
 		if !typ.Exists() {
 			return v.fail(v.missing(path(".type")))
@@ -102,10 +94,9 @@ func (v *validator) anthropicSystem(val gjson.Result) bool {
 		if text.Type != gjson.String {
 			return v.fail(v.badType(path(".text"), "a string", text))
 		}
-		i++
 		return true
 	})
-	return v.err == nil
+	return ok
 }
 
 // anthropicMessages validates the messages array. Consecutive turns of the same role are
@@ -116,11 +107,9 @@ func (v *validator) anthropicMessages(val gjson.Result) bool {
 
 // anthropicMessage validates messages[i].
 func (v *validator) anthropicMessage(i int, m gjson.Result) bool {
-	if !m.IsObject() {
-		return v.fail(v.badType(at("messages", i, ""), "an object", m))
-	}
 	var role, content gjson.Result
 	var seen uint8
+	// Its own switch of the members it reads, like every object's (see chatMessage).
 	m.ForEach(func(k, val gjson.Result) bool {
 		var bit uint8
 		switch k.Str {
@@ -131,23 +120,10 @@ func (v *validator) anthropicMessage(i int, m gjson.Result) bool {
 		default:
 			return true
 		}
-		if seen&bit != 0 {
-			return v.fail(v.duplicate(at("messages", i, "."+k.Str)))
-		}
-		seen |= bit
-		return true
+		return v.once(&seen, bit, func() string { return at("messages", i, "."+k.Str) })
 	})
-	if v.err != nil {
+	if v.err != nil || !v.role(i, seen&mRole != 0, role, anthropicRoles) {
 		return false
-	}
-	if seen&mRole == 0 {
-		return v.fail(v.missing(at("messages", i, ".role")))
-	}
-	if role.Type != gjson.String {
-		return v.fail(v.badType(at("messages", i, ".role"), "a string", role))
-	}
-	if !oneOf(role.Str, anthropicRoles) {
-		return v.fail(v.badEnum(at("messages", i, ".role"), role.Str, anthropicRoles))
 	}
 	if seen&mContent == 0 {
 		return v.fail(v.missing(at("messages", i, ".content")))
@@ -158,15 +134,10 @@ func (v *validator) anthropicMessage(i int, m gjson.Result) bool {
 	if !content.IsArray() {
 		return v.fail(v.badType(at("messages", i, ".content"), "a string or an array of content blocks", content))
 	}
-	j := 0
-	content.ForEach(func(_, b gjson.Result) bool {
-		if !v.anthropicBlock(i, j, -1, b) {
-			return false
-		}
-		j++
-		return true
+	_, ok := v.elements(content, func(j int, b gjson.Result) bool {
+		return v.anthropicBlock(i, j, -1, b)
 	})
-	return v.err == nil
+	return ok
 }
 
 // Bits for the members of a content block.
@@ -209,11 +180,7 @@ func (v *validator) anthropicBlock(i, j, k int, b gjson.Result) bool {
 		default:
 			return true
 		}
-		if seen&bit != 0 {
-			return v.fail(v.duplicate(blockPath(i, j, k, "."+key.Str)))
-		}
-		seen |= bit
-		return true
+		return v.once(&seen, bit, func() string { return blockPath(i, j, k, "."+key.Str) })
 	})
 	if v.err != nil {
 		return false
@@ -262,15 +229,10 @@ func (v *validator) anthropicBlock(i, j, k int, b gjson.Result) bool {
 		if !content.IsArray() {
 			return v.fail(v.badType(blockPath(i, j, k, ".content"), "a string or an array of content blocks", content))
 		}
-		n := 0
-		content.ForEach(func(_, nb gjson.Result) bool {
-			if !v.anthropicBlock(i, j, n, nb) {
-				return false
-			}
-			n++
-			return true
+		_, ok := v.elements(content, func(n int, nb gjson.Result) bool {
+			return v.anthropicBlock(i, j, n, nb)
 		})
-		return v.err == nil
+		return ok
 	case "thinking":
 		return v.blockMembers(i, j, k, b, "thinking", "")
 	case "redacted_thinking":
@@ -309,14 +271,7 @@ func (v *validator) blockMembers(i, j, k int, b gjson.Result, s1, s2 string) boo
 // anthropicTools validates tools: custom tools need a name and an input_schema object; typed
 // server tools (web_search_..., bash_...) need a name.
 func (v *validator) anthropicTools(val gjson.Result) bool {
-	if !val.IsArray() {
-		return v.fail(v.badType("tools", "an array", val))
-	}
-	i := 0
-	val.ForEach(func(_, t gjson.Result) bool {
-		if !t.IsObject() {
-			return v.fail(v.badType(at("tools", i, ""), "an object", t))
-		}
+	return v.noteTools(v.objects("tools", "an array", val, func(i int, t gjson.Result) bool {
 		name := t.Get("name")
 		if !name.Exists() {
 			return v.fail(v.missing(at("tools", i, ".name")))
@@ -340,14 +295,8 @@ func (v *validator) anthropicTools(val gjson.Result) bool {
 				return v.fail(v.badType(at("tools", i, ".input_schema"), "an object", schema))
 			}
 		}
-		i++
 		return true
-	})
-	if v.err != nil {
-		return false
-	}
-	v.info.HasTools = v.info.HasTools || i > 0
-	return true
+	}))
 }
 
 // anthropicToolChoice validates tool_choice: {type: auto|any|tool|none}, with a name for tool.
@@ -355,21 +304,16 @@ func (v *validator) anthropicToolChoice(val gjson.Result) bool {
 	if !val.IsObject() {
 		return v.fail(v.badType("tool_choice", "an object", val))
 	}
-	typ := val.Get("type")
-	if !typ.Exists() {
-		return v.fail(v.missing("tool_choice.type"))
+	typ, ok := v.objectType("tool_choice", val, anthropicChoiceTypes)
+	if !ok || typ != "tool" {
+		return ok
 	}
-	if !v.enum("tool_choice.type", typ, anthropicChoiceTypes) {
-		return false
+	name := val.Get("name")
+	if !name.Exists() {
+		return v.fail(v.missing("tool_choice.name"))
 	}
-	if typ.Str == "tool" {
-		name := val.Get("name")
-		if !name.Exists() {
-			return v.fail(v.missing("tool_choice.name"))
-		}
-		if name.Type != gjson.String {
-			return v.fail(v.badType("tool_choice.name", "a string", name))
-		}
+	if name.Type != gjson.String {
+		return v.fail(v.badType("tool_choice.name", "a string", name))
 	}
 	return true
 }

@@ -25,24 +25,25 @@ const (
 	mRefusal
 )
 
-// messageList validates a non-empty messages array, each message with check.
+// messageList validates a non-empty messages array, each message (an object) with check.
 func (v *validator) messageList(val gjson.Result, check func(i int, m gjson.Result) bool) bool {
-	if !val.IsArray() {
-		return v.fail(v.badType("messages", "an array", val))
-	}
-	i := 0
-	val.ForEach(func(_, m gjson.Result) bool {
-		if !check(i, m) {
-			return false
-		}
-		i++
-		return true
-	})
-	if v.err != nil {
-		return false
-	}
-	if i == 0 {
+	n, ok := v.objects("messages", "an array", val, check)
+	if ok && n == 0 {
 		return v.fail(v.emptyArray("messages"))
+	}
+	return ok
+}
+
+// role validates messages[i].role, which a message must give (present), against roles.
+func (v *validator) role(i int, present bool, role gjson.Result, roles []string) bool {
+	if !present {
+		return v.fail(v.missing(at("messages", i, ".role")))
+	}
+	if role.Type != gjson.String {
+		return v.fail(v.badType(at("messages", i, ".role"), "a string", role))
+	}
+	if !oneOf(role.Str, roles) {
+		return v.fail(v.badEnum(at("messages", i, ".role"), role.Str, roles))
 	}
 	return true
 }
@@ -54,11 +55,10 @@ func (v *validator) chatMessages(val gjson.Result) bool {
 
 // chatMessage validates messages[i].
 func (v *validator) chatMessage(i int, m gjson.Result) bool {
-	if !m.IsObject() {
-		return v.fail(v.badType(at("messages", i, ""), "an object", m))
-	}
 	var role, content, name, toolCalls, toolCallID, functionCall, refusal gjson.Result
 	var seen uint8
+	// Each object (message, part, block) keeps its own switch of the members it reads, alike in
+	// shape only: a shared table would hide which they are. once does the common part.
 	m.ForEach(func(k, val gjson.Result) bool {
 		var bit uint8
 		switch k.Str {
@@ -79,23 +79,10 @@ func (v *validator) chatMessage(i int, m gjson.Result) bool {
 		default:
 			return true
 		}
-		if seen&bit != 0 {
-			return v.fail(v.duplicate(at("messages", i, "."+k.Str)))
-		}
-		seen |= bit
-		return true
+		return v.once(&seen, bit, func() string { return at("messages", i, "."+k.Str) })
 	})
-	if v.err != nil {
+	if v.err != nil || !v.role(i, seen&mRole != 0, role, chatRoles) {
 		return false
-	}
-	if seen&mRole == 0 {
-		return v.fail(v.missing(at("messages", i, ".role")))
-	}
-	if role.Type != gjson.String {
-		return v.fail(v.badType(at("messages", i, ".role"), "a string", role))
-	}
-	if !oneOf(role.Str, chatRoles) {
-		return v.fail(v.badEnum(at("messages", i, ".role"), role.Str, chatRoles))
 	}
 	if seen&mName != 0 && name.Type != gjson.String && name.Type != gjson.Null {
 		return v.fail(v.badType(at("messages", i, ".name"), "a string", name))
@@ -145,21 +132,13 @@ func (v *validator) chatMessage(i int, m gjson.Result) bool {
 	if !content.IsArray() {
 		return v.fail(v.badType(at("messages", i, ".content"), "a string or an array of content parts", content))
 	}
-	j := 0
-	content.ForEach(func(_, p gjson.Result) bool {
-		if !v.contentPart(i, j, p) {
-			return false
-		}
-		j++
-		return true
+	n, ok := v.elements(content, func(j int, p gjson.Result) bool {
+		return v.contentPart(i, j, p)
 	})
-	if v.err != nil {
-		return false
-	}
-	if j == 0 {
+	if ok && n == 0 {
 		return v.fail(v.emptyArray(at("messages", i, ".content")))
 	}
-	return true
+	return ok
 }
 
 // Bits for the members of a content part.
@@ -200,11 +179,7 @@ func (v *validator) contentPart(i, j int, p gjson.Result) bool {
 		default:
 			return true
 		}
-		if seen&bit != 0 {
-			return v.fail(v.duplicate(partPath(i, j, "."+k.Str)))
-		}
-		seen |= bit
-		return true
+		return v.once(&seen, bit, func() string { return partPath(i, j, "."+k.Str) })
 	})
 	if v.err != nil {
 		return false
@@ -283,8 +258,7 @@ func (v *validator) toolCalls(i int, calls gjson.Result) (int, bool) {
 	if !calls.IsArray() {
 		return 0, v.fail(v.badType(at("messages", i, ".tool_calls"), "an array", calls))
 	}
-	j := 0
-	calls.ForEach(func(_, c gjson.Result) bool {
+	return v.elements(calls, func(j int, c gjson.Result) bool {
 		path := func(rest string) string { return at(at("messages", i, ".tool_calls"), j, rest) }
 		if !c.IsObject() {
 			return v.fail(v.badType(path(""), "an object", c))
@@ -321,22 +295,13 @@ func (v *validator) toolCalls(i int, calls gjson.Result) (int, bool) {
 		if args.Type != gjson.String {
 			return v.fail(v.badType(path(".function.arguments"), "a string", args))
 		}
-		j++
 		return true
 	})
-	return j, v.err == nil
 }
 
 // chatTools validates the tools array of a chat request.
 func (v *validator) chatTools(val gjson.Result) bool {
-	if !val.IsArray() {
-		return v.fail(v.badType("tools", "an array", val))
-	}
-	i := 0
-	val.ForEach(func(_, t gjson.Result) bool {
-		if !t.IsObject() {
-			return v.fail(v.badType(at("tools", i, ""), "an object", t))
-		}
+	return v.noteTools(v.objects("tools", "an array", val, func(i int, t gjson.Result) bool {
 		typ := t.Get("type")
 		if !typ.Exists() {
 			return v.fail(v.missing(at("tools", i, ".type")))
@@ -374,14 +339,8 @@ func (v *validator) chatTools(val gjson.Result) bool {
 				return v.fail(v.badType(at("tools", i, ".function.description"), "a string", d))
 			}
 		}
-		i++
 		return true
-	})
-	if v.err != nil {
-		return false
-	}
-	v.info.HasTools = v.info.HasTools || i > 0
-	return true
+	}))
 }
 
 // validToolName reports whether s matches ^[a-zA-Z0-9_-]{1,64}$.
@@ -406,31 +365,11 @@ func (v *validator) chatToolChoice(val gjson.Result) bool {
 	if !val.IsObject() {
 		return v.fail(v.badType("tool_choice", "a string or an object", val))
 	}
-	typ := val.Get("type")
-	if !typ.Exists() {
-		return v.fail(v.missing("tool_choice.type"))
+	typ, ok := v.objectType("tool_choice", val, chatToolChoiceTypes)
+	if !ok || typ != "function" {
+		return ok
 	}
-	if !v.enum("tool_choice.type", typ, chatToolChoiceTypes) {
-		return false
-	}
-	if typ.Str != "function" {
-		return true
-	}
-	fn := val.Get("function")
-	if !fn.Exists() {
-		return v.fail(v.missing("tool_choice.function"))
-	}
-	if !fn.IsObject() {
-		return v.fail(v.badType("tool_choice.function", "an object", fn))
-	}
-	name := fn.Get("name")
-	if !name.Exists() {
-		return v.fail(v.missing("tool_choice.function.name"))
-	}
-	if name.Type != gjson.String {
-		return v.fail(v.badType("tool_choice.function.name", "a string", name))
-	}
-	return true
+	return v.namedObject("tool_choice.function", val.Get("function"))
 }
 
 // responseFormat validates response_format.
@@ -438,35 +377,54 @@ func (v *validator) responseFormat(val gjson.Result) bool {
 	if !val.IsObject() {
 		return v.fail(v.badType("response_format", "an object", val))
 	}
-	typ := val.Get("type")
-	if !typ.Exists() {
-		return v.fail(v.missing("response_format.type"))
-	}
-	if !v.enum("response_format.type", typ, responseFormatTypes) {
-		return false
-	}
-	if typ.Str != "json_schema" {
-		return true
+	typ, ok := v.objectType("response_format", val, responseFormatTypes)
+	if !ok || typ != "json_schema" {
+		return ok
 	}
 	js := val.Get("json_schema")
-	if !js.Exists() {
-		return v.fail(v.missing("response_format.json_schema"))
-	}
-	if !js.IsObject() {
-		return v.fail(v.badType("response_format.json_schema", "an object", js))
-	}
-	name := js.Get("name")
-	if !name.Exists() {
-		return v.fail(v.missing("response_format.json_schema.name"))
-	}
-	if name.Type != gjson.String {
-		return v.fail(v.badType("response_format.json_schema.name", "a string", name))
+	if !v.namedObject("response_format.json_schema", js) {
+		return false
 	}
 	if s := js.Get("schema"); s.Exists() && s.Type != gjson.Null && !s.IsObject() {
 		return v.fail(v.badType("response_format.json_schema.schema", "an object", s))
 	}
 	if s := js.Get("strict"); s.Exists() && s.Type != gjson.Null && !s.IsBool() {
 		return v.fail(v.badType("response_format.json_schema.strict", "a boolean", s))
+	}
+	return true
+}
+
+// objectType checks the type member of the object val, which param names: given, and one of
+// types. It returns the type.
+func (v *validator) objectType(param string, val gjson.Result, types []string) (string, bool) {
+	typ := val.Get("type")
+	if !typ.Exists() {
+		return "", v.fail(v.missing(param + ".type"))
+	}
+	if typ.Type != gjson.String {
+		return "", v.fail(v.badType(param+".type", "a string", typ))
+	}
+	if !oneOf(typ.Str, types) {
+		return "", v.fail(v.badEnum(param+".type", typ.Str, types))
+	}
+	return typ.Str, true
+}
+
+// namedObject checks the member a type asks for (tool_choice.function,
+// response_format.json_schema), which param names: given, and an object with a string name.
+func (v *validator) namedObject(param string, obj gjson.Result) bool {
+	if !obj.Exists() {
+		return v.fail(v.missing(param))
+	}
+	if !obj.IsObject() {
+		return v.fail(v.badType(param, "an object", obj))
+	}
+	name := obj.Get("name")
+	if !name.Exists() {
+		return v.fail(v.missing(param + ".name"))
+	}
+	if name.Type != gjson.String {
+		return v.fail(v.badType(param+".name", "a string", name))
 	}
 	return true
 }

@@ -51,8 +51,8 @@ func (v *validator) promptArray(param string, val gjson.Result, noEmptyStrings b
 	if !val.IsArray() {
 		return 0, v.fail(v.badType(param, want, val))
 	}
-	shape, i := 0, 0
-	val.ForEach(func(_, item gjson.Result) bool {
+	shape := 0
+	n, ok := v.elements(val, func(i int, item gjson.Result) bool {
 		if shape == 0 {
 			switch {
 			case item.Type == gjson.String:
@@ -81,31 +81,23 @@ func (v *validator) promptArray(param string, val gjson.Result, noEmptyStrings b
 			if !item.IsArray() {
 				return v.fail(v.badType(at(param, i, ""), "an array of integers", item))
 			}
-			j := 0
-			item.ForEach(func(_, tok gjson.Result) bool {
-				if !v.token(param, i, j, tok) {
-					return false
-				}
-				j++
-				return true
+			toks, ok := v.elements(item, func(j int, tok gjson.Result) bool {
+				return v.token(param, i, j, tok)
 			})
-			if v.err != nil {
-				return false
-			}
-			if j == 0 {
+			if ok && toks == 0 {
 				return v.fail(v.emptyArray(at(param, i, "")))
 			}
+			return ok
 		}
-		i++
 		return true
 	})
-	if v.err != nil {
+	if !ok {
 		return 0, false
 	}
-	if i == 0 {
+	if n == 0 {
 		return 0, v.fail(v.emptyArray(param))
 	}
-	return i, true
+	return n, true
 }
 
 // token validates a token id: an integer in [0, 2^31-1]. j < 0 means a flat array.

@@ -1,5 +1,6 @@
 package wire
 
+// (These imports are upstream.go's too: both files word and time errors; nothing to share.)
 import (
 	"fmt"
 	"net/http"

@@ -557,10 +557,7 @@ func (t *StreamTap) anthropicEvent(dst, ev []byte, f *eventFields) []byte {
 
 // mergeUsage folds an Anthropic usage object into the stream's usage.
 func (t *StreamTap) mergeUsage(obj gjson.Result) {
-	var u usageFields
-	u.parse(obj)
-	if u.has != 0 {
-		t.usage.merge(u)
+	if t.usage.parse(obj) != 0 {
 		t.haveUsage = true
 	}
 }

@@ -61,64 +61,38 @@ func count(v gjson.Result) int64 {
 	return n
 }
 
-// parse reads a usage object (either surface's field names) into f.
-func (f *usageFields) parse(obj gjson.Result) {
+// parse reads a usage object (either surface's field names) into f: the counters it gives
+// replace those f holds (so Anthropic's message_delta, with cumulative counts, overrides
+// message_start's), the others stay. read reports the counters it gave.
+func (f *usageFields) parse(obj gjson.Result) (read uint8) {
 	if !obj.IsObject() {
-		return
+		return 0
 	}
 	obj.ForEach(func(k, v gjson.Result) bool {
-		switch k.Str {
+		switch k.Str { // a case a counter, alike in shape: each surface's own names, written out
 		case "prompt_tokens":
-			f.prompt, f.has = count(v), f.has|hasPrompt
+			f.prompt, read = count(v), read|hasPrompt
 		case "completion_tokens":
-			f.completion, f.has = count(v), f.has|hasCompletion
+			f.completion, read = count(v), read|hasCompletion
 		case "total_tokens":
-			f.total, f.has = count(v), f.has|hasTotal
+			f.total, read = count(v), read|hasTotal
 		case "prompt_tokens_details":
 			if c := v.Get("cached_tokens"); c.Exists() {
-				f.cached, f.has = count(c), f.has|hasCached
+				f.cached, read = count(c), read|hasCached
 			}
 		case "input_tokens":
-			f.input, f.has = count(v), f.has|hasInput
+			f.input, read = count(v), read|hasInput
 		case "output_tokens":
-			f.output, f.has = count(v), f.has|hasOutput
+			f.output, read = count(v), read|hasOutput
 		case "cache_read_input_tokens":
-			f.cacheRead, f.has = count(v), f.has|hasCacheRead
+			f.cacheRead, read = count(v), read|hasCacheRead
 		case "cache_creation_input_tokens":
-			f.cacheCreate, f.has = count(v), f.has|hasCacheCreate
+			f.cacheCreate, read = count(v), read|hasCacheCreate
 		}
 		return true
 	})
-}
-
-// merge overwrites the counters of f with those present in g (Anthropic's message_delta carries
-// cumulative counts that replace message_start's).
-func (f *usageFields) merge(g usageFields) {
-	if g.has&hasPrompt != 0 {
-		f.prompt = g.prompt
-	}
-	if g.has&hasCompletion != 0 {
-		f.completion = g.completion
-	}
-	if g.has&hasTotal != 0 {
-		f.total = g.total
-	}
-	if g.has&hasCached != 0 {
-		f.cached = g.cached
-	}
-	if g.has&hasInput != 0 {
-		f.input = g.input
-	}
-	if g.has&hasOutput != 0 {
-		f.output = g.output
-	}
-	if g.has&hasCacheRead != 0 {
-		f.cacheRead = g.cacheRead
-	}
-	if g.has&hasCacheCreate != 0 {
-		f.cacheCreate = g.cacheCreate
-	}
-	f.has |= g.has
+	f.has |= read
+	return read
 }
 
 // usage converts the counters to a Usage. The OpenAI names win when both sets are present.
