@@ -121,3 +121,7 @@ func nfcMayGrow(r rune) bool {
 	}
 	return false
 }
+
+// maxTokenBytes returns the bound LowerBound uses: an Estimate count is at
+// least one token per valid byte.
+func (estimateCounter) maxTokenBytes() tokenBytes { return tokenBytes{all: 1} }

@@ -270,6 +270,20 @@ func (b *bpeModel) symbols(p string) int {
 	return n
 }
 
+// unknownPossible reports whether a character can become the unknown token:
+// always without byte fallback, else when a byte has no <0xXX> token.
+func (b *bpeModel) unknownPossible() bool {
+	if !b.byteFallback {
+		return true
+	}
+	for _, id := range b.fallback {
+		if id == noID {
+			return true
+		}
+	}
+	return false
+}
+
 // inVocab reports whether the character c is a token of its own.
 func (b *bpeModel) inVocab(c string) bool {
 	_, ok := b.vocab[c]

@@ -133,9 +133,9 @@ func ParseHF(name string, data []byte) (Counter, error) {
 // to 3 bytes into 1 (Hangul jamo into a syllable, the Kelvin sign into "K"),
 // counted as 4, and may change a character's class; a Replace shortens its
 // pattern to its content. A model whose unknown characters fuse into one
-// token has no bound.
+// token has no bound, unless byte fallback leaves no character unknown.
 func (h *hfCounter) setMaxBytes(added []hfAddedToken) {
-	if h.model.fuseUnk && !h.byteLevel {
+	if h.model.fuseUnk && !h.byteLevel && h.model.unknownPossible() {
 		return
 	}
 	var extra []string
