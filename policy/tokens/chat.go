@@ -33,15 +33,17 @@ var ErrMalformed = errors.New("malformed request body")
 
 // ChatCounter counts the prompt tokens of request bodies with the formula in
 // the package documentation, memoising the count of each text in Memo (which
-// may be nil). It is safe for concurrent use. The body passed to its methods
-// must not be modified while the call runs.
+// may be nil) and, when Inflight is set, bounding the text counted exactly at
+// once across every ChatCounter sharing it. It is safe for concurrent use.
+// The body passed to its methods must not be modified while the call runs.
 type ChatCounter struct {
 	Counter
-	Memo *Memo
+	Memo     *Memo
+	Inflight *Inflight
 }
 
 // NewChatCounter returns a ChatCounter counting with c and memoising in m
-// (nil: no memo).
+// (nil: no memo), without an Inflight bound.
 func NewChatCounter(c Counter, m *Memo) *ChatCounter {
 	return &ChatCounter{Counter: c, Memo: m}
 }
@@ -62,7 +64,7 @@ func (c *ChatCounter) Count(d wire.Dialect, body []byte) (int, error) {
 //     tokens counted when it stopped (or the lower bound), not the total;
 //   - an error wrapping ErrMalformed for a malformed body (the shape is
 //     checked in full first), or wrapping ctx.Err() when ctx is done while
-//     counting.
+//     counting or waiting for Inflight.
 //
 // The gateway passes the room left for the prompt: the context window minus
 // the output allowance, or the tokens its limits still grant minus the
@@ -222,7 +224,7 @@ func (w *walk) texts(buf *textBuf) error {
 	return w.text(buf.String())
 }
 
-// countInto counts text into t with the memo.
+// countInto counts text into t with the memo and the Inflight bound.
 func (c *ChatCounter) countInto(t *tally, text string) error {
 	if !t.live() {
 		return errStopped
@@ -234,6 +236,19 @@ func (c *ChatCounter) countInto(t *tally, text string) error {
 		if n, ok := c.Memo.Get(key); ok {
 			return c.fixedInto(t, n)
 		}
+	}
+	if !estimate && c.Inflight != nil {
+		ok, err := c.Inflight.acquire(t.ctx, len(text))
+		if err != nil {
+			t.err = err
+			return errStopped
+		}
+		if !ok {
+			// Too much text is being counted: the Estimate bound, never
+			// fewer tokens than the exact count, and not memoised.
+			return c.fixedInto(t, Estimate().Count(text))
+		}
+		defer c.Inflight.release(len(text))
 	}
 	before := t.n
 	if !countText(c.Counter, t, text) {
