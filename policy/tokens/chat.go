@@ -17,6 +17,13 @@ const (
 	// ImageTokens is the fixed allowance for one image part or block: OpenAI's
 	// cost of a low-detail image (one 512px tile).
 	ImageTokens = 85
+	// AudioBytesPerToken is the allowance for audio input: one token per
+	// this many bytes of audio data (base64-decoded). Audio models take 10
+	// to 50 tokens per second (gpt-4o audio 10, Qwen2-Audio 25, Gemini 32),
+	// and the leanest stream a client sends (8 kbit/s MP3) is 1,000 bytes a
+	// second: 20 bytes a token at 50 tokens a second. Uncompressed WAV is
+	// over-counted about 30 times.
+	AudioBytesPerToken = 16
 	// perMessage is the framing of one message (start, role separator, end).
 	perMessage = 3
 	// perName is the separator a "name" adds besides its own tokens.
@@ -79,8 +86,8 @@ func (c *ChatCounter) CountLimit(ctx context.Context, d wire.Dialect, body []byt
 // with each text counted by the fewest tokens its bytes can make (see
 // tokenBytes: for cl100k_base, one token per 128 bytes, 42 ASCII letters, 3
 // digits or 48 bytes of non-ASCII characters, whichever gives more), so it
-// runs no BPE and reads each text once. Fixed framing and images count
-// exactly as in Count. A counter whose token lengths are unknown
+// runs no BPE and reads each text once. Fixed framing, images, files and
+// audio count exactly as in Count. A counter whose token lengths are unknown
 // (a Counter from outside this package) counts 0 per text. It returns an
 // error wrapping ErrMalformed for a malformed body, as Count does.
 func (c *ChatCounter) LowerBound(d wire.Dialect, body []byte) (int, error) {
@@ -109,7 +116,7 @@ func (c *ChatCounter) CountAnthropic(body []byte) (int, error) {
 
 // CountCompletion returns the prompt tokens of an OpenAI completions body:
 // "prompt" as a string, an array of strings, a token array or an array of
-// token arrays.
+// token arrays, plus "suffix".
 func (c *ChatCounter) CountCompletion(body []byte) (int, error) {
 	return c.Count(wire.DialectCompletion, body)
 }
@@ -276,7 +283,10 @@ func (w *walk) dialect(d wire.Dialect, root gjson.Result) error {
 	case wire.DialectMessages:
 		return w.anthropic(root)
 	case wire.DialectCompletion:
-		return w.inputs(root, "prompt")
+		if err := w.inputs(root, "prompt"); err != nil {
+			return err
+		}
+		return w.optionalString(root, "suffix")
 	case wire.DialectEmbedding:
 		return w.inputs(root, "input")
 	}
@@ -288,10 +298,32 @@ func (w *walk) chat(root gjson.Result) error {
 	if err := w.messages(root, false); err != nil {
 		return err
 	}
-	for _, key := range [...]string{"tools", "functions"} {
+	for _, key := range [...]string{"tools", "functions", "documents"} {
 		if err := w.rawOf(root.Get(key), key, '['); err != nil {
 			return err
 		}
+	}
+	if err := w.optionalString(root, "chat_template"); err != nil {
+		return err
+	}
+	if err := w.rawOf(root.Get("chat_template_kwargs"), "chat_template_kwargs", '{'); err != nil {
+		return err
+	}
+	switch rf := root.Get("response_format"); {
+	case !rf.Exists() || rf.Type == gjson.Null:
+	case rf.IsObject():
+		if err := w.rawOf(rf.Get("json_schema"), "response_format.json_schema", '{'); err != nil {
+			return err
+		}
+	default:
+		return malformed("response_format", "an object")
+	}
+	switch pr := root.Get("prediction"); {
+	case !pr.Exists() || pr.Type == gjson.Null:
+	case pr.IsObject():
+		return w.content(pr.Get("content"), "prediction.content", false)
+	default:
+		return malformed("prediction", "an object")
 	}
 	return nil
 }
@@ -379,6 +411,15 @@ func (w *walk) message(m gjson.Result, i int, anthropic bool) error {
 	if anthropic {
 		return nil
 	}
+	switch r := f.refusal; {
+	case !r.Exists() || r.Type == gjson.Null:
+	case r.Type == gjson.String:
+		if err := w.text(r.Str); err != nil {
+			return err
+		}
+	default:
+		return malformed(fmt.Sprintf("messages[%d].refusal", i), "a string")
+	}
 	switch calls := f.toolCalls; {
 	case !calls.Exists() || calls.Type == gjson.Null:
 	case calls.IsArray():
@@ -399,7 +440,7 @@ func (w *walk) message(m gjson.Result, i int, anthropic bool) error {
 	return nil
 }
 
-// content walks a message's content: a string, or an
+// content walks a message's (or a prediction's) content: a string, or an
 // array of parts or blocks whose texts count as one text.
 func (w *walk) content(content gjson.Result, where string, anthropic bool) error {
 	switch {
@@ -419,7 +460,7 @@ func (w *walk) content(content gjson.Result, where string, anthropic bool) error
 
 // msgFields are the fields of a message the formula reads.
 type msgFields struct {
-	role, content, name, toolCalls, functionCall gjson.Result
+	role, content, name, refusal, toolCalls, functionCall gjson.Result
 }
 
 // messageFields reads the fields of m in one pass; the first of repeated keys
@@ -435,6 +476,8 @@ func messageFields(m gjson.Result) msgFields {
 			dst = &f.content
 		case "name":
 			dst = &f.name
+		case "refusal":
+			dst = &f.refusal
 		case "tool_calls":
 			dst = &f.toolCalls
 		case "function_call":
@@ -469,9 +512,10 @@ func (w *walk) function(f gjson.Result, where string) error {
 	return nil
 }
 
-// blocks walks an array of content parts or blocks: text goes to buf (to be
-// counted once, concatenated), images add ImageTokens, and in Anthropic
-// bodies tool_use inputs and tool_result contents are counted on their own.
+// blocks walks an array of content parts or blocks: text (and refusal)
+// parts go to buf (to be counted once, concatenated), images, files and
+// audio add their allowances, and in Anthropic bodies tool_use inputs,
+// tool_result contents and documents are counted on their own.
 func (w *walk) blocks(arr gjson.Result, where string, buf *textBuf, anthropic bool) error {
 	var err error
 	arr.ForEach(func(_, b gjson.Result) bool {
@@ -495,8 +539,25 @@ func (w *walk) block(b gjson.Result, where string, buf *textBuf, anthropic bool)
 			return malformed(where+"[].text", "a string")
 		}
 		buf.Add(t.Str)
+	case `"refusal"`:
+		if anthropic {
+			break
+		}
+		t := b.Get("refusal")
+		if t.Type != gjson.String {
+			return malformed(where+"[].refusal", "a string")
+		}
+		buf.Add(t.Str)
 	case `"image_url"`, `"input_image"`, `"image"`:
 		return w.fixed(ImageTokens)
+	case `"file"`:
+		if !anthropic {
+			return w.fixed(fileTokens(b.Get("file.file_data").Str))
+		}
+	case `"input_audio"`:
+		if !anthropic {
+			return w.fixed(audioTokens(b.Get("input_audio.data").Str))
+		}
 	case `"tool_use"`:
 		if anthropic {
 			if in := b.Get("input"); in.Exists() {
@@ -507,6 +568,10 @@ func (w *walk) block(b gjson.Result, where string, buf *textBuf, anthropic bool)
 		if anthropic {
 			return w.nested(b.Get("content"), where+"[].content")
 		}
+	case `"document"`:
+		if anthropic {
+			return w.document(b, where+"[]")
+		}
 	default:
 		if typ.Type != gjson.String {
 			return malformed(where+"[].type", "a string")
@@ -515,7 +580,7 @@ func (w *walk) block(b gjson.Result, where string, buf *textBuf, anthropic bool)
 	return nil
 }
 
-// nested walks a tool_result's content: a string, or
+// nested walks a tool_result's (or a document's) content: a string, or
 // blocks counted like a message's content.
 func (w *walk) nested(rc gjson.Result, where string) error {
 	switch {
@@ -531,6 +596,39 @@ func (w *walk) nested(rc gjson.Result, where string) error {
 		return w.texts(&inner)
 	}
 	return malformed(where, "a string or an array")
+}
+
+// document walks an Anthropic document block: its title and context, and
+// its source: plain text counts as text, a content source as nested blocks,
+// base64 data (a PDF) as inline file data; a URL or file id adds nothing
+// (the gateway cannot see it).
+func (w *walk) document(b gjson.Result, where string) error {
+	for _, key := range [...]string{"title", "context"} {
+		if err := w.optionalString(b, key); err != nil {
+			return err
+		}
+	}
+	src := b.Get("source")
+	switch src.Get("type").Str {
+	case "text":
+		return w.text(src.Get("data").Str)
+	case "base64":
+		return w.fixed(fileTokens(src.Get("data").Str))
+	case "content":
+		return w.nested(src.Get("content"), where+".source.content")
+	}
+	return nil
+}
+
+// optionalString counts root[key] when it is a string.
+func (w *walk) optionalString(root gjson.Result, key string) error {
+	switch v := root.Get(key); {
+	case !v.Exists() || v.Type == gjson.Null:
+		return nil
+	case v.Type == gjson.String:
+		return w.text(v.Str)
+	}
+	return malformed(key, "a string")
 }
 
 // rawOf counts the raw JSON of v when it is an array (open '[') or an
@@ -578,6 +676,22 @@ func (w *walk) inputs(root gjson.Result, key string) error {
 		return err == nil
 	})
 	return err
+}
+
+// fileTokens is the allowance for inline file data (a base64 PDF or other
+// document): its Estimate bytes, one token per character of the encoding.
+// OpenAI puts a page's extracted text and an image of the page in the
+// context (about 1,500 tokens a page); a dense PDF page compresses to 2 or
+// 3 KB, so a token per encoded byte is of the order of a dense document and
+// far above a sparse one. A file sent by id adds nothing: the gateway cannot
+// see it.
+func fileTokens(data string) int { return estimateBytes(data) }
+
+// audioTokens is the allowance for base64 audio data: one token per
+// AudioBytesPerToken decoded bytes.
+func audioTokens(data string) int {
+	n := len(data) / 4 * 3
+	return (n + AudioBytesPerToken - 1) / AudioBytesPerToken
 }
 
 // isTokenID reports whether v is a non-negative integer.

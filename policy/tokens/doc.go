@@ -20,16 +20,26 @@
 //
 //   - OpenAI chat ([ChatCounter.CountChat]): for each message,
 //     3 + count(role) + count(content text) + (count(name) + 1 if "name" is
-//     set), then +3 for the reply primer. The content text is the content
-//     string, or the concatenation of the "text" of every {"type":"text"}
-//     part of a content-part array, counted as one text. Each image part
-//     ({"type":"image_url"} or {"type":"input_image"}) adds a fixed
-//     [ImageTokens] (85, OpenAI's cost of a low-detail image tile). Other part
-//     types (audio, file) add nothing. For each entry of an assistant
-//     message's "tool_calls", count(function.name) + count(function.arguments)
-//     is added; the legacy "function_call" object counts the same way. The
-//     tool definitions ("tools", and the legacy "functions") count as
-//     count(raw JSON text of the array, exactly as it appears in the body).
+//     set) + count(refusal) when an assistant message has a "refusal", then
+//     +3 for the reply primer. The content text is the content string, or
+//     the concatenation of the "text" of every {"type":"text"} part and the
+//     "refusal" of every {"type":"refusal"} part of a content-part array,
+//     counted as one text. Each image part ({"type":"image_url"} or
+//     {"type":"input_image"}) adds a fixed [ImageTokens] (85, OpenAI's cost
+//     of a low-detail image tile). A {"type":"file"} part adds one token per
+//     byte of its inline file.file_data (nothing for a file sent by id,
+//     which the gateway cannot see), an {"type":"input_audio"} part one
+//     token per [AudioBytesPerToken] (16) bytes of its decoded
+//     input_audio.data. For each entry of an assistant message's
+//     "tool_calls", count(function.name) + count(function.arguments) is
+//     added; the legacy "function_call" object counts the same way. The tool
+//     definitions ("tools", and the legacy "functions") count as count(raw
+//     JSON text of the array, exactly as it appears in the body), and so do
+//     the other fields servers render into the prompt: vLLM's "documents"
+//     (raw JSON of the array), "chat_template" (count of the string) and
+//     "chat_template_kwargs" (raw JSON of the object), the
+//     response_format.json_schema object (raw JSON), and the text of
+//     prediction.content (a string or text parts, concatenated).
 //   - Anthropic messages ([ChatCounter.CountAnthropic]): the same per-message
 //     formula and reply primer over "messages", with content either a string
 //     or an array of blocks: the "text" of all text blocks, concatenated, is
@@ -37,13 +47,18 @@
 //     each tool_result block adds count(its content text) where the content
 //     is a string or an array of blocks handled like the message content
 //     (text concatenated, images [ImageTokens]); each image block adds
-//     [ImageTokens]. When "system" is given (a string, or an array of text
-//     blocks concatenated) count(system) + 3 is added. "tools" counts as the
-//     raw JSON text of the array, as for OpenAI. Other block types
-//     (thinking, document) add nothing.
+//     [ImageTokens]; each document block adds count(title) + count(context)
+//     and, by its source: count(data) for "text", one token per byte of
+//     data for "base64" (a PDF, as an OpenAI file part), its content handled
+//     like a tool_result's for "content", nothing for "url" or "file". When
+//     "system" is given (a string, or an array of text blocks concatenated)
+//     count(system) + 3 is added. "tools" counts as the raw JSON text of the
+//     array, as for OpenAI. Thinking blocks add nothing (Anthropic drops
+//     those of earlier turns).
 //   - Completions ([ChatCounter.CountCompletion]): count(prompt), summed over
 //     the entries of an array of strings; a token array (array of integers)
-//     counts its length, an array of token arrays the sum of their lengths.
+//     counts its length, an array of token arrays the sum of their lengths;
+//     plus count(suffix) when "suffix" is given.
 //   - Embeddings ([ChatCounter.CountEmbedding]): the same shapes, over "input".
 //
 // An image is recognised by the raw JSON of its "type" value ("image_url",
@@ -62,8 +77,13 @@
 // 4 framing tokens per message plus a 1-token begin-of-text; Qwen/ChatML: 5
 // per message) the formula is within 2 tokens per message of the template
 // render, and Anthropic's own count (not public) differs by its hidden system
-// framing. The formula is for admission and rate limiting; the upstream's
-// usage report is the bill.
+// framing. Rendered fields are counted as raw JSON (documents, schemas,
+// template arguments), which is of the size of what a template makes of
+// them; a chat_template is counted as its text once, though a template can
+// repeat text (the upstream's own context check still applies). File and
+// audio allowances are bounds of the order of the real cost, not exact. The
+// formula is for admission and rate limiting; the upstream's usage report
+// is the bill.
 //
 // # Upper bounds
 //

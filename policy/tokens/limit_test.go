@@ -25,7 +25,7 @@ func limitBodies() []struct {
 		{wire.DialectChat, string(chatBody(long))},
 		{wire.DialectChat, `{"messages":[{"role":"user","name":"a","content":[{"type":"text","text":"ab"},{"type":"image_url","image_url":{"url":"u"}},{"type":"text","text":"` + strings.Repeat("cd ", 3000) + `"}]}],"tools":[{"type":"function","function":{"name":"f"}}]}`},
 		{wire.DialectMessages, `{"system":"be brief","messages":[{"role":"user","content":[{"type":"text","text":"` + strings.Repeat("hello ", 2000) + `"},{"type":"tool_result","content":"15C"}]}],"tools":[{"name":"get"}]}`},
-		{wire.DialectCompletion, `{"prompt":["` + strings.Repeat("x y ", 5000) + `",[1,2,3]]}`},
+		{wire.DialectCompletion, `{"prompt":["` + strings.Repeat("x y ", 5000) + `",[1,2,3]],"suffix":"end"}`},
 		{wire.DialectEmbedding, `{"input":["a","b c",[4,5]]}`},
 	}
 }
@@ -198,7 +198,7 @@ func FuzzCountLimit(f *testing.F) {
 		f.Add([]byte(s), 5, uint8(0))
 		f.Add([]byte(s), 50, uint8(4))
 	}
-	f.Add([]byte(`{"prompt":"hello world"}`), 1, uint8(2))
+	f.Add([]byte(`{"prompt":"hello world","suffix":"x"}`), 1, uint8(2))
 	counters := boundCounters(f)
 	dialects := []wire.Dialect{wire.DialectChat, wire.DialectMessages, wire.DialectCompletion, wire.DialectEmbedding}
 	ctx := context.Background()
