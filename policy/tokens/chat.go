@@ -283,33 +283,38 @@ func (w *walk) dialect(d wire.Dialect, root gjson.Result) error {
 	case wire.DialectMessages:
 		return w.anthropic(root)
 	case wire.DialectCompletion:
-		if err := w.inputs(root, "prompt"); err != nil {
+		f := fieldsOf(root, []string{"prompt", "suffix"})
+		if err := w.inputs(f[0], "prompt"); err != nil {
 			return err
 		}
-		return w.optionalString(root, "suffix")
+		return w.optionalString(f[1], "suffix")
 	case wire.DialectEmbedding:
-		return w.inputs(root, "input")
+		return w.inputs(root.Get("input"), "input")
 	}
 	return fmt.Errorf("counting body: dialect %d has no token counter", d)
 }
 
+// chatKeys are the top-level fields of a chat body the formula reads.
+var chatKeys = []string{"messages", "tools", "functions", "documents", "chat_template", "chat_template_kwargs", "response_format", "prediction"}
+
 // chat walks an OpenAI chat completions body.
 func (w *walk) chat(root gjson.Result) error {
-	if err := w.messages(root, false); err != nil {
+	f := fieldsOf(root, chatKeys)
+	if err := w.messages(f[0], false); err != nil {
 		return err
 	}
-	for _, key := range [...]string{"tools", "functions", "documents"} {
-		if err := w.rawOf(root.Get(key), key, '['); err != nil {
+	for i, key := range chatKeys[1:4] {
+		if err := w.rawOf(f[1+i], key, '['); err != nil {
 			return err
 		}
 	}
-	if err := w.optionalString(root, "chat_template"); err != nil {
+	if err := w.optionalString(f[4], "chat_template"); err != nil {
 		return err
 	}
-	if err := w.rawOf(root.Get("chat_template_kwargs"), "chat_template_kwargs", '{'); err != nil {
+	if err := w.rawOf(f[5], "chat_template_kwargs", '{'); err != nil {
 		return err
 	}
-	switch rf := root.Get("response_format"); {
+	switch rf := f[6]; {
 	case !rf.Exists() || rf.Type == gjson.Null:
 	case rf.IsObject():
 		if err := w.rawOf(rf.Get("json_schema"), "response_format.json_schema", '{'); err != nil {
@@ -318,7 +323,7 @@ func (w *walk) chat(root gjson.Result) error {
 	default:
 		return malformed("response_format", "an object")
 	}
-	switch pr := root.Get("prediction"); {
+	switch pr := f[7]; {
 	case !pr.Exists() || pr.Type == gjson.Null:
 	case pr.IsObject():
 		return w.content(pr.Get("content"), "prediction.content", false)
@@ -328,12 +333,17 @@ func (w *walk) chat(root gjson.Result) error {
 	return nil
 }
 
+// anthropicKeys are the top-level fields of a messages body the formula
+// reads.
+var anthropicKeys = []string{"messages", "system", "tools"}
+
 // anthropic walks an Anthropic messages body.
 func (w *walk) anthropic(root gjson.Result) error {
-	if err := w.messages(root, true); err != nil {
+	f := fieldsOf(root, anthropicKeys)
+	if err := w.messages(f[0], true); err != nil {
 		return err
 	}
-	switch sys := root.Get("system"); {
+	switch sys := f[1]; {
 	case !sys.Exists() || sys.Type == gjson.Null:
 	case sys.Type == gjson.String:
 		if err := w.text(sys.Str); err != nil {
@@ -356,12 +366,27 @@ func (w *walk) anthropic(root gjson.Result) error {
 	default:
 		return malformed("system", "a string or an array of blocks")
 	}
-	return w.rawOf(root.Get("tools"), "tools", '[')
+	return w.rawOf(f[2], "tools", '[')
 }
 
-// messages walks root's "messages" plus the reply primer.
-func (w *walk) messages(root gjson.Result, anthropic bool) error {
-	msgs := root.Get("messages")
+// fieldsOf reads root's values of keys in one pass over root (a Get per key
+// would skip over a long prompt once for each); the first of repeated keys
+// wins, as with gjson's Get.
+func fieldsOf(root gjson.Result, keys []string) []gjson.Result {
+	out := make([]gjson.Result, len(keys))
+	root.ForEach(func(k, v gjson.Result) bool {
+		for i, key := range keys {
+			if k.Str == key && !out[i].Exists() {
+				out[i] = v
+			}
+		}
+		return true
+	})
+	return out
+}
+
+// messages walks a body's "messages" plus the reply primer.
+func (w *walk) messages(msgs gjson.Result, anthropic bool) error {
 	if !msgs.IsArray() {
 		return malformed("messages", "an array")
 	}
@@ -604,7 +629,7 @@ func (w *walk) nested(rc gjson.Result, where string) error {
 // (the gateway cannot see it).
 func (w *walk) document(b gjson.Result, where string) error {
 	for _, key := range [...]string{"title", "context"} {
-		if err := w.optionalString(b, key); err != nil {
+		if err := w.optionalString(b.Get(key), key); err != nil {
 			return err
 		}
 	}
@@ -620,9 +645,9 @@ func (w *walk) document(b gjson.Result, where string) error {
 	return nil
 }
 
-// optionalString counts root[key] when it is a string.
-func (w *walk) optionalString(root gjson.Result, key string) error {
-	switch v := root.Get(key); {
+// optionalString counts v (the value of key) when it is a string.
+func (w *walk) optionalString(v gjson.Result, key string) error {
+	switch {
 	case !v.Exists() || v.Type == gjson.Null:
 		return nil
 	case v.Type == gjson.String:
@@ -645,9 +670,8 @@ func (w *walk) rawOf(v gjson.Result, key string, open byte) error {
 	return malformed(key, "an object")
 }
 
-// inputs walks a completions prompt or an embeddings input.
-func (w *walk) inputs(root gjson.Result, key string) error {
-	v := root.Get(key)
+// inputs walks a completions prompt or an embeddings input, v.
+func (w *walk) inputs(v gjson.Result, key string) error {
 	switch {
 	case v.Type == gjson.String:
 		return w.text(v.Str)

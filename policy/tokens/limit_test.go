@@ -223,3 +223,19 @@ func FuzzCountLimit(f *testing.F) {
 		}
 	})
 }
+
+func TestStatsOf(t *testing.T) {
+	for _, tt := range []struct {
+		s    string
+		want textStats
+	}{
+		{"", textStats{}},
+		{"ab1 é你", textStats{valid: 9, letters: 2, digits: 1, wide: 5}},
+		{"a\xffb\xe4\xbd", textStats{valid: 2, letters: 2}},
+		{strings.Repeat("x9", 1<<20), textStats{valid: 2 << 20, letters: 1 << 20, digits: 1 << 20}},
+	} {
+		if got := statsOf(tt.s); got != tt.want {
+			t.Errorf("statsOf(%q) = %+v, want %+v", trunc(tt.s), got, tt.want)
+		}
+	}
+}

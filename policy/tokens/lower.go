@@ -53,14 +53,54 @@ func (s *textStats) add(o textStats) {
 
 // statsOf counts the bytes of s by class.
 func statsOf(s string) textStats {
+	if !utf8.ValidString(s) {
+		return statsOfInvalid(s)
+	}
+	// Valid UTF-8: every byte counts, and the non-ASCII ones are exactly
+	// the bytes of non-ASCII characters. The three counts are summed in
+	// one word, 21 bits each, flushed before they can carry.
+	st := textStats{valid: len(s)}
+	for len(s) > 0 {
+		chunk := s[:min(len(s), 1<<20)]
+		s = s[len(chunk):]
+		var sum uint64
+		for i := 0; i < len(chunk); i++ {
+			sum += byteClass[chunk[i]]
+		}
+		st.letters += int(sum & (1<<21 - 1))
+		st.digits += int(sum >> 21 & (1<<21 - 1))
+		st.wide += int(sum >> 42)
+	}
+	return st
+}
+
+// byteClass adds 1 to the letters field (bits 0-20) for ASCII letters, to
+// the digits field (bits 21-41) for digits and to the wide field (bits 42-62)
+// for non-ASCII bytes.
+var byteClass = func() (t [256]uint64) {
+	for c := range 256 {
+		switch {
+		case c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z':
+			t[c] = 1
+		case c >= '0' && c <= '9':
+			t[c] = 1 << 21
+		case c >= utf8.RuneSelf:
+			t[c] = 1 << 42
+		}
+	}
+	return t
+}()
+
+// statsOfInvalid is statsOf for a text with invalid UTF-8.
+func statsOfInvalid(s string) textStats {
 	var st textStats
 	for i := 0; i < len(s); {
 		c := s[i]
 		if c < utf8.RuneSelf {
-			switch {
-			case c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z':
+			switch byteClass[c] {
+			case 1:
 				st.letters++
-			case c >= '0' && c <= '9':
+			case 1 << 21:
 				st.digits++
 			}
 			st.valid++
