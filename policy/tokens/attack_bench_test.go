@@ -1,13 +1,20 @@
 package tokens
 
 import (
+	"context"
 	"encoding/json"
 	"math/rand/v2"
+	"runtime"
+	"runtime/metrics"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 	"unicode/utf8"
+
+	"github.com/caddyai/gateway/internal/wire"
 )
 
 // attackSize is the size of the hostile and realistic prompts of the
@@ -87,6 +94,137 @@ func BenchmarkCount4MB(b *testing.B) {
 					}
 				}
 			})
+		}
+	}
+}
+
+// BenchmarkCountLimit4MB is the refusal of a 4 MiB prompt by CountLimit, with
+// the room of an 8k and of a 128k window: the CPU one refused request costs.
+func BenchmarkCountLimit4MB(b *testing.B) {
+	ctx := context.Background()
+	for _, tt := range attackTexts() {
+		body := chatBody(tt.text)
+		for _, spec := range []string{"cl100k_base", "o200k_base", "hf testdata/tiny-spm.json"} {
+			c := NewChatCounter(mustCounter(b, spec), nil)
+			for _, limit := range []int{8 << 10, 128 << 10} {
+				name := tt.name + "/" + strings.TrimPrefix(c.Name(), "hf:testdata/") + "/limit-" + strconv.Itoa(limit>>10) + "k"
+				b.Run(name, func(b *testing.B) {
+					b.ReportAllocs()
+					for b.Loop() {
+						if _, exceeded, err := c.CountLimit(ctx, wire.DialectChat, body, limit); err != nil || !exceeded {
+							b.Fatal(exceeded, err)
+						}
+					}
+				})
+			}
+		}
+	}
+}
+
+// BenchmarkLowerBound4MB is LowerBound of a chat body holding a 4 MiB prompt.
+func BenchmarkLowerBound4MB(b *testing.B) {
+	body := chatBody(attackTexts()[2].text)
+	c := NewChatCounter(cl100k(), nil)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(body)))
+	for b.Loop() {
+		if _, err := c.LowerBound(wire.DialectChat, body); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkConcurrent4MB counts 16 realistic 4 MiB prompts at once (cl100k,
+// no memo, no limit: the worst case, a gateway that must count them all),
+// while another request's 4 KB prompt is counted over and over; it reports
+// the peak heap above the bodies themselves and that request's median and
+// 90th percentile latency, without and with an Inflight bound of 32 MiB
+// (waiting up to 50 ms, then estimating).
+func BenchmarkConcurrent4MB(b *testing.B) {
+	text := attackTexts()[2].text
+	small := chatBody(prompt4KB)
+	for _, bound := range []*Inflight{nil, NewInflight(32<<20, 50*time.Millisecond)} {
+		name := "unbounded"
+		if bound != nil {
+			name = "inflight-32MiB"
+		}
+		b.Run(name, func(b *testing.B) {
+			c := &ChatCounter{Counter: cl100k(), Inflight: bound}
+			other := NewChatCounter(cl100k(), nil)
+			for b.Loop() {
+				bodies := make([][]byte, 16)
+				for i := range bodies {
+					bodies[i] = chatBody(strconv.Itoa(i) + text)
+				}
+				runtime.GC()
+				base := heapBytes()
+				stop := make(chan struct{})
+				peak := make(chan uint64)
+				go func() { peak <- samplePeakHeap(stop) }()
+				lat := make(chan []time.Duration)
+				go func() {
+					var ds []time.Duration
+					for {
+						select {
+						case <-stop:
+							lat <- ds
+							return
+						default:
+						}
+						t0 := time.Now()
+						if _, err := other.CountChat(small); err != nil {
+							panic(err)
+						}
+						ds = append(ds, time.Since(t0))
+						time.Sleep(time.Millisecond)
+					}
+				}()
+				var wg sync.WaitGroup
+				for _, body := range bodies {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						if _, err := c.CountChat(body); err != nil {
+							panic(err)
+						}
+					}()
+				}
+				wg.Wait()
+				close(stop)
+				b.ReportMetric(float64(<-peak-base)/(1<<20), "peak-heap-MiB")
+				ds := <-lat
+				slices.Sort(ds)
+				if len(ds) > 0 {
+					b.ReportMetric(float64(ds[len(ds)/2].Microseconds()), "other-p50-µs")
+					b.ReportMetric(float64(ds[len(ds)*9/10].Microseconds()), "other-p90-µs")
+				}
+			}
+			if bound != nil {
+				b.ReportMetric(float64(bound.Fallbacks())/float64(b.N), "estimated/op")
+			}
+		})
+	}
+}
+
+// heapBytes returns the bytes of heap objects, live or not yet swept.
+func heapBytes() uint64 {
+	s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
+}
+
+// samplePeakHeap returns the largest heap (heapBytes) seen every millisecond
+// until stop is closed.
+func samplePeakHeap(stop chan struct{}) uint64 {
+	var peak uint64
+	t := time.NewTicker(time.Millisecond)
+	defer t.Stop()
+	for {
+		peak = max(peak, heapBytes())
+		select {
+		case <-stop:
+			return peak
+		case <-t.C:
 		}
 	}
 }
