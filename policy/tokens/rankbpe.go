@@ -1,6 +1,9 @@
 package tokens
 
-import "math"
+import (
+	"math"
+	"strings"
+)
 
 // rankBPE is a byte-level BPE in tiktoken's form: any two adjacent parts
 // whose concatenation is a token may merge, the token with the lowest rank
@@ -27,13 +30,30 @@ func (s *bigramSet) has(a, b byte) bool {
 	return s[i/64]&(1<<(i%64)) != 0
 }
 
-// newRankBPE builds the model from the tokens in rank order.
+// newRankBPE builds the model from the tokens in rank order ("" for a rank
+// without a token). The keys share one copy of the tokens' bytes.
 func newRankBPE(tokens []string) *rankBPE {
-	b := &rankBPE{ranks: make(map[string]uint32, len(tokens))}
+	n, size := 0, 0
+	for _, tok := range tokens {
+		if tok != "" {
+			n++
+			size += len(tok)
+		}
+	}
+	var arena strings.Builder
+	arena.Grow(size)
+	for _, tok := range tokens {
+		arena.WriteString(tok)
+	}
+	all := arena.String()
+	b := &rankBPE{ranks: make(map[string]uint32, n)}
+	off := 0
 	for rank, tok := range tokens {
 		if tok == "" {
 			continue
 		}
+		tok = all[off : off+len(tok)]
+		off += len(tok)
 		if _, dup := b.ranks[tok]; dup {
 			continue
 		}
