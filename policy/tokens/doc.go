@@ -93,6 +93,47 @@
 // UpperBound plus max output fits the window can skip exact counting. The
 // arguments are in estimate.go and bound.go, and fuzz targets check them.
 //
+// # Lower bounds and limits
+//
+// [ChatCounter.LowerBound] never returns more than [ChatCounter.Count]: it
+// applies the formula with each text counted as the fewest tokens its bytes
+// can make, from the longest token of the vocabulary overall and per class
+// of bytes (cl100k_base: 128 bytes, 42 ASCII letters, 3 digits, 48 bytes of
+// non-ASCII characters; o200k_base: 128, 26, 3, 61; an hf vocabulary's own,
+// its added tokens included, scaled by what its normalizers can shrink). It
+// runs no BPE (about 6 ns a byte, mostly JSON), so a body that cannot fit is
+// refused before any counting.
+//
+// [ChatCounter.CountLimit] counts like Count but stops once the count passes
+// a limit: first when the lower bound passes it, then message by message,
+// text by text and piece by piece; it then reports the tokens counted so far
+// (more than the limit, at most the total). FuzzCountLimit checks that it
+// agrees with Count.
+//
+// # Bounded work
+//
+// No input makes counting quadratic or its memory grow with the text:
+//   - texts are split into segments of about 16 KiB where the split pattern
+//     is known to cut (a space after a non-space, the end of a run of
+//     letters, digits or punctuation, a multiple of three digits: see
+//     splitCuts), so the regexp never sees more than a segment, unless the
+//     text has no such place (one long word, one character repeated);
+//   - a pre-token piece longer than 256 bytes is cut at positions no token
+//     of the vocabulary can span (two bytes, or two characters, that no
+//     token holds in a row), and its parts are merged one by one: the count
+//     is exact, since BPE never merges across such a position;
+//   - a part with no such position in 64 KiB (a 4 MiB one-word prompt, a
+//     run of one character) counts its BPE start symbols, one per byte or
+//     character: never fewer than its exact count, about four times more
+//     for ASCII letters; no real prompt has one;
+//   - a segment whose whitespace runs, squared and summed, pass 4 Mi bytes²
+//     (the generated split regexps of these patterns backtrack over a whole
+//     run of mixed spaces and newlines: 40 KB takes 2 s) counts its
+//     Estimate bytes instead.
+//
+// [Inflight] bounds the text counted exactly at once across ChatCounters;
+// a text that finds no room within its wait is counted with Estimate.
+//
 // # Hugging Face tokenizers
 //
 // "hf <path>" loads a tokenizer.json whose model is BPE (Llama 3, Qwen 2,
@@ -124,11 +165,13 @@
 //
 // # Cost
 //
-// tiktoken-go's generated split regexp takes time quadratic in the length of
-// a run of mixed spaces and newlines (40 KB: 2 s). A text whose whitespace
-// runs, squared and summed, pass 4 Mi bytes² is counted with [Estimate]
-// instead of exactly: never an under-count, and no real prompt looks like
-// that. Typical costs (2 cores): a 4 KB prompt cold ~250 µs; a 20-turn
-// conversation with 19 turns memoised ~40 µs; [Estimate] of 4 KB ~2 µs;
-// [UpperBound] of a 1 KB body ~0.6 µs.
+// Typical costs (2 shared cores): a 4 KB prompt cold ~150 µs (cl100k_base);
+// a 20-turn conversation with 19 turns memoised ~40 µs; a realistic 4 MiB
+// prompt ~180 ms, with a few MiB of scratch besides the unescaped text (the
+// split regexp's match indexes, ~26 bytes a byte of text, are garbage at
+// once); a 4 MiB prompt refused by CountLimit for an 8k window 16 to 25 ms;
+// [Estimate] of 4 KB ~2 µs; [UpperBound] of a 1 KB body ~0.6 µs. The
+// cl100k_base and o200k_base vocabularies, read back from tiktoken-go on
+// first use, take about 5 and 11 MiB. The benchmarks in
+// attack_bench_test.go measure these.
 package tokens
