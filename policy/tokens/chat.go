@@ -187,11 +187,13 @@ type walk struct {
 	t     *tally
 	lower bool
 	bytes tokenBytes
+	tally tally // what t points to
 }
 
 // newWalk returns a walk adding into a new tally.
 func (c *ChatCounter) newWalk(ctx context.Context, limit int, lower bool) *walk {
-	w := &walk{c: c, t: newTally(ctx, limit), lower: lower}
+	w := &walk{c: c, lower: lower, tally: tally{ctx: ctx, limit: limit}}
+	w.t = &w.tally
 	if b, ok := c.Counter.(interface{ maxTokenBytes() tokenBytes }); ok {
 		w.bytes = b.maxTokenBytes()
 	}
@@ -283,7 +285,7 @@ func (w *walk) dialect(d wire.Dialect, root gjson.Result) error {
 	case wire.DialectMessages:
 		return w.anthropic(root)
 	case wire.DialectCompletion:
-		f := fieldsOf(root, []string{"prompt", "suffix"})
+		f := fieldsOf(root, completionKeys)
 		if err := w.inputs(f[0], "prompt"); err != nil {
 			return err
 		}
@@ -293,6 +295,10 @@ func (w *walk) dialect(d wire.Dialect, root gjson.Result) error {
 	}
 	return fmt.Errorf("counting body: dialect %d has no token counter", d)
 }
+
+// completionKeys are the top-level fields of a completions body the formula
+// reads.
+var completionKeys = []string{"prompt", "suffix"}
 
 // chatKeys are the top-level fields of a chat body the formula reads.
 var chatKeys = []string{"messages", "tools", "functions", "documents", "chat_template", "chat_template_kwargs", "response_format", "prediction"}
@@ -326,7 +332,7 @@ func (w *walk) chat(root gjson.Result) error {
 	switch pr := f[7]; {
 	case !pr.Exists() || pr.Type == gjson.Null:
 	case pr.IsObject():
-		return w.content(pr.Get("content"), "prediction.content", false)
+		return w.content(pr.Get("content"), "prediction.content", -1, false)
 	default:
 		return malformed("prediction", "an object")
 	}
@@ -369,11 +375,13 @@ func (w *walk) anthropic(root gjson.Result) error {
 	return w.rawOf(f[2], "tools", '[')
 }
 
-// fieldsOf reads root's values of keys in one pass over root (a Get per key
-// would skip over a long prompt once for each); the first of repeated keys
-// wins, as with gjson's Get.
-func fieldsOf(root gjson.Result, keys []string) []gjson.Result {
-	out := make([]gjson.Result, len(keys))
+// maxFields is the most top-level fields a formula reads.
+const maxFields = 8
+
+// fieldsOf reads root's values of keys (at most maxFields) in one pass over
+// root (a Get per key would skip over a long prompt once for each); the
+// first of repeated keys wins, as with gjson's Get.
+func fieldsOf(root gjson.Result, keys []string) (out [maxFields]gjson.Result) {
 	root.ForEach(func(k, v gjson.Result) bool {
 		for i, key := range keys {
 			if k.Str == key && !out[i].Exists() {
@@ -418,7 +426,7 @@ func (w *walk) message(m gjson.Result, i int, anthropic bool) error {
 	if err := w.text(f.role.Str); err != nil {
 		return err
 	}
-	if err := w.content(f.content, fmt.Sprintf("messages[%d].content", i), anthropic); err != nil {
+	if err := w.content(f.content, "messages[].content", i, anthropic); err != nil {
 		return err
 	}
 	switch name := f.name; {
@@ -466,8 +474,9 @@ func (w *walk) message(m gjson.Result, i int, anthropic bool) error {
 }
 
 // content walks a message's (or a prediction's) content: a string, or an
-// array of parts or blocks whose texts count as one text.
-func (w *walk) content(content gjson.Result, where string, anthropic bool) error {
+// array of parts or blocks whose texts count as one text. where names it in
+// errors, with the message's index i in place of "[]" when i >= 0.
+func (w *walk) content(content gjson.Result, where string, i int, anthropic bool) error {
 	switch {
 	case !content.Exists() || content.Type == gjson.Null:
 		return nil
@@ -479,6 +488,9 @@ func (w *walk) content(content gjson.Result, where string, anthropic bool) error
 			return err
 		}
 		return w.texts(&buf)
+	}
+	if i >= 0 {
+		where = strings.Replace(where, "[]", fmt.Sprintf("[%d]", i), 1)
 	}
 	return malformed(where, "a string or an array")
 }

@@ -25,11 +25,6 @@ type tally struct {
 	err   error
 }
 
-// newTally returns a tally that stops once the count passes limit.
-func newTally(ctx context.Context, limit int) *tally {
-	return &tally{ctx: ctx, limit: limit}
-}
-
 // unlimited is the limit of a count that never stops early.
 const unlimited = math.MaxInt
 
