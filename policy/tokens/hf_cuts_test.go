@@ -1,6 +1,8 @@
 package tokens
 
 import (
+	"encoding/json"
+	"os"
 	"strings"
 	"testing"
 
@@ -94,4 +96,56 @@ func FuzzHFCuts(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestHFCutsKnownPatterns runs the tiny byte-level vocabulary behind each
+// known split pattern (and GPT-2's ByteLevel regex) and checks that cutting
+// gives the whole count.
+func TestHFCutsKnownPatterns(t *testing.T) {
+	data, err := os.ReadFile("testdata/tiny-bytelevel.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f map[string]json.RawMessage
+	if err := json.Unmarshal(data, &f); err != nil {
+		t.Fatal(err)
+	}
+	split := func(pattern string) string {
+		return `{"type":"Sequence","pretokenizers":[{"type":"Split","pattern":{"Regex":` + jsonString(pattern) +
+			`},"behavior":"Isolated","invert":false},{"type":"ByteLevel","add_prefix_space":false,"use_regex":false}]}`
+	}
+	pres := map[string]string{
+		"cl100k":         split(cl100kPattern),
+		"o200k":          split(o200kPattern),
+		"qwen2":          split(qwen2Pattern),
+		"gpt2":           split(gpt2Pattern),
+		"bytelevel":      `{"type":"ByteLevel","add_prefix_space":false,"use_regex":true}`,
+		"bytelevel+nfc":  `{"type":"ByteLevel","add_prefix_space":false,"use_regex":true}`,
+		"prefixed (off)": `{"type":"ByteLevel","add_prefix_space":true,"use_regex":true}`,
+	}
+	texts := append(equivalenceTexts(), strings.Repeat("Ａ1２3'４ 55 ６六七八 9", 3000), strings.Repeat("e\u0301\u0300 ", 6000))
+	for name, pre := range pres {
+		f["pre_tokenizer"] = json.RawMessage(pre)
+		f["normalizer"] = json.RawMessage(`null`)
+		if strings.HasSuffix(name, "+nfc") {
+			f["normalizer"] = json.RawMessage(`{"type":"NFC"}`)
+		}
+		js, _ := json.Marshal(f)
+		c, err := ParseHF(name, js)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		h := c.(*hfCounter)
+		if want := strings.Contains(name, "(off)"); (h.cuts.mode == cutNone) != want {
+			t.Errorf("%s: cut mode %d", name, h.cuts.mode)
+		}
+		for i, text := range texts {
+			if whitespaceCost(text) > maxWhitespaceCost {
+				continue
+			}
+			if got, want := h.Count(text), naiveHF(h, text); got != want {
+				t.Errorf("%s: text %d (%q): Count = %d, whole %d", name, i, trunc(text), got, want)
+			}
+		}
+	}
 }
