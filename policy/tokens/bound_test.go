@@ -15,6 +15,9 @@ var boundSeeds = []string{
 	`{"prompt":[[1,2,3],[4],5,"x"],"input":["\u00e9\u00e9",[0]]}`,
 	"{\"messages\":[{\"role\":\"\xff\",\"content\":\"\xfe\xfd\"}],\"system\":\"\xc3\"}",
 	`{"messages":[{"role":"u","content":"\t"},{"role":"u","content":" "}],"system":"\n"}`,
+	`{"messages":[{"role":"assistant","refusal":"n\u00e9","content":[{"type":"refusal","refusal":"x"},{"type":"file","file":{"file_data":"QUJD\/"}},{"type":"input_audio","input_audio":{"data":"AAAAAAAAAAAAAAAAAAAAAAAAAAAA"}}]}],"documents":[{"text":"d"}],"chat_template":"{{m}}","chat_template_kwargs":{"k":1},"response_format":{"type":"json_schema","json_schema":{"schema":{}}},"prediction":{"content":[{"type":"text","text":"p"}]}}`,
+	`{"messages":[{"role":"user","content":[{"type":"document","title":"t","context":"c","source":{"type":"text","data":"\n"}},{"type":"document","source":{"type":"base64","data":"QQ=="}},{"type":"document","source":{"type":"content","content":[{"type":"text","text":"x"}]}}]}]}`,
+	`{"prompt":"p","suffix":"\u00e9"}`,
 }
 
 func TestUpperBound(t *testing.T) {

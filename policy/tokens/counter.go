@@ -4,12 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"unicode"
 	"unicode/utf8"
-
-	"github.com/tiktoken-go/tokenizer"
-	"github.com/tiktoken-go/tokenizer/codec"
 )
 
 // Counter counts the tokens of a plain text. Implementations are safe for
@@ -52,34 +48,19 @@ func New(spec string) (Counter, error) {
 	return nil, fmt.Errorf("creating counter %q: %w", spec, ErrUnknownSpec)
 }
 
-// tiktokenCounter counts with one of tiktoken's byte-level BPE codecs.
-type tiktokenCounter struct {
-	name  string
-	codec tokenizer.Codec
-}
-
-// The codecs are immutable once built (their vocabularies are package-level
-// tables in tiktoken-go), so each is created once, on first use.
-var (
-	cl100k = sync.OnceValue(func() *tiktokenCounter {
-		return &tiktokenCounter{name: "cl100k_base", codec: codec.NewCl100kBase()}
-	})
-	o200k = sync.OnceValue(func() *tiktokenCounter {
-		return &tiktokenCounter{name: "o200k_base", codec: codec.NewO200kBase()}
-	})
-)
-
 // maxWhitespaceCost bounds the sum of the squared lengths of the whitespace
 // runs of a text that tiktoken-go's split regexp is given (about 5 ms of
 // matching; see whitespaceCost).
 const maxWhitespaceCost = 1 << 22
 
 // whitespaceCost returns the sum of the squared lengths, in bytes, of the
-// runs of whitespace in s. tiktoken-go's generated split regexp backtracks
+// runs of whitespace in s. The generated split regexp of tiktoken-go's
+// patterns (also used for the same patterns in hf tokenizers) backtracks
 // over a whole whitespace run for each piece it finds in it, so a run of
 // alternating spaces and newlines costs time quadratic in its length (40 KB:
-// 2 s). Texts over maxWhitespaceCost are counted with Estimate instead: never
-// an under-count, and only for texts no real prompt looks like.
+// 2 s). Segments over maxWhitespaceCost are counted with their Estimate
+// bytes instead: never an under-count, and only for text no real prompt
+// looks like.
 func whitespaceCost(s string) int {
 	cost, run := 0, 0
 	for i := 0; i < len(s); {
@@ -101,25 +82,3 @@ func whitespaceCost(s string) int {
 	}
 	return cost + run*run
 }
-
-// Count returns the number of tokens of text. Special-token strings such as
-// "<|endoftext|>" count as ordinary text, as tiktoken's encode_ordinary does.
-func (t *tiktokenCounter) Count(text string) int {
-	if text == "" {
-		return 0
-	}
-	if whitespaceCost(text) > maxWhitespaceCost {
-		return Estimate().Count(text)
-	}
-	n, err := t.codec.Count(text)
-	if err != nil {
-		// The codec only fails inside its regexp engine (a match timeout,
-		// which is not set); fall back to the byte bound rather than
-		// under-count.
-		return Estimate().Count(text)
-	}
-	return n
-}
-
-// Name returns the encoding name, "cl100k_base" or "o200k_base".
-func (t *tiktokenCounter) Name() string { return t.name }

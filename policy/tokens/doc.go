@@ -20,16 +20,26 @@
 //
 //   - OpenAI chat ([ChatCounter.CountChat]): for each message,
 //     3 + count(role) + count(content text) + (count(name) + 1 if "name" is
-//     set), then +3 for the reply primer. The content text is the content
-//     string, or the concatenation of the "text" of every {"type":"text"}
-//     part of a content-part array, counted as one text. Each image part
-//     ({"type":"image_url"} or {"type":"input_image"}) adds a fixed
-//     [ImageTokens] (85, OpenAI's cost of a low-detail image tile). Other part
-//     types (audio, file) add nothing. For each entry of an assistant
-//     message's "tool_calls", count(function.name) + count(function.arguments)
-//     is added; the legacy "function_call" object counts the same way. The
-//     tool definitions ("tools", and the legacy "functions") count as
-//     count(raw JSON text of the array, exactly as it appears in the body).
+//     set) + count(refusal) when an assistant message has a "refusal", then
+//     +3 for the reply primer. The content text is the content string, or
+//     the concatenation of the "text" of every {"type":"text"} part and the
+//     "refusal" of every {"type":"refusal"} part of a content-part array,
+//     counted as one text. Each image part ({"type":"image_url"} or
+//     {"type":"input_image"}) adds a fixed [ImageTokens] (85, OpenAI's cost
+//     of a low-detail image tile). A {"type":"file"} part adds one token per
+//     byte of its inline file.file_data (nothing for a file sent by id,
+//     which the gateway cannot see), an {"type":"input_audio"} part one
+//     token per [AudioBytesPerToken] (16) bytes of its decoded
+//     input_audio.data. For each entry of an assistant message's
+//     "tool_calls", count(function.name) + count(function.arguments) is
+//     added; the legacy "function_call" object counts the same way. The tool
+//     definitions ("tools", and the legacy "functions") count as count(raw
+//     JSON text of the array, exactly as it appears in the body), and so do
+//     the other fields servers render into the prompt: vLLM's "documents"
+//     (raw JSON of the array), "chat_template" (count of the string) and
+//     "chat_template_kwargs" (raw JSON of the object), the
+//     response_format.json_schema object (raw JSON), and the text of
+//     prediction.content (a string or text parts, concatenated).
 //   - Anthropic messages ([ChatCounter.CountAnthropic]): the same per-message
 //     formula and reply primer over "messages", with content either a string
 //     or an array of blocks: the "text" of all text blocks, concatenated, is
@@ -37,13 +47,18 @@
 //     each tool_result block adds count(its content text) where the content
 //     is a string or an array of blocks handled like the message content
 //     (text concatenated, images [ImageTokens]); each image block adds
-//     [ImageTokens]. When "system" is given (a string, or an array of text
-//     blocks concatenated) count(system) + 3 is added. "tools" counts as the
-//     raw JSON text of the array, as for OpenAI. Other block types
-//     (thinking, document) add nothing.
+//     [ImageTokens]; each document block adds count(title) + count(context)
+//     and, by its source: count(data) for "text", one token per byte of
+//     data for "base64" (a PDF, as an OpenAI file part), its content handled
+//     like a tool_result's for "content", nothing for "url" or "file". When
+//     "system" is given (a string, or an array of text blocks concatenated)
+//     count(system) + 3 is added. "tools" counts as the raw JSON text of the
+//     array, as for OpenAI. Thinking blocks add nothing (Anthropic drops
+//     those of earlier turns).
 //   - Completions ([ChatCounter.CountCompletion]): count(prompt), summed over
 //     the entries of an array of strings; a token array (array of integers)
-//     counts its length, an array of token arrays the sum of their lengths.
+//     counts its length, an array of token arrays the sum of their lengths;
+//     plus count(suffix) when "suffix" is given.
 //   - Embeddings ([ChatCounter.CountEmbedding]): the same shapes, over "input".
 //
 // An image is recognised by the raw JSON of its "type" value ("image_url",
@@ -62,8 +77,13 @@
 // 4 framing tokens per message plus a 1-token begin-of-text; Qwen/ChatML: 5
 // per message) the formula is within 2 tokens per message of the template
 // render, and Anthropic's own count (not public) differs by its hidden system
-// framing. The formula is for admission and rate limiting; the upstream's
-// usage report is the bill.
+// framing. Rendered fields are counted as raw JSON (documents, schemas,
+// template arguments), which is of the size of what a template makes of
+// them; a chat_template is counted as its text once, though a template can
+// repeat text (the upstream's own context check still applies). File and
+// audio allowances are bounds of the order of the real cost, not exact. The
+// formula is for admission and rate limiting; the upstream's usage report
+// is the bill.
 //
 // # Upper bounds
 //
@@ -72,6 +92,47 @@
 // returns less than any ChatCounter's count of a body, so a request whose
 // UpperBound plus max output fits the window can skip exact counting. The
 // arguments are in estimate.go and bound.go, and fuzz targets check them.
+//
+// # Lower bounds and limits
+//
+// [ChatCounter.LowerBound] never returns more than [ChatCounter.Count]: it
+// applies the formula with each text counted as the fewest tokens its bytes
+// can make, from the longest token of the vocabulary overall and per class
+// of bytes (cl100k_base: 128 bytes, 42 ASCII letters, 3 digits, 48 bytes of
+// non-ASCII characters; o200k_base: 128, 26, 3, 61; an hf vocabulary's own,
+// its added tokens included, scaled by what its normalizers can shrink). It
+// runs no BPE (about 6 ns a byte, mostly JSON), so a body that cannot fit is
+// refused before any counting.
+//
+// [ChatCounter.CountLimit] counts like Count but stops once the count passes
+// a limit: first when the lower bound passes it, then message by message,
+// text by text and piece by piece; it then reports the tokens counted so far
+// (more than the limit, at most the total). FuzzCountLimit checks that it
+// agrees with Count.
+//
+// # Bounded work
+//
+// No input makes counting quadratic or its memory grow with the text:
+//   - texts are split into segments of about 16 KiB where the split pattern
+//     is known to cut (a space after a non-space, the end of a run of
+//     letters, digits or punctuation, a multiple of three digits: see
+//     splitCuts), so the regexp never sees more than a segment, unless the
+//     text has no such place (one long word, one character repeated);
+//   - a pre-token piece longer than 256 bytes is cut at positions no token
+//     of the vocabulary can span (two bytes, or two characters, that no
+//     token holds in a row), and its parts are merged one by one: the count
+//     is exact, since BPE never merges across such a position;
+//   - a part with no such position in 64 KiB (a 4 MiB one-word prompt, a
+//     run of one character) counts its BPE start symbols, one per byte or
+//     character: never fewer than its exact count, about four times more
+//     for ASCII letters; no real prompt has one;
+//   - a segment whose whitespace runs, squared and summed, pass 4 Mi bytes²
+//     (the generated split regexps of these patterns backtrack over a whole
+//     run of mixed spaces and newlines: 40 KB takes 2 s) counts its
+//     Estimate bytes instead.
+//
+// [Inflight] bounds the text counted exactly at once across ChatCounters;
+// a text that finds no room within its wait is counted with Estimate.
 //
 // # Hugging Face tokenizers
 //
@@ -104,11 +165,13 @@
 //
 // # Cost
 //
-// tiktoken-go's generated split regexp takes time quadratic in the length of
-// a run of mixed spaces and newlines (40 KB: 2 s). A text whose whitespace
-// runs, squared and summed, pass 4 Mi bytes² is counted with [Estimate]
-// instead of exactly: never an under-count, and no real prompt looks like
-// that. Typical costs (2 cores): a 4 KB prompt cold ~250 µs; a 20-turn
-// conversation with 19 turns memoised ~40 µs; [Estimate] of 4 KB ~2 µs;
-// [UpperBound] of a 1 KB body ~0.6 µs.
+// Typical costs (2 shared cores): a 4 KB prompt cold ~150 µs (cl100k_base);
+// a 20-turn conversation with 19 turns memoised ~40 µs; a realistic 4 MiB
+// prompt ~180 ms, with a few MiB of scratch besides the unescaped text (the
+// split regexp's match indexes, ~26 bytes a byte of text, are garbage at
+// once); a 4 MiB prompt refused by CountLimit for an 8k window 16 to 25 ms;
+// [Estimate] of 4 KB ~2 µs; [UpperBound] of a 1 KB body ~0.6 µs. The
+// cl100k_base and o200k_base vocabularies, read back from tiktoken-go on
+// first use, take about 5 and 11 MiB. The benchmarks in
+// attack_bench_test.go measure these.
 package tokens

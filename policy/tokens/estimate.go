@@ -22,9 +22,9 @@ import (
 //   - Byte-level BPE (cl100k_base, o200k_base, hf tokenizers with a ByteLevel
 //     pre-tokenizer or byte_fallback) starts from one symbol per byte and
 //     every merge replaces two symbols by one, so a piece never has more
-//     tokens than bytes, and the pieces partition the text. tiktoken-go
-//     decodes the text into runes for its regexp, which turns every invalid
-//     byte into U+FFFD, 3 bytes, hence the weight 3.
+//     tokens than bytes, and the pieces partition the text. An invalid byte
+//     stays one byte for cl100k_base and o200k_base, but an hf counter
+//     replaces it (a run of them) by U+FFFD, 3 bytes, hence the weight 3.
 //   - Character-level BPE with byte_fallback (sentencepiece-style, Llama 2,
 //     Mistral) starts from one symbol per character; a character missing from
 //     the vocabulary becomes one <0xXX> token per byte of its UTF-8 form, or a
@@ -121,3 +121,7 @@ func nfcMayGrow(r rune) bool {
 	}
 	return false
 }
+
+// maxTokenBytes returns the bound LowerBound uses: an Estimate count is at
+// least one token per valid byte.
+func (estimateCounter) maxTokenBytes() tokenBytes { return tokenBytes{all: 1} }

@@ -11,10 +11,6 @@ import (
 	"golang.org/x/text/unicode/norm"
 )
 
-// gpt2Pattern is the split regex of the ByteLevel pre-tokenizer when its
-// use_regex option is on.
-const gpt2Pattern = `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`
-
 // hfCounter counts with a tokenizer.json: added tokens, normalizers,
 // pre-tokenizers, then the BPE model on each piece. It is immutable after
 // ParseHF and safe for concurrent use.
@@ -27,6 +23,13 @@ type hfCounter struct {
 	byteLevel     bool
 	prefixes      int
 	mustHaveRunes []rune
+	// cuts says where a segment may be cut into parts counted on their own.
+	cuts hfCuts
+	// slowSplit is set when a split regex backtracks over whitespace runs
+	// (\s+(?!\S)), so parts with long ones are bounded instead.
+	slowSplit bool
+	// maxBytes is the most bytes of text one token covers, per class.
+	maxBytes tokenBytes
 }
 
 type normKind uint8
@@ -73,6 +76,7 @@ const (
 type preStep struct {
 	kind     preKind
 	re       *regexp2.Regexp
+	pattern  string // the regex of re
 	lit      string
 	behavior behavior
 	invert   bool
@@ -104,31 +108,59 @@ func (h *hfCounter) Name() string { return h.name }
 // Count returns the number of tokens of text, without the special tokens a
 // post-processor would add.
 func (h *hfCounter) Count(text string) int {
+	t := tally{limit: unlimited}
+	h.countTo(&t, text)
+	return t.n
+}
+
+// countTo adds the tokens of text to t, part by part and piece by piece.
+func (h *hfCounter) countTo(t *tally, text string) bool {
 	if text == "" {
-		return 0
+		return true
 	}
 	if !utf8.ValidString(text) {
 		// tokenizers works on Rust strings: invalid bytes cannot reach it.
 		text = strings.ToValidUTF8(text, "\uFFFD")
 	}
-	total := 0
-	sc := &bpeScratch{}
-	start := 0
+	sc := getScratch()
+	defer putScratch(sc)
+	i := 0
 	for seg, rest := range h.added.segments(text) {
-		total += h.countSegment(seg, start == 0, sc)
-		if rest {
-			total++ // the added token after seg
+		if !h.countSegment(t, seg, i == 0, sc) {
+			return false
 		}
-		start++
+		if rest && !t.add(1) { // the added token after seg
+			return false
+		}
+		i++
 	}
-	return total
+	return true
 }
 
-// countSegment counts a text between added tokens.
-func (h *hfCounter) countSegment(s string, first bool, sc *bpeScratch) int {
+// countSegment counts a text between added tokens, cut into parts of about
+// 16 KiB where the pipeline allows it (see hfCuts).
+func (h *hfCounter) countSegment(t *tally, s string, first bool, sc *bpeScratch) bool {
 	if s == "" {
-		return 0
+		return true
 	}
+	if h.cuts.mode == cutNone || len(s) <= segmentTarget {
+		return t.live() && h.countPart(t, s, first, true, true, sc)
+	}
+	ok, head := true, true
+	h.cuts.parts(s, func(part string) bool {
+		ok = t.live() && h.countPart(t, part, first && head, head, head && len(part) == len(s), sc)
+		head = false
+		return ok
+	})
+	return ok
+}
+
+// countPart normalizes one part of a segment, splits it into pieces and
+// counts them. head says the part starts its segment (where the Prepend
+// normalizer applies), first that it starts the text, whole that it is the
+// whole segment.
+func (h *hfCounter) countPart(t *tally, s string, first, head, whole bool, sc *bpeScratch) bool {
+	orig := s
 	for _, n := range h.norms {
 		switch n.kind {
 		case normNFC:
@@ -136,65 +168,73 @@ func (h *hfCounter) countSegment(s string, first bool, sc *bpeScratch) int {
 				s = norm.NFC.String(s)
 			}
 		case normPrepend:
-			s = n.a + s
+			if head {
+				s = n.a + s
+			}
 		case normReplace:
 			s = strings.ReplaceAll(s, n.a, n.b)
 		}
 	}
-	pieces := []piece{{text: s, first: first}}
-	for i := range h.pre {
-		pieces = h.pre[i].apply(pieces)
+	if h.slowSplit && whitespaceCost(s) > maxWhitespaceCost {
+		// The Estimate bound of the part: one start symbol per byte at
+		// most, plus the prefix a head part may get.
+		n := estimateBytes(orig)
+		if head && h.prefixes > 0 {
+			n++
+		}
+		return t.add(n)
 	}
-	total := 0
-	for _, p := range pieces {
-		total += h.model.count(p.text, sc)
-	}
-	return total
+	return h.preTokenize(t, 0, piece{text: s, first: first}, whole, sc)
 }
 
-// apply runs the pre-tokenizer over every piece.
-func (p *preStep) apply(in []piece) []piece {
-	out := make([]piece, 0, len(in)*2)
-	for _, pc := range in {
-		switch p.kind {
-		case preSplit:
-			out = p.splitPiece(out, pc)
-		case preByteLevel:
-			if p.prefix && !strings.HasPrefix(pc.text, " ") {
-				pc.text = " " + pc.text
-			}
-			if p.re == nil {
-				out = append(out, pc)
-			} else {
-				out = p.splitPiece(out, pc)
-			}
-		case preMetaspace:
-			t := strings.ReplaceAll(pc.text, " ", p.lit)
-			if !strings.HasPrefix(t, p.lit) &&
-				(p.prepend == prependAlways || p.prepend == prependFirst && pc.first) {
-				t = p.lit + t
-			}
-			if !p.split {
-				out = append(out, piece{text: t, first: pc.first})
-				continue
-			}
-			// Split on the replacement, each one merged with what follows.
-			start := 0
-			for i := 0; ; {
-				k := strings.Index(t[i:], p.lit)
-				if k < 0 {
-					break
-				}
-				if pos := i + k; pos > start {
-					out = append(out, piece{text: t[start:pos], first: pc.first && start == 0})
-					start = pos
-				}
-				i += k + len(p.lit)
-			}
-			out = append(out, piece{text: t[start:], first: pc.first && start == 0})
-		}
+// preTokenize runs the pre-tokenizers from step i on pc and counts the
+// pieces that come out, one at a time.
+func (h *hfCounter) preTokenize(t *tally, i int, pc piece, whole bool, sc *bpeScratch) bool {
+	if i == len(h.pre) {
+		return countPiece(h.model, t, pc.text, whole || h.cuts.mode != cutSpace, sc)
 	}
-	return out
+	return h.pre[i].each(pc, func(p piece) bool { return h.preTokenize(t, i+1, p, whole, sc) })
+}
+
+// each runs the pre-tokenizer on one piece, calling yield with each piece
+// it makes until yield returns false; it reports whether all were yielded.
+func (p *preStep) each(pc piece, yield func(piece) bool) bool {
+	switch p.kind {
+	case preByteLevel:
+		if p.prefix && !strings.HasPrefix(pc.text, " ") {
+			pc.text = " " + pc.text
+		}
+		if p.re == nil {
+			return yield(pc)
+		}
+		return p.splitPiece(pc, yield)
+	case preMetaspace:
+		t := strings.ReplaceAll(pc.text, " ", p.lit)
+		if !strings.HasPrefix(t, p.lit) &&
+			(p.prepend == prependAlways || p.prepend == prependFirst && pc.first) {
+			t = p.lit + t
+		}
+		if !p.split {
+			return yield(piece{text: t, first: pc.first})
+		}
+		// Split on the replacement, each one merged with what follows.
+		start := 0
+		for i := 0; ; {
+			k := strings.Index(t[i:], p.lit)
+			if k < 0 {
+				break
+			}
+			if pos := i + k; pos > start {
+				if !yield(piece{text: t[start:pos], first: pc.first && start == 0}) {
+					return false
+				}
+				start = pos
+			}
+			i += k + len(p.lit)
+		}
+		return yield(piece{text: t[start:], first: pc.first && start == 0})
+	}
+	return p.splitPiece(pc, yield)
 }
 
 // span is a part of a piece that matched the split pattern or lies between
@@ -205,14 +245,28 @@ type span struct {
 }
 
 // splitPiece splits pc by the step's pattern and behaviour.
-func (p *preStep) splitPiece(out []piece, pc piece) []piece {
-	spans := p.spans(pc.text)
+func (p *preStep) splitPiece(pc piece, yield func(piece) bool) bool {
 	t := pc.text
+	ok := true
 	emit := func(s, e int) {
-		if e > s {
-			out = append(out, piece{text: t[s:e], first: pc.first && s == 0})
+		if ok && e > s {
+			ok = yield(piece{text: t[s:e], first: pc.first && s == 0})
 		}
 	}
+	if p.re != nil && p.behavior == behaviorIsolated {
+		// Matches and the text between them, in order (inverted or not):
+		// no need for the spans.
+		idx, _ := p.re.FindAllStringIndex(t, -1)
+		last := 0
+		for _, m := range idx {
+			emit(last, m[0])
+			emit(m[0], m[1])
+			last = max(last, m[1])
+		}
+		emit(last, len(t))
+		return ok
+	}
+	spans := p.spans(t)
 	switch p.behavior {
 	case behaviorIsolated:
 		for _, s := range spans {
@@ -253,7 +307,7 @@ func (p *preStep) splitPiece(out []piece, pc piece) []piece {
 		}
 		emit(start, len(t))
 	}
-	return out
+	return ok
 }
 
 // spans returns the matches of the step's pattern in t and the text between
@@ -278,12 +332,12 @@ func (p *preStep) spans(t string) []span {
 			i += k + len(p.lit)
 		}
 	} else {
-		m, err := p.re.FindStringMatch(t)
-		for err == nil && m != nil {
-			if s, n := m.ByteRange(); n > 0 {
-				add(s, s+n)
+		// The regexp only fails on a match timeout, which is not set.
+		idx, _ := p.re.FindAllStringIndex(t, -1)
+		for _, m := range idx {
+			if m[1] > m[0] {
+				add(m[0], m[1])
 			}
-			m, err = p.re.FindNextMatch(m)
 		}
 	}
 	if last < len(t) {

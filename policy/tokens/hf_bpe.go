@@ -3,6 +3,7 @@ package tokens
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"unicode/utf8"
 )
@@ -24,6 +25,15 @@ type bpeModel struct {
 	hasUnk       bool
 	fuseUnk      bool
 	ignoreMerges bool
+	// innerBytes (byte-level) and innerRunes (sorted, character models)
+	// hold the pairs of bytes or characters found inside some token.
+	innerBytes bigramSet
+	innerRunes []uint64
+	// fallbackMerges is set when a merge names a byte-fallback token.
+	fallbackMerges bool
+	// tokens are the tokens of the vocabulary, as text (raw bytes for
+	// byte-level models).
+	tokens []string
 }
 
 // merge is one entry of the merges list.
@@ -72,8 +82,26 @@ func newBPE(m *hfModel, byteLevel bool) (*bpeModel, error) {
 	for tok, id := range m.Vocab {
 		if raw, ok := decode(tok); ok {
 			b.vocab[raw] = id
+			b.tokens = append(b.tokens, raw)
 		}
 	}
+	for _, t := range b.tokens {
+		if byteLevel {
+			for i := 1; i < len(t); i++ {
+				b.innerBytes.add(t[i-1], t[i])
+			}
+			continue
+		}
+		prev := rune(-1)
+		for _, r := range t {
+			if prev >= 0 {
+				b.innerRunes = append(b.innerRunes, runePair(prev, r))
+			}
+			prev = r
+		}
+	}
+	slices.Sort(b.innerRunes)
+	b.innerRunes = slices.Compact(b.innerRunes)
 	for i := range 256 {
 		b.byteID[i], b.fallback[i] = noID, noID
 		if id, ok := b.vocab[string([]byte{byte(i)})]; ok && byteLevel {
@@ -105,12 +133,20 @@ func newBPE(m *hfModel, byteLevel bool) (*bpeModel, error) {
 		if !ok1 || !ok2 || !ok3 {
 			return nil, fmt.Errorf("loading merge %d %q: a part or the result is not in the vocabulary: %w", rank, p, ErrUnsupported)
 		}
+		if !byteLevel && (isFallback(l) || isFallback(r)) {
+			b.fallbackMerges = true
+		}
 		key := uint64(lid)<<32 | uint64(rid)
 		if _, dup := b.merges[key]; !dup {
 			b.merges[key] = merge{rank: uint32(rank), id: nid}
 		}
 	}
 	return b, nil
+}
+
+// isFallback reports whether tok is a byte-fallback token, <0xXX>.
+func isFallback(tok string) bool {
+	return len(tok) == 6 && strings.HasPrefix(tok, "<0x") && tok[5] == '>'
 }
 
 // parseMerges reads merges written as "a b" strings or as ["a", "b"] pairs.
@@ -154,13 +190,6 @@ func byteDecoder() map[rune]byte {
 	return m
 }
 
-// bpeScratch holds buffers reused across the pieces of one Count.
-type bpeScratch struct {
-	ids   []uint32
-	nodes []bpeNode
-	heap  mergeQueue
-}
-
 // bpeNode is a symbol in the doubly linked list being merged.
 type bpeNode struct {
 	prev, next int32
@@ -168,12 +197,14 @@ type bpeNode struct {
 	id         uint32
 }
 
-// count returns the number of tokens the model splits piece into.
-func (b *bpeModel) count(p string, sc *bpeScratch) int {
+// merge returns the number of tokens the model splits p into. whole says p
+// is an entire pre-token piece: only then does ignore_merges look p up in
+// the vocabulary first, as tokenizers does per word.
+func (b *bpeModel) merge(p string, sc *bpeScratch, whole bool) int {
 	if p == "" {
 		return 0
 	}
-	if b.ignoreMerges {
+	if b.ignoreMerges && whole {
 		if _, ok := b.vocab[p]; ok {
 			return 1
 		}
@@ -210,6 +241,85 @@ func (b *bpeModel) count(p string, sc *bpeScratch) int {
 	}
 	return b.mergeAll(ids, sc)
 }
+
+// symbols returns the number of symbols the model starts p with (one per
+// byte, or per character, fallback byte or unknown run), which merges only
+// lower.
+func (b *bpeModel) symbols(p string) int {
+	if b.byteLevel {
+		return len(p)
+	}
+	n, prevUnk := 0, false
+	for i := 0; i < len(p); {
+		_, size := utf8.DecodeRuneInString(p[i:])
+		switch {
+		case b.inVocab(p[i : i+size]):
+			n++
+			prevUnk = false
+		case b.byteFallback && b.fallback[p[i]] != noID:
+			n += size
+			prevUnk = false
+		default:
+			if !(b.fuseUnk && prevUnk) {
+				n++
+			}
+			prevUnk = true
+		}
+		i += size
+	}
+	return n
+}
+
+// unknownPossible reports whether a character can become the unknown token:
+// always without byte fallback, else when a byte has no <0xXX> token.
+func (b *bpeModel) unknownPossible() bool {
+	if !b.byteFallback {
+		return true
+	}
+	for _, id := range b.fallback {
+		if id == noID {
+			return true
+		}
+	}
+	return false
+}
+
+// inVocab reports whether the character c is a token of its own.
+func (b *bpeModel) inVocab(c string) bool {
+	_, ok := b.vocab[c]
+	return ok
+}
+
+// canCut reports whether no merge can span position k of p: for byte-level
+// models, no token holds the two bytes around k; for character models, k is
+// a character boundary and either no token holds the two characters around
+// it, or one of them is not a token (its fallback bytes or unknown token
+// never merge, unless merges name them).
+func (b *bpeModel) canCut(p string, k int) bool {
+	if b.byteLevel {
+		return !b.innerBytes.has(p[k-1], p[k])
+	}
+	if !utf8.RuneStart(p[k]) {
+		return false
+	}
+	r1, n1 := utf8.DecodeLastRuneInString(p[:k])
+	r2, n2 := utf8.DecodeRuneInString(p[k:])
+	in1, in2 := b.inVocab(p[k-n1:k]), b.inVocab(p[k:k+n2])
+	switch {
+	case in1 && in2:
+		_, found := slices.BinarySearch(b.innerRunes, runePair(r1, r2))
+		return !found
+	case b.fallbackMerges:
+		return false
+	case b.fuseUnk && !in1 && !in2:
+		// Two unknown characters may fuse into one unknown token.
+		return false
+	}
+	return true
+}
+
+// runePair packs two characters for innerRunes.
+func runePair(a, b rune) uint64 { return uint64(uint32(a))<<32 | uint64(uint32(b)) }
 
 // rankOf returns the merge of the symbols l and r, if any.
 func (b *bpeModel) rankOf(l, r uint32) (merge, bool) {

@@ -122,8 +122,51 @@ func ParseHF(name string, data []byte) (Counter, error) {
 		}
 	}
 	h.added = newAddedMatcher(f.AddedTokens)
+	h.setCuts()
+	h.setMaxBytes(f.AddedTokens)
 	return h, nil
 }
+
+// setMaxBytes bounds the bytes of text one token stands for (see
+// tokenBytes): the longest token, added token or unknown character (4
+// bytes), per class; scaled by what normalizers can shrink. NFC composes up
+// to 3 bytes into 1 (Hangul jamo into a syllable, the Kelvin sign into "K"),
+// counted as 4, and may change a character's class; a Replace shortens its
+// pattern to its content. A model whose unknown characters fuse into one
+// token has no bound, unless byte fallback leaves no character unknown.
+func (h *hfCounter) setMaxBytes(added []hfAddedToken) {
+	if h.model.fuseUnk && !h.byteLevel && h.model.unknownPossible() {
+		return
+	}
+	var extra []string
+	for _, t := range added {
+		extra = append(extra, t.Content)
+	}
+	if !h.byteLevel {
+		extra = append(extra, "\U0010FFFF") // an unknown character
+	}
+	b := classBytes(h.model.tokens, extra)
+	for _, n := range h.norms {
+		switch n.kind {
+		case normNFC:
+			b = tokenBytes{all: b.all * 4}
+		case normReplace:
+			if n.b == "" {
+				return
+			}
+			if ratio := (len(n.a) + len(n.b) - 1) / len(n.b); ratio > 1 {
+				b.all *= ratio
+			}
+			if st := statsOf(n.a); st.letters+st.digits+st.wide > 0 || st.valid < len(n.a) {
+				b = tokenBytes{all: b.all}
+			}
+		}
+	}
+	h.maxBytes = b
+}
+
+// maxTokenBytes returns the most bytes of text one token covers, per class.
+func (h *hfCounter) maxTokenBytes() tokenBytes { return h.maxBytes }
 
 // addNormalizer appends the normalizer n (flattening sequences).
 func (h *hfCounter) addNormalizer(n hfComponent) error {
@@ -191,7 +234,7 @@ func (h *hfCounter) addPreTokenizer(p hfComponent) error {
 			if err != nil {
 				return err
 			}
-			step.re = re
+			step.re, step.pattern = re, *p.Pattern.Regex
 		case p.Pattern.String != nil && *p.Pattern.String != "":
 			step.lit = *p.Pattern.String
 		default:
@@ -214,7 +257,7 @@ func (h *hfCounter) addPreTokenizer(p hfComponent) error {
 			if err != nil {
 				return err
 			}
-			step.re = re
+			step.re, step.pattern = re, gpt2Pattern
 		}
 		h.pre = append(h.pre, step)
 	case "Metaspace":
