@@ -6,6 +6,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/caddyai/gateway/cache"
@@ -81,7 +82,11 @@ type modelRoute struct {
 	cacheOff      bool
 	cache         cache.Policy // the model's own cache settings, over the gateway's
 	fallbacks     []*modelRoute
+	counted       promptCounts // caddy_ai_gateway_prompt_counts_total of the model, by how
 }
+
+// promptCounts are a model's prompt_counts_total counters, resolved once.
+type promptCounts struct{ bound, lowerBound, partial, exact prometheus.Counter }
 
 func (ex *exchange) primaryRoute() *modelRoute {
 	if ex.primary != nil {

@@ -95,6 +95,7 @@ type Gateway struct {
 	globalLimits     ratelimit.Limits
 	metrics          *gatewayMetrics
 	memo             *tokens.Memo
+	inflight         *tokens.Inflight
 	inline           *policy.KeyTable
 	catalog          *policy.Catalog
 	routes           map[*policy.Model]*modelRoute

@@ -192,27 +192,29 @@ func (g *Gateway) scopes(ex *exchange, buf []ratelimit.Scope) []ratelimit.Scope 
 
 // checkLimitsFirst refuses, before the prompt is counted exactly, a request that its limits
 // would refuse whatever the count says: its requests or concurrency are used up, or the tokens
-// left cannot hold even promptAtLeast (a lower bound of the prompt) plus the output it reserves.
-// Counting is the expensive stage; a refusal must not pay for it. The reservation after the
-// count decides for good.
-func (g *Gateway) checkLimitsFirst(ctx context.Context, ex *exchange, promptAtLeast int) *wire.Error {
+// left cannot hold even promptAtLeast (a lower bound of the prompt) plus the output it
+// reserves. It looks without taking anything, and refuses as Reserve would. Counting is the
+// expensive stage; a refusal must not pay for it. The decision tells the tokens left, which
+// bound the count; the reservation after the count decides for good.
+func (g *Gateway) checkLimitsFirst(ctx context.Context, ex *exchange, promptAtLeast int) (ratelimit.Decision, *wire.Error) {
+	prompt := promptAtLeast
 	var buf [3]ratelimit.Scope
 	scopes := g.scopes(ex, buf[:])
 	if len(scopes) == 0 {
-		return nil
+		return ratelimit.Decision{Allowed: true}, nil
 	}
 	out := ex.reservedOutput
 	if min := g.RateLimit.CapMaxTokensToBudget; min > 0 && ex.info.MaxTokens > 0 {
 		out = min * ex.info.Generations() // capping may still make it fit
 	}
-	cost := ratelimit.Cost{Requests: 1, Tokens: int64(promptAtLeast + out)}
+	cost := ratelimit.Cost{Requests: 1, Tokens: int64(prompt + out)}
 	dec, err := g.limiter.Check(ctx, scopes, cost)
 	if err != nil || dec.Allowed {
-		return nil // a store error is for the reservation to handle
+		return dec, nil // a store error is for the reservation to handle
 	}
 	ex.decision = dec
 	g.metrics.rateLimited.WithLabelValues(ratelimit.ScopeKind(dec.Scope), string(dec.Dimension)).Inc()
-	return rateLimitError(dec, cost)
+	return dec, rateLimitError(dec, cost)
 }
 
 // admitLimits reserves the request's cost on every scope at once.

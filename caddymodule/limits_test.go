@@ -363,3 +363,51 @@ func TestTokenLimitCountsEveryChoice(t *testing.T) {
 		}
 	}
 }
+
+// TestCountingIsNoWeapon: a huge prompt costs the gateway little. A 3.5 MB one-word prompt on
+// an 8192-token model is refused with context_length_exceeded ("at least") without the tokenizer
+// running over it; a key already over its rpm is refused before its prompt is counted at all;
+// a small prompt over the window is still counted in full, so its refusal names the exact count.
+func TestCountingIsNoWeapon(t *testing.T) {
+	s := startLimits(t, "rpm 1\n\t\t\t\ttpm 1000000", "")
+	huge := `{"model":"llama","messages":[{"role":"user","content":"` + strings.Repeat("a", 3500000) + `"}],"max_tokens":10}`
+	count := func(how string) float64 {
+		return s.metric(t, "caddy_ai_gateway_prompt_counts_total", map[string]string{"model": "demo-llama", "how": how})
+	}
+	resp, body := s.do(t, "/v1/chat/completions", "", huge)
+	if resp.StatusCode != 413 || gjson.GetBytes(body, "error.code").Str != "context_length_exceeded" ||
+		!strings.Contains(gjson.GetBytes(body, "error.message").Str, "at least") {
+		t.Fatalf("huge prompt: %d %.300s", resp.StatusCode, body)
+	}
+	if exact, partial := count("exact"), count("partial"); exact != 0 || partial+count("lower_bound") != 1 {
+		t.Errorf("the huge prompt was counted: exact %v, partial %v", exact, partial)
+	}
+	// the key's only request of the minute (the refusal took none): a small prompt, counted exactly (a tpm applies)
+	resp, body = s.do(t, "/v1/chat/completions", "", chatBody)
+	if resp.StatusCode != 200 || count("exact") != 1 {
+		t.Fatalf("small prompt: %d exact=%v %s", resp.StatusCode, count("exact"), body)
+	}
+	// over its rpm now: a prompt that could fit (its lower bound does) is refused before any count
+	before := count("exact") + count("partial")
+	resp, body = s.do(t, "/v1/chat/completions", "", `{"model":"llama","messages":[{"role":"user","content":"`+strings.Repeat("hello ", 5000)+`"}]}`)
+	if resp.StatusCode != 429 || gjson.GetBytes(body, "error.type").Str != "requests" {
+		t.Fatalf("over rpm: %d %.300s", resp.StatusCode, body)
+	}
+	if after := count("exact") + count("partial"); after != before {
+		t.Errorf("a request over its rpm was counted (%v -> %v)", before, after)
+	}
+	if n := len(s.upstream.requests()); n != 1 {
+		t.Errorf("%d requests reached the upstream, want 1", n)
+	}
+}
+
+// TestCountingSmallPromptOverTheWindow: a prompt of a few thousand words over the window is
+// counted in full: the refusal names its exact count.
+func TestCountingSmallPromptOverTheWindow(t *testing.T) {
+	s := startLimits(t, "tpm 1000000", "")
+	resp, body := s.do(t, "/v1/chat/completions", "", `{"model":"llama","messages":[{"role":"user","content":"`+strings.Repeat(" the", 9000)+`"}]}`)
+	msg := gjson.GetBytes(body, "error.message").Str
+	if resp.StatusCode != 413 || strings.Contains(msg, "at least") || !strings.Contains(msg, "resulted in 900") {
+		t.Errorf("%d %s", resp.StatusCode, msg)
+	}
+}

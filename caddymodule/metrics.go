@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"errors"
 
+	"github.com/caddyai/gateway/policy/tokens"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -23,6 +24,7 @@ type gatewayMetrics struct {
 	cacheBytes     prometheus.Gauge
 	cacheEvictions prometheus.Gauge
 	keysReloaded   *prometheus.CounterVec // result
+	promptCounts   *prometheus.CounterVec // model, how: bound, lower_bound, partial, exact
 }
 
 const (
@@ -65,6 +67,9 @@ func newGatewayMetrics() *gatewayMetrics {
 			"Entries evicted from the in-memory response cache since it was created."))),
 		keysReloaded: prometheus.NewCounterVec(prometheus.CounterOpts(opts("keys_file_reloads_total",
 			"Keys file reloads by result (ok, error).")), []string{"result"}),
+		promptCounts: prometheus.NewCounterVec(prometheus.CounterOpts(opts("prompt_counts_total",
+			"Prompts by how they were counted: bound (the byte upper bound sufficed), lower_bound (refused by a lower bound, "+
+				"not counted), partial (counting stopped once the window or the tokens left were passed), exact.")), []string{"model", "how"}),
 	}
 }
 
@@ -112,8 +117,24 @@ func (m *gatewayMetrics) register(reg prometheus.Registerer) error {
 	if m.cacheEvictions, err = registerOrReuse(reg, m.cacheEvictions); err != nil {
 		return err
 	}
-	m.keysReloaded, err = registerOrReuse(reg, m.keysReloaded)
+	if m.keysReloaded, err = registerOrReuse(reg, m.keysReloaded); err != nil {
+		return err
+	}
+	m.promptCounts, err = registerOrReuse(reg, m.promptCounts)
 	return err
+}
+
+// registerCountingEstimates exports how many long texts were estimated instead of counted
+// because the bound on text counted at once was full (one process-wide counter: a reload keeps
+// the collector registered by the first config).
+func (m *gatewayMetrics) registerCountingEstimates(reg prometheus.Registerer, f *tokens.Inflight) {
+	if reg == nil || f == nil {
+		return
+	}
+	c := prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: "count_estimated_total",
+		Help: "Long prompt texts estimated with the upper bound because the bytes counted exactly at once were at their bound."},
+		func() float64 { return float64(f.Fallbacks()) })
+	_, _ = registerOrReuse[prometheus.Collector](reg, c)
 }
 
 func registerOrReuse[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {

@@ -52,12 +52,13 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
 	memo, _, err := memoPool.LoadOrNew("memo", func() (caddy.Destructor, error) {
-		return memoHandle{tokens.NewMemo(1 << 16)}, nil
+		return memoHandle{memo: tokens.NewMemo(1 << 16), inflight: tokens.NewInflight(maxCountingBytes, maxCountingWait)}, nil
 	})
 	if err != nil {
 		return err
 	}
-	g.memo, g.memoHeld = memo.(memoHandle).memo, true
+	g.memo, g.inflight, g.memoHeld = memo.(memoHandle).memo, memo.(memoHandle).inflight, true
+	g.metrics.registerCountingEstimates(ctx.GetMetricsRegistry(), g.inflight)
 	if g.RateLimit == nil {
 		g.RateLimit = new(RateLimit)
 	}
@@ -159,7 +160,16 @@ func (g *Gateway) provisionModels(repl *caddy.Replacer) error {
 		if err != nil {
 			return fmt.Errorf("model %q: %w", mc.Name, err)
 		}
-		route := &modelRoute{model: m, scopeID: "model:" + mc.Name, counter: counter, chat: tokens.NewChatCounter(counter, g.memo), rewriter: rewriter}
+		pc := g.metrics.promptCounts
+		route := &modelRoute{
+			model:    m,
+			scopeID:  "model:" + mc.Name,
+			counter:  counter,
+			chat:     &tokens.ChatCounter{Counter: counter, Memo: g.memo, Inflight: g.inflight},
+			rewriter: rewriter,
+			counted: promptCounts{pc.WithLabelValues(mc.Name, "bound"), pc.WithLabelValues(mc.Name, "lower_bound"),
+				pc.WithLabelValues(mc.Name, "partial"), pc.WithLabelValues(mc.Name, "exact")},
+		}
 		for _, u := range mc.Upstreams {
 			dial, err := dialAddress(u)
 			if err != nil {
@@ -287,9 +297,21 @@ func logPanic(logger *zap.Logger, msg string) {
 
 // memoPool holds the token-count memo (bounded, 64k texts) across config reloads: counts of
 // texts do not depend on the config (keys include the tokenizer's name), and one memo instead of
-// one per config keeps a reload from holding a second copy.
+// one per config keeps a reload from holding a second copy. The bound on text counted at once
+// lives beside it, one per process.
 var memoPool = caddy.NewUsagePool()
 
-type memoHandle struct{ memo *tokens.Memo }
+// At most maxCountingBytes of long texts are counted exactly at once (eight 4 MiB prompts); a
+// text that finds no room within maxCountingWait is estimated with the upper bound instead, so
+// concurrent huge prompts cannot take the memory of the process.
+const (
+	maxCountingBytes = 32 << 20
+	maxCountingWait  = 50 * time.Millisecond
+)
+
+type memoHandle struct {
+	memo     *tokens.Memo
+	inflight *tokens.Inflight
+}
 
 func (memoHandle) Destruct() error { return nil }

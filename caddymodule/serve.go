@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"errors"
+	"math"
 	"net/http"
 	"runtime/debug"
 	"strconv"
@@ -386,9 +387,13 @@ func (g *Gateway) resolveModel(ex *exchange) *wire.Error {
 	return nil
 }
 
-// countPrompt counts the prompt's tokens and checks the model's context window. The exact count
-// is skipped when a cheap upper bound already proves the request fits and no token limit needs
-// the number.
+// countPrompt counts the prompt's tokens and checks the model's context window, cheapest check
+// first: a byte upper bound that proves the request fits (when no token limit needs the number)
+// ends it; every limit that does not need the count is checked (with a lower bound of the
+// prompt); only then is the prompt counted. A body over exactRefusalBytes is refused without
+// any count when its lower bound cannot fit the window, and its count stops as soon as it
+// passes the window or the tokens left (its refusal then says "at least"); a smaller one is
+// counted in full, so its refusal gives the exact number, as OpenAI's does.
 func (g *Gateway) countPrompt(ex *exchange) *wire.Error {
 	m := ex.route.model
 	body := ex.body.bytes()
@@ -397,21 +402,77 @@ func (g *Gateway) countPrompt(ex *exchange) *wire.Error {
 	fits := m.ContextWindow == 0 || bound+ex.info.MaxTokens <= m.ContextWindow
 	if !ex.spec.ExactCount || fits && !g.tokenLimited(ex) && !ex.spec.AlwaysCount {
 		ex.promptTokens = bound
+		ex.route.counted.bound.Inc()
 		return nil
 	}
-	if werr := g.checkLimitsFirst(ex.r.Context(), ex, 0); werr != nil {
+	chat, d := ex.route.chat, ex.spec.Dialect
+	lower, err := chat.LowerBound(d, body)
+	if err != nil {
+		return unreadablePrompt(ex, err)
+	}
+	// the most prompt the window can take: with fit_max_tokens the output may still shrink
+	windowRoom := math.MaxInt
+	if m.ContextWindow > 0 {
+		out := ex.info.MaxTokens
+		if g.FitMaxTokens > 0 && out > 0 && ex.spec.MaxTokens {
+			out = min(out, g.FitMaxTokens)
+		}
+		windowRoom = m.ContextWindow - out
+		if lower > windowRoom && len(body) > exactRefusalBytes {
+			ex.route.counted.lowerBound.Inc()
+			return policy.ContextLengthExceeded(ex.endpoint, m.ContextWindow, lower, ex.info.MaxTokens, g.ContextStatus, true)
+		}
+	}
+	dec, werr := g.checkLimitsFirst(ex.r.Context(), ex, lower)
+	if werr != nil {
+		ex.route.counted.lowerBound.Inc()
 		return werr
 	}
-	n, err := ex.route.chat.Count(ex.spec.Dialect, body)
-	if err != nil {
-		return wire.InvalidRequest(ex.spec.ContextParam, "The request's %s could not be read: %s", ex.spec.ContextParam,
-			strings.TrimPrefix(err.Error(), "counting chat body: "))
+	budgetRoom := math.MaxInt
+	if dec.Tokens.Limit > 0 && g.RateLimit.CapMaxTokensToBudget == 0 {
+		budgetRoom = int(max(dec.Tokens.Remaining-int64(ex.reservedOutput), 0))
+	}
+	limit := min(windowRoom, budgetRoom)
+	if len(body) <= exactRefusalBytes {
+		limit = math.MaxInt
+	}
+	n, exceeded, err := chat.CountLimit(ex.r.Context(), d, body, limit)
+	switch {
+	case err != nil && !errors.Is(err, tokens.ErrMalformed):
+		return wire.ClientClosed() // the client went away while its prompt was counted
+	case err != nil:
+		return unreadablePrompt(ex, err)
+	case exceeded && n > windowRoom:
+		ex.route.counted.partial.Inc()
+		return policy.ContextLengthExceeded(ex.endpoint, m.ContextWindow, n, ex.info.MaxTokens, g.ContextStatus, true)
+	case exceeded:
+		// over the tokens left: refused as the limiter refuses a cost of at least n, unless the
+		// bucket refilled meanwhile, then counted in full
+		if _, werr := g.checkLimitsFirst(ex.r.Context(), ex, n); werr != nil {
+			ex.route.counted.partial.Inc()
+			return werr
+		}
+		if n, err = chat.Count(d, body); err != nil {
+			return unreadablePrompt(ex, err)
+		}
 	}
 	ex.promptTokens, ex.promptExact = n, true
+	ex.route.counted.exact.Inc()
 	if m.ContextWindow > 0 && n+ex.info.MaxTokens > m.ContextWindow {
 		return g.fitOrRefuse(ex, m.ContextWindow, n)
 	}
 	return nil
+}
+
+// exactRefusalBytes is the body size up to which a prompt is counted in full even when it
+// cannot fit (a few milliseconds at most), so that its refusal names the exact count.
+const exactRefusalBytes = 256 << 10
+
+// unreadablePrompt is the refusal of a prompt the counter could not read (a shape validation
+// let through).
+func unreadablePrompt(ex *exchange, err error) *wire.Error {
+	return wire.InvalidRequest(ex.spec.ContextParam, "The request's %s could not be read: %s", ex.spec.ContextParam,
+		strings.TrimPrefix(err.Error(), "counting chat body: "))
 }
 
 // fitOrRefuse lowers max_tokens to what fits the window when fit_max_tokens allows it, else
@@ -424,7 +485,7 @@ func (g *Gateway) fitOrRefuse(ex *exchange, window, prompt int) *wire.Error {
 			return nil
 		}
 	}
-	return policy.ContextLengthExceeded(ex.endpoint, window, prompt, ex.info.MaxTokens, g.ContextStatus)
+	return policy.ContextLengthExceeded(ex.endpoint, window, prompt, ex.info.MaxTokens, g.ContextStatus, false)
 }
 
 // tokenLimited reports whether any scope of the request limits tokens.

@@ -52,12 +52,17 @@ func ReservedOutput(e wire.Endpoint, i *RequestInfo, gatewayDefault, modelMax, w
 // ContextLengthExceeded is the refusal of a request whose prompt of prompt tokens plus the
 // requested output (maxTokens, 0 when not set) does not fit a window of window tokens: 413
 // context_length_exceeded (400 when status is 400, OpenAI's own choice), naming the endpoint's
-// ContextParam, worded as OpenAI words it.
-func ContextLengthExceeded(e wire.Endpoint, window, prompt, maxTokens, status int) *wire.Error {
-	msg := fmt.Sprintf("This model's maximum context length is %d tokens. However, your messages resulted in %d tokens. Please reduce the length of the messages.", window, prompt)
+// ContextParam, worded as OpenAI words it. atLeast says prompt is where counting stopped once
+// the answer was known, not the whole count.
+func ContextLengthExceeded(e wire.Endpoint, window, prompt, maxTokens, status int, atLeast bool) *wire.Error {
+	least := ""
+	if atLeast {
+		least = "at least "
+	}
+	msg := fmt.Sprintf("This model's maximum context length is %d tokens. However, your messages resulted in %s%d tokens. Please reduce the length of the messages.", window, least, prompt)
 	if maxTokens > 0 {
-		msg = fmt.Sprintf("This model's maximum context length is %d tokens. However, you requested %d tokens (%d in the messages, %d in the completion). Please reduce the length of the messages or completion.",
-			window, prompt+maxTokens, prompt, maxTokens)
+		msg = fmt.Sprintf("This model's maximum context length is %d tokens. However, you requested %s%d tokens (%s%d in the messages, %d in the completion). Please reduce the length of the messages or completion.",
+			window, least, prompt+maxTokens, least, prompt, maxTokens)
 	}
 	if status != http.StatusBadRequest {
 		status = http.StatusRequestEntityTooLarge

@@ -49,7 +49,7 @@ func TestContextLengthExceeded(t *testing.T) {
 		{wire.EndpointImagesGenerations, 0, 0, "prompt", "9000", 413},
 	}
 	for _, tt := range tests {
-		e := ContextLengthExceeded(tt.e, 8192, 9000, tt.maxTokens, tt.status)
+		e := ContextLengthExceeded(tt.e, 8192, 9000, tt.maxTokens, tt.status, false)
 		if e.Status != tt.wantCode || e.Code != "context_length_exceeded" || e.Param != tt.param || e.Type != wire.TypeInvalidRequest ||
 			!strings.Contains(e.Message, tt.wantMsg) || !strings.Contains(e.Message, "maximum context length is 8192 tokens") {
 			t.Errorf("%s: %+v", tt.e, e)
@@ -57,6 +57,13 @@ func TestContextLengthExceeded(t *testing.T) {
 		if tt.e.Surface() == wire.Anthropic && e.StatusFor(wire.Anthropic) != http.StatusRequestEntityTooLarge {
 			t.Errorf("%s: Anthropic status %d", tt.e, e.StatusFor(wire.Anthropic))
 		}
+	}
+}
+
+func TestContextLengthExceededAtLeast(t *testing.T) {
+	e := ContextLengthExceeded(wire.EndpointChatCompletions, 8192, 9000, 100, 0, true)
+	if !strings.Contains(e.Message, "you requested at least 9100 tokens (at least 9000 in the messages, 100 in the completion)") {
+		t.Errorf("message %q", e.Message)
 	}
 }
 
