@@ -46,10 +46,10 @@ type RedisOptions struct {
 }
 
 // Redis is the backend for several instances: owned objects and queues in
-// one Redis, which every instance uses. Each write is one MULTI or one Lua
-// script, so it applies whole or not at all. It connects lazily: NewRedis
-// does no I/O, and a Redis that cannot be reached makes each call return
-// ErrUnavailable until it can.
+// one Redis (6.2 or later), which every instance uses. Each write of a
+// record or a lease is one MULTI or one Lua script, so it applies whole or
+// not at all. It connects lazily: NewRedis does no I/O, and a Redis that
+// cannot be reached makes each call return ErrUnavailable until it can.
 type Redis struct {
 	client redis.UniversalClient
 	prefix string
@@ -184,7 +184,9 @@ return redis.call('HINCRBY', KEYS[1], 'v', 1)
 `)
 
 // Update reads the record, applies fn and writes the result if the
-// version has not moved meanwhile; otherwise it reads again.
+// version has not moved meanwhile; otherwise it reads again. (A record
+// deleted and put again under the same id in between would start its
+// versions anew; ids from NewID are never put again after a delete.)
 func (s *Redis) Update(ctx context.Context, kind, owner, id string, fn func(old []byte) ([]byte, error)) (Record, error) {
 	if checkRecordNames(kind, owner, id) != nil {
 		return Record{}, ErrNotFound

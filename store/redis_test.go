@@ -72,6 +72,21 @@ func TestRedisLazyAndUnavailable(t *testing.T) {
 	if r, err := s.Get(ctx, "file", "k", "file-1"); err != nil || string(r.Data) != "1" {
 		t.Fatalf("Get once Redis is back: %+v, %v", r, err)
 	}
+	// A script the old server had is loaded again into the new one
+	// (NOSCRIPT, then EVAL).
+	if err := q.Enqueue(ctx, "batch_1", lines("a")); err != nil {
+		t.Fatal(err)
+	}
+	if got := itemData(claim(t, q, "i1", 10, time.Minute)); !slices.Equal(got, []string{"a"}) {
+		t.Fatalf("claimed %v", got)
+	}
+	srv.Restart()
+	if err := q.Enqueue(ctx, "batch_1", lines("b")); err != nil {
+		t.Fatal(err)
+	}
+	if got := itemData(claim(t, q, "i1", 10, time.Minute)); !slices.Equal(got, []string{"b"}) {
+		t.Fatalf("claimed %v from the restarted (empty) server", got)
+	}
 }
 
 func second[T any](_ T, err error) error { return err }
