@@ -28,7 +28,7 @@ test-unit:
 
 ## test-race: the concurrent packages again under the race detector
 test-race:
-	$(GO) test -race -count=1 -timeout 15m ./caddymodule/ ./ratelimit/ ./routing/ ./cache/ ./internal/wire/ ./policy/...
+	$(GO) test -race -count=1 -timeout 15m ./caddymodule/ ./ratelimit/ ./routing/ ./cache/ ./internal/wire/ ./policy/... ./store/
 
 ## test-binary: the xcaddy-built binary lists our modules and validates every Caddyfile
 test-binary: build
