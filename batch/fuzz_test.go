@@ -2,10 +2,12 @@ package batch
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/iotest"
 
 	"github.com/tidwall/gjson"
 )
@@ -49,6 +51,11 @@ func FuzzReadInput(f *testing.F) {
 		in, err := ReadInput(bytes.NewReader(data), chat, lim)
 		if err != nil {
 			t.Fatal(err)
+		}
+		// The same file arriving a byte at a time reads the same.
+		in1, err := ReadInput(iotest.OneByteReader(bytes.NewReader(data)), chat, lim)
+		if err != nil || fmt.Sprintf("%+v", in1) != fmt.Sprintf("%+v", in) {
+			t.Fatalf("byte by byte: %+v %v, at once: %+v", in1, err, in)
 		}
 		if len(in.Errors) > lim.MaxErrors || in.ErrorCount < len(in.Errors) {
 			t.Fatalf("%d errors listed, %d counted", len(in.Errors), in.ErrorCount)

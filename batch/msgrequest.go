@@ -322,45 +322,56 @@ func (s *scanner) requests() error {
 }
 
 // object reads request i, an object whose '{' was just read, into s.buf and returns it. It
-// tracks strings and nesting only; validity is checked on the whole object afterwards.
+// tracks strings and nesting only; validity is checked on the whole object afterwards. It
+// works on the bufio buffer a chunk at a time rather than byte by byte.
 func (s *scanner) object(i int) ([]byte, error) {
 	buf := append(s.buf[:0], '{')
 	depth := 1
 	inStr, esc := false, false
 	for depth > 0 {
-		c, err := s.next()
-		if err == io.EOF {
-			return nil, s.invalid(errUnexpectedEOF.Error())
+		if s.br.Buffered() == 0 {
+			if _, err := s.br.Peek(1); err == io.EOF {
+				return nil, s.invalid(errUnexpectedEOF.Error())
+			} else if err != nil {
+				return nil, fmt.Errorf("reading the message batch request: %w", err)
+			}
 		}
-		if err != nil {
-			return nil, err
+		chunk, _ := s.br.Peek(s.br.Buffered())
+		n := 0
+		for n < len(chunk) && depth > 0 {
+			c := chunk[n]
+			n++
+			if inStr {
+				switch {
+				case esc:
+					esc = false
+				case c == '\\':
+					esc = true
+				case c == '"':
+					inStr = false
+				}
+				continue
+			}
+			switch c {
+			case '"':
+				inStr = true
+			case '{', '[':
+				if depth++; depth > MaxDepth {
+					return nil, problem(CodeNestingTooDeep, at(i, ""), "the request nests objects and arrays deeper than %d levels", MaxDepth)
+				}
+			case '}', ']':
+				depth--
+			}
 		}
-		if len(buf) >= s.lim.MaxRequestBytes {
+		if s.off += int64(n); s.off > s.lim.MaxBytes {
+			return nil, wire.RequestTooLarge(s.lim.MaxBytes)
+		}
+		if len(buf)+n > s.lim.MaxRequestBytes {
 			return nil, &wire.Error{Status: http.StatusRequestEntityTooLarge, Type: wire.TypeInvalidRequest, Code: CodeRequestTooLarge,
 				Param: at(i, ""), Message: fmt.Sprintf("%s: the request is larger than the limit of %d bytes", dotted(at(i, "")), s.lim.MaxRequestBytes)}
 		}
-		buf = append(buf, c)
-		if inStr {
-			switch {
-			case esc:
-				esc = false
-			case c == '\\':
-				esc = true
-			case c == '"':
-				inStr = false
-			}
-			continue
-		}
-		switch c {
-		case '"':
-			inStr = true
-		case '{', '[':
-			if depth++; depth > MaxDepth {
-				return nil, problem(CodeNestingTooDeep, at(i, ""), "the request nests objects and arrays deeper than %d levels", MaxDepth)
-			}
-		case '}', ']':
-			depth--
-		}
+		buf = append(buf, chunk[:n]...)
+		_, _ = s.br.Discard(n)
 	}
 	s.buf = buf
 	return buf, nil

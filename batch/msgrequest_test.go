@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"testing/iotest"
 
 	"github.com/caddyai/gateway/internal/wire"
 	"github.com/tidwall/gjson"
@@ -229,6 +230,11 @@ func FuzzReadMessageBatchRequest(f *testing.F) {
 	lim := RequestLimits{MaxRequests: 5, MaxBytes: 4096, MaxRequestBytes: 512}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		tasks, err := ReadMessageBatchRequest(bytes.NewReader(body), lim)
+		// The same body arriving a byte at a time reads the same.
+		tasks1, err1 := ReadMessageBatchRequest(iotest.OneByteReader(bytes.NewReader(body)), lim)
+		if fmt.Sprint(tasks1, err1) != fmt.Sprint(tasks, err) {
+			t.Fatalf("byte by byte: %v %v, at once: %v %v", tasks1, err1, tasks, err)
+		}
 		if err != nil {
 			var we *wire.Error
 			if !errors.As(err, &we) || (we.Status != 400 && we.Status != 413) || we.Message == "" {
