@@ -30,6 +30,11 @@ const (
 	MaxOutputExpiresAfter = 2592000
 )
 
+// SupportedEndpoints are the endpoints the gateway can run batch lines for today, the list a
+// caller passes to ParseCreateRequest unless its configuration narrows it (/v1/responses joins
+// once the gateway serves it).
+var SupportedEndpoints = []string{"/v1/chat/completions", "/v1/completions", "/v1/embeddings"}
+
 // More error codes of request-level refusals, as the OpenAI API names them.
 const (
 	// CodeObjectTooLarge: metadata has more than MaxMetadataPairs pairs.

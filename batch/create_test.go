@@ -9,7 +9,7 @@ import (
 	"github.com/caddyai/gateway/internal/wiretest"
 )
 
-var endpoints = []string{"/v1/chat/completions", "/v1/completions", "/v1/embeddings"}
+var endpoints = SupportedEndpoints
 
 func TestParseCreateRequestValid(t *testing.T) {
 	meta := make([]string, MaxMetadataPairs)
@@ -141,5 +141,17 @@ func TestHandlerErrors(t *testing.T) {
 			t.Fatalf("%+v", e)
 		}
 		wiretest.Validate(t, "ErrorResponse", wire.AppendOpenAI(nil, e))
+	}
+}
+
+func TestSupportedEndpoints(t *testing.T) {
+	// Each is a row of the endpoint table answered by an upstream, with a JSON body naming a
+	// model, on the OpenAI surface: what a batch line needs.
+	for _, path := range SupportedEndpoints {
+		e, _ := wire.Route(path)
+		spec := e.Spec()
+		if spec.Answer != wire.AnswerUpstream || !e.HasBody() || e.Surface() != wire.OpenAI || !spec.Allows("POST") {
+			t.Fatalf("%s routes to %+v", path, spec)
+		}
 	}
 }

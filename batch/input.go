@@ -160,8 +160,10 @@ var utf8BOM = []byte("\xEF\xBB\xBF")
 // MaxCustomIDBytes, "method":"POST", a url equal to endpoint and a body object naming a model
 // (the same in every line) without "stream":true. Each bad line is reported once (its first
 // problem) with its 1-based line number. A UTF-8 byte order mark at the start, CRLF line
-// endings, blank lines and a missing final newline are tolerated; bytes that are not UTF-8 make
-// the line invalid_json_line. Reading stops at the first line beyond InputLimits.MaxTasks.
+// endings and a missing final newline are tolerated; blank lines are skipped but counted in the
+// line numbers (as vLLM's batch runner does; editors often leave one at the end); bytes that are
+// not UTF-8 make the line invalid_json_line. Reading stops at the first line beyond
+// InputLimits.MaxTasks; r is otherwise read to its end, so it should be bounded (a stored file).
 //
 // The content problems are in the returned Input (they fail the batch, asynchronously); the
 // error is only for a failure to read r, wrapped.
