@@ -411,3 +411,45 @@ func TestCountingSmallPromptOverTheWindow(t *testing.T) {
 		t.Errorf("%d %s", resp.StatusCode, msg)
 	}
 }
+
+// TestRedisStallFreesSlots: Redis stalls (SIGSTOP) while a max_concurrent 3 key sends 3
+// requests (the memory fallback serves them, on_store_error allow); once Redis answers again
+// the key has its 3 slots back within seconds. The store-level tests in ratelimit
+// (TestRedisStallReleasesSlots, TestRedisOutageReleasesSlots) reproduce the lost replies and
+// failed settles exactly.
+func TestRedisStallFreesSlots(t *testing.T) {
+	srv := testredis.StartServer(t)
+	up := newUpstream(t, simulator.Config{TTFT: 800 * time.Millisecond})
+	port := freePort(t)
+	rl := fmt.Sprintf("rate_limit {\n\tstore redis redis://%s/0\n\tredis_prefix %s:\n}", srv.Addr(), t.Name())
+	startCaddy(t, limitsConfig(port, up.addr(), "max_concurrent 3", rl))
+	s := &usageSetup{port: port, upstream: up}
+	three := func() (codes []int) {
+		var wg sync.WaitGroup
+		ch := make(chan int, 3)
+		for range 3 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				resp, _ := s.do(t, "/v1/chat/completions", "", chatBody)
+				ch <- resp.StatusCode
+			}()
+		}
+		wg.Wait()
+		close(ch)
+		for c := range ch {
+			codes = append(codes, c)
+		}
+		return codes
+	}
+	if codes := three(); fmt.Sprint(codes) != "[200 200 200]" {
+		t.Fatalf("before the stall: %v", codes)
+	}
+	srv.Pause()
+	during := three()
+	srv.Resume()
+	t.Logf("during the stall: %v", during)
+	waitFor(t, "three requests at once to be admitted again", 10*time.Second, func() bool {
+		return fmt.Sprint(three()) == "[200 200 200]"
+	})
+}

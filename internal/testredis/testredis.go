@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -83,6 +84,34 @@ func (s *Server) Restart() {
 	s.killLocked()
 	if err := s.startLocked(); err != nil {
 		s.t.Fatalf("restarting redis-server: %v", err)
+	}
+}
+
+// Pause stops the server's process (SIGSTOP), as a stalled host would: connections stay open
+// and commands hang until Resume. A paused server is resumed when the test ends.
+func (s *Server) Pause() {
+	s.t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		s.t.Fatal("pausing redis-server: not running")
+	}
+	if err := s.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		s.t.Fatalf("pausing redis-server: %v", err)
+	}
+	proc := s.cmd.Process
+	s.t.Cleanup(func() { _ = proc.Signal(syscall.SIGCONT) })
+}
+
+// Resume lets a paused server go on (SIGCONT).
+func (s *Server) Resume() {
+	s.t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd != nil {
+		if err := s.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+			s.t.Fatalf("resuming redis-server: %v", err)
+		}
 	}
 }
 
