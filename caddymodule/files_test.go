@@ -8,6 +8,8 @@ import (
 	"io"
 	"mime/multipart"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -373,5 +375,25 @@ func TestFilesUploadRaw(t *testing.T) {
 	req.Header.Set("Authorization", "Bearer "+secretAll)
 	if _, b := doRequest(t, req); strings.Count(string(b), `"object":"file"`) != 1 {
 		t.Errorf("after the refusals: %s", b)
+	}
+}
+
+// TestFilesStoreUnavailable: a store that cannot open (its directory is a file) answers 503
+// with Retry-After, in the envelope, and the gateway keeps serving everything else.
+func TestFilesStoreUnavailable(t *testing.T) {
+	blocker := filepath.Join(t.TempDir(), "not-a-dir")
+	if err := os.WriteFile(blocker, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := startCore(t, "storage {\n\t\t\tdir "+blocker+"\n\t\t}")
+	c := s.openai(secretAll)
+	_, err := c.Files.List(context.Background(), openai.FileListParams{})
+	var apiErr *openai.Error
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != 503 || apiErr.Code != "store_unavailable" ||
+		apiErr.Response.Header.Get("Retry-After") != "5" || !strings.Contains(apiErr.Message, "retry after 5 seconds") {
+		t.Fatalf("want 503 store_unavailable with Retry-After, got %v", err)
+	}
+	if _, err := c.Models.List(context.Background()); err != nil {
+		t.Errorf("models with the store down: %v", err)
 	}
 }
