@@ -309,5 +309,6 @@ func (h *backendHandle) Destruct() error {
 	if h.client != nil {
 		errs = append(errs, h.client.Close())
 	}
+	h.objects, h.blobs, h.client = nil, nil, nil
 	return errors.Join(errs...)
 }
