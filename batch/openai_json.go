@@ -2,6 +2,7 @@ package batch
 
 import (
 	"bytes"
+	"errors"
 	"sort"
 	"strconv"
 	"time"
@@ -328,4 +329,22 @@ func appendRawJSON(dst, body []byte) []byte {
 		}
 	}
 	return dst
+}
+
+// ParseFile reads a file object written by AppendJSON (as a store keeps it) back.
+func ParseFile(data []byte) (*File, error) {
+	if !gjson.ValidBytes(data) {
+		return nil, errors.New("parsing file object: invalid JSON")
+	}
+	r := gjson.ParseBytes(data)
+	f := &File{ID: r.Get("id").String(), Bytes: r.Get("bytes").Int(), Filename: r.Get("filename").String(),
+		Purpose: r.Get("purpose").String(), Status: r.Get("status").String(), StatusDetails: r.Get("status_details").String()}
+	if f.ID == "" {
+		return nil, errors.New("parsing file object: no id")
+	}
+	f.CreatedAt = time.Unix(r.Get("created_at").Int(), 0)
+	if e := r.Get("expires_at"); e.Type == gjson.Number {
+		f.ExpiresAt = time.Unix(e.Int(), 0)
+	}
+	return f, nil
 }

@@ -350,3 +350,22 @@ func TestNewID(t *testing.T) {
 		t.Fatalf("%s", id)
 	}
 }
+
+func TestParseFile(t *testing.T) {
+	for _, f := range []*File{
+		{ID: "file-1", Bytes: 42, CreatedAt: time.Unix(1700000000, 0), ExpiresAt: time.Unix(1700003600, 0), Filename: "in.jsonl", Purpose: PurposeBatch},
+		{ID: "file-2", CreatedAt: time.Unix(1700000000, 0), Filename: "x", Purpose: "fine-tune"},
+	} {
+		want := f.AppendJSON(nil)
+		got, err := ParseFile(want)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out := got.AppendJSON(nil); string(out) != string(want) {
+			t.Errorf("round trip:\n got %s\nwant %s", out, want)
+		}
+	}
+	if _, err := ParseFile([]byte(`{"x":1}`)); err == nil {
+		t.Error("a file object without id parsed")
+	}
+}

@@ -182,6 +182,10 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "fit_max_tokens":
 			g.FitMaxTokens, err = intArg(d)
+		case "storage":
+			g.Storage, err = parseStorage(d)
+		case "files":
+			g.Files, err = parseFiles(d)
 		default:
 			var handled bool
 			if handled, err = parseRewrite(d, name, &g.RewriteConfig); err == nil && !handled {
@@ -409,6 +413,68 @@ func parseRateLimit(d *caddyfile.Dispenser, rl *RateLimit) error {
 		return d.Err("rate_limit: fallback_fraction applies to on_store_error allow, not deny")
 	}
 	return nil
+}
+
+// parseStorage parses the storage block.
+func parseStorage(d *caddyfile.Dispenser) (*StorageConfig, error) {
+	if err := noArgs(d); err != nil {
+		return nil, err
+	}
+	st := new(StorageConfig)
+	err := newSubdirectives("storage").each(d, func(name string) (err error) {
+		switch name {
+		case "dir":
+			st.Dir, err = stringArg(d)
+		case "store":
+			args := d.RemainingArgs()
+			switch {
+			case len(args) == 1 && args[0] == "bolt":
+				st.Store = "bolt"
+			case len(args) == 2 && args[0] == "redis":
+				st.Store, st.RedisURL = "redis", args[1]
+			default:
+				return d.Err("store: expected bolt or redis <url>")
+			}
+		case "redis_prefix":
+			st.RedisPrefix, err = stringArg(d)
+		default:
+			return d.Errf("unrecognized storage subdirective %q", name)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if st.RedisPrefix != "" && st.Store != "redis" {
+		return nil, d.Err("storage: redis_prefix applies to store redis only")
+	}
+	return st, nil
+}
+
+// parseFiles parses the files block.
+func parseFiles(d *caddyfile.Dispenser) (*FilesConfig, error) {
+	if err := noArgs(d); err != nil {
+		return nil, err
+	}
+	fc := new(FilesConfig)
+	err := newSubdirectives("files").each(d, func(name string) (err error) {
+		switch name {
+		case "max_bytes":
+			fc.MaxBytes, err = sizeArg(d)
+		case "max_lines":
+			var n int
+			if n, err = intArg(d); err == nil && n == 0 {
+				err = d.Err("max_lines: expected a positive integer")
+			}
+			fc.MaxLines = int64(n)
+		case "batch_expiry":
+			fc.BatchExpiry, err = durationArg(d)
+		default:
+			return d.Errf("unrecognized files subdirective %q", name)
+		}
+		return err
+	})
+	return fc, err
 }
 
 // subdirectives rejects a subdirective given twice in one block, except the repeatable ones.

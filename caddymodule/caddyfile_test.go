@@ -81,6 +81,13 @@ func TestCaddyfileErrors(t *testing.T) {
 		"bad fallback_fraction": "ai_gateway {\nrate_limit {\nfallback_fraction half\n}\n}",
 		"fraction over 1":       "ai_gateway {\nrate_limit {\nfallback_fraction 1.5\n}\n}",
 		"fraction with deny":    "ai_gateway {\nrate_limit {\non_store_error deny\nfallback_fraction 0.5\n}\n}",
+		"unknown storage opt":   "ai_gateway {\nstorage {\nbucket x\n}\n}",
+		"bad storage store":     "ai_gateway {\nstorage {\nstore memory\n}\n}",
+		"redis without url":     "ai_gateway {\nstorage {\nstore redis\n}\n}",
+		"prefix without redis":  "ai_gateway {\nstorage {\nredis_prefix p:\n}\n}",
+		"bad files max_bytes":   "ai_gateway {\nfiles {\nmax_bytes lots\n}\n}",
+		"zero files max_lines":  "ai_gateway {\nfiles {\nmax_lines 0\n}\n}",
+		"unknown files opt":     "ai_gateway {\nfiles {\npurposes batch\n}\n}",
 	}
 	repeated := map[string]string{
 		"version deprecated":       "ai_gateway {\napi_version {\nheader X-V\nsupported 2025-01-01\nversion 2025-01-01 {\ndeprecated 2026-01-01T00:00:00Z\ndeprecated 2026-02-01T00:00:00Z\n}\n}\n}",
@@ -92,6 +99,8 @@ func TestCaddyfileErrors(t *testing.T) {
 		"cache max_size":           "ai_gateway {\ncache {\nmax_size 1MiB\nmax_size 2MiB\n}\n}",
 		"rate_limit rpm":           "ai_gateway {\nrate_limit {\nrpm 1\nrpm 2\n}\n}",
 		"model upstream":           "ai_gateway {\nmodel m {\nupstream a:1\nupstream b:1\n}\n}",
+		"storage dir":              "ai_gateway {\nstorage {\ndir a\ndir b\n}\n}",
+		"files max_bytes":          "ai_gateway {\nfiles {\nmax_bytes 1MB\nmax_bytes 2MB\n}\n}",
 	}
 
 	for name, input := range tests {

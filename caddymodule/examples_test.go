@@ -2,6 +2,7 @@ package caddymodule_test
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -16,6 +17,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
 
 	"github.com/caddyai/gateway/internal/testredis"
 	"github.com/caddyai/gateway/internal/wiretest"
@@ -127,6 +130,17 @@ func TestBinaryDemo(t *testing.T) {
 	if resp.StatusCode != 200 || !strings.HasSuffix(body, "data: [DONE]\n\n") {
 		t.Errorf("stream: %d %q", resp.StatusCode, body)
 	}
+
+	// the Files API out of the box: the store under Caddy's data directory, nothing configured
+	c := openai.NewClient(option.WithBaseURL(url(gw, "/v1/")), option.WithAPIKey("sk-demo-gateway"), option.WithMaxRetries(0))
+	f, err := c.Files.New(context.Background(), openai.FileNewParams{
+		File: openai.File(strings.NewReader("{}\n"), "in.jsonl", "application/jsonl"), Purpose: openai.FilePurposeBatch})
+	if err != nil {
+		t.Fatalf("files upload: %v", err)
+	}
+	if got, err := c.Files.Get(context.Background(), f.ID); err != nil || got.Bytes != 3 {
+		t.Errorf("files get: %v %+v", err, got)
+	}
 }
 
 // startBinary runs the built caddy on a Caddyfile until the test ends, failing the test if the
@@ -134,7 +148,7 @@ func TestBinaryDemo(t *testing.T) {
 func startBinary(t *testing.T, bin, caddyfile string) {
 	t.Helper()
 	cmd := exec.Command(bin, "run", "--config", caddyfile, "--adapter", "caddyfile")
-	cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
+	cmd.Env = append(os.Environ(), "HOME="+t.TempDir(), "XDG_DATA_HOME="+t.TempDir())
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

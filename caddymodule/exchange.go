@@ -31,7 +31,7 @@ type exchange struct {
 	surface        wire.Surface
 	endpoint       wire.Endpoint
 	spec           *wire.Spec // the endpoint's row of the table
-	modelID        string     // the id of GET /v1/models/{id}
+	pathParam      string     // the path's parameter: the id of GET /v1/models/{id}, of /v1/files/{file_id}
 	key            *policy.Key
 	requestedModel string
 	apiVersion     *policy.APIVersion
@@ -105,9 +105,12 @@ func (ex *exchange) releaseAll() {
 
 func newExchange(r *http.Request, now time.Time) *exchange {
 	ex := &exchange{r: r, start: now}
-	ex.endpoint, ex.modelID = wire.Route(r.URL.Path)
+	ex.endpoint, ex.pathParam = wire.Route(r.URL.Path)
 	ex.spec = ex.endpoint.Spec()
 	ex.surface = wire.SurfaceOf(r.URL.Path)
+	if ex.spec.AnthropicNotFound && wire.FromAnthropicSDK(r) {
+		ex.surface = wire.Anthropic // its refusals (even a 401) in the envelope its SDK reads
+	}
 	if id := r.Header.Get("X-Request-Id"); wire.ValidRequestID(id) {
 		ex.requestID = id
 	} else {

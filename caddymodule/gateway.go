@@ -76,6 +76,12 @@ type Gateway struct {
 	// ContentPolicy refuses prompts matching any of its rules with 422 content_policy_violation
 	// (naming the rule, never echoing the text). Optional.
 	ContentPolicy *ContentPolicyConfig `json:"content_policy,omitempty"`
+	// Storage says where uploaded files are kept: by default a bbolt file and a directory
+	// under Caddy's data directory, nothing to install; with store redis, metadata in Redis and
+	// the bytes in a directory every instance mounts.
+	Storage *StorageConfig `json:"storage,omitempty"`
+	// Files bounds the Files API (/v1/files): file size, lines of a batch file, default expiry.
+	Files *FilesConfig `json:"files,omitempty"`
 	// MetricsKeyID adds the key id as a label of the requests and tokens metrics. Off by
 	// default: with many keys it makes many series.
 	MetricsKeyID bool `json:"metrics_key_id,omitempty"`
@@ -91,6 +97,8 @@ type Gateway struct {
 	keys             *atomic.Pointer[policy.KeyTable]
 	limiter          *ratelimit.Limiter
 	storeKey         string
+	backendKey       string
+	backend          *backendHandle
 	admissionKeys    []string
 	globalLimits     ratelimit.Limits
 	metrics          *gatewayMetrics
@@ -115,7 +123,7 @@ func (Gateway) CaddyModule() caddy.ModuleInfo {
 }
 
 // Cleanup releases what Provision acquired: its holds on the token memo, the auth guard, the
-// cache, the admission gates and the limiter store (each lives on while a newer config uses it).
+// cache, the admission gates, the limiter store and the file store (each lives on while a newer config uses it).
 // Every hold is released even when one release fails. The keys file watcher stops with the
 // config's context.
 func (g *Gateway) Cleanup() error {
@@ -139,6 +147,9 @@ func (g *Gateway) Cleanup() error {
 	}
 	if g.storeKey != "" {
 		release(storePool, g.storeKey, "rate limit store")
+	}
+	if g.backendKey != "" {
+		release(backendPool, g.backendKey, "file store")
 	}
 	return errors.Join(errs...)
 }

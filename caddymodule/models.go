@@ -15,9 +15,9 @@ func (g *Gateway) serveModels(w http.ResponseWriter, r *http.Request, ex *exchan
 	anthropic := r.Header.Get("Anthropic-Version") != ""
 	var body []byte
 	if ex.endpoint == wire.EndpointModel {
-		m, ok := g.catalog.Resolve(ex.modelID)
+		m, ok := g.catalog.Resolve(ex.pathParam)
 		if !ok || !ex.key.AllowsModel(m) {
-			g.refuse(w, ex, wire.ModelNotFound(ex.modelID))
+			g.refuse(w, ex, wire.ModelNotFound(ex.pathParam))
 			return nil
 		}
 		if anthropic {

@@ -87,6 +87,9 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 	if err := g.provisionAuthGuard(); err != nil {
 		return err
 	}
+	if err := g.provisionStorage(repl); err != nil {
+		return err
+	}
 	table := inline
 	if g.KeysFile != "" {
 		kf := &policy.KeyFile{Path: g.KeysFile}
@@ -284,7 +287,7 @@ func (g *Gateway) Validate() error {
 	if g.RateLimit.DefaultMaxTokens < 0 {
 		return errors.New("rate_limit: default_max_tokens must not be negative")
 	}
-	return nil
+	return g.validateStorage()
 }
 
 // logPanic, deferred at the top of a background goroutine, recovers a panic and logs it with the

@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"net/http"
 	"runtime/debug"
@@ -40,6 +41,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return g.serveModels(w, r, ex)
 	case wire.EndpointMessagesCountTokens:
 		return g.serveCountTokens(w, ex)
+	case wire.EndpointFiles, wire.EndpointFile, wire.EndpointFileContent:
+		return g.serveFiles(w, r, ex)
 	}
 	if g.prepareCache(ex, r) {
 		if entry := g.cacheGet(r.Context(), ex); entry != nil {
@@ -278,6 +281,11 @@ func (g *Gateway) admit(ex *exchange, r *http.Request) *wire.Error {
 		return werr
 	}
 	switch {
+	case ex.spec.AnthropicNotFound && ex.surface == wire.Anthropic:
+		// the Anthropic SDK's files beta: this path is the OpenAI API's
+		return &wire.Error{Status: http.StatusNotFound, Type: wire.TypeInvalidRequest, Reason: "anthropic_not_served",
+			Message: fmt.Sprintf("%s %s is not served: this gateway's %s is the OpenAI API's, and the Anthropic beta of that path is not available.",
+				r.Method, r.URL.Path, r.URL.Path)}
 	case ex.endpoint == wire.EndpointBadVersion:
 		return wire.Errorf(http.StatusNotFound, "unsupported_api_version", "",
 			"The API version in the path %s is not supported. Supported versions: v1.", r.URL.Path)

@@ -23,6 +23,9 @@ const (
 	EndpointMessagesCountTokens
 	EndpointModels
 	EndpointModel
+	EndpointFiles
+	EndpointFile
+	EndpointFileContent
 	numEndpoints
 )
 
@@ -56,8 +59,9 @@ type Spec struct {
 	Endpoint Endpoint
 	// Name is the snake_case name used in logs, metrics and placeholders.
 	Name string
-	// Path is the path pattern under /v1/; a segment in braces ("models/{model}") takes the
-	// rest of the path as a parameter.
+	// Path is the path pattern under /v1/. A segment in braces is the pattern's one parameter:
+	// last ("models/{model}"), it takes the rest of the path, '/' included; in the middle
+	// ("files/{file_id}/content"), exactly one non-empty segment.
 	Path string
 	// Methods are the HTTP methods served; any other gets 405.
 	Methods []string
@@ -95,11 +99,17 @@ type Spec struct {
 	// MaxTokens says the body's output length field can be set (fit_max_tokens,
 	// cap_max_tokens_to_budget).
 	MaxTokens bool
+	// AnthropicNotFound says a request the Anthropic SDK made (FromAnthropicSDK) gets an
+	// Anthropic-envelope 404 instead of this OpenAI endpoint's answer: the Anthropic SDK's files
+	// beta calls the same paths (/v1/files) with another protocol, which must not be misread.
+	AnthropicNotFound bool
 }
 
 var (
-	post    = []string{http.MethodPost}
-	getHead = []string{http.MethodGet, http.MethodHead}
+	post        = []string{http.MethodPost}
+	getHead     = []string{http.MethodGet, http.MethodHead}
+	postGetHead = []string{http.MethodPost, http.MethodGet, http.MethodHead}
+	getHeadDel  = []string{http.MethodGet, http.MethodHead, http.MethodDelete}
 )
 
 // The documented top-level params of each body endpoint.
@@ -151,6 +161,14 @@ var table = [numEndpoints]Spec{
 		Params: countTokensParams, ContextParam: "messages", ExactCount: true, AlwaysCount: true},
 	EndpointModels: {Name: "models", Path: "models", Methods: getHead, Surface: OpenAI, Answer: AnswerGateway},
 	EndpointModel:  {Name: "model", Path: "models/{model}", Methods: getHead, Surface: OpenAI, Answer: AnswerGateway},
+	// The Files API: POST uploads (multipart, streamed to the store), GET lists; the file's
+	// object (GET, DELETE) and its bytes. The gateway answers them from its store.
+	EndpointFiles: {Name: "files", Path: "files", Methods: postGetHead, Surface: OpenAI, Answer: AnswerGateway,
+		AnthropicNotFound: true},
+	EndpointFile: {Name: "file", Path: "files/{file_id}", Methods: getHeadDel, Surface: OpenAI, Answer: AnswerGateway,
+		AnthropicNotFound: true},
+	EndpointFileContent: {Name: "file_content", Path: "files/{file_id}/content", Methods: getHead, Surface: OpenAI,
+		Answer: AnswerGateway, AnthropicNotFound: true},
 }
 
 func init() {
@@ -190,8 +208,10 @@ func (s *Spec) Allows(method string) bool {
 }
 
 // Route classifies a request path by the table. The parameter of a pattern such as
-// models/{model} (which may contain '/') is returned as param. A trailing slash is tolerated,
-// as the SDKs never send one but proxies sometimes add it.
+// models/{model} (which may contain '/') or files/{file_id}/content (one segment) is returned
+// as param. Patterns whose parameter sits in the middle are tried before those that take the
+// rest of the path, so files/x/content is never file "x/content". A trailing slash is
+// tolerated, as the SDKs never send one but proxies sometimes add it.
 func Route(path string) (e Endpoint, param string) {
 	rest, ok := strings.CutPrefix(path, "/v1/")
 	if !ok {
@@ -201,23 +221,50 @@ func Route(path string) (e Endpoint, param string) {
 		return EndpointUnknown, ""
 	}
 	rest = strings.TrimSuffix(rest, "/")
-	for i := range table {
-		s := &table[i]
-		if s.Path == "" {
-			continue
-		}
-		if prefix, ok := strings.CutSuffix(s.Path, "}"); ok {
-			prefix = prefix[:strings.LastIndexByte(prefix, '{')]
-			if p, ok := strings.CutPrefix(rest, prefix); ok && p != "" {
+	for _, tail := range [...]bool{false, true} {
+		for i := range table {
+			s := &table[i]
+			if s.Path == "" || strings.HasSuffix(s.Path, "}") != tail {
+				continue
+			}
+			if p, ok := match(s.Path, rest); ok {
 				return s.Endpoint, p
 			}
-			continue
-		}
-		if rest == s.Path {
-			return s.Endpoint, ""
 		}
 	}
 	return EndpointUnknown, ""
+}
+
+// match matches rest against one pattern and returns its parameter.
+func match(pattern, rest string) (param string, ok bool) {
+	open := strings.IndexByte(pattern, '{')
+	if open < 0 {
+		return "", rest == pattern
+	}
+	closing := strings.IndexByte(pattern[open:], '}') + open
+	prefix, suffix := pattern[:open], pattern[closing+1:]
+	p, ok := strings.CutPrefix(rest, prefix)
+	if !ok {
+		return "", false
+	}
+	if suffix == "" {
+		return p, p != ""
+	}
+	p, ok = strings.CutSuffix(p, suffix)
+	if !ok || p == "" || strings.IndexByte(p, '/') >= 0 {
+		return "", false
+	}
+	return p, true
+}
+
+// FromAnthropicSDK reports whether a request was made by an Anthropic SDK on a path both APIs
+// use: it carries anthropic-version or an anthropic-beta header, or the beta SDKs' ?beta=true.
+// The OpenAI SDKs send none of them.
+func FromAnthropicSDK(r *http.Request) bool {
+	if r.Header.Get("Anthropic-Version") != "" || r.Header.Get("Anthropic-Beta") != "" {
+		return true
+	}
+	return r.URL.Query().Get("beta") == "true"
 }
 
 // SurfaceOf returns the surface a path belongs to: Anthropic for /v1/messages and below, OpenAI

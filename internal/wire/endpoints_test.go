@@ -1,6 +1,7 @@
 package wire_test
 
 import (
+	"net/http/httptest"
 	"slices"
 	"testing"
 
@@ -34,8 +35,13 @@ func TestEndpointTable(t *testing.T) {
 		}
 		path := "/v1/" + s.Path
 		want := ""
-		if s.Path == "models/{model}" {
+		switch s.Path {
+		case "models/{model}":
 			path, want = "/v1/models/org/llama-3.1-8b", "org/llama-3.1-8b"
+		case "files/{file_id}":
+			path, want = "/v1/files/file-abc123", "file-abc123"
+		case "files/{file_id}/content":
+			path, want = "/v1/files/file-abc123/content", "file-abc123"
 		}
 		if e, param := wire.Route(path); e != s.Endpoint || param != want {
 			t.Errorf("Route(%q) = %s, %q; want %s, %q", path, e, param, s.Name, want)
@@ -49,5 +55,42 @@ func TestEndpointTable(t *testing.T) {
 	}
 	if !wire.EndpointChatCompletions.Spec().Allows("POST") || wire.EndpointChatCompletions.Spec().Allows("GET") {
 		t.Error("chat completions: POST only")
+	}
+	for _, tc := range []struct {
+		path  string
+		want  wire.Endpoint
+		param string
+	}{
+		{"/v1/files", wire.EndpointFiles, ""},
+		{"/v1/files/file-1", wire.EndpointFile, "file-1"},
+		{"/v1/files/file-1/content", wire.EndpointFileContent, "file-1"},
+		{"/v1/files/file-1/content/", wire.EndpointFileContent, "file-1"},
+		{"/v1/files//content", wire.EndpointFile, "/content"},
+		{"/v1/files/a/b/content", wire.EndpointFile, "a/b/content"},
+		{"/v1/files/file-1/other", wire.EndpointFile, "file-1/other"},
+		{"/v1/models/org/m/content", wire.EndpointModel, "org/m/content"},
+		{"/v1/filesx", wire.EndpointUnknown, ""},
+	} {
+		if e, param := wire.Route(tc.path); e != tc.want || param != tc.param {
+			t.Errorf("Route(%q) = %s, %q; want %s, %q", tc.path, e, param, tc.want, tc.param)
+		}
+	}
+	for _, tc := range []struct {
+		target string
+		header string
+		want   bool
+	}{
+		{"/v1/files", "", false},
+		{"/v1/files?beta=true", "", true},
+		{"/v1/files", "anthropic-beta", true},
+		{"/v1/files", "anthropic-version", true},
+	} {
+		r := httptest.NewRequest("GET", tc.target, nil)
+		if tc.header != "" {
+			r.Header.Set(tc.header, "files-api-2025-04-14")
+		}
+		if got := wire.FromAnthropicSDK(r); got != tc.want {
+			t.Errorf("FromAnthropicSDK(%s, %q) = %v", tc.target, tc.header, got)
+		}
 	}
 }
