@@ -453,3 +453,18 @@ func TestRedisStallFreesSlots(t *testing.T) {
 		return fmt.Sprint(three()) == "[200 200 200]"
 	})
 }
+
+// TestPromptBearingFieldsCount: text a model server renders into the prompt counts toward the
+// window even outside messages: 40,000 words of vLLM documents on an 8192-token model are refused
+// before the upstream sees them.
+func TestPromptBearingFieldsCount(t *testing.T) {
+	s := startLimits(t, "", "")
+	docs := `[{"title":"notes","text":"` + strings.Repeat(" word", 40000) + `"}]`
+	resp, body := s.do(t, "/v1/chat/completions", "", `{"model":"llama","messages":[{"role":"user","content":"Summarise the notes."}],"documents":`+docs+`}`)
+	if resp.StatusCode != 413 || gjson.GetBytes(body, "error.code").Str != "context_length_exceeded" {
+		t.Fatalf("%d %.300s", resp.StatusCode, body)
+	}
+	if n := len(s.upstream.requests()); n != 0 {
+		t.Errorf("%d requests reached the upstream", n)
+	}
+}
