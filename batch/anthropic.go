@@ -278,7 +278,7 @@ func (r *Result) AppendLine(dst []byte) []byte {
 
 // validEnvelope reports whether b is an Anthropic error envelope: {"type":"error","error":{...}}.
 func validEnvelope(b []byte) bool {
-	if len(b) == 0 || nestedTooDeep(b, MaxDepth) || !gjson.ValidBytes(b) {
+	if len(b) == 0 || wire.NestedTooDeep(b, MaxDepth) || !gjson.ValidBytes(b) {
 		return false
 	}
 	env := gjson.ParseBytes(b)

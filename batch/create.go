@@ -94,7 +94,7 @@ func tooLong(param string, max, got int) *wire.Error {
 // wording, for the OpenAI envelope (wire.AppendOpenAI). Unknown params are ignored, as the
 // gateway does for live requests; a key sent twice is refused.
 func ParseCreateRequest(body []byte, endpoints []string) (*CreateRequest, *wire.Error) {
-	if len(body) == 0 || nestedTooDeep(body, MaxDepth) || !utf8.Valid(body) || !gjson.ValidBytes(body) {
+	if len(body) == 0 || wire.NestedTooDeep(body, MaxDepth) || !utf8.Valid(body) || !gjson.ValidBytes(body) {
 		return nil, invalid(CodeInvalidJSON, "", "We could not parse the JSON body of your request. The API expects a JSON object.")
 	}
 	doc := gjson.ParseBytes(body)

@@ -2,7 +2,6 @@ package batch
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
 	"hash/maphash"
 	"io"
@@ -119,44 +118,3 @@ func view(b []byte) string {
 // may have: the 64 levels the gateway allows a live request body (policy.MaxDepth) plus the
 // envelope around the body. It is checked before any recursive parser sees the bytes.
 const MaxDepth = 65
-
-// nestedTooDeep reports whether b nests arrays and objects deeper than max. It is linear and
-// never fails on malformed input (the parser reports that afterwards).
-func nestedTooDeep(b []byte, max int) bool {
-	depth := 0
-	for i := 0; i < len(b); i++ {
-		switch b[i] {
-		case '"':
-			i = stringEnd(b, i+1)
-		case '{', '[':
-			depth++
-			if depth > max {
-				return true
-			}
-		case '}', ']':
-			depth--
-		}
-	}
-	return false
-}
-
-// stringEnd returns the index of the quote closing the string whose contents start at i, or
-// len(b) when the string is unterminated.
-func stringEnd(b []byte, i int) int {
-	for i < len(b) {
-		q := bytes.IndexByte(b[i:], '"')
-		if q < 0 {
-			return len(b)
-		}
-		q += i
-		n := 0 // the quote is escaped when an odd number of backslashes precede it
-		for j := q - 1; j >= i && b[j] == '\\'; j-- {
-			n++
-		}
-		if n%2 == 0 {
-			return q
-		}
-		i = q + 1
-	}
-	return len(b)
-}

@@ -313,7 +313,7 @@ func appendRawJSON(dst, body []byte) []byte {
 	switch {
 	case len(body) == 0:
 		return append(dst, "null"...)
-	case nestedTooDeep(body, MaxDepth) || !gjson.ValidBytes(body):
+	case wire.NestedTooDeep(body, MaxDepth) || !gjson.ValidBytes(body):
 		return wire.AppendString(dst, string(body))
 	}
 	if !utf8.Valid(body) {

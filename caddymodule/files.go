@@ -53,17 +53,7 @@ func (g *Gateway) serveFiles(w http.ResponseWriter, r *http.Request, ex *exchang
 		g.refuse(w, ex, werr)
 		return nil
 	}
-	h := w.Header()
-	ex.setResponseHeaders(h)
-	h["Content-Type"] = []string{"application/json"}
-	h["Content-Length"] = []string{strconv.Itoa(len(body))}
-	ex.status = http.StatusOK
-	w.WriteHeader(http.StatusOK)
-	if r.Method == http.MethodHead {
-		return nil
-	}
-	_, err = w.Write(body)
-	return err
+	return answerJSON(w, r, ex, body)
 }
 
 // fileService is one Files API call: the store and the caller.

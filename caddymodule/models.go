@@ -45,8 +45,15 @@ func (g *Gateway) serveModels(w http.ResponseWriter, r *http.Request, ex *exchan
 			body = append(body, "]}"...)
 		}
 	}
+	return answerJSON(w, r, ex, body)
+}
+
+// answerJSON writes a 200 JSON answer of the gateway's own (models, count_tokens, files) with
+// the headers every response carries; a HEAD request gets the headers only.
+func answerJSON(w http.ResponseWriter, r *http.Request, ex *exchange, body []byte) error {
 	h := w.Header()
 	ex.setResponseHeaders(h)
+	setRateLimitHeaders(h, ex.surface, ex.decision, ex.start)
 	h["Content-Type"] = []string{"application/json"}
 	h["Content-Length"] = []string{strconv.Itoa(len(body))}
 	ex.status = http.StatusOK

@@ -101,16 +101,7 @@ func (g *Gateway) finish(ex *exchange, repl *caddy.Replacer) {
 // with the model's tokenizer (model servers rarely implement it): {"input_tokens": N}.
 func (g *Gateway) serveCountTokens(w http.ResponseWriter, ex *exchange) error {
 	body := strconv.AppendInt([]byte(`{"input_tokens":`), int64(ex.promptTokens), 10)
-	body = append(body, '}')
-	ex.status = http.StatusOK
-	h := w.Header()
-	ex.setResponseHeaders(h)
-	setRateLimitHeaders(h, ex.surface, ex.decision, ex.start)
-	h["Content-Type"] = []string{"application/json"}
-	h["Content-Length"] = []string{strconv.Itoa(len(body))}
-	w.WriteHeader(http.StatusOK)
-	_, err := w.Write(body)
-	return err
+	return answerJSON(w, ex.r, ex, append(body, '}'))
 }
 
 // dispatch takes a slot of the model's admission gate (or a fallback's), prepares the body for

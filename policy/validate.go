@@ -90,7 +90,7 @@ func checkDocument(body []byte, x errs) *wire.Error {
 	if c == 0 {
 		return x.custom(CodeInvalidJSON, "", "We could not parse the JSON body of your request: the body is empty. The API expects a JSON object.")
 	}
-	if nestedTooDeep(body, MaxDepth) {
+	if wire.NestedTooDeep(body, MaxDepth) {
 		return x.custom(CodeNestingTooDeep, "", "The JSON body of your request nests objects and arrays deeper than %d levels.", MaxDepth)
 	}
 	if !gjson.Valid(view(body)) {

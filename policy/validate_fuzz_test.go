@@ -73,7 +73,7 @@ func FuzzValidate(f *testing.F) {
 		if info.N < 1 || info.MaxTokens < 0 || info.MaxTokens > 0 && info.MaxTokensField == "" {
 			t.Fatalf("inconsistent info %+v", info)
 		}
-		if nestedTooDeep(body, MaxDepth) {
+		if wire.NestedTooDeep(body, MaxDepth) {
 			t.Fatal("accepted a body nested too deep")
 		}
 	})
