@@ -17,6 +17,7 @@ import (
 	"github.com/tidwall/gjson"
 
 	"github.com/caddyai/gateway/internal/testredis"
+	"github.com/caddyai/gateway/internal/wiretest"
 	"github.com/caddyai/gateway/policy"
 	"github.com/caddyai/gateway/simulator"
 )
@@ -91,6 +92,19 @@ func TestRequestLimitHeadersAnd429(t *testing.T) {
 	}
 	if resp.Header.Get("X-Should-Retry") != "" {
 		t.Error("a 20s wait must not forbid retries")
+	}
+	// the body says it too, for clients that read only the body; the envelope stays the spec's
+	if got, ok := e["retry_after"].(float64); !ok || int(got) != ra {
+		t.Errorf("error.retry_after %v, want the Retry-After header's %d", e["retry_after"], ra)
+	}
+	wiretest.Validate(t, "ErrorResponse", body)
+	// and the official SDK reads the 429 as an API error with its status, type and code
+	client := openai.NewClient(option.WithBaseURL(url(s.port, "/v1")), option.WithAPIKey(secretAll), option.WithMaxRetries(0))
+	_, sdkErr := client.Chat.Completions.New(context.Background(), openai.ChatCompletionNewParams{
+		Model: "llama", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")}})
+	var apiErr *openai.Error
+	if !errors.As(sdkErr, &apiErr) || apiErr.StatusCode != 429 || apiErr.Code != "rate_limit_exceeded" || apiErr.Type != "requests" {
+		t.Errorf("openai-go on a 429 with retry_after: %v", sdkErr)
 	}
 
 	resp, body = s.do(t, "/v1/messages", "", `{"model":"llama","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}`)

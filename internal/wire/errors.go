@@ -195,7 +195,20 @@ func appendOpenAIInner(dst []byte, e *Error) []byte {
 	dst = appendStringOrNull(dst, e.Param)
 	dst = append(dst, `,"code":`...)
 	dst = appendStringOrNull(dst, e.Code)
+	if secs := e.retryAfterSeconds(); secs > 0 {
+		// the Retry-After header's value, for clients that read the body only
+		dst = append(dst, `,"retry_after":`...)
+		dst = strconv.AppendInt(dst, secs, 10)
+	}
 	return append(dst, '}')
+}
+
+// retryAfterSeconds is RetryAfter in whole seconds, rounded up and at least 1; 0 when unset.
+func (e *Error) retryAfterSeconds() int64 {
+	if e.RetryAfter <= 0 {
+		return 0
+	}
+	return max(int64((e.RetryAfter+time.Second-1)/time.Second), 1)
 }
 
 // AppendAnthropic appends the Anthropic envelope:
@@ -229,11 +242,7 @@ func AppendStreamError(dst []byte, s Surface, e *Error, requestID string) []byte
 
 // SetRetryHeaders sets Retry-After, retry-after-ms and x-should-retry as the error asks.
 func SetRetryHeaders(h http.Header, e *Error) {
-	if e.RetryAfter > 0 {
-		secs := int64((e.RetryAfter + time.Second - 1) / time.Second)
-		if secs < 1 {
-			secs = 1
-		}
+	if secs := e.retryAfterSeconds(); secs > 0 {
 		h["Retry-After"] = []string{strconv.FormatInt(secs, 10)}
 		ms := int64((e.RetryAfter + time.Millisecond - 1) / time.Millisecond)
 		h["Retry-After-Ms"] = []string{strconv.FormatInt(ms, 10)}

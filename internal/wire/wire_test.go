@@ -2,6 +2,7 @@ package wire_test
 
 import (
 	"encoding/json"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -198,6 +199,23 @@ func TestModelNamesEchoedBounded(t *testing.T) {
 	for _, e := range []*wire.Error{wire.ModelNotFound(long), wire.ModelNotAllowed(long)} {
 		if len(e.Message) > 600 || !utf8.ValidString(e.Message) {
 			t.Errorf("message of %d bytes", len(e.Message))
+		}
+	}
+}
+
+// TestRetryAfterInBody: an OpenAI error with a retry hint carries retry_after, the Retry-After
+// header's whole seconds; one without carries none.
+func TestRetryAfterInBody(t *testing.T) {
+	for _, tt := range []struct {
+		wait time.Duration
+		want string
+	}{{1200 * time.Millisecond, `"retry_after":2}`}, {20 * time.Millisecond, `"retry_after":1}`}, {0, `"code":"c"}`}} {
+		e := &wire.Error{Status: 429, Type: "requests", Code: "c", Message: "m", RetryAfter: tt.wait}
+		body := string(wire.AppendOpenAI(nil, e))
+		h := http.Header{}
+		wire.SetRetryHeaders(h, e)
+		if !strings.HasSuffix(body, tt.want+"}") || tt.wait > 0 && !strings.Contains(body, `"retry_after":`+h.Get("Retry-After")+"}") {
+			t.Errorf("wait %s: %s (Retry-After %q)", tt.wait, body, h.Get("Retry-After"))
 		}
 	}
 }
