@@ -122,6 +122,8 @@ func (g *Gateway) provisionStorage(repl *caddy.Replacer) error {
 		h.cancel = cancel
 		h.logger = caddy.Log().Named("ai_gateway.store")
 		go h.sweep(ctx, sweepInterval)
+		h.runner = newBatchRunner(h, caddy.Log().Named("ai_gateway.batch"))
+		go h.runner.run(ctx)
 		return h, nil
 	})
 	if err != nil {
@@ -156,6 +158,7 @@ type backendHandle struct {
 	prefix    string
 	cancel    context.CancelFunc
 	logger    *zap.Logger
+	runner    *batchRunner
 
 	mu      sync.Mutex
 	closed  bool
