@@ -19,8 +19,11 @@ import (
 
 // batchesSetup runs a gateway with its store in a temporary directory: key "all" may use every
 // model, key "other" (secretQwen) only demo-qwen.
-func batchesSetup(t *testing.T, sim simulator.Config) (port int, up *recordingUpstream) {
+func batchesSetup(t *testing.T, sim simulator.Config, llamaExtra string) (port int, up *recordingUpstream) {
 	t.Helper()
+	if llamaExtra != "" {
+		llamaExtra = "\n\t\t\t" + strings.ReplaceAll(llamaExtra, "\n", "\n\t\t\t")
+	}
 	sim.Models = []string{"demo-llama", "demo-qwen"}
 	up = newUpstream(t, sim)
 	port = freePort(t)
@@ -35,7 +38,7 @@ func batchesSetup(t *testing.T, sim simulator.Config) (port int, up *recordingUp
 			models demo-qwen
 		}
 		model demo-llama {
-			upstream %s
+			upstream %s%s
 		}
 		model demo-qwen {
 			upstream %s
@@ -48,7 +51,7 @@ func batchesSetup(t *testing.T, sim simulator.Config) (port int, up *recordingUp
 		dynamic ai_gateway
 	}
 }
-`, port, policy.FormatHash(policy.HashSecret(secretAll)), policy.FormatHash(policy.HashSecret(secretQwen)), up.addr(), up.addr(), t.TempDir()))
+`, port, policy.FormatHash(policy.HashSecret(secretAll)), policy.FormatHash(policy.HashSecret(secretQwen)), up.addr(), llamaExtra, up.addr(), t.TempDir()))
 	return port, up
 }
 
@@ -135,7 +138,7 @@ func fileLines(t *testing.T, c openai.Client, id string) map[string]gjson.Result
 }
 
 func TestBatchRunsThroughGateway(t *testing.T) {
-	port, up := batchesSetup(t, simulator.Config{})
+	port, up := batchesSetup(t, simulator.Config{}, "")
 	c := filesClient(port, secretAll)
 	f := uploadBatch(t, c, "in.jsonl", chatLines("demo-llama", 3))
 	b := newBatch(t, c, f.ID)
@@ -191,7 +194,7 @@ func TestBatchRunsThroughGateway(t *testing.T) {
 }
 
 func TestBatchRefusedLinesGoToErrorFile(t *testing.T) {
-	port, up := batchesSetup(t, simulator.Config{})
+	port, up := batchesSetup(t, simulator.Config{}, "")
 	c := filesClient(port, secretQwen) // key "other": demo-qwen only
 	f := uploadBatch(t, c, "in.jsonl", chatLines("demo-llama", 2))
 	b := waitBatch(t, c, newBatch(t, c, f.ID).ID)
@@ -229,7 +232,7 @@ func chatRequest(t *testing.T, port int, secret, body string) *http.Request {
 }
 
 func TestBatchMalformedFileFails(t *testing.T) {
-	port, _ := batchesSetup(t, simulator.Config{})
+	port, _ := batchesSetup(t, simulator.Config{}, "")
 	c := filesClient(port, secretAll)
 	content := `{"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":{"model":"demo-llama","messages":[]}}
 {"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":{"model":"demo-llama","messages":[]}}
@@ -250,7 +253,7 @@ func TestBatchMalformedFileFails(t *testing.T) {
 }
 
 func TestBatchCreateRefusals(t *testing.T) {
-	port, _ := batchesSetup(t, simulator.Config{})
+	port, _ := batchesSetup(t, simulator.Config{}, "")
 	c := filesClient(port, secretAll)
 	_, err := c.Batches.New(context.Background(), openai.BatchNewParams{CompletionWindow: openai.BatchNewParamsCompletionWindow24h,
 		Endpoint: openai.BatchNewParamsEndpointV1ChatCompletions, InputFileID: "file-nope"})
@@ -263,7 +266,7 @@ func TestBatchCreateRefusals(t *testing.T) {
 }
 
 func TestBatchOwnership(t *testing.T) {
-	port, _ := batchesSetup(t, simulator.Config{})
+	port, _ := batchesSetup(t, simulator.Config{}, "")
 	c, other := filesClient(port, secretAll), filesClient(port, secretQwen)
 	f := uploadBatch(t, c, "in.jsonl", chatLines("demo-llama", 1))
 	b := newBatch(t, c, f.ID)
@@ -289,7 +292,7 @@ func TestBatchOwnership(t *testing.T) {
 }
 
 func TestBatchCancel(t *testing.T) {
-	port, up := batchesSetup(t, simulator.Config{TTFT: 300 * time.Millisecond})
+	port, up := batchesSetup(t, simulator.Config{TTFT: 300 * time.Millisecond}, "")
 	c := filesClient(port, secretAll)
 	f := uploadBatch(t, c, "in.jsonl", chatLines("demo-llama", 20))
 	b := newBatch(t, c, f.ID)
@@ -339,4 +342,31 @@ func status(err error) int {
 		return apiErr.StatusCode
 	}
 	return 0
+}
+
+// A batch line takes spare capacity only: while an interactive request holds the model's one
+// slot, no line is sent; once it ends, the batch runs.
+func TestBatchUsesSpareCapacityOnly(t *testing.T) {
+	port, up := batchesSetup(t, simulator.Config{TTFT: 600 * time.Millisecond}, "max_concurrent 1\nqueue 8")
+	c := filesClient(port, secretAll)
+	f := uploadBatch(t, c, "in.jsonl", chatLines("demo-llama", 2))
+	interactive := make(chan int, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(chatRequest(t, port, secretAll, `{"model":"demo-llama","messages":[{"role":"user","content":"hi"}]}`))
+		if err != nil {
+			interactive <- 0
+			return
+		}
+		resp.Body.Close()
+		interactive <- len(up.requests())
+	}()
+	waitFor(t, "the interactive request upstream", 5*time.Second, func() bool { return len(up.requests()) == 1 })
+	b := newBatch(t, c, f.ID)
+	if n := <-interactive; n != 1 {
+		t.Errorf("%d requests reached the upstream while the interactive one held the only slot, want 1", n)
+	}
+	b = waitBatch(t, c, b.ID)
+	if b.Status != openai.BatchStatusCompleted || b.RequestCounts.Completed != 2 {
+		t.Fatalf("batch: %s", b.RawJSON())
+	}
 }

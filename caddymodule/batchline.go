@@ -113,3 +113,17 @@ func (g *Gateway) authenticateLine(ex *exchange, line *batchLine) *wire.Error {
 	ex.key, ex.batchLine = key, line
 	return nil
 }
+
+// codeBatchDeferred is the code of a batch line the model had no spare capacity for: the runner
+// gives the line back to the queue and tries again shortly (never an error of the batch).
+const codeBatchDeferred = "batch_deferred"
+
+// batchDeferRetry is how soon a deferred batch line is tried again.
+const batchDeferRetry = time.Second
+
+// batchDeferred is the refusal of a batch line while the model's pool has no spare capacity
+// (every slot taken, or interactive requests waiting).
+func batchDeferred(model string) *wire.Error {
+	return &wire.Error{Status: http.StatusServiceUnavailable, Type: wire.TypeServer, Code: codeBatchDeferred, Reason: codeBatchDeferred,
+		RetryAfter: batchDeferRetry, Message: "The model " + model + " has no spare capacity for batch requests right now."}
+}

@@ -392,7 +392,10 @@ func (st *runState) runLine(ctx context.Context, it store.Item) error {
 	}
 	if transient(ans) {
 		delay := min(time.Second<<min(it.Deliveries-1, 6), batchMaxBackoff)
-		if ans.RetryAfter > delay {
+		switch {
+		case gjson.GetBytes(ans.Body, "error.code").Str == codeBatchDeferred:
+			delay = batchDeferRetry // waiting for spare capacity is not a failure: no backoff
+		case ans.RetryAfter > delay:
 			delay = min(ans.RetryAfter, batchMaxBackoff)
 		}
 		st.release(ctx, it, delay)
