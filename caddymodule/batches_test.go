@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/openai/openai-go/v3"
 	"github.com/tidwall/gjson"
 
@@ -21,13 +22,20 @@ import (
 // model, key "other" (secretQwen) only demo-qwen.
 func batchesSetup(t *testing.T, sim simulator.Config, llamaExtra string) (port int, up *recordingUpstream) {
 	t.Helper()
+	port, up, _ = batchesSetupConfig(t, sim, llamaExtra)
+	return port, up
+}
+
+// batchesSetupConfig is batchesSetup that also returns the Caddyfile, to reload or restart it.
+func batchesSetupConfig(t *testing.T, sim simulator.Config, llamaExtra string) (port int, up *recordingUpstream, caddyfile string) {
+	t.Helper()
 	if llamaExtra != "" {
 		llamaExtra = "\n\t\t\t" + strings.ReplaceAll(llamaExtra, "\n", "\n\t\t\t")
 	}
 	sim.Models = []string{"demo-llama", "demo-qwen"}
 	up = newUpstream(t, sim)
 	port = freePort(t)
-	startCaddy(t, globalOptions+fmt.Sprintf(`
+	caddyfile = globalOptions + fmt.Sprintf(`
 :%d {
 	ai_gateway {
 		key %s {
@@ -51,8 +59,9 @@ func batchesSetup(t *testing.T, sim simulator.Config, llamaExtra string) (port i
 		dynamic ai_gateway
 	}
 }
-`, port, policy.FormatHash(policy.HashSecret(secretAll)), policy.FormatHash(policy.HashSecret(secretQwen)), up.addr(), llamaExtra, up.addr(), t.TempDir()))
-	return port, up
+`, port, policy.FormatHash(policy.HashSecret(secretAll)), policy.FormatHash(policy.HashSecret(secretQwen)), up.addr(), llamaExtra, up.addr(), t.TempDir())
+	startCaddy(t, caddyfile)
+	return port, up, caddyfile
 }
 
 // chatLines returns an input file of n chat lines for model.
@@ -368,5 +377,34 @@ func TestBatchUsesSpareCapacityOnly(t *testing.T) {
 	b = waitBatch(t, c, b.ID)
 	if b.Status != openai.BatchStatusCompleted || b.RequestCounts.Completed != 2 {
 		t.Fatalf("batch: %s", b.RawJSON())
+	}
+}
+
+// A batch survives a restart of the server (the store and its runner closed and opened again)
+// and a config reload: every custom_id appears exactly once across the files.
+func TestBatchResumesAfterRestartAndReload(t *testing.T) {
+	port, _, caddyfile := batchesSetupConfig(t, simulator.Config{TTFT: 100 * time.Millisecond}, "")
+	c := filesClient(port, secretAll)
+	f := uploadBatch(t, c, "in.jsonl", chatLines("demo-llama", 24))
+	b := newBatch(t, c, f.ID)
+	progress := func(n int64) func() bool {
+		return func() bool {
+			got, err := c.Batches.Get(context.Background(), b.ID)
+			return err == nil && got.RequestCounts.Completed >= n
+		}
+	}
+	waitFor(t, "some lines done", 10*time.Second, progress(4))
+	if err := caddy.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	loadCaddy(t, caddyfile)
+	waitFor(t, "more lines done", 10*time.Second, progress(12))
+	loadCaddy(t, caddyfile) // a reload keeps the store and its runner
+	b = waitBatch(t, c, b.ID)
+	if b.Status != openai.BatchStatusCompleted || b.RequestCounts.Completed != 24 || b.RequestCounts.Failed != 0 {
+		t.Fatalf("batch: %s", b.RawJSON())
+	}
+	if lines := fileLines(t, c, b.OutputFileID); len(lines) != 24 {
+		t.Errorf("%d output lines, want 24", len(lines))
 	}
 }

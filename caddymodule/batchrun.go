@@ -44,6 +44,7 @@ type batchRunner struct {
 	lease    time.Duration
 	every    time.Duration
 	wake     chan struct{}
+	done     chan struct{} // closed when run returns
 }
 
 // lineRequest is one line to run: the body as a request of the owning key to the batch's
@@ -66,7 +67,7 @@ type lineAnswer struct {
 // Runner defaults.
 const (
 	batchWorkers    = 4
-	batchLease      = 2 * time.Minute
+	batchLease      = 30 * time.Second
 	batchTick       = 250 * time.Millisecond
 	batchMaxBackoff = time.Minute
 )
@@ -75,11 +76,12 @@ func newBatchRunner(h *backendHandle, logger *zap.Logger) *batchRunner {
 	host, _ := os.Hostname()
 	return &batchRunner{h: h, logger: logger, now: time.Now, send: sendLine,
 		consumer: host + "-" + strconv.Itoa(os.Getpid()), workers: batchWorkers, lease: batchLease, every: batchTick,
-		wake: make(chan struct{}, 1)}
+		wake: make(chan struct{}, 1), done: make(chan struct{})}
 }
 
 // run ticks until ctx ends. A panic in a tick is logged and the next tick goes on.
 func (r *batchRunner) run(ctx context.Context) {
+	defer close(r.done)
 	t := time.NewTicker(r.every)
 	defer t.Stop()
 	for {
@@ -90,6 +92,15 @@ func (r *batchRunner) run(ctx context.Context) {
 		case <-t.C:
 		case <-r.wake:
 		}
+	}
+}
+
+// stop waits (at most wait) for the runner to return once its context is done, so that the
+// store is not closed under a line being stored.
+func (r *batchRunner) stop(wait time.Duration) {
+	select {
+	case <-r.done:
+	case <-time.After(wait):
 	}
 }
 
@@ -388,7 +399,10 @@ func (st *runState) runLine(ctx context.Context, it store.Item) error {
 	}
 	ans := st.sendHeld(ctx, it, lineRequest{Owner: owner, BatchID: b.ID, CustomID: ql.CustomID, Endpoint: b.Endpoint, Run: run, Body: body})
 	if ctx.Err() != nil {
-		return nil // shutting down: the lease runs out and the line is sent by whoever claims it next
+		// shutting down: the line goes back to the queue for whoever claims it next (after a
+		// crash, its lease runs out instead)
+		st.release(context.WithoutCancel(ctx), it, 0)
+		return nil
 	}
 	if transient(ans) {
 		delay := min(time.Second<<min(it.Deliveries-1, 6), batchMaxBackoff)

@@ -42,7 +42,7 @@ func newRunnerFixture(t *testing.T, answer func(ln lineRequest) lineAnswer) *run
 	t.Cleanup(func() { f.h.Destruct() })
 	f.objs, f.blobs = objs, blobs
 	f.r = &batchRunner{h: f.h, logger: zap.NewNop(), now: f.now, consumer: "test", workers: 2, lease: time.Minute,
-		every: time.Hour, wake: make(chan struct{}, 1),
+		every: time.Hour, wake: make(chan struct{}, 1), done: make(chan struct{}),
 		send: func(_ context.Context, ln lineRequest) lineAnswer {
 			f.mu.Lock()
 			f.sent = append(f.sent, ln.CustomID)

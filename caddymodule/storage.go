@@ -147,6 +147,10 @@ func (g *Gateway) validateStorage() error {
 	return nil
 }
 
+// runnerStopWait bounds how long closing the store waits for the batch runner to put down the
+// lines it holds.
+const runnerStopWait = 5 * time.Second
+
 // sweepInterval is how often expired files are deleted.
 const sweepInterval = time.Minute
 
@@ -302,6 +306,9 @@ func blobRecordOf(data []byte) (owner string, created int64) {
 // Destruct stops the sweeper and closes the store once no config uses it.
 func (h *backendHandle) Destruct() error {
 	h.cancel()
+	if h.runner != nil {
+		h.runner.stop(runnerStopWait)
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.closed = true
