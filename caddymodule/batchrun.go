@@ -389,7 +389,12 @@ func (st *runState) runLine(ctx context.Context, it store.Item) error {
 		return err
 	}
 	blob, err := st.blobs.Open(ctx, b.InputFileID)
-	if err != nil {
+	if errors.Is(err, store.ErrNotFound) {
+		// the input file was deleted while the batch ran: the line cannot be read, ever
+		line := batch.OutputLine{ID: batch.NewID(batch.PrefixBatchRequest, st.r.now()), CustomID: ql.CustomID,
+			ErrorCode: codeInputFileDeleted, ErrorMessage: "The batch's input file was deleted before this request was run."}
+		return st.keepResult(ctx, owner, b.ID, it, rid, false, lineUsage{}, &line)
+	} else if err != nil {
 		return err
 	}
 	body, err := ql.task().ReadBody(blob, nil)
@@ -418,11 +423,19 @@ func (st *runState) runLine(ctx context.Context, it store.Item) error {
 	line := batch.OutputLine{ID: batch.NewID(batch.PrefixBatchRequest, st.r.now()), CustomID: ql.CustomID,
 		StatusCode: ans.Status, RequestID: ans.RequestID, Body: ans.Body}
 	ok := ans.Status >= 200 && ans.Status < 300
-	u := answerUsage(ans.Body)
-	if err := st.objs.Put(ctx, store.Record{Kind: kindBatchResult, Owner: b.ID, ID: rid, Data: appendResult(nil, ok, u, &line)}); err != nil {
+	return st.keepResult(ctx, owner, b.ID, it, rid, ok, answerUsage(ans.Body), &line)
+}
+
+// codeInputFileDeleted is the error code of a line whose input file was deleted before it ran.
+const codeInputFileDeleted = "input_file_deleted"
+
+// keepResult keeps a line's result, counts it in the batch and acks its item, in that order: once
+// the result is stored, the line is never sent again.
+func (st *runState) keepResult(ctx context.Context, owner, batchID string, it store.Item, rid string, ok bool, u lineUsage, line *batch.OutputLine) error {
+	if err := st.objs.Put(ctx, store.Record{Kind: kindBatchResult, Owner: batchID, ID: rid, Data: appendResult(nil, ok, u, line)}); err != nil {
 		return err
 	}
-	if _, err := st.update(ctx, owner, b.ID, func(b *batch.Batch) error {
+	if _, err := st.update(ctx, owner, batchID, func(b *batch.Batch) error {
 		if b.Status != batch.StatusInProgress {
 			return errUnchanged // the close recounts from the results
 		}

@@ -203,3 +203,26 @@ func TestRunnerRetriesThenExpires(t *testing.T) {
 		}
 	}
 }
+
+// A file deleted while its batch runs: the lines not yet run go to the error file, and the
+// batch completes.
+func TestRunnerInputDeletedWhileRunning(t *testing.T) {
+	f := newRunnerFixture(t, okAnswer)
+	b := f.create(t, 2)
+	ctx := context.Background()
+	st := runState{r: f.r, objs: f.objs, blobs: f.blobs, q: f.objs.Queue(batchQueue)}
+	st.advance(ctx)
+	if err := f.blobs.Delete(ctx, "file-in"); err != nil {
+		t.Fatal(err)
+	}
+	f.r.tick(ctx)
+	got := f.batch(t, b.ID)
+	if got.Status != batch.StatusCompleted || got.RequestCounts != (batch.RequestCounts{Total: 2, Failed: 2}) || len(f.sentIDs()) != 0 {
+		t.Fatalf("batch: %s (sent %v)", got.AppendJSON(nil), f.sentIDs())
+	}
+	for _, l := range f.file(t, got.ErrorFileID) {
+		if l.Get("error.code").String() != codeInputFileDeleted {
+			t.Errorf("error line %s", l.Raw)
+		}
+	}
+}
