@@ -30,33 +30,38 @@ func batchesSetup(t *testing.T, sim simulator.Config, llamaExtra string) (port i
 func batchesSetupConfig(t *testing.T, sim simulator.Config, llamaExtra string) (port int, up *recordingUpstream, caddyfile string) {
 	t.Helper()
 	if llamaExtra != "" {
-		llamaExtra = "\n\t\t\t" + strings.ReplaceAll(llamaExtra, "\n", "\n\t\t\t")
+		llamaExtra = "\n\t\t\t\t" + strings.ReplaceAll(llamaExtra, "\n", "\n\t\t\t\t")
 	}
 	sim.Models = []string{"demo-llama", "demo-qwen"}
 	up = newUpstream(t, sim)
 	port = freePort(t)
 	caddyfile = globalOptions + fmt.Sprintf(`
 :%d {
-	ai_gateway {
-		key %s {
-			id all
-		}
-		key %s {
-			id other
-			models demo-qwen
-		}
-		model demo-llama {
-			upstream %s%s
-		}
-		model demo-qwen {
-			upstream %s
-		}
-		storage {
-			dir %s
-		}
+	handle /metrics {
+		metrics
 	}
-	reverse_proxy {
-		dynamic ai_gateway
+	handle {
+		ai_gateway {
+			key %s {
+				id all
+			}
+			key %s {
+				id other
+				models demo-qwen
+			}
+			model demo-llama {
+				upstream %s%s
+			}
+			model demo-qwen {
+				upstream %s
+			}
+			storage {
+				dir %s
+			}
+		}
+		reverse_proxy {
+			dynamic ai_gateway
+		}
 	}
 }
 `, port, policy.FormatHash(policy.HashSecret(secretAll)), policy.FormatHash(policy.HashSecret(secretQwen)), up.addr(), llamaExtra, up.addr(), t.TempDir())
@@ -174,7 +179,7 @@ func TestBatchRunsThroughGateway(t *testing.T) {
 		case !ok:
 			t.Errorf("req-%d missing from the output", i)
 		case l.Get("response.status_code").Int() != 200 || l.Get("response.body.object").String() != "chat.completion" ||
-			l.Get("error").Type != gjson.Null || !strings.HasPrefix(l.Get("response.request_id").String(), ""):
+			l.Get("error").Type != gjson.Null || l.Get("response.request_id").String() == "":
 			t.Errorf("req-%d: %s", i, l.Raw)
 		}
 	}
@@ -183,6 +188,13 @@ func TestBatchRunsThroughGateway(t *testing.T) {
 	}
 	if n := len(up.requests()); n != 3 {
 		t.Errorf("the upstream got %d requests, want 3 (each line once)", n)
+	}
+	metrics := &usageSetup{port: port}
+	if n := metrics.metric(t, "caddy_ai_gateway_batch_lines_total", map[string]string{"model": "demo-llama", "outcome": "done"}); n < 3 {
+		t.Errorf("batch_lines_total{outcome=done} = %v, want at least 3", n)
+	}
+	if n := metrics.metric(t, "caddy_ai_gateway_batch_tokens_total", map[string]string{"model": "demo-llama", "kind": "prompt"}); n <= 0 {
+		t.Errorf("batch_tokens_total{kind=prompt} = %v", n)
 	}
 	// the list: newest first, every object valid
 	c2 := uploadBatch(t, c, "in2.jsonl", chatLines("demo-llama", 1))

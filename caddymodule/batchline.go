@@ -127,3 +127,22 @@ func batchDeferred(model string) *wire.Error {
 	return &wire.Error{Status: http.StatusServiceUnavailable, Type: wire.TypeServer, Code: codeBatchDeferred, Reason: codeBatchDeferred,
 		RetryAfter: batchDeferRetry, Message: "The model " + model + " has no spare capacity for batch requests right now."}
 }
+
+// recordBatchLine counts a batch line's outcome and tokens, with the status the runner judges
+// it by (transient).
+func (g *Gateway) recordBatchLine(ex *exchange, model string) {
+	outcome := "failed"
+	switch {
+	case ex.status >= 200 && ex.status < 300:
+		outcome = "done"
+	case transient(lineAnswer{Status: ex.status}):
+		outcome = "retried"
+	}
+	g.metrics.batchLines.WithLabelValues(model, outcome).Inc()
+	if ex.usage.PromptTokens > 0 {
+		g.metrics.batchTokens.WithLabelValues(model, "prompt").Add(float64(ex.usage.PromptTokens))
+	}
+	if ex.usage.CompletionTokens > 0 {
+		g.metrics.batchTokens.WithLabelValues(model, "completion").Add(float64(ex.usage.CompletionTokens))
+	}
+}

@@ -253,6 +253,9 @@ func (g *Gateway) record(ex *exchange, repl *caddy.Replacer) {
 	if ex.usage.CachedTokens > 0 {
 		g.metrics.tokens.WithLabelValues(model, "cached", keyID).Add(float64(ex.usage.CachedTokens))
 	}
+	if ex.batchLine != nil {
+		g.recordBatchLine(ex, model)
+	}
 	if ex.streamIncomplete {
 		g.metrics.incomplete.WithLabelValues(model).Inc()
 		if c := g.logger.Check(zapcore.WarnLevel, "upstream stream ended before completion; the client got an error frame"); c != nil {
