@@ -238,6 +238,10 @@ type batchRun struct {
 	Prefix string `json:"prefix,omitempty"`
 	// OutputExpiresAfter is the request's output_expires_after, in nanoseconds.
 	OutputExpiresAfter int64 `json:"output_expires_after,omitempty"`
+	// Closer is the runner writing the batch's files, until CloseUntil (unix ms): with several
+	// instances, one of them ends a batch.
+	Closer     string `json:"closer,omitempty"`
+	CloseUntil int64  `json:"close_until,omitempty"`
 }
 
 // encodeBatch is a batch's record: {"object":<the batch object>,"run":{...}}.

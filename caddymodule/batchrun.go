@@ -70,6 +70,7 @@ const (
 	batchLease      = 30 * time.Second
 	batchTick       = 250 * time.Millisecond
 	batchMaxBackoff = time.Minute
+	closeLease      = 5 * time.Minute
 )
 
 func newBatchRunner(h *backendHandle, logger *zap.Logger) *batchRunner {
@@ -298,13 +299,18 @@ func (st *runState) validate(ctx context.Context, owner string, b *batch.Batch) 
 
 // update applies fn to the stored batch with a compare and swap.
 func (st *runState) update(ctx context.Context, owner, id string, fn func(b *batch.Batch) error) (*batch.Batch, error) {
+	return st.updateRun(ctx, owner, id, func(b *batch.Batch, _ *batchRun) error { return fn(b) })
+}
+
+// updateRun is update with the runner's part of the record.
+func (st *runState) updateRun(ctx context.Context, owner, id string, fn func(b *batch.Batch, run *batchRun) error) (*batch.Batch, error) {
 	var out *batch.Batch
 	_, err := st.objs.Update(ctx, kindBatch, owner, id, func(old []byte) ([]byte, error) {
 		b, run, err := decodeBatch(old)
 		if err != nil {
 			return nil, err
 		}
-		if err := fn(b); err != nil {
+		if err := fn(b, &run); err != nil {
 			return nil, err
 		}
 		out = b
@@ -575,6 +581,17 @@ func (st *runState) eachResult(ctx context.Context, batchID string, fn func(res 
 // stored results, and the batch moves to its end status with a compare and swap.
 func (st *runState) close(ctx context.Context, owner string, b *batch.Batch, run batchRun, to batch.Status) error {
 	now := st.r.now()
+	// one runner ends a batch: the first to claim it, for closeLease (then another may take over)
+	claimed, err := st.updateRun(ctx, owner, b.ID, func(cur *batch.Batch, run *batchRun) error {
+		if cur.Status != b.Status || run.Closer != st.r.consumer && run.CloseUntil > now.UnixMilli() {
+			return errUnchanged
+		}
+		run.Closer, run.CloseUntil = st.r.consumer, now.Add(closeLease).UnixMilli()
+		return nil
+	})
+	if err != nil || claimed == nil {
+		return err
+	}
 	if to != batch.StatusCompleted {
 		if _, err := st.q.Drop(ctx, b.ID); err != nil {
 			return err

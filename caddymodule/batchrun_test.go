@@ -226,3 +226,30 @@ func TestRunnerInputDeletedWhileRunning(t *testing.T) {
 		}
 	}
 }
+
+// With several instances one runner ends a batch: another's claim holds off this one until
+// the claim's lease runs out.
+func TestRunnerCloseClaimedOnce(t *testing.T) {
+	f := newRunnerFixture(t, okAnswer)
+	b := f.create(t, 2)
+	ctx := context.Background()
+	st := runState{r: f.r, objs: f.objs, blobs: f.blobs, q: f.objs.Queue(batchQueue)}
+	st.advance(ctx)
+	for st.work(ctx) > 0 {
+	}
+	if _, err := st.updateRun(ctx, "k1", b.ID, func(_ *batch.Batch, run *batchRun) error {
+		run.Closer, run.CloseUntil = "another-instance", f.now().Add(closeLease).UnixMilli()
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	st.advance(ctx)
+	if got := f.batch(t, b.ID); got.Status != batch.StatusInProgress {
+		t.Fatalf("closed under another runner's claim: %s", got.Status)
+	}
+	f.advanceClock(closeLease + time.Second)
+	st.advance(ctx)
+	if got := f.batch(t, b.ID); got.Status != batch.StatusCompleted || got.RequestCounts.Completed != 2 {
+		t.Fatalf("after the claim ran out: %s", got.AppendJSON(nil))
+	}
+}
