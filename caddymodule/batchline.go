@@ -42,12 +42,24 @@ func batchLineOf(r *http.Request) *batchLine {
 // any more (or no config is running).
 var errNoServer = errors.New("the server the batch was created on is not running")
 
+// errLineAborted is a line's failure when its request was aborted before it was answered.
+var errLineAborted = errors.New("the batch line's request was aborted")
+
 // lineRemoteAddr is the client address of a batch line's request.
 const lineRemoteAddr = "127.0.0.1:0"
 
 // sendLine runs a batch line through the server its batch was created on and returns the
 // answer as a client would have received it.
-func sendLine(ctx context.Context, ln lineRequest) lineAnswer {
+func sendLine(ctx context.Context, ln lineRequest) (ans lineAnswer) {
+	defer func() {
+		// the pipeline aborts a request whose client went away (here: the runner stopping)
+		if v := recover(); v != nil {
+			if v != http.ErrAbortHandler {
+				panic(v)
+			}
+			ans = lineAnswer{Err: errLineAborted}
+		}
+	}()
 	srv := lineServer(ln.Run.Server)
 	if srv == nil {
 		return lineAnswer{Err: errNoServer}
@@ -66,7 +78,10 @@ func sendLine(ctx context.Context, ln lineRequest) lineAnswer {
 	req.Header.Set("User-Agent", "ai_gateway-batch")
 	rec := httptest.NewRecorder()
 	srv.ServeHTTP(rec, req)
-	ans := lineAnswer{Status: rec.Code, Body: rec.Body.Bytes(), RequestID: rec.Header().Get("X-Request-Id")}
+	if ctx.Err() != nil && rec.Body.Len() == 0 {
+		return lineAnswer{Err: ctx.Err()} // stopped before anything was answered
+	}
+	ans = lineAnswer{Status: rec.Code, Body: rec.Body.Bytes(), RequestID: rec.Header().Get("X-Request-Id")}
 	if s, err := strconv.Atoi(rec.Header().Get("Retry-After")); err == nil && s > 0 {
 		ans.RetryAfter = time.Duration(s) * time.Second
 	}

@@ -410,10 +410,13 @@ func (st *runState) runLine(ctx context.Context, it store.Item) error {
 	}
 	ans := st.sendHeld(ctx, it, lineRequest{Owner: owner, BatchID: b.ID, CustomID: ql.CustomID, Endpoint: b.Endpoint, Run: run, Body: body})
 	if ctx.Err() != nil {
-		// shutting down: the line goes back to the queue for whoever claims it next (after a
-		// crash, its lease runs out instead)
-		st.release(context.WithoutCancel(ctx), it, 0)
-		return nil
+		if ans.Err != nil || ans.Status == statusClientClosed {
+			// shutting down before the answer came: the line goes back to the queue for whoever
+			// claims it next (after a crash, its lease runs out instead)
+			st.release(context.WithoutCancel(ctx), it, 0)
+			return nil
+		}
+		ctx = context.WithoutCancel(ctx) // an answer received is kept, whatever happens next
 	}
 	if transient(ans) {
 		delay := min(time.Second<<min(it.Deliveries-1, 6), batchMaxBackoff)
@@ -431,6 +434,10 @@ func (st *runState) runLine(ctx context.Context, it store.Item) error {
 	ok := ans.Status >= 200 && ans.Status < 300
 	return st.keepResult(ctx, owner, b.ID, it, rid, ok, answerUsage(ans.Body), &line)
 }
+
+// statusClientClosed is the status the pipeline gives a request whose client went away: for a
+// line, the runner stopping before the answer came.
+const statusClientClosed = 499
 
 // codeInputFileDeleted is the error code of a line whose input file was deleted before it ran.
 const codeInputFileDeleted = "input_file_deleted"

@@ -11,10 +11,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/tidwall/gjson"
 	"go.uber.org/zap"
 
 	"github.com/caddyai/gateway/batch"
+	"github.com/caddyai/gateway/internal/testredis"
 	"github.com/caddyai/gateway/store"
 )
 
@@ -251,5 +253,83 @@ func TestRunnerCloseClaimedOnce(t *testing.T) {
 	st.advance(ctx)
 	if got := f.batch(t, b.ID); got.Status != batch.StatusCompleted || got.RequestCounts.Completed != 2 {
 		t.Fatalf("after the claim ran out: %s", got.AppendJSON(nil))
+	}
+}
+
+// Two instances sharing one real Redis store (and one blob directory) work through one batch
+// together; one of them stops midway. Every line is sent once and answered once, and the batch
+// completes with one output file.
+func TestRunnerTwoInstancesOnRedis(t *testing.T) {
+	srv := testredis.StartServer(t)
+	dir := t.TempDir()
+	var mu sync.Mutex
+	sent := map[string]int{}
+	send := func(_ context.Context, ln lineRequest) lineAnswer {
+		mu.Lock()
+		sent[ln.CustomID]++
+		mu.Unlock()
+		time.Sleep(10 * time.Millisecond)
+		return okAnswer(ln)
+	}
+	instance := func(name string) (*runState, *backendHandle) {
+		h := &backendHandle{dir: dir, redisOpts: &redis.Options{Addr: srv.Addr()}, prefix: "two:", logger: zap.NewNop(), cancel: func() {}}
+		objs, blobs, err := h.open()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { h.Destruct() })
+		r := &batchRunner{h: h, logger: zap.NewNop(), now: time.Now, send: send, consumer: name, workers: 2, lease: time.Second,
+			every: 5 * time.Millisecond, wake: make(chan struct{}, 1), done: make(chan struct{})}
+		h.runner = r
+		return &runState{r: r, objs: objs, blobs: blobs, q: objs.Queue(batchQueue)}, h
+	}
+	a, ha := instance("a")
+	b, hb := instance("b")
+	f := &runnerFixture{h: ha, r: a.r, objs: a.objs, blobs: a.blobs, clock: time.Now()}
+	created := f.create(t, 40)
+
+	ctxA, stopA := context.WithCancel(context.Background())
+	ctxB, stopB := context.WithCancel(context.Background())
+	defer stopB()
+	go a.r.run(ctxA)
+	go b.r.run(ctxB)
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+		}
+	}
+	waitFor("some lines sent", func() bool { mu.Lock(); defer mu.Unlock(); return len(sent) >= 10 })
+	stopA() // instance a goes away; b takes over what it held
+	a.r.stop(5 * time.Second)
+	_ = hb
+	waitFor("the batch completed", func() bool { return f.batch(t, created.ID).Status == batch.StatusCompleted })
+	got := f.batch(t, created.ID)
+	if got.RequestCounts != (batch.RequestCounts{Total: 40, Completed: 40}) {
+		t.Errorf("counts %+v", got.RequestCounts)
+	}
+	mu.Lock()
+	for cid, n := range sent {
+		if n != 1 {
+			t.Errorf("%s sent %d times", cid, n)
+		}
+	}
+	if len(sent) != 40 {
+		t.Errorf("%d lines sent, want 40", len(sent))
+	}
+	mu.Unlock()
+	seen := map[string]int{}
+	for _, l := range f.file(t, got.OutputFileID) {
+		seen[l.Get("custom_id").String()]++
+	}
+	if len(seen) != 40 {
+		t.Errorf("%d custom_ids in the output, want 40", len(seen))
+	}
+	for cid, n := range seen {
+		if n != 1 {
+			t.Errorf("%s %d times in the output", cid, n)
+		}
 	}
 }
