@@ -101,6 +101,10 @@ func (bs *batchService) create(w http.ResponseWriter, r *http.Request) ([]byte, 
 		}
 		return nil, wire.ClientClosed()
 	}
+	if bs.ex.key.NoBatches {
+		return nil, &wire.Error{Status: http.StatusForbidden, Type: wire.TypePermission, Code: "batches_not_allowed",
+			Message: "This API key may not create batches."}
+	}
 	req, werr := batch.ParseCreateRequest(raw, batch.SupportedEndpoints)
 	if werr != nil {
 		return nil, werr

@@ -49,6 +49,10 @@ func batchesSetupConfig(t *testing.T, sim simulator.Config, llamaExtra string) (
 				id other
 				models demo-qwen
 			}
+			key %s {
+				id barred
+				no_batches
+			}
 			model demo-llama {
 				upstream %s%s
 			}
@@ -64,7 +68,8 @@ func batchesSetupConfig(t *testing.T, sim simulator.Config, llamaExtra string) (
 		}
 	}
 }
-`, port, policy.FormatHash(policy.HashSecret(secretAll)), policy.FormatHash(policy.HashSecret(secretQwen)), up.addr(), llamaExtra, up.addr(), t.TempDir())
+`, port, policy.FormatHash(policy.HashSecret(secretAll)), policy.FormatHash(policy.HashSecret(secretQwen)),
+		policy.FormatHash(policy.HashSecret(secretOther)), up.addr(), llamaExtra, up.addr(), t.TempDir())
 	startCaddy(t, caddyfile)
 	return port, up, caddyfile
 }
@@ -283,6 +288,19 @@ func TestBatchCreateRefusals(t *testing.T) {
 	}
 	if _, err := c.Batches.Get(context.Background(), "batch_nope"); status(err) != http.StatusNotFound {
 		t.Errorf("unknown batch: %v", err)
+	}
+	barred := filesClient(port, secretOther)
+	f := uploadBatch(t, barred, "in.jsonl", chatLines("demo-llama", 1))
+	_, err = barred.Batches.New(context.Background(), openai.BatchNewParams{CompletionWindow: openai.BatchNewParamsCompletionWindow24h,
+		Endpoint: openai.BatchNewParamsEndpointV1ChatCompletions, InputFileID: f.ID})
+	if status(err) != http.StatusForbidden {
+		t.Errorf("a key with no_batches: %v", err)
+	}
+	qf := uploadBatch(t, filesClient(port, secretQwen), "in.jsonl", chatLines("demo-qwen", 1))
+	_, err = c.Batches.New(context.Background(), openai.BatchNewParams{CompletionWindow: openai.BatchNewParamsCompletionWindow24h,
+		Endpoint: openai.BatchNewParamsEndpointV1ChatCompletions, InputFileID: qf.ID})
+	if status(err) != http.StatusBadRequest {
+		t.Errorf("another key's file: %v", err)
 	}
 }
 
