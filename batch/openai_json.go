@@ -348,3 +348,52 @@ func ParseFile(data []byte) (*File, error) {
 	}
 	return f, nil
 }
+
+// ParseBatch reads a batch object written by AppendJSON (as a store keeps it) back. Fields
+// that are not part of the object (OutputExpiresAfter) are left zero.
+func ParseBatch(data []byte) (*Batch, error) {
+	if !gjson.ValidBytes(data) {
+		return nil, errors.New("parsing batch object: invalid JSON")
+	}
+	r := gjson.ParseBytes(data)
+	b := &Batch{ID: r.Get("id").String(), Endpoint: r.Get("endpoint").String(), Model: r.Get("model").String(),
+		InputFileID: r.Get("input_file_id").String(), CompletionWindow: r.Get("completion_window").String(),
+		Status: Status(r.Get("status").String()), OutputFileID: r.Get("output_file_id").String(),
+		ErrorFileID: r.Get("error_file_id").String()}
+	if b.ID == "" || b.Status == "" {
+		return nil, errors.New("parsing batch object: no id or status")
+	}
+	for _, f := range [...]struct {
+		key string
+		t   *time.Time
+	}{
+		{"created_at", &b.CreatedAt}, {"in_progress_at", &b.InProgressAt}, {"expires_at", &b.ExpiresAt},
+		{"finalizing_at", &b.FinalizingAt}, {"completed_at", &b.CompletedAt}, {"failed_at", &b.FailedAt},
+		{"expired_at", &b.ExpiredAt}, {"cancelling_at", &b.CancellingAt}, {"cancelled_at", &b.CancelledAt},
+	} {
+		if v := r.Get(f.key); v.Type == gjson.Number {
+			*f.t = time.Unix(v.Int(), 0)
+		}
+	}
+	if errs := r.Get("errors.data"); errs.IsArray() {
+		errs.ForEach(func(_, e gjson.Result) bool {
+			b.Errors = append(b.Errors, LineError{Code: e.Get("code").String(), Message: e.Get("message").String(),
+				Param: e.Get("param").String(), Line: int(e.Get("line").Int())})
+			return true
+		})
+	}
+	c := r.Get("request_counts")
+	b.RequestCounts = RequestCounts{Total: c.Get("total").Int(), Completed: c.Get("completed").Int(), Failed: c.Get("failed").Int()}
+	u := r.Get("usage")
+	b.Usage = Usage{InputTokens: u.Get("input_tokens").Int(), CachedTokens: u.Get("input_tokens_details.cached_tokens").Int(),
+		OutputTokens: u.Get("output_tokens").Int(), ReasoningTokens: u.Get("output_tokens_details.reasoning_tokens").Int(),
+		TotalTokens: u.Get("total_tokens").Int()}
+	if m := r.Get("metadata"); m.IsObject() {
+		b.Metadata = map[string]string{}
+		m.ForEach(func(k, v gjson.Result) bool {
+			b.Metadata[k.String()] = v.String()
+			return true
+		})
+	}
+	return b, nil
+}

@@ -369,3 +369,26 @@ func TestParseFile(t *testing.T) {
 		t.Error("a file object without id parsed")
 	}
 }
+
+func TestParseBatchRoundTrip(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	b := NewBatch("batch_1", &CreateRequest{Endpoint: "/v1/chat/completions", InputFileID: "file-1",
+		Metadata: map[string]string{"k": "v"}}, now)
+	if err := b.Start(now.Add(time.Second), "m", 3); err != nil {
+		t.Fatal(err)
+	}
+	b.RequestCounts.Completed = 2
+	b.Usage = Usage{InputTokens: 5, CachedTokens: 1, OutputTokens: 7, ReasoningTokens: 2, TotalTokens: 12}
+	b.Errors = []LineError{{Code: CodeInvalidJSONLine, Message: "bad", Param: "custom_id", Line: 2}}
+	want := b.AppendJSON(nil)
+	got, err := ParseBatch(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again := got.AppendJSON(nil); string(again) != string(want) {
+		t.Errorf("round trip:\n got %s\nwant %s", again, want)
+	}
+	if _, err := ParseBatch([]byte(`{"id":""}`)); err == nil {
+		t.Error("a batch without id parsed")
+	}
+}

@@ -45,6 +45,7 @@ func parseHandler[T any, PT interface {
 //	        id <id>
 //	        models <pattern>...
 //	        disabled
+//	        no_batches
 //	        expires_at <RFC 3339 time>
 //	        label <name> <value>
 //	        rpm|tpm|rpd|tpd|max_concurrent <n>
@@ -219,6 +220,9 @@ func parseKeyBlock(d *caddyfile.Dispenser) (policy.KeyConfig, error) {
 		case "disabled":
 			err = noArgs(d)
 			k.Disabled = true
+		case "no_batches":
+			err = noArgs(d)
+			k.NoBatches = true
 		case "expires_at":
 			k.ExpiresAt, _, err = timeArg(d)
 		case "rpm", "tpm", "rpd", "tpd", "max_concurrent":

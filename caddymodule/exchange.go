@@ -33,6 +33,7 @@ type exchange struct {
 	spec           *wire.Spec // the endpoint's row of the table
 	pathParam      string     // the path's parameter: the id of GET /v1/models/{id}, of /v1/files/{file_id}
 	key            *policy.Key
+	batchLine      *batchLine // set when the request is a line of a batch, run by the batch runner
 	requestedModel string
 	apiVersion     *policy.APIVersion
 	versionHeader  string // the API version header's name, when versions are configured
@@ -267,6 +268,9 @@ func (ex *exchange) logFields() {
 	}
 	if ex.reject != "" {
 		fields = append(fields, zap.String("ai_reject_reason", ex.reject))
+	}
+	if ex.batchLine != nil {
+		fields = append(fields, zap.String("ai_batch_id", ex.batchLine.batchID), zap.String("ai_custom_id", ex.batchLine.customID))
 	}
 	for _, f := range fields {
 		extra.Set(f)

@@ -49,7 +49,7 @@ func FuzzGatewayCaddyfile(f *testing.F) {
 	// every subdirective with one argument and with none: the shortest forms a parser may
 	// index past
 	blocks := map[string][]string{
-		"key s {\nid a\n%s\n}": {"id", "models", "disabled", "expires_at", "label", "rpm", "tpm", "rpd", "tpd", "max_concurrent", "pin", "priority"},
+		"key s {\nid a\n%s\n}": {"id", "models", "disabled", "no_batches", "expires_at", "label", "rpm", "tpm", "rpd", "tpd", "max_concurrent", "pin", "priority"},
 		"model m {\n%s\n}": {"alias", "context_window", "max_output_tokens", "upstream", "upstream_key", "upstream_name", "tokenizer",
 			"rpm", "tpm", "rpd", "tpd", "max_concurrent", "queue", "fallback", "deprecated", "sunset", "deprecation_link", "serve_after_sunset", "cache"},
 		"rate_limit {\n%s\n}": {"rpm", "tpm", "rpd", "tpd", "max_concurrent", "store", "redis_prefix", "on_store_error", "default_max_tokens"},

@@ -25,6 +25,8 @@ type gatewayMetrics struct {
 	cacheEvictions prometheus.Gauge
 	keysReloaded   *prometheus.CounterVec // result
 	promptCounts   *prometheus.CounterVec // model, how: bound, lower_bound, partial, exact
+	batchLines     *prometheus.CounterVec // model, outcome: done, failed, retried
+	batchTokens    *prometheus.CounterVec // model, kind
 }
 
 const (
@@ -70,6 +72,12 @@ func newGatewayMetrics() *gatewayMetrics {
 		promptCounts: prometheus.NewCounterVec(prometheus.CounterOpts(opts("prompt_counts_total",
 			"Prompts by how they were counted: bound (the byte upper bound sufficed), lower_bound (refused by a lower bound, "+
 				"not counted), partial (counting stopped once the window or the tokens left were passed), exact.")), []string{"model", "how"}),
+		batchLines: prometheus.NewCounterVec(prometheus.CounterOpts(opts("batch_lines_total",
+			"Batch lines run through the gateway, by model and outcome: done (2xx, in the output file), failed (refused, in the "+
+				"error file), retried (deferred for spare capacity, rate limited, overloaded or unreachable; sent again later).")),
+			[]string{"model", "outcome"}),
+		batchTokens: prometheus.NewCounterVec(prometheus.CounterOpts(opts("batch_tokens_total",
+			"Tokens of batch lines by model and kind (prompt, completion); also counted in tokens_total.")), []string{"model", "kind"}),
 	}
 }
 
@@ -120,7 +128,13 @@ func (m *gatewayMetrics) register(reg prometheus.Registerer) error {
 	if m.keysReloaded, err = registerOrReuse(reg, m.keysReloaded); err != nil {
 		return err
 	}
-	m.promptCounts, err = registerOrReuse(reg, m.promptCounts)
+	if m.promptCounts, err = registerOrReuse(reg, m.promptCounts); err != nil {
+		return err
+	}
+	if m.batchLines, err = registerOrReuse(reg, m.batchLines); err != nil {
+		return err
+	}
+	m.batchTokens, err = registerOrReuse(reg, m.batchTokens)
 	return err
 }
 

@@ -191,6 +191,15 @@ func (g *Gateway) admitToModel(ctx context.Context, ex *exchange) *wire.Error {
 	if gate == nil {
 		return nil
 	}
+	if ex.batchLine != nil {
+		// a batch line takes spare capacity only: a free slot nobody is waiting for
+		release, ok := gate.TryAcquire()
+		if !ok {
+			return batchDeferred(ex.route.model.Name)
+		}
+		ex.releases = append(ex.releases, release)
+		return nil
+	}
 	priority := 0
 	if ex.key != nil {
 		priority = ex.key.Priority

@@ -43,6 +43,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return g.serveCountTokens(w, ex)
 	case wire.EndpointFiles, wire.EndpointFile, wire.EndpointFileContent:
 		return g.serveFiles(w, r, ex)
+	case wire.EndpointBatches, wire.EndpointBatch, wire.EndpointBatchCancel:
+		return g.serveBatches(w, r, ex)
 	}
 	if g.prepareCache(ex, r) {
 		if entry := g.cacheGet(r.Context(), ex); entry != nil {
@@ -242,6 +244,9 @@ func (g *Gateway) record(ex *exchange, repl *caddy.Replacer) {
 	if ex.usage.CachedTokens > 0 {
 		g.metrics.tokens.WithLabelValues(model, "cached", keyID).Add(float64(ex.usage.CachedTokens))
 	}
+	if ex.batchLine != nil {
+		g.recordBatchLine(ex, model)
+	}
 	if ex.streamIncomplete {
 		g.metrics.incomplete.WithLabelValues(model).Inc()
 		if c := g.logger.Check(zapcore.WarnLevel, "upstream stream ended before completion; the client got an error frame"); c != nil {
@@ -260,7 +265,12 @@ func (g *Gateway) admit(ex *exchange, r *http.Request) *wire.Error {
 	if header != "Authorization" && header != "" {
 		g.warnKeyInAccessLog(r, header)
 	}
-	if werr := g.authenticate(ex, secret); werr != nil {
+	if line := batchLineOf(r); line != nil {
+		// a line of a batch, run by the batch runner as a request of the key that owns it
+		if werr := g.authenticateLine(ex, line); werr != nil {
+			return werr
+		}
+	} else if werr := g.authenticate(ex, secret); werr != nil {
 		// the key is checked first (one hash): a valid key is never refused for the failures of
 		// others behind the same address; only failures are counted, and slowed past the limit
 		if werr.Status == http.StatusUnauthorized {

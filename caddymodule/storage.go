@@ -122,6 +122,8 @@ func (g *Gateway) provisionStorage(repl *caddy.Replacer) error {
 		h.cancel = cancel
 		h.logger = caddy.Log().Named("ai_gateway.store")
 		go h.sweep(ctx, sweepInterval)
+		h.runner = newBatchRunner(h, caddy.Log().Named("ai_gateway.batch"))
+		go h.runner.run(ctx)
 		return h, nil
 	})
 	if err != nil {
@@ -145,6 +147,10 @@ func (g *Gateway) validateStorage() error {
 	return nil
 }
 
+// runnerStopWait bounds how long closing the store waits for the batch runner to put down the
+// lines it holds.
+const runnerStopWait = 5 * time.Second
+
 // sweepInterval is how often expired files are deleted.
 const sweepInterval = time.Minute
 
@@ -156,6 +162,7 @@ type backendHandle struct {
 	prefix    string
 	cancel    context.CancelFunc
 	logger    *zap.Logger
+	runner    *batchRunner
 
 	mu      sync.Mutex
 	closed  bool
@@ -299,6 +306,9 @@ func blobRecordOf(data []byte) (owner string, created int64) {
 // Destruct stops the sweeper and closes the store once no config uses it.
 func (h *backendHandle) Destruct() error {
 	h.cancel()
+	if h.runner != nil {
+		h.runner.stop(runnerStopWait)
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.closed = true

@@ -29,6 +29,8 @@ type KeyConfig struct {
 	Models []string `json:"models,omitempty"`
 	// Disabled refuses the key with 401 and a distinct message.
 	Disabled bool `json:"disabled,omitempty"`
+	// NoBatches bars the key from creating batches (403); its live requests are unaffected.
+	NoBatches bool `json:"no_batches,omitempty"`
 	// ExpiresAt (an RFC 3339 time) refuses the key with 401 and a distinct message from that
 	// instant on. Default: never.
 	ExpiresAt time.Time `json:"expires_at,omitzero"`
@@ -67,7 +69,7 @@ func NewKeys(configs []KeyConfig, resolve ResolveSecret) ([]*Key, error) {
 }
 
 func (c KeyConfig) key(resolve ResolveSecret) (*Key, error) {
-	k := &Key{ID: c.ID, Models: c.Models, Disabled: c.Disabled, ExpiresAt: c.ExpiresAt, Labels: c.Labels,
+	k := &Key{ID: c.ID, Models: c.Models, Disabled: c.Disabled, NoBatches: c.NoBatches, ExpiresAt: c.ExpiresAt, Labels: c.Labels,
 		Limits: c.Limits, Pins: c.Pins, Priority: c.Priority}
 	switch {
 	case c.Secret == "":
@@ -107,6 +109,8 @@ type Key struct {
 	Models []string
 	// Disabled keys are refused with a distinct message.
 	Disabled bool
+	// NoBatches keys may not create batches.
+	NoBatches bool
 	// ExpiresAt, when set, is the instant from which the key is refused.
 	ExpiresAt time.Time
 	// Labels are free-form operator labels (team, tenant, cost centre).

@@ -128,6 +128,19 @@ func (a *Admission) Acquire(ctx context.Context, priority int) (release func(), 
 	return nil, err
 }
 
+// TryAcquire admits a request only when a slot is free and nobody is waiting, and never queues:
+// the lowest priority of all, for work that may only use spare capacity (batch lines), so that
+// no waiting request is ever passed by it. It returns the release and true, or nil and false.
+func (a *Admission) TryAcquire() (release func(), ok bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.queue.Len() > 0 || !a.hasRoom() {
+		return nil, false
+	}
+	a.admitLocked()
+	return a.releaser(), true
+}
+
 // admitLocked takes a slot. Call with mu held.
 func (a *Admission) admitLocked() {
 	if a.inFlight == 0 {

@@ -510,3 +510,39 @@ func TestRefusalReason(t *testing.T) {
 		}
 	}
 }
+
+func TestAdmissionTryAcquireSpareOnly(t *testing.T) {
+	a, _, _ := testAdmission(1, 4, time.Minute)
+	rel, ok := a.TryAcquire()
+	if !ok {
+		t.Fatal("TryAcquire on an idle gate refused")
+	}
+	if _, ok := a.TryAcquire(); ok {
+		t.Fatal("TryAcquire admitted past max_concurrent")
+	}
+	waiting := make(chan func())
+	go func() {
+		r, err := a.Acquire(context.Background(), -100)
+		if err != nil {
+			t.Error(err)
+		}
+		waiting <- r
+	}()
+	for _, q := a.Stats(); q == 0; _, q = a.Stats() {
+		time.Sleep(time.Millisecond)
+	}
+	rel() // the slot goes to the waiter, whatever its priority
+	r := <-waiting
+	if _, ok := a.TryAcquire(); ok {
+		t.Fatal("TryAcquire took the waiter's slot")
+	}
+	r()
+	if rel, ok := a.TryAcquire(); !ok {
+		t.Fatal("TryAcquire refused a free slot")
+	} else {
+		rel()
+	}
+	if in, q := a.Stats(); in != 0 || q != 0 {
+		t.Fatalf("Stats = %d, %d", in, q)
+	}
+}

@@ -26,6 +26,9 @@ const (
 	EndpointFiles
 	EndpointFile
 	EndpointFileContent
+	EndpointBatches
+	EndpointBatch
+	EndpointBatchCancel
 	numEndpoints
 )
 
@@ -169,6 +172,12 @@ var table = [numEndpoints]Spec{
 		AnthropicNotFound: true},
 	EndpointFileContent: {Name: "file_content", Path: "files/{file_id}/content", Methods: getHead, Surface: OpenAI,
 		Answer: AnswerGateway, AnthropicNotFound: true},
+	// The Batches API: POST creates a batch from an uploaded file, GET lists; the batch's object
+	// and its cancellation. The gateway answers them from its store and runs the lines itself.
+	EndpointBatches: {Name: "batches", Path: "batches", Methods: postGetHead, Surface: OpenAI, Answer: AnswerGateway},
+	EndpointBatch:   {Name: "batch", Path: "batches/{batch_id}", Methods: getHead, Surface: OpenAI, Answer: AnswerGateway},
+	EndpointBatchCancel: {Name: "batch_cancel", Path: "batches/{batch_id}/cancel", Methods: post, Surface: OpenAI,
+		Answer: AnswerGateway},
 }
 
 func init() {

@@ -42,6 +42,10 @@ func TestEndpointTable(t *testing.T) {
 			path, want = "/v1/files/file-abc123", "file-abc123"
 		case "files/{file_id}/content":
 			path, want = "/v1/files/file-abc123/content", "file-abc123"
+		case "batches/{batch_id}":
+			path, want = "/v1/batches/batch_abc123", "batch_abc123"
+		case "batches/{batch_id}/cancel":
+			path, want = "/v1/batches/batch_abc123/cancel", "batch_abc123"
 		}
 		if e, param := wire.Route(path); e != s.Endpoint || param != want {
 			t.Errorf("Route(%q) = %s, %q; want %s, %q", path, e, param, s.Name, want)
@@ -64,6 +68,9 @@ func TestEndpointTable(t *testing.T) {
 		{"/v1/files", wire.EndpointFiles, ""},
 		{"/v1/files/file-1", wire.EndpointFile, "file-1"},
 		{"/v1/files/file-1/content", wire.EndpointFileContent, "file-1"},
+		{"/v1/batches", wire.EndpointBatches, ""},
+		{"/v1/batches/batch_1", wire.EndpointBatch, "batch_1"},
+		{"/v1/batches/batch_1/cancel", wire.EndpointBatchCancel, "batch_1"},
 		{"/v1/files/file-1/content/", wire.EndpointFileContent, "file-1"},
 		{"/v1/files//content", wire.EndpointFile, "/content"},
 		{"/v1/files/a/b/content", wire.EndpointFile, "a/b/content"},

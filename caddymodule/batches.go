@@ -1,0 +1,279 @@
+package caddymodule
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/tidwall/gjson"
+
+	"github.com/caddyai/gateway/batch"
+	"github.com/caddyai/gateway/internal/wire"
+	"github.com/caddyai/gateway/store"
+)
+
+// The kinds of the store's records the Batches API writes. A batch's record is under its owner
+// (the key id); its active record is under blobOwner so that the runner finds every batch that
+// still has work, whoever owns it; a line's result is under the batch's id.
+const (
+	kindBatch       = "batch"
+	kindBatchActive = "batch_active"
+	kindBatchResult = "batch_result"
+)
+
+// batchQueue is the name of the work queue of batch lines.
+const batchQueue = "batch_lines"
+
+// maxBatchCreateBytes bounds the body of POST /v1/batches.
+const maxBatchCreateBytes = 64 << 10
+
+// Paging of GET /v1/batches, as OpenAI's.
+const (
+	defaultBatchListLimit = 20
+	maxBatchListLimit     = 100
+)
+
+// serveBatches answers the Batches API (/v1/batches, /v1/batches/{batch_id},
+// /v1/batches/{batch_id}/cancel) from the store. Every batch belongs to the key that created it
+// (by key id): another key's batch does not exist for the caller, whatever the call. The lines
+// are run by the store's batch runner (batchrun.go).
+func (g *Gateway) serveBatches(w http.ResponseWriter, r *http.Request, ex *exchange) error {
+	objs, _, err := g.backend.open()
+	if err != nil {
+		g.refuse(w, ex, g.storeError(ex, "opening the store", err))
+		return nil
+	}
+	bs := batchService{g: g, ex: ex, objs: objs, owner: ex.keyID()}
+	var body []byte
+	var werr *wire.Error
+	switch {
+	case ex.endpoint == wire.EndpointBatches && r.Method == http.MethodPost:
+		body, werr = bs.create(w, r)
+	case ex.endpoint == wire.EndpointBatches:
+		body, werr = bs.list(r)
+	case ex.endpoint == wire.EndpointBatchCancel:
+		body, werr = bs.cancel(r.Context(), ex.pathParam)
+	default:
+		body, werr = bs.get(r.Context(), ex.pathParam)
+	}
+	if werr != nil {
+		g.refuse(w, ex, werr)
+		return nil
+	}
+	h := w.Header()
+	ex.setResponseHeaders(h)
+	h["Content-Type"] = []string{"application/json"}
+	h["Content-Length"] = []string{strconv.Itoa(len(body))}
+	ex.status = http.StatusOK
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodHead {
+		return nil
+	}
+	_, err = w.Write(body)
+	return err
+}
+
+// batchService is one Batches API call: the store and the caller.
+type batchService struct {
+	g     *Gateway
+	ex    *exchange
+	objs  store.Backend
+	owner string
+}
+
+// create answers POST /v1/batches: the request is checked (synchronous 400s), the input file
+// must be the caller's and have purpose batch, and the batch is stored in validating, with the
+// active record the runner looks for written first (a batch record is never without one).
+func (bs *batchService) create(w http.ResponseWriter, r *http.Request) ([]byte, *wire.Error) {
+	ctx := r.Context()
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBatchCreateBytes))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return nil, wire.InvalidRequest("", "The request body exceeds %d bytes.", maxBatchCreateBytes)
+		}
+		return nil, wire.ClientClosed()
+	}
+	if bs.ex.key.NoBatches {
+		return nil, &wire.Error{Status: http.StatusForbidden, Type: wire.TypePermission, Code: "batches_not_allowed",
+			Message: "This API key may not create batches."}
+	}
+	req, werr := batch.ParseCreateRequest(raw, batch.SupportedEndpoints)
+	if werr != nil {
+		return nil, werr
+	}
+	rec, err := bs.objs.Get(ctx, kindFile, bs.owner, req.InputFileID)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, batch.ErrInputFileNotFound(req.InputFileID)
+	} else if err != nil {
+		return nil, bs.g.storeError(bs.ex, "reading a batch's input file", err)
+	}
+	f, err := batch.ParseFile(rec.Data)
+	if err != nil {
+		return nil, bs.g.storeError(bs.ex, "reading a file record", err)
+	}
+	if f.Purpose != batch.PurposeBatch {
+		return nil, batch.ErrInputFilePurpose(req.InputFileID, f.Purpose)
+	}
+	now := bs.g.now()
+	b := batch.NewBatch(batch.NewID(batch.PrefixBatch, now), req, now)
+	run := lineTarget(r)
+	if err := bs.objs.Put(ctx, store.Record{Kind: kindBatchActive, Owner: blobOwner, ID: b.ID,
+		Data: appendBlobRecord(nil, bs.owner, now)}); err != nil {
+		return nil, bs.g.storeError(bs.ex, "recording a batch", err)
+	}
+	if err := bs.objs.Put(ctx, store.Record{Kind: kindBatch, Owner: bs.owner, ID: b.ID, Data: encodeBatch(b, run)}); err != nil {
+		return nil, bs.g.storeError(bs.ex, "recording a batch", err)
+	}
+	bs.g.backend.wakeRunner()
+	return b.AppendJSON(nil), nil
+}
+
+// lineTarget says where the runner sends the batch's lines: the server, host and path prefix
+// the create request came in by, so a line goes through the same site (matchers, handlers,
+// ai_gateway, reverse_proxy) as a live request of the same client would.
+func lineTarget(r *http.Request) batchRun {
+	run := batchRun{Host: r.Host}
+	orig := r
+	if o, ok := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request); ok {
+		orig = &o
+	}
+	if p, ok := strings.CutSuffix(orig.URL.Path, "/v1/batches"); ok {
+		run.Prefix = p
+	} else if p, ok := strings.CutSuffix(orig.URL.Path, "/v1/batches/"); ok {
+		run.Prefix = p
+	}
+	srv, _ := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
+	if app, err := caddy.ActiveContext().AppIfConfigured("http"); err == nil && srv != nil {
+		for name, s := range app.(*caddyhttp.App).Servers {
+			if s == srv {
+				run.Server = name
+			}
+		}
+	}
+	return run
+}
+
+// get answers GET /v1/batches/{batch_id}.
+func (bs *batchService) get(ctx context.Context, id string) ([]byte, *wire.Error) {
+	rec, err := bs.objs.Get(ctx, kindBatch, bs.owner, id)
+	if err != nil {
+		return nil, bs.lookupError(id, err)
+	}
+	return batchObject(rec.Data), nil
+}
+
+// list answers GET /v1/batches: the caller's batches, newest first, paged with after=<id>.
+func (bs *batchService) list(r *http.Request) ([]byte, *wire.Error) {
+	q := r.URL.Query()
+	opts := store.ListOptions{Limit: defaultBatchListLimit, Order: store.OrderDesc, After: q.Get("after")}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxBatchListLimit {
+			return nil, wire.Errorf(http.StatusBadRequest, "invalid_value", "limit",
+				"Invalid value for 'limit': expected an integer from 1 to %d, got %q.", maxBatchListLimit, echoValue(v))
+		}
+		opts.Limit = n
+	}
+	page, err := bs.objs.List(r.Context(), kindBatch, bs.owner, opts)
+	if err != nil {
+		return nil, bs.g.storeError(bs.ex, "listing batches", err)
+	}
+	batches := make([]*batch.Batch, 0, len(page.Records))
+	for _, rec := range page.Records {
+		b, _, err := decodeBatch(rec.Data)
+		if err != nil {
+			return nil, bs.g.storeError(bs.ex, "reading a batch record", err)
+		}
+		batches = append(batches, b)
+	}
+	return batch.AppendBatchList(nil, batches, page.HasMore), nil
+}
+
+// cancel answers POST /v1/batches/{batch_id}/cancel: the batch moves to cancelling (a compare
+// and swap, so it cannot undo a transition of the runner), and the runner finishes the
+// cancellation. A batch in a terminal status is a 400.
+func (bs *batchService) cancel(ctx context.Context, id string) ([]byte, *wire.Error) {
+	var refused *wire.Error
+	errRefused := errors.New("refused")
+	rec, err := bs.objs.Update(ctx, kindBatch, bs.owner, id, func(old []byte) ([]byte, error) {
+		b, run, err := decodeBatch(old)
+		if err != nil {
+			return nil, err
+		}
+		if refused = b.Cancel(bs.g.now()); refused != nil {
+			return nil, errRefused
+		}
+		return encodeBatch(b, run), nil
+	})
+	switch {
+	case errors.Is(err, errRefused):
+		return nil, refused
+	case err != nil:
+		return nil, bs.lookupError(id, err)
+	}
+	bs.g.backend.wakeRunner()
+	return batchObject(rec.Data), nil
+}
+
+// lookupError is the refusal of a lookup: another key's batch is as missing as one that never
+// existed.
+func (bs *batchService) lookupError(id string, err error) *wire.Error {
+	if errors.Is(err, store.ErrNotFound) {
+		return batch.ErrBatchNotFound(id)
+	}
+	return bs.g.storeError(bs.ex, "reading a batch", err)
+}
+
+// batchRun is what the runner keeps of a batch beside its object: where its lines are sent.
+type batchRun struct {
+	// Server is the name of the Caddy server the batch was created on.
+	Server string `json:"server,omitempty"`
+	// Host is the Host of the create request.
+	Host string `json:"host,omitempty"`
+	// Prefix is the path before /v1/ of the create request (a site mounted under a path).
+	Prefix string `json:"prefix,omitempty"`
+	// OutputExpiresAfter is the request's output_expires_after, in nanoseconds.
+	OutputExpiresAfter int64 `json:"output_expires_after,omitempty"`
+	// Closer is the runner writing the batch's files, until CloseUntil (unix ms): with several
+	// instances, one of them ends a batch.
+	Closer     string `json:"closer,omitempty"`
+	CloseUntil int64  `json:"close_until,omitempty"`
+}
+
+// encodeBatch is a batch's record: {"object":<the batch object>,"run":{...}}.
+func encodeBatch(b *batch.Batch, run batchRun) []byte {
+	run.OutputExpiresAfter = int64(b.OutputExpiresAfter)
+	dst := append([]byte(nil), `{"object":`...)
+	dst = b.AppendJSON(dst)
+	dst = append(dst, `,"run":`...)
+	r, _ := json.Marshal(run) // plain strings and a number: cannot fail
+	dst = append(dst, r...)
+	return append(dst, '}')
+}
+
+// decodeBatch reads a batch's record back.
+func decodeBatch(data []byte) (*batch.Batch, batchRun, error) {
+	var run batchRun
+	b, err := batch.ParseBatch([]byte(gjson.GetBytes(data, "object").Raw))
+	if err != nil {
+		return nil, run, err
+	}
+	if raw := gjson.GetBytes(data, "run").Raw; raw != "" {
+		if err := json.Unmarshal([]byte(raw), &run); err != nil {
+			return nil, run, err
+		}
+	}
+	b.OutputExpiresAfter = time.Duration(run.OutputExpiresAfter)
+	return b, run, nil
+}
+
+// batchObject is the batch object of a batch's record.
+func batchObject(data []byte) []byte { return []byte(gjson.GetBytes(data, "object").Raw) }

@@ -1,0 +1,335 @@
+package caddymodule
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/tidwall/gjson"
+	"go.uber.org/zap"
+
+	"github.com/caddyai/gateway/batch"
+	"github.com/caddyai/gateway/internal/testredis"
+	"github.com/caddyai/gateway/store"
+)
+
+// runnerFixture is a runner over a bolt store in a temporary directory, with a fake send (the
+// runner's decisions are tested without HTTP) and a clock the test moves.
+type runnerFixture struct {
+	h     *backendHandle
+	r     *batchRunner
+	objs  store.Backend
+	blobs *store.Dir
+
+	mu    sync.Mutex
+	clock time.Time
+	sent  []string
+}
+
+func newRunnerFixture(t *testing.T, answer func(ln lineRequest) lineAnswer) *runnerFixture {
+	t.Helper()
+	f := &runnerFixture{clock: time.Unix(1_800_000_000, 0)}
+	f.h = &backendHandle{dir: t.TempDir(), logger: zap.NewNop(), cancel: func() {}}
+	objs, blobs, err := f.h.open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.h.Destruct() })
+	f.objs, f.blobs = objs, blobs
+	f.r = &batchRunner{h: f.h, logger: zap.NewNop(), now: f.now, consumer: "test", workers: 2, lease: time.Minute,
+		every: time.Hour, wake: make(chan struct{}, 1), done: make(chan struct{}),
+		send: func(_ context.Context, ln lineRequest) lineAnswer {
+			f.mu.Lock()
+			f.sent = append(f.sent, ln.CustomID)
+			f.mu.Unlock()
+			return answer(ln)
+		}}
+	return f
+}
+
+func (f *runnerFixture) now() time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.clock
+}
+
+func (f *runnerFixture) advanceClock(d time.Duration) {
+	f.mu.Lock()
+	f.clock = f.clock.Add(d)
+	f.mu.Unlock()
+}
+
+func (f *runnerFixture) sentIDs() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ids := append([]string(nil), f.sent...)
+	sort.Strings(ids)
+	return ids
+}
+
+// create stores an input file of n chat lines and a validating batch of owner k1 reading it.
+func (f *runnerFixture) create(t *testing.T, n int) *batch.Batch {
+	t.Helper()
+	ctx := context.Background()
+	var sb strings.Builder
+	for i := 1; i <= n; i++ {
+		fmt.Fprintf(&sb, `{"custom_id":"req-%d","method":"POST","url":"/v1/chat/completions","body":{"model":"m","messages":[]}}`+"\n", i)
+	}
+	if _, err := f.blobs.Write(ctx, "file-in", strings.NewReader(sb.String()), store.Limits{}); err != nil {
+		t.Fatal(err)
+	}
+	b := batch.NewBatch("batch_test", &batch.CreateRequest{Endpoint: "/v1/chat/completions", InputFileID: "file-in"}, f.now())
+	if err := f.objs.Put(ctx, store.Record{Kind: kindBatchActive, Owner: blobOwner, ID: b.ID, Data: appendBlobRecord(nil, "k1", f.now())}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.objs.Put(ctx, store.Record{Kind: kindBatch, Owner: "k1", ID: b.ID, Data: encodeBatch(b, batchRun{})}); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func (f *runnerFixture) batch(t *testing.T, id string) *batch.Batch {
+	t.Helper()
+	rec, err := f.objs.Get(context.Background(), kindBatch, "k1", id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _, err := decodeBatch(rec.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func (f *runnerFixture) file(t *testing.T, id string) []gjson.Result {
+	t.Helper()
+	if _, err := f.objs.Get(context.Background(), kindFile, "k1", id); err != nil {
+		t.Fatalf("file %s of the owner: %v", id, err)
+	}
+	blob, err := f.blobs.Open(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer blob.Close()
+	raw, _ := io.ReadAll(blob)
+	var lines []gjson.Result
+	for _, l := range strings.Split(strings.TrimSuffix(string(raw), "\n"), "\n") {
+		lines = append(lines, gjson.Parse(l))
+	}
+	return lines
+}
+
+func okAnswer(lineRequest) lineAnswer {
+	return lineAnswer{Status: 200, RequestID: "req_1",
+		Body: []byte(`{"object":"chat.completion","usage":{"prompt_tokens":2,"completion_tokens":3,"total_tokens":5}}`)}
+}
+
+// A line whose answer was stored before a crash (before its ack) is acked without being sent
+// again; the batch completes with every custom_id once.
+func TestRunnerNeverResendsAnsweredLine(t *testing.T) {
+	f := newRunnerFixture(t, okAnswer)
+	b := f.create(t, 3)
+	ctx := context.Background()
+	st := runState{r: f.r, objs: f.objs, blobs: f.blobs, q: f.objs.Queue(batchQueue)}
+	st.advance(ctx) // validates and enqueues
+	if got := f.batch(t, b.ID); got.Status != batch.StatusInProgress || got.RequestCounts.Total != 3 || got.Model != "m" {
+		t.Fatalf("after validation: %s", got.AppendJSON(nil))
+	}
+	line := batch.OutputLine{ID: "batch_req_before", CustomID: "req-2", StatusCode: 200, Body: []byte(`{"object":"chat.completion"}`)}
+	if err := f.objs.Put(ctx, store.Record{Kind: kindBatchResult, Owner: b.ID, ID: resultID(1),
+		Data: appendResult(nil, true, lineUsage{}, &line)}); err != nil {
+		t.Fatal(err)
+	}
+	f.r.tick(ctx)
+	if got := f.sentIDs(); strings.Join(got, ",") != "req-1,req-3" {
+		t.Errorf("sent %v, want req-1 and req-3 only", got)
+	}
+	got := f.batch(t, b.ID)
+	if got.Status != batch.StatusCompleted || got.RequestCounts != (batch.RequestCounts{Total: 3, Completed: 3}) ||
+		got.Usage.TotalTokens != 10 || got.ErrorFileID != "" {
+		t.Fatalf("after the run: %s", got.AppendJSON(nil))
+	}
+	seen := map[string]int{}
+	for _, l := range f.file(t, got.OutputFileID) {
+		seen[l.Get("custom_id").String()]++
+	}
+	if len(seen) != 3 || seen["req-1"] != 1 || seen["req-2"] != 1 || seen["req-3"] != 1 {
+		t.Errorf("output lines %v", seen)
+	}
+	if _, err := f.objs.Get(ctx, kindBatchActive, blobOwner, b.ID); err == nil {
+		t.Error("a completed batch is still active")
+	}
+}
+
+// Transient failures are retried with backoff while the window lasts; when it ends, the lines
+// left go to the error file as batch_expired.
+func TestRunnerRetriesThenExpires(t *testing.T) {
+	f := newRunnerFixture(t, func(lineRequest) lineAnswer {
+		return lineAnswer{Status: http.StatusServiceUnavailable, Body: []byte(`{"error":{"message":"overloaded"}}`)}
+	})
+	b := f.create(t, 2)
+	ctx := context.Background()
+	f.r.tick(ctx)
+	if n := len(f.sentIDs()); n != 2 {
+		t.Fatalf("sent %d lines, want 2", n)
+	}
+	f.r.tick(ctx) // the backoff has not passed: nothing is sent
+	if n := len(f.sentIDs()); n != 2 {
+		t.Errorf("sent %d lines during the backoff", n)
+	}
+	time.Sleep(1100 * time.Millisecond) // the queue's leases run on real time
+	f.r.tick(ctx)
+	if n := len(f.sentIDs()); n != 4 {
+		t.Errorf("sent %d lines after the backoff, want 4 (each retried)", n)
+	}
+	if got := f.batch(t, b.ID); got.Status != batch.StatusInProgress || got.RequestCounts.Failed != 0 {
+		t.Fatalf("a transient failure counted: %s", got.AppendJSON(nil))
+	}
+	f.advanceClock(batch.Window)
+	f.r.tick(ctx)
+	got := f.batch(t, b.ID)
+	if got.Status != batch.StatusExpired || got.OutputFileID != "" || got.ErrorFileID == "" ||
+		got.RequestCounts != (batch.RequestCounts{Total: 2, Failed: 2}) {
+		t.Fatalf("after the window: %s", got.AppendJSON(nil))
+	}
+	for _, l := range f.file(t, got.ErrorFileID) {
+		if l.Get("error.code").String() != batch.CodeBatchExpired || l.Get("response").Type != gjson.Null {
+			t.Errorf("error line %s", l.Raw)
+		}
+	}
+}
+
+// A file deleted while its batch runs: the lines not yet run go to the error file, and the
+// batch completes.
+func TestRunnerInputDeletedWhileRunning(t *testing.T) {
+	f := newRunnerFixture(t, okAnswer)
+	b := f.create(t, 2)
+	ctx := context.Background()
+	st := runState{r: f.r, objs: f.objs, blobs: f.blobs, q: f.objs.Queue(batchQueue)}
+	st.advance(ctx)
+	if err := f.blobs.Delete(ctx, "file-in"); err != nil {
+		t.Fatal(err)
+	}
+	f.r.tick(ctx)
+	got := f.batch(t, b.ID)
+	if got.Status != batch.StatusCompleted || got.RequestCounts != (batch.RequestCounts{Total: 2, Failed: 2}) || len(f.sentIDs()) != 0 {
+		t.Fatalf("batch: %s (sent %v)", got.AppendJSON(nil), f.sentIDs())
+	}
+	for _, l := range f.file(t, got.ErrorFileID) {
+		if l.Get("error.code").String() != codeInputFileDeleted {
+			t.Errorf("error line %s", l.Raw)
+		}
+	}
+}
+
+// With several instances one runner ends a batch: another's claim holds off this one until
+// the claim's lease runs out.
+func TestRunnerCloseClaimedOnce(t *testing.T) {
+	f := newRunnerFixture(t, okAnswer)
+	b := f.create(t, 2)
+	ctx := context.Background()
+	st := runState{r: f.r, objs: f.objs, blobs: f.blobs, q: f.objs.Queue(batchQueue)}
+	st.advance(ctx)
+	for st.work(ctx) > 0 {
+	}
+	if _, err := st.updateRun(ctx, "k1", b.ID, func(_ *batch.Batch, run *batchRun) error {
+		run.Closer, run.CloseUntil = "another-instance", f.now().Add(closeLease).UnixMilli()
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	st.advance(ctx)
+	if got := f.batch(t, b.ID); got.Status != batch.StatusInProgress {
+		t.Fatalf("closed under another runner's claim: %s", got.Status)
+	}
+	f.advanceClock(closeLease + time.Second)
+	st.advance(ctx)
+	if got := f.batch(t, b.ID); got.Status != batch.StatusCompleted || got.RequestCounts.Completed != 2 {
+		t.Fatalf("after the claim ran out: %s", got.AppendJSON(nil))
+	}
+}
+
+// Two instances sharing one real Redis store (and one blob directory) work through one batch
+// together; one of them stops midway. Every line is sent once and answered once, and the batch
+// completes with one output file.
+func TestRunnerTwoInstancesOnRedis(t *testing.T) {
+	srv := testredis.StartServer(t)
+	dir := t.TempDir()
+	var mu sync.Mutex
+	sent := map[string]int{}
+	send := func(_ context.Context, ln lineRequest) lineAnswer {
+		mu.Lock()
+		sent[ln.CustomID]++
+		mu.Unlock()
+		time.Sleep(10 * time.Millisecond)
+		return okAnswer(ln)
+	}
+	instance := func(name string) (*runState, *backendHandle) {
+		h := &backendHandle{dir: dir, redisOpts: &redis.Options{Addr: srv.Addr()}, prefix: "two:", logger: zap.NewNop(), cancel: func() {}}
+		objs, blobs, err := h.open()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { h.Destruct() })
+		r := &batchRunner{h: h, logger: zap.NewNop(), now: time.Now, send: send, consumer: name, workers: 2, lease: time.Second,
+			every: 5 * time.Millisecond, wake: make(chan struct{}, 1), done: make(chan struct{})}
+		h.runner = r
+		return &runState{r: r, objs: objs, blobs: blobs, q: objs.Queue(batchQueue)}, h
+	}
+	a, ha := instance("a")
+	b, hb := instance("b")
+	f := &runnerFixture{h: ha, r: a.r, objs: a.objs, blobs: a.blobs, clock: time.Now()}
+	created := f.create(t, 40)
+
+	ctxA, stopA := context.WithCancel(context.Background())
+	ctxB, stopB := context.WithCancel(context.Background())
+	defer stopB()
+	go a.r.run(ctxA)
+	go b.r.run(ctxB)
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+		}
+	}
+	waitFor("some lines sent", func() bool { mu.Lock(); defer mu.Unlock(); return len(sent) >= 10 })
+	stopA() // instance a goes away; b takes over what it held
+	a.r.stop(5 * time.Second)
+	_ = hb
+	waitFor("the batch completed", func() bool { return f.batch(t, created.ID).Status == batch.StatusCompleted })
+	got := f.batch(t, created.ID)
+	if got.RequestCounts != (batch.RequestCounts{Total: 40, Completed: 40}) {
+		t.Errorf("counts %+v", got.RequestCounts)
+	}
+	mu.Lock()
+	for cid, n := range sent {
+		if n != 1 {
+			t.Errorf("%s sent %d times", cid, n)
+		}
+	}
+	if len(sent) != 40 {
+		t.Errorf("%d lines sent, want 40", len(sent))
+	}
+	mu.Unlock()
+	seen := map[string]int{}
+	for _, l := range f.file(t, got.OutputFileID) {
+		seen[l.Get("custom_id").String()]++
+	}
+	if len(seen) != 40 {
+		t.Errorf("%d custom_ids in the output, want 40", len(seen))
+	}
+	for cid, n := range seen {
+		if n != 1 {
+			t.Errorf("%s %d times in the output", cid, n)
+		}
+	}
+}
