@@ -67,17 +67,7 @@ func (g *Gateway) serveBatches(w http.ResponseWriter, r *http.Request, ex *excha
 		g.refuse(w, ex, werr)
 		return nil
 	}
-	h := w.Header()
-	ex.setResponseHeaders(h)
-	h["Content-Type"] = []string{"application/json"}
-	h["Content-Length"] = []string{strconv.Itoa(len(body))}
-	ex.status = http.StatusOK
-	w.WriteHeader(http.StatusOK)
-	if r.Method == http.MethodHead {
-		return nil
-	}
-	_, err = w.Write(body)
-	return err
+	return answerJSON(w, r, ex, body)
 }
 
 // batchService is one Batches API call: the store and the caller.
