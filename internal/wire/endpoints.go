@@ -29,6 +29,10 @@ const (
 	EndpointBatches
 	EndpointBatch
 	EndpointBatchCancel
+	EndpointMessageBatches
+	EndpointMessageBatch
+	EndpointMessageBatchCancel
+	EndpointMessageBatchResults
 	numEndpoints
 )
 
@@ -178,6 +182,14 @@ var table = [numEndpoints]Spec{
 	EndpointBatch:   {Name: "batch", Path: "batches/{batch_id}", Methods: getHead, Surface: OpenAI, Answer: AnswerGateway},
 	EndpointBatchCancel: {Name: "batch_cancel", Path: "batches/{batch_id}/cancel", Methods: post, Surface: OpenAI,
 		Answer: AnswerGateway},
+	EndpointMessageBatches: {Name: "message_batches", Path: "messages/batches", Methods: postGetHead, Surface: Anthropic,
+		Answer: AnswerGateway},
+	EndpointMessageBatch: {Name: "message_batch", Path: "messages/batches/{message_batch_id}", Methods: getHeadDel,
+		Surface: Anthropic, Answer: AnswerGateway},
+	EndpointMessageBatchCancel: {Name: "message_batch_cancel", Path: "messages/batches/{message_batch_id}/cancel",
+		Methods: post, Surface: Anthropic, Answer: AnswerGateway},
+	EndpointMessageBatchResults: {Name: "message_batch_results", Path: "messages/batches/{message_batch_id}/results",
+		Methods: getHead, Surface: Anthropic, Answer: AnswerGateway},
 }
 
 func init() {

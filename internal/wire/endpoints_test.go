@@ -46,6 +46,12 @@ func TestEndpointTable(t *testing.T) {
 			path, want = "/v1/batches/batch_abc123", "batch_abc123"
 		case "batches/{batch_id}/cancel":
 			path, want = "/v1/batches/batch_abc123/cancel", "batch_abc123"
+		case "messages/batches/{message_batch_id}":
+			path, want = "/v1/messages/batches/msgbatch_1", "msgbatch_1"
+		case "messages/batches/{message_batch_id}/cancel":
+			path, want = "/v1/messages/batches/msgbatch_1/cancel", "msgbatch_1"
+		case "messages/batches/{message_batch_id}/results":
+			path, want = "/v1/messages/batches/msgbatch_1/results", "msgbatch_1"
 		}
 		if e, param := wire.Route(path); e != s.Endpoint || param != want {
 			t.Errorf("Route(%q) = %s, %q; want %s, %q", path, e, param, s.Name, want)
@@ -77,6 +83,15 @@ func TestEndpointTable(t *testing.T) {
 		{"/v1/files/file-1/other", wire.EndpointFile, "file-1/other"},
 		{"/v1/models/org/m/content", wire.EndpointModel, "org/m/content"},
 		{"/v1/filesx", wire.EndpointUnknown, ""},
+		{"/v1/messages", wire.EndpointMessages, ""},
+		{"/v1/messages/count_tokens", wire.EndpointMessagesCountTokens, ""},
+		{"/v1/messages/batches", wire.EndpointMessageBatches, ""},
+		{"/v1/messages/batches/", wire.EndpointMessageBatches, ""},
+		{"/v1/messages/batches/msgbatch_1", wire.EndpointMessageBatch, "msgbatch_1"},
+		{"/v1/messages/batches/msgbatch_1/cancel", wire.EndpointMessageBatchCancel, "msgbatch_1"},
+		{"/v1/messages/batches/msgbatch_1/results", wire.EndpointMessageBatchResults, "msgbatch_1"},
+		{"/v1/messages/batches/count_tokens", wire.EndpointMessageBatch, "count_tokens"},
+		{"/v1/messages/count_tokens/x", wire.EndpointUnknown, ""},
 	} {
 		if e, param := wire.Route(tc.path); e != tc.want || param != tc.param {
 			t.Errorf("Route(%q) = %s, %q; want %s, %q", tc.path, e, param, tc.want, tc.param)
