@@ -114,7 +114,7 @@ func (bs *batchService) create(w http.ResponseWriter, r *http.Request) ([]byte, 
 	}
 	now := bs.g.now()
 	b := batch.NewBatch(batch.NewID(batch.PrefixBatch, now), req, now)
-	run := lineTarget(r)
+	run := lineTarget(r, "/v1/batches")
 	if err := bs.objs.Put(ctx, store.Record{Kind: kindBatchActive, Owner: blobOwner, ID: b.ID,
 		Data: appendBlobRecord(nil, bs.owner, now)}); err != nil {
 		return nil, bs.g.storeError(bs.ex, "recording a batch", err)
@@ -129,15 +129,15 @@ func (bs *batchService) create(w http.ResponseWriter, r *http.Request) ([]byte, 
 // lineTarget says where the runner sends the batch's lines: the server, host and path prefix
 // the create request came in by, so a line goes through the same site (matchers, handlers,
 // ai_gateway, reverse_proxy) as a live request of the same client would.
-func lineTarget(r *http.Request) batchRun {
+func lineTarget(r *http.Request, path string) batchRun {
 	run := batchRun{Host: r.Host}
 	orig := r
 	if o, ok := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request); ok {
 		orig = &o
 	}
-	if p, ok := strings.CutSuffix(orig.URL.Path, "/v1/batches"); ok {
+	if p, ok := strings.CutSuffix(orig.URL.Path, path); ok {
 		run.Prefix = p
-	} else if p, ok := strings.CutSuffix(orig.URL.Path, "/v1/batches/"); ok {
+	} else if p, ok := strings.CutSuffix(orig.URL.Path, path+"/"); ok {
 		run.Prefix = p
 	}
 	srv, _ := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
@@ -236,6 +236,15 @@ type batchRun struct {
 	// instances, one of them ends a batch.
 	Closer     string `json:"closer,omitempty"`
 	CloseUntil int64  `json:"close_until,omitempty"`
+	// Queued is set on a message batch once its requests are in the queue (the runner
+	// enqueues them, so a create cut short never leaves a batch half queued).
+	Queued bool `json:"queued,omitempty"`
+	// Base is the absolute URL of the gateway a message batch was created through (scheme,
+	// host and path prefix): its results_url is Base + batch.ResultsPath.
+	Base string `json:"base,omitempty"`
+	// AnthropicVersion is the anthropic-version of a message batch's create request, sent
+	// with each of its requests.
+	AnthropicVersion string `json:"anthropic_version,omitempty"`
 }
 
 // encodeBatch is a batch's record: {"object":<the batch object>,"run":{...}}.

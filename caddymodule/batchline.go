@@ -76,6 +76,9 @@ func sendLine(ctx context.Context, ln lineRequest) (ans lineAnswer) {
 	req.RemoteAddr = lineRemoteAddr
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "ai_gateway-batch")
+	if ln.Run.AnthropicVersion != "" {
+		req.Header.Set("Anthropic-Version", ln.Run.AnthropicVersion)
+	}
 	rec := httptest.NewRecorder()
 	srv.ServeHTTP(rec, req)
 	if ctx.Err() != nil && rec.Body.Len() == 0 {

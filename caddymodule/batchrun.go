@@ -178,6 +178,9 @@ func (st *runState) advance(ctx context.Context) {
 
 // step takes one batch one step on.
 func (st *runState) step(ctx context.Context, owner, id string, created int64) error {
+	if isMsgBatch(id) {
+		return st.stepMsg(ctx, owner, id, created)
+	}
 	rec, err := st.objs.Get(ctx, kindBatch, owner, id)
 	if errors.Is(err, store.ErrNotFound) {
 		if created < st.r.now().Add(-blobGrace).Unix() {
@@ -373,33 +376,32 @@ func (st *runState) runLine(ctx context.Context, it store.Item) error {
 		return err
 	}
 	owner, _ := blobRecordOf(act.Data)
-	rec, err := st.objs.Get(ctx, kindBatch, owner, it.BatchID)
-	if err != nil {
-		return err
-	}
-	b, run, err := decodeBatch(rec.Data)
-	if err != nil {
-		return err
+	var job lineJob
+	if isMsgBatch(it.BatchID) {
+		job, err = st.msgJob(ctx, owner, it.BatchID, ql)
+	} else {
+		job, err = st.openAIJob(ctx, owner, it.BatchID, ql)
 	}
 	switch {
-	case b.Status == batch.StatusValidating:
+	case err != nil:
+		return err
+	case job.wait:
 		st.release(ctx, it, 0) // enqueued an instant before the batch started
 		return nil
-	case b.Status != batch.StatusInProgress || b.Due(st.r.now()):
+	case !job.run:
 		return nil // cancelling or expiring: the batch's close drops it
 	}
 	rid := resultID(ql.Index)
-	if _, err := st.objs.Get(ctx, kindBatchResult, b.ID, rid); err == nil {
+	if _, err := st.objs.Get(ctx, kindBatchResult, it.BatchID, rid); err == nil {
 		return st.q.Ack(ctx, it) // answered before a crash: never sent again
 	} else if !errors.Is(err, store.ErrNotFound) {
 		return err
 	}
-	blob, err := st.blobs.Open(ctx, b.InputFileID)
+	blob, err := st.blobs.Open(ctx, job.input)
 	if errors.Is(err, store.ErrNotFound) {
-		// the input file was deleted while the batch ran: the line cannot be read, ever
-		line := batch.OutputLine{ID: batch.NewID(batch.PrefixBatchRequest, st.r.now()), CustomID: ql.CustomID,
-			ErrorCode: codeInputFileDeleted, ErrorMessage: "The batch's input file was deleted before this request was run."}
-		return st.keepResult(ctx, owner, b.ID, it, rid, false, lineUsage{}, &line)
+		// the input was deleted while the batch ran: the line cannot be read, ever
+		ok, u, line := job.missing()
+		return st.keepResult(ctx, it, rid, ok, u, line, job.count)
 	} else if err != nil {
 		return err
 	}
@@ -408,7 +410,13 @@ func (st *runState) runLine(ctx context.Context, it store.Item) error {
 	if err != nil {
 		return err
 	}
-	ans := st.sendHeld(ctx, it, lineRequest{Owner: owner, BatchID: b.ID, CustomID: ql.CustomID, Endpoint: b.Endpoint, Run: run, Body: body})
+	if job.check != nil {
+		if werr := job.check(body); werr != nil {
+			ok, u, line := job.refused(werr)
+			return st.keepResult(ctx, it, rid, ok, u, line, job.count)
+		}
+	}
+	ans := st.sendHeld(ctx, it, lineRequest{Owner: owner, BatchID: it.BatchID, CustomID: ql.CustomID, Endpoint: job.endpoint, Run: job.batchRun, Body: body})
 	if ctx.Err() != nil {
 		if ans.Err != nil || ans.Status == statusClientClosed {
 			// shutting down before the answer came: the line goes back to the queue for whoever
@@ -429,10 +437,71 @@ func (st *runState) runLine(ctx context.Context, it store.Item) error {
 		st.release(ctx, it, delay)
 		return nil
 	}
-	line := batch.OutputLine{ID: batch.NewID(batch.PrefixBatchRequest, st.r.now()), CustomID: ql.CustomID,
-		StatusCode: ans.Status, RequestID: ans.RequestID, Body: ans.Body}
-	ok := ans.Status >= 200 && ans.Status < 300
-	return st.keepResult(ctx, owner, b.ID, it, rid, ok, answerUsage(ans.Body), &line)
+	ok, u, line := job.answered(ans)
+	return st.keepResult(ctx, it, rid, ok, u, line, job.count)
+}
+
+// lineJob is what runLine needs of a line's batch, whichever API it belongs to.
+type lineJob struct {
+	// run: the line may be sent now; wait: the batch has not started yet (give the line back);
+	// neither: the batch is ending, and its close takes care of the line.
+	run, wait bool
+	// input is the blob the line's body is read from; endpoint and batchRun say where it goes.
+	input    string
+	endpoint string
+	batchRun batchRun
+	// check, when set, refuses a body before it is sent.
+	check func(body []byte) *wire.Error
+	// missing, refused and answered make the line's result: the input is gone, check refused
+	// it, or it was answered.
+	missing  func() (ok bool, u lineUsage, line []byte)
+	refused  func(werr *wire.Error) (ok bool, u lineUsage, line []byte)
+	answered func(ans lineAnswer) (ok bool, u lineUsage, line []byte)
+	// count counts a stored result in the batch's record.
+	count func(ctx context.Context, ok bool, u lineUsage) error
+}
+
+// openAIJob is the job of a line of an OpenAI batch.
+func (st *runState) openAIJob(ctx context.Context, owner, id string, ql queuedLine) (lineJob, error) {
+	rec, err := st.objs.Get(ctx, kindBatch, owner, id)
+	if err != nil {
+		return lineJob{}, err
+	}
+	b, run, err := decodeBatch(rec.Data)
+	if err != nil {
+		return lineJob{}, err
+	}
+	outLine := func(l batch.OutputLine) []byte {
+		l.ID, l.CustomID = batch.NewID(batch.PrefixBatchRequest, st.r.now()), ql.CustomID
+		return l.AppendLine(nil)
+	}
+	return lineJob{
+		run: b.Status == batch.StatusInProgress && !b.Due(st.r.now()), wait: b.Status == batch.StatusValidating,
+		input: b.InputFileID, endpoint: b.Endpoint, batchRun: run,
+		missing: func() (bool, lineUsage, []byte) {
+			return false, lineUsage{}, outLine(batch.OutputLine{ErrorCode: codeInputFileDeleted,
+				ErrorMessage: "The batch's input file was deleted before this request was run."})
+		},
+		answered: func(ans lineAnswer) (bool, lineUsage, []byte) {
+			ok := ans.Status >= 200 && ans.Status < 300
+			return ok, answerUsage(ans.Body), outLine(batch.OutputLine{StatusCode: ans.Status, RequestID: ans.RequestID, Body: ans.Body})
+		},
+		count: func(ctx context.Context, ok bool, u lineUsage) error {
+			_, err := st.update(ctx, owner, id, func(b *batch.Batch) error {
+				if b.Status != batch.StatusInProgress {
+					return errUnchanged // the close recounts from the results
+				}
+				if ok {
+					b.RequestCounts.Completed++
+					addUsage(&b.Usage, u)
+				} else {
+					b.RequestCounts.Failed++
+				}
+				return nil
+			})
+			return err
+		},
+	}, nil
 }
 
 // statusClientClosed is the status the pipeline gives a request whose client went away: for a
@@ -444,22 +513,12 @@ const codeInputFileDeleted = "input_file_deleted"
 
 // keepResult keeps a line's result, counts it in the batch and acks its item, in that order: once
 // the result is stored, the line is never sent again.
-func (st *runState) keepResult(ctx context.Context, owner, batchID string, it store.Item, rid string, ok bool, u lineUsage, line *batch.OutputLine) error {
-	if err := st.objs.Put(ctx, store.Record{Kind: kindBatchResult, Owner: batchID, ID: rid, Data: appendResult(nil, ok, u, line)}); err != nil {
+func (st *runState) keepResult(ctx context.Context, it store.Item, rid string, ok bool, u lineUsage, line []byte,
+	count func(ctx context.Context, ok bool, u lineUsage) error) error {
+	if err := st.objs.Put(ctx, store.Record{Kind: kindBatchResult, Owner: it.BatchID, ID: rid, Data: appendResult(nil, ok, u, line)}); err != nil {
 		return err
 	}
-	if _, err := st.update(ctx, owner, batchID, func(b *batch.Batch) error {
-		if b.Status != batch.StatusInProgress {
-			return errUnchanged // the close recounts from the results
-		}
-		if ok {
-			b.RequestCounts.Completed++
-			addUsage(&b.Usage, u)
-		} else {
-			b.RequestCounts.Failed++
-		}
-		return nil
-	}); err != nil {
+	if err := count(ctx, ok, u); err != nil {
 		return err
 	}
 	if err := st.q.Ack(ctx, it); err != nil && !errors.Is(err, store.ErrNotFound) {
@@ -526,7 +585,7 @@ func addUsage(dst *batch.Usage, u lineUsage) {
 }
 
 // appendResult is a line's result record: {"ok","usage":{...},"line":<output line>}.
-func appendResult(dst []byte, ok bool, u lineUsage, line *batch.OutputLine) []byte {
+func appendResult(dst []byte, ok bool, u lineUsage, line []byte) []byte {
 	dst = append(dst, `{"ok":`...)
 	dst = strconv.AppendBool(dst, ok)
 	dst = append(dst, `,"usage":{"p":`...)
@@ -541,7 +600,7 @@ func appendResult(dst []byte, ok bool, u lineUsage, line *batch.OutputLine) []by
 	dst = strconv.AppendInt(dst, u.Reasoning, 10)
 	dst = append(dst, `},"line":`...)
 	n := len(dst)
-	dst = line.AppendLine(dst)
+	dst = append(dst, line...)
 	if len(dst) > n && dst[len(dst)-1] == '\n' {
 		dst = dst[:len(dst)-1]
 	}

@@ -144,7 +144,7 @@ func TestRunnerNeverResendsAnsweredLine(t *testing.T) {
 	}
 	line := batch.OutputLine{ID: "batch_req_before", CustomID: "req-2", StatusCode: 200, Body: []byte(`{"object":"chat.completion"}`)}
 	if err := f.objs.Put(ctx, store.Record{Kind: kindBatchResult, Owner: b.ID, ID: resultID(1),
-		Data: appendResult(nil, true, lineUsage{}, &line)}); err != nil {
+		Data: appendResult(nil, true, lineUsage{}, line.AppendLine(nil))}); err != nil {
 		t.Fatal(err)
 	}
 	f.r.tick(ctx)

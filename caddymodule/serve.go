@@ -45,6 +45,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return g.serveFiles(w, r, ex)
 	case wire.EndpointBatches, wire.EndpointBatch, wire.EndpointBatchCancel:
 		return g.serveBatches(w, r, ex)
+	case wire.EndpointMessageBatches, wire.EndpointMessageBatch, wire.EndpointMessageBatchCancel, wire.EndpointMessageBatchResults:
+		return g.serveMessageBatches(w, r, ex)
 	}
 	if g.prepareCache(ex, r) {
 		if entry := g.cacheGet(r.Context(), ex); entry != nil {

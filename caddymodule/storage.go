@@ -266,7 +266,7 @@ func (h *backendHandle) sweepOnce(ctx context.Context) {
 			if created > cutoff {
 				continue
 			}
-			if _, err := objs.Get(ctx, kindFile, owner, rec.ID); !errors.Is(err, store.ErrNotFound) {
+			if _, err := objs.Get(ctx, blobKind(rec.ID), owner, blobParent(rec.ID)); !errors.Is(err, store.ErrNotFound) {
 				continue
 			}
 			if err := blobs.Delete(ctx, rec.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
