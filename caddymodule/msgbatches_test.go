@@ -12,6 +12,7 @@ import (
 
 	"github.com/anthropics/anthropic-sdk-go/v2"
 	aoption "github.com/anthropics/anthropic-sdk-go/v2/option"
+	"github.com/tidwall/gjson"
 
 	"github.com/caddyai/gateway/simulator"
 )
@@ -215,3 +216,101 @@ func TestMessageBatchCancel(t *testing.T) {
 		t.Errorf("deleting the ended batch: %v", err)
 	}
 }
+
+// msgCall makes a raw Message Batches call as key secret and returns the status and body.
+func msgCall(t *testing.T, port int, secret, method, path, body string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url(port, path), strings.NewReader(body))
+	req.Header.Set("X-Api-Key", secret)
+	req.Header.Set("Anthropic-Version", "2023-06-01")
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestMessageBatchWire(t *testing.T) {
+	port, _ := batchesSetup(t, simulator.Config{}, "")
+	const one = `{"custom_id":"a","params":{"model":"demo-llama","max_tokens":8,"messages":[{"role":"user","content":"hi"}]}}`
+
+	t.Run("a malformed body is a 400 in the Anthropic envelope", func(t *testing.T) {
+		for _, body := range []string{`{"requests":[]}`, `{"requests":[` + one + `,` + one + `]}`, `{"requests":[{"custom_id":"a b","params":{}}]}`, `nope`} {
+			st, got := msgCall(t, port, secretAll, "POST", "/v1/messages/batches", body)
+			if st != 400 || !strings.Contains(got, `"type":"error"`) || !strings.Contains(got, `"invalid_request_error"`) {
+				t.Errorf("%s: %d %s", body, st, got)
+			}
+		}
+		if st, got := msgCall(t, port, secretAll, "GET", "/v1/messages/batches", ""); st != 200 || !strings.Contains(got, `"data":[]`) {
+			t.Errorf("nothing kept: %d %s", st, got)
+		}
+	})
+
+	t.Run("a key barred from batches", func(t *testing.T) {
+		if st, got := msgCall(t, port, secretOther, "POST", "/v1/messages/batches", `{"requests":[`+one+`]}`); st != 403 {
+			t.Errorf("%d %s", st, got)
+		}
+	})
+
+	t.Run("stream true is an errored result", func(t *testing.T) {
+		body := `{"requests":[{"custom_id":"s","params":{"model":"demo-llama","max_tokens":8,"stream":true,"messages":[{"role":"user","content":"hi"}]}}]}`
+		st, got := msgCall(t, port, secretAll, "POST", "/v1/messages/batches?beta=true", body)
+		if st != 200 {
+			t.Fatalf("%d %s", st, got)
+		}
+		m := waitMsgBatch(t, msgClient(port, secretAll), gjsonID(got))
+		if m.RequestCounts.Errored != 1 {
+			t.Errorf("counts: %s", m.RawJSON())
+		}
+		st, got = msgCall(t, port, secretAll, "GET", "/v1/messages/batches/"+m.ID+"/results", "")
+		if st != 200 || !strings.Contains(got, `"type":"errored"`) || !strings.Contains(got, "stream") {
+			t.Errorf("results: %d %s", st, got)
+		}
+	})
+
+	t.Run("paging", func(t *testing.T) {
+		c := msgClient(port, secretQwen)
+		var ids []string
+		for range 3 {
+			m, err := c.Messages.Batches.New(context.Background(), anthropic.MessageBatchNewParams{Requests: msgRequests("demo-qwen", 1)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, m.ID)
+		}
+		p1, err := c.Messages.Batches.List(context.Background(), anthropic.MessageBatchListParams{Limit: anthropic.Int(2)})
+		if err != nil || len(p1.Data) != 2 || !p1.HasMore || p1.FirstID != ids[2] || p1.LastID != ids[1] {
+			t.Fatalf("first page: %v %s", err, p1.RawJSON())
+		}
+		p2, err := c.Messages.Batches.List(context.Background(), anthropic.MessageBatchListParams{Limit: anthropic.Int(2), AfterID: anthropic.String(p1.LastID)})
+		if err != nil || len(p2.Data) != 1 || p2.HasMore || p2.FirstID != ids[0] {
+			t.Fatalf("second page: %v %s", err, p2.RawJSON())
+		}
+		p3, err := c.Messages.Batches.List(context.Background(), anthropic.MessageBatchListParams{Limit: anthropic.Int(1), BeforeID: anthropic.String(ids[0])})
+		if err != nil || len(p3.Data) != 1 || p3.FirstID != ids[1] || !p3.HasMore {
+			t.Fatalf("before_id: %v %s", err, p3.RawJSON())
+		}
+		if st, got := msgCall(t, port, secretQwen, "GET", "/v1/messages/batches?limit=0", ""); st != 400 {
+			t.Errorf("limit 0: %d %s", st, got)
+		}
+		if st, got := msgCall(t, port, secretQwen, "GET", "/v1/messages/batches/"+ids[0]+"/results", ""); st != 200 && st != 400 {
+			t.Errorf("results: %d %s", st, got)
+		}
+	})
+
+	t.Run("the messages rows are untouched", func(t *testing.T) {
+		st, got := msgCall(t, port, secretAll, "POST", "/v1/messages/count_tokens", `{"model":"demo-llama","messages":[{"role":"user","content":"hi"}]}`)
+		if st != 200 || !strings.Contains(got, "input_tokens") {
+			t.Errorf("count_tokens: %d %s", st, got)
+		}
+		st, got = msgCall(t, port, secretAll, "GET", "/v1/messages/batches/msgbatch_nope", "")
+		if st != 404 || !strings.Contains(got, "not_found_error") {
+			t.Errorf("unknown batch: %d %s", st, got)
+		}
+	})
+}
+
+func gjsonID(body string) string { return gjson.Get(body, "id").Str }

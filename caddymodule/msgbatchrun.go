@@ -158,9 +158,13 @@ func (st *runState) msgJob(ctx context.Context, owner, id string, ql queuedLine)
 			return line(batch.Result{Type: batch.ResultErrored, Error: ans.Body})
 		},
 		count: func(ctx context.Context, ok bool, _ lineUsage) error {
+			ended := false
 			_, err := st.updateMsg(ctx, owner, id, func(m *batch.MessageBatch, _ *batchRun) error {
 				if m.ProcessingStatus != batch.ProcessingInProgress {
-					return errUnchanged // the close recounts from the results
+					// the close recounts from the results; one that already ran has the request
+					// in its results as canceled or expired, and this result is not kept
+					ended = m.ProcessingStatus == batch.ProcessingEnded
+					return errUnchanged
 				}
 				t := batch.ResultErrored
 				if ok {
@@ -171,6 +175,11 @@ func (st *runState) msgJob(ctx context.Context, owner, id string, ql queuedLine)
 				}
 				return nil
 			})
+			if err == nil && ended {
+				if err := st.objs.Delete(ctx, kindBatchResult, id, resultID(ql.Index)); err != nil && !errors.Is(err, store.ErrNotFound) {
+					return err
+				}
+			}
 			return err
 		},
 	}, nil
