@@ -12,6 +12,7 @@ import (
 
 	"github.com/anthropics/anthropic-sdk-go/v2"
 	aoption "github.com/anthropics/anthropic-sdk-go/v2/option"
+	"github.com/caddyserver/caddy/v2"
 	"github.com/tidwall/gjson"
 
 	"github.com/caddyai/gateway/simulator"
@@ -314,3 +315,30 @@ func TestMessageBatchWire(t *testing.T) {
 }
 
 func gjsonID(body string) string { return gjson.Get(body, "id").Str }
+
+func TestMessageBatchResumesAfterRestart(t *testing.T) {
+	port, _, caddyfile := batchesSetupConfig(t, simulator.Config{TTFT: 100 * time.Millisecond}, "")
+	c := msgClient(port, secretAll)
+	m, err := c.Messages.Batches.New(context.Background(), anthropic.MessageBatchNewParams{Requests: msgRequests("demo-llama", 24)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	progress := func(n int64) func() bool {
+		return func() bool {
+			got, err := c.Messages.Batches.Get(context.Background(), m.ID, anthropic.MessageBatchGetParams{})
+			return err == nil && got.RequestCounts.Succeeded >= n
+		}
+	}
+	waitFor(t, "some requests done", 10*time.Second, progress(4))
+	if err := caddy.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	loadCaddy(t, caddyfile)
+	m = waitMsgBatch(t, c, m.ID)
+	if m.RequestCounts.Succeeded != 24 || m.RequestCounts.Errored != 0 {
+		t.Fatalf("batch: %s", m.RawJSON())
+	}
+	if res := msgResults(t, c, m.ID); len(res) != 24 {
+		t.Errorf("%d results, want 24", len(res))
+	}
+}
