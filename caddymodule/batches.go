@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -163,26 +162,21 @@ func (bs *batchService) get(ctx context.Context, id string) ([]byte, *wire.Error
 // list answers GET /v1/batches: the caller's batches, newest first, paged with after=<id>.
 func (bs *batchService) list(r *http.Request) ([]byte, *wire.Error) {
 	q := r.URL.Query()
-	opts := store.ListOptions{Limit: defaultBatchListLimit, Order: store.OrderDesc, After: q.Get("after")}
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > maxBatchListLimit {
-			return nil, wire.Errorf(http.StatusBadRequest, "invalid_value", "limit",
-				"Invalid value for 'limit': expected an integer from 1 to %d, got %q.", maxBatchListLimit, echoValue(v))
-		}
-		opts.Limit = n
+	limit, ok := pageLimit(q.Get("limit"), defaultBatchListLimit, maxBatchListLimit)
+	if !ok {
+		return nil, wire.Errorf(http.StatusBadRequest, "invalid_value", "limit",
+			"Invalid value for 'limit': expected an integer from 1 to %d, got %q.", maxBatchListLimit, echoValue(q.Get("limit")))
 	}
-	page, err := bs.objs.List(r.Context(), kindBatch, bs.owner, opts)
+	page, err := bs.objs.List(r.Context(), kindBatch, bs.owner, store.ListOptions{Limit: limit, Order: store.OrderDesc, After: q.Get("after")})
 	if err != nil {
 		return nil, bs.g.storeError(bs.ex, "listing batches", err)
 	}
-	batches := make([]*batch.Batch, 0, len(page.Records))
-	for _, rec := range page.Records {
-		b, _, err := decodeBatch(rec.Data)
-		if err != nil {
-			return nil, bs.g.storeError(bs.ex, "reading a batch record", err)
-		}
-		batches = append(batches, b)
+	batches, err := decodePage(page.Records, func(data []byte) (*batch.Batch, error) {
+		b, _, err := decodeBatch(data)
+		return b, err
+	})
+	if err != nil {
+		return nil, bs.g.storeError(bs.ex, "reading a batch record", err)
 	}
 	return batch.AppendBatchList(nil, batches, page.HasMore), nil
 }
@@ -191,26 +185,16 @@ func (bs *batchService) list(r *http.Request) ([]byte, *wire.Error) {
 // and swap, so it cannot undo a transition of the runner), and the runner finishes the
 // cancellation. A batch in a terminal status is a 400.
 func (bs *batchService) cancel(ctx context.Context, id string) ([]byte, *wire.Error) {
-	var refused *wire.Error
-	errRefused := errors.New("refused")
-	rec, err := bs.objs.Update(ctx, kindBatch, bs.owner, id, func(old []byte) ([]byte, error) {
-		b, run, err := decodeBatch(old)
-		if err != nil {
-			return nil, err
-		}
-		if refused = b.Cancel(bs.g.now()); refused != nil {
-			return nil, errRefused
-		}
-		return encodeBatch(b, run), nil
-	})
+	b, refused, err := updateOwned(ctx, bs.objs, kindBatch, bs.owner, id, decodeBatch, encodeBatch,
+		func(b *batch.Batch) *wire.Error { return b.Cancel(bs.g.now()) })
 	switch {
-	case errors.Is(err, errRefused):
+	case refused != nil:
 		return nil, refused
 	case err != nil:
 		return nil, bs.lookupError(id, err)
 	}
 	bs.g.backend.wakeRunner()
-	return batchObject(rec.Data), nil
+	return b.AppendJSON(nil), nil
 }
 
 // lookupError is the refusal of a lookup: another key's batch is as missing as one that never

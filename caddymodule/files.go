@@ -254,15 +254,12 @@ func tooManyLines(max int64) *wire.Error {
 // after=<id>.
 func (fs *fileService) list(r *http.Request) ([]byte, *wire.Error) {
 	q := r.URL.Query()
-	opts := store.ListOptions{Limit: store.MaxListLimit, Order: store.OrderDesc, After: q.Get("after")}
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > store.MaxListLimit {
-			return nil, wire.Errorf(http.StatusBadRequest, "invalid_value", "limit",
-				"Invalid value for 'limit': expected an integer from 1 to %d, got %q.", store.MaxListLimit, echoValue(v))
-		}
-		opts.Limit = n
+	limit, ok := pageLimit(q.Get("limit"), store.MaxListLimit, store.MaxListLimit)
+	if !ok {
+		return nil, wire.Errorf(http.StatusBadRequest, "invalid_value", "limit",
+			"Invalid value for 'limit': expected an integer from 1 to %d, got %q.", store.MaxListLimit, echoValue(q.Get("limit")))
 	}
+	opts := store.ListOptions{Limit: limit, Order: store.OrderDesc, After: q.Get("after")}
 	switch v := q.Get("order"); v {
 	case "", "desc":
 	case "asc":
@@ -278,13 +275,9 @@ func (fs *fileService) list(r *http.Request) ([]byte, *wire.Error) {
 	if err != nil {
 		return nil, fs.g.storeError(fs.ex, "listing files", err)
 	}
-	files := make([]*batch.File, 0, len(page.Records))
-	for _, rec := range page.Records {
-		f, err := batch.ParseFile(rec.Data)
-		if err != nil {
-			return nil, fs.g.storeError(fs.ex, "reading a file record", err)
-		}
-		files = append(files, f)
+	files, err := decodePage(page.Records, batch.ParseFile)
+	if err != nil {
+		return nil, fs.g.storeError(fs.ex, "reading a file record", err)
 	}
 	return batch.AppendFileList(nil, files, page.HasMore), nil
 }

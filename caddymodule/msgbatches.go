@@ -261,25 +261,21 @@ func (ms *msgBatchService) get(ctx context.Context, id string) ([]byte, *wire.Er
 // after_id (older) or before_id (newer).
 func (ms *msgBatchService) list(r *http.Request) ([]byte, *wire.Error) {
 	q := r.URL.Query()
-	opts := store.ListOptions{Limit: defaultMsgBatchListLimit, Order: store.OrderDesc, After: q.Get("after_id"), Before: q.Get("before_id")}
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > maxMsgBatchListLimit {
-			return nil, wire.InvalidRequest("limit", "limit: Input should be an integer from 1 to %d, got %q.", maxMsgBatchListLimit, echoValue(v))
-		}
-		opts.Limit = n
+	limit, ok := pageLimit(q.Get("limit"), defaultMsgBatchListLimit, maxMsgBatchListLimit)
+	if !ok {
+		return nil, wire.InvalidRequest("limit", "limit: Input should be an integer from 1 to %d, got %q.", maxMsgBatchListLimit, echoValue(q.Get("limit")))
 	}
+	opts := store.ListOptions{Limit: limit, Order: store.OrderDesc, After: q.Get("after_id"), Before: q.Get("before_id")}
 	page, err := ms.objs.List(r.Context(), kindMsgBatch, ms.owner, opts)
 	if err != nil {
 		return nil, ms.g.storeError(ms.ex, "listing message batches", err)
 	}
-	out := make([]*batch.MessageBatch, 0, len(page.Records))
-	for _, rec := range page.Records {
-		m, _, err := decodeMsgBatch(rec.Data)
-		if err != nil {
-			return nil, ms.g.storeError(ms.ex, "reading a message batch record", err)
-		}
-		out = append(out, m)
+	out, err := decodePage(page.Records, func(data []byte) (*batch.MessageBatch, error) {
+		m, _, err := decodeMsgBatch(data)
+		return m, err
+	})
+	if err != nil {
+		return nil, ms.g.storeError(ms.ex, "reading a message batch record", err)
 	}
 	return batch.AppendMessageBatchList(nil, out, page.HasMore), nil
 }
@@ -287,22 +283,10 @@ func (ms *msgBatchService) list(r *http.Request) ([]byte, *wire.Error) {
 // cancel answers POST /v1/messages/batches/{id}/cancel: the batch moves to canceling (a compare
 // and swap); the runner ends it, the requests never run as canceled.
 func (ms *msgBatchService) cancel(ctx context.Context, id string) ([]byte, *wire.Error) {
-	var refused *wire.Error
-	errRefused := errors.New("refused")
-	var out *batch.MessageBatch
-	_, err := ms.objs.Update(ctx, kindMsgBatch, ms.owner, id, func(old []byte) ([]byte, error) {
-		m, run, err := decodeMsgBatch(old)
-		if err != nil {
-			return nil, err
-		}
-		if refused = m.Cancel(ms.g.now()); refused != nil {
-			return nil, errRefused
-		}
-		out = m
-		return encodeMsgBatch(m, run), nil
-	})
+	out, refused, err := updateOwned(ctx, ms.objs, kindMsgBatch, ms.owner, id, decodeMsgBatch, encodeMsgBatch,
+		func(m *batch.MessageBatch) *wire.Error { return m.Cancel(ms.g.now()) })
 	switch {
-	case errors.Is(err, errRefused):
+	case refused != nil:
 		return nil, refused
 	case err != nil:
 		return nil, ms.lookupError(id, err)
