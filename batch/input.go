@@ -369,16 +369,7 @@ func (v *inputValidator) check(line []byte, start int64, n, index int) (LineErro
 const maxEcho = 64
 
 // echo shortens a client-sent string for an error message, without splitting a UTF-8 sequence.
-func echo(s string) string {
-	if len(s) <= maxEcho {
-		return s
-	}
-	cut := maxEcho
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "..."
-}
+func echo(s string) string { return wire.Shorten(s, maxEcho) }
 
 // describe names the JSON type of a value the way OpenAI's messages do.
 func describe(r gjson.Result) string {

@@ -397,12 +397,7 @@ func (g *Gateway) storeError(ex *exchange, doing string, err error) *wire.Error 
 }
 
 // echoValue shortens a client's value for an error message.
-func echoValue(s string) string {
-	if len(s) > 64 {
-		return strings.ToValidUTF8(s[:64], "") + "…"
-	}
-	return s
-}
+func echoValue(s string) string { return wire.Shorten(s, 64) }
 
 // statusWriter notes the status http.ServeContent answered with.
 type statusWriter struct {

@@ -58,16 +58,7 @@ func dotted(param string) string {
 }
 
 // echo returns a client-sent token shortened for an error message.
-func echo(s string) string {
-	if len(s) <= maxEcho {
-		return s
-	}
-	cut := maxEcho
-	for cut > 0 && s[cut]&0xC0 == 0x80 { // do not split a UTF-8 sequence
-		cut--
-	}
-	return s[:cut] + "..."
-}
+func echo(s string) string { return wire.Shorten(s, maxEcho) }
 
 // describe names the JSON type of a value the way OpenAI's messages do.
 func describe(r gjson.Result) string {

@@ -78,11 +78,15 @@ func InvalidAPIKey(message string) *Error {
 const maxEchoedName = 256
 
 // echoName shortens a client-supplied name for an error message (valid UTF-8, "…" when cut).
-func echoName(s string) string {
-	if len(s) <= maxEchoedName {
+func echoName(s string) string { return Shorten(s, maxEchoedName) }
+
+// Shorten bounds a client-sent string that an error message repeats: at most max bytes, valid
+// UTF-8, "…" when cut.
+func Shorten(s string, max int) string {
+	if len(s) <= max {
 		return s
 	}
-	return strings.ToValidUTF8(s[:maxEchoedName], "") + "…"
+	return strings.ToValidUTF8(s[:max], "") + "…"
 }
 
 // ModelNotFound is the 404 for a model the gateway does not serve.
