@@ -162,9 +162,23 @@ func (q *boltQueue) Claim(ctx context.Context, consumer string, n int, lease tim
 
 // Ack marks a claimed item done.
 func (q *boltQueue) Ack(ctx context.Context, it Item) error {
+	return q.leasedItem(it, ErrNotFound, func(qb queueBuckets, k []byte, cur boltItem) error {
+		if cur.batch != it.BatchID {
+			return ErrNotFound // not an item Claim returned
+		}
+		if err := errors.Join(qb.items.Delete(k), qb.leased.Delete(leasedKey(cur.deadline, k))); err != nil {
+			return err
+		}
+		return dropFromBatch(qb.batches, cur.batch, k)
+	})
+}
+
+// leasedItem runs fn in one update on the stored state of a claimed item, or returns missing
+// when it is unknown or was never claimed.
+func (q *boltQueue) leasedItem(it Item, missing error, fn func(qb queueBuckets, k []byte, cur boltItem) error) error {
 	k, ok := parseSeqKey(it.ID)
 	if !ok {
-		return ErrNotFound
+		return missing
 	}
 	return q.b.update(func(tx *bolt.Tx) error {
 		qb, _, err := q.buckets(tx)
@@ -173,16 +187,13 @@ func (q *boltQueue) Ack(ctx context.Context, it Item) error {
 		}
 		v := qb.items.Get(k)
 		if v == nil {
-			return ErrNotFound
+			return missing
 		}
 		cur := decodeItem(v)
-		if cur.deadline == 0 || cur.batch != it.BatchID {
-			return ErrNotFound // never claimed, or not an item Claim returned
+		if cur.deadline == 0 {
+			return missing // never claimed
 		}
-		if err := errors.Join(qb.items.Delete(k), qb.leased.Delete(leasedKey(cur.deadline, k))); err != nil {
-			return err
-		}
-		return dropFromBatch(qb.batches, cur.batch, k)
+		return fn(qb, k, cur)
 	})
 }
 
@@ -207,21 +218,8 @@ func (q *boltQueue) Extend(ctx context.Context, it Item, lease time.Duration) er
 	if err := checkLease(lease); err != nil {
 		return err
 	}
-	k, ok := parseSeqKey(it.ID)
-	if !ok {
-		return ErrLeaseLost
-	}
-	return q.b.update(func(tx *bolt.Tx) error {
-		qb, _, err := q.buckets(tx)
-		if err != nil {
-			return err
-		}
-		v := qb.items.Get(k)
-		if v == nil {
-			return ErrLeaseLost
-		}
-		cur := decodeItem(v)
-		if cur.deadline == 0 || int(cur.deliveries) != it.Deliveries {
+	return q.leasedItem(it, ErrLeaseLost, func(qb queueBuckets, k []byte, cur boltItem) error {
+		if int(cur.deliveries) != it.Deliveries {
 			return ErrLeaseLost
 		}
 		if err := qb.leased.Delete(leasedKey(cur.deadline, k)); err != nil {
