@@ -73,7 +73,7 @@ func missing(param string) *wire.Error {
 }
 
 func badType(param, want string, got gjson.Result) *wire.Error {
-	return invalid(CodeInvalidType, param, "Invalid type for '%s': expected %s, but got %s instead.", param, want, describe(got))
+	return invalid(CodeInvalidType, param, "Invalid type for '%s': expected %s, but got %s instead.", param, want, wire.Describe(got))
 }
 
 func badEnum(param, got string, allowed []string) *wire.Error {
@@ -99,7 +99,7 @@ func ParseCreateRequest(body []byte, endpoints []string) (*CreateRequest, *wire.
 	}
 	doc := gjson.ParseBytes(body)
 	if !doc.IsObject() {
-		return nil, invalid(CodeInvalidType, "", "The request body must be a JSON object, but got %s instead.", describe(doc))
+		return nil, invalid(CodeInvalidType, "", "The request body must be a JSON object, but got %s instead.", wire.Describe(doc))
 	}
 	var fileID, endpoint, window, metadata, expires gjson.Result
 	var bad *wire.Error

@@ -291,7 +291,7 @@ func (v *inputValidator) check(line []byte, start int64, n, index int) (LineErro
 	case !customID.Exists():
 		return lineErr(n, CodeMissingParam, "custom_id", "Line %d is missing the required parameter 'custom_id'.", n), false
 	case customID.Type != gjson.String:
-		return lineErr(n, CodeInvalidType, "custom_id", "Line %d: 'custom_id' must be a string, but got %s.", n, describe(customID)), false
+		return lineErr(n, CodeInvalidType, "custom_id", "Line %d: 'custom_id' must be a string, but got %s.", n, wire.Describe(customID)), false
 	case customID.Str == "":
 		return lineErr(n, CodeEmptyString, "custom_id", "Line %d: 'custom_id' must not be empty.", n), false
 	case len(customID.Str) > MaxCustomIDBytes:
@@ -319,7 +319,7 @@ func (v *inputValidator) check(line []byte, start int64, n, index int) (LineErro
 	case !body.Exists():
 		return lineErr(n, CodeMissingParam, "body", "Line %d is missing the required parameter 'body'.", n), false
 	case !body.IsObject():
-		return lineErr(n, CodeInvalidType, "body", "Line %d: 'body' must be an object, but got %s.", n, describe(body)), false
+		return lineErr(n, CodeInvalidType, "body", "Line %d: 'body' must be an object, but got %s.", n, wire.Describe(body)), false
 	}
 	var model, stream gjson.Result
 	body.ForEach(func(k, val gjson.Result) bool {
@@ -345,7 +345,7 @@ func (v *inputValidator) check(line []byte, start int64, n, index int) (LineErro
 	case !model.Exists():
 		return lineErr(n, CodeMissingParam, "body.model", "Line %d is missing the required parameter 'body.model'.", n), false
 	case model.Type != gjson.String:
-		return lineErr(n, CodeInvalidType, "body.model", "Line %d: 'body.model' must be a string, but got %s.", n, describe(model)), false
+		return lineErr(n, CodeInvalidType, "body.model", "Line %d: 'body.model' must be a string, but got %s.", n, wire.Describe(model)), false
 	case model.Str == "":
 		return lineErr(n, CodeEmptyString, "body.model", "Line %d: 'body.model' must not be empty.", n), false
 	case stream.Type == gjson.True:
@@ -370,21 +370,3 @@ const maxEcho = 64
 
 // echo shortens a client-sent string for an error message, without splitting a UTF-8 sequence.
 func echo(s string) string { return wire.Shorten(s, maxEcho) }
-
-// describe names the JSON type of a value the way OpenAI's messages do.
-func describe(r gjson.Result) string {
-	switch r.Type {
-	case gjson.Null:
-		return "null"
-	case gjson.True, gjson.False:
-		return "a boolean"
-	case gjson.String:
-		return "a string"
-	case gjson.Number:
-		return "a number"
-	}
-	if r.IsArray() {
-		return "an array"
-	}
-	return "an object"
-}

@@ -97,7 +97,7 @@ func checkDocument(body []byte, x errs) *wire.Error {
 		return x.custom(CodeInvalidJSON, "", "We could not parse the JSON body of your request: it is not valid JSON. The API expects a JSON object.")
 	}
 	if c != '{' {
-		return x.custom(CodeInvalidType, "", "The request body must be a JSON object, but got %s instead.", describe(gjson.Parse(view(body))))
+		return x.custom(CodeInvalidType, "", "The request body must be a JSON object, but got %s instead.", wire.Describe(gjson.Parse(view(body))))
 	}
 	return nil
 }
@@ -419,7 +419,7 @@ func (v *validator) number(param string, val gjson.Result, min, max float64) (fl
 
 // integer validates an integer literal within [min, max].
 func (v *validator) integer(param string, val gjson.Result, min, max int64) (int64, bool) {
-	if val.Type != gjson.Number || !isIntegerLiteral(val.Raw) {
+	if val.Type != gjson.Number || !wire.IsIntegerLiteral(val.Raw) {
 		return 0, v.fail(v.badType(param, "an integer", val))
 	}
 	n, err := strconv.ParseInt(val.Raw, 10, 64)

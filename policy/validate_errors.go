@@ -60,27 +60,6 @@ func dotted(param string) string {
 // echo returns a client-sent token shortened for an error message.
 func echo(s string) string { return wire.Shorten(s, maxEcho) }
 
-// describe names the JSON type of a value the way OpenAI's messages do.
-func describe(r gjson.Result) string {
-	switch r.Type {
-	case gjson.Null:
-		return "null"
-	case gjson.True, gjson.False:
-		return "a boolean"
-	case gjson.String:
-		return "a string"
-	case gjson.Number:
-		if isIntegerLiteral(r.Raw) {
-			return "an integer"
-		}
-		return "a decimal number"
-	}
-	if r.IsArray() {
-		return "an array"
-	}
-	return "an object"
-}
-
 // errs builds validation errors in the wording of one API surface: OpenAI's sentences, or the
 // "field: Input should be ..." form of Anthropic's API (where the param is not part of the
 // envelope, so the message has to name the field itself).
@@ -95,9 +74,9 @@ func (x errs) missing(param string) *wire.Error {
 
 func (x errs) badType(param, want string, got gjson.Result) *wire.Error {
 	if x.anthropic {
-		return problem(CodeInvalidType, param, "%s: Input should be %s, but got %s", dotted(param), want, describe(got))
+		return problem(CodeInvalidType, param, "%s: Input should be %s, but got %s", dotted(param), want, wire.Describe(got))
 	}
-	return problem(CodeInvalidType, param, "Invalid type for '%s': expected %s, but got %s instead.", param, want, describe(got))
+	return problem(CodeInvalidType, param, "Invalid type for '%s': expected %s, but got %s instead.", param, want, wire.Describe(got))
 }
 
 // outOfRange reports a number above max (above) or below min, got being the sent literal.

@@ -3,6 +3,7 @@ package policy
 import (
 	"strconv"
 
+	"github.com/caddyai/gateway/internal/wire"
 	"github.com/tidwall/gjson"
 )
 
@@ -102,7 +103,7 @@ func (v *validator) promptArray(param string, val gjson.Result, noEmptyStrings b
 
 // token validates a token id: an integer in [0, 2^31-1]. j < 0 means a flat array.
 func (v *validator) token(param string, i, j int, tok gjson.Result) bool {
-	if tok.Type == gjson.Number && isIntegerLiteral(tok.Raw) {
+	if tok.Type == gjson.Number && wire.IsIntegerLiteral(tok.Raw) {
 		if n, err := strconv.ParseInt(tok.Raw, 10, 64); err == nil && n >= 0 && n <= maxInt32 {
 			return true
 		}
@@ -111,7 +112,7 @@ func (v *validator) token(param string, i, j int, tok gjson.Result) bool {
 	if j >= 0 {
 		path = at(path, j, "")
 	}
-	if tok.Type != gjson.Number || !isIntegerLiteral(tok.Raw) {
+	if tok.Type != gjson.Number || !wire.IsIntegerLiteral(tok.Raw) {
 		return v.fail(v.badType(path, "an integer", tok))
 	}
 	if tok.Raw[0] == '-' {

@@ -12,21 +12,6 @@ func view(b []byte) string {
 	return unsafe.String(unsafe.SliceData(b), len(b))
 }
 
-// isIntegerLiteral reports whether a JSON number literal is written as an integer (no fraction,
-// no exponent), which is what OpenAI and the model servers accept for integer parameters.
-func isIntegerLiteral(raw string) bool {
-	if raw == "" {
-		return false
-	}
-	for i := 0; i < len(raw); i++ {
-		switch raw[i] {
-		case '.', 'e', 'E':
-			return false
-		}
-	}
-	return true
-}
-
 // firstByte returns the first non-whitespace byte of b, or 0.
 func firstByte(b []byte) byte {
 	for _, c := range b {
