@@ -327,7 +327,7 @@ func (st *runState) updateRun(ctx context.Context, owner, id string, fn func(b *
 
 // work claims up to workers lines and runs them side by side; it returns how many it claimed.
 func (st *runState) work(ctx context.Context) int {
-	items, err := st.q.Claim(ctx, st.r.consumer, st.r.workers, st.r.lease)
+	items, err := st.q.Claim(ctx, st.r.consumer, st.r.workers, st.r.currentLease())
 	if err != nil {
 		if ctx.Err() == nil {
 			st.r.logger.Error("claiming batch lines", zap.Error(err))
@@ -533,7 +533,8 @@ func (st *runState) sendHeld(ctx context.Context, it store.Item, ln lineRequest)
 	defer close(done)
 	go func() {
 		defer logPanic(st.r.logger, "batch lease keeper panicked")
-		t := time.NewTicker(st.r.lease / 3)
+		lease := st.r.currentLease()
+		t := time.NewTicker(lease / 3)
 		defer t.Stop()
 		for {
 			select {
@@ -542,7 +543,7 @@ func (st *runState) sendHeld(ctx context.Context, it store.Item, ln lineRequest)
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				if err := st.q.Extend(ctx, it, st.r.lease); err != nil {
+				if err := st.q.Extend(ctx, it, lease); err != nil {
 					return
 				}
 			}
