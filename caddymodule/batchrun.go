@@ -272,6 +272,12 @@ func (st *runState) validate(ctx context.Context, owner string, b *batch.Batch) 
 		return err
 	}
 	if in.OK() {
+		held, err := st.updateRun(ctx, owner, b.ID, func(cur *batch.Batch, run *batchRun) error {
+			return st.holdEnqueue(run, cur.Status == batch.StatusValidating)
+		})
+		if err != nil || held == nil {
+			return err // started (or cancelled) meanwhile, or another runner is enqueueing
+		}
 		if _, err := st.q.Drop(ctx, b.ID); err != nil {
 			return err
 		}
