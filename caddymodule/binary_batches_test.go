@@ -446,11 +446,12 @@ func TestBinaryBatchKillRestart(t *testing.T) {
 }
 
 // TestBinaryBatchTwoInstancesRedis: two gateway processes share one Redis store and file
-// directory; a batch created through A is run by both, A is killed midway and B finishes it,
-// running A's lines in flight once their leases end. Both answer for the batch.
+// directory; a Message Batch created through B and an OpenAI batch created through A are run
+// by both, A is killed midway and B finishes them, running A's lines in flight once their
+// leases end. Both answer for the batches.
 func TestBinaryBatchTwoInstancesRedis(t *testing.T) {
 	bin := binaryOrSkip(t)
-	const n = 200
+	const n, nMsg = 200, 40
 	addr, stop := testredis.Start(t)
 	defer stop()
 	u := newCountingUpstream(t, 40*time.Millisecond, 2)
@@ -468,11 +469,16 @@ func TestBinaryBatchTwoInstancesRedis(t *testing.T) {
 		waitReady(t, port)
 	}
 	ca, cb := filesClient(ports[0], secretAll), filesClient(ports[1], secretAll)
+	acs := []anthropic.Client{msgClient(ports[0], secretAll), msgClient(ports[1], secretAll)}
 
+	m, err := acs[1].Messages.Batches.New(context.Background(), anthropic.MessageBatchNewParams{Requests: markedMsgRequests("two-msg-", nMsg)})
+	if err != nil {
+		t.Fatalf("creating the message batch through B: %v", err)
+	}
 	f := uploadBatch(t, ca, "in.jsonl", markedChatLines("two-", n))
 	b := newBatch(t, ca, f.ID)
 	waitFor(t, "both instances running lines", 20*time.Second, func() bool {
-		return u.answered("two-", 0) >= 10 && u.answered("two-", 1) >= 10 && u.answered("two-", -1) >= n/3
+		return u.answered("two-", 0) >= 10 && u.answered("two-", 1) >= 10 && u.answered("two-", -1) >= (n+nMsg)/3
 	})
 	// either instance answers for the batch while it runs
 	for name, c := range map[string]openai.Client{"A": ca, "B": cb} {
@@ -490,10 +496,11 @@ func TestBinaryBatchTwoInstancesRedis(t *testing.T) {
 
 	b = waitBatch(t, cb, b.ID)
 	checkOpenAIResults(t, cb, b, "two-", n)
+	checkMsgResults(t, acs[1], waitMsgBatch(t, acs[1], m.ID), "two-msg-", nMsg)
 	st := u.stats()
 	resent := checkResends(t, st, []instanceKill{{instance: 0, at: killedAt}})
-	if len(st.byMarker) != n || st.total > n+batchWorkers {
-		t.Errorf("%d lines reached the upstream in %d sends, want %d lines in at most %d", len(st.byMarker), st.total, n, n+batchWorkers)
+	if len(st.byMarker) != n+nMsg || st.total > n+nMsg+batchWorkers {
+		t.Errorf("%d lines reached the upstream in %d sends, want %d lines in at most %d", len(st.byMarker), st.total, n+nMsg, n+nMsg+batchWorkers)
 	}
 	var takeover time.Duration
 	for _, m := range st.resent {
@@ -521,11 +528,20 @@ func TestBinaryBatchTwoInstancesRedis(t *testing.T) {
 			t.Errorf("instance %s: %d output lines, want %d", name, len(lines), n)
 		}
 	}
+	for i, c := range acs {
+		if results := msgResults(t, c, m.ID); len(results) != nMsg {
+			t.Errorf("instance %d: %d message batch results, want %d", i, len(results), nMsg)
+		}
+		page, err := c.Messages.Batches.List(context.Background(), anthropic.MessageBatchListParams{})
+		if err != nil || len(page.Data) != 1 || page.Data[0].ID != m.ID {
+			t.Errorf("instance %d listing message batches: %v %+v", i, err, page)
+		}
+	}
 	if after := u.stats().total; after != st.total {
 		t.Errorf("%d more sends after the batch completed", after-st.total)
 	}
 	t.Logf("%d lines: A answered %d before its kill, B %d; %d sends, %d sent again; B took over %s after the kill (lease %s)",
-		n, doneByA, u.answered("two-", 1), st.total, resent, takeover.Round(time.Millisecond), binaryBatchLease)
+		n+nMsg, doneByA, u.answered("two-", 1), st.total, resent, takeover.Round(time.Millisecond), binaryBatchLease)
 }
 
 // TestBinaryBatchReload: config reloads through the admin API (the same config with a key
