@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
 	"github.com/caddyai/gateway/batch"
@@ -115,4 +116,35 @@ func TestRunnerEnqueuesMessageBatchOnce(t *testing.T) {
 	checkEnqueuedOnce(t, &st, other, id, 3, func() error {
 		return other.enqueueMsg(ctx, "k1", m) // m as read before the first runner queued it
 	})
+}
+
+// A bolt store's runner carries one name across restarts: a start after a crash in the middle
+// of ending a batch ends it at once, instead of waiting for the dead process's claim to run out.
+// A Redis store's runner has a name of its own process.
+func TestRunnerRestartTakesUpCloseCutShort(t *testing.T) {
+	f := newRunnerFixture(t, okAnswer)
+	b := f.create(t, 2)
+	ctx := context.Background()
+	st := runState{r: f.r, objs: f.objs, blobs: f.blobs, q: f.objs.Queue(batchQueue)}
+	st.advance(ctx)
+	for st.work(ctx) > 0 {
+	}
+	// the process before the crash had claimed the close and moved the batch to finalizing
+	if _, err := st.updateRun(ctx, "k1", b.ID, func(b *batch.Batch, run *batchRun) error {
+		run.Closer, run.CloseUntil = boltRunner, f.now().Add(closeLease).UnixMilli()
+		return b.Finalize(f.now())
+	}); err != nil {
+		t.Fatal(err)
+	}
+	r := f.h.newRunner(zap.NewNop())
+	r.now, r.send = f.now, f.r.send
+	restarted := runState{r: r, objs: f.objs, blobs: f.blobs, q: f.objs.Queue(batchQueue)}
+	restarted.advance(ctx)
+	if got := f.batch(t, b.ID); got.Status != batch.StatusCompleted || got.RequestCounts.Completed != 2 {
+		t.Fatalf("after the restart: %s", got.AppendJSON(nil))
+	}
+	shared := &backendHandle{redisOpts: &redis.Options{}}
+	if name := shared.newRunner(zap.NewNop()).consumer; name == boltRunner || name == "" {
+		t.Errorf("a Redis store's runner is named %q", name)
+	}
 }

@@ -127,7 +127,7 @@ func (g *Gateway) provisionStorage(repl *caddy.Replacer) error {
 		h.cancel = cancel
 		h.logger = caddy.Log().Named("ai_gateway.store")
 		go h.sweep(ctx, sweepInterval)
-		h.runner = newBatchRunner(h, caddy.Log().Named("ai_gateway.batch"))
+		h.runner = h.newRunner(caddy.Log().Named("ai_gateway.batch"))
 		go h.runner.run(ctx)
 		return h, nil
 	})
@@ -342,4 +342,20 @@ func (r *batchRunner) currentLease() time.Duration {
 		return d
 	}
 	return r.lease
+}
+
+// boltRunner is the name of the batch runner of a bolt store, the same in every process.
+const boltRunner = "bolt"
+
+// newRunner is the store's batch runner. A bolt file is held by one process at a time, so the
+// holds its runner takes in batch records (ending a batch, filling the queue) can only be its
+// own or those of a process gone: its runner goes by one name across restarts, and a start
+// after a crash takes up a close or an enqueueing cut short at once instead of waiting out a
+// dead process's hold (five minutes for a close). With Redis every process has its own name.
+func (h *backendHandle) newRunner(logger *zap.Logger) *batchRunner {
+	r := newBatchRunner(h, logger)
+	if h.redisOpts == nil {
+		r.consumer = boltRunner
+	}
+	return r
 }
