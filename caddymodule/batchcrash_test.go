@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"context"
 	"fmt"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -146,5 +147,51 @@ func TestRunnerRestartTakesUpCloseCutShort(t *testing.T) {
 	shared := &backendHandle{redisOpts: &redis.Options{}}
 	if name := shared.newRunner(zap.NewNop()).consumer; name == boltRunner || name == "" {
 		t.Errorf("a Redis store's runner is named %q", name)
+	}
+}
+
+// A close cut short after it wrote the output file is redone into the same file: the owner has
+// one output file, the batch's, not a first unreferenced copy beside it.
+func TestRunnerCloseRedoneRewritesSameFiles(t *testing.T) {
+	f := newRunnerFixture(t, okAnswer)
+	b := f.create(t, 2)
+	ctx := context.Background()
+	st := runState{r: f.r, objs: f.objs, blobs: f.blobs, q: f.objs.Queue(batchQueue)}
+	st.advance(ctx)
+	for st.work(ctx) > 0 {
+	}
+	// the first close claimed the batch, chose its files' ids and wrote the output file; then
+	// the process died
+	var run batchRun
+	claimed, err := st.updateRun(ctx, "k1", b.ID, func(b *batch.Batch, cr *batchRun) error {
+		cr.Closer, cr.CloseUntil = boltRunner, f.now().Add(closeLease).UnixMilli()
+		cr.OutputFile, cr.ErrorFile = store.NewID(batch.PrefixFile), store.NewID(batch.PrefixFile)
+		run = *cr
+		return b.Finalize(f.now())
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := st.writeFile(ctx, "k1", claimed, run, "output", func(w io.Writer) (int, error) {
+		_, err := io.WriteString(w, "{}\n")
+		return 1, err
+	})
+	if err != nil || first != run.OutputFile {
+		t.Fatalf("first output file %q (%v), want %q", first, err, run.OutputFile)
+	}
+	r := f.h.newRunner(zap.NewNop())
+	r.now, r.send = f.now, f.r.send
+	restarted := runState{r: r, objs: f.objs, blobs: f.blobs, q: f.objs.Queue(batchQueue)}
+	restarted.advance(ctx)
+	got := f.batch(t, b.ID)
+	if got.Status != batch.StatusCompleted || got.OutputFileID != first {
+		t.Fatalf("after the restart: %s, want output file %s", got.AppendJSON(nil), first)
+	}
+	if lines := f.file(t, first); len(lines) != 2 {
+		t.Errorf("the output file has %d lines, want the batch's 2", len(lines))
+	}
+	files, err := f.objs.List(ctx, kindFile, "k1", store.ListOptions{Limit: 10})
+	if err != nil || len(files.Records) != 1 {
+		t.Errorf("the owner has %d files (%v), want the one output file", len(files.Records), err)
 	}
 }
