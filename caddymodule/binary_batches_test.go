@@ -263,15 +263,15 @@ func runGateway(t *testing.T, bin, caddyfile, home string) *gatewayProc {
 	return p
 }
 
-// kill sends SIGKILL and waits for the process to be gone; it returns when it happened.
+// kill sends SIGKILL and waits for the process to be gone; it returns when it was gone, so
+// every request the upstream saw start earlier came from this process or an earlier one.
 func (p *gatewayProc) kill() time.Time {
-	at := time.Now()
 	if p.cmd.ProcessState == nil {
 		_ = p.cmd.Process.Kill()
 		<-p.done
 		_ = p.cmd.Wait()
 	}
-	return at
+	return time.Now()
 }
 
 // waitReady waits until the gateway on port answers the key.
@@ -497,6 +497,8 @@ func TestBinaryBatchTwoInstancesRedis(t *testing.T) {
 			t.Fatalf("instance %s listing batches: %v %+v", name, err, page)
 		}
 	}
+	t.Logf("before the kill: A %d chat %d msg, B %d chat %d msg", u.answered("two-", 0)-u.answered("two-msg-", 0), u.answered("two-msg-", 0),
+		u.answered("two-", 1)-u.answered("two-msg-", 1), u.answered("two-msg-", 1))
 	killedAt := procs[0].kill()
 	doneByA := u.answered("two-", 0)
 
