@@ -195,3 +195,25 @@ func TestRunnerCloseRedoneRewritesSameFiles(t *testing.T) {
 		t.Errorf("the owner has %d files (%v), want the one output file", len(files.Records), err)
 	}
 }
+
+// The same for an enqueueing cut short: a bolt store's runner, started again, takes up its own
+// earlier hold at once.
+func TestRunnerRestartTakesUpEnqueueCutShort(t *testing.T) {
+	f := newRunnerFixture(t, okAnswer)
+	b := f.create(t, 2)
+	ctx := context.Background()
+	st := runState{r: f.r, objs: f.objs, blobs: f.blobs, q: f.objs.Queue(batchQueue)}
+	if _, err := st.updateRun(ctx, "k1", b.ID, func(_ *batch.Batch, run *batchRun) error {
+		run.Enqueuer, run.EnqueueUntil = boltRunner, f.now().Add(batchLease).UnixMilli()
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	r := f.h.newRunner(zap.NewNop())
+	r.now, r.send = f.now, f.r.send
+	restarted := runState{r: r, objs: f.objs, blobs: f.blobs, q: f.objs.Queue(batchQueue)}
+	restarted.advance(ctx)
+	if n, _ := st.q.Pending(ctx, b.ID); n != 2 || f.batch(t, b.ID).Status != batch.StatusInProgress {
+		t.Fatalf("after the restart: %d pending, %s", n, f.batch(t, b.ID).Status)
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -270,6 +271,20 @@ func (p *gatewayProc) kill() time.Time {
 		_ = p.cmd.Process.Kill()
 		<-p.done
 		_ = p.cmd.Wait()
+	}
+	return time.Now()
+}
+
+// stop sends SIGTERM (Caddy's graceful stop) and waits at most wait for the process to exit; it
+// returns when it was gone.
+func (p *gatewayProc) stop(t *testing.T, wait time.Duration) time.Time {
+	t.Helper()
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		_ = p.cmd.Wait()
+	case <-time.After(wait):
+		t.Fatalf("the gateway did not stop within %s of SIGTERM", wait)
 	}
 	return time.Now()
 }
@@ -663,4 +678,39 @@ func TestBinaryBatchKillWhileFinalizing(t *testing.T) {
 		return
 	}
 	t.Log("never caught a batch finalizing: nothing checked")
+}
+
+// TestBinaryBatchStopRestart: the built binary stopped with SIGTERM mid-batch gives the lines it
+// held back at once: started again, it finishes the batch without waiting for their leases
+// (30 s here), each line once in the output, the only lines sent twice those in flight at
+// the stop.
+func TestBinaryBatchStopRestart(t *testing.T) {
+	bin := binaryOrSkip(t)
+	const n, lease = 120, 30 * time.Second
+	u := newCountingUpstream(t, 40*time.Millisecond, 1)
+	tmp, home := t.TempDir(), t.TempDir()
+	port := freePort(t)
+	cfg := strings.Replace(batchCaddyfile("off", port, u.addr(0), "dir "+filepath.Join(tmp, "store"), ""),
+		"batch_lease "+binaryBatchLease.String(), "batch_lease "+lease.String(), 1)
+	cf := writeCaddyfile(t, tmp, "Caddyfile", cfg)
+	p := runGateway(t, bin, cf, home)
+	waitReady(t, port)
+	c := filesClient(port, secretAll)
+	f := uploadBatch(t, c, "in.jsonl", markedChatLines("stop-", n))
+	b := newBatch(t, c, f.ID)
+	waitFor(t, "a third of the lines answered", 20*time.Second, func() bool { return u.answered("stop-", -1) >= n/3 })
+	stopped := instanceKill{instance: 0, since: p.started, at: p.stop(t, 10*time.Second)}
+	runGateway(t, bin, cf, home)
+	restarted := time.Now()
+	waitReady(t, port)
+	got := waitBatch(t, c, b.ID)
+	took := time.Since(restarted)
+	checkOpenAIResults(t, c, got, "stop-", n)
+	st := u.stats()
+	resent := checkResends(t, st, []instanceKill{stopped})
+	if took > lease/2 {
+		t.Errorf("the batch took %s to finish after the restart: the stopped process's lines waited for their lease", took)
+	}
+	t.Logf("%d lines, %d sends, %d sent again after a SIGTERM; finished %s after the restart (lease %s)",
+		n, st.total, resent, took.Round(time.Millisecond), lease)
 }
