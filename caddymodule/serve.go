@@ -241,7 +241,11 @@ func (g *Gateway) record(ex *exchange, repl *caddy.Replacer) {
 		g.metrics.tokens.WithLabelValues(model, "prompt", keyID).Add(float64(ex.usage.PromptTokens))
 	}
 	if ex.usage.CompletionTokens > 0 {
-		g.metrics.tokens.WithLabelValues(model, "completion", keyID).Add(float64(ex.usage.CompletionTokens))
+		kind := "completion"
+		if ex.cacheState == cacheHit {
+			kind = "cached_completion" // replayed from the response cache, not generated
+		}
+		g.metrics.tokens.WithLabelValues(model, kind, keyID).Add(float64(ex.usage.CompletionTokens))
 	}
 	if ex.usage.CachedTokens > 0 {
 		g.metrics.tokens.WithLabelValues(model, "cached", keyID).Add(float64(ex.usage.CachedTokens))
