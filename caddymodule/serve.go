@@ -49,7 +49,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return g.serveMessageBatches(w, r, ex)
 	}
 	if g.prepareCache(ex, r) {
-		if entry := g.cacheGet(r.Context(), ex); entry != nil {
+		span := ex.stage("ai_gateway.cache_lookup")
+		entry := g.cacheGet(r.Context(), ex)
+		ex.endCacheLookup(span)
+		if entry != nil {
 			return g.serveHit(w, ex, entry) // a hit takes a request from the limits, not tokens
 		}
 	}
@@ -111,10 +114,12 @@ func (g *Gateway) serveCountTokens(w http.ResponseWriter, ex *exchange) error {
 // dispatch takes a slot of the model's admission gate (or a fallback's), prepares the body for
 // the upstream and forwards the request.
 func (g *Gateway) dispatch(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, ex *exchange) error {
+	span := ex.stage("ai_gateway.admission")
 	werr := g.admitToModel(r.Context(), ex)
 	for werr != nil && werr.Code == "model_overloaded" && g.switchToFallback(ex) {
 		werr = g.admitToModel(r.Context(), ex)
 	}
+	endStage(span)
 	if werr == nil {
 		werr = g.handOff(ex, r)
 	}
@@ -141,7 +146,9 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 		model := ex.route.model.Name
 		g.metrics.inFlight.WithLabelValues(model).Inc()
 		ex.handoff = g.now()
+		ex.startUpstreamSpan()
 		proxyErr = g.proxy(ex.tap, r, next)
+		ex.endUpstreamSpan()
 		g.metrics.inFlight.WithLabelValues(model).Dec()
 		g.metrics.upstream.WithLabelValues(model).Observe(g.now().Sub(ex.handoff).Seconds())
 		if !g.tryFallback(ex, ex.tap, proxyErr, r) {
@@ -230,6 +237,7 @@ var (
 func (g *Gateway) record(ex *exchange, repl *caddy.Replacer) {
 	ex.setPlaceholders(repl)
 	ex.logFields()
+	ex.recordTrace()
 	model := ex.modelName()
 	keyID := ""
 	if g.MetricsKeyID {
@@ -337,7 +345,10 @@ func (g *Gateway) admit(ex *exchange, r *http.Request) *wire.Error {
 	} else if len(out) != len(ex.body.bytes()) || &out[0] != &ex.body.bytes()[0] {
 		ex.body.replace(out)
 	}
-	if werr := g.countPrompt(ex); werr != nil {
+	span := ex.stage("ai_gateway.count_tokens")
+	werr := g.countPrompt(ex)
+	ex.endCount(span)
+	if werr != nil {
 		return werr
 	}
 	return g.admitLimits(r.Context(), ex)
