@@ -27,6 +27,8 @@ type gatewayMetrics struct {
 	promptCounts   *prometheus.CounterVec // model, how: bound, lower_bound, partial, exact
 	batchLines     *prometheus.CounterVec // model, outcome: done, failed, retried
 	batchTokens    *prometheus.CounterVec // model, kind
+
+	queueWait *prometheus.HistogramVec // model, outcome: admitted, refused
 }
 
 const (
@@ -79,6 +81,9 @@ func newGatewayMetrics() *gatewayMetrics {
 			[]string{"model", "outcome"}),
 		batchTokens: prometheus.NewCounterVec(prometheus.CounterOpts(opts("batch_tokens_total",
 			"Tokens of batch lines by model and kind (prompt, completion); also counted in tokens_total.")), []string{"model", "kind"}),
+		queueWait: prometheus.NewHistogramVec(hist("queue_wait_seconds",
+			"Time requests spent in a model's admission gate (max_concurrent, queue), by outcome: admitted or refused (queue full, "+
+				"timed out, client gone).", latency), []string{"model", "outcome"}),
 	}
 }
 
@@ -135,7 +140,10 @@ func (m *gatewayMetrics) register(reg prometheus.Registerer) error {
 	if m.batchLines, err = registerOrReuse(reg, m.batchLines); err != nil {
 		return err
 	}
-	m.batchTokens, err = registerOrReuse(reg, m.batchTokens)
+	if m.batchTokens, err = registerOrReuse(reg, m.batchTokens); err != nil {
+		return err
+	}
+	m.queueWait, err = registerOrReuse(reg, m.queueWait)
 	return err
 }
 
