@@ -28,6 +28,9 @@ import (
 // to the next handler (reverse_proxy) through a response tap that completes usage and
 // normalises errors.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if g.serveWithoutCredentialHeaders(w, r) {
+		return nil // served again without the credential headers Caddy's access log would show
+	}
 	ex := newExchange(r, g.now())
 	caddyhttp.SetVar(r.Context(), varExchange, ex)
 	defer g.finish(ex, r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer))
@@ -275,10 +278,7 @@ func (g *Gateway) record(ex *exchange, repl *caddy.Replacer) {
 // the rate limits. On success the exchange holds the key, the model, the rewritten body and the
 // reservation.
 func (g *Gateway) admit(ex *exchange, r *http.Request) *wire.Error {
-	secret, header := takeCredential(r.Header)
-	if header != "Authorization" && header != "" {
-		g.warnKeyInAccessLog(r, header)
-	}
+	secret, _ := requestCredential(r)
 	if line := batchLineOf(r); line != nil {
 		// a line of a batch, run by the batch runner as a request of the key that owns it
 		if werr := g.authenticateLine(ex, line); werr != nil {
@@ -620,19 +620,4 @@ func takeCredential(h http.Header) (secret, header string) {
 	delete(h, "X-Api-Key")
 	delete(h, "Api-Key")
 	return secret, header
-}
-
-// warnKeyInAccessLog warns once when a key arrives in x-api-key or api-key on a server that
-// writes access logs: Caddy logs a copy of the request headers taken before any handler runs and
-// redacts only Authorization and Cookie, so those headers must be filtered in the log config.
-func (g *Gateway) warnKeyInAccessLog(r *http.Request, header string) {
-	srv, _ := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
-	if srv == nil || srv.Logs == nil || srv.Logs.ShouldLogCredentials {
-		return
-	}
-	g.accessLogWarning.Do(func() {
-		g.logger.Warn("API keys arrive in the "+header+" header and this server writes access logs: Caddy redacts only "+
-			"Authorization there, so add to the site's log block: format filter { request>headers>X-Api-Key delete; "+
-			"request>headers>Api-Key delete } (see the README, Logs)", zap.String("header", header))
-	})
 }
