@@ -22,8 +22,10 @@ func (r *recordingRegisterer) Register(c prometheus.Collector) error {
 	r.collectors = append(r.collectors, c)
 	return nil
 }
-func (r *recordingRegisterer) MustRegister(cs ...prometheus.Collector) { r.collectors = append(r.collectors, cs...) }
-func (r *recordingRegisterer) Unregister(prometheus.Collector) bool  { return false }
+func (r *recordingRegisterer) MustRegister(cs ...prometheus.Collector) {
+	r.collectors = append(r.collectors, cs...)
+}
+func (r *recordingRegisterer) Unregister(prometheus.Collector) bool { return false }
 
 // gatewayMetricNames returns every metric the gateway registers, with its variable labels: what
 // Provision registers, whoever added it.
