@@ -17,6 +17,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 
 	"github.com/caddyai/gateway/internal/wiretest"
+	"github.com/caddyai/gateway/policy"
 )
 
 // The README's code blocks are run by TestReadmeCodeBlocks, whoever wrote them. A block's mode
@@ -325,5 +326,16 @@ func runReadmeDemo(t *testing.T, root string, blocks []readmeBlock) {
 	}
 	if bytes.Contains(log, []byte("sk-demo-gateway")) {
 		t.Error("the demo's access log holds the demo key")
+	}
+}
+
+// TestExampleKeysFileSecret: examples/keys.json holds the hash of the secret the README names.
+func TestExampleKeysFileSecret(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join(wiretest.RepoRoot(t), "examples", "keys.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := policy.FormatHash(policy.HashSecret("sk-example-search-team")); !bytes.Contains(data, []byte(want)) {
+		t.Errorf("examples/keys.json does not hold %s, the hash of the README's sk-example-search-team", want)
 	}
 }
