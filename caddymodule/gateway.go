@@ -92,6 +92,7 @@ type Gateway struct {
 	guard            *ratelimit.MemoryStore
 	guardHeld        bool
 	memoHeld         bool
+	metricsHeld      bool
 	accessLogWarning *sync.Once
 	cacheKey         string
 	keys             *atomic.Pointer[policy.KeyTable]
@@ -135,6 +136,9 @@ func (g *Gateway) Cleanup() error {
 	}
 	if g.memoHeld {
 		release(memoPool, "memo", "token memo")
+	}
+	if g.metricsHeld {
+		release(metricsPool, "metrics", "metrics")
 	}
 	if g.guardHeld {
 		release(guardPool, "auth", "auth guard")
