@@ -118,7 +118,8 @@ func (bs *batchService) create(w http.ResponseWriter, r *http.Request) ([]byte, 
 		Data: appendBlobRecord(nil, bs.owner, now)}); err != nil {
 		return nil, bs.g.storeError(bs.ex, "recording a batch", err)
 	}
-	if err := bs.objs.Put(ctx, store.Record{Kind: kindBatch, Owner: bs.owner, ID: b.ID, Data: encodeBatch(b, run)}); err != nil {
+	if err := bs.objs.Put(ctx, store.Record{Kind: kindBatch, Owner: bs.owner, ID: b.ID, Data: encodeBatch(b, run),
+		ExpiresAt: now.Add(time.Duration(bs.g.Batches.Retention))}); err != nil {
 		return nil, bs.g.storeError(bs.ex, "recording a batch", err)
 	}
 	bs.g.backend.wakeRunner()

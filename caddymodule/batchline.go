@@ -6,7 +6,6 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
-	"strconv"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -84,11 +83,8 @@ func sendLine(ctx context.Context, ln lineRequest) (ans lineAnswer) {
 	if ctx.Err() != nil && rec.Body.Len() == 0 {
 		return lineAnswer{Err: ctx.Err()} // stopped before anything was answered
 	}
-	ans = lineAnswer{Status: rec.Code, Body: rec.Body.Bytes(), RequestID: rec.Header().Get("X-Request-Id")}
-	if s, err := strconv.Atoi(rec.Header().Get("Retry-After")); err == nil && s > 0 {
-		ans.RetryAfter = time.Duration(s) * time.Second
-	}
-	return ans
+	return lineAnswer{Status: rec.Code, Body: rec.Body.Bytes(), RequestID: rec.Header().Get("X-Request-Id"),
+		RetryAfter: lineRetryAfter(rec.Header())}
 }
 
 // lineServer finds the named server of the running config (the only one when the name is
@@ -141,9 +137,9 @@ const batchDeferRetry = time.Second
 
 // batchDeferred is the refusal of a batch line while the model's pool has no spare capacity
 // (every slot taken, or interactive requests waiting).
-func batchDeferred(model string) *wire.Error {
+func batchDeferred(model string, retryAfter time.Duration) *wire.Error {
 	return &wire.Error{Status: http.StatusServiceUnavailable, Type: wire.TypeServer, Code: codeBatchDeferred, Reason: codeBatchDeferred,
-		RetryAfter: batchDeferRetry, Message: "The model " + model + " has no spare capacity for batch requests right now."}
+		RetryAfter: retryAfter, Message: "The model " + model + " has no spare capacity for batch requests right now."}
 }
 
 // recordBatchLine counts a batch line's outcome and tokens, with the status the runner judges

@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tidwall/gjson"
@@ -45,6 +47,7 @@ type batchRunner struct {
 	every    time.Duration
 	wake     chan struct{}
 	done     chan struct{} // closed when run returns
+	settings atomic.Pointer[runnerSettings] // set by the configs using the store; nil: defaults
 }
 
 // lineRequest is one line to run: the body as a request of the owning key to the batch's
@@ -150,6 +153,9 @@ type runState struct {
 	objs  store.Backend
 	blobs *store.Dir
 	q     store.Queue
+	// deferred counts the lines of the current work round given back for want of spare
+	// capacity: a round that only deferred ends the tick instead of claiming more.
+	deferred atomic.Int64
 }
 
 // errUnchanged tells an Update that nothing is to be written.
@@ -325,9 +331,11 @@ func (st *runState) updateRun(ctx context.Context, owner, id string, fn func(b *
 	return out, err
 }
 
-// work claims up to workers lines and runs them side by side; it returns how many it claimed.
+// work claims up to workers lines and runs them side by side; it returns how many it claimed
+// and did not defer (so a pool without spare capacity is not asked again before the next tick).
 func (st *runState) work(ctx context.Context) int {
-	items, err := st.q.Claim(ctx, st.r.consumer, st.r.workers, st.r.lease)
+	st.deferred.Store(0)
+	items, err := st.q.Claim(ctx, st.r.consumer, st.r.concurrency(), st.r.lease)
 	if err != nil {
 		if ctx.Err() == nil {
 			st.r.logger.Error("claiming batch lines", zap.Error(err))
@@ -346,7 +354,7 @@ func (st *runState) work(ctx context.Context) int {
 		}()
 	}
 	wg.Wait()
-	return len(items)
+	return len(items) - int(st.deferred.Load())
 }
 
 // resultID is the id of a line's result record: the line's index, zero-padded so results list
@@ -430,7 +438,9 @@ func (st *runState) runLine(ctx context.Context, it store.Item) error {
 		delay := min(time.Second<<min(it.Deliveries-1, 6), batchMaxBackoff)
 		switch {
 		case gjson.GetBytes(ans.Body, "error.code").Str == codeBatchDeferred:
-			delay = batchDeferRetry // waiting for spare capacity is not a failure: no backoff
+			// waiting for spare capacity or the dispatch rate is not a failure: no backoff
+			delay = cmp.Or(min(ans.RetryAfter, batchMaxBackoff), batchDeferRetry)
+			st.deferred.Add(1)
 		case ans.RetryAfter > delay:
 			delay = min(ans.RetryAfter, batchMaxBackoff)
 		}
@@ -798,7 +808,7 @@ func (st *runState) writeFile(ctx context.Context, owner string, b *batch.Batch,
 	}
 	expiry := b.OutputExpiresAfter
 	if expiry == 0 {
-		expiry = defaultFileBatchExpiry
+		expiry = st.r.settingsOf().outputExpiry
 	}
 	f := &batch.File{ID: id, Bytes: info.Size, CreatedAt: now, ExpiresAt: now.Add(expiry),
 		Filename: b.ID + "_" + which + ".jsonl", Purpose: batch.PurposeBatchOutput}

@@ -323,6 +323,11 @@ func (g *Gateway) admit(ex *exchange, r *http.Request) *wire.Error {
 	if werr := g.resolveModel(ex); werr != nil {
 		return werr
 	}
+	if ex.batchLine != nil {
+		if werr := g.admitBatchLine(r.Context(), ex); werr != nil {
+			return werr
+		}
+	}
 	if g.content != nil {
 		if werr := g.content.Check(ex.endpoint, ex.body.bytes()); werr != nil {
 			return werr
@@ -540,6 +545,9 @@ func (g *Gateway) handOff(ex *exchange, r *http.Request) *wire.Error {
 	if up := ex.route.model.Upstream(); up != ex.bodyModel {
 		out, err = sjson.SetBytes(out, "model", up)
 		ex.bodyModel = up
+	}
+	if p := ex.batchPriority(); err == nil && p != 0 {
+		out, err = sjson.SetBytes(out, "priority", p) // for vLLM's priority scheduling
 	}
 	if err == nil && ex.stream && !ex.info.IncludeUsage && ex.spec.InjectStreamUsage {
 		// ask for the usage chunk upstream; the tap removes it from what the client sees
