@@ -46,7 +46,7 @@ type batchRunner struct {
 	lease    time.Duration
 	every    time.Duration
 	wake     chan struct{}
-	done     chan struct{} // closed when run returns
+	done     chan struct{}                  // closed when run returns
 	settings atomic.Pointer[runnerSettings] // set by the configs using the store; nil: defaults
 }
 
