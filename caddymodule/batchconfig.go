@@ -19,7 +19,8 @@ type BatchesConfig struct {
 	// https://ai.example.com (with the site's path prefix, if any): a message batch's
 	// results_url is PublicURL + /v1/messages/batches/{id}/results. Default: the create
 	// request's scheme and host (X-Forwarded-Proto and X-Forwarded-Host when the request came
-	// from one of the server's trusted_proxies) and the site's path prefix.
+	// from one of the server's trusted_proxies) and the site's path prefix. May be a placeholder
+	// such as {env.PUBLIC_URL}.
 	PublicURL string `json:"public_url,omitempty"`
 	// Workers is how many batch lines each instance runs at once, over all models (each still
 	// only when its model has spare capacity). Default: 16.
@@ -54,7 +55,7 @@ type runnerSettings struct {
 }
 
 // provisionBatches sets the batches defaults and hands the runner its settings.
-func (g *Gateway) provisionBatches() error {
+func (g *Gateway) provisionBatches(repl *caddy.Replacer) error {
 	if g.Batches == nil {
 		g.Batches = new(BatchesConfig)
 	}
@@ -71,7 +72,11 @@ func (g *Gateway) provisionBatches() error {
 	if bc.ResultsRetention == 0 {
 		bc.ResultsRetention = caddy.Duration(defaultBatchResultsRetention)
 	}
-	bc.PublicURL = strings.TrimSuffix(bc.PublicURL, "/")
+	u, err := repl.ReplaceOrErr(bc.PublicURL, true, true)
+	if err != nil {
+		return fmt.Errorf("batches: resolving public_url: %w", err)
+	}
+	bc.PublicURL = strings.TrimSuffix(u, "/")
 	if g.backend != nil && g.backend.runner != nil {
 		g.backend.runner.settings.Store(&runnerSettings{workers: bc.Workers, outputExpiry: time.Duration(bc.OutputExpiry), metrics: g.metrics})
 	}

@@ -230,6 +230,8 @@ type batchRun struct {
 	// AnthropicVersion is the anthropic-version of a message batch's create request, sent
 	// with each of its requests.
 	AnthropicVersion string `json:"anthropic_version,omitempty"`
+	// Model is the model a message batch's requests name (mixed for several), for the metrics.
+	Model string `json:"model,omitempty"`
 }
 
 // encodeBatch is a batch's record: {"object":<the batch object>,"run":{...}}.

@@ -191,7 +191,7 @@ func parseRate(s string) (float64, bool) {
 		return 0, false
 	}
 	n, err := strconv.ParseFloat(num, 64)
-	if err != nil || n <= 0 || math.IsInf(n, 0) {
+	if err != nil || !(n > 0) || math.IsInf(n, 0) {
 		return 0, false
 	}
 	switch unit {

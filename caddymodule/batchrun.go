@@ -48,6 +48,7 @@ type batchRunner struct {
 	wake     chan struct{}
 	done     chan struct{}                  // closed when run returns
 	settings atomic.Pointer[runnerSettings] // set by the configs using the store; nil: defaults
+	gauges   batchGauges                    // what the last pass over the active batches saw
 }
 
 // lineRequest is one line to run: the body as a request of the owning key to the batch's
@@ -156,13 +157,15 @@ type runState struct {
 	// deferred counts the lines of the current work round given back for want of spare
 	// capacity: a round that only deferred ends the tick instead of claiming more.
 	deferred atomic.Int64
+	tally    batchTally // what the pass over the active batches sees, for the metrics
 }
 
 // errUnchanged tells an Update that nothing is to be written.
 var errUnchanged = errors.New("unchanged")
 
-// advance moves every active batch along its lifecycle.
+// advance moves every active batch along its lifecycle; a complete pass sets the gauges.
 func (st *runState) advance(ctx context.Context) {
+	st.tally = batchTally{}
 	for after := ""; ctx.Err() == nil; {
 		page, err := st.objs.List(ctx, kindBatchActive, blobOwner, store.ListOptions{After: after, Limit: 1000, Order: store.OrderAsc})
 		if err != nil {
@@ -177,6 +180,9 @@ func (st *runState) advance(ctx context.Context) {
 			}
 		}
 		if !page.HasMore {
+			if m := st.r.settingsOf().metrics; m != nil {
+				st.r.gauges.publish(&m.batch, &st.tally)
+			}
 			return
 		}
 	}
@@ -201,6 +207,9 @@ func (st *runState) step(ctx context.Context, owner, id string, created int64) e
 		return err
 	}
 	now := st.r.now()
+	if !b.Status.Terminal() {
+		st.tally.batch(apiOpenAI, string(b.Status))
+	}
 	switch b.Status {
 	case batch.StatusValidating:
 		return st.validate(ctx, owner, b)
@@ -210,6 +219,7 @@ func (st *runState) step(ctx context.Context, owner, id string, created int64) e
 		}
 		n, err := st.q.Pending(ctx, b.ID)
 		if err != nil || n > 0 {
+			st.tally.wait(b.Model, int64(n))
 			return err
 		}
 		return st.close(ctx, owner, b, run, batch.StatusCompleted)
@@ -294,7 +304,7 @@ func (st *runState) validate(ctx context.Context, owner string, b *batch.Batch) 
 		}
 	}
 	now := st.r.now()
-	_, err = st.update(ctx, owner, b.ID, func(b *batch.Batch) error {
+	got, err := st.update(ctx, owner, b.ID, func(b *batch.Batch) error {
 		if b.Status != batch.StatusValidating {
 			return errUnchanged // cancelled meanwhile: the next step finishes that
 		}
@@ -303,6 +313,9 @@ func (st *runState) validate(ctx context.Context, owner string, b *batch.Batch) 
 		}
 		return b.Start(now, in.Model, int64(len(in.Tasks)))
 	})
+	if got != nil && got.Status == batch.StatusFailed {
+		st.r.countEnded(apiOpenAI, string(got.Status))
+	}
 	return err
 }
 
@@ -756,7 +769,7 @@ func (st *runState) close(ctx context.Context, owner string, b *batch.Batch, run
 	if err != nil {
 		return err
 	}
-	if _, err := st.update(ctx, owner, b.ID, func(b *batch.Batch) error {
+	ended, err := st.update(ctx, owner, b.ID, func(b *batch.Batch) error {
 		b.RequestCounts, b.Usage = counts, usage
 		switch {
 		case b.Status == batch.StatusCancelling:
@@ -767,8 +780,12 @@ func (st *runState) close(ctx context.Context, owner string, b *batch.Batch, run
 			return b.Complete(now, outID, errID)
 		}
 		return errUnchanged
-	}); err != nil {
+	})
+	if err != nil {
 		return err
+	}
+	if ended != nil {
+		st.r.countEnded(apiOpenAI, string(ended.Status))
 	}
 	return st.retire(ctx, b.ID)
 }

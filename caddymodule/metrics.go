@@ -27,6 +27,7 @@ type gatewayMetrics struct {
 	promptCounts   *prometheus.CounterVec // model, how: bound, lower_bound, partial, exact
 	batchLines     *prometheus.CounterVec // model, outcome: done, failed, retried
 	batchTokens    *prometheus.CounterVec // model, kind
+	batch          batchCollectors        // the batch runner's (batchmetrics.go)
 }
 
 const (
@@ -78,6 +79,7 @@ func newGatewayMetrics() *gatewayMetrics {
 			[]string{"model", "outcome"}),
 		batchTokens: prometheus.NewCounterVec(prometheus.CounterOpts(opts("batch_tokens_total",
 			"Tokens of batch lines by model and kind (prompt, completion); also counted in tokens_total.")), []string{"model", "kind"}),
+		batch: newBatchCollectors(),
 	}
 }
 
@@ -134,8 +136,10 @@ func (m *gatewayMetrics) register(reg prometheus.Registerer) error {
 	if m.batchLines, err = registerOrReuse(reg, m.batchLines); err != nil {
 		return err
 	}
-	m.batchTokens, err = registerOrReuse(reg, m.batchTokens)
-	return err
+	if m.batchTokens, err = registerOrReuse(reg, m.batchTokens); err != nil {
+		return err
+	}
+	return m.batch.register(reg)
 }
 
 // registerCountingEstimates exports how many long texts were estimated instead of counted

@@ -90,7 +90,7 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 	if err := g.provisionStorage(repl); err != nil {
 		return err
 	}
-	if err := g.provisionBatches(); err != nil {
+	if err := g.provisionBatches(repl); err != nil {
 		return err
 	}
 	table := inline
