@@ -5,6 +5,8 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,11 +23,13 @@ import (
 
 // batchSite is a gateway for the batch tests: key "all" (secretAll) may use every model, key
 // "other" (secretQwen) only demo-qwen; llama, qwen and gateway are extra lines of the demo-llama
-// and demo-qwen blocks and of ai_gateway. Caddy's metrics are at /metrics.
+// and demo-qwen blocks and of ai_gateway. Caddy's metrics are at /metrics; the access log
+// (JSON) is in accessLog.
 type batchSite struct {
 	port      int
 	up        *recordingUpstream
 	caddyfile string
+	accessLog string
 }
 
 func newBatchSite(t *testing.T, sim simulator.Config, llama, qwen, gateway string) *batchSite {
@@ -38,9 +42,13 @@ func newBatchSite(t *testing.T, sim simulator.Config, llama, qwen, gateway strin
 		return in + strings.ReplaceAll(s, "\n", in)
 	}
 	sim.Models = []string{"demo-llama", "demo-qwen"}
-	s := &batchSite{up: newUpstream(t, sim), port: freePort(t)}
+	s := &batchSite{up: newUpstream(t, sim), port: freePort(t), accessLog: filepath.Join(t.TempDir(), "access.log")}
 	s.caddyfile = globalOptions + fmt.Sprintf(`
 :%d {
+	log {
+		output file %s
+		format json
+	}
 	handle /metrics {
 		metrics
 	}
@@ -68,7 +76,7 @@ func newBatchSite(t *testing.T, sim simulator.Config, llama, qwen, gateway strin
 		}
 	}
 }
-`, s.port, policy.FormatHash(policy.HashSecret(secretAll)), policy.FormatHash(policy.HashSecret(secretQwen)),
+`, s.port, s.accessLog, policy.FormatHash(policy.HashSecret(secretAll)), policy.FormatHash(policy.HashSecret(secretQwen)),
 		s.up.addr(), indent(llama, 4), s.up.addr(), indent(qwen, 4), t.TempDir(), indent(gateway, 3))
 	startCaddy(t, s.caddyfile)
 	return s
@@ -159,7 +167,7 @@ func TestBatchWaitsBehindInteractive(t *testing.T) {
 			t.Errorf("upstream request %d (batch line %v): priority %s", i, isBatchLine(r), p.Raw)
 		}
 	}
-	if n := s.metric(t, `caddy_ai_gateway_batch_lines_total{model="demo-llama",outcome="retried"}`); n < 1 {
+	if n := s.metric(t, `caddy_ai_gateway_batch_lines_total{model="demo-llama",outcome="deferred"}`); n < 1 {
 		t.Errorf("no deferred line counted (retried %v)", n)
 	}
 }
@@ -261,6 +269,28 @@ func TestBatchMetrics(t *testing.T) {
 	}
 	if got := s.metric(t, `caddy_ai_gateway_batch_tokens_total{model="demo-llama",kind="completion"}`); got < 4 {
 		t.Errorf("batch completion tokens %v", got)
+	}
+	// each line in the access log: its batch, custom_id and usage
+	logged := map[string]bool{}
+	data, err := os.ReadFile(s.accessLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		e := gjson.Parse(l)
+		if e.Get("ai_batch_id").Str != b.ID {
+			continue
+		}
+		if e.Get("status").Int() != 200 || e.Get("ai_key_id").Str != "all" || e.Get("ai_prompt_tokens").Int() <= 0 ||
+			e.Get("ai_completion_tokens").Int() <= 0 || e.Get("request.headers.Authorization").Exists() {
+			t.Errorf("access log entry of a line: %s", l)
+		}
+		logged[e.Get("ai_custom_id").Str] = true
+	}
+	for i := 1; i <= 4; i++ {
+		if !logged[fmt.Sprintf("req-%d", i)] {
+			t.Errorf("req-%d not in the access log with its batch id (%d lines logged)", i, len(logged))
+		}
 	}
 
 	// a message batch: its status in the gauges, its end counted

@@ -72,7 +72,7 @@ func sendLine(ctx context.Context, ln lineRequest) (ans lineAnswer) {
 	if err != nil {
 		return lineAnswer{Err: err}
 	}
-	req.RemoteAddr = lineRemoteAddr
+	req.RemoteAddr, req.RequestURI = lineRemoteAddr, req.URL.RequestURI()
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "ai_gateway-batch")
 	if ln.Run.AnthropicVersion != "" {
@@ -143,12 +143,16 @@ func batchDeferred(model string, retryAfter time.Duration) *wire.Error {
 }
 
 // recordBatchLine counts a batch line's outcome and tokens, with the status the runner judges
-// it by (transient).
+// it by (transient). A line deferred for spare capacity is logged at debug level only (it is
+// the normal state of a batch on a busy pool, not an error) and not counted as a request.
 func (g *Gateway) recordBatchLine(ex *exchange, model string) {
 	outcome := "failed"
 	switch {
 	case ex.status >= 200 && ex.status < 300:
 		outcome = "done"
+	case ex.reject == codeBatchDeferred:
+		outcome = "deferred"
+		caddyhttp.SetVar(ex.r.Context(), caddyhttp.LogLevelVar, "debug")
 	case transient(lineAnswer{Status: ex.status}):
 		outcome = "retried"
 	}

@@ -79,7 +79,7 @@ const (
 
 func newBatchRunner(h *backendHandle, logger *zap.Logger) *batchRunner {
 	host, _ := os.Hostname()
-	return &batchRunner{h: h, logger: logger, now: time.Now, send: sendLine,
+	return &batchRunner{h: h, logger: logger, now: runnerNow, send: sendLine,
 		consumer: host + "-" + strconv.Itoa(os.Getpid()), workers: batchWorkers, lease: batchLease, every: batchTick,
 		wake: make(chan struct{}, 1), done: make(chan struct{})}
 }

@@ -75,7 +75,8 @@ func newGatewayMetrics() *gatewayMetrics {
 				"not counted), partial (counting stopped once the window or the tokens left were passed), exact.")), []string{"model", "how"}),
 		batchLines: prometheus.NewCounterVec(prometheus.CounterOpts(opts("batch_lines_total",
 			"Batch lines run through the gateway, by model and outcome: done (2xx, in the output file), failed (refused, in the "+
-				"error file), retried (deferred for spare capacity, rate limited, overloaded or unreachable; sent again later).")),
+				"error file), deferred (no spare capacity, the batch cap or dispatch rate: not sent, tried again shortly), retried "+
+				"(rate limited, overloaded or unreachable; sent again later).")),
 			[]string{"model", "outcome"}),
 		batchTokens: prometheus.NewCounterVec(prometheus.CounterOpts(opts("batch_tokens_total",
 			"Tokens of batch lines by model and kind (prompt, completion); also counted in tokens_total.")), []string{"model", "kind"}),
