@@ -206,5 +206,3 @@ func TestBatchRetriesUnreachableUpstream(t *testing.T) {
 		t.Errorf("the upstream got %d requests, want each line once", n)
 	}
 }
-
-
