@@ -2,7 +2,9 @@ package caddymodule_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -204,5 +206,167 @@ func TestBatchRetriesUnreachableUpstream(t *testing.T) {
 	}
 	if n := len(s.up.requests()); n != 3 {
 		t.Errorf("the upstream got %d requests, want each line once", n)
+	}
+}
+
+// repeatReader yields n bytes c.
+type repeatReader struct {
+	c byte
+	n int64
+}
+
+func (r *repeatReader) Read(p []byte) (int, error) {
+	if r.n <= 0 {
+		return 0, io.EOF
+	}
+	p = p[:min(int64(len(p)), r.n)]
+	for i := range p {
+		p[i] = r.c
+	}
+	r.n -= int64(len(p))
+	return len(p), nil
+}
+
+// Hostile input files through the Files and Batches APIs with the official SDK: a 64 MiB
+// line, binary garbage, CRLF with no final newline and a BOM, a 10 KB custom_id, 50,001
+// lines, and a file deleted while its batch runs.
+func TestBatchHostileFiles(t *testing.T) {
+	s := newBatchSite(t, simulator.Config{TTFT: 150 * time.Millisecond}, "max_concurrent 1", "", "")
+	c := filesClient(s.port, secretAll)
+	ctx := context.Background()
+	upload := func(name string, r io.Reader) (*openai.FileObject, error) {
+		return c.Files.New(ctx, openai.FileNewParams{File: openai.File(r, name, "application/jsonl"), Purpose: openai.FilePurposeBatch})
+	}
+	line := func(cid string) string {
+		return `{"custom_id":"` + cid + `","method":"POST","url":"/v1/chat/completions","body":{"model":"demo-llama","messages":[{"role":"user","content":"hi"}],"max_tokens":4}}`
+	}
+	failsWith := func(t *testing.T, f *openai.FileObject, code string, lineNo int64) {
+		t.Helper()
+		b := waitBatch(t, c, newBatch(t, c, f.ID).ID)
+		if b.Status != openai.BatchStatusFailed || len(b.Errors.Data) == 0 || b.Errors.Data[0].Code != code || b.Errors.Data[0].Line != lineNo {
+			t.Fatalf("want failed with %s at line %d: %s", code, lineNo, b.RawJSON())
+		}
+	}
+
+	t.Run("a 64 MiB line", func(t *testing.T) {
+		head := `{"custom_id":"big","method":"POST","url":"/v1/chat/completions","body":{"model":"demo-llama","messages":[{"role":"user","content":"`
+		f, err := upload("big.jsonl", io.MultiReader(strings.NewReader(line("a")+"\n"+head), &repeatReader{c: 'x', n: 64 << 20},
+			strings.NewReader(`"}]}}`+"\n")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.Bytes < 64<<20 {
+			t.Fatalf("stored %d bytes", f.Bytes)
+		}
+		failsWith(t, f, batch.CodeRequestTooLarge, 2)
+	})
+	t.Run("binary garbage", func(t *testing.T) {
+		_, err := upload("garbage.jsonl", strings.NewReader("\x00\x01\xfe\xff\x89PNG\r\n\x1a\n\x00\x00"))
+		wantAPIError(t, err, 400, "invalid_file")
+	})
+	t.Run("CRLF, a BOM and no final newline", func(t *testing.T) {
+		f, err := upload("crlf.jsonl", strings.NewReader("\xef\xbb\xbf"+line("a")+"\r\n"+line("b")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := waitBatch(t, c, newBatch(t, c, f.ID).ID)
+		if b.Status != openai.BatchStatusCompleted || b.RequestCounts.Completed != 2 {
+			t.Fatalf("batch: %s", b.RawJSON())
+		}
+		if lines := fileLines(t, c, b.OutputFileID); len(lines) != 2 || !lines["a"].Exists() || !lines["b"].Exists() {
+			t.Errorf("output %v", lines)
+		}
+	})
+	t.Run("a 10 KB custom_id", func(t *testing.T) {
+		f, err := upload("long-id.jsonl", strings.NewReader(line("a")+"\n"+line(strings.Repeat("x", 10<<10))+"\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		failsWith(t, f, batch.CodeStringTooLong, 2)
+	})
+	t.Run("50,001 lines", func(t *testing.T) {
+		var sb strings.Builder
+		for i := range 50_001 {
+			sb.WriteString(line(fmt.Sprintf("r%d", i)))
+			sb.WriteByte('\n')
+		}
+		_, err := upload("many.jsonl", strings.NewReader(sb.String()))
+		wantAPIError(t, err, 400, "too_many_lines")
+	})
+	t.Run("the input file deleted while its batch runs", func(t *testing.T) {
+		var sb strings.Builder
+		for i := 1; i <= 8; i++ {
+			sb.WriteString(line(fmt.Sprintf("d%d", i)) + "\n")
+		}
+		f, err := upload("deleted.jsonl", strings.NewReader(sb.String()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := newBatch(t, c, f.ID)
+		waitFor(t, "a line done", 10*time.Second, func() bool {
+			got, err := c.Batches.Get(ctx, b.ID)
+			return err == nil && got.RequestCounts.Completed >= 1
+		})
+		if _, err := c.Files.Delete(ctx, f.ID); err != nil {
+			t.Fatal(err)
+		}
+		b = waitBatch(t, c, b.ID)
+		rc := b.RequestCounts
+		if b.Status != openai.BatchStatusCompleted || rc.Total != 8 || rc.Completed == 0 || rc.Completed+rc.Failed != 8 {
+			t.Fatalf("batch: %s", b.RawJSON())
+		}
+		seen := fileLines(t, c, b.OutputFileID)
+		if rc.Failed > 0 {
+			for cid, l := range fileLines(t, c, b.ErrorFileID) {
+				if l.Get("error.code").Str != "input_file_deleted" || seen[cid].Exists() {
+					t.Errorf("%s: %s", cid, l.Raw)
+				}
+				seen[cid] = l
+			}
+		}
+		if len(seen) != 8 {
+			t.Errorf("%d custom_ids across the files, want 8", len(seen))
+		}
+	})
+}
+
+// A store that cannot be reached (Redis refusing connections) gives 503 with Retry-After in
+// the envelope of each batches API, and nothing half made.
+func TestBatchesStoreUnavailable(t *testing.T) {
+	dead := fmt.Sprintf("redis://127.0.0.1:%d/0?max_retries=-1", freePort(t)) // no retries: a fast test
+	s := startCore(t, "storage {\n\t\t\tstore redis "+dead+"\n\t\t\tdir "+t.TempDir()+"\n\t\t}")
+	c := s.openai(secretAll)
+	ctx := context.Background()
+	check := func(what string, err error) {
+		t.Helper()
+		var apiErr *openai.Error
+		if !errors.As(err, &apiErr) || apiErr.StatusCode != 503 || apiErr.Code != "store_unavailable" ||
+			apiErr.Response.Header.Get("Retry-After") == "" || !strings.Contains(apiErr.RawJSON(), `"retry_after":`) {
+			t.Errorf("%s: want 503 store_unavailable with Retry-After, got %v", what, err)
+		}
+	}
+	_, err := c.Batches.List(ctx, openai.BatchListParams{})
+	check("list", err)
+	_, err = c.Batches.Get(ctx, "batch_x")
+	check("retrieve", err)
+	_, err = c.Batches.New(ctx, openai.BatchNewParams{InputFileID: "file-x", Endpoint: openai.BatchNewParamsEndpointV1ChatCompletions,
+		CompletionWindow: openai.BatchNewParamsCompletionWindow24h})
+	check("create", err)
+	_, err = c.Files.New(ctx, openai.FileNewParams{File: openai.File(strings.NewReader(batchJSONL), "in.jsonl", "application/jsonl"),
+		Purpose: openai.FilePurposeBatch})
+	check("upload", err)
+
+	req, _ := http.NewRequest(http.MethodPost, url(s.port, "/v1/messages/batches"),
+		strings.NewReader(`{"requests":[{"custom_id":"a","params":{"model":"demo-llama","max_tokens":8,"messages":[{"role":"user","content":"hi"}]}}]}`))
+	req.Header.Set("X-Api-Key", secretAll)
+	req.Header.Set("Anthropic-Version", "2023-06-01")
+	req.Header.Set("Content-Type", "application/json")
+	resp, body := doRequest(t, req)
+	// 529 overloaded_error: the Anthropic surface's 503, which its SDKs retry
+	if resp.StatusCode != 529 || resp.Header.Get("Retry-After") == "" || gjson.GetBytes(body, "error.type").Str != "overloaded_error" {
+		t.Errorf("message batch create: %d %s", resp.StatusCode, body)
+	}
+	if _, err := c.Models.List(ctx); err != nil {
+		t.Errorf("models with the store down: %v", err)
 	}
 }

@@ -2,12 +2,16 @@ package caddymodule
 
 import (
 	"context"
+	"errors"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tidwall/gjson"
+	"go.uber.org/zap"
 
 	"github.com/caddyai/gateway/batch"
+	"github.com/caddyai/gateway/store"
 )
 
 // The runner's metrics: the batches it sees by status and the lines waiting per model, counted
@@ -155,4 +159,22 @@ func (st *runState) msgModel(ctx context.Context, id string, tasks []batch.Task)
 		}
 	}
 	return model
+}
+
+// storeErrorLogEvery bounds how often the runner logs that its store is unavailable: it tries
+// again every tick, and an outage must not flood the log.
+const storeErrorLogEvery = time.Minute
+
+// logError logs an error of the runner; store.ErrUnavailable at most once per
+// storeErrorLogEvery.
+func (r *batchRunner) logError(msg string, err error) {
+	if errors.Is(err, store.ErrUnavailable) {
+		now := time.Now().UnixNano()
+		last := r.storeLogged.Load()
+		if now-last < int64(storeErrorLogEvery) || !r.storeLogged.CompareAndSwap(last, now) {
+			return
+		}
+		msg += " (the store is unavailable; logged once a minute while it lasts)"
+	}
+	r.logger.Error(msg, zap.Error(err))
 }

@@ -49,6 +49,8 @@ type batchRunner struct {
 	done     chan struct{}                  // closed when run returns
 	settings atomic.Pointer[runnerSettings] // set by the configs using the store; nil: defaults
 	gauges   batchGauges                    // what the last pass over the active batches saw
+	// storeLogged is when the runner last logged that its store is unavailable (unix ns).
+	storeLogged atomic.Int64
 }
 
 // lineRequest is one line to run: the body as a request of the owning key to the batch's
@@ -134,6 +136,9 @@ func (r *batchRunner) tick(ctx context.Context) {
 	}
 	st := runState{r: r, objs: objs, blobs: blobs, q: objs.Queue(batchQueue)}
 	st.advance(ctx)
+	if st.storeDown {
+		return // the store cannot answer: try again next tick
+	}
 	for ctx.Err() == nil && st.work(ctx) > 0 {
 		st.advance(ctx)
 	}
@@ -158,6 +163,8 @@ type runState struct {
 	// capacity: a round that only deferred ends the tick instead of claiming more.
 	deferred atomic.Int64
 	tally    batchTally // what the pass over the active batches sees, for the metrics
+	// storeDown is set when the pass could not list the active batches for want of a store.
+	storeDown bool
 }
 
 // errUnchanged tells an Update that nothing is to be written.
@@ -169,7 +176,10 @@ func (st *runState) advance(ctx context.Context) {
 	for after := ""; ctx.Err() == nil; {
 		page, err := st.objs.List(ctx, kindBatchActive, blobOwner, store.ListOptions{After: after, Limit: 1000, Order: store.OrderAsc})
 		if err != nil {
-			st.r.logger.Error("listing active batches", zap.Error(err))
+			st.storeDown = errors.Is(err, store.ErrUnavailable)
+			if ctx.Err() == nil {
+				st.r.logError("listing active batches", err)
+			}
 			return
 		}
 		for _, rec := range page.Records {
@@ -351,7 +361,7 @@ func (st *runState) work(ctx context.Context) int {
 	items, err := st.q.Claim(ctx, st.r.consumer, st.r.concurrency(), st.r.lease)
 	if err != nil {
 		if ctx.Err() == nil {
-			st.r.logger.Error("claiming batch lines", zap.Error(err))
+			st.r.logError("claiming batch lines", err)
 		}
 		return 0
 	}
