@@ -30,6 +30,7 @@ type batchSite struct {
 	up        *recordingUpstream
 	caddyfile string
 	accessLog string
+	dir       string // the store's
 }
 
 func newBatchSite(t *testing.T, sim simulator.Config, llama, qwen, gateway string) *batchSite {
@@ -42,7 +43,7 @@ func newBatchSite(t *testing.T, sim simulator.Config, llama, qwen, gateway strin
 		return in + strings.ReplaceAll(s, "\n", in)
 	}
 	sim.Models = []string{"demo-llama", "demo-qwen"}
-	s := &batchSite{up: newUpstream(t, sim), port: freePort(t), accessLog: filepath.Join(t.TempDir(), "access.log")}
+	s := &batchSite{up: newUpstream(t, sim), port: freePort(t), accessLog: filepath.Join(t.TempDir(), "access.log"), dir: t.TempDir()}
 	s.caddyfile = globalOptions + fmt.Sprintf(`
 :%d {
 	log {
@@ -77,7 +78,7 @@ func newBatchSite(t *testing.T, sim simulator.Config, llama, qwen, gateway strin
 	}
 }
 `, s.port, s.accessLog, policy.FormatHash(policy.HashSecret(secretAll)), policy.FormatHash(policy.HashSecret(secretQwen)),
-		s.up.addr(), indent(llama, 4), s.up.addr(), indent(qwen, 4), t.TempDir(), indent(gateway, 3))
+		s.up.addr(), indent(llama, 4), s.up.addr(), indent(qwen, 4), s.dir, indent(gateway, 3))
 	startCaddy(t, s.caddyfile)
 	return s
 }

@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/anthropics/anthropic-sdk-go/v2"
+	"github.com/caddyserver/caddy/v2"
 	"github.com/openai/openai-go/v3"
 	"github.com/tidwall/gjson"
 
@@ -18,6 +20,7 @@ import (
 	"github.com/caddyai/gateway/caddymodule"
 	"github.com/caddyai/gateway/policy"
 	"github.com/caddyai/gateway/simulator"
+	"github.com/caddyai/gateway/store"
 )
 
 // results_url is absolute to the gateway: the request's scheme and host, X-Forwarded-Proto
@@ -369,4 +372,63 @@ func TestBatchesStoreUnavailable(t *testing.T) {
 	if _, err := c.Models.List(ctx); err != nil {
 		t.Errorf("models with the store down: %v", err)
 	}
+}
+
+// Retention: an OpenAI batch is kept batches.retention from its creation, a message batch and
+// its results batches.results_retention; output and error files expire output_expiry after they
+// are written, or as output_expires_after says.
+func TestBatchRetention(t *testing.T) {
+	s := newBatchSite(t, simulator.Config{}, "", "", "batches {\n\tretention 48h\n\toutput_expiry 26h\n\tresults_retention 30h\n}")
+	c := filesClient(s.port, secretAll)
+	ctx := context.Background()
+	near := func(what string, got, want int64) {
+		t.Helper()
+		if got < want-5 || got > want+5 {
+			t.Errorf("%s: %d, want %d (±5 s)", what, got, want)
+		}
+	}
+	f := uploadBatch(t, c, "in.jsonl", chatLines("demo-llama", 1))
+	b := waitBatch(t, c, newBatch(t, c, f.ID).ID)
+	out, err := c.Files.Get(ctx, b.OutputFileID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	near("output file expires_at", out.ExpiresAt, b.CompletedAt+26*3600)
+
+	b2, err := c.Batches.New(ctx, openai.BatchNewParams{InputFileID: f.ID, Endpoint: openai.BatchNewParamsEndpointV1ChatCompletions,
+		CompletionWindow:   openai.BatchNewParamsCompletionWindow24h,
+		OutputExpiresAfter: openai.BatchNewParamsOutputExpiresAfter{Seconds: 7200}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b2 = waitBatch(t, c, b2.ID)
+	if out, err = c.Files.Get(ctx, b2.OutputFileID); err != nil {
+		t.Fatal(err)
+	}
+	near("output_expires_after 7200", out.ExpiresAt, b2.CompletedAt+7200)
+
+	mc := msgClient(s.port, secretAll)
+	m, err := mc.Messages.Batches.New(ctx, anthropic.MessageBatchNewParams{Requests: msgRequests("demo-llama", 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitMsgBatch(t, mc, m.ID)
+
+	if err := caddy.Stop(); err != nil { // the bolt file is free once the store is closed
+		t.Fatal(err)
+	}
+	objs, err := store.OpenBolt(filepath.Join(s.dir, "store.db"), store.BoltOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer objs.Close()
+	rec, err := objs.Get(ctx, "batch", "all", b.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	near("batch record expiry", rec.ExpiresAt.Unix(), b.CreatedAt+48*3600)
+	if rec, err = objs.Get(ctx, "msg_batch", "all", m.ID); err != nil {
+		t.Fatal(err)
+	}
+	near("message batch record expiry", rec.ExpiresAt.Unix(), m.CreatedAt.Unix()+30*3600)
 }
