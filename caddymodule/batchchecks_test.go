@@ -406,6 +406,15 @@ func TestBatchRetention(t *testing.T) {
 		t.Fatal(err)
 	}
 	near("output_expires_after 7200", out.ExpiresAt, b2.CompletedAt+7200)
+	// paging as the SDK does it, one batch a page: newest first, then after=<last id>
+	var ids []string
+	iter := c.Batches.ListAutoPaging(ctx, openai.BatchListParams{Limit: openai.Int(1)})
+	for iter.Next() {
+		ids = append(ids, iter.Current().ID)
+	}
+	if err := iter.Err(); err != nil || len(ids) != 2 || ids[0] != b2.ID || ids[1] != b.ID {
+		t.Errorf("paged list: %v %v", ids, err)
+	}
 
 	mc := msgClient(s.port, secretAll)
 	m, err := mc.Messages.Batches.New(ctx, anthropic.MessageBatchNewParams{Requests: msgRequests("demo-llama", 1)})
