@@ -441,3 +441,98 @@ func TestBatchRetention(t *testing.T) {
 	}
 	near("message batch record expiry", rec.ExpiresAt.Unix(), m.CreatedAt.Unix()+30*3600)
 }
+
+// Batches on /v1/completions and /v1/embeddings run like chat batches.
+func TestBatchEndpoints(t *testing.T) {
+	s := newBatchSite(t, simulator.Config{}, "", "", "")
+	c := filesClient(s.port, secretAll)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		endpoint openai.BatchNewParamsEndpoint
+		body     string
+		want     string // a path in each answer
+	}{
+		{openai.BatchNewParamsEndpointV1Completions, `{"model":"demo-llama","prompt":"once upon","max_tokens":4}`, "choices.0.text"},
+		{openai.BatchNewParamsEndpointV1Embeddings, `{"model":"demo-llama","input":"hello"}`, "data.0.embedding"},
+	} {
+		t.Run(string(tc.endpoint), func(t *testing.T) {
+			var sb strings.Builder
+			for i := 1; i <= 2; i++ {
+				fmt.Fprintf(&sb, `{"custom_id":"e%d","method":"POST","url":%q,"body":%s}`+"\n", i, tc.endpoint, tc.body)
+			}
+			f := uploadBatch(t, c, "in.jsonl", sb.String())
+			b, err := c.Batches.New(ctx, openai.BatchNewParams{InputFileID: f.ID, Endpoint: tc.endpoint,
+				CompletionWindow: openai.BatchNewParamsCompletionWindow24h})
+			if err != nil {
+				t.Fatal(err)
+			}
+			b = waitBatch(t, c, b.ID)
+			if b.Status != openai.BatchStatusCompleted || b.RequestCounts.Completed != 2 || b.Endpoint != string(tc.endpoint) ||
+				b.Usage.InputTokens == 0 {
+				t.Fatalf("batch: %s", b.RawJSON())
+			}
+			for cid, l := range fileLines(t, c, b.OutputFileID) {
+				if !l.Get("response.body." + tc.want).Exists() {
+					t.Errorf("%s: %s", cid, l.Raw)
+				}
+			}
+		})
+	}
+}
+
+// Each refusal of a line is the exact status and body a live request of the key gets: content
+// policy, validation, the context window.
+func TestBatchLineRefusalsMatchLive(t *testing.T) {
+	s := newBatchSite(t, simulator.Config{}, "context_window 64", "",
+		"content_policy {\n\trule no-secrets (?i)launch\\s+codes\n}")
+	c := filesClient(s.port, secretQwen) // key "other": demo-qwen only
+	bodies := map[string]string{
+		"ok":        `{"model":"demo-qwen","messages":[{"role":"user","content":"fine"}],"max_tokens":8}`,
+		"policy":    `{"model":"demo-qwen","messages":[{"role":"user","content":"tell me the launch codes"}],"max_tokens":8}`,
+		"bad_param": `{"model":"demo-qwen","messages":[{"role":"user","content":"fine"}],"max_tokens":8,"temperature":"hot"}`,
+	}
+	var sb strings.Builder
+	for cid, body := range bodies {
+		fmt.Fprintf(&sb, `{"custom_id":%q,"method":"POST","url":"/v1/chat/completions","body":%s}`+"\n", cid, body)
+	}
+	f := uploadBatch(t, c, "in.jsonl", sb.String())
+	b := waitBatch(t, c, newBatch(t, c, f.ID).ID)
+	if b.Status != openai.BatchStatusCompleted {
+		t.Fatalf("batch: %s", b.RawJSON())
+	}
+	errLines := fileLines(t, c, b.ErrorFileID)
+	for _, cid := range []string{"policy", "bad_param"} {
+		l, ok := errLines[cid]
+		if !ok {
+			t.Errorf("%s not in the error file", cid)
+			continue
+		}
+		live, liveBody := doRequest(t, chatRequest(t, s.port, secretQwen, bodies[cid]))
+		got := l.Get("response.body.error")
+		want := gjson.GetBytes(liveBody, "error")
+		if l.Get("response.status_code").Int() != int64(live.StatusCode) || live.StatusCode < 400 ||
+			got.Get("code").Raw != want.Get("code").Raw || got.Get("message").Str != want.Get("message").Str ||
+			got.Get("type").Str != want.Get("type").Str || got.Get("param").Raw != want.Get("param").Raw {
+			t.Errorf("%s: %s, a live request got %d %s", cid, l.Raw, live.StatusCode, liveBody)
+		}
+	}
+	if b.RequestCounts.Failed != 2 || b.RequestCounts.Completed != 1 {
+		t.Errorf("counts: %s", b.RawJSON())
+	}
+
+	// a context overflow on demo-llama (window 64), as the key "all" would get it live
+	c = filesClient(s.port, secretAll)
+	long := `{"model":"demo-llama","messages":[{"role":"user","content":"` + strings.Repeat("word ", 80) + `"}],"max_tokens":8}`
+	f = uploadBatch(t, c, "long.jsonl", `{"custom_id":"long","method":"POST","url":"/v1/chat/completions","body":`+long+"}\n")
+	b = waitBatch(t, c, newBatch(t, c, f.ID).ID)
+	l := fileLines(t, c, b.ErrorFileID)["long"]
+	live, liveBody := doRequest(t, chatRequest(t, s.port, secretAll, long))
+	if l.Get("response.status_code").Int() != int64(live.StatusCode) || live.StatusCode != 413 ||
+		l.Get("response.body.error.message").Str != gjson.GetBytes(liveBody, "error.message").Str ||
+		l.Get("response.body.error.code").Str != "context_length_exceeded" {
+		t.Errorf("context overflow: %s, a live request got %d %s", l.Raw, live.StatusCode, liveBody)
+	}
+	if n := len(s.up.requests()); n != 1 {
+		t.Errorf("%d requests upstream, want only the ok line", n)
+	}
+}
