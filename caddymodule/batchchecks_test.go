@@ -536,3 +536,38 @@ func TestBatchLineRefusalsMatchLive(t *testing.T) {
 		t.Errorf("%d requests upstream, want only the ok line", n)
 	}
 }
+
+// With ai_least_load, batch lines go to the least-loaded host like every request.
+func TestBatchLinesLeastLoad(t *testing.T) {
+	sim := simulator.Config{TTFT: 300 * time.Millisecond, Models: []string{"demo-llama"}}
+	a, b := newUpstream(t, sim), newUpstream(t, sim)
+	port := freePort(t)
+	startCaddy(t, globalOptions+fmt.Sprintf(`
+:%d {
+	ai_gateway {
+		key %s {
+			id all
+		}
+		model demo-llama {
+			upstream %s %s
+		}
+		storage {
+			dir %s
+		}
+	}
+	reverse_proxy {
+		dynamic ai_gateway
+		lb_policy ai_least_load
+	}
+}
+`, port, policy.FormatHash(policy.HashSecret(secretAll)), a.addr(), b.addr(), t.TempDir()))
+	c := filesClient(port, secretAll)
+	f := uploadBatch(t, c, "in.jsonl", chatLines("demo-llama", 8))
+	got := waitBatch(t, c, newBatch(t, c, f.ID).ID)
+	if got.Status != openai.BatchStatusCompleted || got.RequestCounts.Completed != 8 {
+		t.Fatalf("batch: %s", got.RawJSON())
+	}
+	if na, nb := len(a.requests()), len(b.requests()); na != 4 || nb != 4 {
+		t.Errorf("lines per host: %d and %d, want 4 and 4 (8 lines in flight at once)", na, nb)
+	}
+}
