@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -569,5 +570,54 @@ func TestBatchLinesLeastLoad(t *testing.T) {
 	}
 	if na, nb := len(a.requests()), len(b.requests()); na != 4 || nb != 4 {
 		t.Errorf("lines per host: %d and %d, want 4 and 4 (8 lines in flight at once)", na, nb)
+	}
+}
+
+// A file store that cannot be written (its directory replaced by a file, as a full or failed
+// disk refuses writes) gives 503 with Retry-After on upload and keeps nothing half made; a batch
+// created meanwhile waits, and completes with whole files once the disk is back.
+func TestBatchDiskFailure(t *testing.T) {
+	s := newBatchSite(t, simulator.Config{}, "", "", "")
+	c := filesClient(s.port, secretAll)
+	ctx := context.Background()
+	f := uploadBatch(t, c, "in.jsonl", chatLines("demo-llama", 3))
+	files, aside := filepath.Join(s.dir, "files"), filepath.Join(s.dir, "files.aside")
+	if err := os.Rename(files, aside); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(files, []byte("not a directory"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := c.Files.New(ctx, openai.FileNewParams{File: openai.File(strings.NewReader(batchJSONL), "x.jsonl", "application/jsonl"),
+		Purpose: openai.FilePurposeBatch})
+	var apiErr *openai.Error
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != 503 || apiErr.Code != "store_unavailable" || apiErr.Response.Header.Get("Retry-After") == "" {
+		t.Fatalf("upload to a broken disk: want 503 store_unavailable with Retry-After, got %v", err)
+	}
+	page, err := c.Files.List(ctx, openai.FileListParams{})
+	if err != nil || len(page.Data) != 1 || page.Data[0].ID != f.ID {
+		t.Fatalf("files after the failed upload: %v %s", err, page.RawJSON())
+	}
+	b := newBatch(t, c, f.ID)
+	time.Sleep(600 * time.Millisecond) // ticks of the runner: it cannot read the input
+	got, err := c.Batches.Get(ctx, b.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Status != openai.BatchStatusValidating || got.OutputFileID != "" {
+		t.Fatalf("a batch on a broken disk: %s", got.RawJSON())
+	}
+	if err := os.Remove(files); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(aside, files); err != nil {
+		t.Fatal(err)
+	}
+	got = waitBatch(t, c, b.ID)
+	if got.Status != openai.BatchStatusCompleted || got.RequestCounts.Completed != 3 {
+		t.Fatalf("after the disk came back: %s", got.RawJSON())
+	}
+	if lines := fileLines(t, c, got.OutputFileID); len(lines) != 3 {
+		t.Errorf("%d output lines, want 3", len(lines))
 	}
 }
