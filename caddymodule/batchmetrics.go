@@ -167,7 +167,7 @@ const storeErrorLogEvery = time.Minute
 
 // logError logs an error of the runner; store.ErrUnavailable at most once per
 // storeErrorLogEvery.
-func (r *batchRunner) logError(msg string, err error) {
+func (r *batchRunner) logError(msg string, err error, fields ...zap.Field) {
 	if errors.Is(err, store.ErrUnavailable) {
 		now := time.Now().UnixNano()
 		last := r.storeLogged.Load()
@@ -176,5 +176,5 @@ func (r *batchRunner) logError(msg string, err error) {
 		}
 		msg += " (the store is unavailable; logged once a minute while it lasts)"
 	}
-	r.logger.Error(msg, zap.Error(err))
+	r.logger.Error(msg, append(fields, zap.Error(err))...)
 }

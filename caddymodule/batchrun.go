@@ -186,7 +186,7 @@ func (st *runState) advance(ctx context.Context) {
 			after = rec.ID
 			owner, created := blobRecordOf(rec.Data)
 			if err := st.step(ctx, owner, rec.ID, created); err != nil && ctx.Err() == nil {
-				st.r.logError("running batch "+rec.ID, err)
+				st.r.logError("running a batch", err, zap.String("batch_id", rec.ID))
 			}
 		}
 		if !page.HasMore {
