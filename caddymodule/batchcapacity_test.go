@@ -306,3 +306,38 @@ func TestBatchMetrics(t *testing.T) {
 			s.metric(t, `caddy_ai_gateway_batches{api="anthropic",status="in_progress"}`) == 0
 	})
 }
+
+// A message batch waits for spare capacity like an OpenAI batch: no request is sent while a live
+// one holds the model's only slot, and the batch goes on within about a second once it is free
+// (a deferral is no failure: no backoff, whatever the envelope).
+func TestMessageBatchWaitsForSpareCapacity(t *testing.T) {
+	s := newBatchSite(t, simulator.Config{}, "max_concurrent 1\nqueue 4", "", "")
+	done := make(chan time.Time, 1)
+	go func() {
+		req := chatRequest(t, s.port, secretAll, `{"model":"demo-llama","messages":[{"role":"user","content":"hi"}]}`)
+		req.Header.Set(simulator.FaultHeader, "kind=stall;delay=3500ms") // holds the slot 3.5 s
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		done <- time.Now()
+	}()
+	waitFor(t, "the live request upstream", 5*time.Second, func() bool { return len(s.up.requests()) == 1 })
+	mc := msgClient(s.port, secretAll)
+	m, err := mc.Messages.Batches.New(context.Background(), anthropic.MessageBatchNewParams{Requests: msgRequests("demo-llama", 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	freed := <-done
+	if n := len(s.up.requests()); n != 1 {
+		t.Fatalf("%d requests upstream while the live one held the slot", n)
+	}
+	waitFor(t, "the batch's request upstream", 10*time.Second, func() bool { return len(s.up.requests()) == 2 })
+	if d := time.Since(freed); d > 2*time.Second {
+		t.Errorf("the batch's request went %v after the slot was free, want about a second", d)
+	}
+	if n := s.metric(t, `caddy_ai_gateway_batch_lines_total{model="demo-llama",outcome="deferred"}`); n < 1 {
+		t.Errorf("deferred %v", n)
+	}
+	waitMsgBatch(t, mc, m.ID)
+}

@@ -29,6 +29,9 @@ type batchLineCtxKey struct{}
 // batchLine is the identity of a request the batch runner makes for a line.
 type batchLine struct {
 	keyID, batchID, customID string
+	// deferred is set by the pipeline when it put the line off for want of spare capacity
+	// (whatever the envelope of the answer: the Anthropic one has no error code).
+	deferred bool
 }
 
 // batchLineOf returns the batch line a request runs, or nil for a client's request.
@@ -67,7 +70,8 @@ func sendLine(ctx context.Context, ln lineRequest) (ans lineAnswer) {
 	if host == "" {
 		host = "localhost"
 	}
-	ctx = context.WithValue(ctx, batchLineCtxKey{}, &batchLine{keyID: ln.Owner, batchID: ln.BatchID, customID: ln.CustomID})
+	line := &batchLine{keyID: ln.Owner, batchID: ln.BatchID, customID: ln.CustomID}
+	ctx = context.WithValue(ctx, batchLineCtxKey{}, line)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+host+ln.Run.Prefix+ln.Endpoint, bytes.NewReader(ln.Body))
 	if err != nil {
 		return lineAnswer{Err: err}
@@ -84,7 +88,7 @@ func sendLine(ctx context.Context, ln lineRequest) (ans lineAnswer) {
 		return lineAnswer{Err: ctx.Err()} // stopped before anything was answered
 	}
 	return lineAnswer{Status: rec.Code, Body: rec.Body.Bytes(), RequestID: rec.Header().Get("X-Request-Id"),
-		RetryAfter: lineRetryAfter(rec.Header())}
+		RetryAfter: lineRetryAfter(rec.Header()), Deferred: line.deferred}
 }
 
 // lineServer finds the named server of the running config (the only one when the name is
@@ -151,7 +155,7 @@ func (g *Gateway) recordBatchLine(ex *exchange, model string) {
 	case ex.status >= 200 && ex.status < 300:
 		outcome = "done"
 	case ex.reject == codeBatchDeferred:
-		outcome = "deferred"
+		outcome, ex.batchLine.deferred = "deferred", true
 		caddyhttp.SetVar(ex.r.Context(), caddyhttp.LogLevelVar, "debug")
 	case transient(lineAnswer{Status: ex.status}):
 		outcome = "retried"

@@ -68,6 +68,9 @@ type lineAnswer struct {
 	RequestID  string
 	RetryAfter time.Duration
 	Err        error
+	// Deferred: the line was put off for want of spare capacity, the model's batch cap or its
+	// dispatch rate, and never sent.
+	Deferred bool
 }
 
 // Runner defaults.
@@ -460,7 +463,7 @@ func (st *runState) runLine(ctx context.Context, it store.Item) error {
 	if transient(ans) {
 		delay := min(time.Second<<min(it.Deliveries-1, 6), batchMaxBackoff)
 		switch {
-		case gjson.GetBytes(ans.Body, "error.code").Str == codeBatchDeferred:
+		case ans.Deferred:
 			// waiting for spare capacity or the dispatch rate is not a failure: no backoff
 			delay = cmp.Or(min(ans.RetryAfter, batchMaxBackoff), batchDeferRetry)
 			st.deferred.Add(1)
