@@ -234,7 +234,7 @@ func TestBatchModelCapAndRate(t *testing.T) {
 	for i := 1; i < len(paced); i++ {
 		// burst 1: each line waits for its turn, 200 ms after the one before (a little less:
 		// the upstream sees it a moment after its turn came)
-		if gap := paced[i].At.Sub(paced[i-1].At); gap < 150*time.Millisecond {
+		if gap := paced[i].At.Sub(paced[i-1].At); gap < 100*time.Millisecond {
 			t.Errorf("line %d reached the upstream %v after the one before, want about 200ms", i+1, gap)
 		}
 	}
