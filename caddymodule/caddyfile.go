@@ -69,6 +69,11 @@ func parseHandler[T any, PT interface {
 //	        sunset <RFC 3339 time>
 //	        deprecation_link <url>
 //	        serve_after_sunset
+//	        batch {
+//	            max_concurrent <n>
+//	            rate <n>/s|m|h
+//	            priority <n>
+//	        }
 //	    }
 //	    max_body <size>
 //	    anthropic_versions <version>...
@@ -118,6 +123,15 @@ func parseHandler[T any, PT interface {
 //	    system_prompt_mode prepend|replace
 //	    max_tokens_field max_tokens|max_completion_tokens
 //	    metrics_key_id
+//	    storage { dir <path>; store bolt|redis <url>; redis_prefix <prefix> }
+//	    files { max_bytes <size>; max_lines <n>; batch_expiry <duration> }
+//	    batches {
+//	        public_url <url>
+//	        workers <n>
+//	        retention <duration>
+//	        output_expiry <duration>
+//	        results_retention <duration>
+//	    }
 //	}
 //
 // <secret> is sha256:<hex>, a placeholder such as {env.KEY}, or a literal: the adapter warns and
@@ -187,6 +201,8 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			g.Storage, err = parseStorage(d)
 		case "files":
 			g.Files, err = parseFiles(d)
+		case "batches":
+			g.Batches, err = parseBatches(d)
 		default:
 			var handled bool
 			if handled, err = parseRewrite(d, name, &g.RewriteConfig); err == nil && !handled {
@@ -342,6 +358,8 @@ func parseModelBlock(d *caddyfile.Dispenser) (ModelConfig, error) {
 		case "serve_after_sunset":
 			err = noArgs(d)
 			m.ServeAfterSunset = true
+		case "batch":
+			m.Batch, err = parseBatchModel(d)
 		default:
 			var handled bool
 			if handled, err = parseRewrite(d, name, &m.RewriteConfig); err == nil && !handled {

@@ -63,6 +63,9 @@ type ModelConfig struct {
 	// Limits are the model's rate limits, summed over all keys. The model's max_concurrent is
 	// its admission gate: requests past it wait in the queue (see Queue), then get 503.
 	ratelimit.Limits
+	// Batch bounds the model's batch lines: a cap on those in flight, a dispatch rate and a
+	// priority for vLLM's priority scheduling. Optional.
+	Batch *BatchModelConfig `json:"batch,omitempty"`
 }
 
 // ContentPolicyConfig lists the content rules: RE2 regular expressions (linear time) applied to

@@ -82,6 +82,7 @@ type modelRoute struct {
 	chat          *tokens.ChatCounter
 	rewriter      *policy.Rewriter
 	gate          *routing.Admission // nil without max_concurrent
+	batch         *batchModel        // nil without a batch block
 	cacheOff      bool
 	cache         cache.Policy // the model's own cache settings, over the gateway's
 	fallbacks     []*modelRoute

@@ -82,6 +82,9 @@ type Gateway struct {
 	Storage *StorageConfig `json:"storage,omitempty"`
 	// Files bounds the Files API (/v1/files): file size, lines of a batch file, default expiry.
 	Files *FilesConfig `json:"files,omitempty"`
+	// Batches configures the batch runner and the Batches and Message Batches APIs: the public
+	// URL of results_url, the lines run at once, how long batches and their files are kept.
+	Batches *BatchesConfig `json:"batches,omitempty"`
 	// MetricsKeyID adds the key id as a label of the requests and tokens metrics. Off by
 	// default: with many keys it makes many series.
 	MetricsKeyID bool `json:"metrics_key_id,omitempty"`
@@ -101,6 +104,7 @@ type Gateway struct {
 	backendKey       string
 	backend          *backendHandle
 	admissionKeys    []string
+	batchModelKeys   []string
 	globalLimits     ratelimit.Limits
 	metrics          *gatewayMetrics
 	memo             *tokens.Memo
@@ -148,6 +152,9 @@ func (g *Gateway) Cleanup() error {
 	}
 	for _, key := range g.admissionKeys {
 		release(admissionPool, key, "admission gate")
+	}
+	for _, key := range g.batchModelKeys {
+		release(batchModelPool, key, "batch state")
 	}
 	if g.storeKey != "" {
 		release(storePool, g.storeKey, "rate limit store")

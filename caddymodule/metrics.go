@@ -29,6 +29,7 @@ type gatewayMetrics struct {
 	batchTokens    *prometheus.CounterVec // model, kind
 
 	queueWait *prometheus.HistogramVec // model, outcome: admitted, refused
+	batch          batchCollectors        // the batch runner's (batchmetrics.go)
 }
 
 const (
@@ -77,13 +78,15 @@ func newGatewayMetrics() *gatewayMetrics {
 				"not counted), partial (counting stopped once the window or the tokens left were passed), exact.")), []string{"model", "how"}),
 		batchLines: prometheus.NewCounterVec(prometheus.CounterOpts(opts("batch_lines_total",
 			"Batch lines run through the gateway, by model and outcome: done (2xx, in the output file), failed (refused, in the "+
-				"error file), retried (deferred for spare capacity, rate limited, overloaded or unreachable; sent again later).")),
+				"error file), deferred (no spare capacity, the batch cap or dispatch rate: not sent, tried again shortly), retried "+
+				"(rate limited, overloaded or unreachable; sent again later).")),
 			[]string{"model", "outcome"}),
 		batchTokens: prometheus.NewCounterVec(prometheus.CounterOpts(opts("batch_tokens_total",
 			"Tokens of batch lines by model and kind (prompt, completion); also counted in tokens_total.")), []string{"model", "kind"}),
 		queueWait: prometheus.NewHistogramVec(hist("queue_wait_seconds",
 			"Time requests spent in a model's admission gate (max_concurrent, queue), by outcome: admitted or refused (queue full, "+
 				"timed out, client gone).", latency), []string{"model", "outcome"}),
+		batch: newBatchCollectors(),
 	}
 }
 
@@ -143,8 +146,10 @@ func (m *gatewayMetrics) register(reg prometheus.Registerer) error {
 	if m.batchTokens, err = registerOrReuse(reg, m.batchTokens); err != nil {
 		return err
 	}
-	m.queueWait, err = registerOrReuse(reg, m.queueWait)
-	return err
+	if m.queueWait, err = registerOrReuse(reg, m.queueWait); err != nil {
+		return err
+	}
+	return m.batch.register(reg)
 }
 
 // registerCountingEstimates exports how many long texts were estimated instead of counted

@@ -94,6 +94,9 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 	if err := g.provisionStorage(repl); err != nil {
 		return err
 	}
+	if err := g.provisionBatches(repl); err != nil {
+		return err
+	}
 	table := inline
 	if g.KeysFile != "" {
 		kf := &policy.KeyFile{Path: g.KeysFile}
@@ -208,6 +211,9 @@ func (g *Gateway) provisionModels(repl *caddy.Replacer) error {
 		if err := g.provisionAdmission(route, mc); err != nil {
 			return fmt.Errorf("model %q: %w", mc.Name, err)
 		}
+		if err := g.provisionBatchModel(route, mc); err != nil {
+			return fmt.Errorf("model %q: %w", mc.Name, err)
+		}
 		models = append(models, m)
 		routes[m] = route
 	}
@@ -291,7 +297,10 @@ func (g *Gateway) Validate() error {
 	if g.RateLimit.DefaultMaxTokens < 0 {
 		return errors.New("rate_limit: default_max_tokens must not be negative")
 	}
-	return g.validateStorage()
+	if err := g.validateStorage(); err != nil {
+		return err
+	}
+	return g.validateBatches()
 }
 
 // logPanic, deferred at the top of a background goroutine, recovers a panic and logs it with the

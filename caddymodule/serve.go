@@ -247,7 +247,9 @@ func (g *Gateway) record(ex *exchange, repl *caddy.Replacer) {
 		keyID = ex.keyID()
 	}
 	status := ex.status
-	g.metrics.requests.WithLabelValues(model, strconv.Itoa(status), ex.reject, keyID).Inc()
+	if ex.reject != codeBatchDeferred { // a batch line put off for spare capacity is no request yet
+		g.metrics.requests.WithLabelValues(model, strconv.Itoa(status), ex.reject, keyID).Inc()
+	}
 	if ex.usage.PromptTokens > 0 {
 		g.metrics.tokens.WithLabelValues(model, "prompt", keyID).Add(float64(ex.usage.PromptTokens))
 	}
@@ -334,6 +336,11 @@ func (g *Gateway) admit(ex *exchange, r *http.Request) *wire.Error {
 	}
 	if werr := g.resolveModel(ex); werr != nil {
 		return werr
+	}
+	if ex.batchLine != nil {
+		if werr := g.admitBatchLine(r.Context(), ex); werr != nil {
+			return werr
+		}
 	}
 	if g.content != nil {
 		if werr := g.content.Check(ex.endpoint, ex.body.bytes()); werr != nil {
@@ -555,6 +562,9 @@ func (g *Gateway) handOff(ex *exchange, r *http.Request) *wire.Error {
 	if up := ex.route.model.Upstream(); up != ex.bodyModel {
 		out, err = sjson.SetBytes(out, "model", up)
 		ex.bodyModel = up
+	}
+	if p := ex.batchPriority(); err == nil && p != 0 {
+		out, err = sjson.SetBytes(out, "priority", p) // for vLLM's priority scheduling
 	}
 	if err == nil && ex.stream && !ex.info.IncludeUsage && ex.spec.InjectStreamUsage {
 		// ask for the usage chunk upstream; the tap removes it from what the client sees
