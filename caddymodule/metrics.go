@@ -29,7 +29,7 @@ type gatewayMetrics struct {
 	batchTokens    *prometheus.CounterVec // model, kind
 
 	queueWait *prometheus.HistogramVec // model, outcome: admitted, refused
-	batch          batchCollectors        // the batch runner's (batchmetrics.go)
+	batch     batchCollectors          // the batch runner's (batchmetrics.go)
 }
 
 const (
