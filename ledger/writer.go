@@ -1,0 +1,172 @@
+package ledger
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyai/gateway/store"
+)
+
+// WriterOptions configure a Writer.
+type WriterOptions struct {
+	// Interval is how often what was recorded is written. 0 writes as soon as something is
+	// recorded (what one write does not take waits for the next, so writes batch themselves
+	// under load): for Redis, where a killed instance then loses only what it had not yet
+	// sent. The embedded store syncs every write to disk and wants 1s: a crash loses at most
+	// the last interval.
+	Interval time.Duration
+	// OnError is told of every failed write (whose increments are kept for the next one).
+	OnError func(error)
+}
+
+// Writer adds recorded entries to the store's counters off the request path: Record merges an
+// entry into the pending totals under a mutex (no I/O), and Run writes them in one Add per
+// interval. A failed write keeps its increments for the next one, so a store that is down for
+// a while loses nothing the process outlives.
+type Writer struct {
+	open     func() (store.Counters, error)
+	interval time.Duration
+	onError  func(error)
+
+	mu      sync.Mutex
+	pending map[string]*pendingRow
+	wake    chan struct{}
+	done    chan struct{}
+
+	recorded, written atomic.Int64
+}
+
+type pendingRow struct {
+	budget bool // a b| row: only requests, tokens and cost
+	u      Usage
+}
+
+// NewWriter returns a writer to the counters open returns (called at each write until it
+// succeeds, so the store may open lazily).
+func NewWriter(open func() (store.Counters, error), opts WriterOptions) *Writer {
+	return &Writer{open: open, interval: opts.Interval, onError: opts.OnError, pending: map[string]*pendingRow{},
+		wake: make(chan struct{}, 1), done: make(chan struct{})}
+}
+
+// Record merges e into the pending totals: its key's and labels' rows of the day, and the budget
+// rows of its key and labels for the day and the month. It never blocks on I/O.
+func (w *Writer) Record(e Entry) {
+	day, month := Day(e.Time), Month(e.Time)
+	w.mu.Lock()
+	w.add(usageRow(day, e.KeyID, e.Model), false, e.Usage)
+	w.add(budgetRow("key:"+e.KeyID, "d"+day), true, e.Usage)
+	w.add(budgetRow("key:"+e.KeyID, "m"+month), true, e.Usage)
+	for _, l := range e.Labels {
+		w.add(labelRow(day, l, e.Model), false, e.Usage)
+		w.add(budgetRow("label:"+l, "d"+day), true, e.Usage)
+		w.add(budgetRow("label:"+l, "m"+month), true, e.Usage)
+	}
+	w.mu.Unlock()
+	w.recorded.Add(1)
+	if w.interval == 0 {
+		select {
+		case w.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (w *Writer) add(row string, budget bool, u Usage) {
+	p := w.pending[row]
+	if p == nil {
+		p = &pendingRow{budget: budget}
+		w.pending[row] = p
+	}
+	p.u.Add(u)
+}
+
+// Recorded and Written count the entries recorded and those whose totals reached the store.
+func (w *Writer) Recorded() int64 { return w.recorded.Load() }
+
+// Written counts the entries whose totals reached the store.
+func (w *Writer) Written() int64 { return w.written.Load() }
+
+// Run writes the pending totals every interval (or when woken) until ctx ends, then writes
+// what is left once more (bounded by final) and returns.
+func (w *Writer) Run(ctx context.Context, final time.Duration) {
+	defer close(w.done)
+	var tick <-chan time.Time
+	if w.interval > 0 {
+		t := time.NewTicker(w.interval)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			fctx, cancel := context.WithTimeout(context.Background(), final)
+			_ = w.Flush(fctx)
+			cancel()
+			return
+		case <-tick:
+		case <-w.wake:
+		}
+		_ = w.Flush(ctx)
+	}
+}
+
+// Done is closed once Run has returned.
+func (w *Writer) Done() <-chan struct{} { return w.done }
+
+// Flush writes the pending totals in one Add. On failure they stay pending (merged with what
+// was recorded meanwhile) and the error is reported and returned.
+func (w *Writer) Flush(ctx context.Context) error {
+	w.mu.Lock()
+	if len(w.pending) == 0 {
+		w.mu.Unlock()
+		return nil
+	}
+	batch, n := w.pending, w.recorded.Load()
+	w.pending = make(map[string]*pendingRow, len(batch))
+	w.mu.Unlock()
+
+	incs := make([]store.Increment, 0, len(batch)*4)
+	for row, p := range batch {
+		if p.budget {
+			incs = appendNonZero(incs, row, "requests", p.u.Requests)
+			incs = appendNonZero(incs, row, "tokens", p.u.TotalTokens())
+			incs = appendNonZero(incs, row, "cost", int64(p.u.CostMicros))
+			continue
+		}
+		vals := p.u.values()
+		for i, f := range usageFields {
+			incs = appendNonZero(incs, row, f, vals[i])
+		}
+	}
+	c, err := w.open()
+	if err == nil {
+		err = c.Add(ctx, incs)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err != nil {
+		for row, p := range batch {
+			q := w.pending[row]
+			if q == nil {
+				w.pending[row] = p
+				continue
+			}
+			q.u.Add(p.u)
+		}
+		if w.onError != nil {
+			w.onError(err)
+		}
+		return err
+	}
+	w.written.Store(n)
+	return nil
+}
+
+func appendNonZero(incs []store.Increment, row, field string, v int64) []store.Increment {
+	if v == 0 {
+		return incs
+	}
+	return append(incs, store.Increment{Row: row, Field: field, By: v})
+}
