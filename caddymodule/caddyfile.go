@@ -69,6 +69,7 @@ func parseHandler[T any, PT interface {
 //	        sunset <RFC 3339 time>
 //	        deprecation_link <url>
 //	        serve_after_sunset
+//	        price { input|cached_input|output|request <amount> }
 //	    }
 //	    max_body <size>
 //	    anthropic_versions <version>...
@@ -118,6 +119,7 @@ func parseHandler[T any, PT interface {
 //	    system_prompt_mode prepend|replace
 //	    max_tokens_field max_tokens|max_completion_tokens
 //	    metrics_key_id
+//	    accounting { ... }                  (see parseAccounting)
 //	}
 //
 // <secret> is sha256:<hex>, a placeholder such as {env.KEY}, or a literal: the adapter warns and
@@ -187,6 +189,8 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			g.Storage, err = parseStorage(d)
 		case "files":
 			g.Files, err = parseFiles(d)
+		case "accounting":
+			g.Accounting, err = parseAccounting(d)
 		default:
 			var handled bool
 			if handled, err = parseRewrite(d, name, &g.RewriteConfig); err == nil && !handled {
@@ -342,6 +346,8 @@ func parseModelBlock(d *caddyfile.Dispenser) (ModelConfig, error) {
 		case "serve_after_sunset":
 			err = noArgs(d)
 			m.ServeAfterSunset = true
+		case "price":
+			m.Price, err = parsePrice(d)
 		default:
 			var handled bool
 			if handled, err = parseRewrite(d, name, &m.RewriteConfig); err == nil && !handled {

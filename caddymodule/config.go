@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"github.com/caddyserver/caddy/v2"
 
+	"github.com/caddyai/gateway/ledger"
 	"github.com/caddyai/gateway/policy"
 	"github.com/caddyai/gateway/ratelimit"
 )
@@ -63,6 +64,10 @@ type ModelConfig struct {
 	// Limits are the model's rate limits, summed over all keys. The model's max_concurrent is
 	// its admission gate: requests past it wait in the queue (see Queue), then get 503.
 	ratelimit.Limits
+	// Price is what the model costs per million input, cached-input and output tokens and per
+	// request, in the accounting currency (decimals, kept exactly in micro-units). Needs
+	// accounting. Default: free.
+	Price *ledger.Price `json:"price,omitempty"`
 }
 
 // ContentPolicyConfig lists the content rules: RE2 regular expressions (linear time) applied to

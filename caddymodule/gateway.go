@@ -85,6 +85,9 @@ type Gateway struct {
 	// MetricsKeyID adds the key id as a label of the requests and tokens metrics. Off by
 	// default: with many keys it makes many series.
 	MetricsKeyID bool `json:"metrics_key_id,omitempty"`
+	// Accounting turns on the usage ledger (per key, label, model and day, in the store), the
+	// budgets, the keys of the admin API and GET /v1/usage. Optional.
+	Accounting *AccountingConfig `json:"accounting,omitempty"`
 
 	versions         *policy.APIVersions
 	content          *policy.ContentPolicy
@@ -99,6 +102,8 @@ type Gateway struct {
 	storeKey         string
 	backendKey       string
 	backend          *backendHandle
+	acct             *accounting
+	keySources       *gatewayKeys
 	admissionKeys    []string
 	globalLimits     ratelimit.Limits
 	metrics          *gatewayMetrics
@@ -147,6 +152,9 @@ func (g *Gateway) Cleanup() error {
 	}
 	if g.storeKey != "" {
 		release(storePool, g.storeKey, "rate limit store")
+	}
+	if g.acct != nil && g.backend != nil {
+		g.backend.unregister(g)
 	}
 	if g.backendKey != "" {
 		release(backendPool, g.backendKey, "file store")

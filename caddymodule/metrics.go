@@ -27,6 +27,9 @@ type gatewayMetrics struct {
 	promptCounts   *prometheus.CounterVec // model, how: bound, lower_bound, partial, exact
 	batchLines     *prometheus.CounterVec // model, outcome: done, failed, retried
 	batchTokens    *prometheus.CounterVec // model, kind
+	cost           *prometheus.CounterVec // model, currency
+	budgetWarnings *prometheus.CounterVec // scope kind, period, dimension
+	budgetRefused  *prometheus.CounterVec // scope kind, period, dimension
 }
 
 const (
@@ -78,6 +81,14 @@ func newGatewayMetrics() *gatewayMetrics {
 			[]string{"model", "outcome"}),
 		batchTokens: prometheus.NewCounterVec(prometheus.CounterOpts(opts("batch_tokens_total",
 			"Tokens of batch lines by model and kind (prompt, completion); also counted in tokens_total.")), []string{"model", "kind"}),
+		cost: prometheus.NewCounterVec(prometheus.CounterOpts(opts("cost_total",
+			"Cost of the requests recorded in the usage ledger, by model, in the accounting currency.")), []string{"model", "currency"}),
+		budgetWarnings: prometheus.NewCounterVec(prometheus.CounterOpts(opts("budget_warnings_total",
+			"Budgets whose warning share was crossed, by scope kind (key, label), period (daily, monthly) and dimension (tokens, spend).")),
+			[]string{"scope", "period", "dimension"}),
+		budgetRefused: prometheus.NewCounterVec(prometheus.CounterOpts(opts("budget_refused_total",
+			"Requests refused with insufficient_quota because a budget was spent, by scope kind, period and dimension.")),
+			[]string{"scope", "period", "dimension"}),
 	}
 }
 
@@ -134,8 +145,10 @@ func (m *gatewayMetrics) register(reg prometheus.Registerer) error {
 	if m.batchLines, err = registerOrReuse(reg, m.batchLines); err != nil {
 		return err
 	}
-	m.batchTokens, err = registerOrReuse(reg, m.batchTokens)
-	return err
+	if m.batchTokens, err = registerOrReuse(reg, m.batchTokens); err != nil {
+		return err
+	}
+	return m.registerAccounting(reg)
 }
 
 // registerCountingEstimates exports how many long texts were estimated instead of counted
@@ -162,4 +175,17 @@ func registerOrReuse[C prometheus.Collector](reg prometheus.Registerer, c C) (C,
 		return c, err
 	}
 	return c, nil
+}
+
+// registerAccounting registers the accounting collectors (cost, budget warnings and refusals).
+func (m *gatewayMetrics) registerAccounting(reg prometheus.Registerer) error {
+	var err error
+	if m.cost, err = registerOrReuse(reg, m.cost); err != nil {
+		return err
+	}
+	if m.budgetWarnings, err = registerOrReuse(reg, m.budgetWarnings); err != nil {
+		return err
+	}
+	m.budgetRefused, err = registerOrReuse(reg, m.budgetRefused)
+	return err
 }

@@ -163,6 +163,7 @@ type backendHandle struct {
 	cancel    context.CancelFunc
 	logger    *zap.Logger
 	runner    *batchRunner
+	acct      handleAccounting // the usage ledger, budgets and admin keys of this store
 
 	mu      sync.Mutex
 	closed  bool
@@ -309,6 +310,7 @@ func (h *backendHandle) Destruct() error {
 	if h.runner != nil {
 		h.runner.stop(runnerStopWait)
 	}
+	h.stopAccounting()
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.closed = true

@@ -131,7 +131,9 @@ func (p Price) cachedInput() Micros {
 }
 
 // IsZero reports whether the model costs nothing.
-func (p Price) IsZero() bool { return p.Input == 0 && p.Output == 0 && p.Request == 0 && p.cachedInput() == 0 }
+func (p Price) IsZero() bool {
+	return p.Input == 0 && p.Output == 0 && p.Request == 0 && p.cachedInput() == 0
+}
 
 // maxTokensPriced bounds the tokens a cost is computed for, keeping tokens x price in int64.
 const maxTokensPriced = 500_000_000
@@ -163,8 +165,37 @@ type Usage struct {
 	CompletionTokens int64 `json:"completion_tokens"`
 	CachedTokens     int64 `json:"cached_tokens"`
 	ReasoningTokens  int64 `json:"reasoning_tokens"`
-	// Cost is in micro-units of the currency (CostMicros) and, for people, as a decimal.
-	CostMicros Micros `json:"cost_micros,string"`
+	// CostMicros is the cost in micro-units of the currency. JSON has it twice: as the
+	// integer cost_micros and, for people, as the decimal string cost.
+	CostMicros Micros `json:"-"`
+}
+
+// usageJSON is Usage as JSON.
+type usageJSON struct {
+	Requests         int64  `json:"requests"`
+	CacheHits        int64  `json:"cache_hits"`
+	PromptTokens     int64  `json:"prompt_tokens"`
+	CompletionTokens int64  `json:"completion_tokens"`
+	CachedTokens     int64  `json:"cached_tokens"`
+	ReasoningTokens  int64  `json:"reasoning_tokens"`
+	CostMicros       int64  `json:"cost_micros"`
+	Cost             string `json:"cost"`
+}
+
+// MarshalJSON writes the usage with its cost as integer micro-units and as a decimal string.
+func (u Usage) MarshalJSON() ([]byte, error) {
+	return json.Marshal(usageJSON{u.Requests, u.CacheHits, u.PromptTokens, u.CompletionTokens, u.CachedTokens, u.ReasoningTokens,
+		int64(u.CostMicros), u.CostMicros.String()})
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (u *Usage) UnmarshalJSON(b []byte) error {
+	var j usageJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	*u = Usage{j.Requests, j.CacheHits, j.PromptTokens, j.CompletionTokens, j.CachedTokens, j.ReasoningTokens, Micros(j.CostMicros)}
+	return nil
 }
 
 // TotalTokens is prompt plus completion tokens.

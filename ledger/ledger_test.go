@@ -110,7 +110,7 @@ func TestWriterTotals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rows) != 2 || rows[0].KeyID != "a" || rows[1].KeyID != "b|x" || rows[0].Requests != 50 || rows[1].CostMicros != 350 {
+	if len(rows) != 2 || rows[0].KeyID != "a" || rows[1].KeyID != "b|x" || rows[0].Usage.Requests != 50 || rows[1].Usage.CostMicros != 350 {
 		t.Fatalf("rows = %+v", rows)
 	}
 	all, _ := Query(ctx, b.Counters(), Filter{})
@@ -118,7 +118,7 @@ func TestWriterTotals(t *testing.T) {
 		t.Fatalf("total = %+v", tot)
 	}
 	lab, _ := Query(ctx, b.Counters(), Filter{Label: "team=ml"})
-	if len(lab) != 1 || lab[0].Label != "team=ml" || lab[0].Requests != 100 {
+	if len(lab) != 1 || lab[0].Label != "team=ml" || lab[0].Usage.Requests != 100 {
 		t.Fatalf("label rows = %+v", lab)
 	}
 	if rows, _ := Query(ctx, b.Counters(), Filter{KeyID: "a", Model: "other"}); len(rows) != 0 {
@@ -141,7 +141,7 @@ func TestWriterRunFlushesOnStop(t *testing.T) {
 	cancel()
 	<-w.Done()
 	rows, _ := Query(ctx, b.Counters(), Filter{})
-	if len(rows) != 1 || rows[0].Requests != 1 {
+	if len(rows) != 1 || rows[0].Usage.Requests != 1 {
 		t.Fatalf("rows = %+v", rows)
 	}
 }

@@ -22,7 +22,7 @@ type Row struct {
 	KeyID string `json:"key_id,omitempty"`
 	Label string `json:"label,omitempty"`
 	Model string `json:"model"`
-	Usage
+	Usage Usage  `json:"usage"`
 }
 
 // Query returns the rows f selects, ordered by day, key (or label), model.
