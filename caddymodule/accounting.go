@@ -94,7 +94,13 @@ type accounting struct {
 	budgets  map[string]ledger.Scope // by scope id (key:<id>, label:<name=value>)
 	ledger   *ledger.Writer
 	budget   *ledger.Budgets
+	// waitLedger: each request waits for its ledger write (Redis); else the embedded ledger
+	// writes once a second, off the request path.
+	waitLedger bool
 }
+
+// ledgerWait bounds how long a request waits for its ledger write to Redis.
+const ledgerWait = 250 * time.Millisecond
 
 // provisionAccounting compiles prices and budgets and takes the store's ledger writer. It does
 // no I/O: the store opens on first use.
@@ -131,7 +137,7 @@ func (g *Gateway) provisionAccounting() error {
 		a.budgets[s.ID] = s
 	}
 	h := g.backend
-	a.ledger = h.ledgerWriter()
+	a.ledger, a.waitLedger = h.ledgerWriter(), h.redisOpts != nil
 	a.budget = ledger.NewBudgets(h.budgetStore(), ledger.BudgetOptions{Now: g.now, OnWarning: func(w ledger.Warning) {
 		g.metrics.budgetWarnings.WithLabelValues(strings.SplitN(w.Scope, ":", 2)[0], w.Period.String(), w.Dimension).Inc()
 		g.logger.Warn("budget warning threshold crossed", zap.String("scope", w.Scope), zap.String("period", w.Period.String()),
@@ -239,7 +245,19 @@ func (g *Gateway) account(ex *exchange, repl *caddy.Replacer) {
 		}
 		slices.Sort(labels)
 	}
-	a.ledger.Record(ledger.Entry{Time: g.now(), KeyID: ex.key.ID, Labels: labels, Model: ex.route.model.Name, Usage: u})
+	e := ledger.Entry{Time: g.now(), KeyID: ex.key.ID, Labels: labels, Model: ex.route.model.Name, Usage: u}
+	if a.waitLedger {
+		// Redis: the increments are in Redis before the handler lets the answer go (one round
+		// trip shared by every request finishing at once), so a killed instance loses nothing
+		// its clients received; a slow Redis holds no request past ledgerWait
+		ctx, cancel := context.WithTimeout(context.Background(), ledgerWait)
+		if err := a.ledger.RecordWait(ctx, e); err != nil {
+			g.logger.Warn("usage ledger write slower than "+ledgerWait.String()+"; it stays pending", zap.String("request_id", ex.requestID))
+		}
+		cancel()
+	} else {
+		a.ledger.Record(e)
+	}
 	cost := u.CostMicros.String()
 	repl.Set(phCost, cost)
 	if u.CostMicros > 0 {

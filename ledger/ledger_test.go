@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -175,5 +176,56 @@ func BenchmarkWriterFlushBolt(b *testing.B) {
 		if err := w.Flush(ctx); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestWriterRecordWait: RecordWait returns once the entry is in the store (group commit of
+// concurrent waiters); with the store down it gives up at the deadline and the entry stays
+// pending for the next write.
+func TestWriterRecordWait(t *testing.T) {
+	b := openBolt(t)
+	var down atomic.Bool
+	w := NewWriter(func() (store.Counters, error) {
+		if down.Load() {
+			return nil, store.ErrUnavailable
+		}
+		return b.Counters(), nil
+	}, WriterOptions{})
+	c, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go w.Run(c, time.Second)
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := w.RecordWait(ctx, Entry{Time: time.Now(), KeyID: "k", Model: "m", Usage: Usage{Requests: 1}}); err != nil {
+				t.Error(err)
+				return
+			}
+		}()
+	}
+	wg.Wait()
+	if rows, _ := Query(ctx, b.Counters(), Filter{}); len(rows) != 1 || rows[0].Usage.Requests != 50 {
+		t.Fatalf("after the waits: %+v", rows)
+	}
+	down.Store(true)
+	short, cancelShort := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancelShort()
+	if err := w.RecordWait(short, Entry{Time: time.Now(), KeyID: "k", Model: "m", Usage: Usage{Requests: 1}}); err == nil {
+		t.Fatal("RecordWait returned nil with the store down")
+	}
+	down.Store(false)
+	w.Record(Entry{Time: time.Now(), KeyID: "k", Model: "m", Usage: Usage{Requests: 1}})
+	waitRows := time.Now().Add(2 * time.Second)
+	for {
+		rows, _ := Query(ctx, b.Counters(), Filter{})
+		if len(rows) == 1 && rows[0].Usage.Requests == 52 {
+			break
+		}
+		if time.Now().After(waitRows) {
+			t.Fatalf("the pending entry was not written: %+v", rows)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

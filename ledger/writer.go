@@ -32,6 +32,8 @@ type Writer struct {
 
 	mu      sync.Mutex
 	pending map[string]*pendingRow
+	seq     int64         // entries recorded
+	flushed chan struct{} // closed (and replaced) by every successful write
 	wake    chan struct{}
 	done    chan struct{}
 
@@ -47,12 +49,36 @@ type pendingRow struct {
 // succeeds, so the store may open lazily).
 func NewWriter(open func() (store.Counters, error), opts WriterOptions) *Writer {
 	return &Writer{open: open, interval: opts.Interval, onError: opts.OnError, pending: map[string]*pendingRow{},
-		wake: make(chan struct{}, 1), done: make(chan struct{})}
+		flushed: make(chan struct{}), wake: make(chan struct{}, 1), done: make(chan struct{})}
 }
 
 // Record merges e into the pending totals: its key's and labels' rows of the day, and the budget
 // rows of its key and labels for the day and the month. It never blocks on I/O.
-func (w *Writer) Record(e Entry) {
+func (w *Writer) Record(e Entry) { w.record(e) }
+
+// RecordWait records e and waits until a write has taken it to the store, or ctx ends (the
+// entry then stays pending for the next write). Writes batch the entries of every request
+// waiting at once (group commit): one store round trip is shared by all of them. With Redis
+// (Interval 0) it makes the ledger hold every answer before the gateway lets it go.
+func (w *Writer) RecordWait(ctx context.Context, e Entry) error {
+	seq := w.record(e)
+	for {
+		w.mu.Lock()
+		if w.written.Load() >= seq {
+			w.mu.Unlock()
+			return nil
+		}
+		ch := w.flushed
+		w.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (w *Writer) record(e Entry) int64 {
 	day, month := Day(e.Time), Month(e.Time)
 	w.mu.Lock()
 	w.add(usageRow(day, e.KeyID, e.Model), false, e.Usage)
@@ -63,6 +89,8 @@ func (w *Writer) Record(e Entry) {
 		w.add(budgetRow("label:"+l, "d"+day), true, e.Usage)
 		w.add(budgetRow("label:"+l, "m"+month), true, e.Usage)
 	}
+	w.seq++
+	seq := w.seq
 	w.mu.Unlock()
 	w.recorded.Add(1)
 	if w.interval == 0 {
@@ -71,6 +99,7 @@ func (w *Writer) Record(e Entry) {
 		default:
 		}
 	}
+	return seq
 }
 
 func (w *Writer) add(row string, budget bool, u Usage) {
@@ -123,7 +152,7 @@ func (w *Writer) Flush(ctx context.Context) error {
 		w.mu.Unlock()
 		return nil
 	}
-	batch, n := w.pending, w.recorded.Load()
+	batch, n := w.pending, w.seq
 	w.pending = make(map[string]*pendingRow, len(batch))
 	w.mu.Unlock()
 
@@ -161,6 +190,8 @@ func (w *Writer) Flush(ctx context.Context) error {
 		return err
 	}
 	w.written.Store(n)
+	close(w.flushed)
+	w.flushed = make(chan struct{})
 	return nil
 }
 
