@@ -358,3 +358,23 @@ func TestAccountingAdminKeys(t *testing.T) {
 		t.Fatal("rotating an unknown key", code)
 	}
 }
+
+// TestAccountingBatchLines: the lines of a batch go through the same exit as live requests and
+// are in the ledger with the tokens the batch reports.
+func TestAccountingBatchLines(t *testing.T) {
+	s := startAccounting(t, "")
+	c := filesClient(s.port, secretTeamA)
+	f := uploadBatch(t, c, "in.jsonl", chatLines("demo-llama", 3))
+	b := waitBatch(t, c, newBatch(t, c, f.ID).ID)
+	if b.Status != openai.BatchStatusCompleted || b.Usage.TotalTokens == 0 {
+		t.Fatalf("batch: %s", b.RawJSON())
+	}
+	var u gjson.Result
+	waitFor(t, "the ledger to be written", 5*time.Second, func() bool {
+		u = s.selfUsage(t, secretTeamA).Get("total")
+		return u.Get("requests").Int() == 3
+	})
+	if u.Get("prompt_tokens").Int()+u.Get("completion_tokens").Int() != b.Usage.TotalTokens || u.Get("cost_micros").Int() == 0 {
+		t.Fatalf("ledger %s, batch usage %s", u.Raw, b.Usage.RawJSON())
+	}
+}
