@@ -96,8 +96,9 @@ func (m *Micros) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// MarshalJSON writes the amount as a JSON number with six decimals.
-func (m Micros) MarshalJSON() ([]byte, error) { return []byte(m.String()), nil }
+// MarshalJSON writes the amount as a string with six decimals ("0.000150"), so that no client
+// reads money through a float.
+func (m Micros) MarshalJSON() ([]byte, error) { return []byte(`"` + m.String() + `"`), nil }
 
 // Price is what a model costs, in the configured currency.
 type Price struct {

@@ -36,7 +36,7 @@ func TestParseMicros(t *testing.T) {
 	if p.Input != 150_000 || *p.CachedInput != 75_000 || p.Output != 600_000 {
 		t.Fatalf("price = %+v", p)
 	}
-	if b, _ := json.Marshal(Micros(1_500)); string(b) != "0.001500" {
+	if b, _ := json.Marshal(Micros(1_500)); string(b) != `"0.001500"` {
 		t.Fatalf("marshal = %s", b)
 	}
 }
