@@ -149,19 +149,28 @@ func (g *Gateway) provisionAccounting() error {
 	return nil
 }
 
-// budgetScopes returns the budgets that apply to the request's key: its own and its labels'.
-func (a *accounting) budgetScopes(k *policy.Key, buf []ledger.Scope) []ledger.Scope {
+// budgetScopes returns the budgets that apply to the request's key: its own and its labels',
+// those set through the admin API replacing the config's of the same scope.
+func (g *Gateway) budgetScopes(k *policy.Key, buf []ledger.Scope) []ledger.Scope {
 	s := buf[:0]
-	if len(a.budgets) == 0 || k == nil {
+	a := g.acct
+	var admin map[string]ledger.Scope
+	if p := g.backend.acct.adminBudgets.Load(); p != nil {
+		admin = *p
+	}
+	if len(a.budgets) == 0 && len(admin) == 0 || k == nil {
 		return s
 	}
-	if b, ok := a.budgets["key:"+k.ID]; ok {
-		s = append(s, b)
-	}
-	for name, v := range k.Labels {
-		if b, ok := a.budgets["label:"+ledger.LabelOf(name, v)]; ok {
+	find := func(id string) {
+		if b, ok := admin[id]; ok {
+			s = append(s, b)
+		} else if b, ok := a.budgets[id]; ok {
 			s = append(s, b)
 		}
+	}
+	find("key:" + k.ID)
+	for name, v := range k.Labels {
+		find("label:" + ledger.LabelOf(name, v))
 	}
 	return s
 }
@@ -175,7 +184,7 @@ func (g *Gateway) admitBudgets(ctx context.Context, ex *exchange) *wire.Error {
 		return nil
 	}
 	var buf [4]ledger.Scope
-	scopes := a.budgetScopes(ex.key, buf[:])
+	scopes := g.budgetScopes(ex.key, buf[:])
 	if len(scopes) == 0 {
 		return nil
 	}

@@ -35,6 +35,10 @@ type handleAccounting struct {
 	loaded  atomic.Bool
 	admin   atomic.Pointer[adminKeys] // nil until loaded
 	version atomic.Int64
+	// budgets are those set through the admin API, by scope id; they replace the config's
+	// budgets of the same scope
+	adminBudgets atomic.Pointer[map[string]ledger.Scope]
+	lastTry      atomic.Int64 // unix ns of the last first-load attempt
 }
 
 // adminKeys are the keys created through the admin API, as the key table holds them, with the
@@ -48,6 +52,7 @@ type adminKeys struct {
 // increments so that every instance notices a change with one read.
 const (
 	kindAdminKey     = "gateway_key"
+	kindAdminBudget  = "gateway_budget"
 	kindAdminVersion = "gateway_keys_version"
 	adminOwner       = "admin"
 	adminVersionID   = "version"
@@ -277,7 +282,17 @@ func (h *backendHandle) refreshAdminKeys(ctx context.Context, force bool) error 
 	if err != nil {
 		return err
 	}
+	budgets, err := listAdminBudgets(ctx, objs)
+	if err != nil {
+		return err
+	}
+	scopes := make(map[string]ledger.Scope, len(budgets))
+	for _, b := range budgets {
+		s := b.scope()
+		scopes[s.ID] = s
+	}
 	a.admin.Store(&adminKeys{table: table, records: recs})
+	a.adminBudgets.Store(&scopes)
 	a.version.Store(v)
 	a.loaded.Store(true)
 	return nil
@@ -338,16 +353,25 @@ func listAdminKeys(ctx context.Context, objs store.Objects) ([]adminKeyRecord, e
 // lookupKey authenticates a secret. With accounting on, the admin API's keys are read on the
 // first unknown secret if they have not been read yet (the first request after a start).
 func (g *Gateway) lookupKey(secret string) (*policy.Key, policy.Status) {
-	key, status := g.keys.Load().Lookup(secret, g.now())
-	if status != policy.KeyUnknown || g.acct == nil || g.backend.acct.loaded.Load() {
-		return key, status
+	if g.acct != nil && !g.backend.acct.loaded.Load() {
+		g.loadAdmin()
+	}
+	return g.keys.Load().Lookup(secret, g.now())
+}
+
+// loadAdmin reads the admin API's keys and budgets for the first time (the first request after
+// a start), at most once a second while the store cannot be read.
+func (g *Gateway) loadAdmin() {
+	a := &g.backend.acct
+	now := time.Now().UnixNano()
+	if last := a.lastTry.Load(); now-last < int64(time.Second) || !a.lastTry.CompareAndSwap(last, now) {
+		return
 	}
 	if err := g.backend.refreshAdminKeys(g.ctx, false); err != nil {
-		g.logger.Error("reading the admin API's keys", zap.Error(err))
-		return key, status
+		g.logger.Error("reading the admin API's keys and budgets", zap.Error(err))
+		return
 	}
 	g.syncKeys()
-	return g.keys.Load().Lookup(secret, g.now())
 }
 
 // gatewayKeys is what a gateway's key table is built from: its inline keys, the keys file's and
@@ -414,4 +438,26 @@ func (g *Gateway) syncKeys() {
 	gk.trouble = ""
 	g.keys.Store(t)
 	gk.built, gk.builtAdmin = t, admin
+}
+
+// listAdminBudgets reads the budgets set through the admin API.
+func listAdminBudgets(ctx context.Context, objs store.Objects) ([]BudgetConfig, error) {
+	var out []BudgetConfig
+	for after := ""; ; {
+		page, err := objs.List(ctx, kindAdminBudget, adminOwner, store.ListOptions{After: after, Limit: store.MaxListLimit, Order: store.OrderAsc})
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range page.Records {
+			after = r.ID
+			var b BudgetConfig
+			if err := json.Unmarshal(r.Data, &b); err != nil {
+				return nil, err
+			}
+			out = append(out, b)
+		}
+		if !page.HasMore {
+			return out, nil
+		}
+	}
 }

@@ -282,6 +282,29 @@ func TestAccountingBudgets(t *testing.T) {
 	if code, body := s.adminDo(t, "GET", "/ai_gateway/budgets", ""); code != 200 || len(gjson.GetBytes(body, "data").Array()) != 2 {
 		t.Fatalf("admin budgets: %d %s", code, body)
 	}
+	// a budget set through the admin API replaces the config's at once; deleting it restores it
+	if code, body := s.adminDo(t, "PUT", "/ai_gateway/budgets", `{"key":"all","daily_tokens":100000,"monthly_spend":"1.5"}`); code != 200 {
+		t.Fatalf("set budget: %d %s", code, body)
+	}
+	if _, err := c.Chat.Completions.New(ctx, params); err != nil {
+		t.Fatalf("after raising the budget: %v", err)
+	}
+	code, body := s.adminDo(t, "GET", "/ai_gateway/budgets", "")
+	if code != 200 || !strings.Contains(string(body), `"scope":"key:all","period":"daily","tokens_limit":100000`) ||
+		!strings.Contains(string(body), `"spend_limit":"1.500000"`) || !strings.Contains(string(body), `"source":"admin"`) {
+		t.Fatalf("admin budgets: %d %s", code, body)
+	}
+	for _, bad := range []string{`{"key":"all"}`, `{"key":"all","label":"a=b","daily_tokens":1}`, `{"label":"nolabel","daily_tokens":1}`, `{"key":"all","daily_spend":"0.0000001"}`} {
+		if code, body := s.adminDo(t, "PUT", "/ai_gateway/budgets", bad); code != 400 {
+			t.Errorf("set %s: %d %s", bad, code, body)
+		}
+	}
+	if code, body := s.adminDo(t, "DELETE", "/ai_gateway/budgets?key=all", ""); code != 200 {
+		t.Fatalf("delete budget: %d %s", code, body)
+	}
+	if _, err := c.Chat.Completions.New(ctx, params); !errors.As(err, &refused) || refused.Code != "insufficient_quota" {
+		t.Fatalf("after deleting the admin budget: %v", err)
+	}
 }
 
 // TestAccountingAdminKeys: a key created through the admin API works at once, is refused once

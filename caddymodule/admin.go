@@ -40,7 +40,9 @@ func init() {
 //	POST   /ai_gateway/keys/{id}/rotate      a new secret (shown once); the old one stops working
 //	DELETE /ai_gateway/keys/{id}             remove it (its usage stays in the ledger)
 //	GET    /ai_gateway/usage                 ledger rows (?from=&to= days, key=, label=, model=; format=csv or Accept: text/csv)
-//	GET    /ai_gateway/budgets               every configured budget with what it has used now
+//	GET    /ai_gateway/budgets               every budget (config's and admin API's) with what it has used now
+//	PUT    /ai_gateway/budgets               set a budget (key or label, limits); it replaces the config's of that scope
+//	DELETE /ai_gateway/budgets?key=|label=   remove a budget set here (the config's applies again)
 //
 // Only the SHA-256 of a secret is stored. Every change is logged with what changed, never the
 // secret. The module has no configuration: Caddy loads it with the admin endpoint, and it works
@@ -145,8 +147,15 @@ func (a *AdminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 		}
 	case rest == "usage" && r.Method == http.MethodGet:
 		return t.usage(w, r)
-	case rest == "budgets" && r.Method == http.MethodGet:
-		return t.budgets(w, r)
+	case rest == "budgets":
+		switch r.Method {
+		case http.MethodGet:
+			return t.budgets(w, r)
+		case http.MethodPut:
+			return t.setBudget(w, r)
+		case http.MethodDelete:
+			return t.deleteBudget(w, r)
+		}
 	default:
 		return adminError(http.StatusNotFound, "%s %s: not found", r.Method, r.URL.Path)
 	}
@@ -419,26 +428,112 @@ func (t *target) usage(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (t *target) budgets(w http.ResponseWriter, r *http.Request) error {
-	out := []budgetStatus{}
+	if err := t.h.refreshAdminKeys(r.Context(), false); err != nil {
+		return adminError(http.StatusServiceUnavailable, "reading budgets: %v", err)
+	}
+	type sourced struct {
+		budgetStatus
+		Source string `json:"source"`
+	}
+	out := []sourced{}
+	var admin map[string]ledger.Scope
+	if p := t.h.acct.adminBudgets.Load(); p != nil {
+		admin = *p
+	}
 	seen := map[string]bool{}
+	g := t.gateways[0]
+	add := func(scopes []ledger.Scope, source string) error {
+		sts, err := g.acct.budget.Status(r.Context(), scopes)
+		if err != nil {
+			return adminError(http.StatusServiceUnavailable, "reading budgets: %v", err)
+		}
+		for _, s := range sts {
+			out = append(out, sourced{budgetStatusOf(s), source})
+		}
+		return nil
+	}
+	var scopes []ledger.Scope
+	for id, s := range admin {
+		seen[id] = true
+		scopes = append(scopes, s)
+	}
+	if err := add(scopes, "admin"); err != nil {
+		return err
+	}
+	scopes = nil
 	for _, g := range t.gateways {
-		var scopes []ledger.Scope
 		for id, s := range g.acct.budgets {
 			if !seen[id] {
 				seen[id] = true
 				scopes = append(scopes, s)
 			}
 		}
-		sts, err := g.acct.budget.Status(r.Context(), scopes)
-		if err != nil {
-			return adminError(http.StatusServiceUnavailable, "reading budgets: %v", err)
-		}
-		for _, s := range sts {
-			out = append(out, budgetStatusOf(s))
-		}
 	}
-	slices.SortFunc(out, func(a, b budgetStatus) int { return strings.Compare(a.Scope+a.Period, b.Scope+b.Period) })
+	if err := add(scopes, "config"); err != nil {
+		return err
+	}
+	slices.SortFunc(out, func(a, b sourced) int { return strings.Compare(a.Scope+a.Period, b.Scope+b.Period) })
 	return writeAdminJSON(w, http.StatusOK, map[string]any{"object": "list", "data": out})
+}
+
+// setBudget stores a budget set through the admin API.
+func (t *target) setBudget(w http.ResponseWriter, r *http.Request) error {
+	var b BudgetConfig
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxAdminBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&b); err != nil {
+		return adminError(http.StatusBadRequest, "reading the budget: %v", err)
+	}
+	if err := b.validate(); err != nil {
+		return adminError(http.StatusBadRequest, "%v", err)
+	}
+	objs, err := t.objects()
+	if err != nil {
+		return err
+	}
+	id := b.scope().ID
+	data, err := json.Marshal(b)
+	if err != nil {
+		return err
+	}
+	if err := objs.Put(r.Context(), store.Record{Kind: kindAdminBudget, Owner: adminOwner, ID: id, Data: data}); err != nil {
+		return adminError(http.StatusServiceUnavailable, "storing the budget: %v", err)
+	}
+	if err := t.changed(r.Context(), objs); err != nil {
+		return err
+	}
+	t.logger().Info("budget set", zap.String("scope", id), zap.Int64("daily_tokens", b.DailyTokens), zap.Stringer("daily_spend", b.DailySpend),
+		zap.Int64("monthly_tokens", b.MonthlyTokens), zap.Stringer("monthly_spend", b.MonthlySpend), zap.Float64("warn_at", b.WarnAt),
+		zap.String("remote", r.RemoteAddr))
+	return writeAdminJSON(w, http.StatusOK, b)
+}
+
+// deleteBudget removes a budget set through the admin API.
+func (t *target) deleteBudget(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	id := ""
+	switch {
+	case q.Get("key") != "" && q.Get("label") == "":
+		id = "key:" + q.Get("key")
+	case q.Get("label") != "" && q.Get("key") == "":
+		id = "label:" + q.Get("label")
+	default:
+		return adminError(http.StatusBadRequest, "name the budget with ?key=<id> or ?label=<name>=<value>")
+	}
+	objs, err := t.objects()
+	if err != nil {
+		return err
+	}
+	if err := objs.Delete(r.Context(), kindAdminBudget, adminOwner, id); errors.Is(err, store.ErrNotFound) {
+		return adminError(http.StatusNotFound, "no budget of %s was set through the admin API", id)
+	} else if err != nil {
+		return adminError(http.StatusServiceUnavailable, "deleting the budget: %v", err)
+	}
+	if err := t.changed(r.Context(), objs); err != nil {
+		return err
+	}
+	t.logger().Info("budget deleted", zap.String("scope", id), zap.String("remote", r.RemoteAddr))
+	return writeAdminJSON(w, http.StatusOK, map[string]any{"scope": id, "deleted": true})
 }
 
 // Interface guards

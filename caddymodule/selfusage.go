@@ -98,7 +98,7 @@ func (g *Gateway) serveUsage(w http.ResponseWriter, r *http.Request, ex *exchang
 	var statuses []ledger.Status
 	if err == nil {
 		var buf [4]ledger.Scope
-		statuses, err = g.acct.budget.Status(r.Context(), g.acct.budgetScopes(ex.key, buf[:]))
+		statuses, err = g.acct.budget.Status(r.Context(), g.budgetScopes(ex.key, buf[:]))
 	}
 	if err != nil {
 		g.refuse(w, ex, g.storeError(ex, "reading the usage ledger", err))
