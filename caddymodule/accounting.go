@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"slices"
 	"strings"
 	"time"
 
@@ -246,15 +245,7 @@ func (g *Gateway) account(ex *exchange, repl *caddy.Replacer) {
 	if !counted {
 		return
 	}
-	var labels []string
-	if n := len(ex.key.Labels); n > 0 {
-		labels = make([]string, 0, n)
-		for name, v := range ex.key.Labels {
-			labels = append(labels, ledger.LabelOf(name, v))
-		}
-		slices.Sort(labels)
-	}
-	e := ledger.Entry{Time: g.now(), KeyID: ex.key.ID, Labels: labels, Model: ex.route.model.Name, Usage: u}
+	e := ledger.Entry{Time: g.now(), KeyID: ex.key.ID, Labels: ex.key.Labels, Model: ex.route.model.Name, Usage: u}
 	if a.waitLedger {
 		// Redis: the increments are in Redis before the handler lets the answer go (one round
 		// trip shared by every request finishing at once), so a killed instance loses nothing

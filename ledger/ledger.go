@@ -232,8 +232,8 @@ type Entry struct {
 	Time time.Time
 	// KeyID is the key that made the request.
 	KeyID string
-	// Labels are the key's labels as name=value, each also totalled.
-	Labels []string
+	// Labels are the key's labels, each (as name=value) also totalled.
+	Labels map[string]string
 	// Model is the model that answered (its configured name).
 	Model string
 	// Usage is what it used (Requests 1).

@@ -91,7 +91,7 @@ func TestWriterTotals(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			key := []string{"a", "b|x"}[i%2]
-			w.Record(Entry{Time: day, KeyID: key, Labels: []string{"team=ml"}, Model: "llama",
+			w.Record(Entry{Time: day, KeyID: key, Labels: map[string]string{"team": "ml"}, Model: "llama",
 				Usage: Usage{Requests: 1, PromptTokens: 10, CompletionTokens: 5, CachedTokens: 2, CostMicros: 7}})
 		}()
 	}
@@ -151,7 +151,7 @@ func TestWriterRunFlushesOnStop(t *testing.T) {
 // labels) into the pending totals.
 func BenchmarkWriterRecord(b *testing.B) {
 	w := NewWriter(func() (store.Counters, error) { return nil, store.ErrUnavailable }, WriterOptions{Interval: time.Hour})
-	e := Entry{Time: time.Now(), KeyID: "team-a-key", Labels: []string{"team=a", "env=prod"}, Model: "llama-3.1-70b",
+	e := Entry{Time: time.Now(), KeyID: "team-a-key", Labels: map[string]string{"team": "a", "env": "prod"}, Model: "llama-3.1-70b",
 		Usage: Usage{Requests: 1, PromptTokens: 900, CompletionTokens: 120, CostMicros: 450}}
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {

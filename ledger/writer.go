@@ -31,7 +31,10 @@ type Writer struct {
 	onError  func(error)
 
 	mu      sync.Mutex
-	pending map[string]*pendingRow
+	pending map[rowKey]*pendingRow
+	dayNum  int64 // the UTC day (unix days) day and month are of
+	day     string
+	month   string
 	seq     int64         // entries recorded
 	flushed chan struct{} // closed (and replaced) by every successful write
 	wake    chan struct{}
@@ -40,15 +43,44 @@ type Writer struct {
 	recorded, written atomic.Int64
 }
 
-type pendingRow struct {
-	budget bool // a b| row: only requests, tokens and cost
-	u      Usage
+type pendingRow struct{ u Usage }
+
+// rowKey names a pending row without building its name (that waits for the write): kind 'u'
+// (a key's usage), 'l' (a label's usage), 'k' (a key's budget row), 'L' (a label's budget row).
+type rowKey struct {
+	kind    byte
+	monthly bool   // budget rows: the month's, else the day's
+	period  string // the day or the month
+	who     string // the key id, or the label's name
+	value   string // the label's value
+	model   string
 }
+
+// name is the counter row's name.
+func (k rowKey) name() string {
+	switch k.kind {
+	case 'u':
+		return usageRow(k.period, k.who, k.model)
+	case 'l':
+		return labelRow(k.period, LabelOf(k.who, k.value), k.model)
+	}
+	scope := "key:" + k.who
+	if k.kind == 'L' {
+		scope = "label:" + LabelOf(k.who, k.value)
+	}
+	p := "d" + k.period
+	if k.monthly {
+		p = "m" + k.period
+	}
+	return budgetRow(scope, p)
+}
+
+func (k rowKey) budget() bool { return k.kind == 'k' || k.kind == 'L' }
 
 // NewWriter returns a writer to the counters open returns (called at each write until it
 // succeeds, so the store may open lazily).
 func NewWriter(open func() (store.Counters, error), opts WriterOptions) *Writer {
-	return &Writer{open: open, interval: opts.Interval, onError: opts.OnError, pending: map[string]*pendingRow{},
+	return &Writer{open: open, interval: opts.Interval, onError: opts.OnError, pending: map[rowKey]*pendingRow{},
 		flushed: make(chan struct{}), wake: make(chan struct{}, 1), done: make(chan struct{})}
 }
 
@@ -79,15 +111,19 @@ func (w *Writer) RecordWait(ctx context.Context, e Entry) error {
 }
 
 func (w *Writer) record(e Entry) int64 {
-	day, month := Day(e.Time), Month(e.Time)
+	dayNum := e.Time.Unix() / 86400
 	w.mu.Lock()
-	w.add(usageRow(day, e.KeyID, e.Model), false, e.Usage)
-	w.add(budgetRow("key:"+e.KeyID, "d"+day), true, e.Usage)
-	w.add(budgetRow("key:"+e.KeyID, "m"+month), true, e.Usage)
-	for _, l := range e.Labels {
-		w.add(labelRow(day, l, e.Model), false, e.Usage)
-		w.add(budgetRow("label:"+l, "d"+day), true, e.Usage)
-		w.add(budgetRow("label:"+l, "m"+month), true, e.Usage)
+	if dayNum != w.dayNum || w.day == "" {
+		w.dayNum, w.day, w.month = dayNum, Day(e.Time), Month(e.Time)
+	}
+	day, month := w.day, w.month
+	w.add(rowKey{kind: 'u', period: day, who: e.KeyID, model: e.Model}, e.Usage)
+	w.add(rowKey{kind: 'k', period: day, who: e.KeyID}, e.Usage)
+	w.add(rowKey{kind: 'k', monthly: true, period: month, who: e.KeyID}, e.Usage)
+	for name, v := range e.Labels {
+		w.add(rowKey{kind: 'l', period: day, who: name, value: v, model: e.Model}, e.Usage)
+		w.add(rowKey{kind: 'L', period: day, who: name, value: v}, e.Usage)
+		w.add(rowKey{kind: 'L', monthly: true, period: month, who: name, value: v}, e.Usage)
 	}
 	w.seq++
 	seq := w.seq
@@ -102,11 +138,11 @@ func (w *Writer) record(e Entry) int64 {
 	return seq
 }
 
-func (w *Writer) add(row string, budget bool, u Usage) {
-	p := w.pending[row]
+func (w *Writer) add(k rowKey, u Usage) {
+	p := w.pending[k]
 	if p == nil {
-		p = &pendingRow{budget: budget}
-		w.pending[row] = p
+		p = new(pendingRow)
+		w.pending[k] = p
 	}
 	p.u.Add(u)
 }
@@ -153,12 +189,13 @@ func (w *Writer) Flush(ctx context.Context) error {
 		return nil
 	}
 	batch, n := w.pending, w.seq
-	w.pending = make(map[string]*pendingRow, len(batch))
+	w.pending = make(map[rowKey]*pendingRow, len(batch))
 	w.mu.Unlock()
 
 	incs := make([]store.Increment, 0, len(batch)*4)
-	for row, p := range batch {
-		if p.budget {
+	for k, p := range batch {
+		row := k.name()
+		if k.budget() {
 			incs = appendNonZero(incs, row, "requests", p.u.Requests)
 			incs = appendNonZero(incs, row, "tokens", p.u.TotalTokens())
 			incs = appendNonZero(incs, row, "cost", int64(p.u.CostMicros))
