@@ -424,8 +424,8 @@ func (g *Gateway) syncKeys() {
 	gk.mu.Lock()
 	defer gk.mu.Unlock()
 	admin := g.backend.acct.admin.Load()
-	if gk.built != nil && g.keys.Load() == gk.built && admin == gk.builtAdmin {
-		return
+	if gk.built != nil && g.keys.Load() == gk.built && admin == gk.builtAdmin || g.keys.Load() == nil {
+		return // unchanged, or still provisioning (Provision syncs once its table is in place)
 	}
 	t, err := g.buildKeys(gk.file, admin)
 	if err != nil {

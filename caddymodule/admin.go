@@ -221,7 +221,10 @@ func (t *target) listKeys(w http.ResponseWriter, r *http.Request) error {
 				continue
 			}
 			seen[id] = true
-			k := g.keys.Load().ByID(id)
+			var k *policy.Key
+			if table := g.keys.Load(); table != nil {
+				k = table.ByID(id)
+			}
 			out.Data = append(out.Data, configKeyView{ID: id, Source: "config", Disabled: k != nil && k.Disabled})
 		}
 	}
@@ -232,6 +235,9 @@ func (t *target) listKeys(w http.ResponseWriter, r *http.Request) error {
 func (g *Gateway) configKeyIDs() []string {
 	var ids []string
 	table := g.keys.Load()
+	if table == nil {
+		return nil // still provisioning
+	}
 	admin := g.backend.acct.admin.Load()
 	for _, id := range table.IDs() {
 		if admin == nil || admin.table.ByID(id) == nil {
