@@ -334,7 +334,7 @@ func TestAccountingAdminKeys(t *testing.T) {
 	if got := chat(secret); got != 200 {
 		t.Fatalf("new key: %d", got)
 	}
-	for _, bad := range []string{`{"id":"all"}`, `{"id":"ci-bot"}`, `{"secret":"x"}`, `{"nope":1}`, `{"id":"x","rpm":-1}`} {
+	for _, bad := range []string{`{"id":"all"}`, `{"id":"ci-bot"}`, `{"secret":"x"}`, `{"nope":1}`, `{"id":"x","rpm":-1}`, `{"id":"y","models":["["]}`} {
 		if code, body := s.adminDo(t, "POST", "/ai_gateway/keys", bad); code < 400 || code > 409 {
 			t.Errorf("create %s: %d %s", bad, code, body)
 		}

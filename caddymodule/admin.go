@@ -305,7 +305,11 @@ func (t *target) createKey(w http.ResponseWriter, r *http.Request) error {
 	}
 	secret := newSecret()
 	kc.Secret = policy.FormatHash(policy.HashSecret(secret))
-	if _, err := policy.NewKeys([]policy.KeyConfig{kc}, nil); err != nil {
+	keys, err := policy.NewKeys([]policy.KeyConfig{kc}, nil)
+	if err == nil {
+		_, err = policy.NewKeyTable(keys) // checks the model patterns
+	}
+	if err != nil {
 		return adminError(http.StatusBadRequest, "%v", err)
 	}
 	for _, g := range t.gateways {
