@@ -1,4 +1,4 @@
-// Package caddymodule is the only package of the gateway that imports Caddy. It registers four
+// Package caddymodule is the only package of the gateway that imports Caddy. It registers five
 // modules:
 //
 //   - http.handlers.ai_gateway (Gateway, this file): the gateway itself;
@@ -6,7 +6,8 @@
 //     pool of the model a request was routed to (`dynamic ai_gateway`);
 //   - http.reverse_proxy.selection_policies.ai_least_load (LeastLoad, routing.go): picks the
 //     upstream with the least work in flight;
-//   - http.handlers.ai_simulator (Simulator, simulator.go): the built-in model server stand-in.
+//   - http.handlers.ai_simulator (Simulator, simulator.go): the built-in model server stand-in;
+//   - admin.api.ai_gateway (AdminAPI, admin.go): keys, usage and budgets in Caddy's admin API.
 //
 // It parses their Caddyfile directives (caddyfile.go) and wires the pure packages (policy,
 // ratelimit, routing, cache, internal/wire) into one request pipeline that reads top to bottom
