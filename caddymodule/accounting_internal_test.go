@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -57,5 +59,46 @@ func BenchmarkGatewayJSONAccounting(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestBudgetRetryAfter: a spent budget's 429 carries Retry-After only when the budget renews
+// within a minute, and always x-should-retry: false.
+func TestBudgetRetryAfter(t *testing.T) {
+	for _, tc := range []struct {
+		now        time.Time
+		retryAfter string
+	}{
+		{time.Date(2026, 12, 1, 23, 59, 30, 0, time.UTC), "30"},
+		{time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC), ""},
+	} {
+		raw := fmt.Sprintf(`{
+			"keys": [{"secret": %q, "id": "bench"}],
+			"models": [{"name": "demo-llama", "aliases": ["llama"]}],
+			"storage": {"dir": %q},
+			"accounting": {"budgets": [{"key": "bench", "daily_tokens": 1}]}
+		}`, policy.FormatHash(policy.HashSecret("sk-bench")), t.TempDir())
+		g := new(Gateway)
+		if err := json.Unmarshal([]byte(raw), g); err != nil {
+			t.Fatal(err)
+		}
+		now := tc.now
+		g.now = func() time.Time { return now }
+		ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+		if err := g.Provision(ctx); err != nil {
+			t.Fatal(err)
+		}
+		rec := httptest.NewRecorder()
+		next := caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { t.Fatal("admitted"); return nil })
+		if err := g.ServeHTTP(rec, benchRequest(benchChatBody), next); err != nil {
+			t.Fatal(err)
+		}
+		if rec.Code != 429 || rec.Header().Get("Retry-After") != tc.retryAfter || rec.Header().Get("X-Should-Retry") != "false" ||
+			!strings.Contains(rec.Body.String(), `"type":"insufficient_quota"`) {
+			t.Errorf("at %s: %d retry-after %q should-retry %q %s", tc.now, rec.Code, rec.Header().Get("Retry-After"),
+				rec.Header().Get("X-Should-Retry"), rec.Body)
+		}
+		_ = g.Cleanup()
+		cancel()
 	}
 }
