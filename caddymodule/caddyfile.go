@@ -74,6 +74,7 @@ func parseHandler[T any, PT interface {
 //	            rate <n>/s|m|h
 //	            priority <n>
 //	        }
+//	        price { input|cached_input|output|request <amount> }
 //	    }
 //	    max_body <size>
 //	    anthropic_versions <version>...
@@ -132,6 +133,7 @@ func parseHandler[T any, PT interface {
 //	        output_expiry <duration>
 //	        results_retention <duration>
 //	    }
+//	    accounting { ... }                  (see parseAccounting)
 //	}
 //
 // <secret> is sha256:<hex>, a placeholder such as {env.KEY}, or a literal: the adapter warns and
@@ -203,6 +205,8 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			g.Files, err = parseFiles(d)
 		case "batches":
 			g.Batches, err = parseBatches(d)
+		case "accounting":
+			g.Accounting, err = parseAccounting(d)
 		default:
 			var handled bool
 			if handled, err = parseRewrite(d, name, &g.RewriteConfig); err == nil && !handled {
@@ -360,6 +364,8 @@ func parseModelBlock(d *caddyfile.Dispenser) (ModelConfig, error) {
 			m.ServeAfterSunset = true
 		case "batch":
 			m.Batch, err = parseBatchModel(d)
+		case "price":
+			m.Price, err = parsePrice(d)
 		default:
 			var handled bool
 			if handled, err = parseRewrite(d, name, &m.RewriteConfig); err == nil && !handled {

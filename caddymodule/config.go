@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"github.com/caddyserver/caddy/v2"
 
+	"github.com/caddyai/gateway/ledger"
 	"github.com/caddyai/gateway/policy"
 	"github.com/caddyai/gateway/ratelimit"
 )
@@ -66,6 +67,10 @@ type ModelConfig struct {
 	// Batch bounds the model's batch lines: a cap on those in flight, a dispatch rate and a
 	// priority for vLLM's priority scheduling. Optional.
 	Batch *BatchModelConfig `json:"batch,omitempty"`
+	// Price is what the model costs per million input, cached-input and output tokens and per
+	// request, in the accounting currency (decimals, kept exactly in micro-units). Needs
+	// accounting. Default: free.
+	Price *ledger.Price `json:"price,omitempty"`
 }
 
 // ContentPolicyConfig lists the content rules: RE2 regular expressions (linear time) applied to

@@ -11,6 +11,7 @@ import (
 
 	"github.com/caddyai/gateway/cache"
 	"github.com/caddyai/gateway/internal/wire"
+	"github.com/caddyai/gateway/ledger"
 	"github.com/caddyai/gateway/policy"
 	"github.com/caddyai/gateway/policy/tokens"
 	"github.com/caddyai/gateway/ratelimit"
@@ -53,6 +54,7 @@ type exchange struct {
 	reservedOutput int
 	decision       ratelimit.Decision
 	reservation    *ratelimit.Reservation
+	budget         *ledger.Hold // the request's budget reservation, settled by account
 
 	tap              *responseTap // the response tap of the request's (last) upstream attempt
 	tapFinished      bool         // the tap completed the response and ex.usage is its usage

@@ -1,4 +1,4 @@
-// Package caddymodule is the only package of the gateway that imports Caddy. It registers four
+// Package caddymodule is the only package of the gateway that imports Caddy. It registers five
 // modules:
 //
 //   - http.handlers.ai_gateway (Gateway, this file): the gateway itself;
@@ -6,7 +6,8 @@
 //     pool of the model a request was routed to (`dynamic ai_gateway`);
 //   - http.reverse_proxy.selection_policies.ai_least_load (LeastLoad, routing.go): picks the
 //     upstream with the least work in flight;
-//   - http.handlers.ai_simulator (Simulator, simulator.go): the built-in model server stand-in.
+//   - http.handlers.ai_simulator (Simulator, simulator.go): the built-in model server stand-in;
+//   - admin.api.ai_gateway (AdminAPI, admin.go): keys, usage and budgets in Caddy's admin API.
 //
 // It parses their Caddyfile directives (caddyfile.go) and wires the pure packages (policy,
 // ratelimit, routing, cache, internal/wire) into one request pipeline that reads top to bottom
@@ -88,6 +89,9 @@ type Gateway struct {
 	// MetricsKeyID adds the key id as a label of the requests and tokens metrics. Off by
 	// default: with many keys it makes many series.
 	MetricsKeyID bool `json:"metrics_key_id,omitempty"`
+	// Accounting turns on the usage ledger (per key, label, model and day, in the store), the
+	// budgets, the keys of the admin API and GET /v1/usage. Optional.
+	Accounting *AccountingConfig `json:"accounting,omitempty"`
 
 	versions         *policy.APIVersions
 	content          *policy.ContentPolicy
@@ -103,6 +107,8 @@ type Gateway struct {
 	storeKey         string
 	backendKey       string
 	backend          *backendHandle
+	acct             *accounting
+	keySources       *gatewayKeys
 	admissionKeys    []string
 	batchModelKeys   []string
 	globalLimits     ratelimit.Limits
@@ -158,6 +164,9 @@ func (g *Gateway) Cleanup() error {
 	}
 	if g.storeKey != "" {
 		release(storePool, g.storeKey, "rate limit store")
+	}
+	if g.acct != nil && g.backend != nil {
+		g.backend.unregister(g)
 	}
 	if g.backendKey != "" {
 		release(backendPool, g.backendKey, "file store")

@@ -28,8 +28,11 @@ type gatewayMetrics struct {
 	batchLines     *prometheus.CounterVec // model, outcome: done, failed, retried
 	batchTokens    *prometheus.CounterVec // model, kind
 
-	queueWait *prometheus.HistogramVec // model, outcome: admitted, refused
-	batch     batchCollectors          // the batch runner's (batchmetrics.go)
+	queueWait      *prometheus.HistogramVec // model, outcome: admitted, refused
+	batch          batchCollectors          // the batch runner's (batchmetrics.go)
+	cost           *prometheus.CounterVec   // model, currency
+	budgetWarnings *prometheus.CounterVec   // scope kind, period, dimension
+	budgetRefused  *prometheus.CounterVec   // scope kind, period, dimension
 }
 
 const (
@@ -87,6 +90,14 @@ func newGatewayMetrics() *gatewayMetrics {
 			"Time requests spent in a model's admission gate (max_concurrent, queue), by outcome: admitted or refused (queue full, "+
 				"timed out, client gone).", latency), []string{"model", "outcome"}),
 		batch: newBatchCollectors(),
+		cost: prometheus.NewCounterVec(prometheus.CounterOpts(opts("cost_total",
+			"Cost of the requests recorded in the usage ledger, by model, in the accounting currency.")), []string{"model", "currency"}),
+		budgetWarnings: prometheus.NewCounterVec(prometheus.CounterOpts(opts("budget_warnings_total",
+			"Budgets whose warning share was crossed, by scope kind (key, label), period (daily, monthly) and dimension (tokens, spend).")),
+			[]string{"scope", "period", "dimension"}),
+		budgetRefused: prometheus.NewCounterVec(prometheus.CounterOpts(opts("budget_refused_total",
+			"Requests refused with insufficient_quota because a budget was spent, by scope kind, period and dimension.")),
+			[]string{"scope", "period", "dimension"}),
 	}
 }
 
@@ -149,7 +160,10 @@ func (m *gatewayMetrics) register(reg prometheus.Registerer) error {
 	if m.queueWait, err = registerOrReuse(reg, m.queueWait); err != nil {
 		return err
 	}
-	return m.batch.register(reg)
+	if err = m.batch.register(reg); err != nil {
+		return err
+	}
+	return m.registerAccounting(reg)
 }
 
 // registerCountingEstimates exports how many long texts were estimated instead of counted
@@ -176,4 +190,17 @@ func registerOrReuse[C prometheus.Collector](reg prometheus.Registerer, c C) (C,
 		return c, err
 	}
 	return c, nil
+}
+
+// registerAccounting registers the accounting collectors (cost, budget warnings and refusals).
+func (m *gatewayMetrics) registerAccounting(reg prometheus.Registerer) error {
+	var err error
+	if m.cost, err = registerOrReuse(reg, m.cost); err != nil {
+		return err
+	}
+	if m.budgetWarnings, err = registerOrReuse(reg, m.budgetWarnings); err != nil {
+		return err
+	}
+	m.budgetRefused, err = registerOrReuse(reg, m.budgetRefused)
+	return err
 }

@@ -97,6 +97,10 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 	if err := g.provisionBatches(repl); err != nil {
 		return err
 	}
+	g.keySources = new(gatewayKeys)
+	if err := g.provisionAccounting(); err != nil {
+		return err
+	}
 	table := inline
 	if g.KeysFile != "" {
 		kf := &policy.KeyFile{Path: g.KeysFile}
@@ -110,6 +114,7 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 		go g.watchKeysFile(kf)
 	}
 	g.keys.Store(table)
+	g.syncKeys()
 	return nil
 }
 
@@ -137,6 +142,9 @@ func (g *Gateway) mergeFileKeys(keys []*policy.Key) (*policy.KeyTable, error) {
 	file, err := policy.NewKeyTable(keys)
 	if err != nil {
 		return nil, err
+	}
+	if g.acct != nil {
+		return g.mergeAdminKeys(file)
 	}
 	return g.inline.Merge(file)
 }
@@ -272,7 +280,7 @@ func (g *Gateway) Validate() error {
 	if len(g.Models) == 0 {
 		return errors.New("at least one model is required")
 	}
-	if g.keys.Load().Len() == 0 && g.KeysFile == "" {
+	if g.keys.Load().Len() == 0 && g.KeysFile == "" && g.Accounting == nil {
 		return errors.New("no API keys: add a key or a keys_file")
 	}
 	if err := g.globalLimits.Validate(); err != nil {
@@ -296,6 +304,9 @@ func (g *Gateway) Validate() error {
 	}
 	if g.RateLimit.DefaultMaxTokens < 0 {
 		return errors.New("rate_limit: default_max_tokens must not be negative")
+	}
+	if err := g.validateAccounting(); err != nil {
+		return err
 	}
 	if err := g.validateStorage(); err != nil {
 		return err

@@ -50,6 +50,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return g.serveBatches(w, r, ex)
 	case wire.EndpointMessageBatches, wire.EndpointMessageBatch, wire.EndpointMessageBatchCancel, wire.EndpointMessageBatchResults:
 		return g.serveMessageBatches(w, r, ex)
+	case wire.EndpointUsage:
+		return g.serveUsage(w, r, ex)
 	}
 	if g.prepareCache(ex, r) {
 		span := ex.stage("ai_gateway.cache_lookup")
@@ -101,6 +103,7 @@ func (g *Gateway) finish(ex *exchange, repl *caddy.Replacer) {
 	ex.body.release()
 	ex.releaseAll()
 	g.settle(ex, ex.charge())
+	g.account(ex, repl)
 	g.record(ex, repl)
 	if v != nil {
 		panic(v)
@@ -358,11 +361,14 @@ func (g *Gateway) admit(ex *exchange, r *http.Request) *wire.Error {
 	if werr != nil {
 		return werr
 	}
-	return g.admitLimits(r.Context(), ex)
+	if werr := g.admitLimits(r.Context(), ex); werr != nil {
+		return werr
+	}
+	return g.admitBudgets(r.Context(), ex)
 }
 
 func (g *Gateway) authenticate(ex *exchange, secret string) *wire.Error {
-	key, status := g.keys.Load().Lookup(secret, g.now())
+	key, status := g.lookupKey(secret)
 	switch status {
 	case policy.KeyMissing:
 		if ex.surface == wire.Anthropic {

@@ -33,6 +33,7 @@ const (
 	EndpointMessageBatch
 	EndpointMessageBatchCancel
 	EndpointMessageBatchResults
+	EndpointUsage
 	numEndpoints
 )
 
@@ -190,6 +191,8 @@ var table = [numEndpoints]Spec{
 		Methods: post, Surface: Anthropic, Answer: AnswerGateway},
 	EndpointMessageBatchResults: {Name: "message_batch_results", Path: "messages/batches/{message_batch_id}/results",
 		Methods: getHead, Surface: Anthropic, Answer: AnswerGateway},
+	// The key's own usage and budgets, from the usage ledger (accounting).
+	EndpointUsage: {Name: "usage", Path: "usage", Methods: getHead, Surface: OpenAI, Answer: AnswerGateway},
 }
 
 func init() {

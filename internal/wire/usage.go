@@ -21,6 +21,9 @@ type Usage struct {
 	// CachedTokens is the part of PromptTokens served from the upstream's prompt cache
 	// (OpenAI prompt_tokens_details.cached_tokens, Anthropic cache_read_input_tokens).
 	CachedTokens int64
+	// ReasoningTokens is the part of CompletionTokens spent on reasoning (OpenAI
+	// completion_tokens_details.reasoning_tokens).
+	ReasoningTokens int64
 	// Estimated marks counts the gateway computed itself because the upstream reported none.
 	Estimated bool
 }
@@ -28,6 +31,7 @@ type Usage struct {
 // usageFields holds the counters found in one usage object, in either surface's names.
 type usageFields struct {
 	prompt, completion, total, cached     int64
+	reasoning                             int64
 	input, output, cacheRead, cacheCreate int64
 	has                                   uint8
 }
@@ -80,6 +84,10 @@ func (f *usageFields) parse(obj gjson.Result) (read uint8) {
 			if c := v.Get("cached_tokens"); c.Exists() {
 				f.cached, read = count(c), read|hasCached
 			}
+		case "completion_tokens_details":
+			if c := v.Get("reasoning_tokens"); c.Exists() {
+				f.reasoning = count(c)
+			}
 		case "input_tokens":
 			f.input, read = count(v), read|hasInput
 		case "output_tokens":
@@ -102,7 +110,8 @@ func (f *usageFields) usage() (Usage, bool) {
 	var u Usage
 	switch {
 	case f.has&openAI != 0:
-		u = Usage{PromptTokens: f.prompt, CompletionTokens: f.completion, TotalTokens: f.total, CachedTokens: f.cached}
+		u = Usage{PromptTokens: f.prompt, CompletionTokens: f.completion, TotalTokens: f.total, CachedTokens: f.cached,
+			ReasoningTokens: min(f.reasoning, f.completion)}
 		if f.has&hasTotal == 0 || u.TotalTokens < u.PromptTokens+u.CompletionTokens {
 			u.TotalTokens = u.PromptTokens + u.CompletionTokens
 		}

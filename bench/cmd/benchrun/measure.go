@@ -49,7 +49,7 @@ func runScenario(ctx context.Context, env *runEnv, o options, sc scenario, sim *
 	if err := render("gateway.Caddyfile", gwConf, map[string]any{
 		"Port": ports[2], "UpstreamPort": ports[0], "Model": model, "ContextWindow": 131072,
 		"KeyHash": hex.EncodeToString(sum[:]), "KeyTPM": opts.KeyTPM, "KeysFile": opts.KeysFile, "Tokenizer": opts.Tokenizer, "Cache": opts.Cache,
-		"AdminPort": adminPort(o, ports),
+		"AdminPort": adminPort(o, ports), "DataDir": opts.DataDir,
 	}); err != nil {
 		return nil, err
 	}

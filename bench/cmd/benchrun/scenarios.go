@@ -54,6 +54,9 @@ type gatewayOptions struct {
 	// duration as a cap. A closed loop that meets cheap 429s would otherwise send ever more
 	// requests; a fixed count keeps each key's demand, and so the share of 429s, known.
 	RequestsPerSecond float64
+	// DataDir, when set, turns accounting on (a priced model, a label budget on the key) with
+	// the embedded store in this directory.
+	DataDir string
 }
 
 // scenarios is the benchmark's workload list, run in this order. A new workload (the cache
@@ -75,6 +78,15 @@ func scenarios() []scenario {
 			}},
 		{ID: "f", Name: "1000 keys with rpm limits near saturation, 50 connections", Conns: 50,
 			body: chatBody, keys: manyKeys, gateway: manyKeysGateway},
+		{ID: "g", Name: "scenario a with accounting: usage ledger, priced model, label budget", Conns: 50, body: chatBody,
+			gateway: func(env *runEnv) (gatewayOptions, error) {
+				dir, err := filepath.Abs(filepath.Join(env.outDir, "data-g"))
+				if err != nil {
+					return gatewayOptions{}, err
+				}
+				_ = os.RemoveAll(dir)
+				return gatewayOptions{DataDir: dir, Note: "compare with a: the ledger's and the budget's cost"}, nil
+			}},
 	}
 }
 
