@@ -132,6 +132,7 @@ func (t *responseTap) startStream() {
 		Secrets:         ex.route.secrets,
 		OnFirstToken:    t.firstToken,
 		OnText:          t.onText,
+		Format:          ex.spec.StreamFormat,
 	}
 	if ex.route != nil && ex.route.model.UpstreamName != "" {
 		opts.Model = ex.route.model.Name
@@ -317,7 +318,7 @@ func (t *responseTap) finishJSON() (wire.Usage, error) {
 	if !ok {
 		u = t.estimateJSONUsage(body)
 		if len(ex.spec.AnswerText) > 0 || u.PromptTokens > 0 {
-			if b, err := sjson.SetRawBytes(body, "usage", wire.AppendUsageJSON(nil, ex.surface, u)); err == nil {
+			if b, err := sjson.SetRawBytes(body, "usage", wire.AppendUsageJSONFor(nil, ex.surface, ex.spec.Dialect, u)); err == nil {
 				body = b
 			}
 		}
