@@ -228,7 +228,7 @@ var table = [numEndpoints]Spec{
 		Dialect: DialectResponses, Answer: AnswerUpstream, Required: []string{"model"}, Params: responsesParams,
 		ContextParam: "input", ExactCount: true,
 		AnswerText: []string{"output.#.content.#.text", "output.#.arguments", "output.#.summary.#.text"},
-		Cacheable: true, MaxTokens: true, StreamFormat: StreamTyped, MaxTokensParam: "max_output_tokens"},
+		Cacheable:  true, MaxTokens: true, StreamFormat: StreamTyped, MaxTokensParam: "max_output_tokens"},
 	EndpointResponse: {Name: "response", Path: "responses/{response_id}", Methods: getHeadDel, Surface: OpenAI,
 		Answer: AnswerUpstream},
 	EndpointResponseCancel: {Name: "response_cancel", Path: "responses/{response_id}/cancel", Methods: post,
