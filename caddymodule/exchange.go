@@ -60,6 +60,7 @@ type exchange struct {
 	firstToken       time.Time
 	usage            wire.Usage
 	streamIncomplete bool
+	responseID       string // the Responses answer's id, once recorded as the key's
 	reject           string
 
 	cacheable  bool

@@ -47,6 +47,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return g.serveBatches(w, r, ex)
 	case wire.EndpointMessageBatches, wire.EndpointMessageBatch, wire.EndpointMessageBatchCancel, wire.EndpointMessageBatchResults:
 		return g.serveMessageBatches(w, r, ex)
+	case wire.EndpointResponse, wire.EndpointResponseCancel, wire.EndpointResponseInputItems:
+		return g.serveStoredResponse(w, r, next, ex)
 	}
 	if g.prepareCache(ex, r) {
 		if entry := g.cacheGet(r.Context(), ex); entry != nil {
@@ -321,6 +323,9 @@ func (g *Gateway) admit(ex *exchange, r *http.Request) *wire.Error {
 		ex.body.replace(out)
 	}
 	if werr := g.resolveModel(ex); werr != nil {
+		return werr
+	}
+	if werr := g.checkPreviousResponse(r.Context(), ex); werr != nil {
 		return werr
 	}
 	if g.content != nil {

@@ -191,6 +191,9 @@ func (t *responseTap) Write(p []byte) (int, error) {
 	switch t.mode {
 	case modeStream:
 		t.out = t.stream.Write(t.out[:0], p)
+		if t.ex.responseID == "" && t.ex.spec.Dialect == wire.DialectResponses {
+			t.g.recordResponse(t.ex, t.stream.ResponseID()) // before the client has the id
+		}
 		if t.countText && t.stream.UsageAnnounced() {
 			t.stream.StopText() // the upstream reports usage: no need to parse text for it
 			t.countText = false
@@ -327,6 +330,9 @@ func (t *responseTap) finishJSON() (wire.Usage, error) {
 		if b, err := sjson.SetBytes(body, "model", ex.route.model.Name); err == nil {
 			body = b
 		}
+	}
+	if ex.spec.Dialect == wire.DialectResponses && ex.status == http.StatusOK {
+		t.g.recordResponse(ex, gjson.GetBytes(body, "id").String())
 	}
 	h := t.Header()
 	setUsageHeaders(h, u)

@@ -3,6 +3,7 @@ package wire
 import (
 	"bytes"
 	"strconv"
+	"strings"
 
 	"github.com/tidwall/gjson"
 	"github.com/tidwall/sjson"
@@ -18,7 +19,12 @@ type typedState struct {
 	seq  int64  // the last sequence_number seen; meaningful once seen
 	resp []byte // the response object of response.created / response.in_progress
 	seen bool   // an event with a sequence_number was seen
+	id   string // the response's id, from the first event that carries the response
 }
+
+// ResponseID returns the id of the response a Responses stream announced (response.created),
+// or "" before that.
+func (t *StreamTap) ResponseID() string { return t.typed.id }
 
 // typedEvent handles one event of a Responses stream: response.created (kept, model rewritten),
 // text and argument deltas, the terminal events (usage; the end of the stream) and error.
@@ -53,6 +59,9 @@ func (t *StreamTap) typedEvent(dst, ev []byte, f *eventFields) []byte {
 	switch typ.Str {
 	case "response.created", "response.in_progress", "response.queued":
 		if resp.IsObject() {
+			if id := resp.Get("id"); t.typed.id == "" && id.Type == gjson.String {
+				t.typed.id = strings.Clone(id.Str)
+			}
 			t.usageKey = t.usageKey || resp.Get("usage").Exists()
 			if len(resp.Raw) <= maxKeptResponse {
 				t.typed.resp = append(t.typed.resp[:0], resp.Raw...)

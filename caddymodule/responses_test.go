@@ -1,0 +1,323 @@
+package caddymodule_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+	"github.com/openai/openai-go/v3/responses"
+
+	"github.com/caddyai/gateway/internal/wiretest"
+	"github.com/caddyai/gateway/policy"
+	"github.com/caddyai/gateway/simulator"
+)
+
+const secretLimited = "sk-test-responses-limited"
+
+// responsesSetup runs a gateway with three keys (all, other, limited: rpm 1) in front of a
+// simulated upstream that serves /v1/responses, with a small context window.
+func responsesSetup(t *testing.T) (port int, up *recordingUpstream) {
+	t.Helper()
+	up = newUpstream(t, simulator.Config{Models: []string{"demo-llama"}, ResponseTokens: 6})
+	port = freePort(t)
+	startCaddy(t, globalOptions+fmt.Sprintf(`
+:%d {
+	ai_gateway {
+		key %s {
+			id all
+		}
+		key %s {
+			id other
+		}
+		key %s {
+			id limited
+			rpm 1
+		}
+		model demo-llama {
+			context_window 400
+			upstream %s
+		}
+		storage {
+			dir %s
+		}
+	}
+	reverse_proxy {
+		dynamic ai_gateway
+	}
+}
+`, port, policy.FormatHash(policy.HashSecret(secretAll)), policy.FormatHash(policy.HashSecret(secretQwen)),
+		policy.FormatHash(policy.HashSecret(secretLimited)), up.addr(), t.TempDir()))
+	return port, up
+}
+
+var weatherTool = responses.ToolUnionParam{OfFunction: &responses.FunctionToolParam{
+	Name:        "get_weather",
+	Description: openai.String("The weather in a city."),
+	Parameters: map[string]any{"type": "object", "properties": map[string]any{"city": map[string]any{"type": "string"}},
+		"required": []string{"city"}, "additionalProperties": false},
+	Strict: openai.Bool(true),
+}}
+
+// usageDelta runs fn and returns what the simulator counted meanwhile.
+func usageDelta(up *recordingUpstream, fn func()) (prompt, completion int64) {
+	before := up.sim.Stats()
+	fn()
+	after := up.sim.Stats()
+	return after.PromptTokens - before.PromptTokens, after.CompletionTokens - before.CompletionTokens
+}
+
+func TestResponsesSDK(t *testing.T) {
+	port, up := responsesSetup(t)
+	ctx := context.Background()
+	c := filesClient(port, secretAll)
+	other := filesClient(port, secretQwen)
+
+	var stored *responses.Response
+	t.Run("plain", func(t *testing.T) {
+		var hr *http.Response
+		p, o := usageDelta(up, func() {
+			var err error
+			stored, err = c.Responses.New(ctx, responses.ResponseNewParams{
+				Model:        "demo-llama",
+				Input:        responses.ResponseNewParamsInputUnion{OfString: openai.String("Say hello.")},
+				Instructions: openai.String("Be brief."),
+			}, option.WithResponseInto(&hr))
+			if err != nil {
+				t.Fatal(err)
+			}
+		})
+		wiretest.Validate(t, "Response", []byte(stored.RawJSON()))
+		if stored.Status != "completed" || stored.OutputText() == "" || stored.Usage.InputTokens != p || stored.Usage.OutputTokens != o ||
+			hr.Header.Get("X-Usage-Prompt-Tokens") != fmt.Sprint(p) || hr.Header.Get("X-Usage-Completion-Tokens") != fmt.Sprint(o) {
+			t.Errorf("simulator counted %d/%d; got %s, headers %v", p, o, stored.RawJSON(), hr.Header)
+		}
+		if hr.Header.Get("X-Ratelimit-Remaining-Requests") != "" {
+			t.Errorf("unlimited key got rate-limit headers %v", hr.Header)
+		}
+	})
+	if stored == nil {
+		t.Fatal("no stored response")
+	}
+
+	t.Run("stream", func(t *testing.T) {
+		var completed *responses.Response
+		var text strings.Builder
+		p, o := usageDelta(up, func() {
+			s := c.Responses.NewStreaming(ctx, responses.ResponseNewParams{
+				Model: "demo-llama",
+				Input: responses.ResponseNewParamsInputUnion{OfInputItemList: responses.ResponseInputParam{
+					responses.ResponseInputItemParamOfMessage("Count to three.", responses.EasyInputMessageRoleUser),
+				}},
+			})
+			n := 0
+			for s.Next() {
+				ev := s.Current()
+				wiretest.Validate(t, "ResponseStreamEvent", []byte(ev.RawJSON()))
+				if ev.SequenceNumber != int64(n) {
+					t.Errorf("event %d: sequence_number %d", n, ev.SequenceNumber)
+				}
+				n++
+				switch ev.Type {
+				case "response.output_text.delta":
+					text.WriteString(ev.Delta)
+				case "response.completed":
+					r := ev.Response
+					completed = &r
+				}
+			}
+			if err := s.Err(); err != nil {
+				t.Fatal(err)
+			}
+		})
+		if completed == nil || completed.OutputText() != text.String() || completed.Usage.InputTokens != p || completed.Usage.OutputTokens != o {
+			t.Fatalf("simulator counted %d/%d; completed %+v, text %q", p, o, completed, text.String())
+		}
+		got, err := c.Responses.Get(ctx, completed.ID, responses.ResponseGetParams{})
+		if err != nil || got.ID != completed.ID {
+			t.Errorf("GET of the streamed response: %v", err)
+		}
+		if _, err := other.Responses.Get(ctx, completed.ID, responses.ResponseGetParams{}); err == nil {
+			t.Error("another key read the streamed response")
+		}
+	})
+
+	t.Run("function_call_round_trip", func(t *testing.T) {
+		first, err := c.Responses.New(ctx, responses.ResponseNewParams{
+			Model: "demo-llama",
+			Input: responses.ResponseNewParamsInputUnion{OfString: openai.String("What is the weather in Paris?")},
+			Tools: []responses.ToolUnionParam{weatherTool},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		wiretest.Validate(t, "Response", []byte(first.RawJSON()))
+		if len(first.Output) != 1 || first.Output[0].Type != "function_call" || first.Output[0].Name != "get_weather" {
+			t.Fatalf("no call: %s", first.RawJSON())
+		}
+		call := first.Output[0]
+		out := responses.ResponseInputItemParamOfFunctionCallOutput(`{"temperature":21}`)
+		out.OfFunctionCallOutput.CallID = openai.String(call.CallID)
+		second, err := c.Responses.New(ctx, responses.ResponseNewParams{
+			Model: "demo-llama",
+			Input: responses.ResponseNewParamsInputUnion{OfInputItemList: responses.ResponseInputParam{
+				responses.ResponseInputItemParamOfMessage("What is the weather in Paris?", responses.EasyInputMessageRoleUser),
+				responses.ResponseInputItemParamOfFunctionCall(call.Arguments.OfString, call.CallID, call.Name),
+				out,
+			}},
+			Tools: []responses.ToolUnionParam{weatherTool},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if second.OutputText() == "" {
+			t.Errorf("no answer after the call's output: %s", second.RawJSON())
+		}
+	})
+
+	t.Run("owned", func(t *testing.T) {
+		if _, err := other.Responses.Get(ctx, stored.ID, responses.ResponseGetParams{}); err == nil {
+			t.Fatal("another key read the response")
+		} else {
+			wantAPIError(t, err, http.StatusNotFound, "")
+		}
+		if err := other.Responses.Delete(ctx, stored.ID); err == nil {
+			t.Fatal("another key deleted the response")
+		}
+		if _, err := other.Responses.InputItems.List(ctx, stored.ID, responses.InputItemListParams{}); err == nil {
+			t.Fatal("another key listed the input items")
+		}
+		if _, err := other.Responses.Cancel(ctx, stored.ID); err == nil {
+			t.Fatal("another key cancelled the response")
+		} else {
+			wantAPIError(t, err, http.StatusNotFound, "")
+		}
+		_, err := other.Responses.New(ctx, responses.ResponseNewParams{
+			Model:              "demo-llama",
+			Input:              responses.ResponseNewParamsInputUnion{OfString: openai.String("go on")},
+			PreviousResponseID: openai.String(stored.ID),
+		})
+		wantAPIError(t, err, http.StatusNotFound, "previous_response_not_found")
+		var apiErr *openai.Error
+		if errors.As(err, &apiErr) && apiErr.Param != "previous_response_id" {
+			t.Errorf("param %q", apiErr.Param)
+		}
+
+		got, err := c.Responses.Get(ctx, stored.ID, responses.ResponseGetParams{})
+		if err != nil || got.RawJSON() != stored.RawJSON() {
+			t.Fatalf("owner's GET: %v", err)
+		}
+		items, err := c.Responses.InputItems.List(ctx, stored.ID, responses.InputItemListParams{})
+		if err != nil || len(items.Data) != 1 {
+			t.Fatalf("owner's input items: %v %+v", err, items)
+		}
+		wiretest.Validate(t, "ResponseItemList", []byte(items.RawJSON()))
+		next, err := c.Responses.New(ctx, responses.ResponseNewParams{
+			Model:              "demo-llama",
+			Input:              responses.ResponseNewParamsInputUnion{OfString: openai.String("go on")},
+			PreviousResponseID: openai.String(stored.ID),
+		})
+		if err != nil || next.PreviousResponseID != stored.ID {
+			t.Fatalf("owner's previous_response_id: %v", err)
+		}
+		if err := c.Responses.Delete(ctx, stored.ID); err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.Responses.Get(ctx, stored.ID, responses.ResponseGetParams{})
+		wantAPIError(t, err, http.StatusNotFound, "")
+	})
+
+	t.Run("cut_stream_raises", func(t *testing.T) {
+		for _, fault := range []string{"kind=cut;after=5", "kind=midstream_error;after=5"} {
+			s := c.Responses.NewStreaming(ctx, responses.ResponseNewParams{
+				Model: "demo-llama",
+				Input: responses.ResponseNewParamsInputUnion{OfString: openai.String("hi")},
+			}, option.WithHeader(simulator.FaultHeader, fault))
+			var types []string
+			for s.Next() {
+				ev := s.Current()
+				wiretest.Validate(t, "ResponseStreamEvent", []byte(ev.RawJSON()))
+				types = append(types, ev.Type)
+			}
+			if s.Err() == nil {
+				t.Errorf("%s: the SDK saw a clean end after %v", fault, types)
+			}
+			if len(types) == 0 || types[len(types)-1] != "response.failed" {
+				t.Errorf("%s: events %v, want response.failed before the error", fault, types)
+			}
+		}
+	})
+
+	t.Run("no_done", func(t *testing.T) {
+		req := responsesRequest(t, port, secretAll, `{"model":"demo-llama","input":"hi","stream":true}`)
+		resp, body := doRequest(t, req)
+		if resp.StatusCode != 200 || strings.Contains(string(body), "[DONE]") || !strings.Contains(string(body), "event: response.completed\n") {
+			t.Errorf("%d %s", resp.StatusCode, body)
+		}
+	})
+}
+
+func responsesRequest(t *testing.T, port int, key, body string) *http.Request {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, url(port, "/v1/responses"), strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("Content-Type", "application/json")
+	return req
+}
+
+func TestResponsesRefusals(t *testing.T) {
+	port, up := responsesSetup(t)
+	long := strings.Repeat("lorem ipsum dolor sit amet ", 200)
+	for _, tc := range []struct {
+		name, key, body string
+		status          int
+		param, code     string
+	}{
+		{"part type", secretAll, `{"model":"demo-llama","input":[{"role":"user","content":"a"},{"role":"assistant","content":"b"},{"role":"user","content":[{"type":"bogus","text":"x"}]}]}`,
+			400, "input[2].content[0].type", "invalid_value"},
+		{"item role", secretAll, `{"model":"demo-llama","input":[{"type":"message","content":"a"}]}`, 400, "input[0].role", "missing_required_parameter"},
+		{"call id", secretAll, `{"model":"demo-llama","input":[{"type":"function_call_output","output":"x"}]}`, 400, "input[0].call_id", "missing_required_parameter"},
+		{"tool name", secretAll, `{"model":"demo-llama","input":"x","tools":[{"type":"function","name":"bad name!"}]}`, 400, "tools[0].name", "invalid_value"},
+		{"format schema", secretAll, `{"model":"demo-llama","input":"x","text":{"format":{"type":"json_schema","name":"a"}}}`, 400, "text.format.schema", "missing_required_parameter"},
+		{"max_output_tokens", secretAll, `{"model":"demo-llama","input":"x","max_output_tokens":0}`, 400, "max_output_tokens", "integer_below_min_value"},
+		{"truncation", secretAll, `{"model":"demo-llama","input":"x","truncation":"middle"}`, 400, "truncation", "invalid_value"},
+		{"context", secretAll, `{"model":"demo-llama","instructions":"x","input":"` + long + `"}`, 413, "input", "context_length_exceeded"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := len(up.requests())
+			resp, body := doRequest(t, responsesRequest(t, port, tc.key, tc.body))
+			wiretest.Validate(t, "ErrorResponse", body)
+			e := decodeJSON(t, body)["error"].(map[string]any)
+			if resp.StatusCode != tc.status || e["param"] != tc.param || e["code"] != tc.code {
+				t.Errorf("%d %s", resp.StatusCode, body)
+			}
+			if len(up.requests()) != before {
+				t.Error("a refused request reached the upstream")
+			}
+		})
+	}
+
+	t.Run("429", func(t *testing.T) {
+		c := filesClient(port, secretLimited)
+		params := responses.ResponseNewParams{Model: "demo-llama", Input: responses.ResponseNewParamsInputUnion{OfString: openai.String("hi")}}
+		var hr *http.Response
+		if _, err := c.Responses.New(context.Background(), params, option.WithResponseInto(&hr)); err != nil {
+			t.Fatal(err)
+		}
+		if hr.Header.Get("X-Ratelimit-Limit-Requests") != "1" || hr.Header.Get("X-Ratelimit-Remaining-Requests") != "0" {
+			t.Errorf("headers %v", hr.Header)
+		}
+		_, err := c.Responses.New(context.Background(), params, option.WithResponseInto(&hr))
+		wantAPIError(t, err, http.StatusTooManyRequests, "rate_limit_exceeded")
+		if hr.Header.Get("Retry-After") == "" || hr.Header.Get("X-Ratelimit-Reset-Requests") == "" {
+			t.Errorf("429 headers %v", hr.Header)
+		}
+	})
+}
