@@ -321,3 +321,38 @@ func TestResponsesRefusals(t *testing.T) {
 		}
 	})
 }
+
+// TestResponsesBatch: a batch of /v1/responses lines runs through the gateway as requests of
+// the owning key, whose stored responses are then that key's only.
+func TestResponsesBatch(t *testing.T) {
+	port, _ := batchesSetup(t, simulator.Config{}, "")
+	ctx := context.Background()
+	c := filesClient(port, secretAll)
+	var sb strings.Builder
+	for i := 1; i <= 2; i++ {
+		fmt.Fprintf(&sb, `{"custom_id":"r%d","method":"POST","url":"/v1/responses","body":{"model":"demo-llama","input":"line %d","max_output_tokens":8}}`+"\n", i, i)
+	}
+	f := uploadBatch(t, c, "responses.jsonl", sb.String())
+	b, err := c.Batches.New(ctx, openai.BatchNewParams{CompletionWindow: openai.BatchNewParamsCompletionWindow24h,
+		Endpoint: openai.BatchNewParamsEndpointV1Responses, InputFileID: f.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b = waitBatch(t, c, b.ID)
+	if b.Status != openai.BatchStatusCompleted || b.RequestCounts.Completed != 2 {
+		t.Fatalf("batch %s", b.RawJSON())
+	}
+	lines := fileLines(t, c, b.OutputFileID)
+	l := lines["r1"]
+	wiretest.Validate(t, "Response", []byte(l.Get("response.body").Raw))
+	id := l.Get("response.body.id").String()
+	if l.Get("response.status_code").Int() != 200 || id == "" {
+		t.Fatalf("line %s", l.Raw)
+	}
+	if _, err := c.Responses.Get(ctx, id, responses.ResponseGetParams{}); err != nil {
+		t.Errorf("the batch's owner cannot read its line's response: %v", err)
+	}
+	other := filesClient(port, secretQwen)
+	_, err = other.Responses.Get(ctx, id, responses.ResponseGetParams{})
+	wantAPIError(t, err, http.StatusNotFound, "")
+}
