@@ -61,6 +61,7 @@ type exchange struct {
 	usage            wire.Usage
 	streamIncomplete bool
 	responseID       string // the Responses answer's id, once recorded as the key's
+	bridged          *bridgeState // a Responses request sent to chat completions
 	reject           string
 
 	cacheable  bool
@@ -85,6 +86,7 @@ type modelRoute struct {
 	cache         cache.Policy // the model's own cache settings, over the gateway's
 	fallbacks     []*modelRoute
 	counted       promptCounts // caddy_ai_gateway_prompt_counts_total of the model, by how
+	bridge        *bridgeRoute // Responses requests go to chat completions; nil: served natively
 }
 
 // promptCounts are a model's prompt_counts_total counters, resolved once.

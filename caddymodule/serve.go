@@ -539,6 +539,9 @@ func (g *Gateway) handOff(ex *exchange, r *http.Request) *wire.Error {
 			r.Header["Connection"] = kept
 		}
 	}
+	if werr := g.bridgeRequest(ex, r); werr != nil {
+		return werr
+	}
 	raw := ex.body.bytes()
 	out := raw
 	var err error

@@ -133,3 +133,45 @@ func TestResponsesStreamFaults(t *testing.T) {
 		t.Errorf("no_usage: %s", rec.Body)
 	}
 }
+
+func TestChatToolCall(t *testing.T) {
+	s := newServer(t, Config{})
+	tools := `[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object","properties":{"city":{"type":"string"}}}}}]`
+	rec := do(t, s, http.MethodPost, "/v1/chat/completions", `{"model":"m","messages":[{"role":"user","content":"weather?"}],"tools":`+tools+`}`)
+	wiretest.Validate(t, "CreateChatCompletionResponse", rec.Body.Bytes())
+	if !strings.Contains(rec.Body.String(), `"arguments":"{\"city\":\"sim\"}"`) || !strings.Contains(rec.Body.String(), `"finish_reason":"tool_calls"`) {
+		t.Errorf("no call: %s", rec.Body)
+	}
+	rec = do(t, s, http.MethodPost, "/v1/chat/completions", `{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"weather?"}],"tools":`+tools+`}`)
+	var args strings.Builder
+	for _, d := range sseData(t, rec.Body.String()) {
+		if d == "[DONE]" {
+			continue
+		}
+		wiretest.Validate(t, "CreateChatCompletionStreamResponse", []byte(d))
+		var c struct {
+			Choices []struct {
+				Delta struct {
+					ToolCalls []struct {
+						Function struct{ Arguments string }
+					} `json:"tool_calls"`
+				}
+			}
+		}
+		_ = json.Unmarshal([]byte(d), &c)
+		for _, ch := range c.Choices {
+			for _, tc := range ch.Delta.ToolCalls {
+				args.WriteString(tc.Function.Arguments)
+			}
+		}
+	}
+	if args.String() != `{"city":"sim"}` {
+		t.Errorf("streamed arguments %q", args.String())
+	}
+	rec = do(t, s, http.MethodPost, "/v1/chat/completions", `{"model":"m","messages":[{"role":"user","content":"weather?"},`+
+		`{"role":"assistant","content":null,"tool_calls":[{"id":"c","type":"function","function":{"name":"get_weather","arguments":"{}"}}]},`+
+		`{"role":"tool","tool_call_id":"c","content":"sunny"}],"tools":`+tools+`}`)
+	if strings.Contains(rec.Body.String(), "tool_calls") {
+		t.Errorf("called again after the result: %s", rec.Body)
+	}
+}
