@@ -60,7 +60,7 @@ type exchange struct {
 	firstToken       time.Time
 	usage            wire.Usage
 	streamIncomplete bool
-	responseID       string // the Responses answer's id, once recorded as the key's
+	responseID       string       // the Responses answer's id, once recorded as the key's
 	bridged          *bridgeState // a Responses request sent to chat completions
 	reject           string
 
