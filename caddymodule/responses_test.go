@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/openai/openai-go/v3"
@@ -355,4 +357,197 @@ func TestResponsesBatch(t *testing.T) {
 	other := filesClient(port, secretQwen)
 	_, err = other.Responses.Get(ctx, id, responses.ResponseGetParams{})
 	wantAPIError(t, err, http.StatusNotFound, "")
+}
+
+// TestResponsesBridge: a model whose server speaks chat completions only (a simulator that
+// answers /v1/responses with 404) serves the Responses API through the bridge: plain, streamed,
+// a function call round trip, usage equal to the server's count, and the stateless refusals.
+func TestResponsesBridge(t *testing.T) {
+	sim, err := simulator.New(simulator.Config{Models: []string{"chat-only"}, ResponseTokens: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var paths []string
+	var mu sync.Mutex
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		paths = append(paths, r.URL.Path)
+		mu.Unlock()
+		if strings.HasPrefix(r.URL.Path, "/v1/responses") {
+			http.Error(w, `{"error":{"message":"Not Found","type":"invalid_request_error","param":null,"code":null}}`, http.StatusNotFound)
+			return
+		}
+		sim.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	port := freePort(t)
+	startCaddy(t, globalOptions+fmt.Sprintf(`
+:%d {
+	ai_gateway {
+		key %s {
+			id all
+		}
+		model chat-only {
+			upstream_api chat_completions
+			max_tokens_field max_completion_tokens
+			upstream %s
+		}
+		storage {
+			dir %s
+		}
+	}
+	reverse_proxy {
+		dynamic ai_gateway
+	}
+}
+`, port, policy.FormatHash(policy.HashSecret(secretAll)), strings.TrimPrefix(srv.URL, "http://"), t.TempDir()))
+	ctx := context.Background()
+	c := filesClient(port, secretAll)
+	delta := func(fn func()) (int64, int64) {
+		before := sim.Stats()
+		fn()
+		after := sim.Stats()
+		return after.PromptTokens - before.PromptTokens, after.CompletionTokens - before.CompletionTokens
+	}
+
+	t.Run("plain", func(t *testing.T) {
+		var r *responses.Response
+		p, o := delta(func() {
+			var err error
+			r, err = c.Responses.New(ctx, responses.ResponseNewParams{
+				Model:           "chat-only",
+				Instructions:    openai.String("Be brief."),
+				Input:           responses.ResponseNewParamsInputUnion{OfString: openai.String("Say hello.")},
+				MaxOutputTokens: openai.Int(3),
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		})
+		wiretest.Validate(t, "Response", []byte(r.RawJSON()))
+		if r.OutputText() == "" || r.Usage.InputTokens != p || r.Usage.OutputTokens != o || o != 3 || r.Status != "incomplete" || !strings.Contains(r.RawJSON(), `"store":false`) {
+			t.Errorf("server counted %d/%d: %s", p, o, r.RawJSON())
+		}
+		mu.Lock()
+		last := paths[len(paths)-1]
+		mu.Unlock()
+		if last != "/v1/chat/completions" {
+			t.Errorf("upstream path %s", last)
+		}
+	})
+
+	t.Run("stream", func(t *testing.T) {
+		var completed *responses.Response
+		var text strings.Builder
+		p, o := delta(func() {
+			s := c.Responses.NewStreaming(ctx, responses.ResponseNewParams{
+				Model: "chat-only",
+				Input: responses.ResponseNewParamsInputUnion{OfString: openai.String("Count.")},
+			})
+			n := 0
+			for s.Next() {
+				ev := s.Current()
+				wiretest.Validate(t, "ResponseStreamEvent", []byte(ev.RawJSON()))
+				if ev.SequenceNumber != int64(n) {
+					t.Errorf("event %d: sequence_number %d", n, ev.SequenceNumber)
+				}
+				n++
+				switch ev.Type {
+				case "response.output_text.delta":
+					text.WriteString(ev.Delta)
+				case "response.completed":
+					r := ev.Response
+					completed = &r
+				}
+			}
+			if err := s.Err(); err != nil {
+				t.Fatal(err)
+			}
+		})
+		if completed == nil || completed.OutputText() != text.String() || completed.Usage.InputTokens != p || completed.Usage.OutputTokens != o ||
+			completed.Model != "chat-only" {
+			t.Fatalf("server counted %d/%d: %+v", p, o, completed)
+		}
+	})
+
+	t.Run("function_call_round_trip", func(t *testing.T) {
+		for _, streamed := range []bool{false, true} {
+			params := responses.ResponseNewParams{
+				Model: "chat-only",
+				Input: responses.ResponseNewParamsInputUnion{OfString: openai.String("Weather in Paris?")},
+				Tools: []responses.ToolUnionParam{weatherTool},
+			}
+			var call responses.ResponseOutputItemUnion
+			if streamed {
+				s := c.Responses.NewStreaming(ctx, params)
+				var args strings.Builder
+				for s.Next() {
+					ev := s.Current()
+					wiretest.Validate(t, "ResponseStreamEvent", []byte(ev.RawJSON()))
+					switch ev.Type {
+					case "response.function_call_arguments.delta":
+						args.WriteString(ev.Delta)
+					case "response.completed":
+						if len(ev.Response.Output) == 1 {
+							call = ev.Response.Output[0]
+						}
+					}
+				}
+				if s.Err() != nil || call.Arguments.OfString != args.String() {
+					t.Fatalf("stream: %v; arguments %q, deltas %q", s.Err(), call.Arguments.OfString, args.String())
+				}
+			} else {
+				r, err := c.Responses.New(ctx, params)
+				if err != nil {
+					t.Fatal(err)
+				}
+				wiretest.Validate(t, "Response", []byte(r.RawJSON()))
+				call = r.Output[0]
+			}
+			if call.Type != "function_call" || call.Name != "get_weather" || call.Arguments.OfString != `{"city":"sim"}` || call.CallID == "" {
+				t.Fatalf("call %+v", call)
+			}
+			out := responses.ResponseInputItemParamOfFunctionCallOutput(`{"temperature":21}`)
+			out.OfFunctionCallOutput.CallID = openai.String(call.CallID)
+			r, err := c.Responses.New(ctx, responses.ResponseNewParams{
+				Model: "chat-only",
+				Input: responses.ResponseNewParamsInputUnion{OfInputItemList: responses.ResponseInputParam{
+					responses.ResponseInputItemParamOfMessage("Weather in Paris?", responses.EasyInputMessageRoleUser),
+					responses.ResponseInputItemParamOfFunctionCall(call.Arguments.OfString, call.CallID, call.Name),
+					out,
+				}},
+				Tools: []responses.ToolUnionParam{weatherTool},
+			})
+			if err != nil || r.OutputText() == "" {
+				t.Fatalf("after the output: %v %s", err, r.RawJSON())
+			}
+		}
+	})
+
+	t.Run("stateless", func(t *testing.T) {
+		_, err := c.Responses.New(ctx, responses.ResponseNewParams{Model: "chat-only",
+			Input: responses.ResponseNewParamsInputUnion{OfString: openai.String("x")}, Store: openai.Bool(true)})
+		wantAPIError(t, err, http.StatusBadRequest, "unsupported_parameter")
+		var apiErr *openai.Error
+		if errors.As(err, &apiErr) && apiErr.Param != "store" {
+			t.Errorf("param %q", apiErr.Param)
+		}
+		resp, body := doRequest(t, responsesRequest(t, port, secretAll, `{"model":"chat-only","input":"x","tools":[{"type":"web_search"}]}`))
+		if resp.StatusCode != 400 || !strings.Contains(string(body), `"param":"tools[0].type"`) {
+			t.Errorf("hosted tool: %d %s", resp.StatusCode, body)
+		}
+	})
+
+	t.Run("cut_stream_raises", func(t *testing.T) {
+		s := c.Responses.NewStreaming(ctx, responses.ResponseNewParams{Model: "chat-only",
+			Input: responses.ResponseNewParamsInputUnion{OfString: openai.String("x")}}, option.WithHeader(simulator.FaultHeader, "kind=cut;after=3"))
+		var last string
+		for s.Next() {
+			wiretest.Validate(t, "ResponseStreamEvent", []byte(s.Current().RawJSON()))
+			last = s.Current().Type
+		}
+		if s.Err() == nil || last != "response.failed" {
+			t.Errorf("cut bridged stream: err %v, last event %s", s.Err(), last)
+		}
+	})
 }
