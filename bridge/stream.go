@@ -158,7 +158,12 @@ func (s *Stream) Event(dst, data []byte) []byte {
 	if e := root.Get("error"); e.Exists() && e.Type != gjson.Null {
 		s.done = true
 		dst = append(dst, "event: error\ndata: "...)
-		dst = append(dst, d...) // the typed stream tap normalises it
+		for _, c := range d { // the typed stream tap normalises it; valid JSON has no line break in a string
+			if c == '\n' || c == '\r' {
+				c = ' '
+			}
+			dst = append(dst, c)
+		}
 		return append(dst, "\n\n"...)
 	}
 	if !s.started {
