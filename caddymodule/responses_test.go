@@ -551,3 +551,38 @@ func TestResponsesBridge(t *testing.T) {
 		}
 	})
 }
+
+// TestResponsesCache: a deterministic Responses request that is not stored is answered from the
+// cache the second time (usage marked cached); a stored or streamed one never is, since its
+// answer names a response id that belongs to the key that made it.
+func TestResponsesCache(t *testing.T) {
+	t.Setenv("XDG_DATA_HOME", t.TempDir()) // the ownership records go to the default store
+	s := startCache(t, simulator.Config{}, "")
+	for _, tc := range []struct {
+		body, second string
+	}{
+		{`{"model":"demo-llama","input":"cache me","temperature":0,"store":false}`, "HIT"},
+		{`{"model":"demo-llama","input":"cache me","temperature":0}`, "BYPASS"},
+	} {
+		var first []byte
+		for i, want := range []string{"", tc.second} {
+			resp, body := doRequest(t, responsesRequest(t, s.port, secretAll, tc.body))
+			if resp.StatusCode != 200 {
+				t.Fatalf("%d %s", resp.StatusCode, body)
+			}
+			wiretest.Validate(t, "Response", body)
+			if i == 0 {
+				first = body
+				continue
+			}
+			if got := resp.Header.Get("X-Cache"); got != want {
+				t.Errorf("%s: x-cache %q, want %q", tc.body, got, want)
+			}
+			d := decodeJSON(t, body)
+			u := d["usage"].(map[string]any)
+			if want == "HIT" && (d["id"] != decodeJSON(t, first)["id"] || u["input_tokens_details"].(map[string]any)["cached_tokens"] != u["input_tokens"]) {
+				t.Errorf("hit %s", body)
+			}
+		}
+	}
+}
