@@ -109,9 +109,11 @@ func (t *responseTap) WriteHeader(status int) {
 	ct := t.Header().Get("Content-Type")
 	sse := strings.HasPrefix(ct, "text/event-stream")
 	switch {
-	case !ai:
+	case !ai && status < 400:
 		t.mode = modePassthrough
 		t.sendHeader(status)
+	case !ai:
+		t.mode = modeError // a stored response's call: the upstream's error, normalised
 	case status >= 400:
 		t.mode = modeError
 	case status >= 300 || status < 200:
