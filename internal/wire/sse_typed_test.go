@@ -114,3 +114,25 @@ func FuzzTypedStreamTap(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkTypedStreamTap taps a Responses stream of 20 text deltas, counting text as the
+// gateway does when the upstream may not report usage.
+func BenchmarkTypedStreamTap(b *testing.B) {
+	var in []byte
+	in = append(in, typedStream[:strings.Index(typedStream, "event: response.output_text.delta")]...)
+	for i := range 20 {
+		in = append(in, "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"sequence_number\":"...)
+		in = append(in, []byte(strings.Repeat("1", 1+i/10))...)
+		in = append(in, ",\"item_id\":\"msg_1\",\"output_index\":0,\"content_index\":0,\"delta\":\" word\",\"logprobs\":[]}\n\n"...)
+	}
+	in = append(in, typedCompleted...)
+	n := 0
+	out := make([]byte, 0, 8192)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(in)))
+	for b.Loop() {
+		tap := wire.NewStreamTap(wire.OpenAI, wire.TapOptions{Format: wire.StreamTyped, OnText: func(s string) { n += len(s) }})
+		out = tap.Write(out[:0], in)
+		out = tap.Finish(out, nil)
+	}
+}
