@@ -260,6 +260,24 @@ func TestResponsesSDK(t *testing.T) {
 		if resp.StatusCode != 200 || strings.Contains(string(body), "[DONE]") || !strings.Contains(string(body), "event: response.completed\n") {
 			t.Errorf("%d %s", resp.StatusCode, body)
 		}
+		// usage in the trailers, from response.completed
+		u := gjsonGet(t, body, "usage")
+		if resp.Trailer.Get("X-Usage-Prompt-Tokens") != fmt.Sprint(u["input_tokens"]) || resp.Trailer.Get("X-Usage-Completion-Tokens") != fmt.Sprint(u["output_tokens"]) {
+			t.Errorf("trailers %v, usage %v", resp.Trailer, u)
+		}
+	})
+
+	t.Run("upstream_bodies", func(t *testing.T) {
+		n := 0
+		for _, r := range up.requests() {
+			if r.Path == "/v1/responses" {
+				wiretest.Validate(t, "CreateResponse", r.Body)
+				n++
+			}
+		}
+		if n == 0 {
+			t.Error("no Responses request reached the upstream")
+		}
 	})
 }
 
@@ -585,4 +603,17 @@ func TestResponsesCache(t *testing.T) {
 			}
 		}
 	}
+}
+
+// gjsonGet returns the object at path in the data of a Responses stream's response.completed.
+func gjsonGet(t *testing.T, stream []byte, path string) map[string]any {
+	t.Helper()
+	for _, ev := range strings.Split(string(stream), "\n\n") {
+		if d, ok := strings.CutPrefix(ev, "event: response.completed\ndata: "); ok {
+			v, _ := decodeJSON(t, []byte(d))["response"].(map[string]any)[path].(map[string]any)
+			return v
+		}
+	}
+	t.Fatalf("no response.completed in %s", stream)
+	return nil
 }
