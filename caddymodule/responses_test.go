@@ -359,7 +359,7 @@ func TestResponsesBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	b = waitBatch(t, c, b.ID)
-	if b.Status != openai.BatchStatusCompleted || b.RequestCounts.Completed != 2 {
+	if b.Status != openai.BatchStatusCompleted || b.RequestCounts.Completed != 2 || b.Usage.InputTokens == 0 || b.Usage.OutputTokens == 0 {
 		t.Fatalf("batch %s", b.RawJSON())
 	}
 	lines := fileLines(t, c, b.OutputFileID)
