@@ -49,8 +49,8 @@ func responseNotFound(id string) *wire.Error {
 // the caller's stored responses.
 func (g *Gateway) checkPreviousResponse(ctx context.Context, ex *exchange) *wire.Error {
 	id := ex.info.PreviousResponseID
-	if ex.spec.Dialect != wire.DialectResponses || id == "" {
-		return nil
+	if ex.spec.Dialect != wire.DialectResponses || id == "" || ex.route != nil && ex.route.bridge != nil {
+		return nil // a bridged model refuses previous_response_id itself (it keeps no conversation)
 	}
 	if _, werr := g.ownedResponse(ctx, ex, id); werr != nil {
 		if werr.Status == http.StatusNotFound {

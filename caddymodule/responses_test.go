@@ -550,6 +550,9 @@ func TestResponsesBridge(t *testing.T) {
 		if errors.As(err, &apiErr) && apiErr.Param != "store" {
 			t.Errorf("param %q", apiErr.Param)
 		}
+		_, err = c.Responses.New(ctx, responses.ResponseNewParams{Model: "chat-only",
+			Input: responses.ResponseNewParamsInputUnion{OfString: openai.String("x")}, PreviousResponseID: openai.String("resp_x")})
+		wantAPIError(t, err, http.StatusBadRequest, "unsupported_parameter")
 		resp, body := doRequest(t, responsesRequest(t, port, secretAll, `{"model":"chat-only","input":"x","tools":[{"type":"web_search"}]}`))
 		if resp.StatusCode != 400 || !strings.Contains(string(body), `"param":"tools[0].type"`) {
 			t.Errorf("hosted tool: %d %s", resp.StatusCode, body)
