@@ -620,3 +620,62 @@ func gjsonGet(t *testing.T, stream []byte, path string) map[string]any {
 	t.Fatalf("no response.completed in %s", stream)
 	return nil
 }
+
+// TestResponsesFallbackAcrossAPIs: a bridged model whose servers are unreachable falls back to
+// a model that serves /v1/responses natively, which gets the Responses body, not the chat one;
+// and the reverse.
+func TestResponsesFallbackAcrossAPIs(t *testing.T) {
+	up := newUpstream(t, simulator.Config{Models: []string{"native", "bridged"}})
+	dead := freePort(t) // nothing listens there
+	port := freePort(t)
+	startCaddy(t, globalOptions+fmt.Sprintf(`
+:%d {
+	ai_gateway {
+		key %s {
+			id all
+		}
+		model bridged-dead {
+			upstream_api chat_completions
+			upstream 127.0.0.1:%d
+			fallback native
+		}
+		model native-dead {
+			upstream 127.0.0.1:%d
+			fallback bridged
+		}
+		model native {
+			upstream %s
+		}
+		model bridged {
+			upstream_api chat_completions
+			upstream %s
+		}
+		storage {
+			dir %s
+		}
+	}
+	reverse_proxy {
+		dynamic ai_gateway
+	}
+}
+`, port, policy.FormatHash(policy.HashSecret(secretAll)), dead, dead, up.addr(), up.addr(), t.TempDir()))
+	c := filesClient(port, secretAll)
+	for model, path := range map[string]string{"bridged-dead": "/v1/responses", "native-dead": "/v1/chat/completions"} {
+		r, err := c.Responses.New(context.Background(), responses.ResponseNewParams{Model: model, Instructions: openai.String("Be brief."),
+			Input: responses.ResponseNewParamsInputUnion{OfString: openai.String("hi")}})
+		if err != nil {
+			t.Fatalf("%s: %v", model, err)
+		}
+		wiretest.Validate(t, "Response", []byte(r.RawJSON()))
+		reqs := up.requests()
+		last := reqs[len(reqs)-1]
+		if last.Path != path || r.OutputText() == "" {
+			t.Errorf("%s: upstream got %s %s", model, last.Path, last.Body)
+		}
+		if path == "/v1/responses" {
+			wiretest.Validate(t, "CreateResponse", last.Body)
+		} else {
+			wiretest.Validate(t, "CreateChatCompletionRequest", last.Body)
+		}
+	}
+}
