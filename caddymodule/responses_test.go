@@ -14,6 +14,7 @@ import (
 	"github.com/openai/openai-go/v3/option"
 	"github.com/openai/openai-go/v3/responses"
 
+	"github.com/caddyai/gateway/internal/testredis"
 	"github.com/caddyai/gateway/internal/wiretest"
 	"github.com/caddyai/gateway/policy"
 	"github.com/caddyai/gateway/simulator"
@@ -677,5 +678,57 @@ func TestResponsesFallbackAcrossAPIs(t *testing.T) {
 		} else {
 			wiretest.Validate(t, "CreateChatCompletionRequest", last.Body)
 		}
+	}
+}
+
+// TestResponsesOwnedOnRedis: with the store in Redis, a response created through one gateway
+// site is its key's through another (several instances share the ownership records), and still
+// another key's 404.
+func TestResponsesOwnedOnRedis(t *testing.T) {
+	srv := testredis.StartServer(t)
+	up := newUpstream(t, simulator.Config{Models: []string{"demo-llama"}})
+	ports := [2]int{freePort(t), freePort(t)}
+	site := func(port int) string {
+		return fmt.Sprintf(`
+:%d {
+	ai_gateway {
+		key %s {
+			id all
+		}
+		key %s {
+			id other
+		}
+		model demo-llama {
+			upstream %s
+		}
+		storage {
+			dir %s
+			store redis redis://%s/0
+			redis_prefix resp%d:
+		}
+	}
+	reverse_proxy {
+		dynamic ai_gateway
+	}
+}
+`, port, policy.FormatHash(policy.HashSecret(secretAll)), policy.FormatHash(policy.HashSecret(secretQwen)), up.addr(),
+			t.TempDir(), srv.Addr(), ports[0])
+	}
+	startCaddy(t, globalOptions+site(ports[0])+site(ports[1]))
+	ctx := context.Background()
+	a, b, other := filesClient(ports[0], secretAll), filesClient(ports[1], secretAll), filesClient(ports[1], secretQwen)
+	r, err := a.Responses.New(ctx, responses.ResponseNewParams{Model: "demo-llama",
+		Input: responses.ResponseNewParamsInputUnion{OfString: openai.String("hi")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := b.Responses.Get(ctx, r.ID, responses.ResponseGetParams{}); err != nil || got.ID != r.ID {
+		t.Fatalf("the owner through the other instance: %v", err)
+	}
+	_, err = other.Responses.Get(ctx, r.ID, responses.ResponseGetParams{})
+	wantAPIError(t, err, http.StatusNotFound, "")
+	if _, err := b.Responses.New(ctx, responses.ResponseNewParams{Model: "demo-llama", PreviousResponseID: openai.String(r.ID),
+		Input: responses.ResponseNewParamsInputUnion{OfString: openai.String("go on")}}); err != nil {
+		t.Errorf("previous_response_id through the other instance: %v", err)
 	}
 }
