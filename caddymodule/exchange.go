@@ -266,6 +266,15 @@ func (ex *exchange) logFields() {
 	if ex.usage.Estimated {
 		fields = append(fields, zap.Bool("ai_usage_estimated", true))
 	}
+	if ex.usage.CachedTokens > 0 {
+		fields = append(fields, zap.Int64("ai_cached_tokens", ex.usage.CachedTokens))
+	}
+	if ex.usage.ReasoningTokens > 0 {
+		fields = append(fields, zap.Int64("ai_reasoning_tokens", ex.usage.ReasoningTokens))
+	}
+	if ex.responseID != "" {
+		fields = append(fields, zap.String("ai_response_id", ex.responseID))
+	}
 	if !ex.firstToken.IsZero() {
 		fields = append(fields, zap.Float64("ai_ttft_ms", float64(ex.firstToken.Sub(ex.start))/float64(time.Millisecond)))
 	}
