@@ -2,6 +2,8 @@ package simulator
 
 import (
 	"bytes"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"strings"
 	"sync"
@@ -262,7 +264,7 @@ func (s *Server) serveResponses(x *exchange, body []byte) {
 		return
 	}
 	rg := &respGen{gen: g, req: &req, store: req.Store == nil || *req.Store, created: g.created}
-	rg.id = s.nextID("resp_")
+	rg.id = randomID("resp_")
 	if t := functionToCall(&req); t != nil {
 		rg.call = t
 		rg.args = callArguments(t.Parameters)
@@ -354,3 +356,11 @@ func sortStrings(s []string) {
 }
 
 func simItoa(i int) string { return string(appendInt(nil, i)) }
+
+// randomID returns prefix and 24 random hex digits. Response ids are random, as real servers'
+// are: a gateway records which key owns each id, so an id must never come back after a restart.
+func randomID(prefix string) string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return prefix + hex.EncodeToString(b[:])
+}
