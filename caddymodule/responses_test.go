@@ -268,6 +268,20 @@ func TestResponsesSDK(t *testing.T) {
 		}
 	})
 
+	t.Run("no_usage_estimated", func(t *testing.T) {
+		var hr *http.Response
+		r, err := c.Responses.New(ctx, responses.ResponseNewParams{Model: "demo-llama", Store: openai.Bool(false),
+			Input: responses.ResponseNewParamsInputUnion{OfString: openai.String("hi")}},
+			option.WithHeader(simulator.FaultHeader, "kind=no_usage"), option.WithResponseInto(&hr))
+		if err != nil {
+			t.Fatal(err)
+		}
+		wiretest.Validate(t, "Response", []byte(r.RawJSON()))
+		if r.Usage.OutputTokens != 6 || r.Usage.InputTokens == 0 || hr.Header.Get("X-Usage-Estimated") != "true" {
+			t.Errorf("estimated usage %s, headers %v", r.Usage.RawJSON(), hr.Header)
+		}
+	})
+
 	t.Run("upstream_bodies", func(t *testing.T) {
 		n := 0
 		for _, r := range up.requests() {

@@ -56,12 +56,13 @@ type responseTap struct {
 	lastToken       time.Time
 	asm             *cache.Assembler // rebuilds a streamed answer for the cache
 	itl             prometheus.Observer
-	finalBody       []byte          // the JSON body sent, for the cache
-	overflowed      bool            // a JSON body too large to hold was passed through unread
-	eventsAfterStop int             // writes after text collection stopped
-	chatTap         *wire.StreamTap // a bridged stream: frames the upstream's chat chunks
-	bridgedOut      []byte          // the Responses events the bridge made of them
-	scratch         []byte
+	finalBody       []byte // the JSON body sent, for the cache
+	overflowed      bool   // a JSON body too large to hold was passed through unread
+	eventsAfterStop int    // writes after text collection stopped
+
+	chatTap    *wire.StreamTap // a bridged stream: frames the upstream's chat chunks
+	bridgedOut []byte          // the Responses events the bridge made of them
+	scratch    []byte
 }
 
 // cacheBody returns the complete answer as JSON, or nil when it cannot be cached.

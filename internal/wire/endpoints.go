@@ -227,7 +227,7 @@ var table = [numEndpoints]Spec{
 	EndpointResponses: {Name: "responses", Path: "responses", Methods: post, Surface: OpenAI,
 		Dialect: DialectResponses, Answer: AnswerUpstream, Required: []string{"model"}, Params: responsesParams,
 		ContextParam: "input", ExactCount: true,
-		AnswerText: []string{"output.#.content.#.text", "output.#.arguments", "output.#.summary.#.text"},
+		AnswerText: []string{"output.#.content.#.text|@flatten", "output.#.arguments", "output.#.summary.#.text|@flatten"},
 		Cacheable:  true, MaxTokens: true, StreamFormat: StreamTyped, MaxTokensParam: "max_output_tokens"},
 	EndpointResponse: {Name: "response", Path: "responses/{response_id}", Methods: getHeadDel, Surface: OpenAI,
 		Answer: AnswerUpstream},
