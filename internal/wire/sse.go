@@ -131,7 +131,8 @@ func (t *StreamTap) Usage() (Usage, bool) {
 }
 
 // Done reports whether the upstream ended its stream properly: [DONE] (OpenAI) or message_stop
-// (Anthropic).
+// (Anthropic); for a StreamTyped tap, response.completed, response.incomplete or
+// response.failed.
 func (t *StreamTap) Done() bool { return t.done }
 
 // UpstreamError returns the normalised error of an error event the upstream sent in the stream,
@@ -175,7 +176,7 @@ func (t *StreamTap) Write(dst, p []byte) []byte {
 // lacking only its final blank line is handled and terminated; any other tail is dropped. When
 // the stream did not end properly (no [DONE] / message_stop, no error frame sent), it appends
 // the error frame for cause (StreamIncomplete when cause is nil) and, on the OpenAI surface,
-// `data: [DONE]`.
+// `data: [DONE]`; a StreamTyped tap appends response.failed and an error event instead.
 func (t *StreamTap) Finish(dst []byte, cause *Error) []byte {
 	if t.passthrough {
 		dst = append(dst, "\n\n"...)
