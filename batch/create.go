@@ -31,9 +31,8 @@ const (
 )
 
 // SupportedEndpoints are the endpoints the gateway can run batch lines for today, the list a
-// caller passes to ParseCreateRequest unless its configuration narrows it (/v1/responses joins
-// once the gateway serves it).
-var SupportedEndpoints = []string{"/v1/chat/completions", "/v1/completions", "/v1/embeddings"}
+// caller passes to ParseCreateRequest unless its configuration narrows it.
+var SupportedEndpoints = []string{"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses"}
 
 // More error codes of request-level refusals, as the OpenAI API names them.
 const (

@@ -47,6 +47,9 @@ const (
 	ReasonTemperature = "temperature"
 	ReasonN           = "n"
 	ReasonTools       = "tools"
+	// ReasonStored is a Responses request that is stored (store not false) or streamed: its
+	// answer names a response id that belongs to the key that made it.
+	ReasonStored = "stored"
 )
 
 // Policy is how the cache treats the requests of a route.
@@ -137,6 +140,9 @@ func Cacheable(e wire.Endpoint, body []byte, when string) (ok bool, reason strin
 	if !gjson.Valid(js) {
 		return false, ReasonBody
 	}
+	if spec.Dialect == wire.DialectResponses && !unstoredJSON(js) {
+		return false, ReasonStored
+	}
 	if spec.Dialect == wire.DialectEmbedding || when == WhenAlways { // an embedding is not sampled
 		return true, ""
 	}
@@ -169,6 +175,13 @@ func Cacheable(e wire.Endpoint, body []byte, when string) (ok bool, reason strin
 		return false, ReasonTemperature
 	}
 	return true, ""
+}
+
+// unstoredJSON reports whether a Responses body asks for a JSON answer that is not stored
+// (store: false, stream absent or false): only such an answer may be given to another request.
+func unstoredJSON(js string) bool {
+	r := gjson.GetMany(js, "store", "stream")
+	return r[0].Type == gjson.False && (r[1].Type == gjson.False || !r[1].Exists() || r[1].Type == gjson.Null)
 }
 
 // nonEmptyArray reports whether v is an array with at least one element, or any other non-null

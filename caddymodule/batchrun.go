@@ -617,6 +617,11 @@ type lineUsage struct {
 // answerUsage reads the usage of an OpenAI answer body.
 func answerUsage(body []byte) lineUsage {
 	u := gjson.GetBytes(body, "usage")
+	if u.Get("input_tokens").Exists() && !u.Get("prompt_tokens").Exists() {
+		// a Response: input_tokens, output_tokens and their details
+		r, _ := wire.ExtractUsage(wire.OpenAI, body)
+		return lineUsage{Usage: r, Reasoning: r.ReasoningTokens}
+	}
 	return lineUsage{Usage: wire.Usage{PromptTokens: u.Get("prompt_tokens").Int(), CompletionTokens: u.Get("completion_tokens").Int(),
 		TotalTokens: u.Get("total_tokens").Int(), CachedTokens: u.Get("prompt_tokens_details.cached_tokens").Int()},
 		Reasoning: u.Get("completion_tokens_details.reasoning_tokens").Int()}

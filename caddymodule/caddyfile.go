@@ -61,6 +61,7 @@ func parseHandler[T any, PT interface {
 //	        upstream <address>...
 //	        upstream_key <secret>
 //	        upstream_name <name>
+//	        upstream_api responses|chat_completions
 //	        tokenizer estimate|cl100k_base|o200k_base|hf <path>
 //	        rpm|tpm|rpd|tpd|max_concurrent <n>
 //	        queue <size> [<timeout>]
@@ -322,6 +323,10 @@ func parseModelBlock(d *caddyfile.Dispenser) (ModelConfig, error) {
 			m.UpstreamKey, err = stringArg(d)
 		case "upstream_name":
 			m.UpstreamName, err = stringArg(d)
+		case "upstream_api":
+			if m.UpstreamAPI, err = stringArg(d); err == nil && m.UpstreamAPI != upstreamAPIResponses && m.UpstreamAPI != upstreamAPIChat {
+				err = d.Errf("upstream_api: want responses or chat_completions, got %q", m.UpstreamAPI)
+			}
 		case "tokenizer":
 			args := d.RemainingArgs()
 			switch {

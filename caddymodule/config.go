@@ -30,6 +30,11 @@ type ModelConfig struct {
 	// UpstreamName is the name the model server knows the model by (vLLM's
 	// --served-model-name), when it differs from Name.
 	UpstreamName string `json:"upstream_name,omitempty"`
+	// UpstreamAPI is the API the model's servers speak for Responses requests: "responses"
+	// (they serve /v1/responses) or "chat_completions" (the gateway bridges each Responses
+	// request to /v1/chat/completions and the answer back, stateless: store and
+	// previous_response_id are refused). Default: responses.
+	UpstreamAPI string `json:"upstream_api,omitempty"`
 	// Tokenizer counts the model's prompt tokens: estimate (a fast upper bound), cl100k_base,
 	// o200k_base, or "hf <path to tokenizer.json>" for the model's own vocabulary.
 	// Default: cl100k_base.

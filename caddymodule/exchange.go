@@ -62,6 +62,8 @@ type exchange struct {
 	firstToken       time.Time
 	usage            wire.Usage
 	streamIncomplete bool
+	responseID       string       // the Responses answer's id, once recorded as the key's
+	bridged          *bridgeState // a Responses request sent to chat completions
 	reject           string
 
 	cacheable  bool
@@ -89,6 +91,7 @@ type modelRoute struct {
 	cache         cache.Policy // the model's own cache settings, over the gateway's
 	fallbacks     []*modelRoute
 	counted       promptCounts // caddy_ai_gateway_prompt_counts_total of the model, by how
+	bridge        *bridgeRoute // Responses requests go to chat completions; nil: served natively
 }
 
 // promptCounts are a model's prompt_counts_total counters, resolved once.
@@ -268,6 +271,15 @@ func (ex *exchange) logFields() {
 	}
 	if ex.usage.Estimated {
 		fields = append(fields, zap.Bool("ai_usage_estimated", true))
+	}
+	if ex.usage.CachedTokens > 0 {
+		fields = append(fields, zap.Int64("ai_cached_tokens", ex.usage.CachedTokens))
+	}
+	if ex.usage.ReasoningTokens > 0 {
+		fields = append(fields, zap.Int64("ai_reasoning_tokens", ex.usage.ReasoningTokens))
+	}
+	if ex.responseID != "" {
+		fields = append(fields, zap.String("ai_response_id", ex.responseID))
 	}
 	if !ex.firstToken.IsZero() {
 		fields = append(fields, zap.Float64("ai_ttft_ms", float64(ex.firstToken.Sub(ex.start))/float64(time.Millisecond)))

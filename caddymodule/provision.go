@@ -188,6 +188,9 @@ func (g *Gateway) provisionModels(repl *caddy.Replacer) error {
 			counted: promptCounts{pc.WithLabelValues(mc.Name, "bound"), pc.WithLabelValues(mc.Name, "lower_bound"),
 				pc.WithLabelValues(mc.Name, "partial"), pc.WithLabelValues(mc.Name, "exact")},
 		}
+		if err := provisionBridge(route, mc, g.RewriteConfig); err != nil {
+			return fmt.Errorf("model %q: %w", mc.Name, err)
+		}
 		for _, u := range mc.Upstreams {
 			dial, err := dialAddress(u)
 			if err != nil {

@@ -52,6 +52,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return g.serveMessageBatches(w, r, ex)
 	case wire.EndpointUsage:
 		return g.serveUsage(w, r, ex)
+	case wire.EndpointResponse, wire.EndpointResponseCancel, wire.EndpointResponseInputItems:
+		return g.serveStoredResponse(w, r, next, ex)
 	}
 	if g.prepareCache(ex, r) {
 		span := ex.stage("ai_gateway.cache_lookup")
@@ -345,6 +347,9 @@ func (g *Gateway) admit(ex *exchange, r *http.Request) *wire.Error {
 			return werr
 		}
 	}
+	if werr := g.checkPreviousResponse(r.Context(), ex); werr != nil {
+		return werr
+	}
 	if g.content != nil {
 		if werr := g.content.Check(ex.endpoint, ex.body.bytes()); werr != nil {
 			return werr
@@ -561,6 +566,9 @@ func (g *Gateway) handOff(ex *exchange, r *http.Request) *wire.Error {
 		} else {
 			r.Header["Connection"] = kept
 		}
+	}
+	if werr := g.bridgeRequest(ex, r); werr != nil {
+		return werr
 	}
 	raw := ex.body.bytes()
 	out := raw

@@ -69,6 +69,8 @@ type Server struct {
 	cancelled        atomic.Int64
 	promptTokens     atomic.Int64
 	completionTokens atomic.Int64
+
+	responses responseStore // stored Responses answers
 }
 
 // Stats is a snapshot of a Server's counters.
@@ -191,6 +193,8 @@ const (
 	routeTokenize
 	routeHealth
 	routeMetrics
+	routeResponses
+	routeStoredResponse
 	numRoutes
 )
 
@@ -209,6 +213,9 @@ var routes = [numRoutes]struct {
 	routeTokenize:    {"/tokenize", http.MethodPost, false},
 	routeHealth:      {"/health", http.MethodGet, false},
 	routeMetrics:     {"/metrics", http.MethodGet, false},
+	routeResponses:   {"/v1/responses", http.MethodPost, true},
+	// the stored-response calls check their own methods
+	routeStoredResponse: {"/v1/responses/{id}", "", false},
 }
 
 // matchRoute maps a path to its route and, for /v1/models/{id}, the id.
@@ -233,6 +240,12 @@ func matchRoute(path string) (route, string) {
 	}
 	if id, ok := strings.CutPrefix(path, "/v1/models/"); ok && id != "" {
 		return routeModel, id
+	}
+	if path == "/v1/responses" {
+		return routeResponses, ""
+	}
+	if id, ok := strings.CutPrefix(path, "/v1/responses/"); ok && id != "" {
+		return routeStoredResponse, id
 	}
 	return routeUnknown, ""
 }
@@ -269,7 +282,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		x.fail(&simError{kind: errNotFound, msg: "Invalid URL (" + r.Method + " " + r.URL.Path + ")"})
 		return
 	}
-	if r.Method != routes[rt].method {
+	if routes[rt].method != "" && r.Method != routes[rt].method {
 		w.Header().Set("Allow", routes[rt].method)
 		x.fail(&simError{kind: errMethod, msg: "Method Not Allowed"})
 		return
@@ -316,6 +329,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveModel(x, modelID)
 	case routeTokenize:
 		s.serveTokenize(x, body)
+	case routeResponses:
+		s.serveResponses(x, body)
+	case routeStoredResponse:
+		id, action, _ := strings.Cut(modelID, "/")
+		s.serveStoredResponse(x, id, action)
 	}
 }
 

@@ -34,6 +34,10 @@ const (
 	EndpointMessageBatchCancel
 	EndpointMessageBatchResults
 	EndpointUsage
+	EndpointResponses
+	EndpointResponse
+	EndpointResponseCancel
+	EndpointResponseInputItems
 	numEndpoints
 )
 
@@ -49,6 +53,23 @@ const (
 	DialectEmbedding                 // OpenAI embeddings
 	DialectImage                     // OpenAI image generation
 	DialectMessages                  // Anthropic messages
+	DialectResponses                 // OpenAI Responses
+)
+
+// StreamFormat is how an endpoint's SSE stream is framed and how it ends properly. It selects
+// the stream tap's event handling and the frames the gateway ends a broken stream with.
+type StreamFormat uint8
+
+// The stream formats.
+const (
+	// StreamBySurface is the surface's chat stream: OpenAI chunks ending with `data: [DONE]`,
+	// Anthropic events ending with message_stop.
+	StreamBySurface StreamFormat = iota
+	// StreamTyped is the Responses stream: named events whose data carries type and
+	// sequence_number, ending with response.completed, response.incomplete or
+	// response.failed, and no [DONE]. A broken stream ends with response.failed (when the
+	// response was announced) and an error event.
+	StreamTyped
 )
 
 // Answer says who answers an endpoint's requests.
@@ -111,6 +132,11 @@ type Spec struct {
 	// Anthropic-envelope 404 instead of this OpenAI endpoint's answer: the Anthropic SDK's files
 	// beta calls the same paths (/v1/files) with another protocol, which must not be misread.
 	AnthropicNotFound bool
+	// StreamFormat is how the endpoint's streams are framed and end.
+	StreamFormat StreamFormat
+	// MaxTokensParam is the body's output length field when it is not max_tokens
+	// (max_output_tokens for Responses).
+	MaxTokensParam string
 }
 
 var (
@@ -138,6 +164,11 @@ var (
 	messagesParams = []string{"model", "messages", "max_tokens", "stream", "system", "temperature", "top_p",
 		"top_k", "stop_sequences", "tools", "tool_choice", "metadata", "thinking", "service_tier",
 		"container", "mcp_servers", "context_management"}
+	responsesParams = []string{"model", "input", "instructions", "max_output_tokens", "temperature", "top_p",
+		"tools", "tool_choice", "parallel_tool_calls", "text", "stream", "stream_options", "store",
+		"previous_response_id", "metadata", "truncation", "reasoning", "user", "include", "background",
+		"max_tool_calls", "prompt", "prompt_cache_key", "safety_identifier", "service_tier", "top_logprobs",
+		"conversation", "prompt_cache_retention"}
 	countTokensParams = []string{"model", "messages", "system", "tools", "tool_choice", "thinking",
 		"mcp_servers", "context_management"}
 )
@@ -193,6 +224,20 @@ var table = [numEndpoints]Spec{
 		Methods: getHead, Surface: Anthropic, Answer: AnswerGateway},
 	// The key's own usage and budgets, from the usage ledger (accounting).
 	EndpointUsage: {Name: "usage", Path: "usage", Methods: getHead, Surface: OpenAI, Answer: AnswerGateway},
+	// The Responses API: POST creates a response (JSON or a typed stream) upstream; the stored
+	// response (GET, DELETE), its cancellation and its input items are proxied to the model that
+	// made it, for the key that made it only.
+	EndpointResponses: {Name: "responses", Path: "responses", Methods: post, Surface: OpenAI,
+		Dialect: DialectResponses, Answer: AnswerUpstream, Required: []string{"model"}, Params: responsesParams,
+		ContextParam: "input", ExactCount: true,
+		AnswerText: []string{"output.#.content.#.text|@flatten", "output.#.arguments", "output.#.summary.#.text|@flatten"},
+		Cacheable:  true, MaxTokens: true, StreamFormat: StreamTyped, MaxTokensParam: "max_output_tokens"},
+	EndpointResponse: {Name: "response", Path: "responses/{response_id}", Methods: getHeadDel, Surface: OpenAI,
+		Answer: AnswerUpstream},
+	EndpointResponseCancel: {Name: "response_cancel", Path: "responses/{response_id}/cancel", Methods: post,
+		Surface: OpenAI, Answer: AnswerUpstream},
+	EndpointResponseInputItems: {Name: "response_input_items", Path: "responses/{response_id}/input_items",
+		Methods: getHead, Surface: OpenAI, Answer: AnswerUpstream},
 }
 
 func init() {

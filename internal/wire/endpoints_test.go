@@ -52,6 +52,12 @@ func TestEndpointTable(t *testing.T) {
 			path, want = "/v1/messages/batches/msgbatch_1/cancel", "msgbatch_1"
 		case "messages/batches/{message_batch_id}/results":
 			path, want = "/v1/messages/batches/msgbatch_1/results", "msgbatch_1"
+		case "responses/{response_id}":
+			path, want = "/v1/responses/resp_1", "resp_1"
+		case "responses/{response_id}/cancel":
+			path, want = "/v1/responses/resp_1/cancel", "resp_1"
+		case "responses/{response_id}/input_items":
+			path, want = "/v1/responses/resp_1/input_items", "resp_1"
 		}
 		if e, param := wire.Route(path); e != s.Endpoint || param != want {
 			t.Errorf("Route(%q) = %s, %q; want %s, %q", path, e, param, s.Name, want)

@@ -57,7 +57,7 @@ func Schema(t testing.TB, name string) *jsonschema.Schema {
 		}
 		c := jsonschema.NewCompiler()
 		c.DefaultDraft(jsonschema.Draft2020)
-		if err := c.AddResource(specURL, nullableToAnyOf(doc)); err != nil {
+		if err := c.AddResource(specURL, recursiveToRef(nullableToAnyOf(doc))); err != nil {
 			compileErr = err
 			return
 		}
@@ -113,4 +113,38 @@ func nullableToAnyOf(v any) any {
 		}
 	}
 	return v
+}
+
+// recursiveToRef rewrites Draft 2019's $recursiveAnchor / $recursiveRef "#", which the spec's
+// compound filters use and Draft 2020 rejects, into a $ref to the schema that holds the anchor.
+func recursiveToRef(doc any) any {
+	root, _ := doc.(map[string]any)
+	comps, _ := root["components"].(map[string]any)
+	schemas, _ := comps["schemas"].(map[string]any)
+	for name, sch := range schemas {
+		m, ok := sch.(map[string]any)
+		if !ok || m["$recursiveAnchor"] == nil {
+			continue
+		}
+		delete(m, "$recursiveAnchor")
+		replaceRecursiveRef(m, "#/components/schemas/"+name)
+	}
+	return doc
+}
+
+func replaceRecursiveRef(v any, ref string) {
+	switch n := v.(type) {
+	case map[string]any:
+		if r, ok := n["$recursiveRef"]; ok && r == "#" {
+			delete(n, "$recursiveRef")
+			n["$ref"] = ref
+		}
+		for _, c := range n {
+			replaceRecursiveRef(c, ref)
+		}
+	case []any:
+		for _, c := range n {
+			replaceRecursiveRef(c, ref)
+		}
+	}
 }
