@@ -122,8 +122,7 @@ func (f *usageFields) usage() (Usage, bool) {
 			u.TotalTokens = u.PromptTokens + u.CompletionTokens
 		}
 	case f.has&openAI != 0:
-		u = Usage{PromptTokens: f.prompt, CompletionTokens: f.completion, TotalTokens: f.total, CachedTokens: f.cached,
-			ReasoningTokens: min(f.reasoning, f.completion)}
+		u = Usage{PromptTokens: f.prompt, CompletionTokens: f.completion, TotalTokens: f.total, CachedTokens: f.cached}
 		if f.has&hasTotal == 0 || u.TotalTokens < u.PromptTokens+u.CompletionTokens {
 			u.TotalTokens = u.PromptTokens + u.CompletionTokens
 		}
@@ -137,7 +136,7 @@ func (f *usageFields) usage() (Usage, bool) {
 	default:
 		return Usage{}, false
 	}
-	u.ReasoningTokens = f.reasoning
+	u.ReasoningTokens = min(f.reasoning, u.CompletionTokens) // a part of the completion, never more
 	return u, true
 }
 
