@@ -69,6 +69,11 @@ func parseHandler[T any, PT interface {
 //	        sunset <RFC 3339 time>
 //	        deprecation_link <url>
 //	        serve_after_sunset
+//	        kind chat|predict
+//	        protocol kserve_v1|oip_v2|passthrough <path>   (kind predict)
+//	        input_schema <file.json>
+//	        tensor_input <name> <datatype> [<field>]        (oip_v2, repeatable)
+//	        tensor_output <name>...
 //	    }
 //	    max_body <size>
 //	    anthropic_versions <version>...
@@ -127,7 +132,8 @@ func parseHandler[T any, PT interface {
 //
 // Each subdirective sets the JSON field of the same name; fields that are arrays take the plural
 // (key -> keys, model -> models, alias -> aliases, upstream -> upstreams, fallback -> fallbacks,
-// rename_param -> rename_params).
+// rename_param -> rename_params, tensor_input -> tensor_inputs, tensor_output -> tensor_outputs);
+// protocol passthrough <path> sets protocol and predict_path.
 func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
 	if err := noArgs(d); err != nil {
@@ -288,7 +294,7 @@ func parseModelBlock(d *caddyfile.Dispenser) (ModelConfig, error) {
 	if rest := d.RemainingArgs(); len(rest) > 0 {
 		return m, d.Errf("model: expected one model name, got %d values", 1+len(rest))
 	}
-	err := newSubdirectives("model "+m.Name, "clamp").each(d, func(name string) (err error) {
+	err := newSubdirectives("model "+m.Name, "clamp", "tensor_input").each(d, func(name string) (err error) {
 		switch name {
 		case "alias":
 			m.Aliases, err = listArg(d)
@@ -342,6 +348,8 @@ func parseModelBlock(d *caddyfile.Dispenser) (ModelConfig, error) {
 		case "serve_after_sunset":
 			err = noArgs(d)
 			m.ServeAfterSunset = true
+		case "kind", "protocol", "input_schema", "tensor_input", "tensor_output":
+			err = parsePredictSubdirective(d, name, &m)
 		default:
 			var handled bool
 			if handled, err = parseRewrite(d, name, &m.RewriteConfig); err == nil && !handled {

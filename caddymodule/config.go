@@ -4,6 +4,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 
 	"github.com/caddyai/gateway/policy"
+	"github.com/caddyai/gateway/predict"
 	"github.com/caddyai/gateway/ratelimit"
 )
 
@@ -63,6 +64,13 @@ type ModelConfig struct {
 	// Limits are the model's rate limits, summed over all keys. The model's max_concurrent is
 	// its admission gate: requests past it wait in the queue (see Queue), then get 503.
 	ratelimit.Limits
+	// Kind is what the model is: "chat" (an LLM, served on chat completions, completions,
+	// embeddings and messages) or "predict" (a classifier, ranker, tabular or vision model, served
+	// on POST /v1/models/{id}/predict and POST /v1/predict). Default: chat.
+	Kind string `json:"kind,omitempty"`
+	// Config is a predict model's protocol, input schema and tensors (kind predict only; see
+	// predict.Config). A predict model counts tokens only when Tokenizer is set.
+	predict.Config
 }
 
 // ContentPolicyConfig lists the content rules: RE2 regular expressions (linear time) applied to

@@ -13,6 +13,7 @@ import (
 	"github.com/caddyai/gateway/internal/wire"
 	"github.com/caddyai/gateway/policy"
 	"github.com/caddyai/gateway/policy/tokens"
+	"github.com/caddyai/gateway/predict"
 	"github.com/caddyai/gateway/ratelimit"
 	"github.com/caddyai/gateway/routing"
 )
@@ -67,6 +68,8 @@ type exchange struct {
 	cacheTTL   time.Duration
 	cacheState string // HIT, MISS, BYPASS; empty when no cache applies
 	cacheEntry *cache.Entry
+
+	predictReq *predict.Request // the validated body of a predict request
 }
 
 // modelRoute is a model with where it runs and how its tokens are counted.
@@ -84,6 +87,8 @@ type modelRoute struct {
 	cache         cache.Policy // the model's own cache settings, over the gateway's
 	fallbacks     []*modelRoute
 	counted       promptCounts // caddy_ai_gateway_prompt_counts_total of the model, by how
+	predict       *predict.Model // a predict model's compiled schema and protocol; nil for chat models
+	countPredict  bool           // the predict model has a tokenizer: its usage counts tokens
 }
 
 // promptCounts are a model's prompt_counts_total counters, resolved once.

@@ -102,6 +102,7 @@ type Gateway struct {
 	admissionKeys    []string
 	globalLimits     ratelimit.Limits
 	metrics          *gatewayMetrics
+	predictMetrics   *predictMetrics // registered with the first predict model
 	memo             *tokens.Memo
 	inflight         *tokens.Inflight
 	inline           *policy.KeyTable

@@ -204,6 +204,9 @@ func (g *Gateway) provisionModels(repl *caddy.Replacer) error {
 		if err := g.provisionAdmission(route, mc); err != nil {
 			return fmt.Errorf("model %q: %w", mc.Name, err)
 		}
+		if err := g.provisionPredict(route, mc); err != nil {
+			return fmt.Errorf("model %q: %w", mc.Name, err)
+		}
 		models = append(models, m)
 		routes[m] = route
 	}

@@ -249,6 +249,9 @@ func (g *Gateway) record(ex *exchange, repl *caddy.Replacer) {
 	if ex.batchLine != nil {
 		g.recordBatchLine(ex, model)
 	}
+	if ex.predictReq != nil {
+		g.recordPredict(ex, model)
+	}
 	if ex.streamIncomplete {
 		g.metrics.incomplete.WithLabelValues(model).Inc()
 		if c := g.logger.Check(zapcore.WarnLevel, "upstream stream ended before completion; the client got an error frame"); c != nil {
@@ -377,6 +380,9 @@ func (g *Gateway) checkAnthropicVersion(r *http.Request) *wire.Error {
 // resolveModel validates the body (parsed once; what later stages need lands in ex.info),
 // resolves the model (aliases, the key's pins) and checks the key's allow-list.
 func (g *Gateway) resolveModel(ex *exchange) *wire.Error {
+	if ex.spec.Dialect == wire.DialectPredict {
+		return g.resolvePredict(ex)
+	}
 	info, werr := policy.Validate(ex.endpoint, ex.body.bytes())
 	if werr != nil {
 		return werr
@@ -392,6 +398,9 @@ func (g *Gateway) resolveModel(ex *exchange) *wire.Error {
 	}
 	ex.route = g.routes[m]
 	ex.stream = info.Stream
+	if ex.route.predict != nil {
+		return notPredictEndpoint(ex, info.Model)
+	}
 	if m.Deprecation.Gone(g.now()) {
 		return policy.ModelSunset(m.Name, m.Deprecation)
 	}
@@ -533,6 +542,9 @@ func (g *Gateway) handOff(ex *exchange, r *http.Request) *wire.Error {
 		} else {
 			r.Header["Connection"] = kept
 		}
+	}
+	if ex.predictReq != nil {
+		return g.handOffPredict(ex, r)
 	}
 	raw := ex.body.bytes()
 	out := raw

@@ -191,6 +191,10 @@ const (
 	routeTokenize
 	routeHealth
 	routeMetrics
+	routeKServePredict
+	routeOIPInfer
+	routeOIPReady
+	routeOIPHealth
 	numRoutes
 )
 
@@ -209,6 +213,11 @@ var routes = [numRoutes]struct {
 	routeTokenize:    {"/tokenize", http.MethodPost, false},
 	routeHealth:      {"/health", http.MethodGet, false},
 	routeMetrics:     {"/metrics", http.MethodGet, false},
+
+	routeKServePredict: {"/v1/models/{name}:predict", http.MethodPost, true},
+	routeOIPInfer:      {"/v2/models/{name}/infer", http.MethodPost, true},
+	routeOIPReady:      {"/v2/models/{name}/ready", http.MethodGet, false},
+	routeOIPHealth:     {"/v2/health/ready", http.MethodGet, false},
 }
 
 // matchRoute maps a path to its route and, for /v1/models/{id}, the id.
@@ -230,6 +239,21 @@ func matchRoute(path string) (route, string) {
 		return routeHealth, ""
 	case "/metrics":
 		return routeMetrics, ""
+	case "/v2/health/ready":
+		return routeOIPHealth, ""
+	}
+	if rest, ok := strings.CutPrefix(path, "/v2/models/"); ok {
+		if name, ok := strings.CutSuffix(rest, "/infer"); ok && name != "" {
+			return routeOIPInfer, name
+		}
+		if name, ok := strings.CutSuffix(rest, "/ready"); ok && name != "" {
+			return routeOIPReady, name
+		}
+	}
+	if rest, ok := strings.CutPrefix(path, "/v1/models/"); ok {
+		if name, ok := strings.CutSuffix(rest, ":predict"); ok && name != "" {
+			return routeKServePredict, name
+		}
 	}
 	if id, ok := strings.CutPrefix(path, "/v1/models/"); ok && id != "" {
 		return routeModel, id
@@ -293,6 +317,20 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		(*fn)(r, body)
 	}
 
+	switch rt {
+	case routeKServePredict, routeOIPInfer:
+		s.running.Add(1)
+		defer s.running.Add(-1)
+		if rt == routeKServePredict {
+			s.servePredictKServe(x, modelID, body)
+		} else {
+			s.servePredictOIP(x, modelID, body)
+		}
+		return
+	case routeOIPReady:
+		s.servePredictReady(x, modelID)
+		return
+	}
 	if !x.preFault() {
 		return
 	}
@@ -316,6 +354,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveModel(x, modelID)
 	case routeTokenize:
 		s.serveTokenize(x, body)
+	case routeOIPHealth:
+		x.writeJSON([]byte(`{"ready":true}`))
 	}
 }
 

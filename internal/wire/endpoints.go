@@ -33,6 +33,8 @@ const (
 	EndpointMessageBatch
 	EndpointMessageBatchCancel
 	EndpointMessageBatchResults
+	EndpointModelPredict
+	EndpointPredict
 	numEndpoints
 )
 
@@ -48,6 +50,7 @@ const (
 	DialectEmbedding                 // OpenAI embeddings
 	DialectImage                     // OpenAI image generation
 	DialectMessages                  // Anthropic messages
+	DialectPredict                   // a predict model's body (package predict)
 )
 
 // Answer says who answers an endpoint's requests.
@@ -110,6 +113,10 @@ type Spec struct {
 	// Anthropic-envelope 404 instead of this OpenAI endpoint's answer: the Anthropic SDK's files
 	// beta calls the same paths (/v1/files) with another protocol, which must not be misread.
 	AnthropicNotFound bool
+	// ParamSlashes says the parameter in the middle of the path may contain '/' (model ids such
+	// as org/model in models/{model_id}/predict): the pattern's suffix is matched, not the first
+	// '/'.
+	ParamSlashes bool
 }
 
 var (
@@ -190,6 +197,12 @@ var table = [numEndpoints]Spec{
 		Methods: post, Surface: Anthropic, Answer: AnswerGateway},
 	EndpointMessageBatchResults: {Name: "message_batch_results", Path: "messages/batches/{message_batch_id}/results",
 		Methods: getHead, Surface: Anthropic, Answer: AnswerGateway},
+	// Predict models (classifiers, rankers, tabular and vision models): the model in the path or
+	// in the body, validated against the model's input schema and sent in the model's protocol.
+	EndpointModelPredict: {Name: "model_predict", Path: "models/{model_id}/predict", Methods: post, Surface: OpenAI,
+		Dialect: DialectPredict, Answer: AnswerUpstream, Cacheable: true, ParamSlashes: true},
+	EndpointPredict: {Name: "predict", Path: "predict", Methods: post, Surface: OpenAI, Dialect: DialectPredict,
+		Answer: AnswerUpstream, Required: []string{"model"}, Params: []string{"model"}, Cacheable: true},
 }
 
 func init() {
@@ -248,7 +261,7 @@ func Route(path string) (e Endpoint, param string) {
 			if s.Path == "" || strings.HasSuffix(s.Path, "}") != tail {
 				continue
 			}
-			if p, ok := match(s.Path, rest); ok {
+			if p, ok := match(s.Path, rest, s.ParamSlashes); ok {
 				return s.Endpoint, p
 			}
 		}
@@ -257,7 +270,7 @@ func Route(path string) (e Endpoint, param string) {
 }
 
 // match matches rest against one pattern and returns its parameter.
-func match(pattern, rest string) (param string, ok bool) {
+func match(pattern, rest string, slashes bool) (param string, ok bool) {
 	open := strings.IndexByte(pattern, '{')
 	if open < 0 {
 		return "", rest == pattern
@@ -272,7 +285,7 @@ func match(pattern, rest string) (param string, ok bool) {
 		return p, p != ""
 	}
 	p, ok = strings.CutSuffix(p, suffix)
-	if !ok || p == "" || strings.IndexByte(p, '/') >= 0 {
+	if !ok || p == "" || !slashes && strings.IndexByte(p, '/') >= 0 {
 		return "", false
 	}
 	return p, true
