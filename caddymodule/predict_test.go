@@ -1,6 +1,7 @@
 package caddymodule_test
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"os"
@@ -8,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
 	"github.com/tidwall/gjson"
 
 	"github.com/caddyai/gateway/internal/wiretest"
@@ -100,12 +103,15 @@ func startPredict(t *testing.T) *predictSetup {
 		model demo-llama {
 			upstream %[4]s
 		}
+		storage {
+			dir %[6]s
+		}
 	}
 	reverse_proxy {
 		dynamic ai_gateway
 	}
 }
-`, port, policy.FormatHash(policy.HashSecret(secretPredict)), policy.FormatHash(policy.HashSecret(secretPredictOnly)), up.addr(), schema))
+`, port, policy.FormatHash(policy.HashSecret(secretPredict)), policy.FormatHash(policy.HashSecret(secretPredictOnly)), up.addr(), schema, t.TempDir()))
 	return &predictSetup{port: port, upstream: up}
 }
 
@@ -320,6 +326,35 @@ func TestPredictThroughGateway(t *testing.T) {
 		_, body = s.do(t, "GET", "/v1/models", secretPredictOnly, "")
 		if n := gjson.GetBytes(body, "data.#").Int(); n != 1 {
 			t.Errorf("the sentiment-only key sees %d models: %s", n, body)
+		}
+	})
+
+	t.Run("batch", func(t *testing.T) {
+		c := openai.NewClient(option.WithBaseURL(url(s.port, "/v1/")), option.WithAPIKey(secretPredict), option.WithMaxRetries(0))
+		endpoint := "/v1/models/org/sentiment-v2/predict"
+		lines := `{"custom_id":"a","method":"POST","url":"` + endpoint + `","body":{"text":"what a great day"}}` + "\n" +
+			`{"custom_id":"b","method":"POST","url":"` + endpoint + `","body":{"text":"` + strings.Repeat("x", 5000) + `"}}` + "\n"
+		f, err := c.Files.New(context.Background(), openai.FileNewParams{File: openai.File(strings.NewReader(lines), "predict.jsonl", "application/jsonl"),
+			Purpose: openai.FilePurposeBatch})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := c.Batches.New(context.Background(), openai.BatchNewParams{CompletionWindow: openai.BatchNewParamsCompletionWindow24h,
+			Endpoint: openai.BatchNewParamsEndpoint(endpoint), InputFileID: f.ID})
+		if err != nil {
+			t.Fatalf("creating a predict batch: %v", err)
+		}
+		b = waitBatch(t, c, b.ID)
+		if b.Status != openai.BatchStatusCompleted || b.RequestCounts.Completed != 1 || b.RequestCounts.Failed != 1 {
+			t.Fatalf("batch %s: %s", b.Status, b.RawJSON())
+		}
+		out := fileLines(t, c, b.OutputFileID)
+		if got := out["a"].Get("response.body.prediction").String(); got != "positive" || out["a"].Get("response.status_code").Int() != 200 {
+			t.Errorf("output line: %s", out["a"].Raw)
+		}
+		errs := fileLines(t, c, b.ErrorFileID)
+		if errs["b"].Get("response.status_code").Int() != 400 || errs["b"].Get("response.body.error.param").String() != "text" {
+			t.Errorf("error line: %s", errs["b"].Raw)
 		}
 	})
 }
