@@ -352,10 +352,11 @@ func (m *Model) appendPredictionsFromOutputs(dst []byte, outputs gjson.Result, n
 		t := &ts[i]
 		total := 1
 		for _, d := range t.shape {
-			total *= d
-			if total > len(t.data) {
+			if d != 0 && total > len(t.data)/d {
+				total = -1 // more elements than the data holds (or an overflow)
 				break
 			}
+			total *= d
 		}
 		if len(t.shape) == 0 || total != len(t.data) {
 			return dst, false
