@@ -358,3 +358,24 @@ func TestPredictThroughGateway(t *testing.T) {
 		}
 	})
 }
+
+// TestDemoPredict: the README's predict curl works on the demo of `make run` (the root
+// Caddyfile, its ports moved, the simulator it runs as the upstream).
+func TestDemoPredict(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join(wiretest.RepoRoot(t), "Caddyfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, sim, admin := freePort(t), freePort(t), freePort(t)
+	startCaddy(t, strings.NewReplacer(":8080", fmt.Sprintf(":%d", gw), ":8081", fmt.Sprintf(":%d", sim),
+		"localhost:2019", fmt.Sprintf("localhost:%d", admin)).Replace(string(data)))
+	s := &predictSetup{port: gw}
+	resp, body := s.do(t, "POST", "/v1/models/sentiment/predict", "sk-demo-gateway", `{"text":"I love this product"}`)
+	if resp.StatusCode != 200 || gjson.GetBytes(body, "prediction").String() != "positive" || gjson.GetBytes(body, "object").String() != "prediction" {
+		t.Errorf("%d %s", resp.StatusCode, body)
+	}
+	resp, body = s.do(t, "GET", "/v1/models/sentiment", "sk-demo-gateway", "")
+	if resp.StatusCode != 200 || gjson.GetBytes(body, "ready").Raw != "true" {
+		t.Errorf("%d %s", resp.StatusCode, body)
+	}
+}
