@@ -123,6 +123,11 @@ func parseHandler[T any, PT interface {
 //	    system_prompt_mode prepend|replace
 //	    max_tokens_field max_tokens|max_completion_tokens
 //	    metrics_key_id
+//	    fine_tuning {
+//	        upstream <address>
+//	        upstream_key <secret>
+//	        timeout <duration>
+//	    }
 //	}
 //
 // <secret> is sha256:<hex>, a placeholder such as {env.KEY}, or a literal: the adapter warns and
@@ -193,6 +198,8 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			g.Storage, err = parseStorage(d)
 		case "files":
 			g.Files, err = parseFiles(d)
+		case "fine_tuning":
+			g.FineTuning, err = parseFineTuning(d)
 		default:
 			var handled bool
 			if handled, err = parseRewrite(d, name, &g.RewriteConfig); err == nil && !handled {

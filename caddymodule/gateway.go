@@ -82,6 +82,10 @@ type Gateway struct {
 	Storage *StorageConfig `json:"storage,omitempty"`
 	// Files bounds the Files API (/v1/files): file size, lines of a batch file, default expiry.
 	Files *FilesConfig `json:"files,omitempty"`
+	// FineTuning passes the fine-tuning jobs API (/v1/fine_tuning/jobs, also spelled
+	// /v1/fine-tuning/jobs) through to a training service, each job owned by the key that
+	// created it. Without it those paths are 404.
+	FineTuning *FineTuningConfig `json:"fine_tuning,omitempty"`
 	// MetricsKeyID adds the key id as a label of the requests and tokens metrics. Off by
 	// default: with many keys it makes many series.
 	MetricsKeyID bool `json:"metrics_key_id,omitempty"`
@@ -103,6 +107,7 @@ type Gateway struct {
 	globalLimits     ratelimit.Limits
 	metrics          *gatewayMetrics
 	predictMetrics   *predictMetrics // registered with the first predict model
+	fineTuning       *fineTuning     // nil without fine_tuning
 	memo             *tokens.Memo
 	inflight         *tokens.Inflight
 	inline           *policy.KeyTable

@@ -90,6 +90,9 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 	if err := g.provisionStorage(repl); err != nil {
 		return err
 	}
+	if err := g.provisionFineTuning(repl); err != nil {
+		return err
+	}
 	table := inline
 	if g.KeysFile != "" {
 		kf := &policy.KeyFile{Path: g.KeysFile}

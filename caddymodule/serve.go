@@ -47,6 +47,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return g.serveBatches(w, r, ex)
 	case wire.EndpointMessageBatches, wire.EndpointMessageBatch, wire.EndpointMessageBatchCancel, wire.EndpointMessageBatchResults:
 		return g.serveMessageBatches(w, r, ex)
+	case wire.EndpointFineTuningJobs, wire.EndpointFineTuningJob, wire.EndpointFineTuningJobCancel, wire.EndpointFineTuningJobPause,
+		wire.EndpointFineTuningJobResume, wire.EndpointFineTuningJobEvents, wire.EndpointFineTuningJobCheckpoints:
+		return g.serveFineTuning(w, r, ex)
 	}
 	if g.prepareCache(ex, r) {
 		if entry := g.cacheGet(r.Context(), ex); entry != nil {

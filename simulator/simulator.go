@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -43,6 +44,9 @@ type Config struct {
 	Fault string
 	// Now is the clock used for `created` timestamps. Default: time.Now.
 	Now func() time.Time
+	// TrainingStep is how long a simulated fine-tuning job stays in each of validating_files,
+	// queued and running before it succeeds. Default: 2s.
+	TrainingStep time.Duration
 }
 
 // Server is a simulated OpenAI-compatible model server. It is safe for
@@ -58,6 +62,9 @@ type Server struct {
 
 	// sleep waits d or until ctx is done; tests replace it.
 	sleep func(ctx context.Context, d time.Duration) error
+
+	train     *trainingState // the simulated training service's files and jobs
+	trainOnce sync.Once
 
 	hook atomic.Pointer[func(*http.Request, []byte)]
 	seq  atomic.Uint64
@@ -195,6 +202,7 @@ const (
 	routeOIPInfer
 	routeOIPReady
 	routeOIPHealth
+	routeTraining
 	numRoutes
 )
 
@@ -218,6 +226,7 @@ var routes = [numRoutes]struct {
 	routeOIPInfer:      {"/v2/models/{name}/infer", http.MethodPost, true},
 	routeOIPReady:      {"/v2/models/{name}/ready", http.MethodGet, false},
 	routeOIPHealth:     {"/v2/health/ready", http.MethodGet, false},
+	routeTraining:      {"/v1/fine_tuning/jobs", "", false},
 }
 
 // matchRoute maps a path to its route and, for /v1/models/{id}, the id.
@@ -241,6 +250,11 @@ func matchRoute(path string) (route, string) {
 		return routeMetrics, ""
 	case "/v2/health/ready":
 		return routeOIPHealth, ""
+	case "/v1/files", "/v1/fine_tuning/jobs":
+		return routeTraining, ""
+	}
+	if strings.HasPrefix(path, "/v1/fine_tuning/jobs/") {
+		return routeTraining, ""
 	}
 	if rest, ok := strings.CutPrefix(path, "/v2/models/"); ok {
 		if name, ok := strings.CutSuffix(rest, "/infer"); ok && name != "" {
@@ -293,7 +307,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		x.fail(&simError{kind: errNotFound, msg: "Invalid URL (" + r.Method + " " + r.URL.Path + ")"})
 		return
 	}
-	if r.Method != routes[rt].method {
+	if routes[rt].method != "" && r.Method != routes[rt].method {
 		w.Header().Set("Allow", routes[rt].method)
 		x.fail(&simError{kind: errMethod, msg: "Method Not Allowed"})
 		return
@@ -318,6 +332,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	switch rt {
+	case routeTraining:
+		s.serveTraining(x, r.URL.Path, body)
+		return
 	case routeKServePredict, routeOIPInfer:
 		s.running.Add(1)
 		defer s.running.Add(-1)

@@ -35,6 +35,13 @@ const (
 	EndpointMessageBatchResults
 	EndpointModelPredict
 	EndpointPredict
+	EndpointFineTuningJobs
+	EndpointFineTuningJob
+	EndpointFineTuningJobCancel
+	EndpointFineTuningJobPause
+	EndpointFineTuningJobResume
+	EndpointFineTuningJobEvents
+	EndpointFineTuningJobCheckpoints
 	numEndpoints
 )
 
@@ -203,6 +210,22 @@ var table = [numEndpoints]Spec{
 		Dialect: DialectPredict, Answer: AnswerUpstream, Cacheable: true, ParamSlashes: true},
 	EndpointPredict: {Name: "predict", Path: "predict", Methods: post, Surface: OpenAI, Dialect: DialectPredict,
 		Answer: AnswerUpstream, Required: []string{"model"}, Params: []string{"model"}, Cacheable: true},
+	// Fine-tuning jobs, passed through to the training service and owned per key
+	// (/v1/fine-tuning/... is the same API: see Route).
+	EndpointFineTuningJobs: {Name: "fine_tuning_jobs", Path: "fine_tuning/jobs", Methods: postGetHead, Surface: OpenAI,
+		Answer: AnswerGateway},
+	EndpointFineTuningJob: {Name: "fine_tuning_job", Path: "fine_tuning/jobs/{job_id}", Methods: getHead, Surface: OpenAI,
+		Answer: AnswerGateway},
+	EndpointFineTuningJobCancel: {Name: "fine_tuning_job_cancel", Path: "fine_tuning/jobs/{job_id}/cancel", Methods: post,
+		Surface: OpenAI, Answer: AnswerGateway},
+	EndpointFineTuningJobPause: {Name: "fine_tuning_job_pause", Path: "fine_tuning/jobs/{job_id}/pause", Methods: post,
+		Surface: OpenAI, Answer: AnswerGateway},
+	EndpointFineTuningJobResume: {Name: "fine_tuning_job_resume", Path: "fine_tuning/jobs/{job_id}/resume", Methods: post,
+		Surface: OpenAI, Answer: AnswerGateway},
+	EndpointFineTuningJobEvents: {Name: "fine_tuning_job_events", Path: "fine_tuning/jobs/{job_id}/events", Methods: getHead,
+		Surface: OpenAI, Answer: AnswerGateway},
+	EndpointFineTuningJobCheckpoints: {Name: "fine_tuning_job_checkpoints", Path: "fine_tuning/jobs/{job_id}/checkpoints",
+		Methods: getHead, Surface: OpenAI, Answer: AnswerGateway},
 }
 
 func init() {
@@ -255,6 +278,9 @@ func Route(path string) (e Endpoint, param string) {
 		return EndpointUnknown, ""
 	}
 	rest = strings.TrimSuffix(rest, "/")
+	if r, ok := strings.CutPrefix(rest, "fine-tuning/"); ok {
+		rest = "fine_tuning/" + r // our users' spelling of OpenAI's fine_tuning
+	}
 	for _, tail := range [...]bool{false, true} {
 		for i := range table {
 			s := &table[i]

@@ -3,6 +3,7 @@ package wire_test
 import (
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/caddyai/gateway/internal/wire"
@@ -52,6 +53,9 @@ func TestEndpointTable(t *testing.T) {
 			path, want = "/v1/messages/batches/msgbatch_1/cancel", "msgbatch_1"
 		case "messages/batches/{message_batch_id}/results":
 			path, want = "/v1/messages/batches/msgbatch_1/results", "msgbatch_1"
+		case "fine_tuning/jobs/{job_id}", "fine_tuning/jobs/{job_id}/cancel", "fine_tuning/jobs/{job_id}/pause",
+			"fine_tuning/jobs/{job_id}/resume", "fine_tuning/jobs/{job_id}/events", "fine_tuning/jobs/{job_id}/checkpoints":
+			path, want = "/v1/"+strings.Replace(s.Path, "{job_id}", "ftjob-1", 1), "ftjob-1"
 		case "models/{model_id}/predict":
 			path, want = "/v1/models/org/sentiment/predict", "org/sentiment"
 		}
@@ -88,6 +92,9 @@ func TestEndpointTable(t *testing.T) {
 		{"/v1/models/a/b/c/predict/", wire.EndpointModelPredict, "a/b/c"},
 		{"/v1/models/predict", wire.EndpointModel, "predict"},
 		{"/v1/predict", wire.EndpointPredict, ""},
+		{"/v1/fine-tuning/jobs", wire.EndpointFineTuningJobs, ""},
+		{"/v1/fine-tuning/jobs/ftjob-1/events", wire.EndpointFineTuningJobEvents, "ftjob-1"},
+		{"/v1/fine_tuning/jobs/ftjob-1", wire.EndpointFineTuningJob, "ftjob-1"},
 		{"/v1/filesx", wire.EndpointUnknown, ""},
 		{"/v1/messages", wire.EndpointMessages, ""},
 		{"/v1/messages/count_tokens", wire.EndpointMessagesCountTokens, ""},
