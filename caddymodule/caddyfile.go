@@ -127,6 +127,7 @@ func parseHandler[T any, PT interface {
 //	        upstream <address>
 //	        upstream_key <secret>
 //	        timeout <duration>
+//	        serve_on <model>
 //	    }
 //	}
 //

@@ -35,6 +35,11 @@ type FineTuningConfig struct {
 	UpstreamKey string `json:"upstream_key,omitempty"`
 	// Timeout bounds each call to the training service. Default: 30s.
 	Timeout caddy.Duration `json:"timeout,omitempty"`
+	// ServeOn opts in to serving fine-tuned models: it names a configured model whose pool
+	// serves each succeeded job's fine_tuned_model (as an adapter the model server loads, such as
+	// vLLM's --enable-lora), on the chat endpoints, to the key that owns the job only. The name
+	// is sent upstream as is; the pool's limits and admission apply. Default: not served.
+	ServeOn string `json:"serve_on,omitempty"`
 }
 
 // The store kinds of fine-tuning: a job owned by a key (by the training service's job id), the
@@ -44,6 +49,7 @@ const (
 	kindFineTuningJob      = "fine_tuning_job"
 	kindFineTuningJobIndex = "fine_tuning_job_index"
 	kindFineTuningFile     = "fine_tuning_file"
+	kindFineTunedModel     = "fine_tuned_model"
 )
 
 // maxTrainerAnswer bounds what the gateway reads of a training service's answer.
@@ -54,6 +60,7 @@ type fineTuning struct {
 	base          string // http://host:port
 	authorization string
 	client        *http.Client
+	serveOn       *modelRoute // the pool of fine-tuned models; nil when they are not served
 }
 
 // provisionFineTuning resolves the training service's address and credential once.
@@ -91,8 +98,50 @@ func (g *Gateway) provisionFineTuning(repl *caddy.Replacer) error {
 		timeout = 30 * time.Second
 	}
 	ft.client = &http.Client{Timeout: timeout, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	if cfg.ServeOn != "" {
+		m, ok := g.catalog.Resolve(cfg.ServeOn)
+		if !ok || g.routes[m].predict != nil {
+			return fmt.Errorf("fine_tuning: serve_on %q is not a configured chat model", cfg.ServeOn)
+		}
+		ft.serveOn = g.routes[m]
+	}
 	g.fineTuning = ft
 	return nil
+}
+
+// fineTunedRoute is the route of a fine-tuned model the caller owns (a succeeded job's
+// fine_tuned_model, with serve_on): the serve_on model's pool under the fine-tuned name. nil
+// when fine-tuned models are not served or the caller owns no such model.
+func (g *Gateway) fineTunedRoute(ex *exchange, name string) *modelRoute {
+	ft := g.fineTuning
+	if ft == nil || ft.serveOn == nil || !strings.HasPrefix(name, "ft:") || ex.key == nil {
+		return nil
+	}
+	objs, _, err := g.backend.open()
+	if err != nil {
+		return nil
+	}
+	if _, err := objs.Get(ex.r.Context(), kindFineTunedModel, ex.keyID(), name); err != nil {
+		return nil
+	}
+	route := *ft.serveOn
+	base := route.model
+	route.model = &policy.Model{Name: name, ContextWindow: base.ContextWindow, MaxOutputTokens: base.MaxOutputTokens,
+		Limits: base.Limits}
+	route.fallbacks = nil
+	return &route
+}
+
+// recordFineTunedModel remembers a succeeded job's fine_tuned_model as its owner's.
+func (c *fineTuningCall) recordFineTunedModel(ctx context.Context, job []byte) {
+	name := gjson.GetBytes(job, "fine_tuned_model").Str
+	if c.g.fineTuning.serveOn == nil || name == "" || gjson.GetBytes(job, "status").Str != "succeeded" {
+		return
+	}
+	if err := c.objs.Put(ctx, store.Record{Kind: kindFineTunedModel, Owner: c.owner, ID: name,
+		Data: []byte(gjson.GetBytes(job, "id").Str)}); err != nil {
+		c.g.logger.Warn("recording a fine-tuned model", zap.String("model", name), zap.Error(err))
+	}
 }
 
 // serveFineTuning answers the fine-tuning jobs API. Every job belongs to the key that created
@@ -362,6 +411,7 @@ func (c *fineTuningCall) jobCall(r *http.Request) ([]byte, *wire.Error) {
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		c.g.logger.Warn("updating a fine-tuning job record", zap.String("job_id", id), zap.Error(err))
 	}
+	c.recordFineTunedModel(ctx, answer)
 	return answer, nil
 }
 
@@ -430,6 +480,7 @@ func trainerError(status int, body []byte) *wire.Error {
 //	    upstream <address>
 //	    upstream_key <secret>
 //	    timeout <duration>
+//	    serve_on <model>
 //	}
 func parseFineTuning(d *caddyfile.Dispenser) (*FineTuningConfig, error) {
 	if d.NextArg() {
@@ -444,6 +495,8 @@ func parseFineTuning(d *caddyfile.Dispenser) (*FineTuningConfig, error) {
 			c.UpstreamKey, err = stringArg(d)
 		case "timeout":
 			c.Timeout, err = durationArg(d)
+		case "serve_on":
+			c.ServeOn, err = stringArg(d)
 		default:
 			return d.Errf("unrecognized fine_tuning subdirective %q", name)
 		}

@@ -50,6 +50,7 @@ func TestFineTuningThroughGateway(t *testing.T) {
 		fine_tuning {
 			upstream %s
 			upstream_key {env.TEST_TRAINER_KEY}
+			serve_on demo-llama
 		}
 	}
 	reverse_proxy {
@@ -165,6 +166,19 @@ func TestFineTuningThroughGateway(t *testing.T) {
 		wiretest.Validate(t, "ListPaginatedFineTuningJobsResponse", []byte(page.RawJSON()))
 		if _, err := a.FineTuning.Jobs.Cancel(ctx, job.ID); status(err) != 400 {
 			t.Errorf("cancelling a succeeded job: %v", err)
+		}
+		// serve_on: the fine-tuned model answers its owner on demo-llama's pool, and nobody else
+		chat := openai.ChatCompletionNewParams{Model: got.FineTunedModel, Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")}}
+		resp, err := a.Chat.Completions.New(ctx, chat)
+		if err != nil || resp.Model != got.FineTunedModel {
+			t.Errorf("the owner's fine-tuned model: %v", err)
+		}
+		seen := up.requests()
+		if last := seen[len(seen)-1]; last.Path != "/v1/chat/completions" || gjson.GetBytes(last.Body, "model").Str != got.FineTunedModel {
+			t.Errorf("upstream got %s %s", last.Path, last.Body)
+		}
+		if _, err := b.Chat.Completions.New(ctx, chat); status(err) != 404 {
+			t.Errorf("another key on the fine-tuned model: %v", err)
 		}
 	})
 

@@ -394,6 +394,10 @@ func (g *Gateway) resolveModel(ex *exchange) *wire.Error {
 	ex.requestedModel, ex.bodyModel = info.Model, info.Model
 	m, ok := g.catalog.ResolveFor(ex.key, info.Model)
 	if !ok {
+		if route := g.fineTunedRoute(ex, info.Model); route != nil {
+			ex.route, ex.stream = route, info.Stream // a fine-tuned model of the caller's
+			return nil
+		}
 		return wire.ModelNotFound(info.Model)
 	}
 	if !ex.key.AllowsModel(m) {
