@@ -63,3 +63,20 @@ func TestProvisionPredictErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestCaddyfileFineTuningErrors(t *testing.T) {
+	for name, tc := range map[string]struct{ input, want string }{
+		"no upstream": {"ai_gateway {\nfine_tuning {\nupstream_key x\n}\n}", "upstream is required"},
+		"unknown":     {"ai_gateway {\nfine_tuning {\nupstream a:1\ntrainer x\n}\n}", `unrecognized fine_tuning subdirective "trainer"`},
+		"repeated":    {"ai_gateway {\nfine_tuning {\nupstream a:1\nupstream b:1\n}\n}", "more than once"},
+		"argument":    {"ai_gateway {\nfine_tuning x {\nupstream a:1\n}\n}", "wrong argument count"},
+		"timeout":     {"ai_gateway {\nfine_tuning {\nupstream a:1\ntimeout soon\n}\n}", "timeout"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			err := new(Gateway).UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.input))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("got %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
