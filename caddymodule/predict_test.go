@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
@@ -95,6 +96,16 @@ func startPredict(t *testing.T) *predictSetup {
 			upstream_name sentiment
 			rpm 2
 			upstream %[4]s
+		}
+		model gated {
+			kind predict
+			upstream_name sentiment
+			max_concurrent 1
+			upstream %[4]s
+		}
+		api_version {
+			header X-Api-Version
+			supported 2025-01-01 2025-06-01
 		}
 		model unknown-upstream {
 			kind predict
@@ -283,6 +294,37 @@ func TestPredictThroughGateway(t *testing.T) {
 		}
 		if fmt.Sprint(codes) != "[200 200 429]" {
 			t.Errorf("codes = %v", codes)
+		}
+	})
+
+	t.Run("max_concurrent and version headers", func(t *testing.T) {
+		done := make(chan int)
+		go func() {
+			resp, _ := s.do(t, "POST", "/v1/models/gated/predict", secretPredict, `{"text":"slow"}`, simulator.FaultHeader, "kind=stall;delay=400ms")
+			done <- resp.StatusCode
+		}()
+		waitFor(t, "the slow request to reach the upstream", 5*time.Second, func() bool {
+			for _, r := range s.upstream.requests() {
+				if strings.Contains(string(r.Body), "slow") {
+					return true
+				}
+			}
+			return false
+		})
+		resp, body := s.do(t, "POST", "/v1/models/gated/predict", secretPredict, `{"text":"fast"}`)
+		if resp.StatusCode != 503 || gjson.GetBytes(body, "error.code").Str != "model_overloaded" || resp.Header.Get("Retry-After") == "" {
+			t.Errorf("second request: %d %s", resp.StatusCode, body)
+		}
+		if code := <-done; code != 200 {
+			t.Errorf("the slow request: %d", code)
+		}
+		resp, _ = s.do(t, "POST", "/v1/models/sentiment/predict", secretPredict, `{"text":"v"}`, "X-Api-Version", "2025-01-01")
+		if resp.Header.Get("X-Api-Version") != "2025-01-01" {
+			t.Errorf("version header %q", resp.Header.Get("X-Api-Version"))
+		}
+		resp, body = s.do(t, "POST", "/v1/models/sentiment/predict", secretPredict, `{"text":"v"}`, "X-Api-Version", "1999-01-01")
+		if resp.StatusCode != 400 {
+			t.Errorf("unsupported version: %d %s", resp.StatusCode, body)
 		}
 	})
 
