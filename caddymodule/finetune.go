@@ -293,7 +293,10 @@ func (c *fineTuningCall) pushFile(ctx context.Context, param, id string) (string
 	defer blob.Close()
 	pr, pw := io.Pipe()
 	mw := multipart.NewWriter(pw)
+	written := make(chan struct{})
 	go func() {
+		defer close(written)
+		defer logPanic(c.g.logger, "writing a file for the training service panicked")
 		err := mw.WriteField("purpose", "fine-tune")
 		if err == nil {
 			var part io.Writer
@@ -306,7 +309,8 @@ func (c *fineTuningCall) pushFile(ctx context.Context, param, id string) (string
 		pw.CloseWithError(err)
 	}()
 	status, answer, werr := c.send(ctx, http.MethodPost, "/v1/files", mw.FormDataContentType(), pr)
-	_ = pr.Close()
+	_ = pr.Close() // ends the writer if the training service stopped reading
+	<-written
 	if werr != nil {
 		return "", werr
 	}
