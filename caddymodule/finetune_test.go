@@ -211,3 +211,62 @@ func TestFineTuningThroughGateway(t *testing.T) {
 		}
 	})
 }
+
+// TestFineTuningTrainerDown: an unreachable training service is a 503 with Retry-After, and
+// without fine_tuning the paths are 404.
+func TestFineTuningTrainerDown(t *testing.T) {
+	port, down := freePort(t), freePort(t)
+	startCaddy(t, globalOptions+fmt.Sprintf(`
+:%d {
+	route /off/* {
+		uri strip_prefix /off
+		ai_gateway {
+			key %s {
+				id team-a
+			}
+			model demo-llama {
+				upstream 127.0.0.1:1
+			}
+			storage {
+				dir %s
+			}
+		}
+	}
+	ai_gateway {
+		key %s {
+			id team-a
+		}
+		model demo-llama {
+			upstream 127.0.0.1:1
+		}
+		storage {
+			dir %s
+		}
+		fine_tuning {
+			upstream 127.0.0.1:%d
+		}
+	}
+	reverse_proxy {
+		dynamic ai_gateway
+	}
+}
+`, port, policy.FormatHash(policy.HashSecret(secretTrainer)), t.TempDir(), policy.FormatHash(policy.HashSecret(secretTrainer)), t.TempDir(), down))
+	ctx := context.Background()
+	c := openai.NewClient(option.WithBaseURL(url(port, "/v1/")), option.WithAPIKey(secretTrainer), option.WithMaxRetries(0))
+	f, err := c.Files.New(ctx, openai.FileNewParams{File: openai.File(strings.NewReader("{}\n"), "t.jsonl", "application/jsonl"), Purpose: openai.FilePurposeFineTune})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("POST", url(port, "/v1/fine_tuning/jobs"), strings.NewReader(`{"model":"demo-llama","training_file":"`+f.ID+`"}`))
+	req.Header.Set("Authorization", "Bearer "+secretTrainer)
+	resp, body := doRequest(t, req)
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" || gjson.GetBytes(body, "error.code").Str != "training_service_unavailable" {
+		t.Errorf("trainer down: %d %s", resp.StatusCode, body)
+	}
+	wiretest.Validate(t, "ErrorResponse", body)
+	req, _ = http.NewRequest("GET", url(port, "/off/v1/fine-tuning/jobs"), nil)
+	req.Header.Set("Authorization", "Bearer "+secretTrainer)
+	if resp, body := doRequest(t, req); resp.StatusCode != 404 {
+		t.Errorf("without fine_tuning: %d %s", resp.StatusCode, body)
+	}
+}
