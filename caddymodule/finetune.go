@@ -325,7 +325,7 @@ func (c *fineTuningCall) pushFile(ctx context.Context, param, id string) (string
 }
 
 // list serves GET /v1/fine_tuning/jobs from the caller's own index, newest first: after=<job id>,
-// limit 1..100 (default 20), each job as last seen.
+// limit 1..100 (default 20); a job that has not ended is asked for anew (see current).
 func (c *fineTuningCall) list(r *http.Request) ([]byte, *wire.Error) {
 	ctx, q := r.Context(), r.URL.Query()
 	limit, ok := pageLimit(q.Get("limit"), 20, 100)
@@ -354,7 +354,7 @@ func (c *fineTuningCall) list(r *http.Request) ([]byte, *wire.Error) {
 		if n > 0 {
 			body = append(body, ',')
 		}
-		body = append(body, gjson.GetBytes(rec.Data, "job").Raw...)
+		body = append(body, c.current(ctx, rec)...)
 		n++
 	}
 	body = append(body, `],"has_more":`...)
@@ -408,15 +408,36 @@ func (c *fineTuningCall) jobCall(r *http.Request) ([]byte, *wire.Error) {
 	if gjson.GetBytes(answer, "id").Str != id {
 		return nil, invalidUpstreamResponse()
 	}
-	index := gjson.GetBytes(rec.Data, "index").Str
-	_, err = c.objs.Update(ctx, kindFineTuningJob, c.owner, id, func(old []byte) ([]byte, error) {
+	c.store(ctx, id, gjson.GetBytes(rec.Data, "index").Str, answer)
+	return answer, nil
+}
+
+// current returns a listed job: as last seen when it had ended, else as the training service
+// has it now (the record updated), or as last seen when the service does not answer.
+func (c *fineTuningCall) current(ctx context.Context, rec store.Record) []byte {
+	job := []byte(gjson.GetBytes(rec.Data, "job").Raw)
+	switch gjson.GetBytes(job, "status").Str {
+	case "succeeded", "failed", "cancelled":
+		return job
+	}
+	status, answer, werr := c.forward(ctx, http.MethodGet, "/v1/fine_tuning/jobs/"+url.PathEscape(rec.ID), nil)
+	if werr != nil || status != http.StatusOK || gjson.GetBytes(answer, "id").Str != rec.ID {
+		return job
+	}
+	answer = localFiles(answer, gjson.GetBytes(rec.Data, "training_file").Str, gjson.GetBytes(rec.Data, "validation_file").Str)
+	c.store(ctx, rec.ID, gjson.GetBytes(rec.Data, "index").Str, answer)
+	return answer
+}
+
+// store keeps the job as the training service answered it, and its fine-tuned model.
+func (c *fineTuningCall) store(ctx context.Context, id, index string, answer []byte) {
+	_, err := c.objs.Update(ctx, kindFineTuningJob, c.owner, id, func(old []byte) ([]byte, error) {
 		return jobRecord(index, gjson.GetBytes(old, "training_file").Str, gjson.GetBytes(old, "validation_file").Str, answer), nil
 	})
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		c.g.logger.Warn("updating a fine-tuning job record", zap.String("job_id", id), zap.Error(err))
 	}
 	c.recordFineTunedModel(ctx, answer)
-	return answer, nil
 }
 
 func (c *fineTuningCall) jobLookupError(id string, err error) *wire.Error {

@@ -199,7 +199,16 @@ func TestFineTuningThroughGateway(t *testing.T) {
 		if err != nil || len(next.Data) != 1 || next.Data[0].ID != job.ID || next.HasMore {
 			t.Fatalf("second page: %v %s", err, next.RawJSON())
 		}
-		// the training service's one upload was reused for the second job
+		// a listed job that has not ended is current, with no retrieve in between
+		third, err := a.FineTuning.Jobs.New(ctx, openai.FineTuningJobNewParams{Model: "demo-llama", TrainingFile: f.ID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the listed job to succeed", 10*time.Second, func() bool {
+			page, err := a.FineTuning.Jobs.List(ctx, openai.FineTuningJobListParams{Limit: openai.Int(1)})
+			return err == nil && len(page.Data) == 1 && page.Data[0].ID == third.ID && page.Data[0].Status == "succeeded"
+		})
+		// the training service's one upload was reused for the other jobs
 		n := 0
 		for _, r := range up.requests() {
 			if r.Path == "/v1/files" {
