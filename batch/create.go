@@ -142,7 +142,7 @@ func ParseCreateRequest(body []byte, endpoints []string) (*CreateRequest, *wire.
 		return nil, missing("endpoint")
 	case endpoint.Type != gjson.String:
 		return nil, badType("endpoint", "a string", endpoint)
-	case !contains(endpoints, endpoint.Str):
+	case !contains(endpoints, endpoint.Str) && !IsPredictEndpoint(endpoint.Str):
 		return nil, badEnum("endpoint", endpoint.Str, endpoints)
 	case !window.Exists():
 		return nil, missing("completion_window")
@@ -160,6 +160,25 @@ func ParseCreateRequest(body []byte, endpoints []string) (*CreateRequest, *wire.
 		return nil, err
 	}
 	return req, nil
+}
+
+// IsPredictEndpoint reports whether endpoint is a predict model's path,
+// /v1/models/{model_id}/predict: the gateway's extension of the endpoints a batch may address
+// (not in OpenAI's enum), for its own clients.
+func IsPredictEndpoint(endpoint string) bool {
+	_, ok := PredictModel(endpoint)
+	return ok
+}
+
+// PredictModel returns the model id of a predict endpoint (/v1/models/{model_id}/predict; the
+// id may contain '/').
+func PredictModel(endpoint string) (string, bool) {
+	id, ok := strings.CutPrefix(endpoint, "/v1/models/")
+	if !ok {
+		return "", false
+	}
+	id, ok = strings.CutSuffix(id, "/predict")
+	return id, ok && id != "" && !strings.HasPrefix(id, "/") && !strings.HasSuffix(id, "/")
 }
 
 // maxFileIDLen bounds an input_file_id: real ids are short, and the id is echoed back.

@@ -124,7 +124,7 @@ func (p Policy) ScopeID(keyID string) string {
 //
 // Chat completions, completions and Anthropic messages are deterministic when temperature is
 // explicitly 0 or a seed is set, n is absent, null or 1, and there are no tools (tools or the
-// legacy functions, a non-empty array) unless when is "always". Embeddings are always
+// legacy functions, a non-empty array) unless when is "always". Embeddings and predict answers are always
 // deterministic. Under "always" every well-formed request of those endpoints is cacheable.
 // Other endpoints never are. reason is empty when ok, else one of the Reason constants.
 func Cacheable(e wire.Endpoint, body []byte, when string) (ok bool, reason string) {
@@ -143,7 +143,8 @@ func Cacheable(e wire.Endpoint, body []byte, when string) (ok bool, reason strin
 	if spec.Dialect == wire.DialectResponses && !unstoredJSON(js) {
 		return false, ReasonStored
 	}
-	if spec.Dialect == wire.DialectEmbedding || when == WhenAlways { // an embedding is not sampled
+	if spec.Dialect == wire.DialectEmbedding || spec.Dialect == wire.DialectPredict || when == WhenAlways {
+		// an embedding is not sampled, nor is a predict model's answer (a classifier's, a ranker's)
 		return true, ""
 	}
 	// One pass over the top-level members.

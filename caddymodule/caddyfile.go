@@ -76,6 +76,11 @@ func parseHandler[T any, PT interface {
 //	            priority <n>
 //	        }
 //	        price { input|cached_input|output|request <amount> }
+//	        kind chat|predict
+//	        protocol kserve_v1|oip_v2|passthrough <path>   (kind predict)
+//	        input_schema <file.json>
+//	        tensor_input <name> <datatype> [<field>]        (oip_v2, repeatable)
+//	        tensor_output <name>...
 //	    }
 //	    max_body <size>
 //	    anthropic_versions <version>...
@@ -135,6 +140,12 @@ func parseHandler[T any, PT interface {
 //	        results_retention <duration>
 //	    }
 //	    accounting { ... }                  (see parseAccounting)
+//	    fine_tuning {
+//	        upstream <address>
+//	        upstream_key <secret>
+//	        timeout <duration>
+//	        serve_on <model>
+//	    }
 //	}
 //
 // <secret> is sha256:<hex>, a placeholder such as {env.KEY}, or a literal: the adapter warns and
@@ -144,7 +155,8 @@ func parseHandler[T any, PT interface {
 //
 // Each subdirective sets the JSON field of the same name; fields that are arrays take the plural
 // (key -> keys, model -> models, alias -> aliases, upstream -> upstreams, fallback -> fallbacks,
-// rename_param -> rename_params).
+// rename_param -> rename_params, tensor_input -> tensor_inputs, tensor_output -> tensor_outputs);
+// protocol passthrough <path> sets protocol and predict_path.
 func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
 	if err := noArgs(d); err != nil {
@@ -208,6 +220,8 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			g.Batches, err = parseBatches(d)
 		case "accounting":
 			g.Accounting, err = parseAccounting(d)
+		case "fine_tuning":
+			g.FineTuning, err = parseFineTuning(d)
 		default:
 			var handled bool
 			if handled, err = parseRewrite(d, name, &g.RewriteConfig); err == nil && !handled {
@@ -309,7 +323,7 @@ func parseModelBlock(d *caddyfile.Dispenser) (ModelConfig, error) {
 	if rest := d.RemainingArgs(); len(rest) > 0 {
 		return m, d.Errf("model: expected one model name, got %d values", 1+len(rest))
 	}
-	err := newSubdirectives("model "+m.Name, "clamp").each(d, func(name string) (err error) {
+	err := newSubdirectives("model "+m.Name, "clamp", "tensor_input").each(d, func(name string) (err error) {
 		switch name {
 		case "alias":
 			m.Aliases, err = listArg(d)
@@ -371,6 +385,8 @@ func parseModelBlock(d *caddyfile.Dispenser) (ModelConfig, error) {
 			m.Batch, err = parseBatchModel(d)
 		case "price":
 			m.Price, err = parsePrice(d)
+		case "kind", "protocol", "input_schema", "tensor_input", "tensor_output":
+			err = parsePredictSubdirective(d, name, &m)
 		default:
 			var handled bool
 			if handled, err = parseRewrite(d, name, &m.RewriteConfig); err == nil && !handled {

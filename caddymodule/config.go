@@ -5,6 +5,7 @@ import (
 
 	"github.com/caddyai/gateway/ledger"
 	"github.com/caddyai/gateway/policy"
+	"github.com/caddyai/gateway/predict"
 	"github.com/caddyai/gateway/ratelimit"
 )
 
@@ -76,6 +77,13 @@ type ModelConfig struct {
 	// request, in the accounting currency (decimals, kept exactly in micro-units). Needs
 	// accounting. Default: free.
 	Price *ledger.Price `json:"price,omitempty"`
+	// Kind is what the model is: "chat" (an LLM, served on chat completions, completions,
+	// embeddings and messages) or "predict" (a classifier, ranker, tabular or vision model, served
+	// on POST /v1/models/{id}/predict and POST /v1/predict). Default: chat.
+	Kind string `json:"kind,omitempty"`
+	// Config is a predict model's protocol, input schema and tensors (kind predict only; see
+	// predict.Config). A predict model counts tokens only when Tokenizer is set.
+	predict.Config
 }
 
 // ContentPolicyConfig lists the content rules: RE2 regular expressions (linear time) applied to

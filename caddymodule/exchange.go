@@ -14,6 +14,7 @@ import (
 	"github.com/caddyai/gateway/ledger"
 	"github.com/caddyai/gateway/policy"
 	"github.com/caddyai/gateway/policy/tokens"
+	"github.com/caddyai/gateway/predict"
 	"github.com/caddyai/gateway/ratelimit"
 	"github.com/caddyai/gateway/routing"
 )
@@ -72,7 +73,8 @@ type exchange struct {
 	cacheState string // HIT, MISS, BYPASS; empty when no cache applies
 	cacheEntry *cache.Entry
 
-	trace requestTrace // OpenTelemetry, with Caddy's tracing on (tracing.go)
+	trace      requestTrace     // OpenTelemetry, with Caddy's tracing on (tracing.go)
+	predictReq *predict.Request // the validated body of a predict request
 }
 
 // modelRoute is a model with where it runs and how its tokens are counted.
@@ -90,8 +92,10 @@ type modelRoute struct {
 	cacheOff      bool
 	cache         cache.Policy // the model's own cache settings, over the gateway's
 	fallbacks     []*modelRoute
-	counted       promptCounts // caddy_ai_gateway_prompt_counts_total of the model, by how
-	bridge        *bridgeRoute // Responses requests go to chat completions; nil: served natively
+	counted       promptCounts   // caddy_ai_gateway_prompt_counts_total of the model, by how
+	bridge        *bridgeRoute   // Responses requests go to chat completions; nil: served natively
+	predict       *predict.Model // a predict model's compiled schema and protocol; nil for chat models
+	countPredict  bool           // the predict model has a tokenizer: its usage counts tokens
 }
 
 // promptCounts are a model's prompt_counts_total counters, resolved once.

@@ -86,6 +86,10 @@ type Gateway struct {
 	// Batches configures the batch runner and the Batches and Message Batches APIs: the public
 	// URL of results_url, the lines run at once, how long batches and their files are kept.
 	Batches *BatchesConfig `json:"batches,omitempty"`
+	// FineTuning passes the fine-tuning jobs API (/v1/fine_tuning/jobs, also spelled
+	// /v1/fine-tuning/jobs) through to a training service, each job owned by the key that
+	// created it. Without it those paths are 404.
+	FineTuning *FineTuningConfig `json:"fine_tuning,omitempty"`
 	// MetricsKeyID adds the key id as a label of the requests and tokens metrics. Off by
 	// default: with many keys it makes many series.
 	MetricsKeyID bool `json:"metrics_key_id,omitempty"`
@@ -113,6 +117,8 @@ type Gateway struct {
 	batchModelKeys   []string
 	globalLimits     ratelimit.Limits
 	metrics          *gatewayMetrics
+	predictMetrics   *predictMetrics // registered with the first predict model
+	fineTuning       *fineTuning     // nil without fine_tuning
 	memo             *tokens.Memo
 	inflight         *tokens.Inflight
 	inline           *policy.KeyTable

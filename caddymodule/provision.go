@@ -101,6 +101,9 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 	if err := g.provisionAccounting(); err != nil {
 		return err
 	}
+	if err := g.provisionFineTuning(repl); err != nil {
+		return err
+	}
 	table := inline
 	if g.KeysFile != "" {
 		kf := &policy.KeyFile{Path: g.KeysFile}
@@ -223,6 +226,9 @@ func (g *Gateway) provisionModels(repl *caddy.Replacer) error {
 			return fmt.Errorf("model %q: %w", mc.Name, err)
 		}
 		if err := g.provisionBatchModel(route, mc); err != nil {
+			return fmt.Errorf("model %q: %w", mc.Name, err)
+		}
+		if err := g.provisionPredict(route, mc); err != nil {
 			return fmt.Errorf("model %q: %w", mc.Name, err)
 		}
 		models = append(models, m)

@@ -54,6 +54,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return g.serveUsage(w, r, ex)
 	case wire.EndpointResponse, wire.EndpointResponseCancel, wire.EndpointResponseInputItems:
 		return g.serveStoredResponse(w, r, next, ex)
+	case wire.EndpointFineTuningJobs, wire.EndpointFineTuningJob, wire.EndpointFineTuningJobCancel, wire.EndpointFineTuningJobPause,
+		wire.EndpointFineTuningJobResume, wire.EndpointFineTuningJobEvents, wire.EndpointFineTuningJobCheckpoints:
+		return g.serveFineTuning(w, r, ex)
 	}
 	if g.prepareCache(ex, r) {
 		span := ex.stage("ai_gateway.cache_lookup")
@@ -271,6 +274,9 @@ func (g *Gateway) record(ex *exchange, repl *caddy.Replacer) {
 	if ex.batchLine != nil {
 		g.recordBatchLine(ex, model)
 	}
+	if ex.predictReq != nil {
+		g.recordPredict(ex, model)
+	}
 	if ex.streamIncomplete {
 		g.metrics.incomplete.WithLabelValues(model).Inc()
 		if c := g.logger.Check(zapcore.WarnLevel, "upstream stream ended before completion; the client got an error frame"); c != nil {
@@ -410,6 +416,9 @@ func (g *Gateway) checkAnthropicVersion(r *http.Request) *wire.Error {
 // resolveModel validates the body (parsed once; what later stages need lands in ex.info),
 // resolves the model (aliases, the key's pins) and checks the key's allow-list.
 func (g *Gateway) resolveModel(ex *exchange) *wire.Error {
+	if ex.spec.Dialect == wire.DialectPredict {
+		return g.resolvePredict(ex)
+	}
 	info, werr := policy.Validate(ex.endpoint, ex.body.bytes())
 	if werr != nil {
 		return werr
@@ -418,6 +427,10 @@ func (g *Gateway) resolveModel(ex *exchange) *wire.Error {
 	ex.requestedModel, ex.bodyModel = info.Model, info.Model
 	m, ok := g.catalog.ResolveFor(ex.key, info.Model)
 	if !ok {
+		if route := g.fineTunedRoute(ex, info.Model); route != nil {
+			ex.route, ex.stream = route, info.Stream // a fine-tuned model of the caller's
+			return nil
+		}
 		return wire.ModelNotFound(info.Model)
 	}
 	if !ex.key.AllowsModel(m) {
@@ -425,6 +438,9 @@ func (g *Gateway) resolveModel(ex *exchange) *wire.Error {
 	}
 	ex.route = g.routes[m]
 	ex.stream = info.Stream
+	if ex.route.predict != nil {
+		return notPredictEndpoint(ex, info.Model)
+	}
 	if m.Deprecation.Gone(g.now()) {
 		return policy.ModelSunset(m.Name, m.Deprecation)
 	}
@@ -569,6 +585,9 @@ func (g *Gateway) handOff(ex *exchange, r *http.Request) *wire.Error {
 	}
 	if werr := g.bridgeRequest(ex, r); werr != nil {
 		return werr
+	}
+	if ex.predictReq != nil {
+		return g.handOffPredict(ex, r)
 	}
 	raw := ex.body.bytes()
 	out := raw

@@ -307,6 +307,9 @@ func (t *responseTap) finish(proxyErr error) (wire.Usage, error) {
 			return wire.Usage{}, t.writeError(werr)
 		}
 		werr := wire.NormalizeUpstreamError(ex.status, t.Header().Get("Content-Type"), t.buf)
+		if ex.predictReq != nil {
+			werr = t.predictUpstreamError()
+		}
 		werr.Message = wire.Redact(werr.Message, ex.route.secrets...)
 		if ra, ok := wire.ParseRetryAfter(t.Header().Get("Retry-After"), t.g.now()); ok && werr.RetryAfter > 0 {
 			werr.RetryAfter = ra
@@ -334,6 +337,9 @@ func (t *responseTap) finish(proxyErr error) (wire.Usage, error) {
 
 func (t *responseTap) finishJSON() (wire.Usage, error) {
 	ex := t.ex
+	if ex.predictReq != nil {
+		return t.finishPredict()
+	}
 	body := t.buf
 	if !gjson.ValidBytes(body) {
 		werr := invalidUpstreamResponse()

@@ -38,6 +38,15 @@ const (
 	EndpointResponse
 	EndpointResponseCancel
 	EndpointResponseInputItems
+	EndpointModelPredict
+	EndpointPredict
+	EndpointFineTuningJobs
+	EndpointFineTuningJob
+	EndpointFineTuningJobCancel
+	EndpointFineTuningJobPause
+	EndpointFineTuningJobResume
+	EndpointFineTuningJobEvents
+	EndpointFineTuningJobCheckpoints
 	numEndpoints
 )
 
@@ -54,6 +63,7 @@ const (
 	DialectImage                     // OpenAI image generation
 	DialectMessages                  // Anthropic messages
 	DialectResponses                 // OpenAI Responses
+	DialectPredict                   // a predict model's body (package predict)
 )
 
 // StreamFormat is how an endpoint's SSE stream is framed and how it ends properly. It selects
@@ -137,6 +147,10 @@ type Spec struct {
 	// MaxTokensParam is the body's output length field when it is not max_tokens
 	// (max_output_tokens for Responses).
 	MaxTokensParam string
+	// ParamSlashes says the parameter in the middle of the path may contain '/' (model ids such
+	// as org/model in models/{model_id}/predict): the pattern's suffix is matched, not the first
+	// '/'.
+	ParamSlashes bool
 }
 
 var (
@@ -238,6 +252,28 @@ var table = [numEndpoints]Spec{
 		Surface: OpenAI, Answer: AnswerUpstream},
 	EndpointResponseInputItems: {Name: "response_input_items", Path: "responses/{response_id}/input_items",
 		Methods: getHead, Surface: OpenAI, Answer: AnswerUpstream},
+	// Predict models (classifiers, rankers, tabular and vision models): the model in the path or
+	// in the body, validated against the model's input schema and sent in the model's protocol.
+	EndpointModelPredict: {Name: "model_predict", Path: "models/{model_id}/predict", Methods: post, Surface: OpenAI,
+		Dialect: DialectPredict, Answer: AnswerUpstream, Cacheable: true, ParamSlashes: true},
+	EndpointPredict: {Name: "predict", Path: "predict", Methods: post, Surface: OpenAI, Dialect: DialectPredict,
+		Answer: AnswerUpstream, Required: []string{"model"}, Params: []string{"model"}, Cacheable: true},
+	// Fine-tuning jobs, passed through to the training service and owned per key
+	// (/v1/fine-tuning/... is the same API: see Route).
+	EndpointFineTuningJobs: {Name: "fine_tuning_jobs", Path: "fine_tuning/jobs", Methods: postGetHead, Surface: OpenAI,
+		Answer: AnswerGateway},
+	EndpointFineTuningJob: {Name: "fine_tuning_job", Path: "fine_tuning/jobs/{job_id}", Methods: getHead, Surface: OpenAI,
+		Answer: AnswerGateway},
+	EndpointFineTuningJobCancel: {Name: "fine_tuning_job_cancel", Path: "fine_tuning/jobs/{job_id}/cancel", Methods: post,
+		Surface: OpenAI, Answer: AnswerGateway},
+	EndpointFineTuningJobPause: {Name: "fine_tuning_job_pause", Path: "fine_tuning/jobs/{job_id}/pause", Methods: post,
+		Surface: OpenAI, Answer: AnswerGateway},
+	EndpointFineTuningJobResume: {Name: "fine_tuning_job_resume", Path: "fine_tuning/jobs/{job_id}/resume", Methods: post,
+		Surface: OpenAI, Answer: AnswerGateway},
+	EndpointFineTuningJobEvents: {Name: "fine_tuning_job_events", Path: "fine_tuning/jobs/{job_id}/events", Methods: getHead,
+		Surface: OpenAI, Answer: AnswerGateway},
+	EndpointFineTuningJobCheckpoints: {Name: "fine_tuning_job_checkpoints", Path: "fine_tuning/jobs/{job_id}/checkpoints",
+		Methods: getHead, Surface: OpenAI, Answer: AnswerGateway},
 }
 
 func init() {
@@ -290,13 +326,16 @@ func Route(path string) (e Endpoint, param string) {
 		return EndpointUnknown, ""
 	}
 	rest = strings.TrimSuffix(rest, "/")
+	if r, ok := strings.CutPrefix(rest, "fine-tuning/"); ok {
+		rest = "fine_tuning/" + r // our users' spelling of OpenAI's fine_tuning
+	}
 	for _, tail := range [...]bool{false, true} {
 		for i := range table {
 			s := &table[i]
 			if s.Path == "" || strings.HasSuffix(s.Path, "}") != tail {
 				continue
 			}
-			if p, ok := match(s.Path, rest); ok {
+			if p, ok := match(s.Path, rest, s.ParamSlashes); ok {
 				return s.Endpoint, p
 			}
 		}
@@ -305,7 +344,7 @@ func Route(path string) (e Endpoint, param string) {
 }
 
 // match matches rest against one pattern and returns its parameter.
-func match(pattern, rest string) (param string, ok bool) {
+func match(pattern, rest string, slashes bool) (param string, ok bool) {
 	open := strings.IndexByte(pattern, '{')
 	if open < 0 {
 		return "", rest == pattern
@@ -320,7 +359,7 @@ func match(pattern, rest string) (param string, ok bool) {
 		return p, p != ""
 	}
 	p, ok = strings.CutSuffix(p, suffix)
-	if !ok || p == "" || strings.IndexByte(p, '/') >= 0 {
+	if !ok || p == "" || !slashes && strings.IndexByte(p, '/') >= 0 {
 		return "", false
 	}
 	return p, true

@@ -93,12 +93,24 @@ func Validate(t testing.TB, name string, body []byte) {
 
 // nullableToAnyOf rewrites OpenAPI 3.0's `nullable: true`, which Draft 2020 ignores, into
 // anyOf [schema, null], so that the spec means what its authors intended (finish_reason: null
-// in a stream chunk is valid).
+// in a stream chunk is valid), and its boolean exclusiveMinimum/exclusiveMaximum into Draft
+// 2020's numeric ones.
 func nullableToAnyOf(v any) any {
 	switch n := v.(type) {
 	case map[string]any:
 		for k, c := range n {
 			n[k] = nullableToAnyOf(c)
+		}
+		// OpenAPI 3.0's boolean exclusiveMinimum/exclusiveMaximum qualify minimum/maximum;
+		// Draft 2020 wants the bound itself
+		for _, b := range [][2]string{{"exclusiveMinimum", "minimum"}, {"exclusiveMaximum", "maximum"}} {
+			if ex, ok := n[b[0]].(bool); ok {
+				delete(n, b[0])
+				if bound, has := n[b[1]]; ex && has {
+					n[b[0]] = bound
+					delete(n, b[1])
+				}
+			}
 		}
 		if nb, ok := n["nullable"].(bool); ok {
 			delete(n, "nullable")
