@@ -50,7 +50,9 @@ func TestReplies(t *testing.T) {
 				Choices []struct {
 					Message struct{ Content string }
 				}
-				Usage struct{ CompletionTokens int `json:"completion_tokens"` }
+				Usage struct {
+					CompletionTokens int `json:"completion_tokens"`
+				}
 			}
 			if err := json.NewDecoder(resp.Body).Decode(&v); err != nil || resp.StatusCode != 200 {
 				t.Fatalf("status %d: %v", resp.StatusCode, err)

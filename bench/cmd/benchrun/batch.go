@@ -120,10 +120,10 @@ func runBatchScenario(ctx context.Context, env *runEnv, o options, sc scenario) 
 			"interactive_p50_ms_alone": ms(alone.Latency.Quantile(0.5)), "interactive_p99_ms_alone": ms(alone.Latency.Quantile(0.99)),
 			"interactive_p50_ms_batch": ms(with.Latency.Quantile(0.5)), "interactive_p99_ms_batch": ms(with.Latency.Quantile(0.99)),
 			"interactive_rps_alone": alone.RPS(), "interactive_rps_batch": with.RPS(),
-			"interactive_errors": float64(alone.Errors + with.Errors),
+			"interactive_errors":    float64(alone.Errors + with.Errors),
 			"interactive_in_flight": inFlight, "spare_slots": spareSlots, "spare_lines_per_s": spareLPS,
 			"batch_lines_per_s": linesPS, "batch_lines_per_s_alone": soloLPS,
-			"batch_share_of_spare": linesPS / spareLPS,
+			"batch_share_of_spare":     linesPS / spareLPS,
 			"interactive_p99_increase": ms(with.Latency.Quantile(0.99))/ms(alone.Latency.Quantile(0.99)) - 1,
 		},
 		Note: fmt.Sprintf("model max_concurrent %d (queue 256), simulator ttft 50 ms, %d interactive connections, phases of %s; "+

@@ -116,12 +116,12 @@ type targetResult struct {
 	// UpstreamCPUUsPerReq is the simulator's CPU time per answered request.
 	UpstreamCPUUsPerReq float64 `json:"upstream_cpu_us_per_req"`
 	// ClientCPUUsPerReq is the load generator's own CPU time per answered request.
-	ClientCPUUsPerReq float64       `json:"client_cpu_us_per_req"`
-	PeakRSSMB         float64       `json:"peak_rss_mb,omitempty"`
-	OK                int64         `json:"ok"`
-	Limited           int64         `json:"limited"`
-	Errors            int64         `json:"errors"`
-	ErrorSamples      []string      `json:"error_samples,omitempty"`
+	ClientCPUUsPerReq float64  `json:"client_cpu_us_per_req"`
+	PeakRSSMB         float64  `json:"peak_rss_mb,omitempty"`
+	OK                int64    `json:"ok"`
+	Limited           int64    `json:"limited"`
+	Errors            int64    `json:"errors"`
+	ErrorSamples      []string `json:"error_samples,omitempty"`
 	// OverLimit counts 200s beyond what the keys' rpm allowed (scenarios with rpm keys).
 	OverLimit        int64         `json:"over_limit,omitempty"`
 	OverLimitChecked bool          `json:"over_limit_checked,omitempty"`
