@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -72,9 +71,10 @@ func checkPortRange(need int) string {
 	return fmt.Sprintf("ephemeral ports widened from %d-%d to 15000-64999", lo, hi)
 }
 
-// goroutines reads the goroutine count from the admin API's pprof endpoint.
+// goroutines reads go_goroutines from the admin API's /metrics (runtime.NumGoroutine, cheap
+// even with thousands of goroutines, unlike a goroutine profile).
 func goroutines(ctx context.Context, adminPort int) (int, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/goroutine?debug=1", adminPort), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/metrics", adminPort), nil)
 	if err != nil {
 		return 0, err
 	}
@@ -83,23 +83,74 @@ func goroutines(ctx context.Context, adminPort int) (int, error) {
 		return 0, fmt.Errorf("counting goroutines: %w", err)
 	}
 	defer resp.Body.Close()
-	line, err := bufio.NewReader(resp.Body).ReadString('\n')
-	if err != nil {
-		return 0, fmt.Errorf("counting goroutines: %w", err)
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "go_goroutines "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				return 0, fmt.Errorf("counting goroutines: %w", err)
+			}
+			return int(f), nil
+		}
 	}
-	v, ok := strings.CutPrefix(strings.TrimSpace(line), "goroutine profile: total ")
-	if !ok {
-		return 0, fmt.Errorf("counting goroutines: unexpected %q", line)
-	}
-	return strconv.Atoi(v)
+	return 0, fmt.Errorf("counting goroutines: no go_goroutines in /metrics: %v", sc.Err())
 }
 
-// streamSample is one proxy's figures under the slow streams.
+// countEstablished counts the established TCP connections on loopback whose local port is
+// local (accepted by a server there, or waiting to be) and those whose remote port is remote
+// (opened to a server there).
+func countEstablished(local, remote int) (toLocal, toRemote int, err error) {
+	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		file, err := os.Open(f)
+		if err != nil {
+			if f == "/proc/net/tcp6" {
+				continue
+			}
+			return 0, 0, err
+		}
+		sc := bufio.NewScanner(file)
+		for sc.Scan() {
+			// sl local_address rem_address st ...: addresses are hex ip:port, st 01 is ESTABLISHED
+			fields := strings.Fields(sc.Text())
+			if len(fields) < 4 || fields[3] != "01" {
+				continue
+			}
+			if portOf(fields[1]) == local {
+				toLocal++
+			}
+			if portOf(fields[2]) == remote {
+				toRemote++
+			}
+		}
+		_ = file.Close()
+	}
+	return toLocal, toRemote, nil
+}
+
+func portOf(addr string) int {
+	i := strings.LastIndexByte(addr, ':')
+	if i < 0 {
+		return -1
+	}
+	v, err := strconv.ParseUint(addr[i+1:], 16, 16)
+	if err != nil {
+		return -1
+	}
+	return int(v)
+}
+
+// streamSample is one proxy's figures under the slow streams: medians of the samples taken
+// while the streams were open.
 type streamSample struct {
-	name                    string
-	idleRSS, rss            float64 // MB
-	idleGoroutines, gorouts int
-	res                     *loadgen.Result
+	name                 string
+	idleRSS              float64 // MB
+	idleGoroutines       int
+	rss                  float64 // MB
+	gorouts              int
+	clientConns, streams int // connections accepted by the proxy; its connections to the upstream
+	rssPerStreamKB       float64
+	goroutinesPerStream  float64
+	res                  *loadgen.Result
 }
 
 func runSlowStreams(ctx context.Context, env *runEnv, o options, sc scenario) (*scenarioResult, error) {
@@ -114,9 +165,9 @@ func runSlowStreams(ctx context.Context, env *runEnv, o options, sc scenario) (*
 		return nil, err
 	}
 	defer up.stop()
-	hold := 8 * time.Second
+	hold := 10 * time.Second
 	if env.quick {
-		hold = 4 * time.Second
+		hold = 6 * time.Second
 	}
 	sample := func(name string, start func() (*server, error), admin int) (*streamSample, error) {
 		p, err := start()
@@ -125,6 +176,8 @@ func runSlowStreams(ctx context.Context, env *runEnv, o options, sc scenario) (*
 		}
 		defer p.stop()
 		s := &streamSample{name: name}
+		_, portStr, _ := strings.Cut(p.addr, ":")
+		proxyPort, _ := strconv.Atoi(portStr)
 		if err := sleep(ctx, 300*time.Millisecond); err != nil {
 			return nil, err
 		}
@@ -144,20 +197,25 @@ func runSlowStreams(ctx context.Context, env *runEnv, o options, sc scenario) (*
 				Keys: []string{benchSecret}, Stream: true, Timeout: 30 * time.Second, RampUp: time.Second})
 			done <- err
 		}()
-		// Sample while every stream is open: after the ramp-up and the first token.
-		var rssv []float64
-		var gv []int
-		if err := sleep(ctx, 2500*time.Millisecond); err != nil {
+		// Sample while the streams are open: after the ramp-up and the first token.
+		var rssv, perKB, perG []float64
+		var gv, cv, uv []float64
+		if err := sleep(ctx, 3*time.Second); err != nil {
 			return nil, err
 		}
-		for t := 2500 * time.Millisecond; t < hold-500*time.Millisecond; t += 700 * time.Millisecond {
-			if r, err := currentRSS(p.pid()); err == nil {
-				rssv = append(rssv, float64(r)/(1<<20))
+		for t := 3 * time.Second; t < hold-time.Second; t += time.Second {
+			r, err1 := currentRSS(p.pid())
+			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			g, err2 := goroutines(sctx, admin)
+			cancel()
+			c, u, err3 := countEstablished(proxyPort, env.ports.upstream)
+			if err1 == nil && err2 == nil && err3 == nil && u > 0 {
+				mb := float64(r) / (1 << 20)
+				rssv, gv, cv, uv = append(rssv, mb), append(gv, float64(g)), append(cv, float64(c)), append(uv, float64(u))
+				perKB = append(perKB, (mb-s.idleRSS)*1024/float64(u))
+				perG = append(perG, float64(g-s.idleGoroutines)/float64(u))
 			}
-			if g, err := goroutines(ctx, admin); err == nil {
-				gv = append(gv, g)
-			}
-			if err := sleep(ctx, 700*time.Millisecond); err != nil {
+			if err := sleep(ctx, time.Second); err != nil {
 				return nil, err
 			}
 		}
@@ -167,11 +225,8 @@ func runSlowStreams(ctx context.Context, env *runEnv, o options, sc scenario) (*
 		if !p.alive() || !up.alive() {
 			return nil, fmt.Errorf("%s or the upstream exited: %s", name, logTail(p.log))
 		}
-		s.rss = median(rssv)
-		if len(gv) > 0 {
-			slices.Sort(gv)
-			s.gorouts = gv[len(gv)/2]
-		}
+		s.rss, s.gorouts, s.clientConns, s.streams = median(rssv), int(median(gv)), int(median(cv)), int(median(uv))
+		s.rssPerStreamKB, s.goroutinesPerStream = median(perKB), median(perG)
 		return s, nil
 	}
 	fmt.Print("streams")
@@ -193,17 +248,19 @@ func runSlowStreams(ctx context.Context, env *runEnv, o options, sc scenario) (*
 	res := &scenarioResult{ID: sc.ID, Name: fmt.Sprintf("%s: %d concurrent streams", sc.Name, n), Upstream: sc.Upstream.String(), Conns: n, Stream: true,
 		Figures: map[string]float64{"streams": float64(n)},
 		Note: fmt.Sprintf("each proxy alone, %d closed-loop connections for %s after a 1 s ramp-up; open-file limit %d; %s; "+
-			"RSS and goroutines are medians of samples taken while every stream was open, per stream = (loaded - idle) / streams", n, hold, limit, ports)}
+			"RSS, goroutines and open connections are medians of samples taken once a second while the streams ran, "+
+			"per open stream = (loaded - idle) / the proxy's established connections to the upstream at the same moment", n, hold, limit, ports)}
 	for _, s := range []*streamSample{caddy, gw} {
-		perKB := (s.rss - s.idleRSS) * 1024 / float64(n)
-		perG := float64(s.gorouts-s.idleGoroutines) / float64(n)
 		res.Figures[s.name+"_errors"] = float64(s.res.Errors)
-		res.Figures[s.name+"_rss_per_stream_kb"] = perKB
-		res.Figures[s.name+"_goroutines_per_stream"] = perG
-		res.Lines = append(res.Lines, fmt.Sprintf("%-8s %6d streams done, %d errors, stream p50 %.0f ms p99 %.0f ms, ttfb p50 %.0f ms p99 %.0f ms; "+
-			"RSS %.0f MB idle, %.0f MB loaded = %.1f KB per stream; goroutines %d idle, %d loaded = %.2f per stream",
+		res.Figures[s.name+"_rss_per_stream_kb"] = s.rssPerStreamKB
+		res.Figures[s.name+"_goroutines_per_stream"] = s.goroutinesPerStream
+		res.Figures[s.name+"_open_streams"] = float64(s.streams)
+		res.Lines = append(res.Lines, fmt.Sprintf("%-8s %6d streams done, %d errors, stream p50 %.0f ms p99 %.0f ms, ttfb p50 %.0f ms p99 %.0f ms",
 			s.name, s.res.OK, s.res.Errors, ms(s.res.Latency.Quantile(0.5)), ms(s.res.Latency.Quantile(0.99)),
-			ms(s.res.TTFB.Quantile(0.5)), ms(s.res.TTFB.Quantile(0.99)), s.idleRSS, s.rss, perKB, s.idleGoroutines, s.gorouts, perG))
+			ms(s.res.TTFB.Quantile(0.5)), ms(s.res.TTFB.Quantile(0.99))),
+			fmt.Sprintf("%-8s %d client connections, %d streams open to the upstream; RSS %.0f MB idle, %.0f MB loaded = %.1f KB per open stream; "+
+				"goroutines %d idle, %d loaded = %.2f per open stream",
+				s.name, s.clientConns, s.streams, s.idleRSS, s.rss, s.rssPerStreamKB, s.idleGoroutines, s.gorouts, s.goroutinesPerStream))
 		for _, e := range s.res.ErrorSamples {
 			res.Lines = append(res.Lines, s.name+" error: "+e)
 		}
