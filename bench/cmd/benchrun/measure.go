@@ -223,7 +223,7 @@ func runScenario(ctx context.Context, env *runEnv, o options, sc scenario) (*sce
 	}
 	if redis != nil {
 		if c, err := cpuTime(redis.pid()); err == nil {
-			res.Note = strings.TrimSpace(res.Note + fmt.Sprintf(" redis-server used %.1f s of CPU in all.", c.Seconds()))
+			res.Note = strings.TrimSpace(res.Note + fmt.Sprintf("; redis-server used %.1f s of CPU in all.", c.Seconds()))
 		}
 	}
 	res.GatewayVsCaddy = compare(res.target("gateway"), res.target("caddy"))

@@ -150,7 +150,9 @@ type streamSample struct {
 	clientConns, streams int // connections accepted by the proxy; its connections to the upstream
 	rssPerStreamKB       float64
 	goroutinesPerStream  float64
-	res                  *loadgen.Result
+	// cpu is the cores used by the proxy, the upstream and the load generator over the run.
+	cpu [3]float64
+	res *loadgen.Result
 }
 
 func runSlowStreams(ctx context.Context, env *runEnv, o options, sc scenario) (*scenarioResult, error) {
@@ -190,6 +192,10 @@ func runSlowStreams(ctx context.Context, env *runEnv, o options, sc scenario) (*
 			return nil, err
 		}
 		fmt.Printf(", %s", name)
+		cpu0 := [3]time.Duration{}
+		for i, pid := range []int{p.pid(), up.pid(), os.Getpid()} {
+			cpu0[i], _ = cpuTime(pid)
+		}
 		done := make(chan error, 1)
 		go func() {
 			var err error
@@ -225,6 +231,10 @@ func runSlowStreams(ctx context.Context, env *runEnv, o options, sc scenario) (*
 		if !p.alive() || !up.alive() {
 			return nil, fmt.Errorf("%s or the upstream exited: %s", name, logTail(p.log))
 		}
+		for i, pid := range []int{p.pid(), up.pid(), os.Getpid()} {
+			c, _ := cpuTime(pid)
+			s.cpu[i] = (c - cpu0[i]).Seconds() / s.res.Elapsed.Seconds()
+		}
 		s.rss, s.gorouts, s.clientConns, s.streams = median(rssv), int(median(gv)), int(median(cv)), int(median(uv))
 		s.rssPerStreamKB, s.goroutinesPerStream = median(perKB), median(perG)
 		return s, nil
@@ -255,9 +265,9 @@ func runSlowStreams(ctx context.Context, env *runEnv, o options, sc scenario) (*
 		res.Figures[s.name+"_rss_per_stream_kb"] = s.rssPerStreamKB
 		res.Figures[s.name+"_goroutines_per_stream"] = s.goroutinesPerStream
 		res.Figures[s.name+"_open_streams"] = float64(s.streams)
-		res.Lines = append(res.Lines, fmt.Sprintf("%-8s %6d streams done, %d errors, stream p50 %.0f ms p99 %.0f ms, ttfb p50 %.0f ms p99 %.0f ms",
+		res.Lines = append(res.Lines, fmt.Sprintf("%-8s %6d streams done, %d errors, stream p50 %.0f ms p99 %.0f ms, ttfb p50 %.0f ms p99 %.0f ms; cores used: proxy %.2f, upstream %.2f, load generator %.2f",
 			s.name, s.res.OK, s.res.Errors, ms(s.res.Latency.Quantile(0.5)), ms(s.res.Latency.Quantile(0.99)),
-			ms(s.res.TTFB.Quantile(0.5)), ms(s.res.TTFB.Quantile(0.99))),
+			ms(s.res.TTFB.Quantile(0.5)), ms(s.res.TTFB.Quantile(0.99)), s.cpu[0], s.cpu[1], s.cpu[2]),
 			fmt.Sprintf("%-8s %d client connections, %d streams open to the upstream; RSS %.0f MB idle, %.0f MB loaded = %.1f KB per open stream; "+
 				"goroutines %d idle, %d loaded = %.2f per open stream",
 				s.name, s.clientConns, s.streams, s.idleRSS, s.rss, s.rssPerStreamKB, s.idleGoroutines, s.gorouts, s.goroutinesPerStream))

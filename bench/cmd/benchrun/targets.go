@@ -101,6 +101,14 @@ func evaluateTargets(r *report) []targetRow {
 	var peer []string
 	for _, id := range []string{"a", "b", "c"} {
 		if s := find(id); s != nil {
+			p := s.target("portkey")
+			if p == nil {
+				continue
+			}
+			if p.OK == 0 {
+				peer = append(peer, fmt.Sprintf("(%s) portkey answered no request (%d errors)", id, p.Errors))
+				continue
+			}
 			for _, q := range s.Ratios {
 				if q.Name == "gateway/portkey" {
 					peer = append(peer, fmt.Sprintf("(%s) req/s x%.1f, cpu/req x%.2f", id, q.RPSRatio, q.CPURatio))

@@ -29,6 +29,9 @@ func (u upstreamSpec) String() string {
 	if u.TTFT == "" || u.TTFT == "0" {
 		return "simulator, zero latency"
 	}
+	if u.TokensPerSecond == 0 {
+		return fmt.Sprintf("simulator, ttft %s, %d tokens at once", u.TTFT, u.responseTokens())
+	}
 	return fmt.Sprintf("simulator, ttft %s, %d tokens/s, %d tokens", u.TTFT, u.TokensPerSecond, u.responseTokens())
 }
 
