@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyai/gateway/bench/loadgen"
 	"github.com/caddyai/gateway/policy"
 )
 
@@ -223,5 +224,58 @@ func TestProcReaders(t *testing.T) {
 	}
 	if _, err := cpuTime(-1); err == nil {
 		t.Error("no error for a missing process")
+	}
+}
+
+func TestOverLimit(t *testing.T) {
+	start := time.Unix(1000, 0)
+	var k keyTally
+	// Two runs over 30 s in all: a bucket of rpm 10 admits floor(10 * 1.5) = 15, one more for
+	// the clocks.
+	k.add(start, &loadgen.Result{OKByKey: []int64{5, 9, 0}, Elapsed: 10 * time.Second})
+	k.add(start.Add(20*time.Second), &loadgen.Result{OKByKey: []int64{5, 9, 16}, Elapsed: 10 * time.Second})
+	if got := overLimit(k, 10); got != 2+0 {
+		t.Errorf("over limit %d, want 2 (key 1: 18 of 16)", got)
+	}
+	if got := overLimit(k, 20); got != 0 {
+		t.Errorf("over limit %d at rpm 20", got)
+	}
+}
+
+func TestEvaluateTargets(t *testing.T) {
+	rep := &report{Scenarios: []scenarioResult{
+		{ID: "a", GatewayVsCaddy: &comparison{RPSRatio: 0.97, CPUDiffUs: 8}},
+		{ID: "b", GatewayVsCaddy: &comparison{P50DiffMs: 0.05}},
+		{ID: "g", Ratios: []namedRatio{{Name: "gateway-redis/gateway", RPSRatio: 0.9}},
+			Targets: []targetResult{{Target: "gateway", OverLimitChecked: true}, {Target: "gateway-redis", OverLimitChecked: true, OverLimit: 1}}},
+		{ID: "h", Figures: map[string]float64{"interactive_p99_increase": 0.05, "batch_share_of_spare": 0.9}},
+		{ID: "c", Targets: []targetResult{{Target: "portkey", Errors: 3}}},
+	}}
+	want := map[string]string{"a": "met", "b": "not met", "c": "not met", "d": "not run", "g": "not met", "h": "met", "i": "not run", "j": "reported"}
+	rows := evaluateTargets(rep)
+	for _, r := range rows {
+		if w, ok := want[r.Scenario]; ok && r.Status != w {
+			t.Errorf("(%s) %s: %s (%s), want %s", r.Scenario, r.Goal, r.Status, r.Measured, w)
+		}
+		if r.Scenario == "j" && !strings.Contains(r.Measured, "no request") {
+			t.Errorf("(j) %s", r.Measured)
+		}
+	}
+	if len(rows) != 9 {
+		t.Errorf("%d rows", len(rows))
+	}
+}
+
+func TestPortOf(t *testing.T) {
+	for in, want := range map[string]int{"0100007F:46E4": 18148, "00000000000000000000000001000000:0050": 80, "bad": -1} {
+		if got := portOf(in); got != want {
+			t.Errorf("portOf(%q) = %d, want %d", in, got, want)
+		}
+	}
+	if _, err := os.Stat("/proc/net/tcp"); err != nil {
+		t.Skip("no /proc/net/tcp")
+	}
+	if _, _, err := countEstablished(1, 1); err != nil {
+		t.Error(err)
 	}
 }
