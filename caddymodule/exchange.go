@@ -67,6 +67,8 @@ type exchange struct {
 	cacheTTL   time.Duration
 	cacheState string // HIT, MISS, BYPASS; empty when no cache applies
 	cacheEntry *cache.Entry
+
+	phMapped, phOutcome bool // placeholders registered; the outcome ones answered too
 }
 
 // modelRoute is a model with where it runs and how its tokens are counted.
@@ -213,17 +215,12 @@ const (
 )
 
 // setRequestPlaceholders publishes what is known when the request leaves for the upstream (so
-// reverse_proxy's header templates can use it).
+// reverse_proxy's header_up can use them). The placeholders are answered by the exchange itself
+// (placeholder, placeholders.go), registered once: nothing is boxed into the replacer's map.
 func (ex *exchange) setRequestPlaceholders(repl *caddy.Replacer) {
-	repl.Set(phRequestID, ex.requestID)
-	repl.Set(phKeyID, ex.keyID())
-	repl.Set(phRequested, ex.requestedModel)
-	repl.Set(phModel, ex.modelName())
-	if ex.route != nil {
-		repl.Set(phUpstream, ex.route.model.Upstream())
-	}
-	if ex.apiVersion != nil {
-		repl.Set(phAPIVersion, ex.apiVersion.Date)
+	if !ex.phMapped {
+		ex.phMapped = true
+		repl.Map(ex.placeholder)
 	}
 }
 
@@ -231,18 +228,7 @@ func (ex *exchange) setRequestPlaceholders(repl *caddy.Replacer) {
 // handlers that run after the gateway).
 func (ex *exchange) setPlaceholders(repl *caddy.Replacer) {
 	ex.setRequestPlaceholders(repl)
-	repl.Set(phSurface, ex.surface.String())
-	repl.Set(phEndpoint, ex.endpoint.String())
-	repl.Set(phStream, ex.stream)
-	repl.Set(phRejectReason, ex.reject)
-	repl.Set(phPrompt, ex.usage.PromptTokens)
-	repl.Set(phCompletion, ex.usage.CompletionTokens)
-	repl.Set(phTotal, ex.usage.TotalTokens)
-	repl.Set(phEstimated, ex.usage.Estimated)
-	if !ex.firstToken.IsZero() {
-		repl.Set(phTTFT, float64(ex.firstToken.Sub(ex.start))/float64(time.Millisecond))
-	}
-	repl.Set(phCache, ex.cacheState)
+	ex.phOutcome = true
 }
 
 // logFields adds the gateway's fields to Caddy's access log entry for the request.
