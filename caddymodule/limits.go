@@ -273,23 +273,54 @@ func rateLimitError(d ratelimit.Decision, cost ratelimit.Cost) *wire.Error {
 // setRateLimitHeaders writes the x-ratelimit-* headers (OpenAI names) or the
 // anthropic-ratelimit-* headers for the most constraining scope of each dimension.
 func setRateLimitHeaders(h http.Header, s wire.Surface, d ratelimit.Decision, now time.Time) {
-	set := func(kind string, q ratelimit.Quota) {
-		if q.Limit == 0 {
-			return
-		}
-		if s == wire.Anthropic {
-			prefix := "Anthropic-Ratelimit-" + kind + "-"
-			h[prefix+"Limit"] = []string{strconv.FormatInt(q.Limit, 10)}
-			h[prefix+"Remaining"] = []string{strconv.FormatInt(q.Remaining, 10)}
-			h[prefix+"Reset"] = []string{now.Add(q.Reset).UTC().Format(time.RFC3339)}
-			return
-		}
-		h["X-Ratelimit-Limit-"+kind] = []string{strconv.FormatInt(q.Limit, 10)}
-		h["X-Ratelimit-Remaining-"+kind] = []string{strconv.FormatInt(q.Remaining, 10)}
-		h["X-Ratelimit-Reset-"+kind] = []string{q.Reset.Round(time.Millisecond).String()}
+	names := &rateLimitHeaderNames[0]
+	if s == wire.Anthropic {
+		names = &rateLimitHeaderNames[1]
 	}
-	set("Requests", d.Requests)
-	set("Tokens", d.Tokens)
+	// The values are appended to one buffer and sliced from one string, and the header slices
+	// share one array: a few allocations in all instead of three per header.
+	var buf [160]byte
+	b := buf[:0]
+	var ends [6]int // where value i ends in b; -1 for a quota without a limit
+	for i, q := range [2]ratelimit.Quota{d.Requests, d.Tokens} {
+		if q.Limit == 0 {
+			ends[3*i], ends[3*i+1], ends[3*i+2] = -1, -1, -1
+			continue
+		}
+		b = strconv.AppendInt(b, q.Limit, 10)
+		ends[3*i] = len(b)
+		b = strconv.AppendInt(b, q.Remaining, 10)
+		ends[3*i+1] = len(b)
+		if s == wire.Anthropic {
+			b = now.Add(q.Reset).UTC().AppendFormat(b, time.RFC3339)
+		} else {
+			b = append(b, q.Reset.Round(time.Millisecond).String()...)
+		}
+		ends[3*i+2] = len(b)
+	}
+	if len(b) == 0 {
+		return
+	}
+	str := string(b)
+	vals := make([]string, 6)
+	prev := 0
+	for i, end := range ends {
+		if end < 0 {
+			continue
+		}
+		vals[i] = str[prev:end]
+		h[names[i]] = vals[i : i+1 : i+1]
+		prev = end
+	}
+}
+
+// rateLimitHeaderNames are the header names of setRateLimitHeaders, in canonical form, for
+// requests then tokens: limit, remaining, reset; OpenAI's then Anthropic's.
+var rateLimitHeaderNames = [2][6]string{
+	{"X-Ratelimit-Limit-Requests", "X-Ratelimit-Remaining-Requests", "X-Ratelimit-Reset-Requests",
+		"X-Ratelimit-Limit-Tokens", "X-Ratelimit-Remaining-Tokens", "X-Ratelimit-Reset-Tokens"},
+	{"Anthropic-Ratelimit-Requests-Limit", "Anthropic-Ratelimit-Requests-Remaining", "Anthropic-Ratelimit-Requests-Reset",
+		"Anthropic-Ratelimit-Tokens-Limit", "Anthropic-Ratelimit-Tokens-Remaining", "Anthropic-Ratelimit-Tokens-Reset"},
 }
 
 // settle charges the reservation with what the response actually used.
