@@ -68,7 +68,8 @@ type exchange struct {
 	cacheState string // HIT, MISS, BYPASS; empty when no cache applies
 	cacheEntry *cache.Entry
 
-	phMapped, phOutcome bool // placeholders registered; the outcome ones answered too
+	phMapped, phOutcome bool   // placeholders registered; the outcome ones answered too
+	keyScope            string // the key's rate-limit scope id, "key:<id>", once computed
 }
 
 // modelRoute is a model with where it runs and how its tokens are counted.
