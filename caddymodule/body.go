@@ -28,6 +28,7 @@ type requestBody struct {
 	handed    *pooledBody
 	complete  bool // the whole body was read
 	released  bool
+	length    [1]string // the Content-Length header's value, kept here rather than allocated
 }
 
 // read reads the whole body, refusing more than limit bytes without reading further.
@@ -82,12 +83,14 @@ func (b *requestBody) replace(p []byte) {
 // install sets the (possibly rewritten) body on the request with a correct Content-Length.
 func (b *requestBody) install(r *http.Request) {
 	p := b.bytes()
-	pb := &pooledBody{Reader: bytes.NewReader(p), owner: b}
+	pb := &pooledBody{owner: b}
+	pb.Reset(p)
 	pb.holds.Store(2)
 	b.handed = pb
 	r.Body = pb
 	r.ContentLength = int64(len(p))
-	r.Header["Content-Length"] = []string{strconv.Itoa(len(p))}
+	b.length[0] = strconv.Itoa(len(p))
+	r.Header["Content-Length"] = b.length[:1:1]
 	r.GetBody = nil
 }
 
@@ -121,7 +124,7 @@ func (b *requestBody) untouched() bool {
 // pooledBody is the body handed to the next handler. It and the request hold the buffer
 // together: whichever lets go last returns it.
 type pooledBody struct {
-	*bytes.Reader
+	bytes.Reader
 	owner  *requestBody
 	closed atomic.Bool
 	holds  atomic.Int32 // 2 when handed on: the body and the request

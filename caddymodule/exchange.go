@@ -68,8 +68,9 @@ type exchange struct {
 	cacheState string // HIT, MISS, BYPASS; empty when no cache applies
 	cacheEntry *cache.Entry
 
-	phMapped, phOutcome bool   // placeholders registered; the outcome ones answered too
-	keyScope            string // the key's rate-limit scope id, "key:<id>", once computed
+	phMapped, phOutcome bool      // placeholders registered; the outcome ones answered too
+	keyScope            string    // the key's rate-limit scope id, "key:<id>", once computed
+	idHeader            [1]string // the X-Request-Id header's value, kept here rather than allocated
 }
 
 // modelRoute is a model with where it runs and how its tokens are counted.
@@ -122,7 +123,8 @@ func newExchange(r *http.Request, now time.Time) *exchange {
 	}
 	// exactly one id travels upstream: the one the client gets back (a repeated header's
 	// other values are dropped)
-	r.Header["X-Request-Id"] = []string{ex.requestID}
+	ex.idHeader[0] = ex.requestID
+	r.Header["X-Request-Id"] = ex.idHeader[:1:1]
 	return ex
 }
 

@@ -43,6 +43,7 @@ var usageTrailers = []string{"X-Usage-Prompt-Tokens, X-Usage-Completion-Tokens, 
 // streams without holding back a stream, and makes sure a stream never ends silently.
 type responseTap struct {
 	*caddyhttp.ResponseWriterWrapper
+	wrapper         caddyhttp.ResponseWriterWrapper
 	g               *Gateway
 	ex              *exchange
 	mode            tapMode
@@ -85,7 +86,10 @@ func (t *responseTap) cacheBody() []byte {
 }
 
 func newResponseTap(g *Gateway, w http.ResponseWriter, ex *exchange) *responseTap {
-	return &responseTap{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, g: g, ex: ex}
+	t := &responseTap{g: g, ex: ex}
+	t.wrapper.ResponseWriter = w
+	t.ResponseWriterWrapper = &t.wrapper // one allocation for both
+	return t
 }
 
 // WriteHeader receives the upstream's status and decides how the body will be handled. On an
