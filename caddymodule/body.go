@@ -8,6 +8,10 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"unsafe"
+
+	"github.com/tidwall/gjson"
+	"github.com/tidwall/sjson"
 
 	"github.com/caddyai/gateway/internal/wire"
 )
@@ -29,6 +33,7 @@ type requestBody struct {
 	complete  bool // the whole body was read
 	released  bool
 	length    [1]string // the Content-Length header's value, kept here rather than allocated
+	limited   io.LimitedReader
 }
 
 // read reads the whole body, refusing more than limit bytes without reading further.
@@ -42,7 +47,9 @@ func (b *requestBody) read(r *http.Request, limit int64) *wire.Error {
 	buf := bodyPool.Get().(*bytes.Buffer)
 	buf.Reset()
 	b.buf = buf
-	_, err := buf.ReadFrom(io.LimitReader(r.Body, limit+1))
+	b.limited = io.LimitedReader{R: r.Body, N: limit + 1}
+	_, err := buf.ReadFrom(&b.limited)
+	b.limited.R = nil
 	if int64(buf.Len()) > limit {
 		return wire.RequestTooLarge(limit)
 	}
@@ -140,3 +147,20 @@ func (p *pooledBody) Close() error {
 
 // drop lets go of one hold and reports whether it was the last.
 func (p *pooledBody) drop() bool { return p.holds.Add(-1) == 0 }
+
+// setModel returns body with its top-level "model" set to model, in one new buffer when the
+// field is there (sjson.SetBytes otherwise). body is read through a string view for the lookup
+// only, never written.
+func setModel(body []byte, model string) ([]byte, error) {
+	if len(body) == 0 {
+		return sjson.SetBytes(body, "model", model)
+	}
+	res := gjson.Get(unsafe.String(unsafe.SliceData(body), len(body)), "model")
+	if res.Type != gjson.String || res.Index <= 0 || res.Index+len(res.Raw) > len(body) {
+		return sjson.SetBytes(body, "model", model)
+	}
+	out := make([]byte, 0, len(body)-len(res.Raw)+len(model)+8)
+	out = append(out, body[:res.Index]...)
+	out = wire.AppendString(out, model)
+	return append(out, body[res.Index+len(res.Raw):]...), nil
+}

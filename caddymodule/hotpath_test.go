@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -89,5 +90,22 @@ func TestSetRateLimitHeaders(t *testing.T) {
 				t.Errorf("appending to one header changed another: %v", h)
 			}
 		})
+	}
+}
+
+func TestSetModel(t *testing.T) {
+	for _, tc := range []struct{ body, model, want string }{
+		{`{"model":"llama","messages":[]}`, "demo-llama", `{"model":"demo-llama","messages":[]}`},
+		{`{"messages":[{"model":"x"}], "model" : "llama" ,"n":1}`, "m/7b", `{"messages":[{"model":"x"}], "model" : "m/7b" ,"n":1}`},
+		{`{"model":"ll\"ama"}`, `a"b\c` + "\u00e9", `{"model":"a\"b\\c` + "\u00e9" + `"}`},
+		{`{"messages":[]}`, "m", `{"messages":[],"model":"m"}`}, // absent: sjson adds it
+	} {
+		got, err := setModel([]byte(tc.body), tc.model)
+		if err != nil || string(got) != tc.want {
+			t.Errorf("setModel(%s, %q) = %s, %v; want %s", tc.body, tc.model, got, err, tc.want)
+		}
+		if !json.Valid(got) {
+			t.Errorf("invalid JSON %s", got)
+		}
 	}
 }

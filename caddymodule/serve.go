@@ -538,7 +538,7 @@ func (g *Gateway) handOff(ex *exchange, r *http.Request) *wire.Error {
 	out := raw
 	var err error
 	if up := ex.route.model.Upstream(); up != ex.bodyModel {
-		out, err = sjson.SetBytes(out, "model", up)
+		out, err = setModel(out, up)
 		ex.bodyModel = up
 	}
 	if err == nil && ex.stream && !ex.info.IncludeUsage && ex.spec.InjectStreamUsage {
