@@ -68,9 +68,10 @@ type exchange struct {
 	cacheState string // HIT, MISS, BYPASS; empty when no cache applies
 	cacheEntry *cache.Entry
 
-	phMapped, phOutcome bool      // placeholders registered; the outcome ones answered too
-	keyScope            string    // the key's rate-limit scope id, "key:<id>", once computed
-	idHeader            [1]string // the X-Request-Id header's value, kept here rather than allocated
+	phMapped, phOutcome bool               // placeholders registered; the outcome ones answered too
+	keyScope            string             // the key's rate-limit scope id, "key:<id>", once computed
+	idHeader, idAnswer  [1]string          // the X-Request-Id values of the request and of the answer, kept here rather than allocated
+	scopeBuf            [3]ratelimit.Scope // the rate-limit scopes of the check and of the reservation (which copies them)
 }
 
 // modelRoute is a model with where it runs and how its tokens are counted.
@@ -176,7 +177,8 @@ func (ex *exchange) charge() int64 {
 
 // setResponseHeaders sets the headers every response carries.
 func (ex *exchange) setResponseHeaders(h http.Header) {
-	h["X-Request-Id"] = []string{ex.requestID}
+	ex.idAnswer[0] = ex.requestID
+	h["X-Request-Id"] = ex.idAnswer[:1:1]
 	if ex.surface == wire.Anthropic {
 		h["Request-Id"] = []string{ex.requestID}
 	}

@@ -201,8 +201,7 @@ func (g *Gateway) scopes(ex *exchange, buf []ratelimit.Scope) []ratelimit.Scope 
 // bound the count; the reservation after the count decides for good.
 func (g *Gateway) checkLimitsFirst(ctx context.Context, ex *exchange, promptAtLeast int) (ratelimit.Decision, *wire.Error) {
 	prompt := promptAtLeast
-	var buf [3]ratelimit.Scope
-	scopes := g.scopes(ex, buf[:])
+	scopes := g.scopes(ex, ex.scopeBuf[:])
 	if len(scopes) == 0 {
 		return ratelimit.Decision{Allowed: true}, nil
 	}
@@ -222,8 +221,7 @@ func (g *Gateway) checkLimitsFirst(ctx context.Context, ex *exchange, promptAtLe
 
 // admitLimits reserves the request's cost on every scope at once.
 func (g *Gateway) admitLimits(ctx context.Context, ex *exchange) *wire.Error {
-	var buf [3]ratelimit.Scope
-	scopes := g.scopes(ex, buf[:])
+	scopes := g.scopes(ex, ex.scopeBuf[:])
 	if len(scopes) == 0 {
 		return nil
 	}
