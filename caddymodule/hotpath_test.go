@@ -2,8 +2,10 @@ package caddymodule
 
 import (
 	"encoding/json"
+	"math"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"testing"
 	"time"
 
@@ -106,6 +108,32 @@ func TestSetModel(t *testing.T) {
 		}
 		if !json.Valid(got) {
 			t.Errorf("invalid JSON %s", got)
+		}
+	}
+}
+
+func TestAppendDuration(t *testing.T) {
+	ds := []time.Duration{0, 1, 999, time.Microsecond, 1500 * time.Nanosecond, time.Millisecond, 12 * time.Millisecond,
+		999999999, time.Second, 3*time.Second + 700*time.Microsecond, 59*time.Second + 500*time.Millisecond, time.Minute,
+		61 * time.Second, time.Hour, 25*time.Hour + 61*time.Second + 5*time.Millisecond, -time.Second, -1500 * time.Millisecond,
+		math.MaxInt64, math.MinInt64}
+	for i := range 2000 {
+		ds = append(ds, time.Duration(i*i*i*7919+i), time.Duration(i)*time.Millisecond*1013, time.Duration(i*i)*time.Millisecond)
+	}
+	for _, d := range ds {
+		if got := string(appendDuration(nil, d)); got != d.String() {
+			t.Errorf("%d: %q, want %q", int64(d), got, d.String())
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = appendDuration(make([]byte, 0, 32)[:0], 3*time.Second+time.Millisecond) }); n > 1 {
+		t.Errorf("%v allocations", n)
+	}
+}
+
+func TestStatusLabel(t *testing.T) {
+	for _, c := range []int{0, 99, 100, 200, 429, 529, 599, 600, 1000} {
+		if got := statusLabel(c); got != strconv.Itoa(c) {
+			t.Errorf("statusLabel(%d) = %q", c, got)
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"strconv"
 	"time"
@@ -295,7 +296,7 @@ func setRateLimitHeaders(h http.Header, s wire.Surface, d ratelimit.Decision, no
 		if s == wire.Anthropic {
 			b = now.Add(q.Reset).UTC().AppendFormat(b, time.RFC3339)
 		} else {
-			b = append(b, q.Reset.Round(time.Millisecond).String()...)
+			b = appendDuration(b, q.Reset.Round(time.Millisecond))
 		}
 		ends[3*i+2] = len(b)
 	}
@@ -332,4 +333,60 @@ func (g *Gateway) settle(ex *exchange, actual int64) {
 	if err := ex.reservation.Settle(context.Background(), actual); err != nil {
 		g.logger.Error("settling rate limit reservation", zap.String("request_id", ex.requestID), zap.Error(err))
 	}
+}
+
+// appendDuration appends d as time.Duration.String formats it ("1h2m0.5s", "12ms", "0s"),
+// without the string String allocates.
+func appendDuration(b []byte, d time.Duration) []byte {
+	if d < 0 {
+		b = append(b, '-')
+		if d == math.MinInt64 {
+			return append(b, "2562047h47m16.854775808s"...)
+		}
+		d = -d
+	}
+	u := uint64(d)
+	if u < uint64(time.Second) {
+		switch {
+		case u == 0:
+			return append(b, "0s"...)
+		case u < uint64(time.Microsecond):
+			return append(strconv.AppendUint(b, u, 10), "ns"...)
+		case u < uint64(time.Millisecond):
+			return append(appendFrac(b, u, 3), "µs"...)
+		default:
+			return append(appendFrac(b, u, 6), "ms"...)
+		}
+	}
+	if h := u / uint64(time.Hour); h > 0 {
+		b = append(strconv.AppendUint(b, h, 10), 'h')
+	}
+	if u >= uint64(time.Minute) {
+		b = append(strconv.AppendUint(b, u/uint64(time.Minute)%60, 10), 'm')
+	}
+	return append(appendFrac(b, u%uint64(time.Minute), 9), 's')
+}
+
+// appendFrac appends v / 10^prec with the fraction's trailing zeros (and a bare point) dropped.
+func appendFrac(b []byte, v uint64, prec int) []byte {
+	pow := uint64(1)
+	for range prec {
+		pow *= 10
+	}
+	b = strconv.AppendUint(b, v/pow, 10)
+	frac := v % pow
+	if frac == 0 {
+		return b
+	}
+	for prec > 0 && frac%10 == 0 {
+		frac /= 10
+		prec--
+	}
+	b = append(b, '.')
+	var buf [20]byte
+	n := len(strconv.AppendUint(buf[:0], frac, 10))
+	for range prec - n {
+		b = append(b, '0')
+	}
+	return append(b, buf[:n]...)
 }

@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"strconv"
 	"strings"
 	"time"
 )
@@ -63,4 +64,20 @@ func (ex *exchange) placeholder(key string) (any, bool) {
 		return ex.cacheState, true
 	}
 	return nil, false
+}
+
+// statusLabels are the metric labels of the HTTP statuses 100 to 599, made once.
+var statusLabels = func() (l [500]string) {
+	for i := range l {
+		l[i] = strconv.Itoa(100 + i)
+	}
+	return l
+}()
+
+// statusLabel is strconv.Itoa(code) without an allocation for the statuses a response can have.
+func statusLabel(code int) string {
+	if code >= 100 && code < 600 {
+		return statusLabels[code-100]
+	}
+	return strconv.Itoa(code)
 }

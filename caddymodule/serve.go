@@ -236,7 +236,7 @@ func (g *Gateway) record(ex *exchange, repl *caddy.Replacer) {
 		keyID = ex.keyID()
 	}
 	status := ex.status
-	g.metrics.requests.WithLabelValues(model, strconv.Itoa(status), ex.reject, keyID).Inc()
+	g.metrics.requests.WithLabelValues(model, statusLabel(status), ex.reject, keyID).Inc()
 	if ex.usage.PromptTokens > 0 {
 		g.metrics.tokens.WithLabelValues(model, "prompt", keyID).Add(float64(ex.usage.PromptTokens))
 	}
