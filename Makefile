@@ -75,6 +75,21 @@ soak:
 bench: build bench/out/caddy-plain
 	$(GO) run ./bench/cmd/benchrun -gateway $(CADDY) -plain bench/out/caddy-plain -out bench/out $(BENCH_FLAGS)
 
+## bench-peers: scenarios a, b and c with a peer gateway beside the gateway and plain Caddy:
+## Portkey's open-source gateway (@portkey-ai/gateway, pinned, installed by npm into bench/out/peers,
+## never committed); skipped with a message when npm or node is unavailable
+PORTKEY_VERSION := 1.15.2
+PORTKEY_DIR := bench/out/peers/portkey-$(PORTKEY_VERSION)
+.PHONY: bench-peers
+bench-peers: build bench/out/caddy-plain
+	@if ! command -v npm >/dev/null 2>&1 || ! command -v node >/dev/null 2>&1; then \
+		echo "bench-peers: skipped: npm and node are needed to run @portkey-ai/gateway"; exit 0; fi; \
+	if [ ! -f $(PORTKEY_DIR)/node_modules/@portkey-ai/gateway/build/start-server.js ]; then \
+		npm install --prefix $(PORTKEY_DIR) --no-audit --no-fund --ignore-scripts --no-save @portkey-ai/gateway@$(PORTKEY_VERSION) || \
+		{ echo "bench-peers: skipped: npm could not install @portkey-ai/gateway@$(PORTKEY_VERSION)"; exit 0; }; fi; \
+	$(GO) run ./bench/cmd/benchrun -gateway $(CADDY) -plain bench/out/caddy-plain -out bench/out/peers -scenarios a,b,c \
+		-peer portkey=$(PORTKEY_DIR)/node_modules/@portkey-ai/gateway/build/start-server.js $(BENCH_FLAGS)
+
 bench/out/caddy-plain: go.mod go.sum bench/cmd/caddy-plain/main.go
 	$(GO) build -trimpath -ldflags '-w -s' -o $@ ./bench/cmd/caddy-plain
 

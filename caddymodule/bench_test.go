@@ -19,7 +19,7 @@ import (
 // newBenchGateway provisions a gateway with every hot-path feature on: a key with rpm and tpm
 // limits, a model with a context window and exact (cl100k) counting, validation and usage
 // extraction.
-func newBenchGateway(b *testing.B) *Gateway {
+func newBenchGateway(b testing.TB) *Gateway {
 	b.Helper()
 	raw := fmt.Sprintf(`{
 		"keys": [{"secret": %q, "id": "bench", "rpm": 1000000000, "tpm": 10000000000}],

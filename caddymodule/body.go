@@ -8,6 +8,10 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"unsafe"
+
+	"github.com/tidwall/gjson"
+	"github.com/tidwall/sjson"
 
 	"github.com/caddyai/gateway/internal/wire"
 )
@@ -28,6 +32,8 @@ type requestBody struct {
 	handed    *pooledBody
 	complete  bool // the whole body was read
 	released  bool
+	length    [1]string // the Content-Length header's value, kept here rather than allocated
+	limited   io.LimitedReader
 }
 
 // read reads the whole body, refusing more than limit bytes without reading further.
@@ -41,7 +47,9 @@ func (b *requestBody) read(r *http.Request, limit int64) *wire.Error {
 	buf := bodyPool.Get().(*bytes.Buffer)
 	buf.Reset()
 	b.buf = buf
-	_, err := buf.ReadFrom(io.LimitReader(r.Body, limit+1))
+	b.limited = io.LimitedReader{R: r.Body, N: limit + 1}
+	_, err := buf.ReadFrom(&b.limited)
+	b.limited.R = nil
 	if int64(buf.Len()) > limit {
 		return wire.RequestTooLarge(limit)
 	}
@@ -82,12 +90,14 @@ func (b *requestBody) replace(p []byte) {
 // install sets the (possibly rewritten) body on the request with a correct Content-Length.
 func (b *requestBody) install(r *http.Request) {
 	p := b.bytes()
-	pb := &pooledBody{Reader: bytes.NewReader(p), owner: b}
+	pb := &pooledBody{owner: b}
+	pb.Reset(p)
 	pb.holds.Store(2)
 	b.handed = pb
 	r.Body = pb
 	r.ContentLength = int64(len(p))
-	r.Header["Content-Length"] = []string{strconv.Itoa(len(p))}
+	b.length[0] = strconv.Itoa(len(p))
+	r.Header["Content-Length"] = b.length[:1:1]
 	r.GetBody = nil
 }
 
@@ -121,7 +131,7 @@ func (b *requestBody) untouched() bool {
 // pooledBody is the body handed to the next handler. It and the request hold the buffer
 // together: whichever lets go last returns it.
 type pooledBody struct {
-	*bytes.Reader
+	bytes.Reader
 	owner  *requestBody
 	closed atomic.Bool
 	holds  atomic.Int32 // 2 when handed on: the body and the request
@@ -137,3 +147,20 @@ func (p *pooledBody) Close() error {
 
 // drop lets go of one hold and reports whether it was the last.
 func (p *pooledBody) drop() bool { return p.holds.Add(-1) == 0 }
+
+// setModel returns body with its top-level "model" set to model, in one new buffer when the
+// field is there (sjson.SetBytes otherwise). body is read through a string view for the lookup
+// only, never written.
+func setModel(body []byte, model string) ([]byte, error) {
+	if len(body) == 0 {
+		return sjson.SetBytes(body, "model", model)
+	}
+	res := gjson.Get(unsafe.String(unsafe.SliceData(body), len(body)), "model")
+	if res.Type != gjson.String || res.Index <= 0 || res.Index+len(res.Raw) > len(body) {
+		return sjson.SetBytes(body, "model", model)
+	}
+	out := make([]byte, 0, len(body)-len(res.Raw)+len(model)+8)
+	out = append(out, body[:res.Index]...)
+	out = wire.AppendString(out, model)
+	return append(out, body[res.Index+len(res.Raw):]...), nil
+}

@@ -73,8 +73,12 @@ type exchange struct {
 	cacheState string // HIT, MISS, BYPASS; empty when no cache applies
 	cacheEntry *cache.Entry
 
-	trace      requestTrace     // OpenTelemetry, with Caddy's tracing on (tracing.go)
-	predictReq *predict.Request // the validated body of a predict request
+	trace               requestTrace       // OpenTelemetry, with Caddy's tracing on (tracing.go)
+	predictReq          *predict.Request   // the validated body of a predict request
+	phMapped, phOutcome bool               // placeholders registered; the outcome ones answered too
+	keyScope            string             // the key's rate-limit scope id, "key:<id>", once computed
+	idHeader, idAnswer  [1]string          // the X-Request-Id values of the request and of the answer, kept here rather than allocated
+	scopeBuf            [3]ratelimit.Scope // the rate-limit scopes of the check and of the reservation (which copies them)
 }
 
 // modelRoute is a model with where it runs and how its tokens are counted.
@@ -131,7 +135,8 @@ func newExchange(r *http.Request, now time.Time) *exchange {
 	}
 	// exactly one id travels upstream: the one the client gets back (a repeated header's
 	// other values are dropped)
-	r.Header["X-Request-Id"] = []string{ex.requestID}
+	ex.idHeader[0] = ex.requestID
+	r.Header["X-Request-Id"] = ex.idHeader[:1:1]
 	ex.startTrace()
 	return ex
 }
@@ -184,7 +189,8 @@ func (ex *exchange) charge() int64 {
 
 // setResponseHeaders sets the headers every response carries.
 func (ex *exchange) setResponseHeaders(h http.Header) {
-	h["X-Request-Id"] = []string{ex.requestID}
+	ex.idAnswer[0] = ex.requestID
+	h["X-Request-Id"] = ex.idAnswer[:1:1]
 	if ex.surface == wire.Anthropic {
 		h["Request-Id"] = []string{ex.requestID}
 	}
@@ -226,17 +232,12 @@ const (
 )
 
 // setRequestPlaceholders publishes what is known when the request leaves for the upstream (so
-// reverse_proxy's header templates can use it).
+// reverse_proxy's header_up can use them). The placeholders are answered by the exchange itself
+// (placeholder, placeholders.go), registered once: nothing is boxed into the replacer's map.
 func (ex *exchange) setRequestPlaceholders(repl *caddy.Replacer) {
-	repl.Set(phRequestID, ex.requestID)
-	repl.Set(phKeyID, ex.keyID())
-	repl.Set(phRequested, ex.requestedModel)
-	repl.Set(phModel, ex.modelName())
-	if ex.route != nil {
-		repl.Set(phUpstream, ex.route.model.Upstream())
-	}
-	if ex.apiVersion != nil {
-		repl.Set(phAPIVersion, ex.apiVersion.Date)
+	if !ex.phMapped {
+		ex.phMapped = true
+		repl.Map(ex.placeholder)
 	}
 }
 
@@ -244,18 +245,7 @@ func (ex *exchange) setRequestPlaceholders(repl *caddy.Replacer) {
 // handlers that run after the gateway).
 func (ex *exchange) setPlaceholders(repl *caddy.Replacer) {
 	ex.setRequestPlaceholders(repl)
-	repl.Set(phSurface, ex.surface.String())
-	repl.Set(phEndpoint, ex.endpoint.String())
-	repl.Set(phStream, ex.stream)
-	repl.Set(phRejectReason, ex.reject)
-	repl.Set(phPrompt, ex.usage.PromptTokens)
-	repl.Set(phCompletion, ex.usage.CompletionTokens)
-	repl.Set(phTotal, ex.usage.TotalTokens)
-	repl.Set(phEstimated, ex.usage.Estimated)
-	if !ex.firstToken.IsZero() {
-		repl.Set(phTTFT, float64(ex.firstToken.Sub(ex.start))/float64(time.Millisecond))
-	}
-	repl.Set(phCache, ex.cacheState)
+	ex.phOutcome = true
 }
 
 // logFields adds the gateway's fields to Caddy's access log entry for the request.

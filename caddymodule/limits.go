@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"strconv"
 	"time"
@@ -175,7 +176,10 @@ func renewLeases(ctx context.Context, rs *ratelimit.RedisStore) {
 func (g *Gateway) scopes(ex *exchange, buf []ratelimit.Scope) []ratelimit.Scope {
 	s := buf[:0]
 	if ex.key != nil && !ex.key.Limits.IsZero() {
-		s = append(s, ratelimit.Scope{ID: "key:" + ex.key.ID, Limits: ex.key.Limits})
+		if ex.keyScope == "" {
+			ex.keyScope = "key:" + ex.key.ID // once a request, for the check and the reservation
+		}
+		s = append(s, ratelimit.Scope{ID: ex.keyScope, Limits: ex.key.Limits})
 	}
 	if m := ex.route.model; !m.Limits.IsZero() {
 		l := m.Limits
@@ -198,8 +202,7 @@ func (g *Gateway) scopes(ex *exchange, buf []ratelimit.Scope) []ratelimit.Scope 
 // bound the count; the reservation after the count decides for good.
 func (g *Gateway) checkLimitsFirst(ctx context.Context, ex *exchange, promptAtLeast int) (ratelimit.Decision, *wire.Error) {
 	prompt := promptAtLeast
-	var buf [3]ratelimit.Scope
-	scopes := g.scopes(ex, buf[:])
+	scopes := g.scopes(ex, ex.scopeBuf[:])
 	if len(scopes) == 0 {
 		return ratelimit.Decision{Allowed: true}, nil
 	}
@@ -219,8 +222,7 @@ func (g *Gateway) checkLimitsFirst(ctx context.Context, ex *exchange, promptAtLe
 
 // admitLimits reserves the request's cost on every scope at once.
 func (g *Gateway) admitLimits(ctx context.Context, ex *exchange) *wire.Error {
-	var buf [3]ratelimit.Scope
-	scopes := g.scopes(ex, buf[:])
+	scopes := g.scopes(ex, ex.scopeBuf[:])
 	if len(scopes) == 0 {
 		return nil
 	}
@@ -273,23 +275,54 @@ func rateLimitError(d ratelimit.Decision, cost ratelimit.Cost) *wire.Error {
 // setRateLimitHeaders writes the x-ratelimit-* headers (OpenAI names) or the
 // anthropic-ratelimit-* headers for the most constraining scope of each dimension.
 func setRateLimitHeaders(h http.Header, s wire.Surface, d ratelimit.Decision, now time.Time) {
-	set := func(kind string, q ratelimit.Quota) {
-		if q.Limit == 0 {
-			return
-		}
-		if s == wire.Anthropic {
-			prefix := "Anthropic-Ratelimit-" + kind + "-"
-			h[prefix+"Limit"] = []string{strconv.FormatInt(q.Limit, 10)}
-			h[prefix+"Remaining"] = []string{strconv.FormatInt(q.Remaining, 10)}
-			h[prefix+"Reset"] = []string{now.Add(q.Reset).UTC().Format(time.RFC3339)}
-			return
-		}
-		h["X-Ratelimit-Limit-"+kind] = []string{strconv.FormatInt(q.Limit, 10)}
-		h["X-Ratelimit-Remaining-"+kind] = []string{strconv.FormatInt(q.Remaining, 10)}
-		h["X-Ratelimit-Reset-"+kind] = []string{q.Reset.Round(time.Millisecond).String()}
+	names := &rateLimitHeaderNames[0]
+	if s == wire.Anthropic {
+		names = &rateLimitHeaderNames[1]
 	}
-	set("Requests", d.Requests)
-	set("Tokens", d.Tokens)
+	// The values are appended to one buffer and sliced from one string, and the header slices
+	// share one array: a few allocations in all instead of three per header.
+	var buf [160]byte
+	b := buf[:0]
+	var ends [6]int // where value i ends in b; -1 for a quota without a limit
+	for i, q := range [2]ratelimit.Quota{d.Requests, d.Tokens} {
+		if q.Limit == 0 {
+			ends[3*i], ends[3*i+1], ends[3*i+2] = -1, -1, -1
+			continue
+		}
+		b = strconv.AppendInt(b, q.Limit, 10)
+		ends[3*i] = len(b)
+		b = strconv.AppendInt(b, q.Remaining, 10)
+		ends[3*i+1] = len(b)
+		if s == wire.Anthropic {
+			b = now.Add(q.Reset).UTC().AppendFormat(b, time.RFC3339)
+		} else {
+			b = appendDuration(b, q.Reset.Round(time.Millisecond))
+		}
+		ends[3*i+2] = len(b)
+	}
+	if len(b) == 0 {
+		return
+	}
+	str := string(b)
+	vals := make([]string, 6)
+	prev := 0
+	for i, end := range ends {
+		if end < 0 {
+			continue
+		}
+		vals[i] = str[prev:end]
+		h[names[i]] = vals[i : i+1 : i+1]
+		prev = end
+	}
+}
+
+// rateLimitHeaderNames are the header names of setRateLimitHeaders, in canonical form, for
+// requests then tokens: limit, remaining, reset; OpenAI's then Anthropic's.
+var rateLimitHeaderNames = [2][6]string{
+	{"X-Ratelimit-Limit-Requests", "X-Ratelimit-Remaining-Requests", "X-Ratelimit-Reset-Requests",
+		"X-Ratelimit-Limit-Tokens", "X-Ratelimit-Remaining-Tokens", "X-Ratelimit-Reset-Tokens"},
+	{"Anthropic-Ratelimit-Requests-Limit", "Anthropic-Ratelimit-Requests-Remaining", "Anthropic-Ratelimit-Requests-Reset",
+		"Anthropic-Ratelimit-Tokens-Limit", "Anthropic-Ratelimit-Tokens-Remaining", "Anthropic-Ratelimit-Tokens-Reset"},
 }
 
 // settle charges the reservation with what the response actually used.
@@ -300,4 +333,60 @@ func (g *Gateway) settle(ex *exchange, actual int64) {
 	if err := ex.reservation.Settle(context.Background(), actual); err != nil {
 		g.logger.Error("settling rate limit reservation", zap.String("request_id", ex.requestID), zap.Error(err))
 	}
+}
+
+// appendDuration appends d as time.Duration.String formats it ("1h2m0.5s", "12ms", "0s"),
+// without the string String allocates.
+func appendDuration(b []byte, d time.Duration) []byte {
+	if d < 0 {
+		b = append(b, '-')
+		if d == math.MinInt64 {
+			return append(b, "2562047h47m16.854775808s"...)
+		}
+		d = -d
+	}
+	u := uint64(d)
+	if u < uint64(time.Second) {
+		switch {
+		case u == 0:
+			return append(b, "0s"...)
+		case u < uint64(time.Microsecond):
+			return append(strconv.AppendUint(b, u, 10), "ns"...)
+		case u < uint64(time.Millisecond):
+			return append(appendFrac(b, u, 3), "µs"...)
+		default:
+			return append(appendFrac(b, u, 6), "ms"...)
+		}
+	}
+	if h := u / uint64(time.Hour); h > 0 {
+		b = append(strconv.AppendUint(b, h, 10), 'h')
+	}
+	if u >= uint64(time.Minute) {
+		b = append(strconv.AppendUint(b, u/uint64(time.Minute)%60, 10), 'm')
+	}
+	return append(appendFrac(b, u%uint64(time.Minute), 9), 's')
+}
+
+// appendFrac appends v / 10^prec with the fraction's trailing zeros (and a bare point) dropped.
+func appendFrac(b []byte, v uint64, prec int) []byte {
+	pow := uint64(1)
+	for range prec {
+		pow *= 10
+	}
+	b = strconv.AppendUint(b, v/pow, 10)
+	frac := v % pow
+	if frac == 0 {
+		return b
+	}
+	for prec > 0 && frac%10 == 0 {
+		frac /= 10
+		prec--
+	}
+	b = append(b, '.')
+	var buf [20]byte
+	n := len(strconv.AppendUint(buf[:0], frac, 10))
+	for range prec - n {
+		b = append(b, '0')
+	}
+	return append(b, buf[:n]...)
 }

@@ -256,7 +256,7 @@ func (g *Gateway) record(ex *exchange, repl *caddy.Replacer) {
 	}
 	status := ex.status
 	if ex.reject != codeBatchDeferred { // a batch line put off for spare capacity is no request yet
-		g.metrics.requests.WithLabelValues(model, strconv.Itoa(status), ex.reject, keyID).Inc()
+		g.metrics.requests.WithLabelValues(model, statusLabel(status), ex.reject, keyID).Inc()
 	}
 	if ex.usage.PromptTokens > 0 {
 		g.metrics.tokens.WithLabelValues(model, "prompt", keyID).Add(float64(ex.usage.PromptTokens))
@@ -593,7 +593,7 @@ func (g *Gateway) handOff(ex *exchange, r *http.Request) *wire.Error {
 	out := raw
 	var err error
 	if up := ex.route.model.Upstream(); up != ex.bodyModel {
-		out, err = sjson.SetBytes(out, "model", up)
+		out, err = setModel(out, up)
 		ex.bodyModel = up
 	}
 	if p := ex.batchPriority(); err == nil && p != 0 {

@@ -44,6 +44,7 @@ var usageTrailers = []string{"X-Usage-Prompt-Tokens, X-Usage-Completion-Tokens, 
 // streams without holding back a stream, and makes sure a stream never ends silently.
 type responseTap struct {
 	*caddyhttp.ResponseWriterWrapper
+	wrapper         caddyhttp.ResponseWriterWrapper
 	g               *Gateway
 	ex              *exchange
 	mode            tapMode
@@ -90,7 +91,10 @@ func (t *responseTap) cacheBody() []byte {
 }
 
 func newResponseTap(g *Gateway, w http.ResponseWriter, ex *exchange) *responseTap {
-	return &responseTap{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, g: g, ex: ex}
+	t := &responseTap{g: g, ex: ex}
+	t.wrapper.ResponseWriter = w
+	t.ResponseWriterWrapper = &t.wrapper // one allocation for both
+	return t
 }
 
 // WriteHeader receives the upstream's status and decides how the body will be handled. On an
@@ -493,11 +497,20 @@ func (t *responseTap) writeError(werr *wire.Error) error {
 }
 
 func setUsageHeaders(h http.Header, u wire.Usage) {
-	h["X-Usage-Prompt-Tokens"] = []string{strconv.FormatInt(u.PromptTokens, 10)}
-	h["X-Usage-Completion-Tokens"] = []string{strconv.FormatInt(u.CompletionTokens, 10)}
-	h["X-Usage-Total-Tokens"] = []string{strconv.FormatInt(u.TotalTokens, 10)}
+	// one string for the three numbers and one array for the slices (two allocations, not six)
+	var buf [64]byte
+	b := strconv.AppendInt(buf[:0], u.PromptTokens, 10)
+	p := len(b)
+	b = strconv.AppendInt(b, u.CompletionTokens, 10)
+	c := len(b)
+	b = strconv.AppendInt(b, u.TotalTokens, 10)
+	str := string(b)
+	vals := []string{str[:p], str[p:c], str[c:], "true"}
+	h["X-Usage-Prompt-Tokens"] = vals[0:1:1]
+	h["X-Usage-Completion-Tokens"] = vals[1:2:2]
+	h["X-Usage-Total-Tokens"] = vals[2:3:3]
 	if u.Estimated {
-		h["X-Usage-Estimated"] = []string{"true"}
+		h["X-Usage-Estimated"] = vals[3:4:4]
 	}
 }
 

@@ -372,7 +372,10 @@ func (r *Reservation) Settle(ctx context.Context, actualTokens int64) error {
 	if actualTokens < 0 {
 		actualTokens = 0
 	}
-	if err := r.store.Settle(context.WithoutCancel(ctx), r.req, actualTokens); err != nil {
+	if ctx.Done() != nil {
+		ctx = context.WithoutCancel(ctx) // a settlement outlives its request; one that cannot end needs no wrapper
+	}
+	if err := r.store.Settle(ctx, r.req, actualTokens); err != nil {
 		if r.store == r.l.primary {
 			r.l.storeFailed(err)
 		}

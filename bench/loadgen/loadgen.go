@@ -49,6 +49,13 @@ type Config struct {
 	// MaxBody is how much of each response body is kept for verification; the end of a longer
 	// body is still checked. Default: 1 MiB.
 	MaxBody int
+	// Headers are extra request header lines ("Name: value"), sent with every request.
+	Headers []string
+	// CountKeys counts the OK responses of each key (Result.OKByKey).
+	CountKeys bool
+	// RampUp spreads the connections' first requests evenly over this time, so that thousands
+	// of connections do not all dial at once.
+	RampUp time.Duration
 }
 
 // Result is what a run measured.
@@ -68,6 +75,8 @@ type Result struct {
 	TTFB Histogram `json:"-"`
 	// ErrorSamples are the first few distinct error messages.
 	ErrorSamples []string `json:"error_samples,omitempty"`
+	// OKByKey counts the OK responses of each of Config.Keys (with CountKeys).
+	OKByKey []int64 `json:"-"`
 }
 
 // RPS returns OK responses per second.
@@ -120,8 +129,17 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	workers := make([]*worker, cfg.Conns)
 	var wg sync.WaitGroup
 	start := time.Now()
+	if cfg.CountKeys {
+		res.OKByKey = make([]int64, len(cfg.Keys))
+	}
 	for i := range workers {
 		w := &worker{r: r, c: newClient(cfg.Addr, cfg.Timeout, cfg.MaxBody)}
+		if cfg.CountKeys {
+			w.okByKey = make([]int64, len(cfg.Keys))
+		}
+		if cfg.RampUp > 0 {
+			w.delay = cfg.RampUp * time.Duration(i) / time.Duration(cfg.Conns)
+		}
 		workers[i] = w
 		wg.Add(1)
 		go func() {
@@ -137,6 +155,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		res.Errors += w.errors
 		res.Latency.Merge(&w.latency)
 		res.TTFB.Merge(&w.ttfb)
+		for k, n := range w.okByKey {
+			res.OKByKey[k] += n
+		}
 		for _, s := range w.samples {
 			if len(res.ErrorSamples) < maxErrorSamples && !contains(res.ErrorSamples, s) {
 				res.ErrorSamples = append(res.ErrorSamples, s)
@@ -160,6 +181,9 @@ func contains(list []string, s string) bool {
 func requestPrefixes(cfg Config) [][]byte {
 	base := "POST " + cfg.Path + " HTTP/1.1\r\nHost: " + cfg.Addr +
 		"\r\nUser-Agent: caddyai-loadgen\r\nContent-Type: application/json\r\nAccept: */*\r\n"
+	for _, h := range cfg.Headers {
+		base += h + "\r\n"
+	}
 	if len(cfg.Keys) == 0 {
 		return [][]byte{[]byte(base + "Content-Length: ")}
 	}
@@ -188,11 +212,16 @@ type worker struct {
 	limited int64
 	errors  int64
 	samples []string
+	okByKey []int64
+	delay   time.Duration
 }
 
 func (w *worker) loop(ctx context.Context) {
 	defer w.c.Close()
 	cfg := &w.r.cfg
+	if w.delay > 0 {
+		pause(ctx, w.delay)
+	}
 	for ctx.Err() == nil {
 		seq := w.r.seq.Add(1) - 1
 		if cfg.Requests > 0 && seq >= cfg.Requests {
@@ -220,6 +249,9 @@ func (w *worker) loop(ctx context.Context) {
 			w.limited++
 		default:
 			w.ok++
+			if w.okByKey != nil {
+				w.okByKey[seq%int64(len(w.okByKey))]++
+			}
 			w.latency.Record(end.Sub(start))
 			if cfg.Stream && !w.resp.firstByte.IsZero() {
 				w.ttfb.Record(w.resp.firstByte.Sub(start))

@@ -280,3 +280,39 @@ func BenchmarkClientRead(b *testing.B) {
 		}
 	}
 }
+
+func TestRunHeadersKeysAndRampUp(t *testing.T) {
+	var seen atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen.Add(1)
+		if r.Header.Get("X-Peer") != "yes" {
+			http.Error(w, "no header", http.StatusBadRequest)
+			return
+		}
+		if r.Header.Get("Authorization") == "Bearer k1" && seen.Load()%2 == 0 {
+			http.Error(w, `{"error":{}}`, http.StatusTooManyRequests)
+			return
+		}
+		_, _ = io.WriteString(w, `{"choices":[]}`)
+	}))
+	defer srv.Close()
+	start := time.Now()
+	res, err := Run(context.Background(), Config{
+		Addr: strings.TrimPrefix(srv.URL, "http://"), Conns: 4, Requests: 60, Body: chatBody,
+		Keys: []string{"k0", "k1", "k2"}, Headers: []string{"X-Peer: yes"}, CountKeys: true,
+		RampUp: 200 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Errors != 0 || len(res.OKByKey) != 3 {
+		t.Fatalf("errors %d (%q), by key %v", res.Errors, res.ErrorSamples, res.OKByKey)
+	}
+	if res.OKByKey[0] != 20 || res.OKByKey[2] != 20 || res.OKByKey[1]+res.Limited != 20 {
+		t.Errorf("by key %v, limited %d", res.OKByKey, res.Limited)
+	}
+	// The last connection starts 3/4 of the ramp-up after the first.
+	if d := time.Since(start); d < 150*time.Millisecond {
+		t.Errorf("finished in %v, before the ramp-up", d)
+	}
+}

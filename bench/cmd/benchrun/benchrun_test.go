@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyai/gateway/bench/loadgen"
 	"github.com/caddyai/gateway/policy"
 )
 
@@ -88,19 +89,21 @@ func TestRenderGateway(t *testing.T) {
 		want    []string
 		wantNot []string
 	}{
-		{"plain options", gatewayOptions{}, 0, []string{"ai_gateway {", "upstream 127.0.0.1:9001", "dynamic ai_gateway", "admin off"}, []string{"tpm", "tokenizer", "keys_file", "cache", "accounting"}},
+		{"plain options", gatewayOptions{}, 0, []string{"ai_gateway {", "upstream 127.0.0.1:9001", "dynamic ai_gateway", "admin off"}, []string{"tpm", "tokenizer", "keys_file", "cache"}},
 		{"exact counting", gatewayOptions{Tokenizer: "cl100k_base", KeyTPM: 5}, 0, []string{"tokenizer cl100k_base", "tpm 5"}, []string{"keys_file"}},
 		{"keys file", gatewayOptions{KeysFile: "/tmp/k.json"}, 0, []string{"keys_file /tmp/k.json"}, []string{"tpm"}},
 		{"profiling", gatewayOptions{}, 9003, []string{"admin 127.0.0.1:9003"}, []string{"admin off"}},
 		{"cache", gatewayOptions{Cache: true}, 0, []string{"cache {", "ttl 1h"}, []string{"tpm"}},
-		{"accounting", gatewayOptions{DataDir: "/tmp/d"}, 0, []string{"dir /tmp/d", "accounting {", "budget label team=bench", "price {", "label team bench"}, []string{"cache"}},
+		{"redis limits", gatewayOptions{RedisURL: "redis://127.0.0.1:9/0"}, 0, []string{"rate_limit {", "store redis redis://127.0.0.1:9/0"}, []string{"storage", "max_concurrent"}},
+		{"accounting", gatewayOptions{StorageDir: "/tmp/d", Accounting: true}, 0, []string{"dir /tmp/d", "accounting {", "budget label team=bench", "price {", "label team bench"}, []string{"cache"}},
+		{"batches", gatewayOptions{MaxConcurrent: 16, Queue: 256, StorageDir: "/tmp/s"}, 0, []string{"max_concurrent 16", "queue 256", "storage {", "dir /tmp/s"}, []string{"rate_limit"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(dir, "g.Caddyfile")
 			err := render("gateway.Caddyfile", path, map[string]any{
 				"Port": 9002, "UpstreamPort": 9001, "Model": model, "ContextWindow": 1000, "KeyHash": "ab",
 				"KeyTPM": tc.opts.KeyTPM, "KeysFile": tc.opts.KeysFile, "Tokenizer": tc.opts.Tokenizer, "AdminPort": tc.admin, "Cache": tc.opts.Cache,
-				"DataDir": tc.opts.DataDir,
+				"RedisURL": tc.opts.RedisURL, "MaxConcurrent": tc.opts.MaxConcurrent, "Queue": tc.opts.Queue, "StorageDir": tc.opts.StorageDir, "Accounting": tc.opts.Accounting,
 			})
 			if err != nil {
 				t.Fatal(err)
@@ -180,7 +183,7 @@ func TestSelectScenarios(t *testing.T) {
 		t.Error("unknown scenario accepted")
 	}
 	for _, sc := range all {
-		if sc.Pending == "" && (sc.body == nil || sc.Conns < 1) {
+		if sc.Pending == "" && sc.run == nil && (sc.body == nil || sc.Conns < 1) {
 			t.Errorf("scenario %s cannot run", sc.ID)
 		}
 	}
@@ -222,5 +225,58 @@ func TestProcReaders(t *testing.T) {
 	}
 	if _, err := cpuTime(-1); err == nil {
 		t.Error("no error for a missing process")
+	}
+}
+
+func TestOverLimit(t *testing.T) {
+	start := time.Unix(1000, 0)
+	var k keyTally
+	// Two runs over 30 s in all: a bucket of rpm 10 admits floor(10 * 1.5) = 15, one more for
+	// the clocks.
+	k.add(start, &loadgen.Result{OKByKey: []int64{5, 9, 0}, Elapsed: 10 * time.Second})
+	k.add(start.Add(20*time.Second), &loadgen.Result{OKByKey: []int64{5, 9, 16}, Elapsed: 10 * time.Second})
+	if got := overLimit(k, 10); got != 2+0 {
+		t.Errorf("over limit %d, want 2 (key 1: 18 of 16)", got)
+	}
+	if got := overLimit(k, 20); got != 0 {
+		t.Errorf("over limit %d at rpm 20", got)
+	}
+}
+
+func TestEvaluateTargets(t *testing.T) {
+	rep := &report{Scenarios: []scenarioResult{
+		{ID: "a", GatewayVsCaddy: &comparison{RPSRatio: 0.97, CPUDiffUs: 8}},
+		{ID: "b", GatewayVsCaddy: &comparison{P50DiffMs: 0.05}},
+		{ID: "g", Ratios: []namedRatio{{Name: "gateway-redis/gateway", RPSRatio: 0.9}},
+			Targets: []targetResult{{Target: "gateway", OverLimitChecked: true}, {Target: "gateway-redis", OverLimitChecked: true, OverLimit: 1}}},
+		{ID: "h", Figures: map[string]float64{"interactive_p99_increase": 0.05, "batch_share_of_spare": 0.9}},
+		{ID: "c", Targets: []targetResult{{Target: "portkey", Errors: 3}}},
+	}}
+	want := map[string]string{"a": "met", "b": "not met", "c": "not met", "d": "not run", "g": "not met", "h": "met", "i": "not run", "j": "reported"}
+	rows := evaluateTargets(rep)
+	for _, r := range rows {
+		if w, ok := want[r.Scenario]; ok && r.Status != w {
+			t.Errorf("(%s) %s: %s (%s), want %s", r.Scenario, r.Goal, r.Status, r.Measured, w)
+		}
+		if r.Scenario == "j" && !strings.Contains(r.Measured, "no request") {
+			t.Errorf("(j) %s", r.Measured)
+		}
+	}
+	if len(rows) != 9 {
+		t.Errorf("%d rows", len(rows))
+	}
+}
+
+func TestPortOf(t *testing.T) {
+	for in, want := range map[string]int{"0100007F:46E4": 18148, "00000000000000000000000001000000:0050": 80, "bad": -1} {
+		if got := portOf(in); got != want {
+			t.Errorf("portOf(%q) = %d, want %d", in, got, want)
+		}
+	}
+	if _, err := os.Stat("/proc/net/tcp"); err != nil {
+		t.Skip("no /proc/net/tcp")
+	}
+	if _, _, err := countEstablished(1, 1); err != nil {
+		t.Error(err)
 	}
 }

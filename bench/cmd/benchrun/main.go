@@ -1,21 +1,24 @@
-// Command benchrun measures the gateway against plain Caddy and against the bare simulated model
-// server, on loopback, in one run (`make bench`).
+// Command benchrun measures the gateway against plain Caddy and against the bare model server,
+// on loopback, in one run (`make bench`).
 //
-// It starts the simulator (ai_simulator, zero latency) on its own port, then for each scenario a
-// fresh plain Caddy (reverse_proxy to the simulator) and a fresh gateway (ai_gateway with
-// reverse_proxy { dynamic ai_gateway }) in front of the same simulator, and drives the three
-// targets with the closed-loop load generator, interleaved round by round (direct, caddy,
-// gateway, direct, caddy, gateway ...) so drift on a shared machine shows in every target
-// alike. It reports the median over rounds of requests/s, p50 and p99 latency, time to first
-// byte for streams, the CPU time each server process spent per request (from /proc/<pid>/stat)
-// and each proxy's peak RSS (VmHWM), as a table on stdout and as JSON in <out>/results.json.
+// For each scenario it starts a fresh upstream (the fixed-reply server of bench/fixedreply,
+// which costs a few µs of CPU per request, or the simulator where the scenario needs latency or
+// real answers), a fresh plain Caddy (reverse_proxy to it) and a fresh gateway (ai_gateway with
+// reverse_proxy { dynamic ai_gateway }) in front of the same upstream, and drives the targets
+// with the closed-loop load generator, interleaved round by round (direct, caddy, gateway,
+// direct, caddy, gateway ...) so drift on a shared machine shows in every target alike. It
+// reports the median over rounds of requests/s, p50 and p99 latency, time to first byte for
+// streams, the CPU time each server process spent per request (from /proc/<pid>/stat) and each
+// proxy's peak RSS (VmHWM), as a table on stdout and as JSON in <out>/results.json, then the
+// issue's targets, met or not. Scenarios g (Redis limits), h (a batch beside interactive
+// traffic) and i (thousands of slow streams) have their own shapes (scenarios.go).
 //
 // BENCH_QUICK=1 runs one short round per target (a smoke run of about a minute).
 //
 // Usage:
 //
 //	benchrun -gateway ./caddy -plain bench/out/caddy-plain -out bench/out [-rounds 3] [-duration 5s]
-//	    [-warmup 1s] [-scenarios a,b,c,d,f] [-port 18180] [-profile]
+//	    [-warmup 1s] [-scenarios a,b,c,d,f] [-port 18180] [-profile] [-peer portkey=<start-server.js>]
 package main
 
 import (
@@ -24,6 +27,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"slices"
@@ -40,6 +44,18 @@ type runEnv struct {
 	warmup   time.Duration
 	// gatewayRPS is the gateway's median req/s of each scenario already run.
 	gatewayRPS map[string]float64
+	quick      bool
+	ports      portPlan
+}
+
+// portPlan is the loopback ports of one run, from -port up.
+type portPlan struct {
+	upstream, caddy, gateway, admin, gateway2, redis, peer, caddyAdmin int
+}
+
+func planPorts(base int) portPlan {
+	return portPlan{upstream: base, caddy: base + 1, gateway: base + 2, admin: base + 3,
+		gateway2: base + 4, redis: base + 5, peer: base + 6, caddyAdmin: base + 7}
 }
 
 type options struct {
@@ -50,6 +66,7 @@ type options struct {
 	port                int
 	quick               bool
 	profile             bool
+	peer                string
 }
 
 func main() {
@@ -61,9 +78,18 @@ func main() {
 	flag.DurationVar(&o.duration, "duration", 5*time.Second, "measured time per target per round")
 	flag.DurationVar(&o.warmup, "warmup", time.Second, "unmeasured load per target before the rounds")
 	flag.StringVar(&o.scenarios, "scenarios", "", "comma-separated scenario ids (default: all)")
-	flag.IntVar(&o.port, "port", 18180, "first of four loopback ports (simulator, caddy, gateway, gateway admin with -profile)")
+	flag.StringVar(&o.peer, "peer", "", "also drive a peer gateway in scenarios a, b and c: portkey=<path of @portkey-ai/gateway's build/start-server.js> (make bench-peers)")
+	serve := flag.String("serve-fixed", "", "serve the fixed-reply upstream on this address (used by the benchmark itself)")
+	flag.IntVar(&o.port, "port", 18180, "first of eight loopback ports (upstream, caddy, gateway, gateway admin, second gateway, redis, peer, caddy admin)")
 	flag.BoolVar(&o.profile, "profile", false, "enable the gateway's admin API and save a CPU profile of its first round of each scenario in <out>/gateway-<id>.pprof (that round runs profiled)")
 	flag.Parse()
+	if *serve != "" {
+		if err := serveFixed(*serve); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if v := os.Getenv("BENCH_QUICK"); v != "" && v != "0" {
 		o.quick = true
 		o.rounds, o.duration, o.warmup = 1, 1500*time.Millisecond, 300*time.Millisecond
@@ -102,7 +128,11 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	env := &runEnv{outDir: out, rounds: o.rounds, duration: o.duration, warmup: o.warmup, gatewayRPS: map[string]float64{}}
+	if o.peer != "" && !strings.HasPrefix(o.peer, "portkey=") {
+		return fmt.Errorf("checking options: -peer %q: want portkey=<path of start-server.js>", o.peer)
+	}
+	env := &runEnv{outDir: out, rounds: o.rounds, duration: o.duration, warmup: o.warmup, gatewayRPS: map[string]float64{},
+		quick: o.quick, ports: planPorts(o.port)}
 	rep := &report{
 		Machine: describeMachine(o),
 		Config: runConfig{Quick: o.quick, Rounds: o.rounds, DurationSec: o.duration.Seconds(),
@@ -110,24 +140,24 @@ func run(ctx context.Context, o options) error {
 	}
 	printHeader(os.Stdout, rep)
 
-	ports := [3]int{o.port, o.port + 1, o.port + 2}
-	simConf := filepath.Join(out, "simulator.Caddyfile")
-	if err := render("simulator.Caddyfile", simConf, map[string]any{"Port": ports[0], "Model": model, "ResponseTokens": 20}); err != nil {
-		return err
-	}
-	sim, err := startServer(ctx, "simulator", o.gateway, simConf, addrOf(ports[0]), filepath.Join(out, "logs", "simulator.log"))
-	if err != nil {
-		return err
-	}
-	defer sim.stop()
-
 	for _, sc := range selected {
+		if sc.Redis {
+			if _, err := exec.LookPath("redis-server"); err != nil {
+				sc.Pending = "redis-server is not installed"
+			}
+		}
 		if sc.Pending != "" {
 			rep.Pending = append(rep.Pending, pendingScenario{ID: sc.ID, Name: sc.Name, Reason: sc.Pending})
 			fmt.Printf("\n(%s) %s: pending, %s\n", sc.ID, sc.Name, sc.Pending)
 			continue
 		}
-		res, err := runScenario(ctx, env, o, sc, sim, ports)
+		var res *scenarioResult
+		if sc.run != nil {
+			fmt.Printf("\n(%s) %s [%s]: ", sc.ID, sc.Name, sc.Upstream)
+			res, err = sc.run(ctx, env, o, sc)
+		} else {
+			res, err = runScenario(ctx, env, o, sc)
+		}
 		if err != nil {
 			return fmt.Errorf("running scenario %s: %w", sc.ID, err)
 		}
@@ -137,6 +167,8 @@ func run(ctx context.Context, o options) error {
 			env.gatewayRPS[sc.ID] = g.RPS
 		}
 	}
+	rep.Targets = evaluateTargets(rep)
+	printTargets(os.Stdout, rep.Targets)
 	path := filepath.Join(out, "results.json")
 	if err := rep.write(path); err != nil {
 		return err

@@ -6,10 +6,12 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/caddyai/gateway/bench/loadgen"
@@ -19,14 +21,57 @@ import (
 type target struct {
 	name string
 	addr string
-	// proc is the proxy process; nil for the simulator itself.
+	// proc is the proxy process; nil for the upstream itself.
 	proc *server
+	// headers are extra request headers (a peer gateway's routing headers).
+	headers []string
+	// opts are the options of a gateway target (per-key accounting of scenario g).
+	opts *gatewayOptions
 }
 
 // requestTimeout bounds one request of the load generator.
 const requestTimeout = 10 * time.Second
 
-func runScenario(ctx context.Context, env *runEnv, o options, sc scenario, sim *server, ports [3]int) (*scenarioResult, error) {
+// gatewayConfig renders the gateway's Caddyfile of a scenario (name tells variants apart).
+func gatewayConfig(env *runEnv, sc scenario, name string, port, admin int, opts gatewayOptions) (string, error) {
+	sum := sha256.Sum256([]byte(benchSecret))
+	conf := filepath.Join(env.outDir, name+"-"+sc.ID+".Caddyfile")
+	err := render("gateway.Caddyfile", conf, map[string]any{
+		"Port": port, "UpstreamPort": env.ports.upstream, "Model": model, "ContextWindow": 131072,
+		"KeyHash": hex.EncodeToString(sum[:]), "KeyTPM": opts.KeyTPM, "KeysFile": opts.KeysFile, "Tokenizer": opts.Tokenizer, "Cache": opts.Cache,
+		"AdminPort": admin, "RedisURL": opts.RedisURL, "MaxConcurrent": opts.MaxConcurrent, "Queue": opts.Queue, "StorageDir": opts.StorageDir, "Accounting": opts.Accounting,
+	})
+	return conf, err
+}
+
+// startPlain starts plain Caddy in front of the scenario's upstream.
+func startPlain(ctx context.Context, env *runEnv, o options, sc scenario, admin int) (*server, error) {
+	conf := filepath.Join(env.outDir, "plain-"+sc.ID+".Caddyfile")
+	if err := render("plain.Caddyfile", conf, map[string]any{"Port": env.ports.caddy, "UpstreamPort": env.ports.upstream, "AdminPort": admin}); err != nil {
+		return nil, err
+	}
+	return startServer(ctx, "caddy", o.plain, conf, addrOf(env.ports.caddy), filepath.Join(env.outDir, "logs", "caddy-"+sc.ID+".log"))
+}
+
+// keyTally adds up, per gateway target, the 200s of each key over every run and the time from
+// the first request to the end of the last, to check that no key got more than its limit.
+type keyTally struct {
+	ok    []int64
+	first time.Time
+	last  time.Time
+}
+
+func (k *keyTally) add(start time.Time, res *loadgen.Result) {
+	if k.ok == nil {
+		k.ok, k.first = make([]int64, len(res.OKByKey)), start
+	}
+	for i, n := range res.OKByKey {
+		k.ok[i] += n
+	}
+	k.last = start.Add(res.Elapsed)
+}
+
+func runScenario(ctx context.Context, env *runEnv, o options, sc scenario) (*scenarioResult, error) {
 	var opts gatewayOptions
 	var err error
 	if sc.gateway != nil {
@@ -40,49 +85,88 @@ func runScenario(ctx context.Context, env *runEnv, o options, sc scenario, sim *
 			return nil, err
 		}
 	}
-	plainConf := filepath.Join(env.outDir, "plain.Caddyfile")
-	if err := render("plain.Caddyfile", plainConf, map[string]any{"Port": ports[1], "UpstreamPort": ports[0]}); err != nil {
+	up, err := startUpstream(ctx, o, env.outDir, sc.ID, sc.Upstream, env.ports.upstream)
+	if err != nil {
 		return nil, err
 	}
-	sum := sha256.Sum256([]byte(benchSecret))
-	gwConf := filepath.Join(env.outDir, "gateway-"+sc.ID+".Caddyfile")
-	if err := render("gateway.Caddyfile", gwConf, map[string]any{
-		"Port": ports[2], "UpstreamPort": ports[0], "Model": model, "ContextWindow": 131072,
-		"KeyHash": hex.EncodeToString(sum[:]), "KeyTPM": opts.KeyTPM, "KeysFile": opts.KeysFile, "Tokenizer": opts.Tokenizer, "Cache": opts.Cache,
-		"AdminPort": adminPort(o, ports), "DataDir": opts.DataDir,
-	}); err != nil {
-		return nil, err
+	defer up.stop()
+	procs := []*server{up}
+	targets := []target{{name: "direct", addr: up.addr}}
+	if sc.NoDirect {
+		targets = nil
 	}
-	plain, err := startServer(ctx, "caddy", o.plain, plainConf, addrOf(ports[1]), filepath.Join(env.outDir, "logs", "caddy-"+sc.ID+".log"))
+	plain, err := startPlain(ctx, env, o, sc, 0)
 	if err != nil {
 		return nil, err
 	}
 	defer plain.stop()
-	gw, err := startServer(ctx, "gateway", o.gateway, gwConf, addrOf(ports[2]), filepath.Join(env.outDir, "logs", "gateway-"+sc.ID+".log"))
+	procs = append(procs, plain)
+	targets = append(targets, target{name: "caddy", addr: plain.addr, proc: plain})
+	gwConf, err := gatewayConfig(env, sc, "gateway", env.ports.gateway, adminPort(o, env.ports), opts)
+	if err != nil {
+		return nil, err
+	}
+	gw, err := startServer(ctx, "gateway", o.gateway, gwConf, addrOf(env.ports.gateway), filepath.Join(env.outDir, "logs", "gateway-"+sc.ID+".log"))
 	if err != nil {
 		return nil, err
 	}
 	defer gw.stop()
+	procs = append(procs, gw)
+	targets = append(targets, target{name: "gateway", addr: gw.addr, proc: gw, opts: &opts})
+	var redis *server
+	if sc.Redis {
+		if redis, err = startRedis(ctx, env); err != nil {
+			return nil, err
+		}
+		defer redis.stop()
+		ropts := opts
+		ropts.RedisURL = "redis://" + redis.addr + "/0"
+		conf, err := gatewayConfig(env, sc, "gateway-redis", env.ports.gateway2, 0, ropts)
+		if err != nil {
+			return nil, err
+		}
+		gw2, err := startServer(ctx, "gateway-redis", o.gateway, conf, addrOf(env.ports.gateway2), filepath.Join(env.outDir, "logs", "gateway-redis-"+sc.ID+".log"))
+		if err != nil {
+			return nil, err
+		}
+		defer gw2.stop()
+		procs = append(procs, redis, gw2)
+		targets = append(targets, target{name: "gateway-redis", addr: gw2.addr, proc: gw2, opts: &ropts})
+	}
+	if sc.Peer && o.peer != "" {
+		peer, err := startPortkey(ctx, env, strings.TrimPrefix(o.peer, "portkey="))
+		if err != nil {
+			return nil, err
+		}
+		defer peer.stop()
+		procs = append(procs, peer)
+		targets = append(targets, target{name: "portkey", addr: peer.addr, proc: peer, headers: portkeyHeaders(env)})
+	}
 
-	targets := []target{{"direct", sim.addr, nil}, {"caddy", plain.addr, plain}, {"gateway", gw.addr, gw}}
 	body := sc.body()
-	config := func(addr string, d time.Duration) loadgen.Config {
-		cfg := loadgen.Config{Addr: addr, Conns: sc.Conns, Duration: d, Body: body, Keys: keys, Stream: sc.Stream, Timeout: requestTimeout,
-			Path: sc.Path, StreamDone: sc.StreamDone}
+	countKeys := opts.RPM > 0
+	config := func(t target, d time.Duration) loadgen.Config {
+		cfg := loadgen.Config{Addr: t.addr, Conns: sc.Conns, Duration: d, Body: body, Keys: keys, Stream: sc.Stream,
+			Path: sc.Path, StreamDone: sc.StreamDone,
+			Timeout: requestTimeout, Headers: t.headers, CountKeys: countKeys}
 		if opts.RequestsPerSecond > 0 {
 			cfg.Requests = max(1, int64(opts.RequestsPerSecond*d.Seconds()))
 			cfg.Duration = 4 * d
 		}
 		return cfg
 	}
-	fmt.Printf("\n(%s) %s: warming up", sc.ID, sc.Name)
-	for _, t := range targets {
+	tallies := make([]keyTally, len(targets))
+	fmt.Printf("\n(%s) %s [%s]: warming up", sc.ID, sc.Name, sc.Upstream)
+	for i, t := range targets {
 		if env.warmup <= 0 {
 			break
 		}
-		if _, err := loadgen.Run(ctx, config(t.addr, env.warmup)); err != nil {
+		start := time.Now()
+		res, err := loadgen.Run(ctx, config(t, env.warmup))
+		if err != nil {
 			return nil, err
 		}
+		tallies[i].add(start, res)
 	}
 	rounds := make([][]roundResult, len(targets))
 	samples := make([][]string, len(targets))
@@ -93,13 +177,15 @@ func runScenario(ctx context.Context, env *runEnv, o options, sc scenario, sim *
 			if r == 0 && t.name == "gateway" && o.profile {
 				profiled = make(chan error, 1)
 				go func() {
-					profiled <- saveProfile(ctx, adminPort(o, ports), env.duration, filepath.Join(env.outDir, "gateway-"+sc.ID+".pprof"))
+					profiled <- saveProfile(ctx, adminPort(o, env.ports), env.duration, filepath.Join(env.outDir, "gateway-"+sc.ID+".pprof"))
 				}()
 			}
-			rr, errs, err := measure(ctx, config(t.addr, env.duration), t, sim)
+			start := time.Now()
+			rr, res, err := measure(ctx, config(t, env.duration), t, up)
 			if err != nil {
 				return nil, err
 			}
+			tallies[i].add(start, res)
 			if profiled != nil {
 				if err := <-profiled; err != nil {
 					return nil, err
@@ -108,13 +194,13 @@ func runScenario(ctx context.Context, env *runEnv, o options, sc scenario, sim *
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
-			for _, p := range []*server{sim, plain, gw} {
+			for _, p := range procs {
 				if !p.alive() {
 					return nil, fmt.Errorf("%s exited: %s", p.name, logTail(p.log))
 				}
 			}
 			rounds[i] = append(rounds[i], rr)
-			for _, s := range errs {
+			for _, s := range res.ErrorSamples {
 				if len(samples[i]) < 5 && !slices.Contains(samples[i], s) {
 					samples[i] = append(samples[i], s)
 				}
@@ -122,7 +208,7 @@ func runScenario(ctx context.Context, env *runEnv, o options, sc scenario, sim *
 		}
 	}
 	fmt.Println()
-	res := &scenarioResult{ID: sc.ID, Name: sc.Name, Conns: sc.Conns, Stream: sc.Stream, Note: opts.Note}
+	res := &scenarioResult{ID: sc.ID, Name: sc.Name, Upstream: sc.Upstream.String(), Conns: sc.Conns, Stream: sc.Stream, Note: opts.Note}
 	for i, t := range targets {
 		tr := summarise(t.name, rounds[i], samples[i])
 		if t.proc != nil {
@@ -130,22 +216,62 @@ func runScenario(ctx context.Context, env *runEnv, o options, sc scenario, sim *
 				tr.PeakRSSMB = float64(rss) / (1 << 20)
 			}
 		}
+		if countKeys && t.opts != nil {
+			tr.OverLimit = overLimit(tallies[i], t.opts.RPM)
+			tr.OverLimitChecked = true
+		}
 		res.Targets = append(res.Targets, tr)
 	}
-	if c, g := res.target("caddy"), res.target("gateway"); c != nil && g != nil && c.RPS > 0 {
-		res.GatewayVsCaddy = &comparison{
-			RPSRatio:  g.RPS / c.RPS,
-			P50DiffMs: g.P50Ms - c.P50Ms,
-			P99DiffMs: g.P99Ms - c.P99Ms,
-			CPUDiffUs: g.CPUUsPerReq - c.CPUUsPerReq,
+	if redis != nil {
+		if c, err := cpuTime(redis.pid()); err == nil {
+			res.Note = strings.TrimSpace(res.Note + fmt.Sprintf("; redis-server used %.1f s of CPU in all.", c.Seconds()))
 		}
+	}
+	res.GatewayVsCaddy = compare(res.target("gateway"), res.target("caddy"))
+	if sc.Redis {
+		res.Ratios = append(res.Ratios, ratioOf("gateway-redis/gateway", res.target("gateway-redis"), res.target("gateway")))
+	}
+	if p := res.target("portkey"); p != nil {
+		res.Ratios = append(res.Ratios, ratioOf("gateway/portkey", res.target("gateway"), p))
 	}
 	return res, nil
 }
 
+// overLimit is how many 200s the keys got beyond what their rpm allowed over the tally's span:
+// a bucket of rpm that starts full and refills rpm per minute admits at most
+// floor(rpm * (1 + span/1min)) requests (one more is allowed for the refill between the clock
+// reads of the gateway and of the benchmark).
+func overLimit(k keyTally, rpm int64) int64 {
+	allowed := int64(math.Floor(float64(rpm)*(1+k.last.Sub(k.first).Minutes()))) + 1
+	var over int64
+	for _, n := range k.ok {
+		over += max(0, n-allowed)
+	}
+	return over
+}
+
+// compare is a proxy target against another (nil when either is missing).
+func compare(g, c *targetResult) *comparison {
+	if g == nil || c == nil || c.RPS <= 0 {
+		return nil
+	}
+	return &comparison{RPSRatio: g.RPS / c.RPS, P50DiffMs: g.P50Ms - c.P50Ms, P99DiffMs: g.P99Ms - c.P99Ms,
+		CPUDiffUs: g.CPUUsPerReq - c.CPUUsPerReq, TTFBP50DiffMs: g.TTFBP50Ms - c.TTFBP50Ms}
+}
+
+func ratioOf(name string, a, b *targetResult) namedRatio {
+	r := namedRatio{Name: name}
+	if a != nil && b != nil && b.RPS > 0 {
+		r.RPSRatio = a.RPS / b.RPS
+		r.P50Ratio = a.P50Ms / max(b.P50Ms, 1e-9)
+		r.CPURatio = a.CPUUsPerReq / max(b.CPUUsPerReq, 1e-9)
+	}
+	return r
+}
+
 // measure runs one round against one target and reads the CPU time of the proxy and of the
 // simulator around it.
-func measure(ctx context.Context, cfg loadgen.Config, t target, sim *server) (roundResult, []string, error) {
+func measure(ctx context.Context, cfg loadgen.Config, t target, sim *server) (roundResult, *loadgen.Result, error) {
 	var proxy0, proxy1 time.Duration
 	var err error
 	if t.proc != nil {
@@ -198,7 +324,7 @@ func measure(ctx context.Context, cfg loadgen.Config, t target, sim *server) (ro
 			rr.CPUUsPerReq = float64((proxy1 - proxy0).Microseconds()) / float64(done)
 		}
 	}
-	return rr, res.ErrorSamples, nil
+	return rr, res, nil
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
@@ -244,11 +370,11 @@ func median(v []float64) float64 {
 }
 
 // adminPort is the gateway's admin port when profiling, else 0 (admin off).
-func adminPort(o options, ports [3]int) int {
+func adminPort(o options, ports portPlan) int {
 	if !o.profile {
 		return 0
 	}
-	return ports[2] + 1
+	return ports.admin
 }
 
 // saveProfile fetches a CPU profile of about d from the gateway's admin API into path.

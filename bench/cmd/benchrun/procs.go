@@ -29,6 +29,14 @@ type server struct {
 // startServer runs `bin run --config config` with its output in logPath and waits until addr
 // accepts connections.
 func startServer(ctx context.Context, name, bin, config, addr, logPath string) (*server, error) {
+	dir := filepath.Dir(config)
+	env := append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
+	return startProc(ctx, name, []string{bin, "run", "--config", config, "--adapter", "caddyfile"}, dir, env, addr, logPath)
+}
+
+// startProc runs argv in dir with env (nil: the benchmark's own) and its output in logPath, and
+// waits until addr accepts connections.
+func startProc(ctx context.Context, name string, argv []string, dir string, env []string, addr, logPath string) (*server, error) {
 	if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
 		_ = c.Close()
 		return nil, fmt.Errorf("starting %s: %s is already in use (set -port)", name, addr)
@@ -37,10 +45,10 @@ func startServer(ctx context.Context, name, bin, config, addr, logPath string) (
 	if err != nil {
 		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
-	cmd := exec.Command(bin, "run", "--config", config, "--adapter", "caddyfile")
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Dir = filepath.Dir(config)
-	cmd.Env = append(os.Environ(), "HOME="+filepath.Dir(config), "XDG_DATA_HOME="+filepath.Dir(config), "XDG_CONFIG_HOME="+filepath.Dir(config))
+	cmd.Dir = dir
+	cmd.Env = env
 	if err := cmd.Start(); err != nil {
 		_ = logf.Close()
 		return nil, fmt.Errorf("starting %s: %w", name, err)
@@ -51,7 +59,7 @@ func startServer(ctx context.Context, name, bin, config, addr, logPath string) (
 		_ = logf.Close()
 		close(s.done)
 	}()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
 			_ = c.Close()
@@ -67,7 +75,7 @@ func startServer(ctx context.Context, name, bin, config, addr, logPath string) (
 		}
 		if time.Now().After(deadline) {
 			s.stop()
-			return nil, fmt.Errorf("starting %s: %s not listening after 20s: %s", name, addr, logTail(logPath))
+			return nil, fmt.Errorf("starting %s: %s not listening after 30s: %s", name, addr, logTail(logPath))
 		}
 	}
 }
@@ -148,21 +156,27 @@ func cpuTime(pid int) (time.Duration, error) {
 }
 
 // peakRSS returns VmHWM, the process's peak resident set, in bytes.
-func peakRSS(pid int) (int64, error) {
+func peakRSS(pid int) (int64, error) { return procStatus(pid, "VmHWM:") }
+
+// currentRSS returns VmRSS, the process's resident set now, in bytes.
+func currentRSS(pid int) (int64, error) { return procStatus(pid, "VmRSS:") }
+
+// procStatus reads a kB field of /proc/<pid>/status, in bytes.
+func procStatus(pid int, field string) (int64, error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, fmt.Errorf("reading peak rss: %w", err)
+		return 0, fmt.Errorf("reading %s: %w", field, err)
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+		if v, ok := strings.CutPrefix(sc.Text(), field); ok {
 			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
 			if err != nil {
-				return 0, fmt.Errorf("reading peak rss: %w", err)
+				return 0, fmt.Errorf("reading %s: %w", field, err)
 			}
 			return kb << 10, nil
 		}
 	}
-	return 0, errors.New("reading peak rss: no VmHWM")
+	return 0, fmt.Errorf("reading %s: not in /proc/%d/status", field, pid)
 }

@@ -38,6 +38,8 @@ type report struct {
 	Config    runConfig         `json:"config"`
 	Scenarios []scenarioResult  `json:"scenarios"`
 	Pending   []pendingScenario `json:"pending,omitempty"`
+	// Targets are the goals of the benchmark, met or not, from the scenarios run.
+	Targets []targetRow `json:"targets"`
 }
 
 type machine struct {
@@ -69,11 +71,26 @@ type pendingScenario struct {
 type scenarioResult struct {
 	ID             string         `json:"id"`
 	Name           string         `json:"name"`
+	Upstream       string         `json:"upstream"`
 	Conns          int            `json:"conns"`
 	Stream         bool           `json:"stream"`
 	Note           string         `json:"note,omitempty"`
 	Targets        []targetResult `json:"targets"`
 	GatewayVsCaddy *comparison    `json:"gateway_vs_caddy,omitempty"`
+	// Ratios compare other pairs of targets (gateway-redis/gateway, gateway/portkey).
+	Ratios []namedRatio `json:"ratios,omitempty"`
+	// Figures are the named results of the scenarios with their own shape (h, i).
+	Figures map[string]float64 `json:"figures,omitempty"`
+	// Lines are those scenarios' printed results.
+	Lines []string `json:"lines,omitempty"`
+}
+
+// namedRatio is one target against another: a's req/s, p50 and CPU per request over b's.
+type namedRatio struct {
+	Name     string  `json:"name"`
+	RPSRatio float64 `json:"rps_ratio"`
+	P50Ratio float64 `json:"p50_ratio"`
+	CPURatio float64 `json:"cpu_ratio"`
 }
 
 func (s *scenarioResult) target(name string) *targetResult {
@@ -99,13 +116,16 @@ type targetResult struct {
 	// UpstreamCPUUsPerReq is the simulator's CPU time per answered request.
 	UpstreamCPUUsPerReq float64 `json:"upstream_cpu_us_per_req"`
 	// ClientCPUUsPerReq is the load generator's own CPU time per answered request.
-	ClientCPUUsPerReq float64       `json:"client_cpu_us_per_req"`
-	PeakRSSMB         float64       `json:"peak_rss_mb,omitempty"`
-	OK                int64         `json:"ok"`
-	Limited           int64         `json:"limited"`
-	Errors            int64         `json:"errors"`
-	ErrorSamples      []string      `json:"error_samples,omitempty"`
-	Rounds            []roundResult `json:"rounds"`
+	ClientCPUUsPerReq float64  `json:"client_cpu_us_per_req"`
+	PeakRSSMB         float64  `json:"peak_rss_mb,omitempty"`
+	OK                int64    `json:"ok"`
+	Limited           int64    `json:"limited"`
+	Errors            int64    `json:"errors"`
+	ErrorSamples      []string `json:"error_samples,omitempty"`
+	// OverLimit counts 200s beyond what the keys' rpm allowed (scenarios with rpm keys).
+	OverLimit        int64         `json:"over_limit,omitempty"`
+	OverLimitChecked bool          `json:"over_limit_checked,omitempty"`
+	Rounds           []roundResult `json:"rounds"`
 }
 
 type roundResult struct {
@@ -129,6 +149,8 @@ type comparison struct {
 	P50DiffMs float64 `json:"p50_diff_ms"`
 	P99DiffMs float64 `json:"p99_diff_ms"`
 	CPUDiffUs float64 `json:"cpu_diff_us_per_req"`
+	// TTFBP50DiffMs is the difference of the median time to first byte (streams).
+	TTFBP50DiffMs float64 `json:"ttfb_p50_diff_ms,omitempty"`
 }
 
 func (r *report) write(path string) error {
@@ -187,8 +209,17 @@ func printHeader(w io.Writer, r *report) {
 }
 
 func printScenario(w io.Writer, s *scenarioResult) {
+	if len(s.Targets) == 0 {
+		for _, l := range s.Lines {
+			fmt.Fprintln(w, l)
+		}
+		if s.Note != "" {
+			fmt.Fprintf(w, "note: %s\n", s.Note)
+		}
+		return
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "target\treq/s\tp50 ms\tp99 ms\tttfb p50\tttfb p99\tproxy cpu µs/req\tsim cpu µs/req\tpeak RSS MB\t429\terrors\t")
+	fmt.Fprintln(tw, "target\treq/s\tp50 ms\tp99 ms\tttfb p50\tttfb p99\tproxy cpu µs/req\tupstream cpu µs/req\tpeak RSS MB\t429\terrors\t")
 	for _, t := range s.Targets {
 		ttfb50, ttfb99, cpu, rss := "-", "-", "-", "-"
 		if s.Stream {
@@ -203,10 +234,24 @@ func printScenario(w io.Writer, s *scenarioResult) {
 	_ = tw.Flush()
 	if c := s.GatewayVsCaddy; c != nil {
 		fmt.Fprintf(w, "gateway/caddy: req/s x%.2f, p50 %+.3f ms, p99 %+.3f ms, cpu %+.1f µs/req", c.RPSRatio, c.P50DiffMs, c.P99DiffMs, c.CPUDiffUs)
+		if s.Stream {
+			fmt.Fprintf(w, ", ttfb p50 %+.3f ms", c.TTFBP50DiffMs)
+		}
 		if g := s.target("gateway"); g != nil && g.Limited > 0 {
 			fmt.Fprintf(w, " (the gateway's req/s include %.0f%% cheap 429s; p50/p99 are over 200s only)", 100*float64(g.Limited)/float64(g.Limited+g.OK))
 		}
 		fmt.Fprintln(w)
+	}
+	for _, r := range s.Ratios {
+		fmt.Fprintf(w, "%s: req/s x%.2f, p50 x%.2f, cpu/req x%.2f\n", r.Name, r.RPSRatio, r.P50Ratio, r.CPURatio)
+	}
+	for _, t := range s.Targets {
+		if t.OverLimitChecked {
+			fmt.Fprintf(w, "%s: %d requests admitted beyond their key's rpm\n", t.Target, t.OverLimit)
+		}
+	}
+	for _, l := range s.Lines {
+		fmt.Fprintln(w, l)
 	}
 	if s.Note != "" {
 		fmt.Fprintf(w, "note: %s\n", s.Note)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -30,13 +31,24 @@ type scenario struct {
 	Conns int
 	// Stream expects SSE responses and records the time to first byte.
 	Stream bool
-	// Pending, when set, lists the scenario without running it and says why.
-	Pending string
 	// Path is the request path. Default: /v1/chat/completions.
 	Path string
 	// StreamDone is what a complete stream contains when it does not end with [DONE] (typed
-	// Responses streams).
+	// Responses events end with response.completed).
 	StreamDone []byte
+	// Pending, when set, lists the scenario without running it and says why.
+	Pending string
+	// Upstream is the model server behind every target.
+	Upstream upstreamSpec
+	// NoDirect leaves out the direct target (the upstream alone).
+	NoDirect bool
+	// Redis adds a second gateway, gateway-redis, with the same options and its rate limits in
+	// a redis-server started on loopback.
+	Redis bool
+	// Peer adds the peer gateway given with -peer (make bench-peers).
+	Peer bool
+	// run, when set, runs a scenario of its own shape instead of the rounds of runScenario.
+	run func(ctx context.Context, env *runEnv, o options, sc scenario) (*scenarioResult, error)
 	// body builds the request bodies.
 	body func() loadgen.Body
 	// keys returns the bearer keys spread over the requests; nil sends benchSecret.
@@ -54,46 +66,74 @@ type gatewayOptions struct {
 	Note string
 	// Cache turns the gateway's response cache on.
 	Cache bool
+	// RPM is the rpm of every key of KeysFile (checked: no key gets more).
+	RPM int64
+	// RedisURL puts the rate limits in Redis (rate_limit { store redis }).
+	RedisURL string
+	// MaxConcurrent and Queue set the model's admission gate.
+	MaxConcurrent, Queue int
+	// StorageDir is the store of files and batches.
+	StorageDir string
+	// Accounting turns the usage ledger on (in StorageDir), with a priced model and a label
+	// budget the bench key shares.
+	Accounting bool
 	// RequestsPerSecond, when set, bounds every run by a request count instead of its duration:
 	// this many per second of the round's (or warm-up's) duration, with four times the
 	// duration as a cap. A closed loop that meets cheap 429s would otherwise send ever more
 	// requests; a fixed count keeps each key's demand, and so the share of 429s, known.
 	RequestsPerSecond float64
-	// DataDir, when set, turns accounting on (a priced model, a label budget on the key) with
-	// the embedded store in this directory.
-	DataDir string
 }
 
-// scenarios is the benchmark's workload list, run in this order. A new workload (the cache
-// scenario "e" once the response cache exists) is one more entry here: set body, and gateway
-// for the options it needs (e.g. a cache block in templates/gateway.Caddyfile).
+// everything is the gateway of scenarios a, b and c: the key with a tpm limit (reserved and
+// settled on every request), exact cl100k_base counting, validation, the context check and usage
+// extraction.
+func everything(*runEnv) (gatewayOptions, error) {
+	return gatewayOptions{Tokenizer: "cl100k_base", KeyTPM: 10_000_000_000}, nil
+}
+
+// fixed is the fixed-reply upstream; sim the zero-latency simulator.
+var (
+	fixed = upstreamSpec{}
+	sim   = upstreamSpec{Sim: true}
+)
+
+// scenarios is the benchmark's workload list, run in this order. A new workload is one more
+// entry here: set body, and gateway for the options it needs.
 func scenarios() []scenario {
 	return []scenario{
-		{ID: "a", Name: "JSON chat, 1 KB body, 50 connections", Conns: 50, body: chatBody},
-		{ID: "b", Name: "JSON chat, 1 KB body, 1 connection (latency)", Conns: 1, body: chatBody},
-		{ID: "c", Name: "SSE stream, 20 chunks, 50 connections", Conns: 50, Stream: true, body: streamBody},
+		{ID: "a", Name: "JSON chat, 1 KB body, 50 connections, every feature on", Conns: 50, body: chatBody, gateway: everything, Peer: true},
+		{ID: "b", Name: "JSON chat, 1 KB body, 1 connection (latency), every feature on", Conns: 1, body: chatBody, gateway: everything, Peer: true},
+		{ID: "c", Name: "SSE stream, 20 chunks, 50 connections, every feature on", Conns: 50, Stream: true, body: streamBody, gateway: everything, Peer: true},
 		{ID: "d", Name: "multi-turn (turns 1..20), cl100k_base exact counting, tpm key, 50 connections", Conns: 50,
-			body: multiTurnBody,
+			body: multiTurnBody, gateway: everything},
+		{ID: "e", Name: "cache hits: 64 distinct deterministic 1 KB chats, 50 connections", Conns: 50, body: cachedBody, Upstream: sim,
 			gateway: func(*runEnv) (gatewayOptions, error) {
-				return gatewayOptions{Tokenizer: "cl100k_base", KeyTPM: 10_000_000_000}, nil
-			}},
-		{ID: "e", Name: "cache hits: 64 distinct deterministic 1 KB chats, 50 connections", Conns: 50, body: cachedBody,
-			gateway: func(*runEnv) (gatewayOptions, error) {
-				return gatewayOptions{Cache: true, Note: "gateway with `cache`: after the warm-up every request is a hit; direct and plain Caddy reach the simulator"}, nil
+				return gatewayOptions{Cache: true, Note: "gateway with `cache`: after the warm-up every request is a hit; direct and plain Caddy reach the simulator (a real answer costs the upstream ~100 µs of CPU here, a GPU far more)"}, nil
 			}},
 		{ID: "f", Name: "1000 keys with rpm limits near saturation, 50 connections", Conns: 50,
 			body: chatBody, keys: manyKeys, gateway: manyKeysGateway},
+		{ID: "g", Name: "1000 keys with rpm+tpm limits, memory store vs Redis store, 50 connections", Conns: 50, NoDirect: true, Redis: true,
+			body: chatBody, keys: manyKeys, gateway: limitedKeysGateway},
+		{ID: "h", Name: "interactive chat beside a 5,000-line batch on the same model", Upstream: batchUpstream, run: runBatchScenario},
+		{ID: "i", Name: "many slow streams (ttft 1 s, 20 tokens/s)", Upstream: slowStreams, run: runSlowStreams},
+		{ID: "k", Name: "Responses SSE stream (typed events), 20 tokens, 50 connections", Conns: 50, Stream: true, Upstream: sim,
+			Path: "/v1/responses", StreamDone: []byte("event: response.completed\n"), body: responsesStreamBody, gateway: everything,
+		},
 		{ID: "l", Name: "scenario a with accounting: usage ledger, priced model, label budget", Conns: 50, body: chatBody,
 			gateway: func(env *runEnv) (gatewayOptions, error) {
-				dir, err := filepath.Abs(filepath.Join(env.outDir, "data-g"))
+				opts, err := everything(env)
 				if err != nil {
-					return gatewayOptions{}, err
+					return opts, err
+				}
+				dir, err := filepath.Abs(filepath.Join(env.outDir, "data-l"))
+				if err != nil {
+					return opts, err
 				}
 				_ = os.RemoveAll(dir)
-				return gatewayOptions{DataDir: dir, Note: "compare with a: the ledger's and the budget's cost"}, nil
+				opts.StorageDir, opts.Accounting = dir, true
+				opts.Note = "compare with a: the ledger's and the budget's cost"
+				return opts, nil
 			}},
-		{ID: "k", Name: "Responses SSE stream (typed events), 20 tokens, 50 connections", Conns: 50, Stream: true,
-			Path: "/v1/responses", StreamDone: []byte("event: response.completed\n"), body: responsesStreamBody},
 	}
 }
 
@@ -125,31 +165,59 @@ func manyKeysGateway(env *runEnv) (gatewayOptions, error) {
 	// A bucket holds rpm and refills rpm per minute over the whole scenario (all targets).
 	spanMin := (env.duration.Seconds()*float64(env.rounds) + env.warmup.Seconds()) * 3 / 60
 	rpm := int64(math.Max(1, math.Round(0.8*perKey/(1+spanMin))))
+	path, err := writeKeysFile(env, "keys-f.json", rpm, 0)
+	if err != nil {
+		return gatewayOptions{}, err
+	}
+	return gatewayOptions{KeysFile: path, RequestsPerSecond: rps, RPM: rpm,
+		Note: fmt.Sprintf("%d keys, rpm %d each; every run sends %.0f requests per second of its duration (scenario a's gateway req/s)", numKeys, rpm, rps)}, nil
+}
+
+// limitedKeysGateway is scenario f's keys with a tpm limit too (twice what their rpm lets them
+// spend, so rpm decides and the count of requests over the limit is exact; tpm is still reserved
+// and settled in the store on every request), every run sending the same fixed number of
+// requests to the memory-store gateway and to the Redis-store gateway.
+func limitedKeysGateway(env *runEnv) (gatewayOptions, error) {
+	opts, err := manyKeysGateway(env)
+	if err != nil {
+		return opts, err
+	}
+	tpm := opts.RPM * 2 * 400 // about 260 tokens a request (prompt, max_tokens 20)
+	if opts.KeysFile, err = writeKeysFile(env, "keys-g.json", opts.RPM, tpm); err != nil {
+		return opts, err
+	}
+	opts.Tokenizer = "cl100k_base"
+	opts.Note = fmt.Sprintf("%d keys, rpm %d and tpm %d each, exact counting; every run sends %.0f requests per second of its duration to each gateway", numKeys, opts.RPM, tpm, opts.RequestsPerSecond)
+	return opts, nil
+}
+
+// writeKeysFile writes the keys file of the numKeys keys with these limits (tpm 0: none).
+func writeKeysFile(env *runEnv, name string, rpm, tpm int64) (string, error) {
 	type entry struct {
 		ID     string `json:"id"`
 		Secret string `json:"secret"`
 		RPM    int64  `json:"rpm"`
+		TPM    int64  `json:"tpm,omitempty"`
 	}
 	doc := struct {
 		Keys []entry `json:"keys"`
 	}{Keys: make([]entry, numKeys)}
 	for i := range doc.Keys {
 		sum := sha256.Sum256([]byte(manyKeySecret(i)))
-		doc.Keys[i] = entry{ID: fmt.Sprintf("k%04d", i), Secret: "sha256:" + hex.EncodeToString(sum[:]), RPM: rpm}
+		doc.Keys[i] = entry{ID: fmt.Sprintf("k%04d", i), Secret: "sha256:" + hex.EncodeToString(sum[:]), RPM: rpm, TPM: tpm}
 	}
 	data, err := json.Marshal(doc)
 	if err != nil {
-		return gatewayOptions{}, fmt.Errorf("encoding keys file: %w", err)
+		return "", fmt.Errorf("encoding keys file: %w", err)
 	}
-	path, err := filepath.Abs(filepath.Join(env.outDir, "keys-f.json"))
+	path, err := filepath.Abs(filepath.Join(env.outDir, name))
 	if err != nil {
-		return gatewayOptions{}, fmt.Errorf("writing keys file: %w", err)
+		return "", fmt.Errorf("writing keys file: %w", err)
 	}
 	if err := os.WriteFile(path, data, 0o600); err != nil {
-		return gatewayOptions{}, fmt.Errorf("writing keys file: %w", err)
+		return "", fmt.Errorf("writing keys file: %w", err)
 	}
-	return gatewayOptions{KeysFile: path, RequestsPerSecond: rps,
-		Note: fmt.Sprintf("%d keys, rpm %d each; every run sends %.0f requests per second of its duration (scenario a's gateway req/s)", numKeys, rpm, rps)}, nil
+	return path, nil
 }
 
 // words are common English words, so token counts look like real text.
@@ -194,14 +262,6 @@ func chatBody() loadgen.Body { return seqBody(chatSized(1024, "")) }
 // streamBody is a 1 KB streamed chat request for 20 tokens (20 content chunks).
 func streamBody() loadgen.Body { return seqBody(chatSized(1024, `"stream":true,`)) }
 
-// responsesStreamBody is a 1 KB streamed Responses request for 20 tokens, not stored (the
-// gateway then writes no ownership record), to compare with (c).
-func responsesStreamBody() loadgen.Body {
-	head := `{"model":"` + model + `","stream":true,"store":false,"max_output_tokens":20,"instructions":"You are a helpful assistant.","input":"`
-	tail := `"}`
-	return seqBody(head+filler(1024-len(head)-len(tail)-18, 0)+" (request ", ")"+tail)
-}
-
 // cachedBody cycles through 64 deterministic (temperature 0) 1 KB chat requests, so that after
 // the warm-up the gateway answers every one from its cache.
 func cachedBody() loadgen.Body {
@@ -235,4 +295,12 @@ func multiTurnBody() loadgen.Body {
 		dst = strconv.AppendInt(dst, seq, 10)
 		return append(dst, tail...)
 	}
+}
+
+// responsesStreamBody is a 1 KB streamed Responses request for 20 tokens, not stored (the
+// scenario measures the stream path, not the store write).
+func responsesStreamBody() loadgen.Body {
+	head := `{"model":"` + model + `","stream":true,"store":false,"max_output_tokens":20,"instructions":"You are a helpful assistant.","input":"`
+	tail := `"}`
+	return seqBody(head+filler(1024-len(head)-len(tail)-18, 0)+" (request ", ")"+tail)
 }
