@@ -102,7 +102,9 @@ func TestProberFlipsBothWays(t *testing.T) {
 	}))
 	var changes []string
 	p := NewProber(nil, ProberOptions{Timeout: time.Second, Header: http.Header{"Authorization": {"Bearer up"}},
-		OnChange: func(url string, from, to HostState, err error) { changes = append(changes, from.String()+">"+to.String()) }})
+		OnChange: func(url string, from, to HostState, err error) {
+			changes = append(changes, from.String()+">"+to.String())
+		}})
 	h := NewHealth()
 	target := ProbeTarget{URL: srv.URL + "/health", Host: h.Host(srv.URL)}
 	ctx := context.Background()
