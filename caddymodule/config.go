@@ -56,6 +56,9 @@ type ModelConfig struct {
 	// Fallbacks are models tried in order when this model's pool is unavailable or overloaded;
 	// the response's model says which answered and x-gateway-fallback names this one.
 	Fallbacks []string `json:"fallbacks,omitempty"`
+	// HealthCheck probes each of the model's upstreams in the background and keeps the ones
+	// that are down or still loading out of its pool. Optional.
+	HealthCheck *HealthCheckConfig `json:"health_check,omitempty"`
 	// RewriteConfig holds the model's own rewriting rules. They merge with the gateway-wide
 	// ones: deny and strip lists add to them, clamps and defaults replace them per param, and
 	// allow_params or "off" lifts one explicitly (see policy.RewriteConfig).

@@ -83,6 +83,7 @@ type modelRoute struct {
 	cacheOff      bool
 	cache         cache.Policy // the model's own cache settings, over the gateway's
 	fallbacks     []*modelRoute
+	health        *poolHealth  // nil without health_check
 	counted       promptCounts // caddy_ai_gateway_prompt_counts_total of the model, by how
 }
 

@@ -85,6 +85,11 @@ type Gateway struct {
 	// MetricsKeyID adds the key id as a label of the requests and tokens metrics. Off by
 	// default: with many keys it makes many series.
 	MetricsKeyID bool `json:"metrics_key_id,omitempty"`
+	// ReadinessPath is the path of the readiness endpoint for load balancers and Kubernetes
+	// (GET or HEAD, no key needed): 200 while a model can be served, 503 when no model has a
+	// healthy upstream; with a valid key, per model the healthy and loading hosts and the queue.
+	// Empty: no readiness endpoint.
+	ReadinessPath string `json:"readiness_path,omitempty"`
 
 	versions         *policy.APIVersions
 	content          *policy.ContentPolicy
@@ -112,6 +117,7 @@ type Gateway struct {
 	now              func() time.Time
 	logger           *zap.Logger
 	ctx              caddy.Context
+	ops              opsState
 }
 
 // CaddyModule returns the Caddy module information.
@@ -150,6 +156,9 @@ func (g *Gateway) Cleanup() error {
 	}
 	if g.backendKey != "" {
 		release(backendPool, g.backendKey, "file store")
+	}
+	if g.ops.healthHeld {
+		release(healthPool, "health", "pool health")
 	}
 	return errors.Join(errs...)
 }

@@ -329,7 +329,7 @@ func TestHardeningUpstreamFaults(t *testing.T) {
 		{"error 500 in text, stream", "/v1/chat/completions", "kind=error;status=500;shape=text", true, []int{502}, ""},
 		{"overloaded", "/v1/chat/completions", "kind=overloaded;shape=tgi", false, []int{503}, "model_overloaded"},
 		{"loading", "/v1/chat/completions", "kind=loading;shape=llamacpp", false, []int{503}, "model_loading"},
-		{"upstream context error", "/v1/chat/completions", "kind=context;shape=vllm", false, []int{400}, "context_length_exceeded"},
+		{"upstream context error", "/v1/chat/completions", "kind=context;shape=vllm", false, []int{413}, "context_length_exceeded"},
 		{"garbage body", "/v1/chat/completions", "kind=garbage", false, []int{502}, "upstream_invalid_response"},
 		{"garbage body, stream", "/v1/chat/completions", "kind=garbage", true, []int{502}, "upstream_invalid_response"},
 	}

@@ -201,6 +201,9 @@ func (g *Gateway) provisionModels(repl *caddy.Replacer) error {
 			route.cacheOff = mc.Cache.Off
 			route.cache = cache.Policy{TTL: time.Duration(mc.Cache.TTL), Scope: mc.Cache.Scope, When: mc.Cache.When}
 		}
+		if err := g.provisionHealth(route, mc); err != nil {
+			return fmt.Errorf("model %q: %w", mc.Name, err)
+		}
 		if err := g.provisionAdmission(route, mc); err != nil {
 			return fmt.Errorf("model %q: %w", mc.Name, err)
 		}

@@ -40,9 +40,20 @@ func (Upstreams) GetUpstreams(r *http.Request) ([]*reverseproxy.Upstream, error)
 	if ex == nil || ex.route == nil || len(ex.route.dials) == 0 {
 		return nil, errNoModelRoute
 	}
-	ups := make([]*reverseproxy.Upstream, len(ex.route.dials))
+	// hosts that failed their health check are left out; should every host have failed since
+	// the gateway checked the pool, all are offered rather than none (which would have the
+	// proxy wait for its lb_try_duration)
+	health := ex.route.health
+	ups := make([]*reverseproxy.Upstream, 0, len(ex.route.dials))
 	for i, d := range ex.route.dials {
-		ups[i] = &reverseproxy.Upstream{Dial: d}
+		if health.available(i) {
+			ups = append(ups, &reverseproxy.Upstream{Dial: d})
+		}
+	}
+	if len(ups) == 0 {
+		for _, d := range ex.route.dials {
+			ups = append(ups, &reverseproxy.Upstream{Dial: d})
+		}
 	}
 	return ups, nil
 }

@@ -1,0 +1,3 @@
+package caddymodule
+
+type opsMetrics struct{}
