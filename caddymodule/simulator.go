@@ -26,7 +26,8 @@ func init() {
 type Simulator struct {
 	// TTFT is the delay before the first token. Default: 0.
 	TTFT caddy.Duration `json:"ttft,omitempty"`
-	// TokensPerSecond paces streamed tokens; 0 streams as fast as possible. Default: 0.
+	// TokensPerSecond paces generated tokens, streamed or not (a JSON answer comes when its stream
+	// would have ended); 0 generates as fast as possible. Default: 0.
 	TokensPerSecond float64 `json:"tokens_per_second,omitempty"`
 	// ResponseTokens is the natural length of a completion in tokens. Default: 16.
 	ResponseTokens int `json:"response_tokens,omitempty"`
