@@ -317,10 +317,10 @@ func parseModelBlock(d *caddyfile.Dispenser) (ModelConfig, error) {
 			switch {
 			case len(args) == 1 && args[0] != "hf":
 				m.Tokenizer = args[0]
-			case len(args) == 2 && args[0] == "hf":
-				m.Tokenizer = "hf " + args[1]
+			case len(args) == 2 && (args[0] == "hf" || args[0] == "upstream"):
+				m.Tokenizer = args[0] + " " + args[1]
 			default:
-				return d.Errf("tokenizer: expected estimate, cl100k_base, o200k_base or hf <path>, got %q", strings.Join(args, " "))
+				return d.Errf("tokenizer: expected estimate, cl100k_base, o200k_base, hf <path> or upstream [vllm|tgi|llamacpp], got %q", strings.Join(args, " "))
 			}
 		case "rpm", "tpm", "rpd", "tpd", "max_concurrent":
 			err = parseLimit(d, name, &m.Limits)

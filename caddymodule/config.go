@@ -30,8 +30,9 @@ type ModelConfig struct {
 	// --served-model-name), when it differs from Name.
 	UpstreamName string `json:"upstream_name,omitempty"`
 	// Tokenizer counts the model's prompt tokens: estimate (a fast upper bound), cl100k_base,
-	// o200k_base, or "hf <path to tokenizer.json>" for the model's own vocabulary.
-	// Default: cl100k_base.
+	// o200k_base, "hf <path to tokenizer.json>" for the model's own vocabulary, or "upstream
+	// [vllm|tgi|llamacpp]" to ask the model server's own /tokenize (in that server's dialect,
+	// default vllm) when a check needs the exact number. Default: cl100k_base.
 	Tokenizer string `json:"tokenizer,omitempty"`
 	// Deprecated (RFC 3339) marks the model as deprecated: responses carry Deprecation and
 	// Link headers.

@@ -113,6 +113,15 @@ func (g *Gateway) provisionHealth(route *modelRoute, mc ModelConfig) error {
 		header = http.Header{"Authorization": {route.authorization}}
 	}
 	model := mc.Name
+	gauge := g.opsMetricsOf().upstreamHealth
+	publish := func() {
+		st := ph.status()
+		gauge.WithLabelValues(model, "healthy").Set(float64(st.Healthy))
+		gauge.WithLabelValues(model, "loading").Set(float64(st.Loading))
+		gauge.WithLabelValues(model, "down").Set(float64(st.Down))
+		gauge.WithLabelValues(model, "unknown").Set(float64(st.Unknown))
+	}
+	publish()
 	prober := routing.NewProber(nil, routing.ProberOptions{
 		Interval: interval,
 		Timeout:  time.Duration(hc.Timeout),
@@ -123,6 +132,7 @@ func (g *Gateway) provisionHealth(route *modelRoute, mc ModelConfig) error {
 				fields = append(fields, zap.String("error", wire.Redact(err.Error(), route.secrets...)))
 			}
 			g.logger.Info("upstream health changed", fields...)
+			publish()
 		},
 	})
 	if len(targets) > 0 {
@@ -167,4 +177,13 @@ func (g *Gateway) contextStatus() int {
 		return http.StatusBadRequest
 	}
 	return http.StatusRequestEntityTooLarge
+}
+
+// provisionPool sets up what the gateway does with the model's pool itself: health checks,
+// then the upstream tokenizer (which asks healthy hosts only).
+func (g *Gateway) provisionPool(route *modelRoute, mc ModelConfig) error {
+	if err := g.provisionHealth(route, mc); err != nil {
+		return err
+	}
+	return g.provisionUpstreamTokenizer(route, mc)
 }

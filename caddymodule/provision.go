@@ -155,7 +155,7 @@ func (g *Gateway) provisionModels(repl *caddy.Replacer) error {
 		if spec == "" {
 			spec = "cl100k_base"
 		}
-		counter, err := tokens.New(spec)
+		counter, err := newCounter(spec)
 		if err != nil {
 			return fmt.Errorf("model %q: %w", mc.Name, err)
 		}
@@ -201,7 +201,7 @@ func (g *Gateway) provisionModels(repl *caddy.Replacer) error {
 			route.cacheOff = mc.Cache.Off
 			route.cache = cache.Policy{TTL: time.Duration(mc.Cache.TTL), Scope: mc.Cache.Scope, When: mc.Cache.When}
 		}
-		if err := g.provisionHealth(route, mc); err != nil {
+		if err := g.provisionPool(route, mc); err != nil {
 			return fmt.Errorf("model %q: %w", mc.Name, err)
 		}
 		if err := g.provisionAdmission(route, mc); err != nil {
