@@ -32,9 +32,10 @@ func (Upstreams) CaddyModule() caddy.ModuleInfo {
 
 var errNoModelRoute = errors.New("ai_gateway resolved no model with upstreams for this request (is the ai_gateway handler before reverse_proxy, and does the model list upstreams?)")
 
-// GetUpstreams returns the resolved model's upstreams. Fresh Upstream values are returned on each
-// call because reverse_proxy writes to them; their health state lives in Caddy's host pool,
-// keyed by dial address, and so persists across requests.
+// GetUpstreams returns the resolved model's upstreams, without those its health_check found down
+// or loading. Fresh Upstream values are returned on each call because reverse_proxy writes to
+// them; their passive health state lives in Caddy's host pool, keyed by dial address, and so
+// persists across requests.
 func (Upstreams) GetUpstreams(r *http.Request) ([]*reverseproxy.Upstream, error) {
 	ex := exchangeFrom(r)
 	if ex == nil || ex.route == nil || len(ex.route.dials) == 0 {

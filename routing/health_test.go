@@ -188,3 +188,19 @@ func TestProberRunStopsWithContext(t *testing.T) {
 		t.Fatalf("only %d probes", hits.Load())
 	}
 }
+
+// BenchmarkPoolRefusal is the request path's cost of pool health: a summary of the pool's
+// states and the refusal it implies (no lock, no allocation).
+func BenchmarkPoolRefusal(b *testing.B) {
+	hosts := make([]*HostHealth, 8)
+	for i := range hosts {
+		hosts[i] = new(HostHealth)
+		hosts[i].Set(HostState(1 + i%3))
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if Summarize(hosts).Refusal() != "" {
+			b.Fatal("refused")
+		}
+	}
+}
