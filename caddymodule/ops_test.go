@@ -11,6 +11,7 @@ import (
 
 	"github.com/tidwall/gjson"
 
+	"github.com/caddyai/gateway/internal/wiretest"
 	"github.com/caddyai/gateway/policy"
 	"github.com/caddyai/gateway/simulator"
 )
@@ -383,5 +384,24 @@ func TestUpstreamOverflowFollowsContextStatus(t *testing.T) {
 		"X-Sim-Fault", "kind=context")
 	if resp.StatusCode != 400 || gjson.GetBytes(body, "error.type").Str != "invalid_request_error" {
 		t.Errorf("anthropic: %d %s", resp.StatusCode, body)
+	}
+}
+
+// TestImagesThroughTheGateway: the simulator's images endpoint answers through the gateway in
+// both forms, valid against the OpenAI spec, with its usage read.
+func TestImagesThroughTheGateway(t *testing.T) {
+	s := startUsage(t, simulator.Config{})
+	for _, format := range []string{"b64_json", "url"} {
+		resp, body := s.do(t, "/v1/images/generations", "", `{"model":"llama","prompt":"a lighthouse","size":"128x128","response_format":"`+format+`"}`)
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s: %d %s", format, resp.StatusCode, body)
+		}
+		wiretest.Validate(t, "ImagesResponse", body)
+		if format == "url" && !strings.HasPrefix(gjson.GetBytes(body, "data.0.url").Str, "data:image/png;base64,") {
+			t.Errorf("url: %.200s", body)
+		}
+		if resp.Header.Get("X-Usage-Completion-Tokens") != "4" { // 128x128: four 64x64 tiles
+			t.Errorf("%s: usage headers %v", format, resp.Header)
+		}
 	}
 }

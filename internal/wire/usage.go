@@ -95,13 +95,14 @@ func (f *usageFields) parse(obj gjson.Result) (read uint8) {
 	return read
 }
 
-// usage converts the counters to a Usage. The OpenAI names win when both sets are present.
+// usage converts the counters to a Usage. The OpenAI names win when both sets are present; a
+// total_tokens beside input_tokens and output_tokens (the images API's usage) goes with those.
 func (f *usageFields) usage() (Usage, bool) {
 	const openAI = hasPrompt | hasCompletion | hasTotal
 	const anthropic = hasInput | hasOutput | hasCacheRead | hasCacheCreate
 	var u Usage
 	switch {
-	case f.has&openAI != 0:
+	case f.has&openAI != 0 && (f.has&(hasPrompt|hasCompletion) != 0 || f.has&anthropic == 0):
 		u = Usage{PromptTokens: f.prompt, CompletionTokens: f.completion, TotalTokens: f.total, CachedTokens: f.cached}
 		if f.has&hasTotal == 0 || u.TotalTokens < u.PromptTokens+u.CompletionTokens {
 			u.TotalTokens = u.PromptTokens + u.CompletionTokens
@@ -112,7 +113,7 @@ func (f *usageFields) usage() (Usage, bool) {
 			CompletionTokens: f.output,
 			CachedTokens:     f.cacheRead,
 		}
-		u.TotalTokens = u.PromptTokens + u.CompletionTokens
+		u.TotalTokens = max(u.PromptTokens+u.CompletionTokens, f.total)
 	default:
 		return Usage{}, false
 	}
