@@ -22,6 +22,7 @@ import (
 type switchUpstream struct {
 	*httptest.Server
 	loading atomic.Bool
+	stalled atomic.Bool // /health never answers
 	served  atomic.Int64
 }
 
@@ -39,6 +40,9 @@ func newSwitchUpstream(t testing.TB) *switchUpstream {
 	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/health" {
 			u.served.Add(1)
+		} else if u.stalled.Load() {
+			<-r.Context().Done()
+			return
 		}
 		if u.loading.Load() {
 			loading.ServeHTTP(w, r)
@@ -403,5 +407,48 @@ func TestImagesThroughTheGateway(t *testing.T) {
 		if resp.Header.Get("X-Usage-Completion-Tokens") != "4" { // 128x128: four 64x64 tiles
 			t.Errorf("%s: usage headers %v", format, resp.Header)
 		}
+	}
+}
+
+// TestPoolHealthSurvivesReload: what the probes found is kept across a config reload; the new
+// config does not start from "not probed yet" (which would route to a loading host).
+func TestPoolHealthSurvivesReload(t *testing.T) {
+	host := newSwitchUpstream(t)
+	host.loading.Store(true)
+	port := freePort(t)
+	cf := globalOptions + fmt.Sprintf(`
+:%d {
+	ai_gateway {
+		key %s {
+			id all
+		}
+		readiness_path /ready
+		model m {
+			upstream %s
+			health_check {
+				interval 50ms
+				timeout 5s
+			}
+		}
+	}
+	reverse_proxy {
+		dynamic ai_gateway
+	}
+}
+`, port, policy.FormatHash(policy.HashSecret(secretAll)), host.addr())
+	startCaddy(t, cf)
+	waitFor(t, "the host to be seen loading", 10*time.Second, func() bool {
+		status, _ := readiness(t, port, "")
+		return status == 503
+	})
+	host.stalled.Store(true) // the new config's first probe will not answer for 5s
+	defer host.stalled.Store(false)
+	loadCaddy(t, cf)
+	if status, body := readiness(t, port, secretAll); status != 503 || gjson.GetBytes(body, "models.0.loading_hosts").Int() != 1 {
+		t.Errorf("after a reload: %d %s", status, body)
+	}
+	if resp, body := sendJSON(t, port, "/v1/chat/completions", `{"model":"m","messages":[{"role":"user","content":"hi"}]}`); resp.StatusCode != 503 ||
+		gjson.GetBytes(body, "error.code").Str != "model_loading" {
+		t.Errorf("after a reload: %d %s", resp.StatusCode, body)
 	}
 }
