@@ -2,6 +2,7 @@ package tokens_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net"
 	"net/http"
@@ -206,4 +207,26 @@ func TestParseTokenizeAnswer(t *testing.T) {
 			t.Errorf("%s: %d %v, want %d %v", tt.name, n, ok, tt.n, tt.ok)
 		}
 	}
+}
+
+// FuzzParseTokenizeAnswer: any answer reads as a count or as none, never a negative count, and
+// a JSON array counts its elements.
+func FuzzParseTokenizeAnswer(f *testing.F) {
+	for _, seed := range []string{`{"count":3,"tokens":[1,2,3]}`, `[{"id":1,"text":"a","start":0,"stop":1}]`, `{"tokens":[5]}`, `[]`,
+		`{"count":"3"}`, `{"count":1e30}`, `{"tokens":{}}`, `[1,`, `null`, ``} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		n, ok := tokens.ParseTokenizeAnswer(b)
+		if !ok {
+			return
+		}
+		if n < 0 {
+			t.Fatalf("%q: count %d", b, n)
+		}
+		var arr []json.RawMessage
+		if json.Unmarshal(b, &arr) == nil && arr != nil && n != len(arr) {
+			t.Fatalf("%q: %d for an array of %d", b, n, len(arr))
+		}
+	})
 }
