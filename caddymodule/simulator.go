@@ -20,9 +20,10 @@ func init() {
 }
 
 // Simulator is a simulated OpenAI- and Anthropic-compatible model server, for demos, tests and
-// benchmarks. It answers chat completions, completions, embeddings, models and Anthropic
-// messages, streamed or not, with deterministic text and exact usage, and can inject the faults
-// of real model servers (vLLM, TGI, llama.cpp, Ollama). It is a terminal handler.
+// benchmarks. It answers chat completions, completions, embeddings, images, models and
+// Anthropic messages, streamed or not, with deterministic text and exact usage, /tokenize in the
+// shapes of vLLM, TGI and llama.cpp server, and /health, and can inject the faults of real model
+// servers (vLLM, TGI, llama.cpp, Ollama). It is a terminal handler.
 type Simulator struct {
 	// TTFT is the delay before the first token. Default: 0.
 	TTFT caddy.Duration `json:"ttft,omitempty"`
