@@ -183,7 +183,13 @@ func TestPoolHealth(t *testing.T) {
 		}
 	})
 	t.Run("readiness without a key says nothing more", func(t *testing.T) {
+		s := &usageSetup{port: port}
+		served := map[string]string{"model": "", "code": "200"}
+		before := s.metric(t, "caddy_ai_gateway_requests_total", served)
 		status, body := readiness(t, port, "")
+		if after := s.metric(t, "caddy_ai_gateway_requests_total", served); after != before {
+			t.Errorf("a readiness probe was counted as a request: %v -> %v", before, after)
+		}
 		if status != 200 || string(body) != `{"status":"ready"}` {
 			t.Errorf("%d %s", status, body)
 		}

@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/caddyserver/caddy/v2"
+
 	"github.com/caddyai/gateway/internal/wire"
 	"github.com/caddyai/gateway/routing"
 )
@@ -19,11 +21,13 @@ func (g *Gateway) isReadiness(r *http.Request) bool {
 // it adds, for each model the key may use, its state and the number of its hosts by health, the
 // requests in flight and queued at its admission gate. A key that is sent but wrong gets the 401
 // of every other path (and counts toward the brute-force guard), so the endpoint is no oracle
-// for keys.
-func (g *Gateway) serveReadiness(w http.ResponseWriter, r *http.Request, ex *exchange) error {
+// for keys. An answer is not counted in the gateway's request metrics (probes come every few
+// seconds); a refusal is, like any other.
+func (g *Gateway) serveReadiness(w http.ResponseWriter, r *http.Request) error {
+	ex := newExchange(r, g.now())
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header()["Allow"] = []string{"GET, HEAD"}
-		g.refuse(w, ex, wire.MethodNotAllowed(r.Method, r.URL.Path))
+		g.refuseReadiness(w, ex, wire.MethodNotAllowed(r.Method, r.URL.Path))
 		return nil
 	}
 	secret, _ := takeCredential(r.Header)
@@ -37,7 +41,7 @@ func (g *Gateway) serveReadiness(w http.ResponseWriter, r *http.Request, ex *exc
 					g.guardFailed(r, ex)
 				}
 			}
-			g.refuse(w, ex, werr)
+			g.refuseReadiness(w, ex, werr)
 			return nil
 		}
 		detail = true
@@ -118,4 +122,12 @@ func appendReadinessModel(dst []byte, name, state string, route *modelRoute, st 
 	num("in_flight", inFlight)
 	num("queue_depth", queued)
 	return append(dst, '}')
+}
+
+// refuseReadiness refuses a readiness request and records it like any refusal.
+func (g *Gateway) refuseReadiness(w http.ResponseWriter, ex *exchange, werr *wire.Error) {
+	g.refuse(w, ex, werr)
+	if repl, ok := ex.r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+		g.record(ex, repl)
+	}
 }

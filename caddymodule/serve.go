@@ -28,13 +28,13 @@ import (
 // to the next handler (reverse_proxy) through a response tap that completes usage and
 // normalises errors.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if g.isReadiness(r) {
+		return g.serveReadiness(w, r) // no request of a model: not counted as one
+	}
 	ex := newExchange(r, g.now())
 	caddyhttp.SetVar(r.Context(), varExchange, ex)
 	defer g.finish(ex, r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer))
 
-	if g.isReadiness(r) {
-		return g.serveReadiness(w, r, ex)
-	}
 	if werr := g.admit(ex, r); werr != nil {
 		g.refuse(w, ex, werr)
 		return nil
