@@ -220,6 +220,15 @@ type batchRun struct {
 	// instances, one of them ends a batch.
 	Closer     string `json:"closer,omitempty"`
 	CloseUntil int64  `json:"close_until,omitempty"`
+	// Enqueuer is the runner filling the queue with the batch's lines, until EnqueueUntil (unix
+	// ms): with several instances, one of them does (see holdEnqueue).
+	Enqueuer     string `json:"enqueuer,omitempty"`
+	EnqueueUntil int64  `json:"enqueue_until,omitempty"`
+	// OutputFile and ErrorFile are the ids of the batch's files, chosen when its close is first
+	// claimed: a close redone after a crash rewrites those files instead of leaving a first,
+	// unreferenced copy in the owner's list.
+	OutputFile string `json:"output_file,omitempty"`
+	ErrorFile  string `json:"error_file,omitempty"`
 	// Queued is set on a message batch once its requests are in the queue (the runner
 	// enqueues them, so a create cut short never leaves a batch half queued).
 	Queued bool `json:"queued,omitempty"`

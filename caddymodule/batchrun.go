@@ -272,6 +272,12 @@ func (st *runState) validate(ctx context.Context, owner string, b *batch.Batch) 
 		return err
 	}
 	if in.OK() {
+		held, err := st.updateRun(ctx, owner, b.ID, func(cur *batch.Batch, run *batchRun) error {
+			return st.holdEnqueue(run, cur.Status == batch.StatusValidating)
+		})
+		if err != nil || held == nil {
+			return err // started (or cancelled) meanwhile, or another runner is enqueueing
+		}
 		if _, err := st.q.Drop(ctx, b.ID); err != nil {
 			return err
 		}
@@ -327,7 +333,7 @@ func (st *runState) updateRun(ctx context.Context, owner, id string, fn func(b *
 
 // work claims up to workers lines and runs them side by side; it returns how many it claimed.
 func (st *runState) work(ctx context.Context) int {
-	items, err := st.q.Claim(ctx, st.r.consumer, st.r.workers, st.r.lease)
+	items, err := st.q.Claim(ctx, st.r.consumer, st.r.workers, st.r.currentLease())
 	if err != nil {
 		if ctx.Err() == nil {
 			st.r.logger.Error("claiming batch lines", zap.Error(err))
@@ -533,7 +539,8 @@ func (st *runState) sendHeld(ctx context.Context, it store.Item, ln lineRequest)
 	defer close(done)
 	go func() {
 		defer logPanic(st.r.logger, "batch lease keeper panicked")
-		t := time.NewTicker(st.r.lease / 3)
+		lease := st.r.currentLease()
+		t := time.NewTicker(lease / 3)
 		defer t.Stop()
 		for {
 			select {
@@ -542,7 +549,7 @@ func (st *runState) sendHeld(ctx context.Context, it store.Item, ln lineRequest)
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				if err := st.q.Extend(ctx, it, st.r.lease); err != nil {
+				if err := st.q.Extend(ctx, it, lease); err != nil {
 					return
 				}
 			}
@@ -648,11 +655,15 @@ func (st *runState) eachResult(ctx context.Context, batchID string, fn func(res 
 func (st *runState) close(ctx context.Context, owner string, b *batch.Batch, run batchRun, to batch.Status) error {
 	now := st.r.now()
 	// one runner ends a batch: the first to claim it, for closeLease (then another may take over)
-	claimed, err := st.updateRun(ctx, owner, b.ID, func(cur *batch.Batch, run *batchRun) error {
-		if cur.Status != b.Status || run.Closer != st.r.consumer && run.CloseUntil > now.UnixMilli() {
+	claimed, err := st.updateRun(ctx, owner, b.ID, func(cur *batch.Batch, cr *batchRun) error {
+		if cur.Status != b.Status || cr.Closer != st.r.consumer && cr.CloseUntil > now.UnixMilli() {
 			return errUnchanged
 		}
-		run.Closer, run.CloseUntil = st.r.consumer, now.Add(closeLease).UnixMilli()
+		cr.Closer, cr.CloseUntil = st.r.consumer, now.Add(closeLease).UnixMilli()
+		if cr.OutputFile == "" {
+			cr.OutputFile, cr.ErrorFile = store.NewID(batch.PrefixFile), store.NewID(batch.PrefixFile)
+		}
+		run = *cr
 		return nil
 	})
 	if err != nil || claimed == nil {
@@ -765,11 +776,15 @@ func (st *runState) close(ctx context.Context, owner string, b *batch.Batch, run
 
 // writeFile writes one of a batch's files (purpose batch_output) from what fill writes,
 // streamed into the blob directory (atomic: nothing is visible until it is complete) and
-// recorded as a file of the batch's owner. A file with no lines is not kept: "" is returned.
+// recorded as a file of the batch's owner, under the id the close chose for it (a close redone
+// after a crash rewrites the same file). A file with no lines is not kept: "" is returned.
 func (st *runState) writeFile(ctx context.Context, owner string, b *batch.Batch, run batchRun, which string,
 	fill func(w io.Writer) (int, error)) (string, error) {
 	now := st.r.now()
-	id := store.NewID(batch.PrefixFile)
+	id := run.OutputFile
+	if which == "error" {
+		id = run.ErrorFile
+	}
 	if err := st.objs.Put(ctx, store.Record{Kind: kindFileBlob, Owner: blobOwner, ID: id, Data: appendBlobRecord(nil, owner, now)}); err != nil {
 		return "", err
 	}

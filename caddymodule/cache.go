@@ -188,9 +188,12 @@ func (g *Gateway) serveHit(w http.ResponseWriter, ex *exchange, entry *cache.Ent
 	h["X-Cache"] = []string{cacheHit}
 	h["Age"] = []string{strconv.FormatInt(max(0, int64(g.now().Sub(entry.Created)/time.Second)), 10)}
 	h["X-Gateway-Overhead-Ms"] = []string{formatMS(g.now().Sub(ex.start))}
-	var body []byte
+	// the JSON hit and the replayed stream report the same usage: every prompt token cached
+	body := cache.MarkCached(ex.endpoint, ex.surface, entry.Body)
 	if ex.stream {
-		out, err := cache.AppendStream(nil, ex.endpoint, ex.surface, entry, ex.info.IncludeUsage)
+		marked := *entry
+		marked.Body = body
+		out, err := cache.AppendStream(nil, ex.endpoint, ex.surface, &marked, ex.info.IncludeUsage)
 		if err != nil {
 			return err
 		}
@@ -198,7 +201,6 @@ func (g *Gateway) serveHit(w http.ResponseWriter, ex *exchange, entry *cache.Ent
 		h["Content-Type"] = []string{"text/event-stream"}
 		h["Cache-Control"] = []string{"no-cache"}
 	} else {
-		body = cache.MarkCached(ex.endpoint, ex.surface, entry.Body)
 		h["Content-Type"] = []string{"application/json"}
 		h["Content-Length"] = []string{strconv.Itoa(len(body))}
 	}

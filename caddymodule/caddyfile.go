@@ -453,6 +453,8 @@ func parseStorage(d *caddyfile.Dispenser) (*StorageConfig, error) {
 			}
 		case "redis_prefix":
 			st.RedisPrefix, err = stringArg(d)
+		case "batch_lease":
+			st.BatchLease, err = durationArg(d)
 		default:
 			return d.Errf("unrecognized storage subdirective %q", name)
 		}

@@ -67,6 +67,8 @@ type exchange struct {
 	cacheTTL   time.Duration
 	cacheState string // HIT, MISS, BYPASS; empty when no cache applies
 	cacheEntry *cache.Entry
+
+	trace requestTrace // OpenTelemetry, with Caddy's tracing on (tracing.go)
 }
 
 // modelRoute is a model with where it runs and how its tokens are counted.
@@ -121,6 +123,7 @@ func newExchange(r *http.Request, now time.Time) *exchange {
 	// exactly one id travels upstream: the one the client gets back (a repeated header's
 	// other values are dropped)
 	r.Header["X-Request-Id"] = []string{ex.requestID}
+	ex.startTrace()
 	return ex
 }
 

@@ -97,6 +97,7 @@ type Gateway struct {
 	guard            *ratelimit.MemoryStore
 	guardHeld        bool
 	memoHeld         bool
+	metricsHeld      bool
 	accessLogWarning *sync.Once
 	cacheKey         string
 	keys             *atomic.Pointer[policy.KeyTable]
@@ -142,6 +143,9 @@ func (g *Gateway) Cleanup() error {
 	if g.memoHeld {
 		release(memoPool, "memo", "token memo")
 	}
+	if g.metricsHeld {
+		release(metricsPool, "metrics", "metrics")
+	}
 	if g.guardHeld {
 		release(guardPool, "auth", "auth guard")
 	}
@@ -159,6 +163,9 @@ func (g *Gateway) Cleanup() error {
 	}
 	if g.ops.healthHeld {
 		release(healthPool, "health", "pool health")
+	}
+	if g.ops.metricsHeld {
+		release(opsMetricsPool, "ops", "pool health and tokenizer metrics")
 	}
 	return errors.Join(errs...)
 }

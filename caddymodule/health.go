@@ -40,9 +40,10 @@ func (healthHandle) Destruct() error { return nil }
 
 // opsState is the gateway's day-two state: pool health and the upstream tokenizers' metric.
 type opsState struct {
-	health     *routing.Health
-	healthHeld bool
-	metrics    *opsMetrics
+	health      *routing.Health
+	healthHeld  bool
+	metrics     *opsMetrics
+	metricsHeld bool
 }
 
 // poolHealth is the probed state of a model's hosts, index for index with modelRoute.dials.

@@ -72,6 +72,12 @@ func (st *runState) msgTasks(ctx context.Context, id string) ([]batch.Task, erro
 // enqueueMsg puts a message batch's requests in the queue (from scratch, should an earlier
 // attempt have been cut short) and marks it queued.
 func (st *runState) enqueueMsg(ctx context.Context, owner string, m *batch.MessageBatch) error {
+	held, err := st.updateMsg(ctx, owner, m.ID, func(cur *batch.MessageBatch, run *batchRun) error {
+		return st.holdEnqueue(run, cur.ProcessingStatus == batch.ProcessingInProgress && !run.Queued)
+	})
+	if err != nil || held == nil {
+		return err // queued (or canceled) meanwhile, or another runner is enqueueing
+	}
 	tasks, err := st.msgTasks(ctx, m.ID)
 	if err != nil {
 		return err

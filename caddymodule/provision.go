@@ -47,7 +47,11 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 		g.anthropic[v] = struct{}{}
 	}
 	repl := caddy.NewReplacer()
-	g.metrics = newGatewayMetrics()
+	metrics, err := sharedMetrics()
+	if err != nil {
+		return err
+	}
+	g.metrics, g.metricsHeld = metrics, true
 	if err := g.metrics.register(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
 	}

@@ -30,7 +30,7 @@ func (g *Gateway) serveReadiness(w http.ResponseWriter, r *http.Request) error {
 		g.refuseReadiness(w, ex, wire.MethodNotAllowed(r.Method, r.URL.Path))
 		return nil
 	}
-	secret, _ := takeCredential(r.Header)
+	secret, _ := requestCredential(r)
 	detail := false
 	if secret != "" {
 		if werr := g.authenticate(ex, secret); werr != nil {

@@ -207,7 +207,13 @@ func (g *Gateway) admitToModel(ctx context.Context, ex *exchange) *wire.Error {
 	if ex.key != nil {
 		priority = ex.key.Priority
 	}
+	waitStart := g.now()
 	release, err := gate.Acquire(ctx, priority)
+	outcome := "admitted"
+	if err != nil {
+		outcome = "refused"
+	}
+	g.metrics.queueWait.WithLabelValues(ex.route.model.Name, outcome).Observe(g.now().Sub(waitStart).Seconds())
 	if err != nil {
 		if reason, ok := routing.RefusalReason(err); ok {
 			return wire.ModelOverloaded(ex.route.model.Name, reason, gate.RetryAfter())

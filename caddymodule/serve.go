@@ -28,6 +28,9 @@ import (
 // to the next handler (reverse_proxy) through a response tap that completes usage and
 // normalises errors.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if g.serveWithoutCredentialHeaders(w, r) {
+		return nil // served again without the credential headers Caddy's access log would show
+	}
 	if g.isReadiness(r) {
 		return g.serveReadiness(w, r) // no request of a model: not counted as one
 	}
@@ -52,7 +55,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return g.serveMessageBatches(w, r, ex)
 	}
 	if g.prepareCache(ex, r) {
-		if entry := g.cacheGet(r.Context(), ex); entry != nil {
+		span := ex.stage("ai_gateway.cache_lookup")
+		entry := g.cacheGet(r.Context(), ex)
+		ex.endCacheLookup(span)
+		if entry != nil {
 			return g.serveHit(w, ex, entry) // a hit takes a request from the limits, not tokens
 		}
 	}
@@ -114,10 +120,12 @@ func (g *Gateway) serveCountTokens(w http.ResponseWriter, ex *exchange) error {
 // dispatch takes a slot of the model's admission gate (or a fallback's), prepares the body for
 // the upstream and forwards the request.
 func (g *Gateway) dispatch(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, ex *exchange) error {
+	span := ex.stage("ai_gateway.admission")
 	werr := g.admitToModel(r.Context(), ex)
 	for werr != nil && capacityRefusal(werr) && g.switchToFallback(ex) {
 		werr = g.admitToModel(r.Context(), ex)
 	}
+	endStage(span)
 	if werr == nil {
 		werr = g.handOff(ex, r)
 	}
@@ -144,7 +152,9 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 		model := ex.route.model.Name
 		g.metrics.inFlight.WithLabelValues(model).Inc()
 		ex.handoff = g.now()
+		ex.startUpstreamSpan()
 		proxyErr = g.proxy(ex.tap, r, next)
+		ex.endUpstreamSpan()
 		g.metrics.inFlight.WithLabelValues(model).Dec()
 		g.metrics.upstream.WithLabelValues(model).Observe(g.now().Sub(ex.handoff).Seconds())
 		if !g.tryFallback(ex, ex.tap, proxyErr, r) {
@@ -233,6 +243,7 @@ var (
 func (g *Gateway) record(ex *exchange, repl *caddy.Replacer) {
 	ex.setPlaceholders(repl)
 	ex.logFields()
+	ex.recordTrace()
 	model := ex.modelName()
 	keyID := ""
 	if g.MetricsKeyID {
@@ -244,7 +255,11 @@ func (g *Gateway) record(ex *exchange, repl *caddy.Replacer) {
 		g.metrics.tokens.WithLabelValues(model, "prompt", keyID).Add(float64(ex.usage.PromptTokens))
 	}
 	if ex.usage.CompletionTokens > 0 {
-		g.metrics.tokens.WithLabelValues(model, "completion", keyID).Add(float64(ex.usage.CompletionTokens))
+		kind := "completion"
+		if ex.cacheState == cacheHit {
+			kind = "cached_completion" // replayed from the response cache, not generated
+		}
+		g.metrics.tokens.WithLabelValues(model, kind, keyID).Add(float64(ex.usage.CompletionTokens))
 	}
 	if ex.usage.CachedTokens > 0 {
 		g.metrics.tokens.WithLabelValues(model, "cached", keyID).Add(float64(ex.usage.CachedTokens))
@@ -266,10 +281,7 @@ func (g *Gateway) record(ex *exchange, repl *caddy.Replacer) {
 // the rate limits. On success the exchange holds the key, the model, the rewritten body and the
 // reservation.
 func (g *Gateway) admit(ex *exchange, r *http.Request) *wire.Error {
-	secret, header := takeCredential(r.Header)
-	if header != "Authorization" && header != "" {
-		g.warnKeyInAccessLog(r, header)
-	}
+	secret, _ := requestCredential(r)
 	if line := batchLineOf(r); line != nil {
 		// a line of a batch, run by the batch runner as a request of the key that owns it
 		if werr := g.authenticateLine(ex, line); werr != nil {
@@ -336,7 +348,10 @@ func (g *Gateway) admit(ex *exchange, r *http.Request) *wire.Error {
 	} else if len(out) != len(ex.body.bytes()) || &out[0] != &ex.body.bytes()[0] {
 		ex.body.replace(out)
 	}
-	if werr := g.countPrompt(ex); werr != nil {
+	span := ex.stage("ai_gateway.count_tokens")
+	werr := g.countPrompt(ex)
+	ex.endCount(span)
+	if werr != nil {
 		return werr
 	}
 	return g.admitLimits(r.Context(), ex)
@@ -612,19 +627,4 @@ func takeCredential(h http.Header) (secret, header string) {
 	delete(h, "X-Api-Key")
 	delete(h, "Api-Key")
 	return secret, header
-}
-
-// warnKeyInAccessLog warns once when a key arrives in x-api-key or api-key on a server that
-// writes access logs: Caddy logs a copy of the request headers taken before any handler runs and
-// redacts only Authorization and Cookie, so those headers must be filtered in the log config.
-func (g *Gateway) warnKeyInAccessLog(r *http.Request, header string) {
-	srv, _ := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
-	if srv == nil || srv.Logs == nil || srv.Logs.ShouldLogCredentials {
-		return
-	}
-	g.accessLogWarning.Do(func() {
-		g.logger.Warn("API keys arrive in the "+header+" header and this server writes access logs: Caddy redacts only "+
-			"Authorization there, so add to the site's log block: format filter { request>headers>X-Api-Key delete; "+
-			"request>headers>Api-Key delete } (see the README, Logs)", zap.String("header", header))
-	})
 }

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -35,6 +36,10 @@ type StorageConfig struct {
 	RedisURL string `json:"redis_url,omitempty"`
 	// RedisPrefix namespaces the store's Redis keys. Default: aigw:store:.
 	RedisPrefix string `json:"redis_prefix,omitempty"`
+	// BatchLease is how long an instance holds a batch line it runs (renewed every third of it
+	// while the line runs): after a crash, the line is run again once its lease has ended, by
+	// the next start or another instance. At least 1s. Default: 30s.
+	BatchLease caddy.Duration `json:"batch_lease,omitempty"`
 }
 
 // FilesConfig bounds the Files API (/v1/files).
@@ -122,7 +127,7 @@ func (g *Gateway) provisionStorage(repl *caddy.Replacer) error {
 		h.cancel = cancel
 		h.logger = caddy.Log().Named("ai_gateway.store")
 		go h.sweep(ctx, sweepInterval)
-		h.runner = newBatchRunner(h, caddy.Log().Named("ai_gateway.batch"))
+		h.runner = h.newRunner(caddy.Log().Named("ai_gateway.batch"))
 		go h.runner.run(ctx)
 		return h, nil
 	})
@@ -130,6 +135,7 @@ func (g *Gateway) provisionStorage(repl *caddy.Replacer) error {
 		return err
 	}
 	g.backendKey, g.backend = key, val.(*backendHandle)
+	g.backend.lease.Store(int64(st.BatchLease)) // the latest config's lease, for the lines claimed from now on
 	return nil
 }
 
@@ -143,6 +149,8 @@ func (g *Gateway) validateStorage() error {
 		return errors.New("files: max_lines must not be negative")
 	case fc.BatchExpiry < 0:
 		return errors.New("files: batch_expiry must not be negative")
+	case g.Storage.BatchLease != 0 && time.Duration(g.Storage.BatchLease) < minBatchLease:
+		return fmt.Errorf("storage: batch_lease must be at least %s", minBatchLease)
 	}
 	return nil
 }
@@ -163,6 +171,7 @@ type backendHandle struct {
 	cancel    context.CancelFunc
 	logger    *zap.Logger
 	runner    *batchRunner
+	lease     atomic.Int64 // the batch line lease of the config provisioned last, ns; 0: the runner's default
 
 	mu      sync.Mutex
 	closed  bool
@@ -321,4 +330,32 @@ func (h *backendHandle) Destruct() error {
 	}
 	h.objects, h.blobs, h.client = nil, nil, nil
 	return errors.Join(errs...)
+}
+
+// minBatchLease is the shortest batch_lease: a line's lease is renewed every third of it.
+const minBatchLease = time.Second
+
+// currentLease is the lease a batch line is claimed and renewed on: the store's configured
+// batch_lease, else the runner's default.
+func (r *batchRunner) currentLease() time.Duration {
+	if d := time.Duration(r.h.lease.Load()); d > 0 {
+		return d
+	}
+	return r.lease
+}
+
+// boltRunner is the name of the batch runner of a bolt store, the same in every process.
+const boltRunner = "bolt"
+
+// newRunner is the store's batch runner. A bolt file is held by one process at a time, so the
+// holds its runner takes in batch records (ending a batch, filling the queue) can only be its
+// own or those of a process gone: its runner goes by one name across restarts, and a start
+// after a crash takes up a close or an enqueueing cut short at once instead of waiting out a
+// dead process's hold (five minutes for a close). With Redis every process has its own name.
+func (h *backendHandle) newRunner(logger *zap.Logger) *batchRunner {
+	r := newBatchRunner(h, logger)
+	if h.redisOpts == nil {
+		r.consumer = boltRunner
+	}
+	return r
 }

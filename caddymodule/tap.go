@@ -155,6 +155,7 @@ func (t *responseTap) firstToken() {
 	now := t.g.now()
 	t.ex.firstToken = now
 	t.lastToken = now
+	t.ex.endUpstreamSpan()
 	if t.ex.route != nil {
 		t.g.metrics.ttft.WithLabelValues(t.ex.route.model.Name).Observe(now.Sub(t.ex.start).Seconds())
 	}

@@ -49,6 +49,7 @@ func (s HostState) Available() bool { return s == HostUnknown || s == HostHealth
 // never takes a lock.
 type HostHealth struct {
 	state atomic.Uint32
+	fails atomic.Uint32 // failed probes in a row while not yet down
 }
 
 // State returns the host's current state.
@@ -142,6 +143,10 @@ const (
 	DefaultHealthTimeout = 2 * time.Second
 	// DefaultHealthPath is the health endpoint of vLLM, TGI and llama.cpp server (Ollama's is /).
 	DefaultHealthPath = "/health"
+	// DefaultHealthFails is how many failed probes in a row mark a host down.
+	DefaultHealthFails = 2
+	// maxRetryDelay bounds the wait before probing again a host whose probe just failed.
+	maxRetryDelay = 500 * time.Millisecond
 )
 
 // ProbeTarget is one upstream to probe: the URL to GET and where its state goes.
@@ -159,6 +164,12 @@ type ProberOptions struct {
 	Timeout time.Duration
 	// Header is sent with every probe (an upstream credential, say). Optional.
 	Header http.Header
+	// Fails is how many failed probes in a row (no answer, or an answer that is neither 2xx
+	// nor loading) mark a host down; after a first failure the host is probed again within
+	// 0.5s (or Interval, if shorter). A loading answer counts at once: the server says so
+	// itself. Default: 2, so one lost probe, or a first probe sent before the server (or the
+	// Caddy that serves it) listens, removes no host.
+	Fails int
 	// OnChange, when set, is called when a host's state changes. It must be quick.
 	OnChange func(url string, from, to HostState, err error)
 }
@@ -182,39 +193,62 @@ func NewProber(client *http.Client, opts ProberOptions) *Prober {
 	if opts.Timeout <= 0 {
 		opts.Timeout = DefaultHealthTimeout
 	}
+	if opts.Fails <= 0 {
+		opts.Fails = DefaultHealthFails
+	}
 	return &Prober{client: client, opts: opts}
 }
 
 // Run probes every target at once and then every Interval until ctx is done. It blocks.
+// A round in which a host failed for the first time is followed by another within 0.5s.
 func (p *Prober) Run(ctx context.Context, targets []ProbeTarget) {
-	ticker := time.NewTicker(p.opts.Interval)
-	defer ticker.Stop()
+	retry := min(p.opts.Interval, maxRetryDelay)
 	for ctx.Err() == nil {
-		p.ProbeAll(ctx, targets)
+		wait := p.opts.Interval
+		if p.ProbeAll(ctx, targets) {
+			wait = retry
+		}
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
-		case <-ticker.C:
+		case <-t.C:
 		}
+		t.Stop()
 	}
 }
 
-// ProbeAll probes every target concurrently and returns when all are done.
-func (p *Prober) ProbeAll(ctx context.Context, targets []ProbeTarget) {
+// ProbeAll probes every target concurrently and returns when all are done. It reports whether
+// a host failed without being marked down yet (it should be probed again soon).
+func (p *Prober) ProbeAll(ctx context.Context, targets []ProbeTarget) (pending bool) {
 	var wg sync.WaitGroup
+	var anyPending atomic.Bool
 	for _, t := range targets {
-		wg.Go(func() { p.Probe(ctx, t) })
+		wg.Go(func() {
+			if p.Probe(ctx, t) != HostDown && t.Host.fails.Load() > 0 {
+				anyPending.Store(true)
+			}
+		})
 	}
 	wg.Wait()
+	return anyPending.Load()
 }
 
-// Probe probes one target and records its state, which it returns. When ctx itself ends (a
-// reload, a shutdown) the state is left as it was: the upstream did nothing wrong.
+// Probe probes one target and records its state, which it returns: down only after Fails
+// failures in a row. When ctx itself ends (a reload, a shutdown) the state is left as it was:
+// the upstream did nothing wrong.
 func (p *Prober) Probe(ctx context.Context, t ProbeTarget) HostState {
 	status, ct, body, err := p.fetch(ctx, t.URL)
 	if ctx.Err() != nil {
 		return t.Host.State()
 	}
 	s := ClassifyProbe(status, ct, body, err)
+	if s != HostDown {
+		t.Host.fails.Store(0)
+	} else if cur := t.Host.State(); cur != HostDown && int(t.Host.fails.Add(1)) < p.opts.Fails {
+		return cur // one failure more before it is down
+	} else {
+		t.Host.fails.Store(0)
+	}
 	if from := t.Host.Set(s); from != s && p.opts.OnChange != nil {
 		if err == nil && s != HostHealthy {
 			err = fmt.Errorf("status %d", status)

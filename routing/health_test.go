@@ -116,8 +116,11 @@ func TestProberFlipsBothWays(t *testing.T) {
 		t.Fatalf("ready server: %s", s)
 	}
 	srv.Close()
+	if s := p.Probe(ctx, target); s != HostHealthy {
+		t.Fatalf("closed server, first failure: %s; one failure removes no host", s)
+	}
 	if s := p.Probe(ctx, target); s != HostDown {
-		t.Fatalf("closed server: %s", s)
+		t.Fatalf("closed server, second failure: %s", s)
 	}
 	want := []string{"unknown>loading", "loading>healthy", "healthy>down"}
 	if len(changes) != len(want) {
@@ -156,8 +159,9 @@ func TestProberTimeoutAndCancel(t *testing.T) {
 	if s := p.Probe(ctx, target); s != HostHealthy {
 		t.Fatalf("a cancelled probe changed the state to %s", s)
 	}
+	p.Probe(context.Background(), target)
 	if s := p.Probe(context.Background(), target); s != HostDown {
-		t.Fatalf("a server that never answers: %s", s)
+		t.Fatalf("a server that never answers, twice: %s", s)
 	}
 }
 
@@ -202,5 +206,31 @@ func BenchmarkPoolRefusal(b *testing.B) {
 		if Summarize(hosts).Refusal() != "" {
 			b.Fatal("refused")
 		}
+	}
+}
+
+// TestProberRetriesAFirstFailureSoon: a host whose probe failed once is probed again within
+// 0.5s, not a whole interval later, and is down after the second failure.
+func TestProberRetriesAFirstFailureSoon(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	changed := make(chan HostState, 4)
+	p := NewProber(nil, ProberOptions{Interval: time.Hour, Timeout: time.Second,
+		OnChange: func(_ string, _, to HostState, _ error) { changed <- to }})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	host := new(HostHealth)
+	go p.Run(ctx, []ProbeTarget{{URL: "http://" + addr + "/health", Host: host}})
+	select {
+	case s := <-changed:
+		if s != HostDown {
+			t.Fatalf("changed to %s", s)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no second probe within the retry delay (the interval is an hour)")
 	}
 }

@@ -1,0 +1,83 @@
+package caddymodule_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/caddyai/gateway/policy"
+	"github.com/caddyai/gateway/simulator"
+)
+
+// TestPlaceholderForms: the README's working forms of the gateway's placeholders: `header
+// >Name` (deferred until the response is written, after ai_gateway ran), `header_up` inside
+// reverse_proxy (sent upstream), and `log_append` (the access log entry); on JSON answers and
+// streams.
+func TestPlaceholderForms(t *testing.T) {
+	up := newUpstream(t, simulator.Config{})
+	port := freePort(t)
+	accessPath := filepath.Join(t.TempDir(), "access.log")
+	startCaddy(t, globalOptions+fmt.Sprintf(`
+:%d {
+	log {
+		output file %s
+	}
+	header >X-Ai-Key-Id {http.ai_gateway.key_id}
+	header >X-Ai-Model {http.ai_gateway.model}
+	log_append ai_tenant {http.ai_gateway.key_id}
+	log_append ai_cache {http.ai_gateway.cache}
+	ai_gateway {
+		key %s {
+			id placeholder-team
+		}
+		model demo-llama {
+			alias llama
+			upstream %s
+		}
+	}
+	reverse_proxy {
+		dynamic ai_gateway
+		header_up X-Gateway-Key-Id {http.ai_gateway.key_id}
+		header_up X-Gateway-Model {http.ai_gateway.model}
+	}
+}
+`, port, accessPath, policy.FormatHash(policy.HashSecret(secretAll)), up.addr()))
+	s := &usageSetup{port: port, upstream: up}
+	for _, body := range []string{chatBody, streamBody(false)} {
+		resp, b := s.do(t, "/v1/chat/completions", "", body)
+		if resp.StatusCode != 200 {
+			t.Fatalf("%d %s", resp.StatusCode, b)
+		}
+		if got := resp.Header.Get("X-Ai-Key-Id"); got != "placeholder-team" {
+			t.Errorf("header >X-Ai-Key-Id: %q", got)
+		}
+		if got := resp.Header.Get("X-Ai-Model"); got != "demo-llama" {
+			t.Errorf("header >X-Ai-Model: %q", got)
+		}
+	}
+	for _, r := range up.requests() {
+		if r.Header.Get("X-Gateway-Key-Id") != "placeholder-team" || r.Header.Get("X-Gateway-Model") != "demo-llama" {
+			t.Errorf("header_up: the upstream got key id %q model %q", r.Header.Get("X-Gateway-Key-Id"), r.Header.Get("X-Gateway-Model"))
+		}
+	}
+	data, err := os.ReadFile(accessPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := bytes.Split(bytes.TrimSpace(data), []byte("\n"))
+	if len(lines) != 2 {
+		t.Fatalf("%d access log entries, want 2:\n%s", len(lines), data)
+	}
+	for _, l := range lines {
+		var e map[string]any
+		if err := json.Unmarshal(l, &e); err != nil {
+			t.Fatal(err)
+		}
+		if e["ai_tenant"] != "placeholder-team" {
+			t.Errorf("log_append ai_tenant: %v", e["ai_tenant"])
+		}
+	}
+}
