@@ -36,6 +36,7 @@ test-binary: build
 	$(CADDY) list-modules | grep -q '^http.reverse_proxy.upstreams.ai_gateway$$'
 	$(CADDY) list-modules | grep -q '^http.handlers.ai_simulator$$'
 	$(CADDY) list-modules | grep -q '^http.reverse_proxy.selection_policies.ai_least_load$$'
+	$(CADDY) list-modules | grep -q '^admin.api.ai_gateway$$'
 	@for f in Caddyfile examples/*.Caddyfile; do \
 		$(CADDY) validate --config $$f --adapter caddyfile >/dev/null 2>&1 || { echo "invalid: $$f"; $(CADDY) validate --config $$f --adapter caddyfile; exit 1; }; \
 		echo "valid: $$f"; \

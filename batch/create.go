@@ -31,9 +31,8 @@ const (
 )
 
 // SupportedEndpoints are the endpoints the gateway can run batch lines for today, the list a
-// caller passes to ParseCreateRequest unless its configuration narrows it (/v1/responses joins
-// once the gateway serves it).
-var SupportedEndpoints = []string{"/v1/chat/completions", "/v1/completions", "/v1/embeddings"}
+// caller passes to ParseCreateRequest unless its configuration narrows it.
+var SupportedEndpoints = []string{"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses"}
 
 // More error codes of request-level refusals, as the OpenAI API names them.
 const (
@@ -143,7 +142,7 @@ func ParseCreateRequest(body []byte, endpoints []string) (*CreateRequest, *wire.
 		return nil, missing("endpoint")
 	case endpoint.Type != gjson.String:
 		return nil, badType("endpoint", "a string", endpoint)
-	case !contains(endpoints, endpoint.Str):
+	case !contains(endpoints, endpoint.Str) && !IsPredictEndpoint(endpoint.Str):
 		return nil, badEnum("endpoint", endpoint.Str, endpoints)
 	case !window.Exists():
 		return nil, missing("completion_window")
@@ -161,6 +160,25 @@ func ParseCreateRequest(body []byte, endpoints []string) (*CreateRequest, *wire.
 		return nil, err
 	}
 	return req, nil
+}
+
+// IsPredictEndpoint reports whether endpoint is a predict model's path,
+// /v1/models/{model_id}/predict: the gateway's extension of the endpoints a batch may address
+// (not in OpenAI's enum), for its own clients.
+func IsPredictEndpoint(endpoint string) bool {
+	_, ok := PredictModel(endpoint)
+	return ok
+}
+
+// PredictModel returns the model id of a predict endpoint (/v1/models/{model_id}/predict; the
+// id may contain '/').
+func PredictModel(endpoint string) (string, bool) {
+	id, ok := strings.CutPrefix(endpoint, "/v1/models/")
+	if !ok {
+		return "", false
+	}
+	id, ok = strings.CutSuffix(id, "/predict")
+	return id, ok && id != "" && !strings.HasPrefix(id, "/") && !strings.HasSuffix(id, "/")
 }
 
 // maxFileIDLen bounds an input_file_id: real ids are short, and the id is echoed back.

@@ -119,7 +119,7 @@ func TestParseCreateRequestErrors(t *testing.T) {
 
 func TestParseCreateRequestMessages(t *testing.T) {
 	_, err := ParseCreateRequest([]byte(`{"input_file_id":"f","endpoint":"/v1/x","completion_window":"24h"}`), endpoints)
-	want := "Invalid value: '/v1/x'. Supported values are: '/v1/chat/completions', '/v1/completions', '/v1/embeddings'."
+	want := "Invalid value: '/v1/x'. Supported values are: '/v1/chat/completions', '/v1/completions', '/v1/embeddings', '/v1/responses'."
 	if err.Message != want {
 		t.Fatalf("message %q", err.Message)
 	}

@@ -339,6 +339,10 @@ func (v *inputValidator) check(line []byte, start int64, n, index int) (LineErro
 		*slot = val
 		return true
 	})
+	if id, ok := PredictModel(v.endpoint); ok && dup == "" {
+		// a predict line: its model is the endpoint's, whatever the body says
+		model = gjson.Result{Type: gjson.String, Str: id}
+	}
 	switch {
 	case dup != "":
 		return lineErr(n, CodeDuplicateKey, dup, "Line %d has the key '%s' twice.", n, dup), false

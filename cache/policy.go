@@ -47,6 +47,9 @@ const (
 	ReasonTemperature = "temperature"
 	ReasonN           = "n"
 	ReasonTools       = "tools"
+	// ReasonStored is a Responses request that is stored (store not false) or streamed: its
+	// answer names a response id that belongs to the key that made it.
+	ReasonStored = "stored"
 )
 
 // Policy is how the cache treats the requests of a route.
@@ -121,7 +124,7 @@ func (p Policy) ScopeID(keyID string) string {
 //
 // Chat completions, completions and Anthropic messages are deterministic when temperature is
 // explicitly 0 or a seed is set, n is absent, null or 1, and there are no tools (tools or the
-// legacy functions, a non-empty array) unless when is "always". Embeddings are always
+// legacy functions, a non-empty array) unless when is "always". Embeddings and predict answers are always
 // deterministic. Under "always" every well-formed request of those endpoints is cacheable.
 // Other endpoints never are. reason is empty when ok, else one of the Reason constants.
 func Cacheable(e wire.Endpoint, body []byte, when string) (ok bool, reason string) {
@@ -137,7 +140,11 @@ func Cacheable(e wire.Endpoint, body []byte, when string) (ok bool, reason strin
 	if !gjson.Valid(js) {
 		return false, ReasonBody
 	}
-	if spec.Dialect == wire.DialectEmbedding || when == WhenAlways { // an embedding is not sampled
+	if spec.Dialect == wire.DialectResponses && !unstoredJSON(js) {
+		return false, ReasonStored
+	}
+	if spec.Dialect == wire.DialectEmbedding || spec.Dialect == wire.DialectPredict || when == WhenAlways {
+		// an embedding is not sampled, nor is a predict model's answer (a classifier's, a ranker's)
 		return true, ""
 	}
 	// One pass over the top-level members.
@@ -169,6 +176,13 @@ func Cacheable(e wire.Endpoint, body []byte, when string) (ok bool, reason strin
 		return false, ReasonTemperature
 	}
 	return true, ""
+}
+
+// unstoredJSON reports whether a Responses body asks for a JSON answer that is not stored
+// (store: false, stream absent or false): only such an answer may be given to another request.
+func unstoredJSON(js string) bool {
+	r := gjson.GetMany(js, "store", "stream")
+	return r[0].Type == gjson.False && (r[1].Type == gjson.False || !r[1].Exists() || r[1].Type == gjson.Null)
 }
 
 // nonEmptyArray reports whether v is an array with at least one element, or any other non-null

@@ -42,6 +42,17 @@ func MarkCached(e wire.Endpoint, s wire.Surface, body []byte) []byte {
 		}
 		return out
 	}
+	if d == wire.DialectResponses {
+		in := usage.Get("input_tokens")
+		if in.Type != gjson.Number {
+			return body
+		}
+		out, err := sjson.SetBytes(body, "usage.input_tokens_details.cached_tokens", max(in.Int(), 0))
+		if err != nil {
+			return body
+		}
+		return out
+	}
 	if d != wire.DialectChat && d != wire.DialectCompletion {
 		return body
 	}

@@ -118,7 +118,8 @@ func (bs *batchService) create(w http.ResponseWriter, r *http.Request) ([]byte, 
 		Data: appendBlobRecord(nil, bs.owner, now)}); err != nil {
 		return nil, bs.g.storeError(bs.ex, "recording a batch", err)
 	}
-	if err := bs.objs.Put(ctx, store.Record{Kind: kindBatch, Owner: bs.owner, ID: b.ID, Data: encodeBatch(b, run)}); err != nil {
+	if err := bs.objs.Put(ctx, store.Record{Kind: kindBatch, Owner: bs.owner, ID: b.ID, Data: encodeBatch(b, run),
+		ExpiresAt: now.Add(time.Duration(bs.g.Batches.Retention))}); err != nil {
 		return nil, bs.g.storeError(bs.ex, "recording a batch", err)
 	}
 	bs.g.backend.wakeRunner()
@@ -238,6 +239,8 @@ type batchRun struct {
 	// AnthropicVersion is the anthropic-version of a message batch's create request, sent
 	// with each of its requests.
 	AnthropicVersion string `json:"anthropic_version,omitempty"`
+	// Model is the model a message batch's requests name (mixed for several), for the metrics.
+	Model string `json:"model,omitempty"`
 }
 
 // encodeBatch is a batch's record: {"object":<the batch object>,"run":{...}}.

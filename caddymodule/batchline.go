@@ -6,7 +6,6 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
-	"strconv"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -30,6 +29,9 @@ type batchLineCtxKey struct{}
 // batchLine is the identity of a request the batch runner makes for a line.
 type batchLine struct {
 	keyID, batchID, customID string
+	// deferred is set by the pipeline when it put the line off for want of spare capacity
+	// (whatever the envelope of the answer: the Anthropic one has no error code).
+	deferred bool
 }
 
 // batchLineOf returns the batch line a request runs, or nil for a client's request.
@@ -68,12 +70,13 @@ func sendLine(ctx context.Context, ln lineRequest) (ans lineAnswer) {
 	if host == "" {
 		host = "localhost"
 	}
-	ctx = context.WithValue(ctx, batchLineCtxKey{}, &batchLine{keyID: ln.Owner, batchID: ln.BatchID, customID: ln.CustomID})
+	line := &batchLine{keyID: ln.Owner, batchID: ln.BatchID, customID: ln.CustomID}
+	ctx = context.WithValue(ctx, batchLineCtxKey{}, line)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+host+ln.Run.Prefix+ln.Endpoint, bytes.NewReader(ln.Body))
 	if err != nil {
 		return lineAnswer{Err: err}
 	}
-	req.RemoteAddr = lineRemoteAddr
+	req.RemoteAddr, req.RequestURI = lineRemoteAddr, req.URL.RequestURI()
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "ai_gateway-batch")
 	if ln.Run.AnthropicVersion != "" {
@@ -84,11 +87,8 @@ func sendLine(ctx context.Context, ln lineRequest) (ans lineAnswer) {
 	if ctx.Err() != nil && rec.Body.Len() == 0 {
 		return lineAnswer{Err: ctx.Err()} // stopped before anything was answered
 	}
-	ans = lineAnswer{Status: rec.Code, Body: rec.Body.Bytes(), RequestID: rec.Header().Get("X-Request-Id")}
-	if s, err := strconv.Atoi(rec.Header().Get("Retry-After")); err == nil && s > 0 {
-		ans.RetryAfter = time.Duration(s) * time.Second
-	}
-	return ans
+	return lineAnswer{Status: rec.Code, Body: rec.Body.Bytes(), RequestID: rec.Header().Get("X-Request-Id"),
+		RetryAfter: lineRetryAfter(rec.Header()), Deferred: line.deferred}
 }
 
 // lineServer finds the named server of the running config (the only one when the name is
@@ -141,18 +141,22 @@ const batchDeferRetry = time.Second
 
 // batchDeferred is the refusal of a batch line while the model's pool has no spare capacity
 // (every slot taken, or interactive requests waiting).
-func batchDeferred(model string) *wire.Error {
+func batchDeferred(model string, retryAfter time.Duration) *wire.Error {
 	return &wire.Error{Status: http.StatusServiceUnavailable, Type: wire.TypeServer, Code: codeBatchDeferred, Reason: codeBatchDeferred,
-		RetryAfter: batchDeferRetry, Message: "The model " + model + " has no spare capacity for batch requests right now."}
+		RetryAfter: retryAfter, Message: "The model " + model + " has no spare capacity for batch requests right now."}
 }
 
 // recordBatchLine counts a batch line's outcome and tokens, with the status the runner judges
-// it by (transient).
+// it by (transient). A line deferred for spare capacity is logged at debug level only (it is
+// the normal state of a batch on a busy pool, not an error) and not counted as a request.
 func (g *Gateway) recordBatchLine(ex *exchange, model string) {
 	outcome := "failed"
 	switch {
 	case ex.status >= 200 && ex.status < 300:
 		outcome = "done"
+	case ex.reject == codeBatchDeferred:
+		outcome, ex.batchLine.deferred = "deferred", true
+		caddyhttp.SetVar(ex.r.Context(), caddyhttp.LogLevelVar, "debug")
 	case transient(lineAnswer{Status: ex.status}):
 		outcome = "retried"
 	}

@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tidwall/gjson"
@@ -44,7 +46,11 @@ type batchRunner struct {
 	lease    time.Duration
 	every    time.Duration
 	wake     chan struct{}
-	done     chan struct{} // closed when run returns
+	done     chan struct{}                  // closed when run returns
+	settings atomic.Pointer[runnerSettings] // set by the configs using the store; nil: defaults
+	gauges   batchGauges                    // what the last pass over the active batches saw
+	// storeLogged is when the runner last logged that its store is unavailable (unix ns).
+	storeLogged atomic.Int64
 }
 
 // lineRequest is one line to run: the body as a request of the owning key to the batch's
@@ -62,6 +68,9 @@ type lineAnswer struct {
 	RequestID  string
 	RetryAfter time.Duration
 	Err        error
+	// Deferred: the line was put off for want of spare capacity, the model's batch cap or its
+	// dispatch rate, and never sent.
+	Deferred bool
 }
 
 // Runner defaults.
@@ -75,7 +84,7 @@ const (
 
 func newBatchRunner(h *backendHandle, logger *zap.Logger) *batchRunner {
 	host, _ := os.Hostname()
-	return &batchRunner{h: h, logger: logger, now: time.Now, send: sendLine,
+	return &batchRunner{h: h, logger: logger, now: runnerNow, send: sendLine,
 		consumer: host + "-" + strconv.Itoa(os.Getpid()), workers: batchWorkers, lease: batchLease, every: batchTick,
 		wake: make(chan struct{}, 1), done: make(chan struct{})}
 }
@@ -130,6 +139,9 @@ func (r *batchRunner) tick(ctx context.Context) {
 	}
 	st := runState{r: r, objs: objs, blobs: blobs, q: objs.Queue(batchQueue)}
 	st.advance(ctx)
+	if st.storeDown {
+		return // the store cannot answer: try again next tick
+	}
 	for ctx.Err() == nil && st.work(ctx) > 0 {
 		st.advance(ctx)
 	}
@@ -150,27 +162,40 @@ type runState struct {
 	objs  store.Backend
 	blobs *store.Dir
 	q     store.Queue
+	// deferred counts the lines of the current work round given back for want of spare
+	// capacity: a round that only deferred ends the tick instead of claiming more.
+	deferred atomic.Int64
+	tally    batchTally // what the pass over the active batches sees, for the metrics
+	// storeDown is set when the pass could not list the active batches for want of a store.
+	storeDown bool
 }
 
 // errUnchanged tells an Update that nothing is to be written.
 var errUnchanged = errors.New("unchanged")
 
-// advance moves every active batch along its lifecycle.
+// advance moves every active batch along its lifecycle; a complete pass sets the gauges.
 func (st *runState) advance(ctx context.Context) {
+	st.tally = batchTally{}
 	for after := ""; ctx.Err() == nil; {
 		page, err := st.objs.List(ctx, kindBatchActive, blobOwner, store.ListOptions{After: after, Limit: 1000, Order: store.OrderAsc})
 		if err != nil {
-			st.r.logger.Error("listing active batches", zap.Error(err))
+			st.storeDown = errors.Is(err, store.ErrUnavailable)
+			if ctx.Err() == nil {
+				st.r.logError("listing active batches", err)
+			}
 			return
 		}
 		for _, rec := range page.Records {
 			after = rec.ID
 			owner, created := blobRecordOf(rec.Data)
 			if err := st.step(ctx, owner, rec.ID, created); err != nil && ctx.Err() == nil {
-				st.r.logger.Error("running a batch", zap.String("batch_id", rec.ID), zap.Error(err))
+				st.r.logError("running a batch", err, zap.String("batch_id", rec.ID))
 			}
 		}
 		if !page.HasMore {
+			if m := st.r.settingsOf().metrics; m != nil {
+				st.r.gauges.publish(&m.batch, &st.tally)
+			}
 			return
 		}
 	}
@@ -195,6 +220,9 @@ func (st *runState) step(ctx context.Context, owner, id string, created int64) e
 		return err
 	}
 	now := st.r.now()
+	if !b.Status.Terminal() {
+		st.tally.batch(apiOpenAI, string(b.Status))
+	}
 	switch b.Status {
 	case batch.StatusValidating:
 		return st.validate(ctx, owner, b)
@@ -204,6 +232,7 @@ func (st *runState) step(ctx context.Context, owner, id string, created int64) e
 		}
 		n, err := st.q.Pending(ctx, b.ID)
 		if err != nil || n > 0 {
+			st.tally.wait(b.Model, int64(n))
 			return err
 		}
 		return st.close(ctx, owner, b, run, batch.StatusCompleted)
@@ -294,7 +323,7 @@ func (st *runState) validate(ctx context.Context, owner string, b *batch.Batch) 
 		}
 	}
 	now := st.r.now()
-	_, err = st.update(ctx, owner, b.ID, func(b *batch.Batch) error {
+	got, err := st.update(ctx, owner, b.ID, func(b *batch.Batch) error {
 		if b.Status != batch.StatusValidating {
 			return errUnchanged // cancelled meanwhile: the next step finishes that
 		}
@@ -303,6 +332,9 @@ func (st *runState) validate(ctx context.Context, owner string, b *batch.Batch) 
 		}
 		return b.Start(now, in.Model, int64(len(in.Tasks)))
 	})
+	if got != nil && got.Status == batch.StatusFailed {
+		st.r.countEnded(apiOpenAI, string(got.Status))
+	}
 	return err
 }
 
@@ -331,12 +363,14 @@ func (st *runState) updateRun(ctx context.Context, owner, id string, fn func(b *
 	return out, err
 }
 
-// work claims up to workers lines and runs them side by side; it returns how many it claimed.
+// work claims up to workers lines and runs them side by side; it returns how many it claimed
+// and did not defer (so a pool without spare capacity is not asked again before the next tick).
 func (st *runState) work(ctx context.Context) int {
-	items, err := st.q.Claim(ctx, st.r.consumer, st.r.workers, st.r.currentLease())
+	st.deferred.Store(0)
+	items, err := st.q.Claim(ctx, st.r.consumer, st.r.concurrency(), st.r.currentLease())
 	if err != nil {
 		if ctx.Err() == nil {
-			st.r.logger.Error("claiming batch lines", zap.Error(err))
+			st.r.logError("claiming batch lines", err)
 		}
 		return 0
 	}
@@ -352,7 +386,7 @@ func (st *runState) work(ctx context.Context) int {
 		}()
 	}
 	wg.Wait()
-	return len(items)
+	return len(items) - int(st.deferred.Load())
 }
 
 // resultID is the id of a line's result record: the line's index, zero-padded so results list
@@ -435,8 +469,10 @@ func (st *runState) runLine(ctx context.Context, it store.Item) error {
 	if transient(ans) {
 		delay := min(time.Second<<min(it.Deliveries-1, 6), batchMaxBackoff)
 		switch {
-		case gjson.GetBytes(ans.Body, "error.code").Str == codeBatchDeferred:
-			delay = batchDeferRetry // waiting for spare capacity is not a failure: no backoff
+		case ans.Deferred:
+			// waiting for spare capacity or the dispatch rate is not a failure: no backoff
+			delay = cmp.Or(min(ans.RetryAfter, batchMaxBackoff), batchDeferRetry)
+			st.deferred.Add(1)
 		case ans.RetryAfter > delay:
 			delay = min(ans.RetryAfter, batchMaxBackoff)
 		}
@@ -581,6 +617,11 @@ type lineUsage struct {
 // answerUsage reads the usage of an OpenAI answer body.
 func answerUsage(body []byte) lineUsage {
 	u := gjson.GetBytes(body, "usage")
+	if u.Get("input_tokens").Exists() && !u.Get("prompt_tokens").Exists() {
+		// a Response: input_tokens, output_tokens and their details
+		r, _ := wire.ExtractUsage(wire.OpenAI, body)
+		return lineUsage{Usage: r, Reasoning: r.ReasoningTokens}
+	}
 	return lineUsage{Usage: wire.Usage{PromptTokens: u.Get("prompt_tokens").Int(), CompletionTokens: u.Get("completion_tokens").Int(),
 		TotalTokens: u.Get("total_tokens").Int(), CachedTokens: u.Get("prompt_tokens_details.cached_tokens").Int()},
 		Reasoning: u.Get("completion_tokens_details.reasoning_tokens").Int()}
@@ -757,7 +798,7 @@ func (st *runState) close(ctx context.Context, owner string, b *batch.Batch, run
 	if err != nil {
 		return err
 	}
-	if _, err := st.update(ctx, owner, b.ID, func(b *batch.Batch) error {
+	ended, err := st.update(ctx, owner, b.ID, func(b *batch.Batch) error {
 		b.RequestCounts, b.Usage = counts, usage
 		switch {
 		case b.Status == batch.StatusCancelling:
@@ -768,8 +809,12 @@ func (st *runState) close(ctx context.Context, owner string, b *batch.Batch, run
 			return b.Complete(now, outID, errID)
 		}
 		return errUnchanged
-	}); err != nil {
+	})
+	if err != nil {
 		return err
+	}
+	if ended != nil {
+		st.r.countEnded(apiOpenAI, string(ended.Status))
 	}
 	return st.retire(ctx, b.ID)
 }
@@ -813,7 +858,7 @@ func (st *runState) writeFile(ctx context.Context, owner string, b *batch.Batch,
 	}
 	expiry := b.OutputExpiresAfter
 	if expiry == 0 {
-		expiry = defaultFileBatchExpiry
+		expiry = st.r.settingsOf().outputExpiry
 	}
 	f := &batch.File{ID: id, Bytes: info.Size, CreatedAt: now, ExpiresAt: now.Add(expiry),
 		Filename: b.ID + "_" + which + ".jsonl", Purpose: batch.PurposeBatchOutput}

@@ -289,21 +289,6 @@ func (p *gatewayProc) stop(t *testing.T, wait time.Duration) time.Time {
 	return time.Now()
 }
 
-// waitReady waits until the gateway on port answers the key.
-func waitReady(t *testing.T, port int) {
-	t.Helper()
-	waitFor(t, fmt.Sprintf("the gateway on :%d to answer", port), 20*time.Second, func() bool {
-		req, _ := http.NewRequest(http.MethodGet, url(port, "/v1/models"), nil)
-		req.Header.Set("Authorization", "Bearer "+secretAll)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	})
-}
-
 // batchCaddyfile is the config of one gateway instance: admin is "off" or an address, storage
 // the lines of the storage block besides batch_lease, extra more ai_gateway lines.
 func batchCaddyfile(admin string, port int, upstream, storage, extra string) string {
@@ -431,7 +416,7 @@ func TestBinaryBatchKillRestart(t *testing.T) {
 	port := freePort(t)
 	cf := writeCaddyfile(t, tmp, "Caddyfile", batchCaddyfile("off", port, u.addr(0), "dir "+filepath.Join(tmp, "store"), ""))
 	p := runGateway(t, bin, cf, home)
-	waitReady(t, port)
+	waitReady(t, port, secretAll)
 
 	oc, ac := filesClient(port, secretAll), msgClient(port, secretAll)
 	m, err := ac.Messages.Batches.New(context.Background(), anthropic.MessageBatchNewParams{Requests: markedMsgRequests("kr-msg-", nMsg)})
@@ -446,7 +431,7 @@ func TestBinaryBatchKillRestart(t *testing.T) {
 		waitFor(t, what, 20*time.Second, enough)
 		kills = append(kills, instanceKill{instance: 0, since: p.started, at: p.kill()})
 		p = runGateway(t, bin, cf, home)
-		waitReady(t, port)
+		waitReady(t, port, secretAll)
 	}
 	kill("a third of the message batch answered", func() bool { return u.answered("kr-msg-", -1) >= nMsg/3 })
 	kill("a third of the OpenAI batch answered", func() bool { return u.answered("kr-chat-", -1) >= nChat/3 })
@@ -487,7 +472,7 @@ func TestBinaryBatchTwoInstancesRedis(t *testing.T) {
 		procs[i] = runGateway(t, bin, cfs[i], homes[i])
 	}
 	for _, port := range ports {
-		waitReady(t, port)
+		waitReady(t, port, secretAll)
 	}
 	ca, cb := filesClient(ports[0], secretAll), filesClient(ports[1], secretAll)
 	acs := []anthropic.Client{msgClient(ports[0], secretAll), msgClient(ports[1], secretAll)}
@@ -537,7 +522,7 @@ func TestBinaryBatchTwoInstancesRedis(t *testing.T) {
 
 	// A started again answers for the batch and its files, and runs nothing more
 	procs[0] = runGateway(t, bin, cfs[0], homes[0])
-	waitReady(t, ports[0])
+	waitReady(t, ports[0], secretAll)
 	for name, c := range map[string]openai.Client{"A": ca, "B": cb} {
 		got, err := c.Batches.Get(context.Background(), b.ID)
 		if err != nil || got.Status != openai.BatchStatusCompleted || got.OutputFileID != b.OutputFileID {
@@ -580,7 +565,7 @@ func TestBinaryBatchReload(t *testing.T) {
 	storage := "dir " + filepath.Join(tmp, "store")
 	cf := writeCaddyfile(t, tmp, "Caddyfile", batchCaddyfile(adminAddr, port, u.addr(0), storage, ""))
 	runGateway(t, bin, cf, t.TempDir())
-	waitReady(t, port)
+	waitReady(t, port, secretAll)
 	c := filesClient(port, secretAll)
 	f := uploadBatch(t, c, "in.jsonl", markedChatLines("reload-", n))
 	b := newBatch(t, c, f.ID)
@@ -625,7 +610,7 @@ func TestBinaryBatchKillWhileFinalizing(t *testing.T) {
 	port := freePort(t)
 	cf := writeCaddyfile(t, tmp, "Caddyfile", batchCaddyfile("off", port, u.addr(0), "dir "+filepath.Join(tmp, "store"), ""))
 	p := runGateway(t, bin, cf, home)
-	waitReady(t, port)
+	waitReady(t, port, secretAll)
 	c := filesClient(port, secretAll)
 	status := func(id string) string {
 		req, _ := http.NewRequest(http.MethodGet, url(port, "/v1/batches/"+id), nil)
@@ -655,7 +640,7 @@ func TestBinaryBatchKillWhileFinalizing(t *testing.T) {
 		sends := u.stats().total
 		p = runGateway(t, bin, cf, home)
 		start := time.Now()
-		waitReady(t, port)
+		waitReady(t, port, secretAll)
 		got := waitBatch(t, c, b.ID)
 		took := time.Since(start)
 		checkOpenAIResults(t, c, got, prefix, n)
@@ -694,7 +679,7 @@ func TestBinaryBatchStopRestart(t *testing.T) {
 		"batch_lease "+binaryBatchLease.String(), "batch_lease "+lease.String(), 1)
 	cf := writeCaddyfile(t, tmp, "Caddyfile", cfg)
 	p := runGateway(t, bin, cf, home)
-	waitReady(t, port)
+	waitReady(t, port, secretAll)
 	c := filesClient(port, secretAll)
 	f := uploadBatch(t, c, "in.jsonl", markedChatLines("stop-", n))
 	b := newBatch(t, c, f.ID)
@@ -702,7 +687,7 @@ func TestBinaryBatchStopRestart(t *testing.T) {
 	stopped := instanceKill{instance: 0, since: p.started, at: p.stop(t, 10*time.Second)}
 	runGateway(t, bin, cf, home)
 	restarted := time.Now()
-	waitReady(t, port)
+	waitReady(t, port, secretAll)
 	got := waitBatch(t, c, b.ID)
 	took := time.Since(restarted)
 	checkOpenAIResults(t, c, got, "stop-", n)

@@ -61,6 +61,7 @@ func parseHandler[T any, PT interface {
 //	        upstream <address>...
 //	        upstream_key <secret>
 //	        upstream_name <name>
+//	        upstream_api responses|chat_completions
 //	        tokenizer estimate|cl100k_base|o200k_base|hf <path>|upstream [vllm|tgi|llamacpp]
 //	        rpm|tpm|rpd|tpd|max_concurrent <n>
 //	        queue <size> [<timeout>]
@@ -74,6 +75,17 @@ func parseHandler[T any, PT interface {
 //	        sunset <RFC 3339 time>
 //	        deprecation_link <url>
 //	        serve_after_sunset
+//	        batch {
+//	            max_concurrent <n>
+//	            rate <n>/s|m|h
+//	            priority <n>
+//	        }
+//	        price { input|cached_input|output|request <amount> }
+//	        kind chat|predict
+//	        protocol kserve_v1|oip_v2|passthrough <path>   (kind predict)
+//	        input_schema <file.json>
+//	        tensor_input <name> <datatype> [<field>]        (oip_v2, repeatable)
+//	        tensor_output <name>...
 //	    }
 //	    max_body <size>
 //	    anthropic_versions <version>...
@@ -124,6 +136,22 @@ func parseHandler[T any, PT interface {
 //	    max_tokens_field max_tokens|max_completion_tokens
 //	    metrics_key_id
 //	    readiness_path <path>
+//	    storage { dir <path>; store bolt|redis <url>; redis_prefix <prefix> }
+//	    files { max_bytes <size>; max_lines <n>; batch_expiry <duration> }
+//	    batches {
+//	        public_url <url>
+//	        workers <n>
+//	        retention <duration>
+//	        output_expiry <duration>
+//	        results_retention <duration>
+//	    }
+//	    accounting { ... }                  (see parseAccounting)
+//	    fine_tuning {
+//	        upstream <address>
+//	        upstream_key <secret>
+//	        timeout <duration>
+//	        serve_on <model>
+//	    }
 //	}
 //
 // <secret> is sha256:<hex>, a placeholder such as {env.KEY}, or a literal: the adapter warns and
@@ -133,7 +161,8 @@ func parseHandler[T any, PT interface {
 //
 // Each subdirective sets the JSON field of the same name; fields that are arrays take the plural
 // (key -> keys, model -> models, alias -> aliases, upstream -> upstreams, fallback -> fallbacks,
-// rename_param -> rename_params).
+// rename_param -> rename_params, tensor_input -> tensor_inputs, tensor_output -> tensor_outputs);
+// protocol passthrough <path> sets protocol and predict_path.
 func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
 	if err := noArgs(d); err != nil {
@@ -197,6 +226,12 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if g.ReadinessPath, err = stringArg(d); err == nil && !strings.HasPrefix(g.ReadinessPath, "/") {
 				err = d.Errf("readiness_path: expected a path starting with /, got %q", g.ReadinessPath)
 			}
+		case "batches":
+			g.Batches, err = parseBatches(d)
+		case "accounting":
+			g.Accounting, err = parseAccounting(d)
+		case "fine_tuning":
+			g.FineTuning, err = parseFineTuning(d)
 		default:
 			var handled bool
 			if handled, err = parseRewrite(d, name, &g.RewriteConfig); err == nil && !handled {
@@ -298,7 +333,7 @@ func parseModelBlock(d *caddyfile.Dispenser) (ModelConfig, error) {
 	if rest := d.RemainingArgs(); len(rest) > 0 {
 		return m, d.Errf("model: expected one model name, got %d values", 1+len(rest))
 	}
-	err := newSubdirectives("model "+m.Name, "clamp").each(d, func(name string) (err error) {
+	err := newSubdirectives("model "+m.Name, "clamp", "tensor_input").each(d, func(name string) (err error) {
 		switch name {
 		case "alias":
 			m.Aliases, err = listArg(d)
@@ -312,6 +347,10 @@ func parseModelBlock(d *caddyfile.Dispenser) (ModelConfig, error) {
 			m.UpstreamKey, err = stringArg(d)
 		case "upstream_name":
 			m.UpstreamName, err = stringArg(d)
+		case "upstream_api":
+			if m.UpstreamAPI, err = stringArg(d); err == nil && m.UpstreamAPI != upstreamAPIResponses && m.UpstreamAPI != upstreamAPIChat {
+				err = d.Errf("upstream_api: want responses or chat_completions, got %q", m.UpstreamAPI)
+			}
 		case "tokenizer":
 			args := d.RemainingArgs()
 			switch {
@@ -354,6 +393,12 @@ func parseModelBlock(d *caddyfile.Dispenser) (ModelConfig, error) {
 		case "serve_after_sunset":
 			err = noArgs(d)
 			m.ServeAfterSunset = true
+		case "batch":
+			m.Batch, err = parseBatchModel(d)
+		case "price":
+			m.Price, err = parsePrice(d)
+		case "kind", "protocol", "input_schema", "tensor_input", "tensor_output":
+			err = parsePredictSubdirective(d, name, &m)
 		default:
 			var handled bool
 			if handled, err = parseRewrite(d, name, &m.RewriteConfig); err == nil && !handled {

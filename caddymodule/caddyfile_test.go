@@ -88,6 +88,8 @@ func TestCaddyfileErrors(t *testing.T) {
 		"bad files max_bytes":   "ai_gateway {\nfiles {\nmax_bytes lots\n}\n}",
 		"zero files max_lines":  "ai_gateway {\nfiles {\nmax_lines 0\n}\n}",
 		"unknown files opt":     "ai_gateway {\nfiles {\npurposes batch\n}\n}",
+		"bad upstream_api":      "ai_gateway {\nmodel m {\nupstream_api grpc\n}\n}",
+		"upstream_api twice":    "ai_gateway {\nmodel m {\nupstream_api responses\nupstream_api chat_completions\n}\n}",
 	}
 	repeated := map[string]string{
 		"version deprecated":       "ai_gateway {\napi_version {\nheader X-V\nsupported 2025-01-01\nversion 2025-01-01 {\ndeprecated 2026-01-01T00:00:00Z\ndeprecated 2026-02-01T00:00:00Z\n}\n}\n}",

@@ -3,7 +3,9 @@ package caddymodule
 import (
 	"github.com/caddyserver/caddy/v2"
 
+	"github.com/caddyai/gateway/ledger"
 	"github.com/caddyai/gateway/policy"
+	"github.com/caddyai/gateway/predict"
 	"github.com/caddyai/gateway/ratelimit"
 )
 
@@ -29,6 +31,11 @@ type ModelConfig struct {
 	// UpstreamName is the name the model server knows the model by (vLLM's
 	// --served-model-name), when it differs from Name.
 	UpstreamName string `json:"upstream_name,omitempty"`
+	// UpstreamAPI is the API the model's servers speak for Responses requests: "responses"
+	// (they serve /v1/responses) or "chat_completions" (the gateway bridges each Responses
+	// request to /v1/chat/completions and the answer back, stateless: store and
+	// previous_response_id are refused). Default: responses.
+	UpstreamAPI string `json:"upstream_api,omitempty"`
 	// Tokenizer counts the model's prompt tokens: estimate (a fast upper bound), cl100k_base,
 	// o200k_base, "hf <path to tokenizer.json>" for the model's own vocabulary, or "upstream
 	// [vllm|tgi|llamacpp]" to ask the model server's own /tokenize (in that server's dialect,
@@ -67,6 +74,20 @@ type ModelConfig struct {
 	// Limits are the model's rate limits, summed over all keys. The model's max_concurrent is
 	// its admission gate: requests past it wait in the queue (see Queue), then get 503.
 	ratelimit.Limits
+	// Batch bounds the model's batch lines: a cap on those in flight, a dispatch rate and a
+	// priority for vLLM's priority scheduling. Optional.
+	Batch *BatchModelConfig `json:"batch,omitempty"`
+	// Price is what the model costs per million input, cached-input and output tokens and per
+	// request, in the accounting currency (decimals, kept exactly in micro-units). Needs
+	// accounting. Default: free.
+	Price *ledger.Price `json:"price,omitempty"`
+	// Kind is what the model is: "chat" (an LLM, served on chat completions, completions,
+	// embeddings and messages) or "predict" (a classifier, ranker, tabular or vision model, served
+	// on POST /v1/models/{id}/predict and POST /v1/predict). Default: chat.
+	Kind string `json:"kind,omitempty"`
+	// Config is a predict model's protocol, input schema and tensors (kind predict only; see
+	// predict.Config). A predict model counts tokens only when Tokenizer is set.
+	predict.Config
 }
 
 // ContentPolicyConfig lists the content rules: RE2 regular expressions (linear time) applied to

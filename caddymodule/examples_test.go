@@ -132,6 +132,10 @@ func TestBinaryDemo(t *testing.T) {
 	if m := decodeJSON(t, []byte(body)); resp.StatusCode != 200 || m["type"] != "message" || m["content"] == nil {
 		t.Errorf("messages: %d %s", resp.StatusCode, body)
 	}
+	resp, body = post("/v1/models/sentiment/predict", auth, `{"text":"I love this product"}`)
+	if m := decodeJSON(t, []byte(body)); resp.StatusCode != 200 || m["prediction"] != "positive" {
+		t.Errorf("predict: %d %s", resp.StatusCode, body)
+	}
 	resp, body = post("/v1/chat/completions", auth, `{"model":"llama","stream":true,"messages":[{"role":"user","content":"Hello"}]}`)
 	if resp.StatusCode != 200 || !strings.HasSuffix(body, "data: [DONE]\n\n") {
 		t.Errorf("stream: %d %q", resp.StatusCode, body)

@@ -11,8 +11,10 @@ import (
 
 	"github.com/caddyai/gateway/cache"
 	"github.com/caddyai/gateway/internal/wire"
+	"github.com/caddyai/gateway/ledger"
 	"github.com/caddyai/gateway/policy"
 	"github.com/caddyai/gateway/policy/tokens"
+	"github.com/caddyai/gateway/predict"
 	"github.com/caddyai/gateway/ratelimit"
 	"github.com/caddyai/gateway/routing"
 )
@@ -53,6 +55,7 @@ type exchange struct {
 	reservedOutput int
 	decision       ratelimit.Decision
 	reservation    *ratelimit.Reservation
+	budget         *ledger.Hold // the request's budget reservation, settled by account
 
 	tap              *responseTap // the response tap of the request's (last) upstream attempt
 	tapFinished      bool         // the tap completed the response and ex.usage is its usage
@@ -60,6 +63,8 @@ type exchange struct {
 	firstToken       time.Time
 	usage            wire.Usage
 	streamIncomplete bool
+	responseID       string       // the Responses answer's id, once recorded as the key's
+	bridged          *bridgeState // a Responses request sent to chat completions
 	reject           string
 
 	cacheable  bool
@@ -68,7 +73,8 @@ type exchange struct {
 	cacheState string // HIT, MISS, BYPASS; empty when no cache applies
 	cacheEntry *cache.Entry
 
-	trace requestTrace // OpenTelemetry, with Caddy's tracing on (tracing.go)
+	trace      requestTrace     // OpenTelemetry, with Caddy's tracing on (tracing.go)
+	predictReq *predict.Request // the validated body of a predict request
 }
 
 // modelRoute is a model with where it runs and how its tokens are counted.
@@ -82,11 +88,15 @@ type modelRoute struct {
 	chat          *tokens.ChatCounter
 	rewriter      *policy.Rewriter
 	gate          *routing.Admission // nil without max_concurrent
+	batch         *batchModel        // nil without a batch block
 	cacheOff      bool
 	cache         cache.Policy // the model's own cache settings, over the gateway's
 	fallbacks     []*modelRoute
-	health        *poolHealth  // nil without health_check
-	counted       promptCounts // caddy_ai_gateway_prompt_counts_total of the model, by how
+	counted       promptCounts   // caddy_ai_gateway_prompt_counts_total of the model, by how
+	health        *poolHealth    // nil without health_check
+	bridge        *bridgeRoute   // Responses requests go to chat completions; nil: served natively
+	predict       *predict.Model // a predict model's compiled schema and protocol; nil for chat models
+	countPredict  bool           // the predict model has a tokenizer: its usage counts tokens
 }
 
 // promptCounts are a model's prompt_counts_total counters, resolved once.
@@ -266,6 +276,15 @@ func (ex *exchange) logFields() {
 	}
 	if ex.usage.Estimated {
 		fields = append(fields, zap.Bool("ai_usage_estimated", true))
+	}
+	if ex.usage.CachedTokens > 0 {
+		fields = append(fields, zap.Int64("ai_cached_tokens", ex.usage.CachedTokens))
+	}
+	if ex.usage.ReasoningTokens > 0 {
+		fields = append(fields, zap.Int64("ai_reasoning_tokens", ex.usage.ReasoningTokens))
+	}
+	if ex.responseID != "" {
+		fields = append(fields, zap.String("ai_response_id", ex.responseID))
 	}
 	if !ex.firstToken.IsZero() {
 		fields = append(fields, zap.Float64("ai_ttft_ms", float64(ex.firstToken.Sub(ex.start))/float64(time.Millisecond)))

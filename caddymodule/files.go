@@ -65,8 +65,8 @@ type fileService struct {
 	owner string
 }
 
-// The purposes of an upload. batch is what the Batches API reads; fine-tune is accepted for the
-// fine-tuning and predict work that will read it. The others are OpenAI's, refused for now.
+// The purposes of an upload. batch is what the Batches API reads; fine-tune is what fine-tuning
+// jobs send on to the training service (finetune.go). The others are OpenAI's, refused for now.
 var (
 	uploadPurposes      = []string{batch.PurposeBatch, "fine-tune"}
 	unsupportedPurposes = []string{"assistants", "vision", "user_data", "evals"}

@@ -1,4 +1,4 @@
-// Package caddymodule is the only package of the gateway that imports Caddy. It registers four
+// Package caddymodule is the only package of the gateway that imports Caddy. It registers five
 // modules:
 //
 //   - http.handlers.ai_gateway (Gateway, this file): the gateway itself;
@@ -6,7 +6,8 @@
 //     pool of the model a request was routed to (`dynamic ai_gateway`);
 //   - http.reverse_proxy.selection_policies.ai_least_load (LeastLoad, routing.go): picks the
 //     upstream with the least work in flight;
-//   - http.handlers.ai_simulator (Simulator, simulator.go): the built-in model server stand-in.
+//   - http.handlers.ai_simulator (Simulator, simulator.go): the built-in model server stand-in;
+//   - admin.api.ai_gateway (AdminAPI, admin.go): keys, usage and budgets in Caddy's admin API.
 //
 // It parses their Caddyfile directives (caddyfile.go) and wires the pure packages (policy,
 // ratelimit, routing, cache, internal/wire) into one request pipeline that reads top to bottom
@@ -82,6 +83,13 @@ type Gateway struct {
 	Storage *StorageConfig `json:"storage,omitempty"`
 	// Files bounds the Files API (/v1/files): file size, lines of a batch file, default expiry.
 	Files *FilesConfig `json:"files,omitempty"`
+	// Batches configures the batch runner and the Batches and Message Batches APIs: the public
+	// URL of results_url, the lines run at once, how long batches and their files are kept.
+	Batches *BatchesConfig `json:"batches,omitempty"`
+	// FineTuning passes the fine-tuning jobs API (/v1/fine_tuning/jobs, also spelled
+	// /v1/fine-tuning/jobs) through to a training service, each job owned by the key that
+	// created it. Without it those paths are 404.
+	FineTuning *FineTuningConfig `json:"fine_tuning,omitempty"`
 	// MetricsKeyID adds the key id as a label of the requests and tokens metrics. Off by
 	// default: with many keys it makes many series.
 	MetricsKeyID bool `json:"metrics_key_id,omitempty"`
@@ -90,6 +98,9 @@ type Gateway struct {
 	// healthy upstream; with a valid key, per model the healthy and loading hosts and the queue.
 	// Empty: no readiness endpoint.
 	ReadinessPath string `json:"readiness_path,omitempty"`
+	// Accounting turns on the usage ledger (per key, label, model and day, in the store), the
+	// budgets, the keys of the admin API and GET /v1/usage. Optional.
+	Accounting *AccountingConfig `json:"accounting,omitempty"`
 
 	versions         *policy.APIVersions
 	content          *policy.ContentPolicy
@@ -105,9 +116,14 @@ type Gateway struct {
 	storeKey         string
 	backendKey       string
 	backend          *backendHandle
+	acct             *accounting
+	keySources       *gatewayKeys
 	admissionKeys    []string
+	batchModelKeys   []string
 	globalLimits     ratelimit.Limits
 	metrics          *gatewayMetrics
+	predictMetrics   *predictMetrics // registered with the first predict model
+	fineTuning       *fineTuning     // nil without fine_tuning
 	memo             *tokens.Memo
 	inflight         *tokens.Inflight
 	inline           *policy.KeyTable
@@ -155,8 +171,14 @@ func (g *Gateway) Cleanup() error {
 	for _, key := range g.admissionKeys {
 		release(admissionPool, key, "admission gate")
 	}
+	for _, key := range g.batchModelKeys {
+		release(batchModelPool, key, "batch state")
+	}
 	if g.storeKey != "" {
 		release(storePool, g.storeKey, "rate limit store")
+	}
+	if g.acct != nil && g.backend != nil {
+		g.backend.unregister(g)
 	}
 	if g.backendKey != "" {
 		release(backendPool, g.backendKey, "file store")

@@ -89,6 +89,7 @@ type seenRequest struct {
 	Path   string
 	Header http.Header
 	Body   []byte
+	At     time.Time // when it arrived
 }
 
 func newUpstream(t testing.TB, cfg simulator.Config) *recordingUpstream {
@@ -101,7 +102,7 @@ func newUpstream(t testing.TB, cfg simulator.Config) *recordingUpstream {
 	sim.OnRequest(func(r *http.Request, body []byte) {
 		u.mu.Lock()
 		defer u.mu.Unlock()
-		u.seen = append(u.seen, seenRequest{Path: r.URL.Path, Header: r.Header.Clone(), Body: append([]byte(nil), body...)})
+		u.seen = append(u.seen, seenRequest{Path: r.URL.Path, Header: r.Header.Clone(), Body: append([]byte(nil), body...), At: time.Now()})
 	})
 	u.Server = httptest.NewServer(sim)
 	t.Cleanup(u.Close)

@@ -28,7 +28,11 @@ type gatewayMetrics struct {
 	batchLines     *prometheus.CounterVec // model, outcome: done, failed, retried
 	batchTokens    *prometheus.CounterVec // model, kind
 
-	queueWait *prometheus.HistogramVec // model, outcome: admitted, refused
+	queueWait      *prometheus.HistogramVec // model, outcome: admitted, refused
+	batch          batchCollectors          // the batch runner's (batchmetrics.go)
+	cost           *prometheus.CounterVec   // model, currency
+	budgetWarnings *prometheus.CounterVec   // scope kind, period, dimension
+	budgetRefused  *prometheus.CounterVec   // scope kind, period, dimension
 }
 
 const (
@@ -77,13 +81,23 @@ func newGatewayMetrics() *gatewayMetrics {
 				"not counted), partial (counting stopped once the window or the tokens left were passed), exact.")), []string{"model", "how"}),
 		batchLines: prometheus.NewCounterVec(prometheus.CounterOpts(opts("batch_lines_total",
 			"Batch lines run through the gateway, by model and outcome: done (2xx, in the output file), failed (refused, in the "+
-				"error file), retried (deferred for spare capacity, rate limited, overloaded or unreachable; sent again later).")),
+				"error file), deferred (no spare capacity, the batch cap or dispatch rate: not sent, tried again shortly), retried "+
+				"(rate limited, overloaded or unreachable; sent again later).")),
 			[]string{"model", "outcome"}),
 		batchTokens: prometheus.NewCounterVec(prometheus.CounterOpts(opts("batch_tokens_total",
 			"Tokens of batch lines by model and kind (prompt, completion); also counted in tokens_total.")), []string{"model", "kind"}),
 		queueWait: prometheus.NewHistogramVec(hist("queue_wait_seconds",
 			"Time requests spent in a model's admission gate (max_concurrent, queue), by outcome: admitted or refused (queue full, "+
 				"timed out, client gone).", latency), []string{"model", "outcome"}),
+		batch: newBatchCollectors(),
+		cost: prometheus.NewCounterVec(prometheus.CounterOpts(opts("cost_total",
+			"Cost of the requests recorded in the usage ledger, by model, in the accounting currency.")), []string{"model", "currency"}),
+		budgetWarnings: prometheus.NewCounterVec(prometheus.CounterOpts(opts("budget_warnings_total",
+			"Budgets whose warning share was crossed, by scope kind (key, label), period (daily, monthly) and dimension (tokens, spend).")),
+			[]string{"scope", "period", "dimension"}),
+		budgetRefused: prometheus.NewCounterVec(prometheus.CounterOpts(opts("budget_refused_total",
+			"Requests refused with insufficient_quota because a budget was spent, by scope kind, period and dimension.")),
+			[]string{"scope", "period", "dimension"}),
 	}
 }
 
@@ -143,8 +157,13 @@ func (m *gatewayMetrics) register(reg prometheus.Registerer) error {
 	if m.batchTokens, err = registerOrReuse(reg, m.batchTokens); err != nil {
 		return err
 	}
-	m.queueWait, err = registerOrReuse(reg, m.queueWait)
-	return err
+	if m.queueWait, err = registerOrReuse(reg, m.queueWait); err != nil {
+		return err
+	}
+	if err = m.batch.register(reg); err != nil {
+		return err
+	}
+	return m.registerAccounting(reg)
 }
 
 // registerCountingEstimates exports how many long texts were estimated instead of counted
@@ -171,4 +190,17 @@ func registerOrReuse[C prometheus.Collector](reg prometheus.Registerer, c C) (C,
 		return c, err
 	}
 	return c, nil
+}
+
+// registerAccounting registers the accounting collectors (cost, budget warnings and refusals).
+func (m *gatewayMetrics) registerAccounting(reg prometheus.Registerer) error {
+	var err error
+	if m.cost, err = registerOrReuse(reg, m.cost); err != nil {
+		return err
+	}
+	if m.budgetWarnings, err = registerOrReuse(reg, m.budgetWarnings); err != nil {
+		return err
+	}
+	m.budgetRefused, err = registerOrReuse(reg, m.budgetRefused)
+	return err
 }

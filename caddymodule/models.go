@@ -24,6 +24,7 @@ func (g *Gateway) serveModels(w http.ResponseWriter, r *http.Request, ex *exchan
 			body = g.appendAnthropicModel(nil, m)
 		} else {
 			body = g.appendOpenAIModel(nil, m)
+			body = g.appendPredictReadiness(r.Context(), body, m)
 		}
 	} else {
 		allowed := make([]*policy.Model, 0, len(g.catalog.Models()))
@@ -88,6 +89,10 @@ func (g *Gateway) appendOpenAIModel(dst []byte, m *policy.Model) []byte {
 			dst = append(dst, `,"sunset_at":`...)
 			dst = wire.AppendString(dst, d.Sunset.UTC().Format(time.RFC3339))
 		}
+	}
+	if route := g.routes[m]; route != nil && route.predict != nil {
+		dst = append(dst, `,"kind":"predict","protocol":`...)
+		dst = wire.AppendString(dst, route.predict.Protocol())
 	}
 	dst = append(dst, `,"aliases":[`...)
 	for i, a := range m.Aliases {

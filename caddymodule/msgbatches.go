@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
@@ -161,14 +162,17 @@ func (ms *msgBatchService) create(w http.ResponseWriter, r *http.Request) (body 
 	}
 	m := batch.NewMessageBatch(id, len(tasks), now)
 	run := lineTarget(r, "/v1/messages/batches")
-	run.Base = publicBase(r, run.Prefix)
+	if run.Base = ms.g.Batches.PublicURL; run.Base == "" {
+		run.Base = publicBase(r, run.Prefix)
+	}
 	if run.AnthropicVersion = r.Header.Get("Anthropic-Version"); run.AnthropicVersion == "" {
 		run.AnthropicVersion = defaultAnthropicVersion
 	}
 	if err := ms.objs.Put(ctx, store.Record{Kind: kindBatchActive, Owner: blobOwner, ID: id, Data: appendBlobRecord(nil, ms.owner, now)}); err != nil {
 		return nil, ms.g.storeError(ms.ex, "recording a message batch", err)
 	}
-	if err := ms.objs.Put(ctx, store.Record{Kind: kindMsgBatch, Owner: ms.owner, ID: id, Data: encodeMsgBatch(m, run)}); err != nil {
+	if err := ms.objs.Put(ctx, store.Record{Kind: kindMsgBatch, Owner: ms.owner, ID: id, Data: encodeMsgBatch(m, run),
+		ExpiresAt: now.Add(time.Duration(ms.g.Batches.ResultsRetention))}); err != nil {
 		return nil, ms.g.storeError(ms.ex, "recording a message batch", err)
 	}
 	kept = true

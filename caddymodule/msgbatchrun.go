@@ -38,6 +38,9 @@ func (st *runState) stepMsg(ctx context.Context, owner, id string, created int64
 	if err != nil {
 		return err
 	}
+	if m.ProcessingStatus != batch.ProcessingEnded {
+		st.tally.batch(apiAnthropic, string(m.ProcessingStatus))
+	}
 	switch m.ProcessingStatus {
 	case batch.ProcessingInProgress:
 		if m.Due(st.r.now()) {
@@ -48,6 +51,7 @@ func (st *runState) stepMsg(ctx context.Context, owner, id string, created int64
 		}
 		n, err := st.q.Pending(ctx, id)
 		if err != nil || n > 0 {
+			st.tally.wait(run.Model, int64(n))
 			return err
 		}
 		return st.closeMsg(ctx, owner, m, run)
@@ -96,11 +100,12 @@ func (st *runState) enqueueMsg(ctx context.Context, owner string, m *batch.Messa
 			items = items[:0]
 		}
 	}
+	model := st.msgModel(ctx, m.ID, tasks)
 	_, err = st.updateMsg(ctx, owner, m.ID, func(m *batch.MessageBatch, run *batchRun) error {
 		if run.Queued {
 			return errUnchanged
 		}
-		run.Queued = true
+		run.Queued, run.Model = true, model
 		return nil
 	})
 	return err
@@ -268,14 +273,18 @@ func (st *runState) closeMsg(ctx context.Context, owner string, m *batch.Message
 	if err != nil {
 		return err
 	}
-	if _, err := st.updateMsg(ctx, owner, m.ID, func(m *batch.MessageBatch, run *batchRun) error {
+	ended, err := st.updateMsg(ctx, owner, m.ID, func(m *batch.MessageBatch, run *batchRun) error {
 		if m.ProcessingStatus == batch.ProcessingEnded {
 			return errUnchanged
 		}
 		m.RequestCounts = counts
 		return m.End(now, run.Base+batch.ResultsPath(m.ID))
-	}); err != nil {
+	})
+	if err != nil {
 		return err
+	}
+	if ended != nil {
+		st.r.countEnded(apiAnthropic, string(ended.ProcessingStatus))
 	}
 	return st.retire(ctx, m.ID)
 }

@@ -94,6 +94,16 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 	if err := g.provisionStorage(repl); err != nil {
 		return err
 	}
+	if err := g.provisionBatches(repl); err != nil {
+		return err
+	}
+	g.keySources = new(gatewayKeys)
+	if err := g.provisionAccounting(); err != nil {
+		return err
+	}
+	if err := g.provisionFineTuning(repl); err != nil {
+		return err
+	}
 	table := inline
 	if g.KeysFile != "" {
 		kf := &policy.KeyFile{Path: g.KeysFile}
@@ -107,6 +117,7 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 		go g.watchKeysFile(kf)
 	}
 	g.keys.Store(table)
+	g.syncKeys()
 	return nil
 }
 
@@ -134,6 +145,9 @@ func (g *Gateway) mergeFileKeys(keys []*policy.Key) (*policy.KeyTable, error) {
 	file, err := policy.NewKeyTable(keys)
 	if err != nil {
 		return nil, err
+	}
+	if g.acct != nil {
+		return g.mergeAdminKeys(file)
 	}
 	return g.inline.Merge(file)
 }
@@ -177,6 +191,9 @@ func (g *Gateway) provisionModels(repl *caddy.Replacer) error {
 			counted: promptCounts{pc.WithLabelValues(mc.Name, "bound"), pc.WithLabelValues(mc.Name, "lower_bound"),
 				pc.WithLabelValues(mc.Name, "partial"), pc.WithLabelValues(mc.Name, "exact")},
 		}
+		if err := provisionBridge(route, mc, g.RewriteConfig); err != nil {
+			return fmt.Errorf("model %q: %w", mc.Name, err)
+		}
 		for _, u := range mc.Upstreams {
 			dial, err := dialAddress(u)
 			if err != nil {
@@ -209,6 +226,12 @@ func (g *Gateway) provisionModels(repl *caddy.Replacer) error {
 			return fmt.Errorf("model %q: %w", mc.Name, err)
 		}
 		if err := g.provisionAdmission(route, mc); err != nil {
+			return fmt.Errorf("model %q: %w", mc.Name, err)
+		}
+		if err := g.provisionBatchModel(route, mc); err != nil {
+			return fmt.Errorf("model %q: %w", mc.Name, err)
+		}
+		if err := g.provisionPredict(route, mc); err != nil {
 			return fmt.Errorf("model %q: %w", mc.Name, err)
 		}
 		models = append(models, m)
@@ -269,7 +292,7 @@ func (g *Gateway) Validate() error {
 	if len(g.Models) == 0 {
 		return errors.New("at least one model is required")
 	}
-	if g.keys.Load().Len() == 0 && g.KeysFile == "" {
+	if g.keys.Load().Len() == 0 && g.KeysFile == "" && g.Accounting == nil {
 		return errors.New("no API keys: add a key or a keys_file")
 	}
 	if err := g.globalLimits.Validate(); err != nil {
@@ -294,7 +317,13 @@ func (g *Gateway) Validate() error {
 	if g.RateLimit.DefaultMaxTokens < 0 {
 		return errors.New("rate_limit: default_max_tokens must not be negative")
 	}
-	return g.validateStorage()
+	if err := g.validateAccounting(); err != nil {
+		return err
+	}
+	if err := g.validateStorage(); err != nil {
+		return err
+	}
+	return g.validateBatches()
 }
 
 // logPanic, deferred at the top of a background goroutine, recovers a panic and logs it with the

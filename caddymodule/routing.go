@@ -198,7 +198,7 @@ func (g *Gateway) admitToModel(ctx context.Context, ex *exchange) *wire.Error {
 		// a batch line takes spare capacity only: a free slot nobody is waiting for
 		release, ok := gate.TryAcquire()
 		if !ok {
-			return batchDeferred(ex.route.model.Name)
+			return batchDeferred(ex.route.model.Name, batchDeferRetry)
 		}
 		ex.releases = append(ex.releases, release)
 		return nil

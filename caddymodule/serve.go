@@ -53,6 +53,13 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return g.serveBatches(w, r, ex)
 	case wire.EndpointMessageBatches, wire.EndpointMessageBatch, wire.EndpointMessageBatchCancel, wire.EndpointMessageBatchResults:
 		return g.serveMessageBatches(w, r, ex)
+	case wire.EndpointUsage:
+		return g.serveUsage(w, r, ex)
+	case wire.EndpointResponse, wire.EndpointResponseCancel, wire.EndpointResponseInputItems:
+		return g.serveStoredResponse(w, r, next, ex)
+	case wire.EndpointFineTuningJobs, wire.EndpointFineTuningJob, wire.EndpointFineTuningJobCancel, wire.EndpointFineTuningJobPause,
+		wire.EndpointFineTuningJobResume, wire.EndpointFineTuningJobEvents, wire.EndpointFineTuningJobCheckpoints:
+		return g.serveFineTuning(w, r, ex)
 	}
 	if g.prepareCache(ex, r) {
 		span := ex.stage("ai_gateway.cache_lookup")
@@ -104,6 +111,7 @@ func (g *Gateway) finish(ex *exchange, repl *caddy.Replacer) {
 	ex.body.release()
 	ex.releaseAll()
 	g.settle(ex, ex.charge())
+	g.account(ex, repl)
 	g.record(ex, repl)
 	if v != nil {
 		panic(v)
@@ -250,7 +258,9 @@ func (g *Gateway) record(ex *exchange, repl *caddy.Replacer) {
 		keyID = ex.keyID()
 	}
 	status := ex.status
-	g.metrics.requests.WithLabelValues(model, strconv.Itoa(status), ex.reject, keyID).Inc()
+	if ex.reject != codeBatchDeferred { // a batch line put off for spare capacity is no request yet
+		g.metrics.requests.WithLabelValues(model, strconv.Itoa(status), ex.reject, keyID).Inc()
+	}
 	if ex.usage.PromptTokens > 0 {
 		g.metrics.tokens.WithLabelValues(model, "prompt", keyID).Add(float64(ex.usage.PromptTokens))
 	}
@@ -266,6 +276,9 @@ func (g *Gateway) record(ex *exchange, repl *caddy.Replacer) {
 	}
 	if ex.batchLine != nil {
 		g.recordBatchLine(ex, model)
+	}
+	if ex.predictReq != nil {
+		g.recordPredict(ex, model)
 	}
 	if ex.streamIncomplete {
 		g.metrics.incomplete.WithLabelValues(model).Inc()
@@ -338,6 +351,14 @@ func (g *Gateway) admit(ex *exchange, r *http.Request) *wire.Error {
 	if werr := g.resolveModel(ex); werr != nil {
 		return werr
 	}
+	if ex.batchLine != nil {
+		if werr := g.admitBatchLine(r.Context(), ex); werr != nil {
+			return werr
+		}
+	}
+	if werr := g.checkPreviousResponse(r.Context(), ex); werr != nil {
+		return werr
+	}
 	if g.content != nil {
 		if werr := g.content.Check(ex.endpoint, ex.body.bytes()); werr != nil {
 			return werr
@@ -354,11 +375,14 @@ func (g *Gateway) admit(ex *exchange, r *http.Request) *wire.Error {
 	if werr != nil {
 		return werr
 	}
-	return g.admitLimits(r.Context(), ex)
+	if werr := g.admitLimits(r.Context(), ex); werr != nil {
+		return werr
+	}
+	return g.admitBudgets(r.Context(), ex)
 }
 
 func (g *Gateway) authenticate(ex *exchange, secret string) *wire.Error {
-	key, status := g.keys.Load().Lookup(secret, g.now())
+	key, status := g.lookupKey(secret)
 	switch status {
 	case policy.KeyMissing:
 		if ex.surface == wire.Anthropic {
@@ -395,6 +419,9 @@ func (g *Gateway) checkAnthropicVersion(r *http.Request) *wire.Error {
 // resolveModel validates the body (parsed once; what later stages need lands in ex.info),
 // resolves the model (aliases, the key's pins) and checks the key's allow-list.
 func (g *Gateway) resolveModel(ex *exchange) *wire.Error {
+	if ex.spec.Dialect == wire.DialectPredict {
+		return g.resolvePredict(ex)
+	}
 	info, werr := policy.Validate(ex.endpoint, ex.body.bytes())
 	if werr != nil {
 		return werr
@@ -403,6 +430,10 @@ func (g *Gateway) resolveModel(ex *exchange) *wire.Error {
 	ex.requestedModel, ex.bodyModel = info.Model, info.Model
 	m, ok := g.catalog.ResolveFor(ex.key, info.Model)
 	if !ok {
+		if route := g.fineTunedRoute(ex, info.Model); route != nil {
+			ex.route, ex.stream = route, info.Stream // a fine-tuned model of the caller's
+			return nil
+		}
 		return wire.ModelNotFound(info.Model)
 	}
 	if !ex.key.AllowsModel(m) {
@@ -410,6 +441,9 @@ func (g *Gateway) resolveModel(ex *exchange) *wire.Error {
 	}
 	ex.route = g.routes[m]
 	ex.stream = info.Stream
+	if ex.route.predict != nil {
+		return notPredictEndpoint(ex, info.Model)
+	}
 	if m.Deprecation.Gone(g.now()) {
 		return policy.ModelSunset(m.Name, m.Deprecation)
 	}
@@ -556,12 +590,21 @@ func (g *Gateway) handOff(ex *exchange, r *http.Request) *wire.Error {
 			r.Header["Connection"] = kept
 		}
 	}
+	if werr := g.bridgeRequest(ex, r); werr != nil {
+		return werr
+	}
+	if ex.predictReq != nil {
+		return g.handOffPredict(ex, r)
+	}
 	raw := ex.body.bytes()
 	out := raw
 	var err error
 	if up := ex.route.model.Upstream(); up != ex.bodyModel {
 		out, err = sjson.SetBytes(out, "model", up)
 		ex.bodyModel = up
+	}
+	if p := ex.batchPriority(); err == nil && p != 0 {
+		out, err = sjson.SetBytes(out, "priority", p) // for vLLM's priority scheduling
 	}
 	if err == nil && ex.stream && !ex.info.IncludeUsage && ex.spec.InjectStreamUsage {
 		// ask for the usage chunk upstream; the tap removes it from what the client sees

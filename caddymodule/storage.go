@@ -171,7 +171,8 @@ type backendHandle struct {
 	cancel    context.CancelFunc
 	logger    *zap.Logger
 	runner    *batchRunner
-	lease     atomic.Int64 // the batch line lease of the config provisioned last, ns; 0: the runner's default
+	lease     atomic.Int64     // the batch line lease of the config provisioned last, ns; 0: the runner's default
+	acct      handleAccounting // the usage ledger, budgets and admin keys of this store
 
 	mu      sync.Mutex
 	closed  bool
@@ -318,6 +319,7 @@ func (h *backendHandle) Destruct() error {
 	if h.runner != nil {
 		h.runner.stop(runnerStopWait)
 	}
+	h.stopAccounting()
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.closed = true

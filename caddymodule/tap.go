@@ -14,6 +14,7 @@ import (
 	"github.com/tidwall/gjson"
 	"github.com/tidwall/sjson"
 
+	"github.com/caddyai/gateway/bridge"
 	"github.com/caddyai/gateway/cache"
 	"github.com/caddyai/gateway/internal/wire"
 )
@@ -58,6 +59,10 @@ type responseTap struct {
 	finalBody       []byte // the JSON body sent, for the cache
 	overflowed      bool   // a JSON body too large to hold was passed through unread
 	eventsAfterStop int    // writes after text collection stopped
+
+	chatTap    *wire.StreamTap // a bridged stream: frames the upstream's chat chunks
+	bridgedOut []byte          // the Responses events the bridge made of them
+	scratch    []byte
 }
 
 // cacheBody returns the complete answer as JSON, or nil when it cannot be cached.
@@ -105,9 +110,11 @@ func (t *responseTap) WriteHeader(status int) {
 	ct := t.Header().Get("Content-Type")
 	sse := strings.HasPrefix(ct, "text/event-stream")
 	switch {
-	case !ai:
+	case !ai && status < 400:
 		t.mode = modePassthrough
 		t.sendHeader(status)
+	case !ai:
+		t.mode = modeError // a stored response's call: the upstream's error, normalised
 	case status >= 400:
 		t.mode = modeError
 	case status >= 300 || status < 200:
@@ -132,8 +139,21 @@ func (t *responseTap) startStream() {
 		Secrets:         ex.route.secrets,
 		OnFirstToken:    t.firstToken,
 		OnText:          t.onText,
+		Format:          ex.spec.StreamFormat,
 	}
 	if ex.route != nil && ex.route.model.UpstreamName != "" {
+		opts.Model = ex.route.model.Name
+	}
+	if b := ex.bridged; b != nil {
+		// chat chunks in, framed by a chat tap; the bridge's Responses events go on through the
+		// typed tap below, which ends them properly and reads their usage
+		b.stream = bridge.NewStream(b.req)
+		t.chatTap = wire.NewStreamTap(wire.OpenAI, wire.TapOptions{RequestID: ex.requestID, Secrets: ex.route.secrets,
+			OnEvent: func(ev wire.Event) {
+				if !ev.Unread {
+					t.bridgedOut = b.stream.Event(t.bridgedOut, ev.Data)
+				}
+			}})
 		opts.Model = ex.route.model.Name
 	}
 	t.countText = true
@@ -190,7 +210,13 @@ func (t *responseTap) Write(p []byte) (int, error) {
 	}
 	switch t.mode {
 	case modeStream:
+		if t.chatTap != nil {
+			p = t.bridge(p, nil, false)
+		}
 		t.out = t.stream.Write(t.out[:0], p)
+		if t.ex.responseID == "" && t.ex.spec.Dialect == wire.DialectResponses {
+			t.g.recordResponse(t.ex, t.stream.ResponseID()) // before the client has the id
+		}
 		if t.countText && t.stream.UsageAnnounced() {
 			t.stream.StopText() // the upstream reports usage: no need to parse text for it
 			t.countText = false
@@ -281,6 +307,9 @@ func (t *responseTap) finish(proxyErr error) (wire.Usage, error) {
 			return wire.Usage{}, t.writeError(werr)
 		}
 		werr := wire.NormalizeUpstreamError(ex.status, t.Header().Get("Content-Type"), t.buf)
+		if ex.predictReq != nil {
+			werr = t.predictUpstreamError()
+		}
 		werr.Message = wire.Redact(werr.Message, ex.route.secrets...)
 		if werr.Code == "context_length_exceeded" {
 			// the same overflow gets the same answer as the gateway's own refusal
@@ -312,17 +341,29 @@ func (t *responseTap) finish(proxyErr error) (wire.Usage, error) {
 
 func (t *responseTap) finishJSON() (wire.Usage, error) {
 	ex := t.ex
+	if ex.predictReq != nil {
+		return t.finishPredict()
+	}
 	body := t.buf
 	if !gjson.ValidBytes(body) {
 		werr := invalidUpstreamResponse()
 		ex.reject = werr.ReasonOrCode()
 		return wire.Usage{}, t.writeError(werr)
 	}
+	if ex.bridged != nil {
+		b, ok := bridge.Response(body, ex.bridged.req)
+		if !ok {
+			werr := invalidUpstreamResponse()
+			ex.reject = werr.ReasonOrCode()
+			return wire.Usage{}, t.writeError(werr)
+		}
+		body = b
+	}
 	u, ok := wire.ExtractUsage(ex.surface, body)
 	if !ok {
 		u = t.estimateJSONUsage(body)
 		if len(ex.spec.AnswerText) > 0 || u.PromptTokens > 0 {
-			if b, err := sjson.SetRawBytes(body, "usage", wire.AppendUsageJSON(nil, ex.surface, u)); err == nil {
+			if b, err := sjson.SetRawBytes(body, "usage", wire.AppendUsageJSONFor(nil, ex.surface, ex.spec.Dialect, u)); err == nil {
 				body = b
 			}
 		}
@@ -331,6 +372,9 @@ func (t *responseTap) finishJSON() (wire.Usage, error) {
 		if b, err := sjson.SetBytes(body, "model", ex.route.model.Name); err == nil {
 			body = b
 		}
+	}
+	if ex.spec.Dialect == wire.DialectResponses && ex.status == http.StatusOK {
+		t.g.recordResponse(ex, gjson.GetBytes(body, "id").String())
 	}
 	h := t.Header()
 	setUsageHeaders(h, u)
@@ -386,6 +430,12 @@ func (t *responseTap) finishStream(proxyErr error) (wire.Usage, error) {
 			cause.Message = "The model server stopped sending the stream before it was complete (timeout)."
 		}
 	}
+	if t.chatTap != nil {
+		// what the chat tap held back, through the bridge and the typed tap
+		if t.out = t.stream.Write(t.out[:0], t.bridge(nil, cause, true)); len(t.out) > 0 && !ex.clientGone() {
+			_, _ = t.ResponseWriterWrapper.Write(t.out)
+		}
+	}
 	gone := !t.stream.Done() && t.stream.UpstreamError() == nil && ex.clientGone()
 	if !t.stream.Done() && !gone {
 		ex.streamIncomplete = t.stream.UpstreamError() == nil
@@ -411,6 +461,23 @@ func (t *responseTap) finishStream(proxyErr error) (wire.Usage, error) {
 	}
 	setUsageHeaders(t.Header(), u)
 	return u, nil
+}
+
+// bridge feeds upstream chat bytes p through the chat tap and the bridge (at the end: the chat
+// tap's held tail, and the failure if the chat stream broke) and returns the Responses events
+// made of them, valid until the next call.
+func (t *responseTap) bridge(p []byte, cause *wire.Error, end bool) []byte {
+	b := t.ex.bridged
+	t.bridgedOut = t.bridgedOut[:0]
+	if end {
+		t.scratch = t.chatTap.Finish(t.scratch[:0], cause)
+	} else {
+		t.scratch = t.chatTap.Write(t.scratch[:0], p)
+	}
+	if e := t.chatTap.UpstreamError(); e != nil {
+		t.bridgedOut = b.stream.Fail(t.bridgedOut, e) // an error event the chat tap framed itself
+	}
+	return t.bridgedOut
 }
 
 // writeError answers with the gateway's envelope, unless the client already has a header.

@@ -134,8 +134,46 @@ func (p *ContentPolicy) Check(e wire.Endpoint, body []byte) *wire.Error {
 		c.text(root.Get("prompt"), func() string { return "prompt" })
 	case wire.DialectMessages:
 		c.anthropic(root)
+	case wire.DialectResponses:
+		c.responses(root)
 	}
 	return c.err
+}
+
+// responses checks instructions, a string input, and the text of every input item: message
+// contents (strings, input_text and output_text parts), function call arguments and outputs.
+func (c *checker) responses(root gjson.Result) {
+	c.text(root.Get("instructions"), func() string { return "instructions" })
+	in := root.Get("input")
+	if in.Type == gjson.String {
+		c.text(in, func() string { return "input" })
+		return
+	}
+	i := 0
+	in.ForEach(func(_, item gjson.Result) bool {
+		switch item.Get("type").Str {
+		case "", "message":
+			content := item.Get("content")
+			if content.Type == gjson.String {
+				c.text(content, func() string { return at("input", i, ".content") })
+				break
+			}
+			j := 0
+			content.ForEach(func(_, part gjson.Result) bool {
+				if t := part.Get("type").Str; t == "input_text" || t == "output_text" {
+					c.text(part.Get("text"), func() string { return at(at("input", i, ".content"), j, ".text") })
+				}
+				j++
+				return c.err == nil
+			})
+		case "function_call":
+			c.text(item.Get("arguments"), func() string { return at("input", i, ".arguments") })
+		case "function_call_output":
+			c.text(item.Get("output"), func() string { return at("input", i, ".output") })
+		}
+		i++
+		return c.err == nil
+	})
 }
 
 // checker walks the prompt text of one body.

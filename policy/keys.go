@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"slices"
 	"strings"
 	"time"
 
@@ -252,4 +253,14 @@ func (t *KeyTable) Merge(other *KeyTable) (*KeyTable, error) {
 		keys = append(keys, k)
 	}
 	return NewKeyTable(keys)
+}
+
+// IDs returns the ids of the table's keys, sorted.
+func (t *KeyTable) IDs() []string {
+	ids := make([]string, 0, len(t.byID))
+	for id := range t.byID {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
 }

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -142,7 +143,7 @@ var structural = map[string]bool{"model": true, "messages": true, "prompt": true
 
 // integerParams are the known params whose values are integers.
 var integerParams = map[string]bool{
-	fieldMaxTokens: true, fieldMaxCompletionTokens: true, "n": true, "top_k": true, "top_logprobs": true,
+	fieldMaxTokens: true, fieldMaxCompletionTokens: true, fieldMaxOutputTokens: true, "n": true, "top_k": true, "top_logprobs": true,
 	"best_of": true, "dimensions": true, "seed": true, "output_compression": true,
 }
 
@@ -245,7 +246,7 @@ func CompileRewrite(global, model RewriteConfig) (*Rewriter, error) {
 		rw.sysChat = append(append([]byte(`{"role":"system","content":`), rw.sysText...), '}')
 		rw.sysBlock = append(append([]byte(`{"type":"text","text":`), rw.sysText...), '}')
 	}
-	rw.maxMask = rw.mask(fieldMaxTokens, fieldMaxCompletionTokens)
+	rw.maxMask = rw.mask(fieldMaxTokens, fieldMaxCompletionTokens, fieldMaxOutputTokens)
 	switch rw.maxField {
 	case fieldMaxTokens:
 		rw.otherMask = rw.mask(fieldMaxCompletionTokens)
@@ -312,10 +313,7 @@ func (rw *Rewriter) addClamp(cl Clamp, clamped map[string]Clamp, denied, strippe
 	if cl.Min > cl.Max {
 		return fmt.Errorf("compiling rewrite: clamp %q: min %v is greater than max %v", cl.Param, cl.Min, cl.Max)
 	}
-	params := []string{cl.Param}
-	if cl.Param == fieldMaxTokens || cl.Param == fieldMaxCompletionTokens {
-		params = []string{fieldMaxTokens, fieldMaxCompletionTokens}
-	}
+	params := clampParams(cl.Param)
 	for _, p := range params {
 		if _, dup := clamped[p]; dup {
 			return fmt.Errorf("compiling rewrite: clamp %q: param is clamped twice", cl.Param)
@@ -367,7 +365,7 @@ func (rw *Rewriter) addDefaults(defs map[string]string, clamped map[string]Clamp
 				return fmt.Errorf("compiling rewrite: defaults: %q: value %s is outside its clamp [%v, %v]", k, lit, cl.Min, cl.Max)
 			}
 		}
-		d := rwDefault{lit: []byte(val.Raw), maxTokens: k == fieldMaxTokens || k == fieldMaxCompletionTokens}
+		d := rwDefault{lit: []byte(val.Raw), maxTokens: ruleKey(k) == fieldMaxTokens}
 		known := false
 		var firstErr *wire.Error
 		for _, e := range bodyEndpoints {
@@ -396,6 +394,13 @@ func (rw *Rewriter) addDefaults(defs map[string]string, clamped map[string]Clamp
 		if d.maxTokens {
 			rw.bit(fieldMaxTokens)
 			rw.bit(fieldMaxCompletionTokens)
+			rw.bit(fieldMaxOutputTokens)
+			if k != fieldMaxOutputTokens {
+				// a default output limit is also the Responses API's max_output_tokens
+				if r, ok := rw.outputLimitDefault(d.lit); ok {
+					rw.defaults = append(rw.defaults, r)
+				}
+			}
 		}
 		rw.defaults = append(rw.defaults, d)
 	}
@@ -592,6 +597,13 @@ func (rw *Rewriter) applySystem(e wire.Endpoint, out []byte) ([]byte, error) {
 		case sys.IsArray():
 			return insertInArray(out, sys, rw.sysBlock), nil
 		}
+	case wire.DialectResponses:
+		// the Responses API's system prompt is instructions
+		ins := gjson.Get(view(out), "instructions")
+		if rw.sysRepl || ins.Type != gjson.String || ins.Str == "" {
+			return sjson.SetRawBytes(out, "instructions", rw.sysText)
+		}
+		return sjson.SetRawBytes(out, "instructions", wire.AppendString(nil, rw.sysPrompt+"\n\n"+ins.Str))
 	}
 	return out, nil
 }
@@ -633,6 +645,7 @@ func refreshInfo(e wire.Endpoint, body []byte, info *RequestInfo, param string) 
 		group = toolParams
 	case fieldMaxTokens, fieldMaxCompletionTokens:
 		group = maxTokensParams
+	case fieldMaxOutputTokens:
 	default:
 		return
 	}
@@ -674,7 +687,7 @@ func SetMaxTokens(e wire.Endpoint, body []byte, info *RequestInfo, n int) ([]byt
 	if !e.Spec().MaxTokens {
 		return nil, fmt.Errorf("setting max tokens: endpoint %s has no output limit", e)
 	}
-	field := fieldMaxTokens
+	field := cmp.Or(e.Spec().MaxTokensParam, fieldMaxTokens)
 	var also string
 	if twoMaxTokenFields(e) {
 		if info.MaxTokensField != "" {
@@ -703,4 +716,22 @@ func SetMaxTokens(e wire.Endpoint, body []byte, info *RequestInfo, n int) ([]byt
 		info.MaxTokensField = fieldMaxCompletionTokens // both now hold n; Validate names this one on a tie
 	}
 	return out, nil
+}
+
+// outputLimitDefault is the Responses form of a default for max_tokens or
+// max_completion_tokens: the same value as max_output_tokens, on the endpoints whose output
+// limit has that name. ok is false when no endpoint takes the value.
+func (rw *Rewriter) outputLimitDefault(lit []byte) (rwDefault, bool) {
+	d := rwDefault{lit: lit, maxTokens: true}
+	val := gjson.ParseBytes(lit)
+	for _, e := range bodyEndpoints {
+		if e.Spec().MaxTokensParam != fieldMaxOutputTokens {
+			continue
+		}
+		if v := newValidator(e); v.topKey(fieldMaxOutputTokens, val) && v.err == nil {
+			d.endpoints.add(e)
+		}
+	}
+	d.rwParam = rwParam{name: fieldMaxOutputTokens, bit: rw.bit(fieldMaxOutputTokens)}
+	return d, d.endpoints != 0
 }

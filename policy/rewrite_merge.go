@@ -16,7 +16,7 @@ const Off = "off"
 // max_completion_tokens are one output limit, so a model's rule on either replaces (or lifts)
 // the gateway's rule on either.
 func ruleKey(p string) string {
-	if p == fieldMaxCompletionTokens {
+	if p == fieldMaxCompletionTokens || p == fieldMaxOutputTokens {
 		return fieldMaxTokens
 	}
 	return p
@@ -25,7 +25,7 @@ func ruleKey(p string) string {
 // clampParams are the params a clamp on p bounds.
 func clampParams(p string) []string {
 	if ruleKey(p) == fieldMaxTokens {
-		return []string{fieldMaxTokens, fieldMaxCompletionTokens}
+		return []string{fieldMaxTokens, fieldMaxCompletionTokens, fieldMaxOutputTokens}
 	}
 	return []string{p}
 }

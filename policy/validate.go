@@ -39,6 +39,11 @@ type RequestInfo struct {
 	Temperature *float64
 	// Seed is true when the request carries a seed.
 	Seed bool
+	// NoStore is true when a Responses request says store: false (a response is stored by
+	// default).
+	NoStore bool
+	// PreviousResponseID is a Responses request's previous_response_id, "" when absent.
+	PreviousResponseID string
 }
 
 // Field names shared by validation and rewriting.
@@ -81,6 +86,7 @@ func Validate(e wire.Endpoint, body []byte) (RequestInfo, *wire.Error) {
 		return RequestInfo{}, v.err
 	}
 	v.info.Model = strings.Clone(v.info.Model)
+	v.info.PreviousResponseID = strings.Clone(v.info.PreviousResponseID)
 	return v.info, nil
 }
 
@@ -192,6 +198,8 @@ func (v *validator) topKey(k string, val gjson.Result) bool {
 		return v.embeddingsKey(k, val)
 	case wire.DialectImage:
 		return v.imagesKey(k, val)
+	case wire.DialectResponses:
+		return v.responsesKey(k, val)
 	}
 	return true
 }

@@ -141,6 +141,14 @@ func (a *Admission) TryAcquire() (release func(), ok bool) {
 	return a.releaser(), true
 }
 
+// Spare reports whether TryAcquire would admit a request now (a slot is free and nobody is
+// waiting), without taking anything: a cheap check before work that only spare capacity may do.
+func (a *Admission) Spare() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.queue.Len() == 0 && a.hasRoom()
+}
+
 // admitLocked takes a slot. Call with mu held.
 func (a *Admission) admitLocked() {
 	if a.inFlight == 0 {

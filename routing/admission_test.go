@@ -513,11 +513,14 @@ func TestRefusalReason(t *testing.T) {
 
 func TestAdmissionTryAcquireSpareOnly(t *testing.T) {
 	a, _, _ := testAdmission(1, 4, time.Minute)
+	if !a.Spare() {
+		t.Fatal("an idle gate has no spare slot")
+	}
 	rel, ok := a.TryAcquire()
 	if !ok {
 		t.Fatal("TryAcquire on an idle gate refused")
 	}
-	if _, ok := a.TryAcquire(); ok {
+	if _, ok := a.TryAcquire(); ok || a.Spare() {
 		t.Fatal("TryAcquire admitted past max_concurrent")
 	}
 	waiting := make(chan func())
@@ -537,6 +540,9 @@ func TestAdmissionTryAcquireSpareOnly(t *testing.T) {
 		t.Fatal("TryAcquire took the waiter's slot")
 	}
 	r()
+	if !a.Spare() {
+		t.Fatal("a free slot nobody waits for is not spare")
+	}
 	if rel, ok := a.TryAcquire(); !ok {
 		t.Fatal("TryAcquire refused a free slot")
 	} else {

@@ -12,6 +12,11 @@
 //	GET  /v1/models             OpenAI list of Config.Models
 //	GET  /v1/models/{id}        one model, or 404
 //	POST /v1/messages           Anthropic Messages, JSON or SSE; errors always in Anthropic's shape
+//	POST /v1/responses          OpenAI Responses, JSON or typed SSE events (no [DONE]); a function
+//	                            tool offered is called (unless tool_choice "none" or the input
+//	                            ends with its output); stored unless store is false
+//	GET|DELETE /v1/responses/{id}, POST .../cancel, GET .../input_items
+//	                            the stored responses (in memory, the newest 4096)
 //	POST /v1/images/generations deterministic PNG checkerboards, b64_json or url (a data: URL)
 //	POST /tokenize              vLLM: {"prompt"} or {"messages"} -> {"count","max_model_len","tokens"};
 //	                            TGI: {"inputs"} -> [{"id","text","start","stop"}];
@@ -55,6 +60,19 @@
 //     way); plus count(system) + 3 when system is present and not null (a
 //     string, or its text blocks concatenated); plus count(raw JSON of
 //     "tools").
+//   - Responses: the chat formula over the messages the request stands for:
+//     instructions as a system message, a string input as a user message,
+//     each message item as a message (input_text, output_text and refusal
+//     parts concatenated, input_image 85), a function_call item as
+//     3 + count("assistant") + count(name) + count(arguments), a
+//     function_call_output as a tool message of its output, reasoning
+//     summaries as text; plus count(raw JSON of "tools") and, for a
+//     json_schema text format, count(raw JSON of its schema). A
+//     previous_response_id adds that response's input and output tokens.
+//
+// Chat answers with function tools offered call the first one the same way:
+// its arguments set each property of the parameters schema ("sim" for a
+// string, 1 for a number, true for a boolean).
 //
 // This is the formula of the gateway's exact token counter, so the usage the
 // simulator reports is what the gateway predicts.
@@ -75,7 +93,8 @@
 //	                               connection drops; a JSON body is cut in half
 //	kind=close                     connection dropped before any header
 //	kind=stall;delay=2s            wait before the headers (counted as waiting in /metrics)
-//	kind=midstream_error;after=3   an error frame in the shape after 3 frames
+//	kind=midstream_error;after=3   an error frame in the shape after 3 frames (on /v1/responses
+//	                               the typed `event: error`)
 //	kind=no_usage                  no usage in responses and streams
 //	kind=garbage                   200 with a body that is not JSON
 //	shape=tgi                      the error shape for this request

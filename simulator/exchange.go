@@ -202,6 +202,11 @@ func (x *exchange) checkStreamFault() bool {
 	case x.route == routeMessages:
 		b = append(b, "event: error\ndata: "...)
 		b = append(b, x.renderError(e).body...)
+	case x.route == routeResponses:
+		// the Responses stream's error event (ResponseErrorEvent)
+		b = append(b, "event: error\ndata: {\"type\":\"error\",\"code\":\"server_error\",\"message\":\"The server had an error while processing your request.\",\"param\":null,\"sequence_number\":"...)
+		b = appendInt(b, x.frames)
+		b = append(b, '}')
 	case x.shape == ShapeText:
 		b = append(b, "data: "...)
 		rd := e.render(ShapeText)

@@ -37,6 +37,7 @@ type chatRequest struct {
 	StreamOptions       *streamOptions  `json:"stream_options"`
 	Tools               json.RawMessage `json:"tools"`
 	Functions           json.RawMessage `json:"functions"`
+	ToolChoice          json.RawMessage `json:"tool_choice"`
 	Prompt              json.RawMessage `json:"prompt"` // /v1/completions
 }
 
@@ -45,11 +46,12 @@ type gen struct {
 	id      string
 	model   []byte // JSON-quoted model name
 	created int64
-	prompt  int  // prompt tokens
-	tokens  int  // completion tokens per choice
-	choices int  // number of choices
-	cut     bool // max_tokens or the window cut the natural length
-	usage   bool // usage is reported at all (not kind=no_usage)
+	prompt  int       // prompt tokens
+	tokens  int       // completion tokens per choice
+	choices int       // number of choices
+	cut     bool      // max_tokens or the window cut the natural length
+	usage   bool      // usage is reported at all (not kind=no_usage)
+	call    *chatCall // the tool the answer calls instead of answering in text
 }
 
 func badJSON(err error) *simError {
@@ -222,6 +224,7 @@ func (s *Server) serveChat(x *exchange, body []byte) {
 				}
 				g.id = s.nextID("chatcmpl-")
 				x.w.Header().Set("X-Request-Id", g.id)
+				s.planCall(&req, &g, maxTok)
 				if req.Stream {
 					s.streamChat(x, &g, req.StreamOptions != nil && req.StreamOptions.IncludeUsage)
 				} else {
@@ -236,6 +239,10 @@ func (s *Server) serveChat(x *exchange, body []byte) {
 
 func (s *Server) jsonChat(x *exchange, g *gen) {
 	if !x.wait(s.answerTime(g.tokens)) {
+		return
+	}
+	if g.call != nil {
+		s.jsonChatCall(x, g)
 		return
 	}
 	b := make([]byte, 0, 256+g.choices*(g.tokens*9+128))
@@ -277,6 +284,10 @@ func (x *exchange) chunkFrame(head []byte, tail string, choice func([]byte) []by
 
 func (s *Server) streamChat(x *exchange, g *gen, includeUsage bool) {
 	includeUsage = includeUsage && g.usage
+	if g.call != nil {
+		s.streamChatCall(x, g, includeUsage)
+		return
+	}
 	if !x.startStream() || !x.wait(s.cfg.TTFT) {
 		return
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -44,6 +45,9 @@ type Config struct {
 	Fault string
 	// Now is the clock used for `created` timestamps. Default: time.Now.
 	Now func() time.Time
+	// TrainingStep is how long a simulated fine-tuning job stays in each of validating_files,
+	// queued and running before it succeeds. Default: 2s.
+	TrainingStep time.Duration
 }
 
 // Server is a simulated OpenAI-compatible model server. It is safe for
@@ -60,6 +64,9 @@ type Server struct {
 	// sleep waits d or until ctx is done; tests replace it.
 	sleep func(ctx context.Context, d time.Duration) error
 
+	train     *trainingState // the simulated training service's files and jobs
+	trainOnce sync.Once
+
 	hook atomic.Pointer[func(*http.Request, []byte)]
 	seq  atomic.Uint64
 
@@ -70,6 +77,8 @@ type Server struct {
 	cancelled        atomic.Int64
 	promptTokens     atomic.Int64
 	completionTokens atomic.Int64
+
+	responses responseStore // stored Responses answers
 }
 
 // Stats is a snapshot of a Server's counters.
@@ -193,6 +202,13 @@ const (
 	routeImages
 	routeHealth
 	routeMetrics
+	routeResponses
+	routeStoredResponse
+	routeKServePredict
+	routeOIPInfer
+	routeOIPReady
+	routeOIPHealth
+	routeTraining
 	numRoutes
 )
 
@@ -212,6 +228,15 @@ var routes = [numRoutes]struct {
 	routeImages:      {"/v1/images/generations", http.MethodPost, true},
 	routeHealth:      {"/health", http.MethodGet, false},
 	routeMetrics:     {"/metrics", http.MethodGet, false},
+	routeResponses:   {"/v1/responses", http.MethodPost, true},
+	// the stored-response calls check their own methods
+	routeStoredResponse: {"/v1/responses/{id}", "", false},
+
+	routeKServePredict: {"/v1/models/{name}:predict", http.MethodPost, true},
+	routeOIPInfer:      {"/v2/models/{name}/infer", http.MethodPost, true},
+	routeOIPReady:      {"/v2/models/{name}/ready", http.MethodGet, false},
+	routeOIPHealth:     {"/v2/health/ready", http.MethodGet, false},
+	routeTraining:      {"/v1/fine_tuning/jobs", "", false},
 }
 
 // matchRoute maps a path to its route and, for /v1/models/{id}, the id.
@@ -235,9 +260,35 @@ func matchRoute(path string) (route, string) {
 		return routeHealth, ""
 	case "/metrics":
 		return routeMetrics, ""
+	case "/v2/health/ready":
+		return routeOIPHealth, ""
+	case "/v1/files", "/v1/fine_tuning/jobs":
+		return routeTraining, ""
+	}
+	if strings.HasPrefix(path, "/v1/fine_tuning/jobs/") {
+		return routeTraining, ""
+	}
+	if rest, ok := strings.CutPrefix(path, "/v2/models/"); ok {
+		if name, ok := strings.CutSuffix(rest, "/infer"); ok && name != "" {
+			return routeOIPInfer, name
+		}
+		if name, ok := strings.CutSuffix(rest, "/ready"); ok && name != "" {
+			return routeOIPReady, name
+		}
+	}
+	if rest, ok := strings.CutPrefix(path, "/v1/models/"); ok {
+		if name, ok := strings.CutSuffix(rest, ":predict"); ok && name != "" {
+			return routeKServePredict, name
+		}
 	}
 	if id, ok := strings.CutPrefix(path, "/v1/models/"); ok && id != "" {
 		return routeModel, id
+	}
+	if path == "/v1/responses" {
+		return routeResponses, ""
+	}
+	if id, ok := strings.CutPrefix(path, "/v1/responses/"); ok && id != "" {
+		return routeStoredResponse, id
 	}
 	return routeUnknown, ""
 }
@@ -274,7 +325,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		x.fail(&simError{kind: errNotFound, msg: "Invalid URL (" + r.Method + " " + r.URL.Path + ")"})
 		return
 	}
-	if r.Method != routes[rt].method {
+	if routes[rt].method != "" && r.Method != routes[rt].method {
 		w.Header().Set("Allow", routes[rt].method)
 		x.fail(&simError{kind: errMethod, msg: "Method Not Allowed"})
 		return
@@ -298,6 +349,23 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		(*fn)(r, body)
 	}
 
+	switch rt {
+	case routeTraining:
+		s.serveTraining(x, r.URL.Path, body)
+		return
+	case routeKServePredict, routeOIPInfer:
+		s.running.Add(1)
+		defer s.running.Add(-1)
+		if rt == routeKServePredict {
+			s.servePredictKServe(x, modelID, body)
+		} else {
+			s.servePredictOIP(x, modelID, body)
+		}
+		return
+	case routeOIPReady:
+		s.servePredictReady(x, modelID)
+		return
+	}
 	if !x.preFault() {
 		return
 	}
@@ -323,6 +391,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveTokenize(x, body)
 	case routeImages:
 		s.serveImages(x, body)
+	case routeResponses:
+		s.serveResponses(x, body)
+	case routeStoredResponse:
+		id, action, _ := strings.Cut(modelID, "/")
+		s.serveStoredResponse(x, id, action)
+	case routeOIPHealth:
+		x.writeJSON([]byte(`{"ready":true}`))
 	}
 }
 

@@ -252,6 +252,8 @@ type Backend interface {
 	// Queue returns the work queue of that name; queues of different names
 	// are independent. It does no I/O.
 	Queue(name string) Queue
+	// Counters returns the backend's counters (the usage ledger's totals). It does no I/O.
+	Counters() Counters
 	// Close releases the backend.
 	Close() error
 }

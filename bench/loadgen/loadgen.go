@@ -40,6 +40,10 @@ type Config struct {
 	// Stream expects SSE responses: a 200 body must end with "data: [DONE]\n\n", and the time
 	// to the first body byte is recorded.
 	Stream bool
+	// StreamDone, when set, is what a 200 stream must contain to count as complete (a typed
+	// stream's terminal event, such as "event: response.completed\n"), in place of ending with
+	// "data: [DONE]\n\n". The body must fit MaxBody.
+	StreamDone []byte
 	// Timeout bounds each request (dial, write and read). Default: 30s.
 	Timeout time.Duration
 	// MaxBody is how much of each response body is kept for verification; the end of a longer
@@ -242,6 +246,12 @@ func (w *worker) verify() error {
 		return nil
 	default:
 		return fmt.Errorf("status %d: %.200s", r.status, r.body)
+	}
+	if w.r.cfg.Stream && w.r.cfg.StreamDone != nil {
+		if !bytes.Contains(r.body, w.r.cfg.StreamDone) {
+			return fmt.Errorf("stream without %q", w.r.cfg.StreamDone)
+		}
+		return nil
 	}
 	if w.r.cfg.Stream {
 		if !bytes.HasSuffix(r.tail[:r.tailLen], doneSuffix) {

@@ -33,6 +33,20 @@ const (
 	EndpointMessageBatch
 	EndpointMessageBatchCancel
 	EndpointMessageBatchResults
+	EndpointUsage
+	EndpointResponses
+	EndpointResponse
+	EndpointResponseCancel
+	EndpointResponseInputItems
+	EndpointModelPredict
+	EndpointPredict
+	EndpointFineTuningJobs
+	EndpointFineTuningJob
+	EndpointFineTuningJobCancel
+	EndpointFineTuningJobPause
+	EndpointFineTuningJobResume
+	EndpointFineTuningJobEvents
+	EndpointFineTuningJobCheckpoints
 	numEndpoints
 )
 
@@ -48,6 +62,24 @@ const (
 	DialectEmbedding                 // OpenAI embeddings
 	DialectImage                     // OpenAI image generation
 	DialectMessages                  // Anthropic messages
+	DialectResponses                 // OpenAI Responses
+	DialectPredict                   // a predict model's body (package predict)
+)
+
+// StreamFormat is how an endpoint's SSE stream is framed and how it ends properly. It selects
+// the stream tap's event handling and the frames the gateway ends a broken stream with.
+type StreamFormat uint8
+
+// The stream formats.
+const (
+	// StreamBySurface is the surface's chat stream: OpenAI chunks ending with `data: [DONE]`,
+	// Anthropic events ending with message_stop.
+	StreamBySurface StreamFormat = iota
+	// StreamTyped is the Responses stream: named events whose data carries type and
+	// sequence_number, ending with response.completed, response.incomplete or
+	// response.failed, and no [DONE]. A broken stream ends with response.failed (when the
+	// response was announced) and an error event.
+	StreamTyped
 )
 
 // Answer says who answers an endpoint's requests.
@@ -110,6 +142,15 @@ type Spec struct {
 	// Anthropic-envelope 404 instead of this OpenAI endpoint's answer: the Anthropic SDK's files
 	// beta calls the same paths (/v1/files) with another protocol, which must not be misread.
 	AnthropicNotFound bool
+	// StreamFormat is how the endpoint's streams are framed and end.
+	StreamFormat StreamFormat
+	// MaxTokensParam is the body's output length field when it is not max_tokens
+	// (max_output_tokens for Responses).
+	MaxTokensParam string
+	// ParamSlashes says the parameter in the middle of the path may contain '/' (model ids such
+	// as org/model in models/{model_id}/predict): the pattern's suffix is matched, not the first
+	// '/'.
+	ParamSlashes bool
 }
 
 var (
@@ -137,6 +178,11 @@ var (
 	messagesParams = []string{"model", "messages", "max_tokens", "stream", "system", "temperature", "top_p",
 		"top_k", "stop_sequences", "tools", "tool_choice", "metadata", "thinking", "service_tier",
 		"container", "mcp_servers", "context_management"}
+	responsesParams = []string{"model", "input", "instructions", "max_output_tokens", "temperature", "top_p",
+		"tools", "tool_choice", "parallel_tool_calls", "text", "stream", "stream_options", "store",
+		"previous_response_id", "metadata", "truncation", "reasoning", "user", "include", "background",
+		"max_tool_calls", "prompt", "prompt_cache_key", "safety_identifier", "service_tier", "top_logprobs",
+		"conversation", "prompt_cache_retention"}
 	countTokensParams = []string{"model", "messages", "system", "tools", "tool_choice", "thinking",
 		"mcp_servers", "context_management"}
 )
@@ -190,6 +236,44 @@ var table = [numEndpoints]Spec{
 		Methods: post, Surface: Anthropic, Answer: AnswerGateway},
 	EndpointMessageBatchResults: {Name: "message_batch_results", Path: "messages/batches/{message_batch_id}/results",
 		Methods: getHead, Surface: Anthropic, Answer: AnswerGateway},
+	// The key's own usage and budgets, from the usage ledger (accounting).
+	EndpointUsage: {Name: "usage", Path: "usage", Methods: getHead, Surface: OpenAI, Answer: AnswerGateway},
+	// The Responses API: POST creates a response (JSON or a typed stream) upstream; the stored
+	// response (GET, DELETE), its cancellation and its input items are proxied to the model that
+	// made it, for the key that made it only.
+	EndpointResponses: {Name: "responses", Path: "responses", Methods: post, Surface: OpenAI,
+		Dialect: DialectResponses, Answer: AnswerUpstream, Required: []string{"model"}, Params: responsesParams,
+		ContextParam: "input", ExactCount: true,
+		AnswerText: []string{"output.#.content.#.text|@flatten", "output.#.arguments", "output.#.summary.#.text|@flatten"},
+		Cacheable:  true, MaxTokens: true, StreamFormat: StreamTyped, MaxTokensParam: "max_output_tokens"},
+	EndpointResponse: {Name: "response", Path: "responses/{response_id}", Methods: getHeadDel, Surface: OpenAI,
+		Answer: AnswerUpstream},
+	EndpointResponseCancel: {Name: "response_cancel", Path: "responses/{response_id}/cancel", Methods: post,
+		Surface: OpenAI, Answer: AnswerUpstream},
+	EndpointResponseInputItems: {Name: "response_input_items", Path: "responses/{response_id}/input_items",
+		Methods: getHead, Surface: OpenAI, Answer: AnswerUpstream},
+	// Predict models (classifiers, rankers, tabular and vision models): the model in the path or
+	// in the body, validated against the model's input schema and sent in the model's protocol.
+	EndpointModelPredict: {Name: "model_predict", Path: "models/{model_id}/predict", Methods: post, Surface: OpenAI,
+		Dialect: DialectPredict, Answer: AnswerUpstream, Cacheable: true, ParamSlashes: true},
+	EndpointPredict: {Name: "predict", Path: "predict", Methods: post, Surface: OpenAI, Dialect: DialectPredict,
+		Answer: AnswerUpstream, Required: []string{"model"}, Params: []string{"model"}, Cacheable: true},
+	// Fine-tuning jobs, passed through to the training service and owned per key
+	// (/v1/fine-tuning/... is the same API: see Route).
+	EndpointFineTuningJobs: {Name: "fine_tuning_jobs", Path: "fine_tuning/jobs", Methods: postGetHead, Surface: OpenAI,
+		Answer: AnswerGateway},
+	EndpointFineTuningJob: {Name: "fine_tuning_job", Path: "fine_tuning/jobs/{job_id}", Methods: getHead, Surface: OpenAI,
+		Answer: AnswerGateway},
+	EndpointFineTuningJobCancel: {Name: "fine_tuning_job_cancel", Path: "fine_tuning/jobs/{job_id}/cancel", Methods: post,
+		Surface: OpenAI, Answer: AnswerGateway},
+	EndpointFineTuningJobPause: {Name: "fine_tuning_job_pause", Path: "fine_tuning/jobs/{job_id}/pause", Methods: post,
+		Surface: OpenAI, Answer: AnswerGateway},
+	EndpointFineTuningJobResume: {Name: "fine_tuning_job_resume", Path: "fine_tuning/jobs/{job_id}/resume", Methods: post,
+		Surface: OpenAI, Answer: AnswerGateway},
+	EndpointFineTuningJobEvents: {Name: "fine_tuning_job_events", Path: "fine_tuning/jobs/{job_id}/events", Methods: getHead,
+		Surface: OpenAI, Answer: AnswerGateway},
+	EndpointFineTuningJobCheckpoints: {Name: "fine_tuning_job_checkpoints", Path: "fine_tuning/jobs/{job_id}/checkpoints",
+		Methods: getHead, Surface: OpenAI, Answer: AnswerGateway},
 }
 
 func init() {
@@ -242,13 +326,16 @@ func Route(path string) (e Endpoint, param string) {
 		return EndpointUnknown, ""
 	}
 	rest = strings.TrimSuffix(rest, "/")
+	if r, ok := strings.CutPrefix(rest, "fine-tuning/"); ok {
+		rest = "fine_tuning/" + r // our users' spelling of OpenAI's fine_tuning
+	}
 	for _, tail := range [...]bool{false, true} {
 		for i := range table {
 			s := &table[i]
 			if s.Path == "" || strings.HasSuffix(s.Path, "}") != tail {
 				continue
 			}
-			if p, ok := match(s.Path, rest); ok {
+			if p, ok := match(s.Path, rest, s.ParamSlashes); ok {
 				return s.Endpoint, p
 			}
 		}
@@ -257,7 +344,7 @@ func Route(path string) (e Endpoint, param string) {
 }
 
 // match matches rest against one pattern and returns its parameter.
-func match(pattern, rest string) (param string, ok bool) {
+func match(pattern, rest string, slashes bool) (param string, ok bool) {
 	open := strings.IndexByte(pattern, '{')
 	if open < 0 {
 		return "", rest == pattern
@@ -272,7 +359,7 @@ func match(pattern, rest string) (param string, ok bool) {
 		return p, p != ""
 	}
 	p, ok = strings.CutSuffix(p, suffix)
-	if !ok || p == "" || strings.IndexByte(p, '/') >= 0 {
+	if !ok || p == "" || !slashes && strings.IndexByte(p, '/') >= 0 {
 		return "", false
 	}
 	return p, true

@@ -3,6 +3,7 @@ package wire_test
 import (
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/caddyai/gateway/internal/wire"
@@ -25,7 +26,7 @@ func TestEndpointTable(t *testing.T) {
 		if len(s.Methods) == 0 || s.Answer == wire.AnswerNone {
 			t.Errorf("%s: a served endpoint needs methods and an answer", s.Name)
 		}
-		if s.Dialect != wire.DialectNone && (s.ContextParam == "" || len(s.Required) == 0 || s.Required[0] != "model") {
+		if s.Dialect != wire.DialectNone && s.Dialect != wire.DialectPredict && (s.ContextParam == "" || len(s.Required) == 0 || s.Required[0] != "model") {
 			t.Errorf("%s: a body endpoint needs a context param and model among its required fields", s.Name)
 		}
 		for _, r := range s.Required {
@@ -52,6 +53,17 @@ func TestEndpointTable(t *testing.T) {
 			path, want = "/v1/messages/batches/msgbatch_1/cancel", "msgbatch_1"
 		case "messages/batches/{message_batch_id}/results":
 			path, want = "/v1/messages/batches/msgbatch_1/results", "msgbatch_1"
+		case "responses/{response_id}":
+			path, want = "/v1/responses/resp_1", "resp_1"
+		case "responses/{response_id}/cancel":
+			path, want = "/v1/responses/resp_1/cancel", "resp_1"
+		case "responses/{response_id}/input_items":
+			path, want = "/v1/responses/resp_1/input_items", "resp_1"
+		case "fine_tuning/jobs/{job_id}", "fine_tuning/jobs/{job_id}/cancel", "fine_tuning/jobs/{job_id}/pause",
+			"fine_tuning/jobs/{job_id}/resume", "fine_tuning/jobs/{job_id}/events", "fine_tuning/jobs/{job_id}/checkpoints":
+			path, want = "/v1/"+strings.Replace(s.Path, "{job_id}", "ftjob-1", 1), "ftjob-1"
+		case "models/{model_id}/predict":
+			path, want = "/v1/models/org/sentiment/predict", "org/sentiment"
 		}
 		if e, param := wire.Route(path); e != s.Endpoint || param != want {
 			t.Errorf("Route(%q) = %s, %q; want %s, %q", path, e, param, s.Name, want)
@@ -82,6 +94,13 @@ func TestEndpointTable(t *testing.T) {
 		{"/v1/files/a/b/content", wire.EndpointFile, "a/b/content"},
 		{"/v1/files/file-1/other", wire.EndpointFile, "file-1/other"},
 		{"/v1/models/org/m/content", wire.EndpointModel, "org/m/content"},
+		{"/v1/models/sentiment/predict", wire.EndpointModelPredict, "sentiment"},
+		{"/v1/models/a/b/c/predict/", wire.EndpointModelPredict, "a/b/c"},
+		{"/v1/models/predict", wire.EndpointModel, "predict"},
+		{"/v1/predict", wire.EndpointPredict, ""},
+		{"/v1/fine-tuning/jobs", wire.EndpointFineTuningJobs, ""},
+		{"/v1/fine-tuning/jobs/ftjob-1/events", wire.EndpointFineTuningJobEvents, "ftjob-1"},
+		{"/v1/fine_tuning/jobs/ftjob-1", wire.EndpointFineTuningJob, "ftjob-1"},
 		{"/v1/filesx", wire.EndpointUnknown, ""},
 		{"/v1/messages", wire.EndpointMessages, ""},
 		{"/v1/messages/count_tokens", wire.EndpointMessagesCountTokens, ""},

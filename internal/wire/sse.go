@@ -52,6 +52,9 @@ type TapOptions struct {
 	RequestID string
 	// MaxEventBytes bounds the bytes held back for one event. Default: DefaultMaxEventBytes.
 	MaxEventBytes int
+	// Format is the stream's framing and end rule, from the endpoint's row. Default:
+	// StreamBySurface.
+	Format StreamFormat
 }
 
 // Event is one SSE event as the tap framed it: its event name and its data lines joined by
@@ -98,6 +101,7 @@ type StreamTap struct {
 	firstToken bool
 	usageKey   bool // an event carried a "usage" key (null or not)
 	upErr      *Error
+	typed      typedState // StreamTyped only
 }
 
 // UsageAnnounced reports whether an event so far carried a "usage" key (OpenAI's `"usage":null`
@@ -127,7 +131,8 @@ func (t *StreamTap) Usage() (Usage, bool) {
 }
 
 // Done reports whether the upstream ended its stream properly: [DONE] (OpenAI) or message_stop
-// (Anthropic).
+// (Anthropic); for a StreamTyped tap, response.completed, response.incomplete or
+// response.failed.
 func (t *StreamTap) Done() bool { return t.done }
 
 // UpstreamError returns the normalised error of an error event the upstream sent in the stream,
@@ -171,7 +176,7 @@ func (t *StreamTap) Write(dst, p []byte) []byte {
 // lacking only its final blank line is handled and terminated; any other tail is dropped. When
 // the stream did not end properly (no [DONE] / message_stop, no error frame sent), it appends
 // the error frame for cause (StreamIncomplete when cause is nil) and, on the OpenAI surface,
-// `data: [DONE]`.
+// `data: [DONE]`; a StreamTyped tap appends response.failed and an error event instead.
 func (t *StreamTap) Finish(dst []byte, cause *Error) []byte {
 	if t.passthrough {
 		dst = append(dst, "\n\n"...)
@@ -204,6 +209,11 @@ func (t *StreamTap) Finish(dst []byte, cause *Error) []byte {
 
 // terminate appends the error frame for e (and [DONE] on OpenAI) and closes the stream.
 func (t *StreamTap) terminate(dst []byte, e *Error) []byte {
+	if t.opts.Format == StreamTyped {
+		dst = t.typedTerminate(dst, e)
+		t.closed = true
+		return dst
+	}
 	dst = AppendStreamError(dst, t.surface, e, t.opts.RequestID)
 	if t.surface == OpenAI {
 		dst = append(dst, "data: [DONE]\n\n"...)
@@ -388,6 +398,9 @@ func (t *StreamTap) event(dst, ev []byte, raw bool) []byte {
 	}
 	if t.opts.OnEvent != nil {
 		t.opts.OnEvent(Event{Name: f.name, Data: f.data})
+	}
+	if t.opts.Format == StreamTyped {
+		return t.typedEvent(dst, ev, &f)
 	}
 	if t.surface == Anthropic {
 		return t.anthropicEvent(dst, ev, &f)

@@ -21,6 +21,9 @@ type Usage struct {
 	// CachedTokens is the part of PromptTokens served from the upstream's prompt cache
 	// (OpenAI prompt_tokens_details.cached_tokens, Anthropic cache_read_input_tokens).
 	CachedTokens int64
+	// ReasoningTokens is the part of CompletionTokens spent on reasoning, when the upstream
+	// says (completion_tokens_details / output_tokens_details.reasoning_tokens).
+	ReasoningTokens int64
 	// Estimated marks counts the gateway computed itself because the upstream reported none.
 	Estimated bool
 }
@@ -29,7 +32,9 @@ type Usage struct {
 type usageFields struct {
 	prompt, completion, total, cached     int64
 	input, output, cacheRead, cacheCreate int64
+	reasoning                             int64
 	has                                   uint8
+	details                               bool // input_tokens_details: input_tokens counts the cached ones (Responses)
 }
 
 const (
@@ -88,6 +93,14 @@ func (f *usageFields) parse(obj gjson.Result) (read uint8) {
 			f.cacheRead, read = count(v), read|hasCacheRead
 		case "cache_creation_input_tokens":
 			f.cacheCreate, read = count(v), read|hasCacheCreate
+		case "input_tokens_details": // Responses: input_tokens includes these
+			if c := v.Get("cached_tokens"); c.Exists() {
+				f.cached, f.details = count(c), true
+			}
+		case "output_tokens_details", "completion_tokens_details":
+			if c := v.Get("reasoning_tokens"); c.Exists() {
+				f.reasoning = count(c)
+			}
 		}
 		return true
 	})
@@ -95,14 +108,20 @@ func (f *usageFields) parse(obj gjson.Result) (read uint8) {
 	return read
 }
 
-// usage converts the counters to a Usage. The OpenAI names win when both sets are present; a
-// total_tokens beside input_tokens and output_tokens (the images API's usage) goes with those.
+// usage converts the counters to a Usage. The OpenAI names win when both sets are present.
 func (f *usageFields) usage() (Usage, bool) {
 	const openAI = hasPrompt | hasCompletion | hasTotal
 	const anthropic = hasInput | hasOutput | hasCacheRead | hasCacheCreate
 	var u Usage
 	switch {
-	case f.has&openAI != 0 && (f.has&(hasPrompt|hasCompletion) != 0 || f.has&anthropic == 0):
+	case f.has&(hasInput|hasOutput) != 0 && f.has&(hasPrompt|hasCompletion) == 0 && f.cacheRead == 0 && f.cacheCreate == 0 &&
+		(f.details || f.has&hasTotal != 0):
+		// Responses: input_tokens, output_tokens, total_tokens, cached tokens inside input_tokens
+		u = Usage{PromptTokens: f.input, CompletionTokens: f.output, TotalTokens: f.total, CachedTokens: f.cached}
+		if u.TotalTokens < u.PromptTokens+u.CompletionTokens {
+			u.TotalTokens = u.PromptTokens + u.CompletionTokens
+		}
+	case f.has&openAI != 0:
 		u = Usage{PromptTokens: f.prompt, CompletionTokens: f.completion, TotalTokens: f.total, CachedTokens: f.cached}
 		if f.has&hasTotal == 0 || u.TotalTokens < u.PromptTokens+u.CompletionTokens {
 			u.TotalTokens = u.PromptTokens + u.CompletionTokens
@@ -113,10 +132,11 @@ func (f *usageFields) usage() (Usage, bool) {
 			CompletionTokens: f.output,
 			CachedTokens:     f.cacheRead,
 		}
-		u.TotalTokens = max(u.PromptTokens+u.CompletionTokens, f.total)
+		u.TotalTokens = u.PromptTokens + u.CompletionTokens
 	default:
 		return Usage{}, false
 	}
+	u.ReasoningTokens = min(f.reasoning, u.CompletionTokens) // a part of the completion, never more
 	return u, true
 }
 
@@ -143,6 +163,26 @@ func ExtractUsage(s Surface, body []byte) (u Usage, ok bool) {
 // {"input_tokens":..,"cache_creation_input_tokens":0,"cache_read_input_tokens":..,"output_tokens":..}
 // where input_tokens excludes the cached tokens, as Anthropic counts them.
 func AppendUsageJSON(dst []byte, s Surface, u Usage) []byte {
+	return AppendUsageJSONFor(dst, s, DialectNone, u)
+}
+
+// AppendUsageJSONFor is AppendUsageJSON for a body of dialect d: a Responses body gets
+// {"input_tokens":..,"input_tokens_details":{"cached_tokens":..},"output_tokens":..,
+// "output_tokens_details":{"reasoning_tokens":..},"total_tokens":..}.
+func AppendUsageJSONFor(dst []byte, s Surface, d Dialect, u Usage) []byte {
+	if d == DialectResponses {
+		dst = append(dst, `{"input_tokens":`...)
+		dst = strconv.AppendInt(dst, max(u.PromptTokens, 0), 10)
+		dst = append(dst, `,"input_tokens_details":{"cached_tokens":`...)
+		dst = strconv.AppendInt(dst, max(u.CachedTokens, 0), 10)
+		dst = append(dst, `,"cache_write_tokens":0},"output_tokens":`...)
+		dst = strconv.AppendInt(dst, max(u.CompletionTokens, 0), 10)
+		dst = append(dst, `,"output_tokens_details":{"reasoning_tokens":`...)
+		dst = strconv.AppendInt(dst, max(u.ReasoningTokens, 0), 10)
+		dst = append(dst, `},"total_tokens":`...)
+		dst = strconv.AppendInt(dst, max(u.PromptTokens+u.CompletionTokens, 0), 10)
+		return append(dst, '}')
+	}
 	if s == Anthropic {
 		in := max(u.PromptTokens-u.CachedTokens, 0)
 		dst = append(dst, `{"input_tokens":`...)

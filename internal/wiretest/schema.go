@@ -57,7 +57,7 @@ func Schema(t testing.TB, name string) *jsonschema.Schema {
 		}
 		c := jsonschema.NewCompiler()
 		c.DefaultDraft(jsonschema.Draft2020)
-		if err := c.AddResource(specURL, nullableToAnyOf(doc)); err != nil {
+		if err := c.AddResource(specURL, recursiveToRef(nullableToAnyOf(doc))); err != nil {
 			compileErr = err
 			return
 		}
@@ -93,12 +93,24 @@ func Validate(t testing.TB, name string, body []byte) {
 
 // nullableToAnyOf rewrites OpenAPI 3.0's `nullable: true`, which Draft 2020 ignores, into
 // anyOf [schema, null], so that the spec means what its authors intended (finish_reason: null
-// in a stream chunk is valid).
+// in a stream chunk is valid), and its boolean exclusiveMinimum/exclusiveMaximum into Draft
+// 2020's numeric ones.
 func nullableToAnyOf(v any) any {
 	switch n := v.(type) {
 	case map[string]any:
 		for k, c := range n {
 			n[k] = nullableToAnyOf(c)
+		}
+		// OpenAPI 3.0's boolean exclusiveMinimum/exclusiveMaximum qualify minimum/maximum;
+		// Draft 2020 wants the bound itself
+		for _, b := range [][2]string{{"exclusiveMinimum", "minimum"}, {"exclusiveMaximum", "maximum"}} {
+			if ex, ok := n[b[0]].(bool); ok {
+				delete(n, b[0])
+				if bound, has := n[b[1]]; ex && has {
+					n[b[0]] = bound
+					delete(n, b[1])
+				}
+			}
 		}
 		if nb, ok := n["nullable"].(bool); ok {
 			delete(n, "nullable")
@@ -113,4 +125,38 @@ func nullableToAnyOf(v any) any {
 		}
 	}
 	return v
+}
+
+// recursiveToRef rewrites Draft 2019's $recursiveAnchor / $recursiveRef "#", which the spec's
+// compound filters use and Draft 2020 rejects, into a $ref to the schema that holds the anchor.
+func recursiveToRef(doc any) any {
+	root, _ := doc.(map[string]any)
+	comps, _ := root["components"].(map[string]any)
+	schemas, _ := comps["schemas"].(map[string]any)
+	for name, sch := range schemas {
+		m, ok := sch.(map[string]any)
+		if !ok || m["$recursiveAnchor"] == nil {
+			continue
+		}
+		delete(m, "$recursiveAnchor")
+		replaceRecursiveRef(m, "#/components/schemas/"+name)
+	}
+	return doc
+}
+
+func replaceRecursiveRef(v any, ref string) {
+	switch n := v.(type) {
+	case map[string]any:
+		if r, ok := n["$recursiveRef"]; ok && r == "#" {
+			delete(n, "$recursiveRef")
+			n["$ref"] = ref
+		}
+		for _, c := range n {
+			replaceRecursiveRef(c, ref)
+		}
+	case []any:
+		for _, c := range n {
+			replaceRecursiveRef(c, ref)
+		}
+	}
 }

@@ -175,6 +175,8 @@ func dialectPrefix(d wire.Dialect) (string, error) {
 		return "counting embedding body", nil
 	case wire.DialectMessages:
 		return "counting messages body", nil
+	case wire.DialectResponses:
+		return "counting responses body", nil
 	}
 	return "", fmt.Errorf("counting body: dialect %d has no token counter", d)
 }
@@ -295,6 +297,8 @@ func (w *walk) dialect(d wire.Dialect, root gjson.Result) error {
 		return w.optionalString(f[1], "suffix")
 	case wire.DialectEmbedding:
 		return w.inputs(root.Get("input"), "input")
+	case wire.DialectResponses:
+		return w.responses(root)
 	}
 	return fmt.Errorf("counting body: dialect %d has no token counter", d)
 }

@@ -88,17 +88,19 @@ func TestRenderGateway(t *testing.T) {
 		want    []string
 		wantNot []string
 	}{
-		{"plain options", gatewayOptions{}, 0, []string{"ai_gateway {", "upstream 127.0.0.1:9001", "dynamic ai_gateway", "admin off"}, []string{"tpm", "tokenizer", "keys_file", "cache"}},
+		{"plain options", gatewayOptions{}, 0, []string{"ai_gateway {", "upstream 127.0.0.1:9001", "dynamic ai_gateway", "admin off"}, []string{"tpm", "tokenizer", "keys_file", "cache", "accounting"}},
 		{"exact counting", gatewayOptions{Tokenizer: "cl100k_base", KeyTPM: 5}, 0, []string{"tokenizer cl100k_base", "tpm 5"}, []string{"keys_file"}},
 		{"keys file", gatewayOptions{KeysFile: "/tmp/k.json"}, 0, []string{"keys_file /tmp/k.json"}, []string{"tpm"}},
 		{"profiling", gatewayOptions{}, 9003, []string{"admin 127.0.0.1:9003"}, []string{"admin off"}},
 		{"cache", gatewayOptions{Cache: true}, 0, []string{"cache {", "ttl 1h"}, []string{"tpm"}},
+		{"accounting", gatewayOptions{DataDir: "/tmp/d"}, 0, []string{"dir /tmp/d", "accounting {", "budget label team=bench", "price {", "label team bench"}, []string{"cache"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(dir, "g.Caddyfile")
 			err := render("gateway.Caddyfile", path, map[string]any{
 				"Port": 9002, "UpstreamPort": 9001, "Model": model, "ContextWindow": 1000, "KeyHash": "ab",
 				"KeyTPM": tc.opts.KeyTPM, "KeysFile": tc.opts.KeysFile, "Tokenizer": tc.opts.Tokenizer, "AdminPort": tc.admin, "Cache": tc.opts.Cache,
+				"DataDir": tc.opts.DataDir,
 			})
 			if err != nil {
 				t.Fatal(err)

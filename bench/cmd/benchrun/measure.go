@@ -49,7 +49,7 @@ func runScenario(ctx context.Context, env *runEnv, o options, sc scenario, sim *
 	if err := render("gateway.Caddyfile", gwConf, map[string]any{
 		"Port": ports[2], "UpstreamPort": ports[0], "Model": model, "ContextWindow": 131072,
 		"KeyHash": hex.EncodeToString(sum[:]), "KeyTPM": opts.KeyTPM, "KeysFile": opts.KeysFile, "Tokenizer": opts.Tokenizer, "Cache": opts.Cache,
-		"AdminPort": adminPort(o, ports),
+		"AdminPort": adminPort(o, ports), "DataDir": opts.DataDir,
 	}); err != nil {
 		return nil, err
 	}
@@ -67,7 +67,8 @@ func runScenario(ctx context.Context, env *runEnv, o options, sc scenario, sim *
 	targets := []target{{"direct", sim.addr, nil}, {"caddy", plain.addr, plain}, {"gateway", gw.addr, gw}}
 	body := sc.body()
 	config := func(addr string, d time.Duration) loadgen.Config {
-		cfg := loadgen.Config{Addr: addr, Conns: sc.Conns, Duration: d, Body: body, Keys: keys, Stream: sc.Stream, Timeout: requestTimeout}
+		cfg := loadgen.Config{Addr: addr, Conns: sc.Conns, Duration: d, Body: body, Keys: keys, Stream: sc.Stream, Timeout: requestTimeout,
+			Path: sc.Path, StreamDone: sc.StreamDone}
 		if opts.RequestsPerSecond > 0 {
 			cfg.Requests = max(1, int64(opts.RequestsPerSecond*d.Seconds()))
 			cfg.Duration = 4 * d

@@ -32,6 +32,11 @@ type scenario struct {
 	Stream bool
 	// Pending, when set, lists the scenario without running it and says why.
 	Pending string
+	// Path is the request path. Default: /v1/chat/completions.
+	Path string
+	// StreamDone is what a complete stream contains when it does not end with [DONE] (typed
+	// Responses streams).
+	StreamDone []byte
 	// body builds the request bodies.
 	body func() loadgen.Body
 	// keys returns the bearer keys spread over the requests; nil sends benchSecret.
@@ -54,6 +59,9 @@ type gatewayOptions struct {
 	// duration as a cap. A closed loop that meets cheap 429s would otherwise send ever more
 	// requests; a fixed count keeps each key's demand, and so the share of 429s, known.
 	RequestsPerSecond float64
+	// DataDir, when set, turns accounting on (a priced model, a label budget on the key) with
+	// the embedded store in this directory.
+	DataDir string
 }
 
 // scenarios is the benchmark's workload list, run in this order. A new workload (the cache
@@ -75,6 +83,17 @@ func scenarios() []scenario {
 			}},
 		{ID: "f", Name: "1000 keys with rpm limits near saturation, 50 connections", Conns: 50,
 			body: chatBody, keys: manyKeys, gateway: manyKeysGateway},
+		{ID: "l", Name: "scenario a with accounting: usage ledger, priced model, label budget", Conns: 50, body: chatBody,
+			gateway: func(env *runEnv) (gatewayOptions, error) {
+				dir, err := filepath.Abs(filepath.Join(env.outDir, "data-g"))
+				if err != nil {
+					return gatewayOptions{}, err
+				}
+				_ = os.RemoveAll(dir)
+				return gatewayOptions{DataDir: dir, Note: "compare with a: the ledger's and the budget's cost"}, nil
+			}},
+		{ID: "k", Name: "Responses SSE stream (typed events), 20 tokens, 50 connections", Conns: 50, Stream: true,
+			Path: "/v1/responses", StreamDone: []byte("event: response.completed\n"), body: responsesStreamBody},
 	}
 }
 
@@ -174,6 +193,14 @@ func chatBody() loadgen.Body { return seqBody(chatSized(1024, "")) }
 
 // streamBody is a 1 KB streamed chat request for 20 tokens (20 content chunks).
 func streamBody() loadgen.Body { return seqBody(chatSized(1024, `"stream":true,`)) }
+
+// responsesStreamBody is a 1 KB streamed Responses request for 20 tokens, not stored (the
+// gateway then writes no ownership record), to compare with (c).
+func responsesStreamBody() loadgen.Body {
+	head := `{"model":"` + model + `","stream":true,"store":false,"max_output_tokens":20,"instructions":"You are a helpful assistant.","input":"`
+	tail := `"}`
+	return seqBody(head+filler(1024-len(head)-len(tail)-18, 0)+" (request ", ")"+tail)
+}
 
 // cachedBody cycles through 64 deterministic (temperature 0) 1 KB chat requests, so that after
 // the warm-up the gateway answers every one from its cache.
