@@ -34,8 +34,8 @@ import (
 // before they are run again.
 const binaryBatchLease = 3 * time.Second
 
-// batchWorkers is the runner's cap on the lines one instance runs at a time (batchrun.go): at
-// most that many lines are in flight when an instance is killed.
+// batchWorkers is the runner's cap on the lines one instance runs at a time, set by the tests'
+// `batches { workers }`: at most that many lines are in flight when an instance is killed.
 const batchWorkers = 4
 
 // upstreamSend is one request the counting upstream received.
@@ -310,13 +310,16 @@ func batchCaddyfile(admin string, port int, upstream, storage, extra string) str
 			%s
 			batch_lease %s
 		}
+		batches {
+			workers %d
+		}
 		%s
 	}
 	reverse_proxy {
 		dynamic ai_gateway
 	}
 }
-`, admin, port, policy.FormatHash(policy.HashSecret(secretAll)), upstream, storage, binaryBatchLease, extra)
+`, admin, port, policy.FormatHash(policy.HashSecret(secretAll)), upstream, storage, binaryBatchLease, batchWorkers, extra)
 }
 
 func writeCaddyfile(t *testing.T, dir, name, content string) string {
