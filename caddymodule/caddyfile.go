@@ -62,10 +62,15 @@ func parseHandler[T any, PT interface {
 //	        upstream_key <secret>
 //	        upstream_name <name>
 //	        upstream_api responses|chat_completions
-//	        tokenizer estimate|cl100k_base|o200k_base|hf <path>
+//	        tokenizer estimate|cl100k_base|o200k_base|hf <path>|upstream [vllm|tgi|llamacpp]
 //	        rpm|tpm|rpd|tpd|max_concurrent <n>
 //	        queue <size> [<timeout>]
 //	        fallback <model>...
+//	        health_check [<path>] {
+//	            path <path>
+//	            interval <duration>
+//	            timeout <duration>
+//	        }
 //	        deprecated <RFC 3339 time>
 //	        sunset <RFC 3339 time>
 //	        deprecation_link <url>
@@ -130,6 +135,7 @@ func parseHandler[T any, PT interface {
 //	    system_prompt_mode prepend|replace
 //	    max_tokens_field max_tokens|max_completion_tokens
 //	    metrics_key_id
+//	    readiness_path <path>
 //	    storage { dir <path>; store bolt|redis <url>; redis_prefix <prefix> }
 //	    files { max_bytes <size>; max_lines <n>; batch_expiry <duration> }
 //	    batches {
@@ -216,6 +222,10 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			g.Storage, err = parseStorage(d)
 		case "files":
 			g.Files, err = parseFiles(d)
+		case "readiness_path":
+			if g.ReadinessPath, err = stringArg(d); err == nil && !strings.HasPrefix(g.ReadinessPath, "/") {
+				err = d.Errf("readiness_path: expected a path starting with /, got %q", g.ReadinessPath)
+			}
 		case "batches":
 			g.Batches, err = parseBatches(d)
 		case "accounting":
@@ -346,10 +356,10 @@ func parseModelBlock(d *caddyfile.Dispenser) (ModelConfig, error) {
 			switch {
 			case len(args) == 1 && args[0] != "hf":
 				m.Tokenizer = args[0]
-			case len(args) == 2 && args[0] == "hf":
-				m.Tokenizer = "hf " + args[1]
+			case len(args) == 2 && (args[0] == "hf" || args[0] == "upstream"):
+				m.Tokenizer = args[0] + " " + args[1]
 			default:
-				return d.Errf("tokenizer: expected estimate, cl100k_base, o200k_base or hf <path>, got %q", strings.Join(args, " "))
+				return d.Errf("tokenizer: expected estimate, cl100k_base, o200k_base, hf <path> or upstream [vllm|tgi|llamacpp], got %q", strings.Join(args, " "))
 			}
 		case "rpm", "tpm", "rpd", "tpd", "max_concurrent":
 			err = parseLimit(d, name, &m.Limits)
@@ -372,6 +382,8 @@ func parseModelBlock(d *caddyfile.Dispenser) (ModelConfig, error) {
 			m.Cache, err = parseCache(d)
 		case "fallback":
 			m.Fallbacks, err = listArg(d)
+		case "health_check":
+			m.HealthCheck, err = parseHealthCheck(d)
 		case "deprecated":
 			m.Deprecated, err = rfc3339Arg(d)
 		case "sunset":
@@ -844,4 +856,37 @@ func parseContentPolicy(d *caddyfile.Dispenser) (*ContentPolicyConfig, error) {
 		return nil, d.Err("content_policy: no rules")
 	}
 	return cp, nil
+}
+
+// parseHealthCheck parses a model's health_check: an optional path argument, then an optional
+// block of path, interval and timeout.
+func parseHealthCheck(d *caddyfile.Dispenser) (*HealthCheckConfig, error) {
+	hc := new(HealthCheckConfig)
+	args := d.RemainingArgs()
+	switch {
+	case len(args) > 1:
+		return nil, d.Errf("health_check: expected at most a path, got %d values", len(args))
+	case len(args) == 1:
+		hc.Path = args[0]
+	}
+	err := newSubdirectives("health_check").each(d, func(name string) (err error) {
+		switch name {
+		case "path":
+			if hc.Path != "" {
+				return d.Err("health_check: path given twice")
+			}
+			hc.Path, err = stringArg(d)
+		case "interval":
+			hc.Interval, err = durationArg(d)
+		case "timeout":
+			hc.Timeout, err = durationArg(d)
+		default:
+			return d.Errf("unrecognized health_check subdirective %q", name)
+		}
+		return err
+	})
+	if err == nil && hc.Path != "" && !strings.HasPrefix(hc.Path, "/") {
+		err = d.Errf("health_check: expected a path starting with /, got %q", hc.Path)
+	}
+	return hc, err
 }

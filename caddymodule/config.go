@@ -37,8 +37,9 @@ type ModelConfig struct {
 	// previous_response_id are refused). Default: responses.
 	UpstreamAPI string `json:"upstream_api,omitempty"`
 	// Tokenizer counts the model's prompt tokens: estimate (a fast upper bound), cl100k_base,
-	// o200k_base, or "hf <path to tokenizer.json>" for the model's own vocabulary.
-	// Default: cl100k_base.
+	// o200k_base, "hf <path to tokenizer.json>" for the model's own vocabulary, or "upstream
+	// [vllm|tgi|llamacpp]" to ask the model server's own /tokenize (in that server's dialect,
+	// default vllm) when a check needs the exact number. Default: cl100k_base.
 	Tokenizer string `json:"tokenizer,omitempty"`
 	// Deprecated (RFC 3339) marks the model as deprecated: responses carry Deprecation and
 	// Link headers.
@@ -63,6 +64,9 @@ type ModelConfig struct {
 	// Fallbacks are models tried in order when this model's pool is unavailable or overloaded;
 	// the response's model says which answered and x-gateway-fallback names this one.
 	Fallbacks []string `json:"fallbacks,omitempty"`
+	// HealthCheck probes each of the model's upstreams in the background and keeps the ones
+	// that are down or still loading out of its pool. Optional.
+	HealthCheck *HealthCheckConfig `json:"health_check,omitempty"`
 	// RewriteConfig holds the model's own rewriting rules. They merge with the gateway-wide
 	// ones: deny and strip lists add to them, clamps and defaults replace them per param, and
 	// allow_params or "off" lifts one explicitly (see policy.RewriteConfig).

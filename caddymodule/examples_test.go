@@ -121,6 +121,12 @@ func TestBinaryDemo(t *testing.T) {
 	if resp.StatusCode != 401 || !strings.Contains(body, `"code":"invalid_api_key"`) {
 		t.Errorf("no key: %d %s", resp.StatusCode, body)
 	}
+	// the readiness endpoint needs no key (the README's curl)
+	if resp, err := http.Get(url(gw, "/ready")); err != nil || resp.StatusCode != 200 {
+		t.Errorf("readiness: %v %v", err, resp)
+	} else {
+		resp.Body.Close()
+	}
 	resp, body = post("/v1/messages", map[string]string{"X-Api-Key": "sk-demo-gateway", "Anthropic-Version": "2023-06-01"},
 		`{"model":"llama","max_tokens":16,"messages":[{"role":"user","content":"Hello"}]}`)
 	if m := decodeJSON(t, []byte(body)); resp.StatusCode != 200 || m["type"] != "message" || m["content"] == nil {

@@ -97,6 +97,7 @@ type modelRoute struct {
 	cache         cache.Policy // the model's own cache settings, over the gateway's
 	fallbacks     []*modelRoute
 	counted       promptCounts   // caddy_ai_gateway_prompt_counts_total of the model, by how
+	health        *poolHealth    // nil without health_check
 	bridge        *bridgeRoute   // Responses requests go to chat completions; nil: served natively
 	predict       *predict.Model // a predict model's compiled schema and protocol; nil for chat models
 	countPredict  bool           // the predict model has a tokenizer: its usage counts tokens

@@ -93,6 +93,11 @@ type Gateway struct {
 	// MetricsKeyID adds the key id as a label of the requests and tokens metrics. Off by
 	// default: with many keys it makes many series.
 	MetricsKeyID bool `json:"metrics_key_id,omitempty"`
+	// ReadinessPath is the path of the readiness endpoint for load balancers and Kubernetes
+	// (GET or HEAD, no key needed): 200 while a model can be served, 503 when no model has a
+	// healthy upstream; with a valid key, per model the healthy and loading hosts and the queue.
+	// Empty: no readiness endpoint.
+	ReadinessPath string `json:"readiness_path,omitempty"`
 	// Accounting turns on the usage ledger (per key, label, model and day, in the store), the
 	// budgets, the keys of the admin API and GET /v1/usage. Optional.
 	Accounting *AccountingConfig `json:"accounting,omitempty"`
@@ -129,6 +134,7 @@ type Gateway struct {
 	now              func() time.Time
 	logger           *zap.Logger
 	ctx              caddy.Context
+	ops              opsState
 }
 
 // CaddyModule returns the Caddy module information.
@@ -176,6 +182,12 @@ func (g *Gateway) Cleanup() error {
 	}
 	if g.backendKey != "" {
 		release(backendPool, g.backendKey, "file store")
+	}
+	if g.ops.healthHeld {
+		release(healthPool, "health", "pool health")
+	}
+	if g.ops.metricsHeld {
+		release(opsMetricsPool, "ops", "pool health and tokenizer metrics")
 	}
 	return errors.Join(errs...)
 }

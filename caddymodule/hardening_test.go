@@ -329,7 +329,7 @@ func TestHardeningUpstreamFaults(t *testing.T) {
 		{"error 500 in text, stream", "/v1/chat/completions", "kind=error;status=500;shape=text", true, []int{502}, ""},
 		{"overloaded", "/v1/chat/completions", "kind=overloaded;shape=tgi", false, []int{503}, "model_overloaded"},
 		{"loading", "/v1/chat/completions", "kind=loading;shape=llamacpp", false, []int{503}, "model_loading"},
-		{"upstream context error", "/v1/chat/completions", "kind=context;shape=vllm", false, []int{400}, "context_length_exceeded"},
+		{"upstream context error", "/v1/chat/completions", "kind=context;shape=vllm", false, []int{413}, "context_length_exceeded"},
 		{"garbage body", "/v1/chat/completions", "kind=garbage", false, []int{502}, "upstream_invalid_response"},
 		{"garbage body, stream", "/v1/chat/completions", "kind=garbage", true, []int{502}, "upstream_invalid_response"},
 	}
@@ -1209,7 +1209,7 @@ func TestHardeningSecretsStayOut(t *testing.T) {
 		{"upstream 500", "/v1/chat/completions", map[string]string{"X-Sim-Fault": "kind=error;status=500;shape=vllm"}, prompt(""), 502},
 		{"upstream 400 tgi", "/v1/chat/completions", map[string]string{"X-Sim-Fault": "kind=error;status=400;shape=tgi"}, prompt(""), 400},
 		{"upstream overloaded", "/v1/chat/completions", map[string]string{"X-Sim-Fault": "kind=overloaded"}, prompt(""), 503},
-		{"upstream context error", "/v1/chat/completions", map[string]string{"X-Sim-Fault": "kind=context;shape=llamacpp"}, prompt(""), 400},
+		{"upstream context error", "/v1/chat/completions", map[string]string{"X-Sim-Fault": "kind=context;shape=llamacpp"}, prompt(""), 413}, // as the gateway's own overflow (context_status)
 		{"upstream mid-stream error", "/v1/chat/completions", map[string]string{"X-Sim-Fault": "kind=midstream_error;after=1"}, prompt(`,"stream":true`), 200},
 		{"upstream cut", "/v1/chat/completions", map[string]string{"X-Sim-Fault": "kind=cut;after=2"}, prompt(`,"stream":true`), 200},
 		{"upstream closes", "/v1/chat/completions", map[string]string{"X-Sim-Fault": "kind=close"}, prompt(""), 502},

@@ -173,7 +173,7 @@ func (g *Gateway) provisionModels(repl *caddy.Replacer) error {
 		if spec == "" {
 			spec = "cl100k_base"
 		}
-		counter, err := tokens.New(spec)
+		counter, err := newCounter(spec)
 		if err != nil {
 			return fmt.Errorf("model %q: %w", mc.Name, err)
 		}
@@ -221,6 +221,9 @@ func (g *Gateway) provisionModels(repl *caddy.Replacer) error {
 		if mc.Cache != nil {
 			route.cacheOff = mc.Cache.Off
 			route.cache = cache.Policy{TTL: time.Duration(mc.Cache.TTL), Scope: mc.Cache.Scope, When: mc.Cache.When}
+		}
+		if err := g.provisionPool(route, mc); err != nil {
+			return fmt.Errorf("model %q: %w", mc.Name, err)
 		}
 		if err := g.provisionAdmission(route, mc); err != nil {
 			return fmt.Errorf("model %q: %w", mc.Name, err)

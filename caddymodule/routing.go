@@ -187,6 +187,9 @@ func (g *Gateway) provisionAdmission(route *modelRoute, mc ModelConfig) error {
 
 // admitToModel waits for a slot of the model's admission gate (in its queue, by the key's priority).
 func (g *Gateway) admitToModel(ctx context.Context, ex *exchange) *wire.Error {
+	if werr := ex.route.poolRefusal(); werr != nil {
+		return werr // no host can take it: answered at once, never queued
+	}
 	gate := ex.route.gate
 	if gate == nil {
 		return nil

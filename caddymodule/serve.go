@@ -31,6 +31,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if g.serveWithoutCredentialHeaders(w, r) {
 		return nil // served again without the credential headers Caddy's access log would show
 	}
+	if g.isReadiness(r) {
+		return g.serveReadiness(w, r) // no request of a model: not counted as one
+	}
 	ex := newExchange(r, g.now())
 	caddyhttp.SetVar(r.Context(), varExchange, ex)
 	defer g.finish(ex, r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer))
@@ -127,7 +130,7 @@ func (g *Gateway) serveCountTokens(w http.ResponseWriter, ex *exchange) error {
 func (g *Gateway) dispatch(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, ex *exchange) error {
 	span := ex.stage("ai_gateway.admission")
 	werr := g.admitToModel(r.Context(), ex)
-	for werr != nil && werr.Code == "model_overloaded" && g.switchToFallback(ex) {
+	for werr != nil && capacityRefusal(werr) && g.switchToFallback(ex) {
 		werr = g.admitToModel(r.Context(), ex)
 	}
 	endStage(span)
@@ -458,8 +461,12 @@ func (g *Gateway) countPrompt(ex *exchange) *wire.Error {
 	m := ex.route.model
 	body := ex.body.bytes()
 	ex.reservedOutput = policy.ReservedOutput(ex.endpoint, &ex.info, g.RateLimit.DefaultMaxTokens, m.MaxOutputTokens, m.ContextWindow)
+	window := m.ContextWindow
+	if ex.spec.AlwaysCount {
+		window = 0 // count_tokens answers the count, whatever the window
+	}
 	bound := tokens.UpperBound(body)
-	fits := m.ContextWindow == 0 || bound+ex.info.MaxTokens <= m.ContextWindow
+	fits := window == 0 || bound+ex.info.MaxTokens <= window
 	if !ex.spec.ExactCount || fits && !g.tokenLimited(ex) && !ex.spec.AlwaysCount {
 		ex.promptTokens = bound
 		ex.route.counted.bound.Inc()
@@ -472,15 +479,15 @@ func (g *Gateway) countPrompt(ex *exchange) *wire.Error {
 	}
 	// the most prompt the window can take: with fit_max_tokens the output may still shrink
 	windowRoom := math.MaxInt
-	if m.ContextWindow > 0 {
+	if window > 0 {
 		out := ex.info.MaxTokens
 		if g.FitMaxTokens > 0 && out > 0 && ex.spec.MaxTokens {
 			out = min(out, g.FitMaxTokens)
 		}
-		windowRoom = m.ContextWindow - out
+		windowRoom = window - out
 		if lower > windowRoom && len(body) > exactRefusalBytes {
 			ex.route.counted.lowerBound.Inc()
-			return policy.ContextLengthExceeded(ex.endpoint, m.ContextWindow, lower, ex.info.MaxTokens, g.ContextStatus, true)
+			return policy.ContextLengthExceeded(ex.endpoint, window, lower, ex.info.MaxTokens, g.ContextStatus, true)
 		}
 	}
 	dec, werr := g.checkLimitsFirst(ex.r.Context(), ex, lower)
@@ -504,7 +511,7 @@ func (g *Gateway) countPrompt(ex *exchange) *wire.Error {
 		return unreadablePrompt(ex, err)
 	case exceeded && n > windowRoom:
 		ex.route.counted.partial.Inc()
-		return policy.ContextLengthExceeded(ex.endpoint, m.ContextWindow, n, ex.info.MaxTokens, g.ContextStatus, true)
+		return policy.ContextLengthExceeded(ex.endpoint, window, n, ex.info.MaxTokens, g.ContextStatus, true)
 	case exceeded:
 		// over the tokens left: refused as the limiter refuses a cost of at least n, unless the
 		// bucket refilled meanwhile, then counted in full
@@ -518,8 +525,8 @@ func (g *Gateway) countPrompt(ex *exchange) *wire.Error {
 	}
 	ex.promptTokens, ex.promptExact = n, true
 	ex.route.counted.exact.Inc()
-	if m.ContextWindow > 0 && n+ex.info.MaxTokens > m.ContextWindow {
-		return g.fitOrRefuse(ex, m.ContextWindow, n)
+	if window > 0 && n+ex.info.MaxTokens > window {
+		return g.fitOrRefuse(ex, window, n)
 	}
 	return nil
 }

@@ -20,13 +20,15 @@ func init() {
 }
 
 // Simulator is a simulated OpenAI- and Anthropic-compatible model server, for demos, tests and
-// benchmarks. It answers chat completions, completions, embeddings, models and Anthropic
-// messages, streamed or not, with deterministic text and exact usage, and can inject the faults
-// of real model servers (vLLM, TGI, llama.cpp, Ollama). It is a terminal handler.
+// benchmarks. It answers chat completions, completions, embeddings, images, models and
+// Anthropic messages, streamed or not, with deterministic text and exact usage, /tokenize in the
+// shapes of vLLM, TGI and llama.cpp server, and /health, and can inject the faults of real model
+// servers (vLLM, TGI, llama.cpp, Ollama). It is a terminal handler.
 type Simulator struct {
 	// TTFT is the delay before the first token. Default: 0.
 	TTFT caddy.Duration `json:"ttft,omitempty"`
-	// TokensPerSecond paces streamed tokens; 0 streams as fast as possible. Default: 0.
+	// TokensPerSecond paces generated tokens, streamed or not (a JSON answer comes when its stream
+	// would have ended); 0 generates as fast as possible. Default: 0.
 	TokensPerSecond float64 `json:"tokens_per_second,omitempty"`
 	// ResponseTokens is the natural length of a completion in tokens. Default: 16.
 	ResponseTokens int `json:"response_tokens,omitempty"`

@@ -315,6 +315,10 @@ func (t *responseTap) finish(proxyErr error) (wire.Usage, error) {
 			werr = t.predictUpstreamError()
 		}
 		werr.Message = wire.Redact(werr.Message, ex.route.secrets...)
+		if werr.Code == "context_length_exceeded" {
+			// the same overflow gets the same answer as the gateway's own refusal
+			werr.Status, werr.Param = t.g.contextStatus(), ex.spec.ContextParam
+		}
 		if ra, ok := wire.ParseRetryAfter(t.Header().Get("Retry-After"), t.g.now()); ok && werr.RetryAfter > 0 {
 			werr.RetryAfter = ra
 		}

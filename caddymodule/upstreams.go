@@ -32,17 +32,29 @@ func (Upstreams) CaddyModule() caddy.ModuleInfo {
 
 var errNoModelRoute = errors.New("ai_gateway resolved no model with upstreams for this request (is the ai_gateway handler before reverse_proxy, and does the model list upstreams?)")
 
-// GetUpstreams returns the resolved model's upstreams. Fresh Upstream values are returned on each
-// call because reverse_proxy writes to them; their health state lives in Caddy's host pool,
-// keyed by dial address, and so persists across requests.
+// GetUpstreams returns the resolved model's upstreams, without those its health_check found down
+// or loading. Fresh Upstream values are returned on each call because reverse_proxy writes to
+// them; their passive health state lives in Caddy's host pool, keyed by dial address, and so
+// persists across requests.
 func (Upstreams) GetUpstreams(r *http.Request) ([]*reverseproxy.Upstream, error) {
 	ex := exchangeFrom(r)
 	if ex == nil || ex.route == nil || len(ex.route.dials) == 0 {
 		return nil, errNoModelRoute
 	}
-	ups := make([]*reverseproxy.Upstream, len(ex.route.dials))
+	// hosts that failed their health check are left out; should every host have failed since
+	// the gateway checked the pool, all are offered rather than none (which would have the
+	// proxy wait for its lb_try_duration)
+	health := ex.route.health
+	ups := make([]*reverseproxy.Upstream, 0, len(ex.route.dials))
 	for i, d := range ex.route.dials {
-		ups[i] = &reverseproxy.Upstream{Dial: d}
+		if health.available(i) {
+			ups = append(ups, &reverseproxy.Upstream{Dial: d})
+		}
+	}
+	if len(ups) == 0 {
+		for _, d := range ex.route.dials {
+			ups = append(ups, &reverseproxy.Upstream{Dial: d})
+		}
 	}
 	return ups, nil
 }

@@ -246,10 +246,10 @@ func TestUpstreamErrorsNormalised(t *testing.T) {
 		status int
 		code   string
 	}{
-		{"kind=context;shape=vllm", 400, "context_length_exceeded"},
-		{"kind=context;shape=vllm_flat", 400, "context_length_exceeded"},
-		{"kind=context;shape=tgi", 400, "context_length_exceeded"},
-		{"kind=context;shape=llamacpp", 400, "context_length_exceeded"},
+		{"kind=context;shape=vllm", 413, "context_length_exceeded"},      // as the gateway's own refusal (context_status)
+		{"kind=context;shape=vllm_flat", 413, "context_length_exceeded"}, // as the gateway's own refusal (context_status)
+		{"kind=context;shape=tgi", 413, "context_length_exceeded"},       // as the gateway's own refusal (context_status)
+		{"kind=context;shape=llamacpp", 413, "context_length_exceeded"},  // as the gateway's own refusal (context_status)
 		{"kind=overloaded;shape=vllm", 503, "model_overloaded"},
 		{"kind=overloaded;shape=tgi", 503, "model_overloaded"},
 		{"kind=overloaded;shape=ollama", 503, "model_overloaded"},
@@ -276,6 +276,12 @@ func TestUpstreamErrorsNormalised(t *testing.T) {
 			}
 		})
 	}
+	t.Run("anthropic upstream overflow is the gateway's own 413", func(t *testing.T) {
+		resp, body := s.do(t, "/v1/messages", "kind=context", `{"model":"llama","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}`)
+		if resp.StatusCode != 413 || !strings.Contains(string(body), `"type":"request_too_large"`) {
+			t.Errorf("%d %s", resp.StatusCode, body)
+		}
+	})
 	t.Run("anthropic overload is 529", func(t *testing.T) {
 		resp, body := s.do(t, "/v1/messages", "kind=overloaded;shape=vllm", `{"model":"llama","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}`)
 		if resp.StatusCode != 529 || !strings.Contains(string(body), `"overloaded_error"`) {

@@ -29,5 +29,16 @@
 // most a timeout. Refusals (ErrQueueFull, ErrQueueTimeout) become 503 model_overloaded with a
 // Retry-After estimated from the recent service rate (see Overloaded and Admission.RetryAfter).
 //
+// # Health
+//
+// A Prober GETs each upstream's health path on an interval, in its own goroutine, and records
+// what it finds in a Health table (one HostHealth per probed URL, read with one atomic load on
+// the request path). ClassifyProbe decides: 2xx is healthy, a 503 that says the model is loading
+// (llama.cpp server's /health while it loads weights) is loading, anything else or no answer
+// within the timeout is down; a host not probed yet counts as available. PoolStatus.Refusal
+// says what a pool with no available host is answered: model_loading while a host loads, else
+// model_unavailable. A probe cut short by its context (a reload) leaves the state as it was, so
+// a Health table kept across reloads keeps what the probes found.
+//
 // Nothing here imports Caddy; caddymodule wraps it in a selection policy and the handler.
 package routing

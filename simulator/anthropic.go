@@ -82,7 +82,7 @@ func (s *Server) serveMessages(x *exchange, body []byte) {
 		s.streamMessages(x, &g)
 		return
 	}
-	if !x.wait(s.cfg.TTFT) {
+	if !x.wait(s.answerTime(g.tokens)) {
 		return
 	}
 	b := make([]byte, 0, 256+g.tokens*9)

@@ -17,7 +17,10 @@
 //	                            ends with its output); stored unless store is false
 //	GET|DELETE /v1/responses/{id}, POST .../cancel, GET .../input_items
 //	                            the stored responses (in memory, the newest 4096)
-//	POST /tokenize              vLLM: {"prompt"} or {"messages"} -> {"count","max_model_len","tokens"}
+//	POST /v1/images/generations deterministic PNG checkerboards, b64_json or url (a data: URL)
+//	POST /tokenize              vLLM: {"prompt"} or {"messages"} -> {"count","max_model_len","tokens"};
+//	                            TGI: {"inputs"} -> [{"id","text","start","stop"}];
+//	                            llama.cpp server: {"content"} -> {"tokens"}
 //	GET  /health                200 {}, or 503 while a loading fault is active
 //	GET  /metrics               vllm:num_requests_running, vllm:num_requests_waiting,
 //	                            vllm:kv_cache_usage_perc (running/64, capped at 1) and token counters
@@ -101,6 +104,12 @@
 // "ollama" and "text" (text/plain). With the "ollama" shape an over-long
 // prompt is silently truncated, as Ollama does, unless kind=context forces
 // its error.
+//
+// # Pacing
+//
+// A stream waits Config.TTFT before its first token and 1/TokensPerSecond between tokens. A
+// non-streamed answer of n tokens comes when its stream would have ended: after TTFT +
+// (n-1)/TokensPerSecond (an image counts one token per 64x64 tile; embeddings wait TTFT).
 //
 // Every wait (TTFT, token pacing, stall) ends as soon as the client goes away;
 // such requests are counted in Stats.Cancelled.

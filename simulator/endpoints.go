@@ -208,9 +208,13 @@ type tokenizeRequest struct {
 	Prompt   *string         `json:"prompt"`
 	Messages []chatMessage   `json:"messages"`
 	Tools    json.RawMessage `json:"tools"`
+	Inputs   *string         `json:"inputs"`  // TGI
+	Content  *string         `json:"content"` // llama.cpp server
 }
 
-// serveTokenize answers vLLM's POST /tokenize. For messages, count is the
+// serveTokenize answers POST /tokenize in the shape of the server whose request it gets: TGI's
+// {"inputs"} and llama.cpp server's {"content"} (see tokenize.go), else vLLM's {"prompt"} or
+// {"messages"}. For messages, count is the
 // chat formula and tokens the chat layout
 // <|im_start|> role <|im_sep|> text [name :] [tool calls] <|im_end|> ... <|im_start|> assistant <|im_sep|>,
 // whose length equals count unless images or tool definitions are present
@@ -231,6 +235,12 @@ func (s *Server) serveTokenize(x *exchange, body []byte) {
 		tokens = append(tokens, ids...)
 	}
 	switch {
+	case req.Inputs != nil && req.Prompt == nil && len(req.Messages) == 0:
+		s.serveTokenizeTGI(x, *req.Inputs)
+		return
+	case req.Content != nil && req.Prompt == nil && len(req.Messages) == 0:
+		s.serveTokenizeLlamaCpp(x, *req.Content)
+		return
 	case req.Prompt != nil:
 		encode(*req.Prompt)
 		count = len(tokens)

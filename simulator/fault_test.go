@@ -346,10 +346,10 @@ func TestPacing(t *testing.T) {
 		t.Errorf("order:\n%s\nwant kinds %s", got, want)
 	}
 
-	// JSON responses wait TTFT only, once.
+	// JSON responses wait as long as the stream takes, once: TTFT and two token intervals.
 	log = nil
 	do(t, s, "POST", "/v1/chat/completions", helloChat+`,"max_tokens":3}`)
-	if strings.Join(log, ",") != "sleep 250ms" {
+	if strings.Join(log, ",") != "sleep 750ms" {
 		t.Errorf("json waits: %q", log)
 	}
 }

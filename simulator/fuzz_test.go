@@ -50,7 +50,10 @@ func FuzzRequestBody(f *testing.F) {
 	f.Add("/v1/messages", `{"model":"m","max_tokens":2,"system":[{"type":"text","text":"s"}],"messages":[{"role":"user","content":"x"}]}`)
 	f.Add("/tokenize", `{"messages":[{"role":"user","content":"x","name":"n"}]}`)
 	f.Add("/v1/chat/completions", `{"model":"m","messages":[{"role":"user","content":null}],"n":129}`)
-	paths := []string{"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/messages", "/tokenize"}
+	f.Add("/tokenize", `{"inputs":"héllo wörld"}`)
+	f.Add("/tokenize", `{"content":"x y","add_special":false}`)
+	f.Add("/v1/images/generations", `{"model":"m","prompt":"p","n":2,"size":"16x8","response_format":"b64_json"}`)
+	paths := []string{"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/messages", "/tokenize", "/v1/images/generations"}
 	f.Fuzz(func(t *testing.T, path, body string) {
 		if !oneOf(path, paths) {
 			path = paths[len(path)%len(paths)]

@@ -238,7 +238,7 @@ func (s *Server) serveChat(x *exchange, body []byte) {
 }
 
 func (s *Server) jsonChat(x *exchange, g *gen) {
-	if !x.wait(s.cfg.TTFT) {
+	if !x.wait(s.answerTime(g.tokens)) {
 		return
 	}
 	if g.call != nil {
@@ -400,7 +400,7 @@ func (s *Server) serveCompletions(x *exchange, body []byte) {
 		s.streamCompletions(x, &g, req.StreamOptions != nil && req.StreamOptions.IncludeUsage)
 		return
 	}
-	if !x.wait(s.cfg.TTFT) {
+	if !x.wait(s.answerTime(g.tokens)) {
 		return
 	}
 	b := make([]byte, 0, 256+g.choices*(g.tokens*9+96))

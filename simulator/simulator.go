@@ -20,11 +20,12 @@ const maxBodyBytes = 32 << 20
 // Config configures a Server. The zero value is a fast, error-free server
 // that serves "sim-model" in the OpenAI error shape.
 type Config struct {
-	// TTFT is the delay before the first token of a stream and before a JSON
-	// response. Default: 0.
+	// TTFT is the delay before the first token of a stream, and before the
+	// answer to an embeddings request. Default: 0.
 	TTFT time.Duration
-	// TokensPerSecond paces streamed tokens after the first. Default: 0, as
-	// fast as possible.
+	// TokensPerSecond paces generated tokens after the first, streamed or not:
+	// a JSON answer of n tokens comes after TTFT + (n-1)/TokensPerSecond, when
+	// its stream would end. Default: 0, as fast as possible.
 	TokensPerSecond float64
 	// ResponseTokens is the natural length of a completion in tokens, used
 	// when max_tokens allows it. Default: 16.
@@ -198,6 +199,7 @@ const (
 	routeModel
 	routeMessages
 	routeTokenize
+	routeImages
 	routeHealth
 	routeMetrics
 	routeResponses
@@ -223,6 +225,7 @@ var routes = [numRoutes]struct {
 	routeModel:       {"/v1/models/{id}", http.MethodGet, false},
 	routeMessages:    {"/v1/messages", http.MethodPost, true},
 	routeTokenize:    {"/tokenize", http.MethodPost, false},
+	routeImages:      {"/v1/images/generations", http.MethodPost, true},
 	routeHealth:      {"/health", http.MethodGet, false},
 	routeMetrics:     {"/metrics", http.MethodGet, false},
 	routeResponses:   {"/v1/responses", http.MethodPost, true},
@@ -251,6 +254,8 @@ func matchRoute(path string) (route, string) {
 		return routeMessages, ""
 	case "/tokenize":
 		return routeTokenize, ""
+	case "/v1/images/generations":
+		return routeImages, ""
 	case "/health":
 		return routeHealth, ""
 	case "/metrics":
@@ -384,6 +389,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveModel(x, modelID)
 	case routeTokenize:
 		s.serveTokenize(x, body)
+	case routeImages:
+		s.serveImages(x, body)
 	case routeResponses:
 		s.serveResponses(x, body)
 	case routeStoredResponse:

@@ -357,6 +357,8 @@ func isContextOverflow(status int, f *upstreamFields, lower string) bool {
 		strings.Contains(lower, "exceeds the available context size"),                       // llama.cpp
 		strings.Contains(lower, "longer than the maximum model length"),                     // vLLM prompt check
 		strings.Contains(lower, "context length exceeded"),                                  // generic
+		strings.Contains(lower, "exceed context limit"),                                     // Anthropic: input + max_tokens
+		strings.HasPrefix(lower, "prompt is too long"),                                      // Anthropic: input alone
 		strings.Contains(lower, "input length exceeds the context length"),                  // Ollama
 		strings.Contains(lower, "tokens") && strings.Contains(lower, "must be <="),          // TGI
 		strings.Contains(lower, "must have less than") && strings.Contains(lower, "tokens"): // TGI

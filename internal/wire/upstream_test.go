@@ -149,6 +149,8 @@ func TestNormalizeStreamError(t *testing.T) {
 		{"tgi overloaded", `{"error":"Model is overloaded","error_type":"overloaded"}`, 503, "server_error", "model_overloaded"},
 		{"llama.cpp", `{"error":{"code":500,"message":"KV cache is full","type":"server_error"}}`, 502, "server_error", ""},
 		{"llama.cpp legacy bare", `{"code":503,"message":"Loading model","type":"unavailable_error"}`, 503, "server_error", "model_loading"},
+		{"anthropic input and max_tokens", `{"type":"error","error":{"type":"invalid_request_error","message":"input length and ` + "`max_tokens`" + ` exceed context limit: 8 + 5 > 12, decrease input length or ` + "`max_tokens`" + ` and try again"}}`, 400, "invalid_request_error", "context_length_exceeded"},
+		{"anthropic prompt too long", `{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 210000 tokens > 200000 maximum"}}`, 400, "invalid_request_error", "context_length_exceeded"},
 		{"ollama", `{"error":{"message":"unexpected EOF","type":"api_error","param":null,"code":null}}`, 502, "server_error", ""},
 		{"anthropic overloaded", `{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}`, 503, "server_error", "model_overloaded"},
 		{"anthropic invalid", `{"type":"error","error":{"type":"invalid_request_error","message":"bad"}}`, 400, "invalid_request_error", ""},

@@ -29,6 +29,8 @@ func TestExtractUsage(t *testing.T) {
 		{"total missing", wire.OpenAI, `{"usage":{"prompt_tokens":3,"completion_tokens":4}}`, wire.Usage{PromptTokens: 3, CompletionTokens: 4, TotalTokens: 7}, true},
 		{"anthropic", wire.Anthropic, `{"id":"msg_1","type":"message","usage":{"input_tokens":10,"cache_creation_input_tokens":5,"cache_read_input_tokens":100,"output_tokens":20}}`,
 			wire.Usage{PromptTokens: 115, CompletionTokens: 20, TotalTokens: 135, CachedTokens: 100}, true},
+		{"images (gpt-image-1)", wire.OpenAI, `{"created":1,"data":[],"usage":{"input_tokens":12,"output_tokens":272,"total_tokens":284,"input_tokens_details":{"text_tokens":12,"image_tokens":0}}}`,
+			wire.Usage{PromptTokens: 12, CompletionTokens: 272, TotalTokens: 284}, true},
 		{"negative and strings", wire.OpenAI, `{"usage":{"prompt_tokens":-3,"completion_tokens":"4"}}`, wire.Usage{}, true},
 		{"null usage", wire.OpenAI, `{"usage":null}`, wire.Usage{}, false},
 		{"no usage", wire.OpenAI, `{"choices":[]}`, wire.Usage{}, false},

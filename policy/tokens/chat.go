@@ -240,6 +240,9 @@ func (c *ChatCounter) countInto(t *tally, text string) error {
 	if !t.live() {
 		return errStopped
 	}
+	if rc, ok := c.Counter.(RemoteCounter); ok {
+		return c.countRemote(t, rc, text)
+	}
 	_, estimate := c.Counter.(estimateCounter)
 	var key uint64
 	if c.Memo != nil && !estimate {
