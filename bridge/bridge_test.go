@@ -171,6 +171,27 @@ func TestStream(t *testing.T) {
 	}
 }
 
+// TestStreamReusedBuffer feeds each chat event from one buffer that is overwritten after the
+// call, as a stream tap's framing buffer is: the Stream keeps nothing that aliases it.
+func TestStreamReusedBuffer(t *testing.T) {
+	s := NewStream(req)
+	var out, buf []byte
+	for _, d := range chatStream {
+		buf = append(buf[:0], d...)
+		out = s.Event(out, buf)
+		for i := range buf {
+			buf[i] = 'x'
+		}
+	}
+	evs := events(out)
+	last := evs[len(evs)-1]
+	wiretest.Validate(t, "ResponseStreamEvent", []byte(last))
+	if gjson.Get(last, "response.output.1.call_id").Str != "call_1" || gjson.Get(last, "response.output.1.name").Str != "get" ||
+		gjson.Get(last, "response.model").Str != "up" || gjson.Get(last, "response.status").Str != "completed" {
+		t.Errorf("completed %s", last)
+	}
+}
+
 func FuzzStream(f *testing.F) {
 	f.Add([]byte(strings.Join(chatStream, "\n")))
 	f.Add([]byte(`{"choices":[{"delta":{"tool_calls":[{"index":3},{"index":-1,"function":{"arguments":"x"}}]}}]}` + "\n[DONE]"))

@@ -3,6 +3,7 @@ package bridge
 import (
 	"bytes"
 	"strconv"
+	"strings"
 
 	"github.com/tidwall/gjson"
 
@@ -141,6 +142,9 @@ func (s *Stream) fail(dst []byte, e *wire.Error) []byte {
 }
 
 // Event translates one chat stream event's data and appends the Responses events it makes.
+// data may alias the caller's buffers (a stream tap's): it is read only during the call, and
+// what the Stream keeps of it for later events (the model, a call's id and name, the finish
+// reason) is copied.
 func (s *Stream) Event(dst, data []byte) []byte {
 	if s.done {
 		return dst
@@ -169,7 +173,7 @@ func (s *Stream) Event(dst, data []byte) []byte {
 	if !s.started {
 		s.started = true
 		if m := root.Get("model"); m.Type == gjson.String {
-			s.a.model = m.Raw
+			s.a.model = strings.Clone(m.Raw)
 		}
 		s.a.createdAt = root.Get("created").Int()
 		dst = s.event(dst, "response.created", s.withResponse(false))
@@ -202,7 +206,7 @@ func (s *Stream) Event(dst, data []byte) []byte {
 			if s.calls == nil {
 				s.calls = make(map[int64]*item)
 			}
-			it = &item{id: NewID("fc_"), call: true, callID: tc.Get("id").Str, name: tc.Get("function.name").Str}
+			it = &item{id: NewID("fc_"), call: true, callID: strings.Clone(tc.Get("id").Str), name: strings.Clone(tc.Get("function.name").Str)}
 			if it.callID == "" {
 				it.callID = NewID("call_")
 			}
@@ -219,7 +223,7 @@ func (s *Stream) Event(dst, data []byte) []byte {
 		return true
 	})
 	if f := ch.Get("finish_reason"); f.Type == gjson.String {
-		s.a.finish = f.Str
+		s.a.finish = strings.Clone(f.Str)
 	}
 	return dst
 }

@@ -214,8 +214,9 @@ func (t *responseTap) Write(p []byte) (int, error) {
 	}
 	switch t.mode {
 	case modeStream:
+		n := len(p) // what the upstream gave: the proxy reads any other count as a failed write
 		if t.chatTap != nil {
-			p = t.bridge(p, nil, false)
+			p = t.bridge(p, nil, false) // the bridged events are the typed tap's input, not what was taken
 		}
 		t.out = t.stream.Write(t.out[:0], p)
 		if t.ex.responseID == "" && t.ex.spec.Dialect == wire.DialectResponses {
@@ -239,7 +240,7 @@ func (t *responseTap) Write(p []byte) (int, error) {
 				return 0, err
 			}
 		}
-		return len(p), nil
+		return n, nil
 	case modeJSON:
 		if len(t.buf)+len(p) > maxBufferedJSON {
 			// too large to hold: send what we have and pass the rest through untouched
