@@ -467,6 +467,25 @@ func (v *validator) object(param string, val gjson.Result) bool {
 	return true
 }
 
+// optObject validates an optional object (null allowed).
+func (v *validator) optObject(param string, val gjson.Result) bool {
+	if val.Type == gjson.Null {
+		return true
+	}
+	return v.object(param, val)
+}
+
+// required validates a string member an object must give (present).
+func (v *validator) required(param string, present bool, val gjson.Result) bool {
+	if !present {
+		return v.fail(v.missing(param))
+	}
+	if val.Type != gjson.String {
+		return v.fail(v.badType(param, "a string", val))
+	}
+	return true
+}
+
 // enum validates a string from a fixed set.
 func (v *validator) enum(param string, val gjson.Result, allowed []string) bool {
 	if val.Type != gjson.String {
