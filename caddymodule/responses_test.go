@@ -12,6 +12,7 @@ import (
 
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
+	"github.com/openai/openai-go/v3/packages/ssestream"
 	"github.com/openai/openai-go/v3/responses"
 
 	"github.com/caddyai/gateway/internal/testredis"
@@ -74,6 +75,44 @@ func usageDelta(up *recordingUpstream, fn func()) (prompt, completion int64) {
 	return after.PromptTokens - before.PromptTokens, after.CompletionTokens - before.CompletionTokens
 }
 
+// responseEvents reads a Responses stream to its end, each event validated against the spec,
+// and returns the events and the stream's error.
+func responseEvents(t *testing.T, s *ssestream.Stream[responses.ResponseStreamEventUnion]) ([]responses.ResponseStreamEventUnion, error) {
+	t.Helper()
+	var events []responses.ResponseStreamEventUnion
+	for s.Next() {
+		ev := s.Current()
+		wiretest.Validate(t, "ResponseStreamEvent", []byte(ev.RawJSON()))
+		events = append(events, ev)
+	}
+	return events, s.Err()
+}
+
+// streamedText reads a Responses stream that must end cleanly with its events numbered in
+// order, and returns the text of its deltas and the response.completed event's response.
+func streamedText(t *testing.T, s *ssestream.Stream[responses.ResponseStreamEventUnion]) (string, *responses.Response) {
+	t.Helper()
+	events, err := responseEvents(t, s)
+	var text strings.Builder
+	var completed *responses.Response
+	for n, ev := range events {
+		if ev.SequenceNumber != int64(n) {
+			t.Errorf("event %d: sequence_number %d", n, ev.SequenceNumber)
+		}
+		switch ev.Type {
+		case "response.output_text.delta":
+			text.WriteString(ev.Delta)
+		case "response.completed":
+			r := ev.Response
+			completed = &r
+		}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return text.String(), completed
+}
+
 func TestResponsesSDK(t *testing.T) {
 	port, up := responsesSetup(t)
 	ctx := context.Background()
@@ -109,7 +148,7 @@ func TestResponsesSDK(t *testing.T) {
 
 	t.Run("stream", func(t *testing.T) {
 		var completed *responses.Response
-		var text strings.Builder
+		var text string
 		p, o := usageDelta(up, func() {
 			s := c.Responses.NewStreaming(ctx, responses.ResponseNewParams{
 				Model: "demo-llama",
@@ -117,28 +156,10 @@ func TestResponsesSDK(t *testing.T) {
 					responses.ResponseInputItemParamOfMessage("Count to three.", responses.EasyInputMessageRoleUser),
 				}},
 			})
-			n := 0
-			for s.Next() {
-				ev := s.Current()
-				wiretest.Validate(t, "ResponseStreamEvent", []byte(ev.RawJSON()))
-				if ev.SequenceNumber != int64(n) {
-					t.Errorf("event %d: sequence_number %d", n, ev.SequenceNumber)
-				}
-				n++
-				switch ev.Type {
-				case "response.output_text.delta":
-					text.WriteString(ev.Delta)
-				case "response.completed":
-					r := ev.Response
-					completed = &r
-				}
-			}
-			if err := s.Err(); err != nil {
-				t.Fatal(err)
-			}
+			text, completed = streamedText(t, s)
 		})
-		if completed == nil || completed.OutputText() != text.String() || completed.Usage.InputTokens != p || completed.Usage.OutputTokens != o {
-			t.Fatalf("simulator counted %d/%d; completed %+v, text %q", p, o, completed, text.String())
+		if completed == nil || completed.OutputText() != text || completed.Usage.InputTokens != p || completed.Usage.OutputTokens != o {
+			t.Fatalf("simulator counted %d/%d; completed %+v, text %q", p, o, completed, text)
 		}
 		got, err := c.Responses.Get(ctx, completed.ID, responses.ResponseGetParams{})
 		if err != nil || got.ID != completed.ID {
@@ -241,12 +262,11 @@ func TestResponsesSDK(t *testing.T) {
 				Input: responses.ResponseNewParamsInputUnion{OfString: openai.String("hi")},
 			}, option.WithHeader(simulator.FaultHeader, fault))
 			var types []string
-			for s.Next() {
-				ev := s.Current()
-				wiretest.Validate(t, "ResponseStreamEvent", []byte(ev.RawJSON()))
+			events, err := responseEvents(t, s)
+			for _, ev := range events {
 				types = append(types, ev.Type)
 			}
-			if s.Err() == nil {
+			if err == nil {
 				t.Errorf("%s: the SDK saw a clean end after %v", fault, types)
 			}
 			if len(types) == 0 || types[len(types)-1] != "response.failed" {
@@ -471,33 +491,15 @@ func TestResponsesBridge(t *testing.T) {
 
 	t.Run("stream", func(t *testing.T) {
 		var completed *responses.Response
-		var text strings.Builder
+		var text string
 		p, o := delta(func() {
 			s := c.Responses.NewStreaming(ctx, responses.ResponseNewParams{
 				Model: "chat-only",
 				Input: responses.ResponseNewParamsInputUnion{OfString: openai.String("Count.")},
 			})
-			n := 0
-			for s.Next() {
-				ev := s.Current()
-				wiretest.Validate(t, "ResponseStreamEvent", []byte(ev.RawJSON()))
-				if ev.SequenceNumber != int64(n) {
-					t.Errorf("event %d: sequence_number %d", n, ev.SequenceNumber)
-				}
-				n++
-				switch ev.Type {
-				case "response.output_text.delta":
-					text.WriteString(ev.Delta)
-				case "response.completed":
-					r := ev.Response
-					completed = &r
-				}
-			}
-			if err := s.Err(); err != nil {
-				t.Fatal(err)
-			}
+			text, completed = streamedText(t, s)
 		})
-		if completed == nil || completed.OutputText() != text.String() || completed.Usage.InputTokens != p || completed.Usage.OutputTokens != o ||
+		if completed == nil || completed.OutputText() != text || completed.Usage.InputTokens != p || completed.Usage.OutputTokens != o ||
 			completed.Model != "chat-only" {
 			t.Fatalf("server counted %d/%d: %+v", p, o, completed)
 		}
@@ -514,9 +516,8 @@ func TestResponsesBridge(t *testing.T) {
 			if streamed {
 				s := c.Responses.NewStreaming(ctx, params)
 				var args strings.Builder
-				for s.Next() {
-					ev := s.Current()
-					wiretest.Validate(t, "ResponseStreamEvent", []byte(ev.RawJSON()))
+				events, err := responseEvents(t, s)
+				for _, ev := range events {
 					switch ev.Type {
 					case "response.function_call_arguments.delta":
 						args.WriteString(ev.Delta)
@@ -526,8 +527,8 @@ func TestResponsesBridge(t *testing.T) {
 						}
 					}
 				}
-				if s.Err() != nil || call.Arguments.OfString != args.String() {
-					t.Fatalf("stream: %v; arguments %q, deltas %q", s.Err(), call.Arguments.OfString, args.String())
+				if err != nil || call.Arguments.OfString != args.String() {
+					t.Fatalf("stream: %v; arguments %q, deltas %q", err, call.Arguments.OfString, args.String())
 				}
 			} else {
 				r, err := c.Responses.New(ctx, params)
@@ -578,12 +579,12 @@ func TestResponsesBridge(t *testing.T) {
 		s := c.Responses.NewStreaming(ctx, responses.ResponseNewParams{Model: "chat-only",
 			Input: responses.ResponseNewParamsInputUnion{OfString: openai.String("x")}}, option.WithHeader(simulator.FaultHeader, "kind=cut;after=3"))
 		var last string
-		for s.Next() {
-			wiretest.Validate(t, "ResponseStreamEvent", []byte(s.Current().RawJSON()))
-			last = s.Current().Type
+		events, err := responseEvents(t, s)
+		if len(events) > 0 {
+			last = events[len(events)-1].Type
 		}
-		if s.Err() == nil || last != "response.failed" {
-			t.Errorf("cut bridged stream: err %v, last event %s", s.Err(), last)
+		if err == nil || last != "response.failed" {
+			t.Errorf("cut bridged stream: err %v, last event %s", err, last)
 		}
 	})
 }
