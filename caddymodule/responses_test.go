@@ -276,7 +276,7 @@ func TestResponsesSDK(t *testing.T) {
 	})
 
 	t.Run("no_done", func(t *testing.T) {
-		req := responsesRequest(t, port, secretAll, `{"model":"demo-llama","input":"hi","stream":true}`)
+		req := jsonRequest(t, port, "/v1/responses", secretAll, `{"model":"demo-llama","input":"hi","stream":true}`)
 		resp, body := doRequest(t, req)
 		if resp.StatusCode != 200 || strings.Contains(string(body), "[DONE]") || !strings.Contains(string(body), "event: response.completed\n") {
 			t.Errorf("%d %s", resp.StatusCode, body)
@@ -316,17 +316,6 @@ func TestResponsesSDK(t *testing.T) {
 	})
 }
 
-func responsesRequest(t *testing.T, port int, key, body string) *http.Request {
-	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, url(port, "/v1/responses"), strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+key)
-	req.Header.Set("Content-Type", "application/json")
-	return req
-}
-
 func TestResponsesRefusals(t *testing.T) {
 	port, up := responsesSetup(t)
 	long := strings.Repeat("lorem ipsum dolor sit amet ", 200)
@@ -347,7 +336,7 @@ func TestResponsesRefusals(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := len(up.requests())
-			resp, body := doRequest(t, responsesRequest(t, port, tc.key, tc.body))
+			resp, body := doRequest(t, jsonRequest(t, port, "/v1/responses", tc.key, tc.body))
 			wiretest.Validate(t, "ErrorResponse", body)
 			e := decodeJSON(t, body)["error"].(map[string]any)
 			if resp.StatusCode != tc.status || e["param"] != tc.param || e["code"] != tc.code {
@@ -569,7 +558,7 @@ func TestResponsesBridge(t *testing.T) {
 		_, err = c.Responses.New(ctx, responses.ResponseNewParams{Model: "chat-only",
 			Input: responses.ResponseNewParamsInputUnion{OfString: openai.String("x")}, PreviousResponseID: openai.String("resp_x")})
 		wantAPIError(t, err, http.StatusBadRequest, "unsupported_parameter")
-		resp, body := doRequest(t, responsesRequest(t, port, secretAll, `{"model":"chat-only","input":"x","tools":[{"type":"web_search"}]}`))
+		resp, body := doRequest(t, jsonRequest(t, port, "/v1/responses", secretAll, `{"model":"chat-only","input":"x","tools":[{"type":"web_search"}]}`))
 		if resp.StatusCode != 400 || !strings.Contains(string(body), `"param":"tools[0].type"`) {
 			t.Errorf("hosted tool: %d %s", resp.StatusCode, body)
 		}
@@ -603,7 +592,7 @@ func TestResponsesCache(t *testing.T) {
 	} {
 		var first []byte
 		for i, want := range []string{"", tc.second} {
-			resp, body := doRequest(t, responsesRequest(t, s.port, secretAll, tc.body))
+			resp, body := doRequest(t, jsonRequest(t, s.port, "/v1/responses", secretAll, tc.body))
 			if resp.StatusCode != 200 {
 				t.Fatalf("%d %s", resp.StatusCode, body)
 			}
