@@ -66,7 +66,7 @@ const maxInt32 = math.MaxInt32
 func Validate(e wire.Endpoint, body []byte) (RequestInfo, *wire.Error) {
 	v := newValidator(e)
 	if !e.HasBody() {
-		return RequestInfo{}, problem(CodeInvalidValue, "", "The endpoint %s does not take a JSON request body.", e)
+		return RequestInfo{}, wire.InvalidCode(CodeInvalidValue, "", "The endpoint %s does not take a JSON request body.", e)
 	}
 	if err := checkDocument(body, v.errs); err != nil {
 		return RequestInfo{}, err
