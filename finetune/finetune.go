@@ -5,6 +5,7 @@ package finetune
 
 import (
 	"math"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -195,7 +196,7 @@ func checkIntegrations(in gjson.Result) *wire.Error {
 	var werr *wire.Error
 	i := 0
 	in.ForEach(func(_, v gjson.Result) bool {
-		p := "integrations[" + itoa(i) + "]"
+		p := "integrations[" + strconv.Itoa(i) + "]"
 		i++
 		switch {
 		case !v.IsObject():
@@ -236,11 +237,4 @@ func checkMetadata(v gjson.Result) *wire.Error {
 		return werr == nil
 	})
 	return werr
-}
-
-func itoa(i int) string {
-	if i < 10 {
-		return string(rune('0' + i))
-	}
-	return itoa(i/10) + string(rune('0'+i%10))
 }
