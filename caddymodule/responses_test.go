@@ -59,6 +59,22 @@ func responsesSetup(t *testing.T) (port int, up *recordingUpstream) {
 	return port, up
 }
 
+// answerCall is the request that gives the model the output of call, the get_weather call it
+// made when asked question.
+func answerCall(model, question string, call responses.ResponseOutputItemUnion) responses.ResponseNewParams {
+	out := responses.ResponseInputItemParamOfFunctionCallOutput(`{"temperature":21}`)
+	out.OfFunctionCallOutput.CallID = openai.String(call.CallID)
+	return responses.ResponseNewParams{
+		Model: model,
+		Input: responses.ResponseNewParamsInputUnion{OfInputItemList: responses.ResponseInputParam{
+			responses.ResponseInputItemParamOfMessage(question, responses.EasyInputMessageRoleUser),
+			responses.ResponseInputItemParamOfFunctionCall(call.Arguments.OfString, call.CallID, call.Name),
+			out,
+		}},
+		Tools: []responses.ToolUnionParam{weatherTool},
+	}
+}
+
 var weatherTool = responses.ToolUnionParam{OfFunction: &responses.FunctionToolParam{
 	Name:        "get_weather",
 	Description: openai.String("The weather in a city."),
@@ -184,17 +200,7 @@ func TestResponsesSDK(t *testing.T) {
 			t.Fatalf("no call: %s", first.RawJSON())
 		}
 		call := first.Output[0]
-		out := responses.ResponseInputItemParamOfFunctionCallOutput(`{"temperature":21}`)
-		out.OfFunctionCallOutput.CallID = openai.String(call.CallID)
-		second, err := c.Responses.New(ctx, responses.ResponseNewParams{
-			Model: "demo-llama",
-			Input: responses.ResponseNewParamsInputUnion{OfInputItemList: responses.ResponseInputParam{
-				responses.ResponseInputItemParamOfMessage("What is the weather in Paris?", responses.EasyInputMessageRoleUser),
-				responses.ResponseInputItemParamOfFunctionCall(call.Arguments.OfString, call.CallID, call.Name),
-				out,
-			}},
-			Tools: []responses.ToolUnionParam{weatherTool},
-		})
+		second, err := c.Responses.New(ctx, answerCall("demo-llama", "What is the weather in Paris?", call))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -530,17 +536,7 @@ func TestResponsesBridge(t *testing.T) {
 			if call.Type != "function_call" || call.Name != "get_weather" || call.Arguments.OfString != `{"city":"sim"}` || call.CallID == "" {
 				t.Fatalf("call %+v", call)
 			}
-			out := responses.ResponseInputItemParamOfFunctionCallOutput(`{"temperature":21}`)
-			out.OfFunctionCallOutput.CallID = openai.String(call.CallID)
-			r, err := c.Responses.New(ctx, responses.ResponseNewParams{
-				Model: "chat-only",
-				Input: responses.ResponseNewParamsInputUnion{OfInputItemList: responses.ResponseInputParam{
-					responses.ResponseInputItemParamOfMessage("Weather in Paris?", responses.EasyInputMessageRoleUser),
-					responses.ResponseInputItemParamOfFunctionCall(call.Arguments.OfString, call.CallID, call.Name),
-					out,
-				}},
-				Tools: []responses.ToolUnionParam{weatherTool},
-			})
+			r, err := c.Responses.New(ctx, answerCall("chat-only", "Weather in Paris?", call))
 			if err != nil || r.OutputText() == "" {
 				t.Fatalf("after the output: %v %s", err, r.RawJSON())
 			}
