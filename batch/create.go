@@ -60,31 +60,16 @@ type CreateRequest struct {
 	OutputExpiresAfter time.Duration
 }
 
-// invalid is a 400 invalid_request_error with a code and param, in OpenAI's wording.
-func invalid(code, param, format string, args ...any) *wire.Error {
-	e := wire.InvalidRequest(param, format, args...)
-	e.Code = code
-	return e
-}
-
-func missing(param string) *wire.Error {
-	return invalid(CodeMissingParam, param, "Missing required parameter: '%s'.", param)
-}
-
-func badType(param, want string, got gjson.Result) *wire.Error {
-	return invalid(CodeInvalidType, param, "Invalid type for '%s': expected %s, but got %s instead.", param, want, wire.Describe(got))
-}
-
 func badEnum(param, got string, allowed []string) *wire.Error {
 	quoted := make([]string, len(allowed))
 	for i, a := range allowed {
 		quoted[i] = "'" + a + "'"
 	}
-	return invalid(CodeInvalidValue, param, "Invalid value: '%s'. Supported values are: %s.", echo(got), strings.Join(quoted, ", "))
+	return wire.InvalidCode(CodeInvalidValue, param, "Invalid value: '%s'. Supported values are: %s.", echo(got), strings.Join(quoted, ", "))
 }
 
 func tooLong(param string, max, got int) *wire.Error {
-	return invalid(CodeStringTooLong, param, "Invalid '%s': string too long. Expected a string with maximum length %d, but got a string with length %d instead.", param, max, got)
+	return wire.InvalidCode(CodeStringTooLong, param, "Invalid '%s': string too long. Expected a string with maximum length %d, but got a string with length %d instead.", param, max, got)
 }
 
 // ParseCreateRequest checks the body of POST /v1/batches. endpoints are the endpoints the
@@ -94,11 +79,11 @@ func tooLong(param string, max, got int) *wire.Error {
 // gateway does for live requests; a key sent twice is refused.
 func ParseCreateRequest(body []byte, endpoints []string) (*CreateRequest, *wire.Error) {
 	if len(body) == 0 || wire.NestedTooDeep(body, MaxDepth) || !utf8.Valid(body) || !gjson.ValidBytes(body) {
-		return nil, invalid(CodeInvalidJSON, "", "We could not parse the JSON body of your request. The API expects a JSON object.")
+		return nil, wire.InvalidCode(CodeInvalidJSON, "", "We could not parse the JSON body of your request. The API expects a JSON object.")
 	}
 	doc := gjson.ParseBytes(body)
 	if !doc.IsObject() {
-		return nil, invalid(CodeInvalidType, "", "The request body must be a JSON object, but got %s instead.", wire.Describe(doc))
+		return nil, wire.InvalidCode(CodeInvalidType, "", "The request body must be a JSON object, but got %s instead.", wire.Describe(doc))
 	}
 	var fileID, endpoint, window, metadata, expires gjson.Result
 	var bad *wire.Error
@@ -119,7 +104,7 @@ func ParseCreateRequest(body []byte, endpoints []string) (*CreateRequest, *wire.
 			return true
 		}
 		if slot.Exists() {
-			bad = invalid(CodeDuplicateKey, k.Str, "Invalid body: duplicate key '%s'. Send each field once; parsers disagree on which copy counts.", k.Str)
+			bad = wire.InvalidCode(CodeDuplicateKey, k.Str, "Invalid body: duplicate key '%s'. Send each field once; parsers disagree on which copy counts.", k.Str)
 			return false
 		}
 		*slot = v
@@ -131,23 +116,23 @@ func ParseCreateRequest(body []byte, endpoints []string) (*CreateRequest, *wire.
 	req := &CreateRequest{}
 	switch {
 	case !fileID.Exists():
-		return nil, missing("input_file_id")
+		return nil, wire.MissingParam("input_file_id")
 	case fileID.Type != gjson.String:
-		return nil, badType("input_file_id", "a string", fileID)
+		return nil, wire.BadType("input_file_id", "a string", fileID)
 	case fileID.Str == "":
-		return nil, invalid(CodeEmptyString, "input_file_id", "Invalid 'input_file_id': empty string. Expected a string with minimum length 1, but got an empty string instead.")
+		return nil, wire.InvalidCode(CodeEmptyString, "input_file_id", "Invalid 'input_file_id': empty string. Expected a string with minimum length 1, but got an empty string instead.")
 	case len(fileID.Str) > maxFileIDLen:
 		return nil, tooLong("input_file_id", maxFileIDLen, utf8.RuneCountInString(fileID.Str))
 	case !endpoint.Exists():
-		return nil, missing("endpoint")
+		return nil, wire.MissingParam("endpoint")
 	case endpoint.Type != gjson.String:
-		return nil, badType("endpoint", "a string", endpoint)
+		return nil, wire.BadType("endpoint", "a string", endpoint)
 	case !contains(endpoints, endpoint.Str) && !IsPredictEndpoint(endpoint.Str):
 		return nil, badEnum("endpoint", endpoint.Str, endpoints)
 	case !window.Exists():
-		return nil, missing("completion_window")
+		return nil, wire.MissingParam("completion_window")
 	case window.Type != gjson.String:
-		return nil, badType("completion_window", "a string", window)
+		return nil, wire.BadType("completion_window", "a string", window)
 	case window.Str != CompletionWindow:
 		return nil, badEnum("completion_window", window.Str, []string{CompletionWindow})
 	}
@@ -200,27 +185,27 @@ func parseMetadata(v gjson.Result) (map[string]string, *wire.Error) {
 		return nil, nil
 	}
 	if !v.IsObject() {
-		return nil, badType("metadata", "an object", v)
+		return nil, wire.BadType("metadata", "an object", v)
 	}
 	m := map[string]string{}
 	var bad *wire.Error
 	n := 0
 	v.ForEach(func(k, val gjson.Result) bool {
 		if n++; n > MaxMetadataPairs {
-			bad = invalid(CodeObjectTooLarge, "metadata", "Invalid 'metadata': too many properties. Expected an object with at most %d properties, but got an object with more properties instead.", MaxMetadataPairs)
+			bad = wire.InvalidCode(CodeObjectTooLarge, "metadata", "Invalid 'metadata': too many properties. Expected an object with at most %d properties, but got an object with more properties instead.", MaxMetadataPairs)
 			return false
 		}
 		if l := utf8.RuneCountInString(k.Str); l > MaxMetadataKeyLen {
-			bad = invalid(CodeStringTooLong, "metadata", "Invalid 'metadata': key too long. Expected keys with maximum length %d, but got a key with length %d instead.", MaxMetadataKeyLen, l)
+			bad = wire.InvalidCode(CodeStringTooLong, "metadata", "Invalid 'metadata': key too long. Expected keys with maximum length %d, but got a key with length %d instead.", MaxMetadataKeyLen, l)
 			return false
 		}
 		param := "metadata." + k.Str
 		if _, dup := m[k.Str]; dup {
-			bad = invalid(CodeDuplicateKey, param, "Invalid body: duplicate key '%s'. Send each field once; parsers disagree on which copy counts.", param)
+			bad = wire.InvalidCode(CodeDuplicateKey, param, "Invalid body: duplicate key '%s'. Send each field once; parsers disagree on which copy counts.", param)
 			return false
 		}
 		if val.Type != gjson.String {
-			bad = badType(param, "a string", val)
+			bad = wire.BadType(param, "a string", val)
 			return false
 		}
 		if l := utf8.RuneCountInString(val.Str); l > MaxMetadataValueLen {
@@ -242,20 +227,20 @@ func parseExpiresAfter(v gjson.Result) (time.Duration, *wire.Error) {
 		return 0, nil
 	}
 	if !v.IsObject() {
-		return 0, badType("output_expires_after", "an object", v)
+		return 0, wire.BadType("output_expires_after", "an object", v)
 	}
 	anchor, seconds := v.Get("anchor"), v.Get("seconds")
 	switch {
 	case !anchor.Exists():
-		return 0, missing("output_expires_after.anchor")
+		return 0, wire.MissingParam("output_expires_after.anchor")
 	case anchor.Type != gjson.String:
-		return 0, badType("output_expires_after.anchor", "a string", anchor)
+		return 0, wire.BadType("output_expires_after.anchor", "a string", anchor)
 	case anchor.Str != "created_at":
 		return 0, badEnum("output_expires_after.anchor", anchor.Str, []string{"created_at"})
 	case !seconds.Exists():
-		return 0, missing("output_expires_after.seconds")
+		return 0, wire.MissingParam("output_expires_after.seconds")
 	case seconds.Type != gjson.Number || strings.ContainsAny(seconds.Raw, ".eE"):
-		return 0, badType("output_expires_after.seconds", "an integer", seconds)
+		return 0, wire.BadType("output_expires_after.seconds", "an integer", seconds)
 	}
 	n, err := strconv.ParseInt(seconds.Raw, 10, 64)
 	if err != nil { // out of int64's range
@@ -266,9 +251,9 @@ func parseExpiresAfter(v gjson.Result) (time.Duration, *wire.Error) {
 	}
 	switch {
 	case n < MinOutputExpiresAfter:
-		return 0, invalid(CodeIntegerBelowMin, "output_expires_after.seconds", "Invalid 'output_expires_after.seconds': integer below minimum value. Expected a value >= %d, but got %s instead.", MinOutputExpiresAfter, echo(seconds.Raw))
+		return 0, wire.InvalidCode(CodeIntegerBelowMin, "output_expires_after.seconds", "Invalid 'output_expires_after.seconds': integer below minimum value. Expected a value >= %d, but got %s instead.", MinOutputExpiresAfter, echo(seconds.Raw))
 	case n > MaxOutputExpiresAfter:
-		return 0, invalid(CodeIntegerAboveMax, "output_expires_after.seconds", "Invalid 'output_expires_after.seconds': integer above maximum value. Expected a value <= %d, but got %s instead.", MaxOutputExpiresAfter, echo(seconds.Raw))
+		return 0, wire.InvalidCode(CodeIntegerAboveMax, "output_expires_after.seconds", "Invalid 'output_expires_after.seconds': integer above maximum value. Expected a value <= %d, but got %s instead.", MaxOutputExpiresAfter, echo(seconds.Raw))
 	}
 	return time.Duration(n) * time.Second, nil
 }
@@ -276,12 +261,12 @@ func parseExpiresAfter(v gjson.Result) (time.Duration, *wire.Error) {
 // ErrInputFileNotFound is the 400 for an input_file_id that names no file of the caller
 // (another owner's file does not exist).
 func ErrInputFileNotFound(id string) *wire.Error {
-	return invalid(CodeInvalidValue, "input_file_id", "Invalid 'input_file_id': no file with id '%s' was found.", echo(id))
+	return wire.InvalidCode(CodeInvalidValue, "input_file_id", "Invalid 'input_file_id': no file with id '%s' was found.", echo(id))
 }
 
 // ErrInputFilePurpose is the 400 for an input file uploaded with a purpose other than "batch".
 func ErrInputFilePurpose(id, purpose string) *wire.Error {
-	return invalid(CodeInvalidValue, "input_file_id", "Invalid 'input_file_id': the file '%s' has purpose '%s'; a batch's input file must have purpose 'batch'.", echo(id), echo(purpose))
+	return wire.InvalidCode(CodeInvalidValue, "input_file_id", "Invalid 'input_file_id': the file '%s' has purpose '%s'; a batch's input file must have purpose 'batch'.", echo(id), echo(purpose))
 }
 
 // ErrBatchNotFound is the 404 for a batch id that names no batch of the caller.

@@ -173,6 +173,16 @@ func appendMember(out []byte, key, raw string) []byte {
 	return append(out, raw...)
 }
 
+// appendGiven appends, with appendMember, each of keys that obj gives (not null).
+func appendGiven(out []byte, obj gjson.Result, keys ...string) []byte {
+	for _, k := range keys {
+		if v := obj.Get(k); v.Exists() && v.Type != gjson.Null {
+			out = appendMember(out, k, v.Raw)
+		}
+	}
+	return out
+}
+
 // chatMessages builds the messages array.
 func chatMessages(instructions, input gjson.Result) ([]byte, *wire.Error) {
 	b := []byte{'['}
@@ -366,14 +376,7 @@ func chatTools(tools gjson.Result) ([]byte, *wire.Error) {
 		}
 		b = append(b, `{"type":"function","function":{"name":`...)
 		b = append(b, t.Get("name").Raw...)
-		for _, k := range [...]string{"description", "parameters", "strict"} {
-			if v := t.Get(k); v.Exists() && v.Type != gjson.Null {
-				b = append(b, ',')
-				b = wire.AppendString(b, k)
-				b = append(b, ':')
-				b = append(b, v.Raw...)
-			}
-		}
+		b = appendGiven(b, t, "description", "parameters", "strict")
 		b = append(b, "}}"...)
 		i++
 		return true
@@ -400,14 +403,7 @@ func responseFormat(f gjson.Result) (string, *wire.Error) {
 	case "json_schema":
 		b := []byte(`{"type":"json_schema","json_schema":{"name":`)
 		b = append(b, f.Get("name").Raw...)
-		for _, k := range [...]string{"description", "schema", "strict"} {
-			if v := f.Get(k); v.Exists() && v.Type != gjson.Null {
-				b = append(b, ',')
-				b = wire.AppendString(b, k)
-				b = append(b, ':')
-				b = append(b, v.Raw...)
-			}
-		}
+		b = appendGiven(b, f, "description", "schema", "strict")
 		return string(append(b, "}}"...)), nil
 	}
 	return "", nil

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -33,10 +32,7 @@ type gatewayProcess struct {
 // runBinary starts the binary on a Caddyfile; it is killed when the test ends if still running.
 func runBinary(t *testing.T, bin, caddyfile string) *gatewayProcess {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "Caddyfile")
-	if err := os.WriteFile(path, []byte(caddyfile), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	path := writeCaddyfile(t, t.TempDir(), "Caddyfile", caddyfile)
 	cmd := exec.Command(bin, "run", "--config", path, "--adapter", "caddyfile")
 	cmd.Env = append(os.Environ(), "HOME="+t.TempDir(), "XDG_DATA_HOME="+t.TempDir())
 	stderr, _ := cmd.StderrPipe()
@@ -190,10 +186,7 @@ func waitReady(t *testing.T, port int, secret string) {
 // sum of the usage the clients received; after a crash (SIGKILL) and a restart the ledger and
 // the spent budget are still there.
 func TestBinaryAccountingBudget(t *testing.T) {
-	bin := os.Getenv("CADDY_BINARY")
-	if bin == "" {
-		t.Skip("CADDY_BINARY not set: run `make test-binary` (part of `make test`) to test the built binary")
-	}
+	bin := binaryOrSkip(t)
 	up := newUpstream(t, simulator.Config{})
 	keys, secrets := teamKeys(20)
 	port, admin, dir := freePort(t), freePort(t), t.TempDir()
@@ -263,10 +256,7 @@ func TestBinaryAccountingBudget(t *testing.T) {
 // (SIGKILL) midway through a load; the ledger's totals equal the sum of the usage the clients
 // received, the shared label budget is not overspent, and the CSV's totals match.
 func TestBinaryAccountingRedis(t *testing.T) {
-	bin := os.Getenv("CADDY_BINARY")
-	if bin == "" {
-		t.Skip("CADDY_BINARY not set: run `make test-binary` (part of `make test`) to test the built binary")
-	}
+	bin := binaryOrSkip(t)
 	addr, _ := testredis.Start(t)
 	up := newUpstream(t, simulator.Config{TTFT: 5 * time.Millisecond})
 	keys, secrets := teamKeys(10)

@@ -17,6 +17,26 @@ import (
 	"github.com/caddyai/gateway/policy"
 )
 
+// provisionGateway provisions a gateway from its JSON config, with before (if not nil) run
+// on it first; it is cleaned up when the test ends.
+func provisionGateway(tb testing.TB, raw string, before func(*Gateway)) *Gateway {
+	tb.Helper()
+	g := new(Gateway)
+	if err := json.Unmarshal([]byte(raw), g); err != nil {
+		tb.Fatal(err)
+	}
+	if before != nil {
+		before(g)
+	}
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	tb.Cleanup(cancel)
+	if err := g.Provision(ctx); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = g.Cleanup() })
+	return g
+}
+
 // BenchmarkGatewayJSONAccounting is BenchmarkGatewayJSON with accounting on: a priced model, the
 // embedded ledger and a label budget on the key (reserved and settled per request). Compare the
 // two for the ledger's and the budget's cost on the request path.
@@ -33,17 +53,8 @@ func BenchmarkGatewayJSONAccounting(b *testing.B) {
 				"storage": {"dir": %q},
 				"accounting": {"budgets": %s}
 			}`, policy.FormatHash(policy.HashSecret("sk-bench")), b.TempDir(), bc.budgets)
-			g := new(Gateway)
-			if err := json.Unmarshal([]byte(raw), g); err != nil {
-				b.Fatal(err)
-			}
-			ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-			b.Cleanup(cancel)
-			if err := g.Provision(ctx); err != nil {
-				b.Fatal(err)
-			}
+			g := provisionGateway(b, raw, nil)
 			g.logger = zap.NewNop()
-			b.Cleanup(func() { _ = g.Cleanup() })
 			next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
 				w.Header().Set("Content-Type", "application/json")
 				w.WriteHeader(http.StatusOK)
@@ -78,16 +89,8 @@ func TestBudgetRetryAfter(t *testing.T) {
 			"storage": {"dir": %q},
 			"accounting": {"budgets": [{"key": "bench", "daily_tokens": 1}]}
 		}`, policy.FormatHash(policy.HashSecret("sk-bench")), t.TempDir())
-		g := new(Gateway)
-		if err := json.Unmarshal([]byte(raw), g); err != nil {
-			t.Fatal(err)
-		}
 		now := tc.now
-		g.now = func() time.Time { return now }
-		ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-		if err := g.Provision(ctx); err != nil {
-			t.Fatal(err)
-		}
+		g := provisionGateway(t, raw, func(g *Gateway) { g.now = func() time.Time { return now } })
 		rec := httptest.NewRecorder()
 		next := caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { t.Fatal("admitted"); return nil })
 		if err := g.ServeHTTP(rec, benchRequest(benchChatBody), next); err != nil {
@@ -98,7 +101,5 @@ func TestBudgetRetryAfter(t *testing.T) {
 			t.Errorf("at %s: %d retry-after %q should-retry %q %s", tc.now, rec.Code, rec.Header().Get("Retry-After"),
 				rec.Header().Get("X-Should-Retry"), rec.Body)
 		}
-		_ = g.Cleanup()
-		cancel()
 	}
 }

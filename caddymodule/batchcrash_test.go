@@ -19,7 +19,26 @@ import (
 func (f *runnerFixture) otherRunner() *runState {
 	r := &batchRunner{h: f.h, logger: zap.NewNop(), now: f.now, consumer: "other", workers: 2, lease: time.Minute,
 		every: time.Hour, wake: make(chan struct{}, 1), done: make(chan struct{}), send: f.r.send}
+	return f.state(r)
+}
+
+// state is runner r's view of the fixture's store.
+func (f *runnerFixture) state(r *batchRunner) *runState {
 	return &runState{r: r, objs: f.objs, blobs: f.blobs, q: f.objs.Queue(batchQueue)}
+}
+
+// restarted is the fixture's runner started again on its store, as after a crash.
+func (f *runnerFixture) restarted() *runState {
+	r := f.h.newRunner(zap.NewNop())
+	r.now, r.send = f.now, f.r.send
+	return f.state(r)
+}
+
+// drainRun advances st and works its queue until nothing is left.
+func drainRun(ctx context.Context, st *runState) {
+	st.advance(ctx)
+	for st.work(ctx) > 0 {
+	}
 }
 
 // checkEnqueuedOnce claims every queued line for the first runner, lets other enqueue the batch
@@ -52,14 +71,14 @@ func TestRunnerEnqueuesBatchOnce(t *testing.T) {
 	f := newRunnerFixture(t, okAnswer)
 	b := f.create(t, 3)
 	ctx := context.Background()
-	st := runState{r: f.r, objs: f.objs, blobs: f.blobs, q: f.objs.Queue(batchQueue)}
+	st := f.state(f.r)
 	stale := f.batch(t, b.ID)
 	st.advance(ctx)
 	if got := f.batch(t, b.ID); got.Status != batch.StatusInProgress {
 		t.Fatalf("after validation: %s", got.Status)
 	}
 	other := f.otherRunner()
-	checkEnqueuedOnce(t, &st, other, b.ID, 3, func() error { return other.validate(ctx, "k1", stale) })
+	checkEnqueuedOnce(t, st, other, b.ID, 3, func() error { return other.validate(ctx, "k1", stale) })
 }
 
 // A runner that took the enqueueing and died holds it off for one lease; then another runner
@@ -68,7 +87,7 @@ func TestRunnerEnqueueHoldRunsOut(t *testing.T) {
 	f := newRunnerFixture(t, okAnswer)
 	b := f.create(t, 2)
 	ctx := context.Background()
-	st := runState{r: f.r, objs: f.objs, blobs: f.blobs, q: f.objs.Queue(batchQueue)}
+	st := f.state(f.r)
 	if _, err := st.updateRun(ctx, "k1", b.ID, func(_ *batch.Batch, run *batchRun) error {
 		run.Enqueuer, run.EnqueueUntil = "a-dead-instance", f.now().Add(batchLease).UnixMilli()
 		return nil
@@ -108,13 +127,13 @@ func TestRunnerEnqueuesMessageBatchOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	st := runState{r: f.r, objs: f.objs, blobs: f.blobs, q: f.objs.Queue(batchQueue)}
+	st := f.state(f.r)
 	st.advance(ctx)
 	if n, err := st.q.Pending(ctx, id); n != 3 || err != nil {
 		t.Fatalf("%d requests queued (%v), want 3", n, err)
 	}
 	other := f.otherRunner()
-	checkEnqueuedOnce(t, &st, other, id, 3, func() error {
+	checkEnqueuedOnce(t, st, other, id, 3, func() error {
 		return other.enqueueMsg(ctx, "k1", m) // m as read before the first runner queued it
 	})
 }
@@ -126,10 +145,8 @@ func TestRunnerRestartTakesUpCloseCutShort(t *testing.T) {
 	f := newRunnerFixture(t, okAnswer)
 	b := f.create(t, 2)
 	ctx := context.Background()
-	st := runState{r: f.r, objs: f.objs, blobs: f.blobs, q: f.objs.Queue(batchQueue)}
-	st.advance(ctx)
-	for st.work(ctx) > 0 {
-	}
+	st := f.state(f.r)
+	drainRun(ctx, st)
 	// the process before the crash had claimed the close and moved the batch to finalizing
 	if _, err := st.updateRun(ctx, "k1", b.ID, func(b *batch.Batch, run *batchRun) error {
 		run.Closer, run.CloseUntil = boltRunner, f.now().Add(closeLease).UnixMilli()
@@ -137,9 +154,7 @@ func TestRunnerRestartTakesUpCloseCutShort(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	r := f.h.newRunner(zap.NewNop())
-	r.now, r.send = f.now, f.r.send
-	restarted := runState{r: r, objs: f.objs, blobs: f.blobs, q: f.objs.Queue(batchQueue)}
+	restarted := f.restarted()
 	restarted.advance(ctx)
 	if got := f.batch(t, b.ID); got.Status != batch.StatusCompleted || got.RequestCounts.Completed != 2 {
 		t.Fatalf("after the restart: %s", got.AppendJSON(nil))
@@ -156,10 +171,8 @@ func TestRunnerCloseRedoneRewritesSameFiles(t *testing.T) {
 	f := newRunnerFixture(t, okAnswer)
 	b := f.create(t, 2)
 	ctx := context.Background()
-	st := runState{r: f.r, objs: f.objs, blobs: f.blobs, q: f.objs.Queue(batchQueue)}
-	st.advance(ctx)
-	for st.work(ctx) > 0 {
-	}
+	st := f.state(f.r)
+	drainRun(ctx, st)
 	// the first close claimed the batch, chose its files' ids and wrote the output file; then
 	// the process died
 	var run batchRun
@@ -179,9 +192,7 @@ func TestRunnerCloseRedoneRewritesSameFiles(t *testing.T) {
 	if err != nil || first != run.OutputFile {
 		t.Fatalf("first output file %q (%v), want %q", first, err, run.OutputFile)
 	}
-	r := f.h.newRunner(zap.NewNop())
-	r.now, r.send = f.now, f.r.send
-	restarted := runState{r: r, objs: f.objs, blobs: f.blobs, q: f.objs.Queue(batchQueue)}
+	restarted := f.restarted()
 	restarted.advance(ctx)
 	got := f.batch(t, b.ID)
 	if got.Status != batch.StatusCompleted || got.OutputFileID != first {
@@ -202,16 +213,14 @@ func TestRunnerRestartTakesUpEnqueueCutShort(t *testing.T) {
 	f := newRunnerFixture(t, okAnswer)
 	b := f.create(t, 2)
 	ctx := context.Background()
-	st := runState{r: f.r, objs: f.objs, blobs: f.blobs, q: f.objs.Queue(batchQueue)}
+	st := f.state(f.r)
 	if _, err := st.updateRun(ctx, "k1", b.ID, func(_ *batch.Batch, run *batchRun) error {
 		run.Enqueuer, run.EnqueueUntil = boltRunner, f.now().Add(batchLease).UnixMilli()
 		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
-	r := f.h.newRunner(zap.NewNop())
-	r.now, r.send = f.now, f.r.send
-	restarted := runState{r: r, objs: f.objs, blobs: f.blobs, q: f.objs.Queue(batchQueue)}
+	restarted := f.restarted()
 	restarted.advance(ctx)
 	if n, _ := st.q.Pending(ctx, b.ID); n != 2 || f.batch(t, b.ID).Status != batch.StatusInProgress {
 		t.Fatalf("after the restart: %d pending, %s", n, f.batch(t, b.ID).Status)

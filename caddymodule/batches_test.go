@@ -248,7 +248,13 @@ func TestBatchRefusedLinesGoToErrorFile(t *testing.T) {
 
 func chatRequest(t *testing.T, port int, secret, body string) *http.Request {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, url(port, "/v1/chat/completions"), strings.NewReader(body))
+	return jsonRequest(t, port, "/v1/chat/completions", secret, body)
+}
+
+// jsonRequest is a POST of the JSON body to the gateway's path with secret as bearer token.
+func jsonRequest(t testing.TB, port int, path, secret, body string) *http.Request {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, url(port, path), strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -137,7 +137,7 @@ func TestRunnerNeverResendsAnsweredLine(t *testing.T) {
 	f := newRunnerFixture(t, okAnswer)
 	b := f.create(t, 3)
 	ctx := context.Background()
-	st := runState{r: f.r, objs: f.objs, blobs: f.blobs, q: f.objs.Queue(batchQueue)}
+	st := f.state(f.r)
 	st.advance(ctx) // validates and enqueues
 	if got := f.batch(t, b.ID); got.Status != batch.StatusInProgress || got.RequestCounts.Total != 3 || got.Model != "m" {
 		t.Fatalf("after validation: %s", got.AppendJSON(nil))
@@ -212,7 +212,7 @@ func TestRunnerInputDeletedWhileRunning(t *testing.T) {
 	f := newRunnerFixture(t, okAnswer)
 	b := f.create(t, 2)
 	ctx := context.Background()
-	st := runState{r: f.r, objs: f.objs, blobs: f.blobs, q: f.objs.Queue(batchQueue)}
+	st := f.state(f.r)
 	st.advance(ctx)
 	if err := f.blobs.Delete(ctx, "file-in"); err != nil {
 		t.Fatal(err)
@@ -235,10 +235,8 @@ func TestRunnerCloseClaimedOnce(t *testing.T) {
 	f := newRunnerFixture(t, okAnswer)
 	b := f.create(t, 2)
 	ctx := context.Background()
-	st := runState{r: f.r, objs: f.objs, blobs: f.blobs, q: f.objs.Queue(batchQueue)}
-	st.advance(ctx)
-	for st.work(ctx) > 0 {
-	}
+	st := f.state(f.r)
+	drainRun(ctx, st)
 	if _, err := st.updateRun(ctx, "k1", b.ID, func(_ *batch.Batch, run *batchRun) error {
 		run.Closer, run.CloseUntil = "another-instance", f.now().Add(closeLease).UnixMilli()
 		return nil

@@ -399,14 +399,6 @@ func checkMsgResults(t *testing.T, c anthropic.Client, m *anthropic.MessageBatch
 	}
 }
 
-func binaryOrSkip(t *testing.T) string {
-	bin := os.Getenv("CADDY_BINARY")
-	if bin == "" {
-		t.Skip("CADDY_BINARY not set: run `make test-binary` (part of `make test`) to test the built binary")
-	}
-	return bin
-}
-
 // TestBinaryBatchKillRestart: the built binary with its embedded store runs a Message Batch and
 // an OpenAI batch, is killed (SIGKILL) in the middle of each and started again on the same
 // data: both complete, every custom_id once with its own answer, and the only lines sent twice

@@ -75,10 +75,7 @@ func TestExamplesAdaptAndValidate(t *testing.T) {
 // TestBinaryDemo runs the xcaddy-built binary (make test-binary sets CADDY_BINARY) on the root
 // Caddyfile, with its ports moved to free ones, and checks what the README promises.
 func TestBinaryDemo(t *testing.T) {
-	bin := os.Getenv("CADDY_BINARY")
-	if bin == "" {
-		t.Skip("CADDY_BINARY not set: run `make test-binary` (part of `make test`) to test the built binary")
-	}
+	bin := binaryOrSkip(t)
 	root := wiretest.RepoRoot(t)
 	data, err := os.ReadFile(filepath.Join(root, "Caddyfile"))
 	if err != nil {
@@ -86,10 +83,7 @@ func TestBinaryDemo(t *testing.T) {
 	}
 	gw, sim, admin := freePort(t), freePort(t), freePort(t)
 	cf := strings.NewReplacer(":8080", fmt.Sprintf(":%d", gw), ":8081", fmt.Sprintf(":%d", sim), "localhost:2019", fmt.Sprintf("localhost:%d", admin)).Replace(string(data))
-	path := filepath.Join(t.TempDir(), "Caddyfile")
-	if err := os.WriteFile(path, []byte(cf), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	path := writeCaddyfile(t, t.TempDir(), "Caddyfile", cf)
 	startBinary(t, bin, path)
 	post := func(path string, headers map[string]string, body string) (*http.Response, string) {
 		req, _ := http.NewRequest(http.MethodPost, url(gw, path), strings.NewReader(body))
@@ -153,6 +147,16 @@ func TestBinaryDemo(t *testing.T) {
 	}
 }
 
+// binaryOrSkip is the path of the built binary (CADDY_BINARY); without one the test is skipped.
+func binaryOrSkip(t *testing.T) string {
+	t.Helper()
+	bin := os.Getenv("CADDY_BINARY")
+	if bin == "" {
+		t.Skip("CADDY_BINARY not set: run `make test-binary` (part of `make test`) to test the built binary")
+	}
+	return bin
+}
+
 // startBinary runs the built caddy on a Caddyfile until the test ends, failing the test if the
 // logs ever contain a demo or test secret.
 func startBinary(t *testing.T, bin, caddyfile string) {
@@ -190,10 +194,7 @@ func startBinary(t *testing.T, bin, caddyfile string) {
 // TestBinaryDistributedLimits runs two gateway processes sharing one redis-server: together they
 // admit no more than the key's limit.
 func TestBinaryDistributedLimits(t *testing.T) {
-	bin := os.Getenv("CADDY_BINARY")
-	if bin == "" {
-		t.Skip("CADDY_BINARY not set: run `make test-binary` (part of `make test`) to test the built binary")
-	}
+	bin := binaryOrSkip(t)
 	addr, stop := testredis.Start(t)
 	defer stop()
 	up := newUpstream(t, simulator.Config{})

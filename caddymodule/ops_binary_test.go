@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
@@ -17,28 +15,15 @@ import (
 	"github.com/caddyai/gateway/simulator"
 )
 
-// writeBinaryConfig writes a Caddyfile for the built binary and returns its path.
-func writeBinaryConfig(t *testing.T, cf string) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "Caddyfile")
-	if err := os.WriteFile(path, []byte(cf), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
 // TestBinaryPoolHealth runs the built binary with a pool of one healthy host, one loading (the
 // binary's own ai_simulator with fault kind=loading) and one down (a closed port): requests go to
 // the healthy host with no added wait, a model with no host left gets 503 model_loading at once
 // (lb_try_duration is 5s), and the readiness endpoint flips both ways.
 func TestBinaryPoolHealth(t *testing.T) {
-	bin := os.Getenv("CADDY_BINARY")
-	if bin == "" {
-		t.Skip("CADDY_BINARY not set: run `make test-binary` (part of `make test`) to test the built binary")
-	}
+	bin := binaryOrSkip(t)
 	good := newSwitchUpstream(t)
 	gw, loading, closed := freePort(t), freePort(t), freePort(t)
-	startBinary(t, bin, writeBinaryConfig(t, fmt.Sprintf(`{
+	startBinary(t, bin, writeCaddyfile(t, t.TempDir(), "Caddyfile", fmt.Sprintf(`{
 	admin off
 	auto_https off
 }
@@ -147,13 +132,10 @@ func percentiles(ds []time.Duration) (p50, max time.Duration) {
 // simulator's /tokenize: counts equal the simulator's, the bound skips the call for short
 // prompts, a dead endpoint falls back to the estimate.
 func TestBinaryTokenizerUpstream(t *testing.T) {
-	bin := os.Getenv("CADDY_BINARY")
-	if bin == "" {
-		t.Skip("CADDY_BINARY not set: run `make test-binary` (part of `make test`) to test the built binary")
-	}
+	bin := binaryOrSkip(t)
 	up := newUpstream(t, simulator.Config{})
 	gw, closed := freePort(t), freePort(t)
-	startBinary(t, bin, writeBinaryConfig(t, fmt.Sprintf(`{
+	startBinary(t, bin, writeCaddyfile(t, t.TempDir(), "Caddyfile", fmt.Sprintf(`{
 	admin off
 	auto_https off
 }

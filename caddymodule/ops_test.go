@@ -59,9 +59,7 @@ func (u *switchUpstream) addr() string { return strings.TrimPrefix(u.URL, "http:
 // sendJSON posts body to the gateway with the test key and returns the answer.
 func sendJSON(t testing.TB, port int, path, body string, headers ...string) (*http.Response, []byte) {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, url(port, path), strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+secretAll)
-	req.Header.Set("Content-Type", "application/json")
+	req := jsonRequest(t, port, path, secretAll, body)
 	if strings.HasPrefix(path, "/v1/messages") {
 		req.Header.Set("Anthropic-Version", "2023-06-01")
 	}

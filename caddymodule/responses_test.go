@@ -12,6 +12,7 @@ import (
 
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
+	"github.com/openai/openai-go/v3/packages/ssestream"
 	"github.com/openai/openai-go/v3/responses"
 
 	"github.com/caddyai/gateway/internal/testredis"
@@ -58,6 +59,22 @@ func responsesSetup(t *testing.T) (port int, up *recordingUpstream) {
 	return port, up
 }
 
+// answerCall is the request that gives the model the output of call, the get_weather call it
+// made when asked question.
+func answerCall(model, question string, call responses.ResponseOutputItemUnion) responses.ResponseNewParams {
+	out := responses.ResponseInputItemParamOfFunctionCallOutput(`{"temperature":21}`)
+	out.OfFunctionCallOutput.CallID = openai.String(call.CallID)
+	return responses.ResponseNewParams{
+		Model: model,
+		Input: responses.ResponseNewParamsInputUnion{OfInputItemList: responses.ResponseInputParam{
+			responses.ResponseInputItemParamOfMessage(question, responses.EasyInputMessageRoleUser),
+			responses.ResponseInputItemParamOfFunctionCall(call.Arguments.OfString, call.CallID, call.Name),
+			out,
+		}},
+		Tools: []responses.ToolUnionParam{weatherTool},
+	}
+}
+
 var weatherTool = responses.ToolUnionParam{OfFunction: &responses.FunctionToolParam{
 	Name:        "get_weather",
 	Description: openai.String("The weather in a city."),
@@ -72,6 +89,44 @@ func usageDelta(up *recordingUpstream, fn func()) (prompt, completion int64) {
 	fn()
 	after := up.sim.Stats()
 	return after.PromptTokens - before.PromptTokens, after.CompletionTokens - before.CompletionTokens
+}
+
+// responseEvents reads a Responses stream to its end, each event validated against the spec,
+// and returns the events and the stream's error.
+func responseEvents(t *testing.T, s *ssestream.Stream[responses.ResponseStreamEventUnion]) ([]responses.ResponseStreamEventUnion, error) {
+	t.Helper()
+	var events []responses.ResponseStreamEventUnion
+	for s.Next() {
+		ev := s.Current()
+		wiretest.Validate(t, "ResponseStreamEvent", []byte(ev.RawJSON()))
+		events = append(events, ev)
+	}
+	return events, s.Err()
+}
+
+// streamedText reads a Responses stream that must end cleanly with its events numbered in
+// order, and returns the text of its deltas and the response.completed event's response.
+func streamedText(t *testing.T, s *ssestream.Stream[responses.ResponseStreamEventUnion]) (string, *responses.Response) {
+	t.Helper()
+	events, err := responseEvents(t, s)
+	var text strings.Builder
+	var completed *responses.Response
+	for n, ev := range events {
+		if ev.SequenceNumber != int64(n) {
+			t.Errorf("event %d: sequence_number %d", n, ev.SequenceNumber)
+		}
+		switch ev.Type {
+		case "response.output_text.delta":
+			text.WriteString(ev.Delta)
+		case "response.completed":
+			r := ev.Response
+			completed = &r
+		}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return text.String(), completed
 }
 
 func TestResponsesSDK(t *testing.T) {
@@ -109,7 +164,7 @@ func TestResponsesSDK(t *testing.T) {
 
 	t.Run("stream", func(t *testing.T) {
 		var completed *responses.Response
-		var text strings.Builder
+		var text string
 		p, o := usageDelta(up, func() {
 			s := c.Responses.NewStreaming(ctx, responses.ResponseNewParams{
 				Model: "demo-llama",
@@ -117,28 +172,10 @@ func TestResponsesSDK(t *testing.T) {
 					responses.ResponseInputItemParamOfMessage("Count to three.", responses.EasyInputMessageRoleUser),
 				}},
 			})
-			n := 0
-			for s.Next() {
-				ev := s.Current()
-				wiretest.Validate(t, "ResponseStreamEvent", []byte(ev.RawJSON()))
-				if ev.SequenceNumber != int64(n) {
-					t.Errorf("event %d: sequence_number %d", n, ev.SequenceNumber)
-				}
-				n++
-				switch ev.Type {
-				case "response.output_text.delta":
-					text.WriteString(ev.Delta)
-				case "response.completed":
-					r := ev.Response
-					completed = &r
-				}
-			}
-			if err := s.Err(); err != nil {
-				t.Fatal(err)
-			}
+			text, completed = streamedText(t, s)
 		})
-		if completed == nil || completed.OutputText() != text.String() || completed.Usage.InputTokens != p || completed.Usage.OutputTokens != o {
-			t.Fatalf("simulator counted %d/%d; completed %+v, text %q", p, o, completed, text.String())
+		if completed == nil || completed.OutputText() != text || completed.Usage.InputTokens != p || completed.Usage.OutputTokens != o {
+			t.Fatalf("simulator counted %d/%d; completed %+v, text %q", p, o, completed, text)
 		}
 		got, err := c.Responses.Get(ctx, completed.ID, responses.ResponseGetParams{})
 		if err != nil || got.ID != completed.ID {
@@ -163,17 +200,7 @@ func TestResponsesSDK(t *testing.T) {
 			t.Fatalf("no call: %s", first.RawJSON())
 		}
 		call := first.Output[0]
-		out := responses.ResponseInputItemParamOfFunctionCallOutput(`{"temperature":21}`)
-		out.OfFunctionCallOutput.CallID = openai.String(call.CallID)
-		second, err := c.Responses.New(ctx, responses.ResponseNewParams{
-			Model: "demo-llama",
-			Input: responses.ResponseNewParamsInputUnion{OfInputItemList: responses.ResponseInputParam{
-				responses.ResponseInputItemParamOfMessage("What is the weather in Paris?", responses.EasyInputMessageRoleUser),
-				responses.ResponseInputItemParamOfFunctionCall(call.Arguments.OfString, call.CallID, call.Name),
-				out,
-			}},
-			Tools: []responses.ToolUnionParam{weatherTool},
-		})
+		second, err := c.Responses.New(ctx, answerCall("demo-llama", "What is the weather in Paris?", call))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -241,12 +268,11 @@ func TestResponsesSDK(t *testing.T) {
 				Input: responses.ResponseNewParamsInputUnion{OfString: openai.String("hi")},
 			}, option.WithHeader(simulator.FaultHeader, fault))
 			var types []string
-			for s.Next() {
-				ev := s.Current()
-				wiretest.Validate(t, "ResponseStreamEvent", []byte(ev.RawJSON()))
+			events, err := responseEvents(t, s)
+			for _, ev := range events {
 				types = append(types, ev.Type)
 			}
-			if s.Err() == nil {
+			if err == nil {
 				t.Errorf("%s: the SDK saw a clean end after %v", fault, types)
 			}
 			if len(types) == 0 || types[len(types)-1] != "response.failed" {
@@ -256,7 +282,7 @@ func TestResponsesSDK(t *testing.T) {
 	})
 
 	t.Run("no_done", func(t *testing.T) {
-		req := responsesRequest(t, port, secretAll, `{"model":"demo-llama","input":"hi","stream":true}`)
+		req := jsonRequest(t, port, "/v1/responses", secretAll, `{"model":"demo-llama","input":"hi","stream":true}`)
 		resp, body := doRequest(t, req)
 		if resp.StatusCode != 200 || strings.Contains(string(body), "[DONE]") || !strings.Contains(string(body), "event: response.completed\n") {
 			t.Errorf("%d %s", resp.StatusCode, body)
@@ -296,17 +322,6 @@ func TestResponsesSDK(t *testing.T) {
 	})
 }
 
-func responsesRequest(t *testing.T, port int, key, body string) *http.Request {
-	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, url(port, "/v1/responses"), strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+key)
-	req.Header.Set("Content-Type", "application/json")
-	return req
-}
-
 func TestResponsesRefusals(t *testing.T) {
 	port, up := responsesSetup(t)
 	long := strings.Repeat("lorem ipsum dolor sit amet ", 200)
@@ -327,7 +342,7 @@ func TestResponsesRefusals(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := len(up.requests())
-			resp, body := doRequest(t, responsesRequest(t, port, tc.key, tc.body))
+			resp, body := doRequest(t, jsonRequest(t, port, "/v1/responses", tc.key, tc.body))
 			wiretest.Validate(t, "ErrorResponse", body)
 			e := decodeJSON(t, body)["error"].(map[string]any)
 			if resp.StatusCode != tc.status || e["param"] != tc.param || e["code"] != tc.code {
@@ -471,33 +486,15 @@ func TestResponsesBridge(t *testing.T) {
 
 	t.Run("stream", func(t *testing.T) {
 		var completed *responses.Response
-		var text strings.Builder
+		var text string
 		p, o := delta(func() {
 			s := c.Responses.NewStreaming(ctx, responses.ResponseNewParams{
 				Model: "chat-only",
 				Input: responses.ResponseNewParamsInputUnion{OfString: openai.String("Count.")},
 			})
-			n := 0
-			for s.Next() {
-				ev := s.Current()
-				wiretest.Validate(t, "ResponseStreamEvent", []byte(ev.RawJSON()))
-				if ev.SequenceNumber != int64(n) {
-					t.Errorf("event %d: sequence_number %d", n, ev.SequenceNumber)
-				}
-				n++
-				switch ev.Type {
-				case "response.output_text.delta":
-					text.WriteString(ev.Delta)
-				case "response.completed":
-					r := ev.Response
-					completed = &r
-				}
-			}
-			if err := s.Err(); err != nil {
-				t.Fatal(err)
-			}
+			text, completed = streamedText(t, s)
 		})
-		if completed == nil || completed.OutputText() != text.String() || completed.Usage.InputTokens != p || completed.Usage.OutputTokens != o ||
+		if completed == nil || completed.OutputText() != text || completed.Usage.InputTokens != p || completed.Usage.OutputTokens != o ||
 			completed.Model != "chat-only" {
 			t.Fatalf("server counted %d/%d: %+v", p, o, completed)
 		}
@@ -514,9 +511,8 @@ func TestResponsesBridge(t *testing.T) {
 			if streamed {
 				s := c.Responses.NewStreaming(ctx, params)
 				var args strings.Builder
-				for s.Next() {
-					ev := s.Current()
-					wiretest.Validate(t, "ResponseStreamEvent", []byte(ev.RawJSON()))
+				events, err := responseEvents(t, s)
+				for _, ev := range events {
 					switch ev.Type {
 					case "response.function_call_arguments.delta":
 						args.WriteString(ev.Delta)
@@ -526,8 +522,8 @@ func TestResponsesBridge(t *testing.T) {
 						}
 					}
 				}
-				if s.Err() != nil || call.Arguments.OfString != args.String() {
-					t.Fatalf("stream: %v; arguments %q, deltas %q", s.Err(), call.Arguments.OfString, args.String())
+				if err != nil || call.Arguments.OfString != args.String() {
+					t.Fatalf("stream: %v; arguments %q, deltas %q", err, call.Arguments.OfString, args.String())
 				}
 			} else {
 				r, err := c.Responses.New(ctx, params)
@@ -540,17 +536,7 @@ func TestResponsesBridge(t *testing.T) {
 			if call.Type != "function_call" || call.Name != "get_weather" || call.Arguments.OfString != `{"city":"sim"}` || call.CallID == "" {
 				t.Fatalf("call %+v", call)
 			}
-			out := responses.ResponseInputItemParamOfFunctionCallOutput(`{"temperature":21}`)
-			out.OfFunctionCallOutput.CallID = openai.String(call.CallID)
-			r, err := c.Responses.New(ctx, responses.ResponseNewParams{
-				Model: "chat-only",
-				Input: responses.ResponseNewParamsInputUnion{OfInputItemList: responses.ResponseInputParam{
-					responses.ResponseInputItemParamOfMessage("Weather in Paris?", responses.EasyInputMessageRoleUser),
-					responses.ResponseInputItemParamOfFunctionCall(call.Arguments.OfString, call.CallID, call.Name),
-					out,
-				}},
-				Tools: []responses.ToolUnionParam{weatherTool},
-			})
+			r, err := c.Responses.New(ctx, answerCall("chat-only", "Weather in Paris?", call))
 			if err != nil || r.OutputText() == "" {
 				t.Fatalf("after the output: %v %s", err, r.RawJSON())
 			}
@@ -568,7 +554,7 @@ func TestResponsesBridge(t *testing.T) {
 		_, err = c.Responses.New(ctx, responses.ResponseNewParams{Model: "chat-only",
 			Input: responses.ResponseNewParamsInputUnion{OfString: openai.String("x")}, PreviousResponseID: openai.String("resp_x")})
 		wantAPIError(t, err, http.StatusBadRequest, "unsupported_parameter")
-		resp, body := doRequest(t, responsesRequest(t, port, secretAll, `{"model":"chat-only","input":"x","tools":[{"type":"web_search"}]}`))
+		resp, body := doRequest(t, jsonRequest(t, port, "/v1/responses", secretAll, `{"model":"chat-only","input":"x","tools":[{"type":"web_search"}]}`))
 		if resp.StatusCode != 400 || !strings.Contains(string(body), `"param":"tools[0].type"`) {
 			t.Errorf("hosted tool: %d %s", resp.StatusCode, body)
 		}
@@ -578,12 +564,12 @@ func TestResponsesBridge(t *testing.T) {
 		s := c.Responses.NewStreaming(ctx, responses.ResponseNewParams{Model: "chat-only",
 			Input: responses.ResponseNewParamsInputUnion{OfString: openai.String("x")}}, option.WithHeader(simulator.FaultHeader, "kind=cut;after=3"))
 		var last string
-		for s.Next() {
-			wiretest.Validate(t, "ResponseStreamEvent", []byte(s.Current().RawJSON()))
-			last = s.Current().Type
+		events, err := responseEvents(t, s)
+		if len(events) > 0 {
+			last = events[len(events)-1].Type
 		}
-		if s.Err() == nil || last != "response.failed" {
-			t.Errorf("cut bridged stream: err %v, last event %s", s.Err(), last)
+		if err == nil || last != "response.failed" {
+			t.Errorf("cut bridged stream: err %v, last event %s", err, last)
 		}
 	})
 }
@@ -602,7 +588,7 @@ func TestResponsesCache(t *testing.T) {
 	} {
 		var first []byte
 		for i, want := range []string{"", tc.second} {
-			resp, body := doRequest(t, responsesRequest(t, s.port, secretAll, tc.body))
+			resp, body := doRequest(t, jsonRequest(t, s.port, "/v1/responses", secretAll, tc.body))
 			if resp.StatusCode != 200 {
 				t.Fatalf("%d %s", resp.StatusCode, body)
 			}

@@ -7,8 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -105,10 +103,7 @@ func spanAttr(s *tracepb.Span, key string) string {
 // exporter pointed at a receiver in the test: the request spans carry the GenAI attributes, the
 // gateway's stages are child spans of them, and no prompt text or key is in any span.
 func TestBinaryTracing(t *testing.T) {
-	bin := os.Getenv("CADDY_BINARY")
-	if bin == "" {
-		t.Skip("CADDY_BINARY not set: run `make test-binary` (part of `make test`) to test the built binary")
-	}
+	bin := binaryOrSkip(t)
 	rc := newOTLPReceiver(t)
 	up := newUpstream(t, simulator.Config{})
 	port := freePort(t)
@@ -137,10 +132,7 @@ func TestBinaryTracing(t *testing.T) {
 	}
 }
 `, port, policy.FormatHash(policy.HashSecret(secretAll)), up.addr())
-	path := filepath.Join(t.TempDir(), "Caddyfile")
-	if err := os.WriteFile(path, []byte(cf), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	path := writeCaddyfile(t, t.TempDir(), "Caddyfile", cf)
 	startBinaryEnv(t, bin, path, "OTEL_TRACES_EXPORTER=otlp", "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf",
 		"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT="+rc.URL+"/v1/traces", "OTEL_BSP_SCHEDULE_DELAY=50", "OTEL_SERVICE_NAME=ai-gateway-test")
 	send := func(path, key, body string) int {

@@ -5,6 +5,7 @@ package finetune
 
 import (
 	"math"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -31,20 +32,6 @@ type CreateRequest struct {
 	TrainingFile, ValidationFile string
 }
 
-func invalid(code, param, format string, args ...any) *wire.Error {
-	e := wire.InvalidRequest(param, format, args...)
-	e.Code = code
-	return e
-}
-
-func missing(param string) *wire.Error {
-	return invalid("missing_required_parameter", param, "Missing required parameter: '%s'.", param)
-}
-
-func badType(param, want string, got gjson.Result) *wire.Error {
-	return invalid("invalid_type", param, "Invalid type for '%s': expected %s, but got %s instead.", param, want, wire.Describe(got))
-}
-
 // ParseCreate checks a POST /v1/fine_tuning/jobs body against CreateFineTuningJobRequest:
 // model and training_file required strings, validation_file, suffix (1..64 characters), seed
 // (0..2147483647), hyperparameters and method hyperparameters ("auto" or batch_size 1..256,
@@ -53,11 +40,11 @@ func badType(param, want string, got gjson.Result) *wire.Error {
 // the param.
 func ParseCreate(body []byte) (*CreateRequest, *wire.Error) {
 	if len(body) == 0 || wire.NestedTooDeep(body, maxDepth) || !utf8.Valid(body) || !gjson.ValidBytes(body) {
-		return nil, invalid("invalid_json", "", "We could not parse the JSON body of your request. The API expects a JSON object.")
+		return nil, wire.InvalidCode("invalid_json", "", "We could not parse the JSON body of your request. The API expects a JSON object.")
 	}
 	doc := gjson.ParseBytes(body)
 	if !doc.IsObject() {
-		return nil, badType("body", "an object", doc)
+		return nil, wire.BadType("body", "an object", doc)
 	}
 	req := &CreateRequest{}
 	var werr *wire.Error
@@ -69,21 +56,21 @@ func ParseCreate(body []byte) (*CreateRequest, *wire.Error) {
 	}
 	if v := doc.Get("validation_file"); v.Exists() && v.Type != gjson.Null {
 		if v.Type != gjson.String || v.Str == "" {
-			return nil, badType("validation_file", "a non-empty string", v)
+			return nil, wire.BadType("validation_file", "a non-empty string", v)
 		}
 		req.ValidationFile = v.Str
 	}
 	if v := doc.Get("suffix"); v.Exists() && v.Type != gjson.Null {
 		if v.Type != gjson.String {
-			return nil, badType("suffix", "a string", v)
+			return nil, wire.BadType("suffix", "a string", v)
 		}
 		if n := utf8.RuneCountInString(v.Str); n < 1 || n > MaxSuffixLen {
-			return nil, invalid("invalid_value", "suffix", "Invalid 'suffix': expected a string of 1 to %d characters, but got %d.", MaxSuffixLen, n)
+			return nil, wire.InvalidCode("invalid_value", "suffix", "Invalid 'suffix': expected a string of 1 to %d characters, but got %d.", MaxSuffixLen, n)
 		}
 	}
 	if v := doc.Get("seed"); v.Exists() && v.Type != gjson.Null {
 		if !isInteger(v) || v.Float() < 0 || v.Float() > MaxSeed {
-			return nil, invalid("invalid_value", "seed", "Invalid 'seed': expected an integer from 0 to %d.", MaxSeed)
+			return nil, wire.InvalidCode("invalid_value", "seed", "Invalid 'seed': expected an integer from 0 to %d.", MaxSeed)
 		}
 	}
 	if werr := checkHyperparameters(doc.Get("hyperparameters"), "hyperparameters"); werr != nil {
@@ -105,11 +92,11 @@ func requiredString(doc gjson.Result, name string) (string, *wire.Error) {
 	v := doc.Get(name)
 	switch {
 	case !v.Exists() || v.Type == gjson.Null:
-		return "", missing(name)
+		return "", wire.MissingParam(name)
 	case v.Type != gjson.String:
-		return "", badType(name, "a string", v)
+		return "", wire.BadType(name, "a string", v)
 	case v.Str == "":
-		return "", invalid("empty_string", name, "Invalid '%s': expected a non-empty string.", name)
+		return "", wire.InvalidCode("empty_string", name, "Invalid '%s': expected a non-empty string.", name)
 	}
 	return v.Str, nil
 }
@@ -125,7 +112,7 @@ func checkHyperparameters(h gjson.Result, param string) *wire.Error {
 		return nil
 	}
 	if !h.IsObject() {
-		return badType(param, "an object", h)
+		return wire.BadType(param, "an object", h)
 	}
 	type bound struct {
 		name    string
@@ -143,7 +130,7 @@ func checkHyperparameters(h gjson.Result, param string) *wire.Error {
 		p := param + "." + b.name
 		if v.Type == gjson.String {
 			if v.Str != "auto" {
-				return invalid("invalid_value", p, "Invalid '%s': expected \"auto\" or a number.", p)
+				return wire.InvalidCode("invalid_value", p, "Invalid '%s': expected \"auto\" or a number.", p)
 			}
 			continue
 		}
@@ -152,17 +139,17 @@ func checkHyperparameters(h gjson.Result, param string) *wire.Error {
 			if b.integer {
 				want = "an integer"
 			}
-			return badType(p, `"auto" or `+want, v)
+			return wire.BadType(p, `"auto" or `+want, v)
 		}
 		f := v.Float()
 		if f > b.max || f < b.min || b.minOpen && f <= b.min {
 			switch {
 			case b.minOpen && math.IsInf(b.max, 1):
-				return invalid("invalid_value", p, "Invalid '%s': expected a number greater than %g.", p, b.min)
+				return wire.InvalidCode("invalid_value", p, "Invalid '%s': expected a number greater than %g.", p, b.min)
 			case b.minOpen:
-				return invalid("invalid_value", p, "Invalid '%s': expected a number greater than %g and at most %g.", p, b.min, b.max)
+				return wire.InvalidCode("invalid_value", p, "Invalid '%s': expected a number greater than %g and at most %g.", p, b.min, b.max)
 			}
-			return invalid("invalid_value", p, "Invalid '%s': expected a value from %g to %g.", p, b.min, b.max)
+			return wire.InvalidCode("invalid_value", p, "Invalid '%s': expected a value from %g to %g.", p, b.min, b.max)
 		}
 	}
 	return nil
@@ -173,16 +160,16 @@ func checkMethod(m gjson.Result) *wire.Error {
 		return nil
 	}
 	if !m.IsObject() {
-		return badType("method", "an object", m)
+		return wire.BadType("method", "an object", m)
 	}
 	t := m.Get("type")
 	if !t.Exists() {
-		return missing("method.type")
+		return wire.MissingParam("method.type")
 	}
 	switch t.Str {
 	case "supervised", "dpo", "reinforcement":
 	default:
-		return invalid("invalid_value", "method.type", "Invalid 'method.type': expected one of 'supervised', 'dpo', 'reinforcement'.")
+		return wire.InvalidCode("invalid_value", "method.type", "Invalid 'method.type': expected one of 'supervised', 'dpo', 'reinforcement'.")
 	}
 	for _, kind := range []string{"supervised", "dpo", "reinforcement"} {
 		sub := m.Get(kind)
@@ -190,7 +177,7 @@ func checkMethod(m gjson.Result) *wire.Error {
 			continue
 		}
 		if !sub.IsObject() {
-			return badType("method."+kind, "an object", sub)
+			return wire.BadType("method."+kind, "an object", sub)
 		}
 		if werr := checkHyperparameters(sub.Get("hyperparameters"), "method."+kind+".hyperparameters"); werr != nil {
 			return werr
@@ -204,22 +191,22 @@ func checkIntegrations(in gjson.Result) *wire.Error {
 		return nil
 	}
 	if !in.IsArray() {
-		return badType("integrations", "an array", in)
+		return wire.BadType("integrations", "an array", in)
 	}
 	var werr *wire.Error
 	i := 0
 	in.ForEach(func(_, v gjson.Result) bool {
-		p := "integrations[" + itoa(i) + "]"
+		p := "integrations[" + strconv.Itoa(i) + "]"
 		i++
 		switch {
 		case !v.IsObject():
-			werr = badType(p, "an object", v)
+			werr = wire.BadType(p, "an object", v)
 		case v.Get("type").Str != "wandb":
-			werr = invalid("invalid_value", p+".type", "Invalid '%s.type': expected 'wandb'.", p)
+			werr = wire.InvalidCode("invalid_value", p+".type", "Invalid '%s.type': expected 'wandb'.", p)
 		case !v.Get("wandb").IsObject():
-			werr = missing(p + ".wandb")
+			werr = wire.MissingParam(p + ".wandb")
 		case v.Get("wandb.project").Type != gjson.String:
-			werr = missing(p + ".wandb.project")
+			werr = wire.MissingParam(p + ".wandb.project")
 		}
 		return werr == nil
 	})
@@ -231,7 +218,7 @@ func checkMetadata(v gjson.Result) *wire.Error {
 		return nil
 	}
 	if !v.IsObject() {
-		return badType("metadata", "an object", v)
+		return wire.BadType("metadata", "an object", v)
 	}
 	n := 0
 	var werr *wire.Error
@@ -239,22 +226,15 @@ func checkMetadata(v gjson.Result) *wire.Error {
 		n++
 		switch {
 		case n > MaxMetadataPairs:
-			werr = invalid("object_above_max_properties", "metadata", "Invalid 'metadata': expected at most %d pairs.", MaxMetadataPairs)
+			werr = wire.InvalidCode("object_above_max_properties", "metadata", "Invalid 'metadata': expected at most %d pairs.", MaxMetadataPairs)
 		case utf8.RuneCountInString(k.Str) > MaxMetadataKeyLen:
-			werr = invalid("string_above_max_length", "metadata", "Invalid 'metadata': keys are at most %d characters.", MaxMetadataKeyLen)
+			werr = wire.InvalidCode("string_above_max_length", "metadata", "Invalid 'metadata': keys are at most %d characters.", MaxMetadataKeyLen)
 		case val.Type != gjson.String:
-			werr = badType("metadata."+wire.Shorten(k.Str, MaxMetadataKeyLen), "a string", val)
+			werr = wire.BadType("metadata."+wire.Shorten(k.Str, MaxMetadataKeyLen), "a string", val)
 		case utf8.RuneCountInString(val.Str) > MaxMetadataValueLen:
-			werr = invalid("string_above_max_length", "metadata."+k.Str, "Invalid 'metadata.%s': values are at most %d characters.", k.Str, MaxMetadataValueLen)
+			werr = wire.InvalidCode("string_above_max_length", "metadata."+k.Str, "Invalid 'metadata.%s': values are at most %d characters.", k.Str, MaxMetadataValueLen)
 		}
 		return werr == nil
 	})
 	return werr
-}
-
-func itoa(i int) string {
-	if i < 10 {
-		return string(rune('0' + i))
-	}
-	return itoa(i/10) + string(rune('0'+i%10))
 }

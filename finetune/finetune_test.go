@@ -1,6 +1,7 @@
 package finetune
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -54,7 +55,7 @@ func TestParseCreate(t *testing.T) {
 	}
 	var many []string
 	for i := 0; i < 17; i++ {
-		many = append(many, `"k`+itoa(i)+`":"v"`)
+		many = append(many, `"k`+strconv.Itoa(i)+`":"v"`)
 	}
 	if _, werr := ParseCreate([]byte(`{"model":"m","training_file":"f","metadata":{` + strings.Join(many, ",") + `}}`)); werr == nil || werr.Param != "metadata" {
 		t.Errorf("17 metadata pairs: %v", werr)

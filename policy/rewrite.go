@@ -455,7 +455,7 @@ func (rw *Rewriter) Apply(e wire.Endpoint, body []byte, info *RequestInfo) ([]by
 	}
 	for _, d := range rw.deny {
 		if nonNull&d.bit != 0 {
-			return body, problem(CodeParamNotAllowed, d.name, "The parameter '%s' is not allowed by this gateway.", d.name)
+			return body, wire.InvalidCode(CodeParamNotAllowed, d.name, "The parameter '%s' is not allowed by this gateway.", d.name)
 		}
 	}
 	out := body

@@ -66,7 +66,7 @@ const maxInt32 = math.MaxInt32
 func Validate(e wire.Endpoint, body []byte) (RequestInfo, *wire.Error) {
 	v := newValidator(e)
 	if !e.HasBody() {
-		return RequestInfo{}, problem(CodeInvalidValue, "", "The endpoint %s does not take a JSON request body.", e)
+		return RequestInfo{}, wire.InvalidCode(CodeInvalidValue, "", "The endpoint %s does not take a JSON request body.", e)
 	}
 	if err := checkDocument(body, v.errs); err != nil {
 		return RequestInfo{}, err
@@ -463,6 +463,25 @@ func (v *validator) str(param string, val gjson.Result) bool {
 func (v *validator) object(param string, val gjson.Result) bool {
 	if !val.IsObject() {
 		return v.fail(v.badType(param, "an object", val))
+	}
+	return true
+}
+
+// optObject validates an optional object (null allowed).
+func (v *validator) optObject(param string, val gjson.Result) bool {
+	if val.Type == gjson.Null {
+		return true
+	}
+	return v.object(param, val)
+}
+
+// required validates a string member an object must give (present).
+func (v *validator) required(param string, present bool, val gjson.Result) bool {
+	if !present {
+		return v.fail(v.missing(param))
+	}
+	if val.Type != gjson.String {
+		return v.fail(v.badType(param, "a string", val))
 	}
 	return true
 }

@@ -34,16 +34,13 @@ func (v *validator) messageList(val gjson.Result, check func(i int, m gjson.Resu
 	return ok
 }
 
-// role validates messages[i].role, which a message must give (present), against roles.
-func (v *validator) role(i int, present bool, role gjson.Result, roles []string) bool {
-	if !present {
-		return v.fail(v.missing(at("messages", i, ".role")))
-	}
-	if role.Type != gjson.String {
-		return v.fail(v.badType(at("messages", i, ".role"), "a string", role))
+// role validates the role a message must give (present), which param names, against roles.
+func (v *validator) role(param string, present bool, role gjson.Result, roles []string) bool {
+	if !v.required(param, present, role) {
+		return false
 	}
 	if !oneOf(role.Str, roles) {
-		return v.fail(v.badEnum(at("messages", i, ".role"), role.Str, roles))
+		return v.fail(v.badEnum(param, role.Str, roles))
 	}
 	return true
 }
@@ -81,11 +78,11 @@ func (v *validator) chatMessage(i int, m gjson.Result) bool {
 		}
 		return v.once(&seen, bit, func() string { return at("messages", i, "."+k.Str) })
 	})
-	if v.err != nil || !v.role(i, seen&mRole != 0, role, chatRoles) {
+	if v.err != nil || !v.role(at("messages", i, ".role"), seen&mRole != 0, role, chatRoles) {
 		return false
 	}
-	if seen&mName != 0 && name.Type != gjson.String && name.Type != gjson.Null {
-		return v.fail(v.badType(at("messages", i, ".name"), "a string", name))
+	if !v.str(at("messages", i, ".name"), name) {
+		return false
 	}
 	calls := false
 	if role.Str == "assistant" {
@@ -110,11 +107,8 @@ func (v *validator) chatMessage(i int, m gjson.Result) bool {
 		}
 	}
 	if role.Str == "tool" {
-		if seen&mToolCallID == 0 {
-			return v.fail(v.missing(at("messages", i, ".tool_call_id")))
-		}
-		if toolCallID.Type != gjson.String {
-			return v.fail(v.badType(at("messages", i, ".tool_call_id"), "a string", toolCallID))
+		if !v.required(at("messages", i, ".tool_call_id"), seen&mToolCallID != 0, toolCallID) {
+			return false
 		}
 	}
 	if seen&mContent == 0 || content.Type == gjson.Null {
@@ -192,12 +186,7 @@ func (v *validator) contentPart(i, j int, p gjson.Result) bool {
 	}
 	switch typ.Str {
 	case "text":
-		if seen&pText == 0 {
-			return v.fail(v.missing(partPath(i, j, ".text")))
-		}
-		if text.Type != gjson.String {
-			return v.fail(v.badType(partPath(i, j, ".text"), "a string", text))
-		}
+		return v.required(partPath(i, j, ".text"), seen&pText != 0, text)
 	case "image_url":
 		return v.urlObject(partPath, i, j, ".image_url", seen&pImageURL != 0, image)
 	case "audio_url", "video_url":
@@ -207,16 +196,9 @@ func (v *validator) contentPart(i, j int, p gjson.Result) bool {
 	case "file":
 		return v.partObject(i, j, ".file", seen&pFile != 0, file)
 	case "refusal":
-		if seen&pRefusal == 0 {
-			return v.fail(v.missing(partPath(i, j, ".refusal")))
-		}
-		if refusal.Type != gjson.String {
-			return v.fail(v.badType(partPath(i, j, ".refusal"), "a string", refusal))
-		}
-	default:
-		return v.fail(v.badEnum(partPath(i, j, ".type"), typ.Str, chatPartTypes))
+		return v.required(partPath(i, j, ".refusal"), seen&pRefusal != 0, refusal)
 	}
-	return true
+	return v.fail(v.badEnum(partPath(i, j, ".type"), typ.Str, chatPartTypes))
 }
 
 // urlObject validates a {"url": "..."} member of a content part.
@@ -264,11 +246,8 @@ func (v *validator) toolCalls(i int, calls gjson.Result) (int, bool) {
 			return v.fail(v.badType(path(""), "an object", c))
 		}
 		id, typ, fn := c.Get("id"), c.Get("type"), c.Get("function")
-		if id.Type != gjson.String {
-			if !id.Exists() {
-				return v.fail(v.missing(path(".id")))
-			}
-			return v.fail(v.badType(path(".id"), "a string", id))
+		if !v.required(path(".id"), id.Exists(), id) {
+			return false
 		}
 		if typ.Exists() && typ.Type != gjson.String {
 			return v.fail(v.badType(path(".type"), "a string", typ))
@@ -283,19 +262,8 @@ func (v *validator) toolCalls(i int, calls gjson.Result) (int, bool) {
 			return v.fail(v.badType(path(".function"), "an object", fn))
 		}
 		name, args := fn.Get("name"), fn.Get("arguments")
-		if !name.Exists() {
-			return v.fail(v.missing(path(".function.name")))
-		}
-		if name.Type != gjson.String {
-			return v.fail(v.badType(path(".function.name"), "a string", name))
-		}
-		if !args.Exists() {
-			return v.fail(v.missing(path(".function.arguments")))
-		}
-		if args.Type != gjson.String {
-			return v.fail(v.badType(path(".function.arguments"), "a string", args))
-		}
-		return true
+		return v.required(path(".function.name"), name.Exists(), name) &&
+			v.required(path(".function.arguments"), args.Exists(), args)
 	})
 }
 
@@ -320,27 +288,28 @@ func (v *validator) chatTools(val gjson.Result) bool {
 		if !def.IsObject() {
 			return v.fail(v.badType(at("tools", i, "."+member), "an object", def))
 		}
-		name := def.Get("name")
-		if !name.Exists() {
-			return v.fail(v.missing(at("tools", i, "."+member+".name")))
-		}
-		if name.Type != gjson.String {
-			return v.fail(v.badType(at("tools", i, "."+member+".name"), "a string", name))
-		}
-		if !validToolName(name.Str) {
-			return v.fail(v.custom(CodeInvalidValue, at("tools", i, "."+member+".name"),
-				"Invalid '%s': string does not match pattern. Expected a string that matches the pattern '^[a-zA-Z0-9_-]{1,64}$'.", at("tools", i, "."+member+".name")))
+		if !v.toolName(at("tools", i, "."+member+".name"), def.Get("name")) {
+			return false
 		}
 		if member == "function" {
-			if p := def.Get("parameters"); p.Exists() && p.Type != gjson.Null && !p.IsObject() {
-				return v.fail(v.badType(at("tools", i, ".function.parameters"), "an object", p))
-			}
-			if d := def.Get("description"); d.Exists() && d.Type != gjson.String && d.Type != gjson.Null {
-				return v.fail(v.badType(at("tools", i, ".function.description"), "a string", d))
-			}
+			return v.optObject(at("tools", i, ".function.parameters"), def.Get("parameters")) &&
+				v.str(at("tools", i, ".function.description"), def.Get("description"))
 		}
 		return true
 	}))
+}
+
+// toolName validates a tool's name, which param names: given, and a string matching
+// ^[a-zA-Z0-9_-]{1,64}$.
+func (v *validator) toolName(param string, name gjson.Result) bool {
+	if !v.required(param, name.Exists(), name) {
+		return false
+	}
+	if !validToolName(name.Str) {
+		return v.fail(v.custom(CodeInvalidValue, param,
+			"Invalid '%s': string does not match pattern. Expected a string that matches the pattern '^[a-zA-Z0-9_-]{1,64}$'.", param))
+	}
+	return true
 }
 
 // validToolName reports whether s matches ^[a-zA-Z0-9_-]{1,64}$.
@@ -359,17 +328,23 @@ func validToolName(s string) bool {
 
 // chatToolChoice validates tool_choice: a word or an object naming a function.
 func (v *validator) chatToolChoice(val gjson.Result) bool {
-	if val.Type == gjson.String {
-		return v.enum("tool_choice", val, chatToolChoiceWords)
-	}
-	if !val.IsObject() {
-		return v.fail(v.badType("tool_choice", "a string or an object", val))
-	}
-	typ, ok := v.objectType("tool_choice", val, chatToolChoiceTypes)
+	typ, ok := v.toolChoiceType(val, chatToolChoiceTypes)
 	if !ok || typ != "function" {
 		return ok
 	}
 	return v.namedObject("tool_choice.function", val.Get("function"))
+}
+
+// toolChoiceType validates what every tool_choice shares: a word, or an object whose type is
+// one of types. It returns that type ("" for a word).
+func (v *validator) toolChoiceType(val gjson.Result, types []string) (string, bool) {
+	if val.Type == gjson.String {
+		return "", v.enum("tool_choice", val, chatToolChoiceWords)
+	}
+	if !val.IsObject() {
+		return "", v.fail(v.badType("tool_choice", "a string or an object", val))
+	}
+	return v.objectType("tool_choice", val, types)
 }
 
 // responseFormat validates response_format.
@@ -385,13 +360,11 @@ func (v *validator) responseFormat(val gjson.Result) bool {
 	if !v.namedObject("response_format.json_schema", js) {
 		return false
 	}
-	if s := js.Get("schema"); s.Exists() && s.Type != gjson.Null && !s.IsObject() {
-		return v.fail(v.badType("response_format.json_schema.schema", "an object", s))
+	if !v.optObject("response_format.json_schema.schema", js.Get("schema")) {
+		return false
 	}
-	if s := js.Get("strict"); s.Exists() && s.Type != gjson.Null && !s.IsBool() {
-		return v.fail(v.badType("response_format.json_schema.strict", "a boolean", s))
-	}
-	return true
+	_, ok = v.boolean("response_format.json_schema.strict", js.Get("strict"))
+	return ok
 }
 
 // objectType checks the type member of the object val, which param names: given, and one of
@@ -420,13 +393,7 @@ func (v *validator) namedObject(param string, obj gjson.Result) bool {
 		return v.fail(v.badType(param, "an object", obj))
 	}
 	name := obj.Get("name")
-	if !name.Exists() {
-		return v.fail(v.missing(param + ".name"))
-	}
-	if name.Type != gjson.String {
-		return v.fail(v.badType(param+".name", "a string", name))
-	}
-	return true
+	return v.required(param+".name", name.Exists(), name)
 }
 
 // oneOf reports whether s is in set.

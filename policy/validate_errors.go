@@ -30,13 +30,6 @@ const (
 // repeats. Prompt text is never repeated.
 const maxEcho = 40
 
-// problem builds a 400 invalid_request_error with a code.
-func problem(code, param, format string, args ...any) *wire.Error {
-	e := wire.InvalidRequest(param, format, args...)
-	e.Code = code
-	return e
-}
-
 // dotted turns an OpenAI-style path (messages[2].content[0].type) into the dotted form
 // Anthropic uses in its messages (messages.2.content.0.type).
 func dotted(param string) string {
@@ -67,16 +60,16 @@ type errs struct{ anthropic bool }
 
 func (x errs) missing(param string) *wire.Error {
 	if x.anthropic {
-		return problem(CodeMissingParam, param, "%s: Field required", dotted(param))
+		return wire.InvalidCode(CodeMissingParam, param, "%s: Field required", dotted(param))
 	}
-	return problem(CodeMissingParam, param, "Missing required parameter: '%s'.", param)
+	return wire.MissingParam(param)
 }
 
 func (x errs) badType(param, want string, got gjson.Result) *wire.Error {
 	if x.anthropic {
-		return problem(CodeInvalidType, param, "%s: Input should be %s, but got %s", dotted(param), want, wire.Describe(got))
+		return wire.InvalidCode(CodeInvalidType, param, "%s: Input should be %s, but got %s", dotted(param), want, wire.Describe(got))
 	}
-	return problem(CodeInvalidType, param, "Invalid type for '%s': expected %s, but got %s instead.", param, want, wire.Describe(got))
+	return wire.BadType(param, want, got)
 }
 
 // outOfRange reports a number above max (above) or below min, got being the sent literal.
@@ -84,54 +77,54 @@ func (x errs) outOfRange(param string, above, integer bool, bound float64, got s
 	b := strconv.FormatFloat(bound, 'f', -1, 64)
 	if x.anthropic {
 		if above {
-			return problem(CodeValueAboveMaximum, param, "%s: Input should be less than or equal to %s, but got %s", dotted(param), b, echo(got))
+			return wire.InvalidCode(CodeValueAboveMaximum, param, "%s: Input should be less than or equal to %s, but got %s", dotted(param), b, echo(got))
 		}
-		return problem(CodeValueBelowMinimum, param, "%s: Input should be greater than or equal to %s, but got %s", dotted(param), b, echo(got))
+		return wire.InvalidCode(CodeValueBelowMinimum, param, "%s: Input should be greater than or equal to %s, but got %s", dotted(param), b, echo(got))
 	}
 	kind := "decimal"
 	if integer {
 		kind = "integer"
 	}
 	if above {
-		e := problem(kind+"_above_max_value", param, "Invalid '%s': %s above maximum value. Expected a value <= %s, but got %s instead.", param, kind, b, echo(got))
+		e := wire.InvalidCode(kind+"_above_max_value", param, "Invalid '%s': %s above maximum value. Expected a value <= %s, but got %s instead.", param, kind, b, echo(got))
 		return e
 	}
-	return problem(kind+"_below_min_value", param, "Invalid '%s': %s below minimum value. Expected a value >= %s, but got %s instead.", param, kind, b, echo(got))
+	return wire.InvalidCode(kind+"_below_min_value", param, "Invalid '%s': %s below minimum value. Expected a value >= %s, but got %s instead.", param, kind, b, echo(got))
 }
 
 func (x errs) badEnum(param, got string, allowed []string) *wire.Error {
 	if x.anthropic {
-		return problem(CodeInvalidValue, param, "%s: Input should be %s, but got '%s'", dotted(param), quoteList(allowed, "or"), echo(got))
+		return wire.InvalidCode(CodeInvalidValue, param, "%s: Input should be %s, but got '%s'", dotted(param), quoteList(allowed, "or"), echo(got))
 	}
-	return problem(CodeInvalidValue, param, "Invalid value: '%s'. Supported values are: %s.", echo(got), quoteList(allowed, "and"))
+	return wire.InvalidCode(CodeInvalidValue, param, "Invalid value: '%s'. Supported values are: %s.", echo(got), quoteList(allowed, "and"))
 }
 
 func (x errs) emptyArray(param string) *wire.Error {
 	if x.anthropic {
-		return problem(CodeEmptyArray, param, "%s: List should have at least 1 item, but got an empty list", dotted(param))
+		return wire.InvalidCode(CodeEmptyArray, param, "%s: List should have at least 1 item, but got an empty list", dotted(param))
 	}
-	return problem(CodeEmptyArray, param, "Invalid '%s': empty array. Expected an array with minimum length 1, but got an empty array instead.", param)
+	return wire.InvalidCode(CodeEmptyArray, param, "Invalid '%s': empty array. Expected an array with minimum length 1, but got an empty array instead.", param)
 }
 
 func (x errs) arrayTooLong(param string, max, got int) *wire.Error {
 	if x.anthropic {
-		return problem(CodeArrayTooLong, param, "%s: List should have at most %d items, but got %d", dotted(param), max, got)
+		return wire.InvalidCode(CodeArrayTooLong, param, "%s: List should have at most %d items, but got %d", dotted(param), max, got)
 	}
-	return problem(CodeArrayTooLong, param, "Invalid '%s': array too long. Expected an array with maximum length %d, but got an array with length %d instead.", param, max, got)
+	return wire.InvalidCode(CodeArrayTooLong, param, "Invalid '%s': array too long. Expected an array with maximum length %d, but got an array with length %d instead.", param, max, got)
 }
 
 func (x errs) emptyString(param string) *wire.Error {
 	if x.anthropic {
-		return problem(CodeEmptyString, param, "%s: String should have at least 1 character", dotted(param))
+		return wire.InvalidCode(CodeEmptyString, param, "%s: String should have at least 1 character", dotted(param))
 	}
-	return problem(CodeEmptyString, param, "Invalid '%s': empty string. Expected a string with minimum length 1, but got an empty string instead.", param)
+	return wire.InvalidCode(CodeEmptyString, param, "Invalid '%s': empty string. Expected a string with minimum length 1, but got an empty string instead.", param)
 }
 
 func (x errs) duplicate(param string) *wire.Error {
 	if x.anthropic {
-		return problem(CodeDuplicateKey, param, "%s: duplicate key in the JSON body; send each field once", dotted(param))
+		return wire.InvalidCode(CodeDuplicateKey, param, "%s: duplicate key in the JSON body; send each field once", dotted(param))
 	}
-	return problem(CodeDuplicateKey, param, "Invalid body: duplicate key '%s'. Send each field once; parsers disagree on which copy counts.", param)
+	return wire.InvalidCode(CodeDuplicateKey, param, "Invalid body: duplicate key '%s'. Send each field once; parsers disagree on which copy counts.", param)
 }
 
 // custom reports a fault in a sentence of its own; for Anthropic the field is put in front.
@@ -140,7 +133,7 @@ func (x errs) custom(code, param, format string, args ...any) *wire.Error {
 	if x.anthropic && param != "" {
 		msg = dotted(param) + ": " + msg
 	}
-	return problem(code, param, "%s", msg)
+	return wire.InvalidCode(code, param, "%s", msg)
 }
 
 // quoteList renders 'a', 'b', and 'c' (conj "and") or 'a', 'b' or 'c' (conj "or").

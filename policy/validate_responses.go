@@ -161,14 +161,8 @@ func (v *validator) responsesItem(i int, item gjson.Result) bool {
 	}
 	switch kind {
 	case "message":
-		if seen&iRole == 0 {
-			return v.fail(v.missing(path(".role")))
-		}
-		if role.Type != gjson.String {
-			return v.fail(v.badType(path(".role"), "a string", role))
-		}
-		if !oneOf(role.Str, responsesRoles) {
-			return v.fail(v.badEnum(path(".role"), role.Str, responsesRoles))
+		if !v.role(path(".role"), seen&iRole != 0, role, responsesRoles) {
+			return false
 		}
 		if seen&iContent == 0 {
 			return v.fail(v.missing(path(".content")))
@@ -182,11 +176,11 @@ func (v *validator) responsesItem(i int, item gjson.Result) bool {
 		_, ok := v.elements(content, func(j int, p gjson.Result) bool { return v.responsesPart(i, j, p) })
 		return ok
 	case "function_call":
-		return v.itemString(path(".call_id"), seen&iCallID != 0, callID) &&
-			v.itemString(path(".name"), seen&iName != 0, name) &&
-			v.itemString(path(".arguments"), seen&iArguments != 0, args)
+		return v.required(path(".call_id"), seen&iCallID != 0, callID) &&
+			v.required(path(".name"), seen&iName != 0, name) &&
+			v.required(path(".arguments"), seen&iArguments != 0, args)
 	case "function_call_output":
-		if !v.itemString(path(".call_id"), seen&iCallID != 0, callID) {
+		if !v.required(path(".call_id"), seen&iCallID != 0, callID) {
 			return false
 		}
 		if seen&iOutput == 0 {
@@ -197,7 +191,7 @@ func (v *validator) responsesItem(i int, item gjson.Result) bool {
 		}
 		return true
 	case "item_reference":
-		return v.itemString(path(".id"), seen&iID != 0, id)
+		return v.required(path(".id"), seen&iID != 0, id)
 	case "reasoning":
 		return true
 	}
@@ -205,17 +199,6 @@ func (v *validator) responsesItem(i int, item gjson.Result) bool {
 		return true
 	}
 	return v.fail(v.badEnum(path(".type"), kind, responsesItemTypes))
-}
-
-// itemString checks a required string member of an input item.
-func (v *validator) itemString(param string, present bool, val gjson.Result) bool {
-	if !present {
-		return v.fail(v.missing(param))
-	}
-	if val.Type != gjson.String {
-		return v.fail(v.badType(param, "a string", val))
-	}
-	return true
 }
 
 // responsesPart validates input[i].content[j].
@@ -257,15 +240,12 @@ func (v *validator) responsesPart(i, j int, p gjson.Result) bool {
 	}
 	switch typ.Str {
 	case "input_text", "output_text":
-		return v.itemString(path(".text"), seen&pText != 0, text)
+		return v.required(path(".text"), seen&pText != 0, text)
 	case "refusal":
-		return v.itemString(path(".refusal"), seen&pRefusal != 0, refusal)
+		return v.required(path(".refusal"), seen&pRefusal != 0, refusal)
 	case "input_image":
-		if seen&pImageURL != 0 && imageURL.Type != gjson.String && imageURL.Type != gjson.Null {
-			return v.fail(v.badType(path(".image_url"), "a string", imageURL))
-		}
-		if seen&pFile != 0 && fileID.Type != gjson.String && fileID.Type != gjson.Null {
-			return v.fail(v.badType(path(".file_id"), "a string", fileID))
+		if !v.str(path(".image_url"), imageURL) || !v.str(path(".file_id"), fileID) {
+			return false
 		}
 		if imageURL.Type != gjson.String && fileID.Type != gjson.String {
 			return v.fail(v.custom(CodeMissingParam, path(".image_url"),
@@ -289,46 +269,31 @@ func (v *validator) responsesTools(val gjson.Result) bool {
 		if !ok || typ != "function" && typ != "custom" {
 			return ok
 		}
-		name := t.Get("name")
-		param := at("tools", i, ".name")
-		if !v.itemString(param, name.Exists(), name) {
+		if !v.toolName(at("tools", i, ".name"), t.Get("name")) {
 			return false
-		}
-		if !validToolName(name.Str) {
-			return v.fail(v.custom(CodeInvalidValue, param,
-				"Invalid '%s': string does not match pattern. Expected a string that matches the pattern '^[a-zA-Z0-9_-]{1,64}$'.", param))
 		}
 		if typ != "function" {
 			return true
 		}
-		if p := t.Get("parameters"); p.Exists() && p.Type != gjson.Null && !p.IsObject() {
-			return v.fail(v.badType(at("tools", i, ".parameters"), "an object", p))
+		if !v.optObject(at("tools", i, ".parameters"), t.Get("parameters")) {
+			return false
 		}
-		if s := t.Get("strict"); s.Exists() && s.Type != gjson.Null && !s.IsBool() {
-			return v.fail(v.badType(at("tools", i, ".strict"), "a boolean", s))
+		if _, ok := v.boolean(at("tools", i, ".strict"), t.Get("strict")); !ok {
+			return false
 		}
-		if d := t.Get("description"); d.Exists() && d.Type != gjson.String && d.Type != gjson.Null {
-			return v.fail(v.badType(at("tools", i, ".description"), "a string", d))
-		}
-		return true
+		return v.str(at("tools", i, ".description"), t.Get("description"))
 	}))
 }
 
 // responsesToolChoice validates tool_choice: a word, or an object naming a function or a
 // hosted tool type.
 func (v *validator) responsesToolChoice(val gjson.Result) bool {
-	if val.Type == gjson.String {
-		return v.enum("tool_choice", val, chatToolChoiceWords)
-	}
-	if !val.IsObject() {
-		return v.fail(v.badType("tool_choice", "a string or an object", val))
-	}
-	typ, ok := v.objectType("tool_choice", val, responsesChoiceTypes)
+	typ, ok := v.toolChoiceType(val, responsesChoiceTypes)
 	if !ok || typ != "function" {
 		return ok
 	}
 	name := val.Get("name")
-	return v.itemString("tool_choice.name", name.Exists(), name)
+	return v.required("tool_choice.name", name.Exists(), name)
 }
 
 // responsesText validates text: its format (text, json_object, or json_schema with a name and
@@ -352,7 +317,7 @@ func (v *validator) responsesText(val gjson.Result) bool {
 		return ok
 	}
 	name := f.Get("name")
-	if !v.itemString("text.format.name", name.Exists(), name) {
+	if !v.required("text.format.name", name.Exists(), name) {
 		return false
 	}
 	s := f.Get("schema")
@@ -362,8 +327,6 @@ func (v *validator) responsesText(val gjson.Result) bool {
 	if !s.IsObject() {
 		return v.fail(v.badType("text.format.schema", "an object", s))
 	}
-	if st := f.Get("strict"); st.Exists() && st.Type != gjson.Null && !st.IsBool() {
-		return v.fail(v.badType("text.format.strict", "a boolean", st))
-	}
-	return true
+	_, ok = v.boolean("text.format.strict", f.Get("strict"))
+	return ok
 }

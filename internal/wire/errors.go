@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/tidwall/gjson"
 )
 
 // Error is every refusal the gateway makes, whatever stage makes it. A surface renders it into
@@ -67,6 +69,24 @@ func Errorf(status int, code, param, format string, args ...any) *Error {
 // InvalidRequest is a 400 invalid_request_error naming the offending param.
 func InvalidRequest(param, format string, args ...any) *Error {
 	return &Error{Status: http.StatusBadRequest, Type: TypeInvalidRequest, Param: param, Message: fmt.Sprintf(format, args...), Reason: "invalid_request"}
+}
+
+// InvalidCode is InvalidRequest with an error code.
+func InvalidCode(code, param, format string, args ...any) *Error {
+	e := InvalidRequest(param, format, args...)
+	e.Code = code
+	return e
+}
+
+// MissingParam is the 400 missing_required_parameter for param, in OpenAI's wording.
+func MissingParam(param string) *Error {
+	return InvalidCode("missing_required_parameter", param, "Missing required parameter: '%s'.", param)
+}
+
+// BadType is the 400 invalid_type for param, which should be want ("a string"), in OpenAI's
+// wording.
+func BadType(param, want string, got gjson.Result) *Error {
+	return InvalidCode("invalid_type", param, "Invalid type for '%s': expected %s, but got %s instead.", param, want, Describe(got))
 }
 
 // InvalidAPIKey is the 401 for a missing, unknown, disabled or expired key.
