@@ -143,6 +143,9 @@ func (r *batchRunner) tick(ctx context.Context) {
 	}
 	for ctx.Err() == nil && st.work(ctx) > 0 {
 		st.advance(ctx)
+		if st.deferring {
+			return // lines were deferred: the pool is not asked again before the next tick
+		}
 	}
 }
 
@@ -161,7 +164,9 @@ type runState struct {
 	objs  store.Backend
 	blobs *store.Dir
 	q     store.Queue
-	tally batchTally // what the pass over the active batches sees, for the metrics
+	// deferring is set when the last work ended with lines deferred for want of spare capacity.
+	deferring bool
+	tally     batchTally // what the pass over the active batches sees, for the metrics
 	// storeDown is set when the pass could not list the active batches for want of a store.
 	storeDown bool
 }
@@ -363,11 +368,12 @@ func (st *runState) updateRun(ctx context.Context, owner, id string, fn func(b *
 // end, as many are claimed as slots are free (in one store round trip), so one slow line never
 // idles the other slots. It returns, once its lines in flight are done, when the queue has
 // nothing ready for it, or when every line in flight was deferred, or when ctx ends; it returns
-// how many lines it ran and did not defer.
+// how many lines it ran and did not defer (and sets deferring when lines were deferred).
 //
 // A line deferred for want of spare capacity, the model's batch cap or its dispatch rate leaves
 // its slot empty until the next tick interval (or a wake): a pool without spare capacity is not
-// asked again line after line, and once every line was deferred work returns and the tick ends.
+// asked again line after line, and once every line was deferred work returns and the tick ends
+// (a line that ends with an answer frees its slot for the next line at once).
 // While lines run, the active batches are moved along every tick interval as a tick does
 // (advance), so cancels, expiries, new batches and the gauges do not wait for the queue to
 // drain.
@@ -393,6 +399,7 @@ func (st *runState) work(ctx context.Context) int {
 			}
 		}
 		if inFlight == 0 && (drained || parked > 0 || ctx.Err() != nil) {
+			st.deferring = parked > 0
 			return ran
 		}
 		select {
