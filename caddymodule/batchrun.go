@@ -371,9 +371,10 @@ func (st *runState) updateRun(ctx context.Context, owner, id string, fn func(b *
 // how many lines it ran and did not defer (and sets deferring when lines were deferred).
 //
 // A line deferred for want of spare capacity, the model's batch cap or its dispatch rate leaves
-// its slot empty until the next tick interval (or a wake): a pool without spare capacity is not
-// asked again line after line, and once every line was deferred work returns and the tick ends
-// (a line that ends with an answer frees its slot for the next line at once).
+// its slot empty until the next tick interval (or a wake), or until a line that was sent ends
+// (the pool just freed a slot): a pool without spare capacity is not asked again line after
+// line (at most one deferral per line answered, and workers per interval), and once every line
+// in flight was deferred work returns and the tick ends.
 // While lines run, the active batches are moved along every tick interval as a tick does
 // (advance), so cancels, expiries, new batches and the gauges do not wait for the queue to
 // drain.
@@ -407,8 +408,8 @@ func (st *runState) work(ctx context.Context) int {
 			inFlight--
 			if deferred {
 				parked++
-			} else {
-				ran++
+			} else if ran++; parked > 0 {
+				parked-- // the pool just freed a slot: one empty slot may try again
 			}
 		case <-t.C:
 			parked, drained = 0, false

@@ -391,9 +391,10 @@ func TestRunnerDeferredLineDoesNotChurn(t *testing.T) {
 	})
 	b := f.create(t, 10)
 	f.r.tick(context.Background())
-	// req-2 is deferred and its slot stays empty; req-1's answer frees its slot for req-3
-	if got := f.sentIDs(); strings.Join(got, ",") != "req-1,req-2,req-3" {
-		t.Errorf("sent %v, want req-1, then req-2 and req-3 deferred only", got)
+	// req-2 is deferred and its slot stays empty while req-1 runs; req-1's answer frees both
+	// slots, for req-3 and req-4, both deferred: the tick ends
+	if got := f.sentIDs(); strings.Join(got, ",") != "req-1,req-2,req-3,req-4" {
+		t.Errorf("sent %v, want req-1, then req-2, req-3 and req-4 deferred only", got)
 	}
 	if got := f.batch(t, b.ID); got.RequestCounts.Completed != 1 || got.RequestCounts.Failed != 0 {
 		t.Errorf("counts %+v", got.RequestCounts)
