@@ -405,11 +405,19 @@ func (st *runState) work(ctx context.Context) int {
 		}
 		select {
 		case deferred := <-done:
-			inFlight--
-			if deferred {
-				parked++
-			} else if ran++; parked > 0 {
-				parked-- // the pool just freed a slot: one empty slot may try again
+			// take every line that ended meanwhile, so their slots are filled by one claim
+			for more := true; more; {
+				inFlight--
+				if deferred {
+					parked++
+				} else if ran++; parked > 0 {
+					parked-- // the pool just freed a slot: one empty slot may try again
+				}
+				select {
+				case deferred = <-done:
+				default:
+					more = false
+				}
 			}
 		case <-t.C:
 			parked, drained = 0, false
