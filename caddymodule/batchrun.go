@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -166,6 +167,10 @@ type runState struct {
 	q     store.Queue
 	// deferring is set when the last work ended with lines deferred for want of spare capacity.
 	deferring bool
+	// running counts the lines in flight per batch id, so that this runner does not end a batch
+	// (cancel, expiry) under its own lines: their answers are kept first.
+	runningMu sync.Mutex
+	running   map[string]int
 	tally     batchTally // what the pass over the active batches sees, for the metrics
 	// storeDown is set when the pass could not list the active batches for want of a store.
 	storeDown bool
@@ -395,6 +400,7 @@ func (st *runState) work(ctx context.Context) int {
 				drained = len(items) < free
 				for _, it := range items {
 					inFlight++
+					st.countRunning(it.BatchID, 1)
 					go st.runClaimed(ctx, it, done)
 				}
 			}
@@ -431,13 +437,35 @@ func (st *runState) work(ctx context.Context) int {
 	}
 }
 
+// countRunning adds d to the batch's lines in flight.
+func (st *runState) countRunning(batchID string, d int) {
+	st.runningMu.Lock()
+	defer st.runningMu.Unlock()
+	if st.running == nil {
+		st.running = map[string]int{}
+	}
+	if st.running[batchID] += d; st.running[batchID] <= 0 {
+		delete(st.running, batchID)
+	}
+}
+
+// linesRunning reports whether lines of the batch are in flight on this runner.
+func (st *runState) linesRunning(batchID string) bool {
+	st.runningMu.Lock()
+	defer st.runningMu.Unlock()
+	return st.running[batchID] > 0
+}
+
 // errLineDeferred is runLine's word that the line was deferred and given back to the queue.
 var errLineDeferred = errors.New("batch line deferred")
 
 // runClaimed runs a claimed line and reports on done whether it was deferred.
 func (st *runState) runClaimed(ctx context.Context, it store.Item, done chan<- bool) {
 	deferred := false
-	defer func() { done <- deferred }()
+	defer func() {
+		st.countRunning(it.BatchID, -1)
+		done <- deferred
+	}()
 	defer logPanic(st.r.logger, "batch line panicked")
 	err := st.runLine(ctx, it)
 	if deferred = errors.Is(err, errLineDeferred); !deferred && err != nil && ctx.Err() == nil {
@@ -750,6 +778,9 @@ func (st *runState) eachResult(ctx context.Context, batchID string, fn func(res 
 // never ran (batch_expired, batch_cancelled). The counts and usage are recounted from the
 // stored results, and the batch moves to its end status with a compare and swap.
 func (st *runState) close(ctx context.Context, owner string, b *batch.Batch, run batchRun, to batch.Status) error {
+	if st.linesRunning(b.ID) {
+		return nil // ended once this runner's lines of it are done (a later pass)
+	}
 	now := st.r.now()
 	// one runner ends a batch: the first to claim it, for closeLease (then another may take over)
 	claimed, err := st.updateRun(ctx, owner, b.ID, func(cur *batch.Batch, cr *batchRun) error {

@@ -433,3 +433,43 @@ func TestRunnerStopWaitsForLinesInFlight(t *testing.T) {
 		t.Errorf("the answer was not kept: %+v", got.RequestCounts)
 	}
 }
+
+// A batch cancelled while one of its lines is in flight on this runner is ended once that line
+// is done: its answer is in the output file, not replaced by a batch_cancelled line.
+func TestRunnerCancelWaitsForOwnLineInFlight(t *testing.T) {
+	started, release := make(chan struct{}), make(chan struct{})
+	f := newRunnerFixture(t, func(ln lineRequest) lineAnswer {
+		close(started)
+		<-release
+		return okAnswer(ln)
+	})
+	f.r.workers, f.r.every = 1, 10*time.Millisecond
+	b := f.create(t, 3)
+	ctx := context.Background()
+	st := runState{r: f.r, objs: f.objs, blobs: f.blobs, q: f.objs.Queue(batchQueue)}
+	st.advance(ctx)
+	go func() {
+		<-started
+		if _, err := st.update(ctx, "k1", b.ID, func(b *batch.Batch) error {
+			if werr := b.Cancel(f.now()); werr != nil {
+				return werr
+			}
+			return nil
+		}); err != nil {
+			t.Error(err)
+		}
+		time.Sleep(50 * time.Millisecond) // several passes of advance while the line runs
+		close(release)
+	}()
+	f.r.tick(ctx)
+	got := f.batch(t, b.ID)
+	if got.Status != batch.StatusCancelled || got.RequestCounts != (batch.RequestCounts{Total: 3, Completed: 1, Failed: 2}) {
+		t.Fatalf("after the cancel: %s", got.AppendJSON(nil))
+	}
+	if out := f.file(t, got.OutputFileID); len(out) != 1 || out[0].Get("custom_id").String() != "req-1" {
+		t.Errorf("output %v", out)
+	}
+	if n, _ := f.objs.List(ctx, kindBatchResult, b.ID, store.ListOptions{Limit: 10}); len(n.Records) != 0 {
+		t.Errorf("%d results left behind the ended batch", len(n.Records))
+	}
+}
