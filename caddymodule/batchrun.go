@@ -144,6 +144,9 @@ func (r *batchRunner) tick(ctx context.Context) {
 	}
 	for ctx.Err() == nil && st.work(ctx) > 0 {
 		st.advance(ctx)
+		if st.deferring {
+			return // lines were deferred: the pool is not asked again before the next tick
+		}
 	}
 }
 
@@ -162,10 +165,13 @@ type runState struct {
 	objs  store.Backend
 	blobs *store.Dir
 	q     store.Queue
-	// deferred counts the lines of the current work round given back for want of spare
-	// capacity: a round that only deferred ends the tick instead of claiming more.
-	deferred atomic.Int64
-	tally    batchTally // what the pass over the active batches sees, for the metrics
+	// deferring is set when the last work ended with lines deferred for want of spare capacity.
+	deferring bool
+	// running counts the lines in flight per batch id, so that this runner does not end a batch
+	// (cancel, expiry) under its own lines: their answers are kept first.
+	runningMu sync.Mutex
+	running   map[string]int
+	tally     batchTally // what the pass over the active batches sees, for the metrics
 	// storeDown is set when the pass could not list the active batches for want of a store.
 	storeDown bool
 }
@@ -363,30 +369,108 @@ func (st *runState) updateRun(ctx context.Context, owner, id string, fn func(b *
 	return out, err
 }
 
-// work claims up to workers lines and runs them side by side; it returns how many it claimed
-// and did not defer (so a pool without spare capacity is not asked again before the next tick).
+// work keeps up to concurrency() lines in flight, each in its own goroutine: as soon as lines
+// end, as many are claimed as slots are free (in one store round trip), so one slow line never
+// idles the other slots. It returns, once its lines in flight are done, when the queue has
+// nothing ready for it, or when every line in flight was deferred, or when ctx ends; it returns
+// how many lines it ran and did not defer (and sets deferring when lines were deferred).
+//
+// A line deferred for want of spare capacity, the model's batch cap or its dispatch rate leaves
+// its slot empty until the next tick interval (or a wake), or until a line that was sent ends
+// (the pool just freed a slot): a pool without spare capacity is not asked again line after
+// line (at most one deferral per line answered, and workers per interval), and once every line
+// in flight was deferred work returns and the tick ends.
+// While lines run, the active batches are moved along every tick interval as a tick does
+// (advance), so cancels, expiries, new batches and the gauges do not wait for the queue to
+// drain.
 func (st *runState) work(ctx context.Context) int {
-	st.deferred.Store(0)
-	items, err := st.q.Claim(ctx, st.r.consumer, st.r.concurrency(), st.r.currentLease())
-	if err != nil {
-		if ctx.Err() == nil {
-			st.r.logError("claiming batch lines", err)
-		}
-		return 0
-	}
-	var wg sync.WaitGroup
-	for _, it := range items {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer logPanic(st.r.logger, "batch line panicked")
-			if err := st.runLine(ctx, it); err != nil && ctx.Err() == nil {
-				st.r.logger.Error("running a batch line", zap.String("batch_id", it.BatchID), zap.Error(err))
+	done := make(chan bool, 64) // one per line that ended: whether it was deferred
+	stopping := ctx.Done()
+	t := time.NewTicker(st.r.every)
+	defer t.Stop()
+	inFlight, parked, ran := 0, 0, 0
+	drained := false // the last claim got fewer lines than asked: wait for the next interval
+	for {
+		if ctx.Err() == nil && !drained {
+			if free := st.r.concurrency() - inFlight - parked; free > 0 {
+				items, err := st.q.Claim(ctx, st.r.consumer, free, st.r.currentLease())
+				if err != nil && ctx.Err() == nil {
+					st.r.logError("claiming batch lines", err)
+				}
+				drained = len(items) < free
+				for _, it := range items {
+					inFlight++
+					st.countRunning(it.BatchID, 1)
+					go st.runClaimed(ctx, it, done)
+				}
 			}
-		}()
+		}
+		if inFlight == 0 && (drained || parked > 0 || ctx.Err() != nil) {
+			st.deferring = parked > 0
+			return ran
+		}
+		select {
+		case deferred := <-done:
+			// take every line that ended meanwhile, so their slots are filled by one claim
+			for more := true; more; {
+				inFlight--
+				if deferred {
+					parked++
+				} else if ran++; parked > 0 {
+					parked-- // the pool just freed a slot: one empty slot may try again
+				}
+				select {
+				case deferred = <-done:
+				default:
+					more = false
+				}
+			}
+		case <-t.C:
+			parked, drained = 0, false
+			st.advance(ctx)
+		case <-st.r.wake:
+			parked, drained = 0, false
+			st.advance(ctx)
+		case <-stopping:
+			stopping = nil // the lines in flight are still waited for
+		}
 	}
-	wg.Wait()
-	return len(items) - int(st.deferred.Load())
+}
+
+// countRunning adds d to the batch's lines in flight.
+func (st *runState) countRunning(batchID string, d int) {
+	st.runningMu.Lock()
+	defer st.runningMu.Unlock()
+	if st.running == nil {
+		st.running = map[string]int{}
+	}
+	if st.running[batchID] += d; st.running[batchID] <= 0 {
+		delete(st.running, batchID)
+	}
+}
+
+// linesRunning reports whether lines of the batch are in flight on this runner.
+func (st *runState) linesRunning(batchID string) bool {
+	st.runningMu.Lock()
+	defer st.runningMu.Unlock()
+	return st.running[batchID] > 0
+}
+
+// errLineDeferred is runLine's word that the line was deferred and given back to the queue.
+var errLineDeferred = errors.New("batch line deferred")
+
+// runClaimed runs a claimed line and reports on done whether it was deferred.
+func (st *runState) runClaimed(ctx context.Context, it store.Item, done chan<- bool) {
+	deferred := false
+	defer func() {
+		st.countRunning(it.BatchID, -1)
+		done <- deferred
+	}()
+	defer logPanic(st.r.logger, "batch line panicked")
+	err := st.runLine(ctx, it)
+	if deferred = errors.Is(err, errLineDeferred); !deferred && err != nil && ctx.Err() == nil {
+		st.r.logger.Error("running a batch line", zap.String("batch_id", it.BatchID), zap.Error(err))
+	}
 }
 
 // resultID is the id of a line's result record: the line's index, zero-padded so results list
@@ -471,8 +555,8 @@ func (st *runState) runLine(ctx context.Context, it store.Item) error {
 		switch {
 		case ans.Deferred:
 			// waiting for spare capacity or the dispatch rate is not a failure: no backoff
-			delay = cmp.Or(min(ans.RetryAfter, batchMaxBackoff), batchDeferRetry)
-			st.deferred.Add(1)
+			st.release(ctx, it, cmp.Or(min(ans.RetryAfter, batchMaxBackoff), batchDeferRetry))
+			return errLineDeferred
 		case ans.RetryAfter > delay:
 			delay = min(ans.RetryAfter, batchMaxBackoff)
 		}
@@ -694,6 +778,9 @@ func (st *runState) eachResult(ctx context.Context, batchID string, fn func(res 
 // never ran (batch_expired, batch_cancelled). The counts and usage are recounted from the
 // stored results, and the batch moves to its end status with a compare and swap.
 func (st *runState) close(ctx context.Context, owner string, b *batch.Batch, run batchRun, to batch.Status) error {
+	if st.linesRunning(b.ID) {
+		return nil // ended once this runner's lines of it are done (a later pass)
+	}
 	now := st.r.now()
 	// one runner ends a batch: the first to claim it, for closeLease (then another may take over)
 	claimed, err := st.updateRun(ctx, owner, b.ID, func(cur *batch.Batch, cr *batchRun) error {

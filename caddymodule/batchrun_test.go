@@ -331,3 +331,143 @@ func TestRunnerTwoInstancesOnRedis(t *testing.T) {
 		}
 	}
 }
+
+// A slow line does not hold up the other slots: while it runs, the other worker works through
+// the rest of the queue, and never more lines are in flight than there are workers.
+func TestRunnerSlowLineDoesNotIdleOtherSlots(t *testing.T) {
+	const n = 6
+	var mu sync.Mutex
+	inFlight, most, others := 0, 0, 0
+	othersDone := make(chan struct{})
+	slowWaited := false
+	f := newRunnerFixture(t, func(ln lineRequest) lineAnswer {
+		mu.Lock()
+		inFlight++
+		most = max(most, inFlight)
+		mu.Unlock()
+		defer func() { mu.Lock(); inFlight--; mu.Unlock() }()
+		if ln.CustomID == "req-1" {
+			select {
+			case <-othersDone:
+				slowWaited = true
+			case <-time.After(10 * time.Second):
+			}
+			return okAnswer(ln)
+		}
+		mu.Lock()
+		if others++; others == n-1 {
+			close(othersDone)
+		}
+		mu.Unlock()
+		return okAnswer(ln)
+	})
+	b := f.create(t, n)
+	f.r.tick(context.Background())
+	mu.Lock()
+	defer mu.Unlock()
+	if !slowWaited {
+		t.Error("the other lines waited for the slow one")
+	}
+	if most > f.r.workers {
+		t.Errorf("%d lines in flight at once, workers %d", most, f.r.workers)
+	}
+	if got := f.batch(t, b.ID); got.Status != batch.StatusCompleted || got.RequestCounts.Completed != n {
+		t.Fatalf("after the tick: %s", got.AppendJSON(nil))
+	}
+}
+
+// A line deferred for want of spare capacity leaves its slot empty for the rest of the tick
+// interval: the runner does not claim line after line only to defer them all, and the tick
+// ends once every line in flight was deferred.
+func TestRunnerDeferredLineDoesNotChurn(t *testing.T) {
+	f := newRunnerFixture(t, func(ln lineRequest) lineAnswer {
+		if ln.CustomID == "req-1" {
+			time.Sleep(200 * time.Millisecond)
+			return okAnswer(ln)
+		}
+		return lineAnswer{Status: http.StatusServiceUnavailable, Deferred: true, RetryAfter: time.Second}
+	})
+	b := f.create(t, 10)
+	f.r.tick(context.Background())
+	// req-2 is deferred and its slot stays empty while req-1 runs; req-1's answer frees both
+	// slots, for req-3 and req-4, both deferred: the tick ends
+	if got := f.sentIDs(); strings.Join(got, ",") != "req-1,req-2,req-3,req-4" {
+		t.Errorf("sent %v, want req-1, then req-2, req-3 and req-4 deferred only", got)
+	}
+	if got := f.batch(t, b.ID); got.RequestCounts.Completed != 1 || got.RequestCounts.Failed != 0 {
+		t.Errorf("counts %+v", got.RequestCounts)
+	}
+}
+
+// Stopping the runner waits for the line in flight, whose answer is kept.
+func TestRunnerStopWaitsForLinesInFlight(t *testing.T) {
+	release := make(chan struct{})
+	f := newRunnerFixture(t, func(ln lineRequest) lineAnswer {
+		<-release
+		return okAnswer(ln)
+	})
+	b := f.create(t, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	go f.r.run(ctx)
+	for deadline := time.Now().Add(10 * time.Second); len(f.sentIDs()) == 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the line was never sent")
+		}
+	}
+	cancel()
+	select {
+	case <-f.r.done:
+		t.Fatal("the runner returned with a line in flight")
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(release)
+	f.r.stop(10 * time.Second)
+	select {
+	case <-f.r.done:
+	default:
+		t.Fatal("the runner did not return")
+	}
+	if got := f.batch(t, b.ID); got.RequestCounts.Completed != 1 {
+		t.Errorf("the answer was not kept: %+v", got.RequestCounts)
+	}
+}
+
+// A batch cancelled while one of its lines is in flight on this runner is ended once that line
+// is done: its answer is in the output file, not replaced by a batch_cancelled line.
+func TestRunnerCancelWaitsForOwnLineInFlight(t *testing.T) {
+	started, release := make(chan struct{}), make(chan struct{})
+	f := newRunnerFixture(t, func(ln lineRequest) lineAnswer {
+		close(started)
+		<-release
+		return okAnswer(ln)
+	})
+	f.r.workers, f.r.every = 1, 10*time.Millisecond
+	b := f.create(t, 3)
+	ctx := context.Background()
+	st := runState{r: f.r, objs: f.objs, blobs: f.blobs, q: f.objs.Queue(batchQueue)}
+	st.advance(ctx)
+	go func() {
+		<-started
+		if _, err := st.update(ctx, "k1", b.ID, func(b *batch.Batch) error {
+			if werr := b.Cancel(f.now()); werr != nil {
+				return werr
+			}
+			return nil
+		}); err != nil {
+			t.Error(err)
+		}
+		time.Sleep(50 * time.Millisecond) // several passes of advance while the line runs
+		close(release)
+	}()
+	f.r.tick(ctx)
+	got := f.batch(t, b.ID)
+	if got.Status != batch.StatusCancelled || got.RequestCounts != (batch.RequestCounts{Total: 3, Completed: 1, Failed: 2}) {
+		t.Fatalf("after the cancel: %s", got.AppendJSON(nil))
+	}
+	if out := f.file(t, got.OutputFileID); len(out) != 1 || out[0].Get("custom_id").String() != "req-1" {
+		t.Errorf("output %v", out)
+	}
+	if n, _ := f.objs.List(ctx, kindBatchResult, b.ID, store.ListOptions{Limit: 10}); len(n.Records) != 0 {
+		t.Errorf("%d results left behind the ended batch", len(n.Records))
+	}
+}

@@ -201,6 +201,9 @@ func (st *runState) msgJob(ctx context.Context, owner, id string, ql queuedLine)
 // window ended) one; the counts are recounted from them and the batch moves to ended with its
 // results_url. One runner ends a batch, as for OpenAI batches.
 func (st *runState) closeMsg(ctx context.Context, owner string, m *batch.MessageBatch, run batchRun) error {
+	if st.linesRunning(m.ID) {
+		return nil // ended once this runner's lines of it are done (a later pass)
+	}
 	now := st.r.now()
 	claimed, err := st.updateMsg(ctx, owner, m.ID, func(cur *batch.MessageBatch, run *batchRun) error {
 		if cur.ProcessingStatus != m.ProcessingStatus || run.Closer != st.r.consumer && run.CloseUntil > now.UnixMilli() {
