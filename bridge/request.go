@@ -340,6 +340,9 @@ func chatMessage(i int, item gjson.Result) ([]byte, *wire.Error) {
 	if werr != nil {
 		return nil, werr
 	}
+	if j == 0 { // no parts: chat wants at least one, and an empty list says the same as no text
+		return textMessage(role, `""`), nil
+	}
 	b := append([]byte(`{"role":`), wire.AppendString(nil, role)...)
 	b = append(b, `,"content":`...)
 	b = append(b, parts...)
