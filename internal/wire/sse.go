@@ -444,7 +444,7 @@ func (t *StreamTap) openAIEvent(dst, ev []byte, f *eventFields) []byte {
 			return t.errorFrame(dst, f.data)
 		}
 	}
-	if bytes.Contains(d, keyUsage) {
+	if i := bytes.Index(d, keyUsage); i >= 0 && !(t.usageKey && onlyNullUsage(d, i)) {
 		usage = gjson.Get(js, "usage")
 		t.usageKey = t.usageKey || usage.Exists()
 	}
@@ -474,6 +474,25 @@ func (t *StreamTap) openAIEvent(dst, ev []byte, f *eventFields) []byte {
 	}
 	return append(dst, ev...)
 }
+
+// onlyNullUsage reports whether the `"usage"` at i in the chunk d is its only one and is a key
+// whose value is null. Then the chunk's usage is null or absent and, once a usage key has been
+// seen, there is nothing to look up: the `"usage":null` OpenAI puts on every chunk of a stream
+// that reports usage costs no lookup. Anything else (a usage object, "usage" as a string, a
+// second occurrence) answers false and goes to the lookup.
+func onlyNullUsage(d []byte, i int) bool {
+	rest := d[i+len(keyUsage):]
+	if bytes.Contains(rest, keyUsage) {
+		return false
+	}
+	rest = bytes.TrimLeft(rest, " \t\r\n")
+	if len(rest) == 0 || rest[0] != ':' {
+		return false
+	}
+	return bytes.HasPrefix(bytes.TrimLeft(rest[1:], " \t\r\n"), null)
+}
+
+var null = []byte("null")
 
 // rewrite appends ev with the n bytes at off replaced by the configured model name.
 func (t *StreamTap) rewrite(dst, ev []byte, off, n int) []byte {
