@@ -55,20 +55,7 @@ func BenchmarkGatewayJSONAccounting(b *testing.B) {
 			}`, policy.FormatHash(policy.HashSecret("sk-bench")), b.TempDir(), bc.budgets)
 			g := provisionGateway(b, raw, nil)
 			g.logger = zap.NewNop()
-			next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
-				w.Header().Set("Content-Type", "application/json")
-				w.WriteHeader(http.StatusOK)
-				_, err := w.Write([]byte(benchCompletion))
-				return err
-			})
-			b.ReportAllocs()
-			b.SetBytes(int64(len(benchChatBody)))
-			for b.Loop() {
-				rec := httptest.NewRecorder()
-				if err := g.ServeHTTP(rec, benchRequest(benchChatBody), next); err != nil || rec.Code != 200 {
-					b.Fatalf("%v %d %s", err, rec.Code, rec.Body)
-				}
-			}
+			benchJSON(b, g)
 		})
 	}
 }

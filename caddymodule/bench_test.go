@@ -62,7 +62,12 @@ func benchRequest(body string) *http.Request {
 // BenchmarkGatewayJSON: the whole handler for a 1 KB chat request with a no-op upstream that
 // answers a JSON completion.
 func BenchmarkGatewayJSON(b *testing.B) {
-	g := newBenchGateway(b)
+	benchJSON(b, newBenchGateway(b))
+}
+
+// benchJSON runs the gateway g on the 1 KB chat request, in front of a no-op upstream that
+// answers a JSON completion, once per benchmark iteration.
+func benchJSON(b *testing.B, g *Gateway) {
 	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusOK)
