@@ -32,6 +32,17 @@ var tiktokenCases = []struct {
 	{"Привет мир مرحبا بالعالم नमस्ते", 22, 10},
 	{"<|endoftext|> is not special here", 11, 11},
 	{`{"type":"function","function":{"name":"get_weather","parameters":{"type":"object","properties":{"city":{"type":"string"}}}}}`, 27, 28},
+	// Whitespace runs with several line breaks: one piece up to the last
+	// break in tiktoken's regex engine (two or more in tiktoken-go's).
+	{"x \n \n\r\n\r\n  xx", 5, 5},
+	{"def f():\n    x = 1\n    \n    return x\n", 13, 13},
+	{"para one.\n \npara two.\n\t\n\n  end", 10, 10},
+	{"\n \n \n \n \n ", 4, 4},
+	{"a\n  \n  \nb", 4, 4},
+	// o200k's upper-case words, marks and the slash after symbols.
+	{"HELLOworld DON'T it'S ĞÜNAYDINʰx", 17, 15},
+	{"a\u0301\u0302 !\u0301x ǅungla Xǅ", 15, 14},
+	{"1/2/ab/\n 12345 ²³", 12, 12},
 	{"", 0, 0},
 }
 

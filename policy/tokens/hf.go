@@ -74,9 +74,14 @@ const (
 
 // preStep is one pre-tokenizer.
 type preStep struct {
-	kind     preKind
-	re       *regexp2.Regexp
-	pattern  string // the regex of re
+	kind    preKind
+	re      *regexp2.Regexp
+	pattern string // the regex of re
+	// next is the pattern written out as code, when it is one of
+	// pieceFuncs: used instead of re (faster, and regexp2 would run
+	// tiktoken-go's generated matcher for these strings, which cuts
+	// whitespace runs otherwise than tokenizers' regex engine).
+	next     func(s string, i int) int
 	lit      string
 	behavior behavior
 	invert   bool
@@ -253,10 +258,19 @@ func (p *preStep) splitPiece(pc piece, yield func(piece) bool) bool {
 			ok = yield(piece{text: t[s:e], first: pc.first && s == 0})
 		}
 	}
+	if p.next != nil && p.behavior == behaviorIsolated {
+		// The pieces cover t without gaps.
+		for i := 0; i < len(t) && ok; {
+			j := p.next(t, i)
+			emit(i, j)
+			i = j
+		}
+		return ok
+	}
 	if p.re != nil && p.behavior == behaviorIsolated {
 		// Matches and the text between them, in order (inverted or not):
 		// no need for the spans.
-		idx, _ := p.re.FindAllStringIndex(t, -1)
+		idx := p.matches(t)
 		last := 0
 		for _, m := range idx {
 			emit(last, m[0])
@@ -310,6 +324,23 @@ func (p *preStep) splitPiece(pc piece, yield func(piece) bool) bool {
 	return ok
 }
 
+// matches returns the start and end of each match of the step's regex in
+// t.
+func (p *preStep) matches(t string) [][]int {
+	if p.next != nil {
+		var idx [][]int
+		for i := 0; i < len(t); {
+			j := p.next(t, i)
+			idx = append(idx, []int{i, j})
+			i = j
+		}
+		return idx
+	}
+	// The regexp only fails on a match timeout, which is not set.
+	idx, _ := p.re.FindAllStringIndex(t, -1)
+	return idx
+}
+
 // spans returns the matches of the step's pattern in t and the text between
 // them, in order, flipped when the step is inverted.
 func (p *preStep) spans(t string) []span {
@@ -332,9 +363,7 @@ func (p *preStep) spans(t string) []span {
 			i += k + len(p.lit)
 		}
 	} else {
-		// The regexp only fails on a match timeout, which is not set.
-		idx, _ := p.re.FindAllStringIndex(t, -1)
-		for _, m := range idx {
+		for _, m := range p.matches(t) {
 			if m[1] > m[0] {
 				add(m[0], m[1])
 			}

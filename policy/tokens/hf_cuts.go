@@ -64,7 +64,7 @@ func (c *hfCuts) parts(s string, yield func(string) bool) {
 // setCuts chooses the cut rule of h from its components.
 func (h *hfCounter) setCuts() {
 	for _, st := range h.pre {
-		if st.re != nil && strings.Contains(st.pattern, `\s+(?!\S)`) {
+		if st.re != nil && st.next == nil && strings.Contains(st.pattern, `\s+(?!\S)`) {
 			h.slowSplit = true
 		}
 	}

@@ -234,7 +234,7 @@ func (h *hfCounter) addPreTokenizer(p hfComponent) error {
 			if err != nil {
 				return err
 			}
-			step.re, step.pattern = re, *p.Pattern.Regex
+			step.re, step.pattern, step.next = re, *p.Pattern.Regex, pieceFuncs[*p.Pattern.Regex]
 		case p.Pattern.String != nil && *p.Pattern.String != "":
 			step.lit = *p.Pattern.String
 		default:

@@ -17,8 +17,11 @@ import (
 type tiktokenCounter struct {
 	name  string
 	split *regexp2.Regexp
-	cuts  splitCuts
-	bpe   *rankBPE
+	// next, when set, is split written out as code (pieceFuncs): the end
+	// of the piece starting at an index.
+	next func(s string, i int) int
+	cuts splitCuts
+	bpe  *rankBPE
 	// maxBytes is the most bytes of text one token covers, per class.
 	maxBytes tokenBytes
 }
@@ -55,7 +58,9 @@ func newTiktoken(name string, c *codec.Codec, pattern string) *tiktokenCounter {
 		toks = append(toks, s)
 	}
 	bpe := newRankBPE(toks)
+	next := pieceFuncs[pattern]
 	return &tiktokenCounter{
+		next:     next,
 		name:     name,
 		split:    regexp2.MustCompile(pattern, regexp2.None),
 		cuts:     knownCuts[pattern],
@@ -97,6 +102,17 @@ func (t *tiktokenCounter) countTo(ta *tally, text string) bool {
 // make the split regexp slow, its Estimate bytes (plus Estimate's 1 for the
 // first segment, so that a one-segment text counts as Estimate does).
 func (t *tiktokenCounter) countSegment(ta *tally, seg string, first bool, sc *bpeScratch) bool {
+	if t.next != nil {
+		// Linear in the segment: no whitespace bound needed.
+		for i := 0; i < len(seg); {
+			j := t.next(seg, i)
+			if !countPiece(t.bpe, ta, seg[i:j], true, sc) {
+				return false
+			}
+			i = j
+		}
+		return true
+	}
 	var idx [][]int
 	err := errSlowSplit
 	if whitespaceCost(seg) <= maxWhitespaceCost {

@@ -1,0 +1,315 @@
+package tokens
+
+import (
+	"unicode"
+	"unicode/utf8"
+)
+
+// pieceFuncs are the split patterns written out as code: each returns the
+// end of the piece of s that starts at i (i < len(s)), the pieces covering
+// s without gaps as the patterns' matches do.
+var pieceFuncs = map[string]func(s string, i int) int{
+	cl100kPattern: cl100kPiece,
+	o200kPattern:  o200kPiece,
+}
+
+// cl100kPiece returns the end of the piece of s that starts at i, as
+// cl100kPattern splits s: the first of the pattern's alternatives that
+// matches at i, each taken as the regexp engine takes it (greedy, the
+// alternation atomic). It is the regexp written out as code, in one pass
+// over the piece and without allocating, about ten times faster than
+// running the pattern (FuzzCl100kSplitMatchesRegexp checks that the pieces
+// are the regexp's). Character classes are those of the regexp engine:
+// \p{L} is unicode.IsLetter, \p{N} unicode.IsNumber and \s unicode.IsSpace;
+// an invalid UTF-8 byte is one U+FFFD, a symbol. i < len(s).
+func cl100kPiece(s string, i int) int {
+	c, n := decodeAt(s, i)
+	// (?i:'s|'t|'re|'ve|'m|'ll|'d); the engine folds 's' with 'ſ' too.
+	if c == '\'' {
+		if j := contractionEnd(s, i+1); j > 0 {
+			return j
+		}
+	}
+	// [^\r\n\p{L}\p{N}]?\p{L}+
+	if isLetterRune(c) {
+		return letterRunEnd(s, i+n)
+	}
+	if c != '\r' && c != '\n' && !isNumberRune(c) && i+n < len(s) {
+		if c2, n2 := decodeAt(s, i+n); isLetterRune(c2) {
+			return letterRunEnd(s, i+n+n2)
+		}
+	}
+	// \p{N}{1,3}
+	if isNumberRune(c) {
+		j := i + n
+		for k := 1; k < 3 && j < len(s); k++ {
+			c2, n2 := decodeAt(s, j)
+			if !isNumberRune(c2) {
+				break
+			}
+			j += n2
+		}
+		return j
+	}
+	//  ?[^\s\p{L}\p{N}]+[\r\n]*
+	j := i
+	if c == ' ' {
+		j = i + n
+	}
+	if j < len(s) {
+		if c2, _ := decodeAt(s, j); isSymbolRune(c2) {
+			for j < len(s) {
+				c2, n2 := decodeAt(s, j)
+				if !isSymbolRune(c2) {
+					break
+				}
+				j += n2
+			}
+			for j < len(s) && (s[j] == '\r' || s[j] == '\n') {
+				j++
+			}
+			return j
+		}
+	}
+	return spacePieceEnd(s, i)
+}
+
+// spacePieceEnd returns the end of the piece of whitespace starting at
+// s[i] by the alternatives both patterns end with,
+// \s*[\r\n]+|\s+(?!\S)|\s+: up to the last line break of the run, else
+// all of the run but its last character before a non-space, else the run.
+func spacePieceEnd(s string, i int) int {
+	// The run is s[i:end], its last rune starts at last and its last \r
+	// or \n ends at newline (0: none).
+	end, last, newline := i, i, 0
+	for end < len(s) {
+		c, n := decodeAt(s, end)
+		if !isSpaceRune(c) {
+			break
+		}
+		if c == '\r' || c == '\n' {
+			newline = end + 1
+		}
+		last = end
+		end += n
+	}
+	switch {
+	case newline > 0: // \s*[\r\n]+
+		return newline
+	case end < len(s) && last > i: // \s+(?!\S): all but the last space before a non-space
+		return last
+	default: // \s+(?!\S) at the end of s, or \s+
+		return end
+	}
+}
+
+// contractionEnd returns the end of the contraction suffix (s, t, re, ve,
+// m, ll or d, in either case, or 'ſ') starting at s[i], or 0.
+func contractionEnd(s string, i int) int {
+	if i >= len(s) {
+		return 0
+	}
+	if s[i] == 0xc5 && i+1 < len(s) && s[i+1] == 0xbf { // ſ (U+017F)
+		return i + 2
+	}
+	lower := func(k int) byte {
+		if k < len(s) {
+			return s[k] | 0x20
+		}
+		return 0
+	}
+	switch s[i] | 0x20 {
+	case 's', 't', 'm', 'd':
+		if s[i] >= 'A' { // not a punctuation mark that |0x20 maps onto a letter
+			return i + 1
+		}
+	case 'r', 'v':
+		if s[i] >= 'A' && lower(i+1) == 'e' && s[i+1] >= 'A' {
+			return i + 2
+		}
+	case 'l':
+		if s[i] >= 'A' && lower(i+1) == 'l' && s[i+1] >= 'A' {
+			return i + 2
+		}
+	}
+	return 0
+}
+
+// letterRunEnd returns the end of the run of letters starting at s[j].
+func letterRunEnd(s string, j int) int {
+	for j < len(s) {
+		c, n := decodeAt(s, j)
+		if !isLetterRune(c) {
+			break
+		}
+		j += n
+	}
+	return j
+}
+
+// decodeAt decodes the rune at s[i] (ASCII without a call).
+func decodeAt(s string, i int) (rune, int) {
+	if c := s[i]; c < utf8.RuneSelf {
+		return rune(c), 1
+	}
+	return utf8.DecodeRuneInString(s[i:])
+}
+
+func isLetterRune(c rune) bool {
+	if c < utf8.RuneSelf {
+		return c|0x20 >= 'a' && c|0x20 <= 'z'
+	}
+	return unicode.IsLetter(c)
+}
+
+func isNumberRune(c rune) bool {
+	if c < utf8.RuneSelf {
+		return c >= '0' && c <= '9'
+	}
+	return unicode.IsNumber(c)
+}
+
+func isSpaceRune(c rune) bool {
+	if c < utf8.RuneSelf {
+		return c == ' ' || c >= '\t' && c <= '\r'
+	}
+	return unicode.IsSpace(c)
+}
+
+// isSymbolRune reports whether c is in [^\s\p{L}\p{N}].
+func isSymbolRune(c rune) bool {
+	return !isSpaceRune(c) && !isLetterRune(c) && !isNumberRune(c)
+}
+
+// o200kPiece returns the end of the piece of s that starts at i, as
+// o200kPattern splits s, like cl100kPiece for cl100kPattern. Its first two
+// alternatives, words in lower or mixed case and words in upper case, share
+// Lm, Lo and M between their two letter classes; the backtracking of the
+// first one is taken into account by remembering where the last character
+// of the second class in the run of the first class ends. i < len(s).
+func o200kPiece(s string, i int) int {
+	c, n := decodeAt(s, i)
+	// [^\r\n\p{L}\p{N}]? before the letters, tried with the character and
+	// then without it.
+	starts := [2]int{i, -1}
+	if c != '\r' && c != '\n' && !isLetterRune(c) && !isNumberRune(c) {
+		starts = [2]int{i + n, i}
+	}
+	for _, word := range [2]func(string, int) int{o200kWordEnd, o200kCapsEnd} {
+		for _, s0 := range starts {
+			if s0 < 0 {
+				continue
+			}
+			if j := word(s, s0); j > 0 {
+				if j < len(s) && s[j] == '\'' {
+					if k := contractionEnd(s, j+1); k > 0 {
+						return k
+					}
+				}
+				return j
+			}
+		}
+	}
+	if isNumberRune(c) {
+		j := i + n
+		for k := 1; k < 3 && j < len(s); k++ {
+			c2, n2 := decodeAt(s, j)
+			if !isNumberRune(c2) {
+				break
+			}
+			j += n2
+		}
+		return j
+	}
+	//  ?[^\s\p{L}\p{N}]+[\r\n/]*
+	j := i
+	if c == ' ' {
+		j = i + n
+	}
+	if j < len(s) {
+		if c2, _ := decodeAt(s, j); isSymbolRune(c2) {
+			for j < len(s) {
+				c2, n2 := decodeAt(s, j)
+				if !isSymbolRune(c2) {
+					break
+				}
+				j += n2
+			}
+			for j < len(s) && (s[j] == '\r' || s[j] == '\n' || s[j] == '/') {
+				j++
+			}
+			return j
+		}
+	}
+	return spacePieceEnd(s, i)
+}
+
+// o200kWordEnd matches [\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+
+// at s[j] and returns its end, or -1.
+func o200kWordEnd(s string, j int) int {
+	lastLower := -1 // end of the last character of both classes in the first run
+	for j < len(s) {
+		c, n := decodeAt(s, j)
+		if !isCapsClass(c) {
+			break
+		}
+		if isLowerClass(c) {
+			lastLower = j + n
+		}
+		j += n
+	}
+	if j < len(s) {
+		if c, n := decodeAt(s, j); isLowerClass(c) {
+			j += n
+			for j < len(s) {
+				c, n := decodeAt(s, j)
+				if !isLowerClass(c) {
+					break
+				}
+				j += n
+			}
+			return j
+		}
+	}
+	return lastLower
+}
+
+// o200kCapsEnd matches [\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*
+// at s[j] and returns its end, or -1.
+func o200kCapsEnd(s string, j int) int {
+	start := j
+	for j < len(s) {
+		c, n := decodeAt(s, j)
+		if !isCapsClass(c) {
+			break
+		}
+		j += n
+	}
+	if j == start {
+		return -1
+	}
+	for j < len(s) {
+		c, n := decodeAt(s, j)
+		if !isLowerClass(c) {
+			break
+		}
+		j += n
+	}
+	return j
+}
+
+// isCapsClass reports whether c is in [\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}].
+func isCapsClass(c rune) bool {
+	if c < utf8.RuneSelf {
+		return c >= 'A' && c <= 'Z'
+	}
+	return unicode.In(c, unicode.Lu, unicode.Lt, unicode.Lm, unicode.Lo, unicode.M)
+}
+
+// isLowerClass reports whether c is in [\p{Ll}\p{Lm}\p{Lo}\p{M}].
+func isLowerClass(c rune) bool {
+	if c < utf8.RuneSelf {
+		return c >= 'a' && c <= 'z'
+	}
+	return unicode.In(c, unicode.Ll, unicode.Lm, unicode.Lo, unicode.M)
+}
