@@ -141,7 +141,7 @@ func run(ctx context.Context, o options) error {
 	printHeader(os.Stdout, rep)
 
 	for _, sc := range selected {
-		if sc.Redis {
+		if sc.Second != nil && sc.Second.Redis {
 			if _, err := exec.LookPath("redis-server"); err != nil {
 				sc.Pending = "redis-server is not installed"
 			}

@@ -114,24 +114,31 @@ func runScenario(ctx context.Context, env *runEnv, o options, sc scenario) (*sce
 	procs = append(procs, gw)
 	targets = append(targets, target{name: "gateway", addr: gw.addr, proc: gw, opts: &opts})
 	var redis *server
-	if sc.Redis {
-		if redis, err = startRedis(ctx, env); err != nil {
-			return nil, err
+	if sec := sc.Second; sec != nil {
+		redisURL := ""
+		if sec.Redis {
+			if redis, err = startRedis(ctx, env); err != nil {
+				return nil, err
+			}
+			defer redis.stop()
+			procs = append(procs, redis)
+			redisURL = "redis://" + redis.addr + "/0"
 		}
-		defer redis.stop()
-		ropts := opts
-		ropts.RedisURL = "redis://" + redis.addr + "/0"
-		conf, err := gatewayConfig(env, sc, "gateway-redis", env.ports.gateway2, 0, ropts)
+		opts2, err := sec.Options(env, opts, redisURL)
 		if err != nil {
 			return nil, err
 		}
-		gw2, err := startServer(ctx, "gateway-redis", o.gateway, conf, addrOf(env.ports.gateway2), filepath.Join(env.outDir, "logs", "gateway-redis-"+sc.ID+".log"))
+		conf, err := gatewayConfig(env, sc, sec.Name, env.ports.gateway2, 0, opts2)
+		if err != nil {
+			return nil, err
+		}
+		gw2, err := startServer(ctx, sec.Name, o.gateway, conf, addrOf(env.ports.gateway2), filepath.Join(env.outDir, "logs", sec.Name+"-"+sc.ID+".log"))
 		if err != nil {
 			return nil, err
 		}
 		defer gw2.stop()
-		procs = append(procs, redis, gw2)
-		targets = append(targets, target{name: "gateway-redis", addr: gw2.addr, proc: gw2, opts: &ropts})
+		procs = append(procs, gw2)
+		targets = append(targets, target{name: sec.Name, addr: gw2.addr, proc: gw2, opts: &opts2})
 	}
 	if sc.Peer && o.peer != "" {
 		peer, err := startPortkey(ctx, env, strings.TrimPrefix(o.peer, "portkey="))
@@ -228,8 +235,8 @@ func runScenario(ctx context.Context, env *runEnv, o options, sc scenario) (*sce
 		}
 	}
 	res.GatewayVsCaddy = compare(res.target("gateway"), res.target("caddy"))
-	if sc.Redis {
-		res.Ratios = append(res.Ratios, ratioOf("gateway-redis/gateway", res.target("gateway-redis"), res.target("gateway")))
+	if sec := sc.Second; sec != nil {
+		res.Ratios = append(res.Ratios, ratioOf(sec.Name+"/gateway", res.target(sec.Name), res.target("gateway")))
 	}
 	if p := res.target("portkey"); p != nil {
 		res.Ratios = append(res.Ratios, ratioOf("gateway/portkey", res.target("gateway"), p))

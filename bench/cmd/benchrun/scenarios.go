@@ -42,9 +42,8 @@ type scenario struct {
 	Upstream upstreamSpec
 	// NoDirect leaves out the direct target (the upstream alone).
 	NoDirect bool
-	// Redis adds a second gateway, gateway-redis, with the same options and its rate limits in
-	// a redis-server started on loopback.
-	Redis bool
+	// Second adds a second gateway to the rounds, its options changed from the first's.
+	Second *secondGateway
 	// Peer adds the peer gateway given with -peer (make bench-peers).
 	Peer bool
 	// run, when set, runs a scenario of its own shape instead of the rounds of runScenario.
@@ -84,6 +83,17 @@ type gatewayOptions struct {
 	RequestsPerSecond float64
 }
 
+// secondGateway is a gateway run beside the first in the same rounds, with one thing changed,
+// so that the two compare without the drift between scenarios.
+type secondGateway struct {
+	// Name is the target's name (gateway-redis); the scenario reports Name/gateway.
+	Name string
+	// Redis starts a redis-server on loopback for it (the scenario is pending without one).
+	Redis bool
+	// Options changes the first gateway's options; redisURL is set when Redis is.
+	Options func(env *runEnv, first gatewayOptions, redisURL string) (gatewayOptions, error)
+}
+
 // everything is the gateway of scenarios a, b and c: the key with a tpm limit (reserved and
 // settled on every request), exact cl100k_base counting, validation, the context check and usage
 // extraction.
@@ -112,28 +122,30 @@ func scenarios() []scenario {
 			}},
 		{ID: "f", Name: "1000 keys with rpm limits near saturation, 50 connections", Conns: 50,
 			body: chatBody, keys: manyKeys, gateway: manyKeysGateway},
-		{ID: "g", Name: "1000 keys with rpm+tpm limits, memory store vs Redis store, 50 connections", Conns: 50, NoDirect: true, Redis: true,
-			body: chatBody, keys: manyKeys, gateway: limitedKeysGateway},
+		{ID: "g", Name: "1000 keys with rpm+tpm limits, memory store vs Redis store, 50 connections", Conns: 50, NoDirect: true,
+			body: chatBody, keys: manyKeys, gateway: limitedKeysGateway,
+			Second: &secondGateway{Name: "gateway-redis", Redis: true,
+				Options: func(_ *runEnv, first gatewayOptions, redisURL string) (gatewayOptions, error) {
+					first.RedisURL = redisURL
+					return first, nil
+				}}},
 		{ID: "h", Name: "interactive chat beside a 5,000-line batch on the same model", Upstream: batchUpstream, run: runBatchScenario},
 		{ID: "i", Name: "many slow streams (ttft 1 s, 20 tokens/s)", Upstream: slowStreams, run: runSlowStreams},
 		{ID: "k", Name: "Responses SSE stream (typed events), 20 tokens, 50 connections", Conns: 50, Stream: true, Upstream: sim,
 			Path: "/v1/responses", StreamDone: []byte("event: response.completed\n"), body: responsesStreamBody, gateway: everything,
 		},
-		{ID: "l", Name: "scenario a with accounting: usage ledger, priced model, label budget", Conns: 50, body: chatBody,
-			gateway: func(env *runEnv) (gatewayOptions, error) {
-				opts, err := everything(env)
-				if err != nil {
-					return opts, err
-				}
-				dir, err := filepath.Abs(filepath.Join(env.outDir, "data-l"))
-				if err != nil {
-					return opts, err
-				}
-				_ = os.RemoveAll(dir)
-				opts.StorageDir, opts.Accounting = dir, true
-				opts.Note = "compare with a: the ledger's and the budget's cost"
-				return opts, nil
-			}},
+		{ID: "l", Name: "scenario a with and without accounting (usage ledger, priced model, label budget)", Conns: 50, body: chatBody,
+			NoDirect: true, gateway: everything,
+			Second: &secondGateway{Name: "gateway-ledger",
+				Options: func(env *runEnv, first gatewayOptions, _ string) (gatewayOptions, error) {
+					dir, err := filepath.Abs(filepath.Join(env.outDir, "data-l"))
+					if err != nil {
+						return first, err
+					}
+					_ = os.RemoveAll(dir)
+					first.StorageDir, first.Accounting = dir, true
+					return first, nil
+				}}},
 	}
 }
 

@@ -85,6 +85,14 @@ func evaluateTargets(r *report) []targetRow {
 		}
 		return fmt.Sprintf("x%.2f, %d over the limit", ratio, over), status(ratio >= 0.85 && over == 0 && checked == 2)
 	})
+	add("l", "usage ledger and label budget on: >= 0.98x req/s of the same gateway without them", func(s *scenarioResult) (string, string) {
+		for _, q := range s.Ratios {
+			if q.Name == "gateway-ledger/gateway" {
+				return fmt.Sprintf("x%.3f, cpu/req x%.3f", q.RPSRatio, q.CPURatio), status(q.RPSRatio >= 0.98)
+			}
+		}
+		return "-", "not run"
+	})
 	add("h", "batch beside interactive chat: interactive p99 within +10%, batch >= 80% of spare capacity", func(s *scenarioResult) (string, string) {
 		f := s.Figures
 		inc, share := f["interactive_p99_increase"], f["batch_share_of_spare"]
