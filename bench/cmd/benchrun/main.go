@@ -18,7 +18,7 @@
 // Usage:
 //
 //	benchrun -gateway ./caddy -plain bench/out/caddy-plain -out bench/out [-rounds 3] [-duration 5s]
-//	    [-warmup 1s] [-scenarios a,b,c,d,f] [-port 18180] [-profile] [-peer portkey=<start-server.js>]
+//	    [-warmup 1s] [-scenarios a,b,c,d,f] [-port 18180] [-profile [-profile-target gateway-ledger]] [-peer portkey=<start-server.js>]
 package main
 
 import (
@@ -66,6 +66,7 @@ type options struct {
 	port                int
 	quick               bool
 	profile             bool
+	profileTarget       string
 	peer                string
 }
 
@@ -81,7 +82,8 @@ func main() {
 	flag.StringVar(&o.peer, "peer", "", "also drive a peer gateway in scenarios a, b and c: portkey=<path of @portkey-ai/gateway's build/start-server.js> (make bench-peers)")
 	serve := flag.String("serve-fixed", "", "serve the fixed-reply upstream on this address (used by the benchmark itself)")
 	flag.IntVar(&o.port, "port", 18180, "first of eight loopback ports (upstream, caddy, gateway, gateway admin, second gateway, redis, peer, caddy admin)")
-	flag.BoolVar(&o.profile, "profile", false, "enable the gateway's admin API and save a CPU profile of its first round of each scenario in <out>/gateway-<id>.pprof (that round runs profiled)")
+	flag.BoolVar(&o.profile, "profile", false, "enable the gateway's admin API and save a CPU profile of its first round of each scenario in <out>/<target>-<id>.pprof (that round runs profiled)")
+	flag.StringVar(&o.profileTarget, "profile-target", "gateway", "the target -profile profiles: gateway, or a scenario's second gateway (gateway-redis, gateway-ledger)")
 	flag.Parse()
 	if *serve != "" {
 		if err := serveFixed(*serve); err != nil {
@@ -136,7 +138,7 @@ func run(ctx context.Context, o options) error {
 	rep := &report{
 		Machine: describeMachine(o),
 		Config: runConfig{Quick: o.quick, Rounds: o.rounds, DurationSec: o.duration.Seconds(),
-			WarmupSec: o.warmup.Seconds(), Order: "direct, caddy, gateway in every round"},
+			WarmupSec: o.warmup.Seconds(), Order: "every target in every round, the order turned by one each round"},
 	}
 	printHeader(os.Stdout, rep)
 

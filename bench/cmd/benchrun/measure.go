@@ -102,7 +102,7 @@ func runScenario(ctx context.Context, env *runEnv, o options, sc scenario) (*sce
 	defer plain.stop()
 	procs = append(procs, plain)
 	targets = append(targets, target{name: "caddy", addr: plain.addr, proc: plain})
-	gwConf, err := gatewayConfig(env, sc, "gateway", env.ports.gateway, adminPort(o, env.ports), opts)
+	gwConf, err := gatewayConfig(env, sc, "gateway", env.ports.gateway, adminPort(o, env.ports, "gateway"), opts)
 	if err != nil {
 		return nil, err
 	}
@@ -128,7 +128,7 @@ func runScenario(ctx context.Context, env *runEnv, o options, sc scenario) (*sce
 		if err != nil {
 			return nil, err
 		}
-		conf, err := gatewayConfig(env, sc, sec.Name, env.ports.gateway2, 0, opts2)
+		conf, err := gatewayConfig(env, sc, sec.Name, env.ports.gateway2, adminPort(o, env.ports, sec.Name), opts2)
 		if err != nil {
 			return nil, err
 		}
@@ -177,14 +177,22 @@ func runScenario(ctx context.Context, env *runEnv, o options, sc scenario) (*sce
 	}
 	rounds := make([][]roundResult, len(targets))
 	samples := make([][]string, len(targets))
-	for r := range env.rounds {
-		fmt.Printf(", round %d/%d", r+1, env.rounds)
-		for i, t := range targets {
+	nrounds := env.rounds
+	if sc.MinRounds > nrounds && !env.quick {
+		nrounds = sc.MinRounds
+	}
+	for r := range nrounds {
+		fmt.Printf(", round %d/%d", r+1, nrounds)
+		// The order turns by one target each round: none always runs first or last (a target
+		// run last measured about 3% slower than the same configuration run before it).
+		for k := range targets {
+			i := (k + r) % len(targets)
+			t := targets[i]
 			var profiled chan error
-			if r == 0 && t.name == "gateway" && o.profile {
+			if r == 0 && t.name == o.profileTarget && o.profile {
 				profiled = make(chan error, 1)
 				go func() {
-					profiled <- saveProfile(ctx, adminPort(o, env.ports), env.duration, filepath.Join(env.outDir, "gateway-"+sc.ID+".pprof"))
+					profiled <- saveProfile(ctx, adminPort(o, env.ports, t.name), env.duration, filepath.Join(env.outDir, t.name+"-"+sc.ID+".pprof"))
 				}()
 			}
 			start := time.Now()
@@ -236,7 +244,21 @@ func runScenario(ctx context.Context, env *runEnv, o options, sc scenario) (*sce
 	}
 	res.GatewayVsCaddy = compare(res.target("gateway"), res.target("caddy"))
 	if sec := sc.Second; sec != nil {
-		res.Ratios = append(res.Ratios, ratioOf(sec.Name+"/gateway", res.target(sec.Name), res.target("gateway")))
+		q := ratioOf(sec.Name+"/gateway", res.target(sec.Name), res.target("gateway"))
+		// The two gateways' req/s in the same round, a few seconds apart: the median of these
+		// ratios is steadier than the ratio of the medians when the machine's speed drifts.
+		var paired []float64
+		first, second := slices.IndexFunc(targets, func(t target) bool { return t.name == "gateway" }),
+			slices.IndexFunc(targets, func(t target) bool { return t.name == sec.Name })
+		for r := range rounds[first] {
+			if r < len(rounds[second]) && rounds[first][r].RPS > 0 {
+				paired = append(paired, rounds[second][r].RPS/rounds[first][r].RPS)
+			}
+		}
+		if len(paired) > 0 {
+			q.PairedRPSRatio = median(paired)
+		}
+		res.Ratios = append(res.Ratios, q)
 	}
 	if p := res.target("portkey"); p != nil {
 		res.Ratios = append(res.Ratios, ratioOf("gateway/portkey", res.target("gateway"), p))
@@ -376,9 +398,10 @@ func median(v []float64) float64 {
 	return (s[n/2-1] + s[n/2]) / 2
 }
 
-// adminPort is the gateway's admin port when profiling, else 0 (admin off).
-func adminPort(o options, ports portPlan) int {
-	if !o.profile {
+// adminPort is the admin port of the gateway named name when it is the one profiled, else 0
+// (admin off).
+func adminPort(o options, ports portPlan, name string) int {
+	if !o.profile || name != o.profileTarget {
 		return 0
 	}
 	return ports.admin

@@ -91,6 +91,8 @@ type namedRatio struct {
 	RPSRatio float64 `json:"rps_ratio"`
 	P50Ratio float64 `json:"p50_ratio"`
 	CPURatio float64 `json:"cpu_ratio"`
+	// PairedRPSRatio is the median over rounds of a's req/s over b's in the same round.
+	PairedRPSRatio float64 `json:"paired_rps_ratio,omitempty"`
 }
 
 func (s *scenarioResult) target(name string) *targetResult {
@@ -243,7 +245,11 @@ func printScenario(w io.Writer, s *scenarioResult) {
 		fmt.Fprintln(w)
 	}
 	for _, r := range s.Ratios {
-		fmt.Fprintf(w, "%s: req/s x%.2f, p50 x%.2f, cpu/req x%.2f\n", r.Name, r.RPSRatio, r.P50Ratio, r.CPURatio)
+		fmt.Fprintf(w, "%s: req/s x%.2f, p50 x%.2f, cpu/req x%.2f", r.Name, r.RPSRatio, r.P50Ratio, r.CPURatio)
+		if r.PairedRPSRatio > 0 {
+			fmt.Fprintf(w, "; req/s in the same round: median x%.3f", r.PairedRPSRatio)
+		}
+		fmt.Fprintln(w)
 	}
 	for _, t := range s.Targets {
 		if t.OverLimitChecked {

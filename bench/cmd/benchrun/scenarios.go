@@ -42,6 +42,9 @@ type scenario struct {
 	Upstream upstreamSpec
 	// NoDirect leaves out the direct target (the upstream alone).
 	NoDirect bool
+	// MinRounds, when more than -rounds, is this scenario's number of rounds (not with
+	// BENCH_QUICK): a comparison of two gateways needs more pairs than one against plain Caddy.
+	MinRounds int
 	// Second adds a second gateway to the rounds, its options changed from the first's.
 	Second *secondGateway
 	// Peer adds the peer gateway given with -peer (make bench-peers).
@@ -135,7 +138,7 @@ func scenarios() []scenario {
 			Path: "/v1/responses", StreamDone: []byte("event: response.completed\n"), body: responsesStreamBody, gateway: everything,
 		},
 		{ID: "l", Name: "scenario a with and without accounting (usage ledger, priced model, label budget)", Conns: 50, body: chatBody,
-			NoDirect: true, gateway: everything,
+			NoDirect: true, gateway: everything, MinRounds: 8,
 			Second: &secondGateway{Name: "gateway-ledger",
 				Options: func(env *runEnv, first gatewayOptions, _ string) (gatewayOptions, error) {
 					dir, err := filepath.Abs(filepath.Join(env.outDir, "data-l"))
