@@ -160,16 +160,18 @@ func (g *Gateway) budgetScopes(k *policy.Key, buf []ledger.Scope) []ledger.Scope
 	if len(a.budgets) == 0 && len(admin) == 0 || k == nil {
 		return s
 	}
-	find := func(id string) {
-		if b, ok := admin[id]; ok {
+	// The ids are built in a buffer and looked up as string(id), which does not allocate.
+	var idBuf [128]byte
+	find := func(id []byte) {
+		if b, ok := admin[string(id)]; ok {
 			s = append(s, b)
-		} else if b, ok := a.budgets[id]; ok {
+		} else if b, ok := a.budgets[string(id)]; ok {
 			s = append(s, b)
 		}
 	}
-	find("key:" + k.ID)
+	find(append(append(idBuf[:0], "key:"...), k.ID...))
 	for name, v := range k.Labels {
-		find("label:" + ledger.LabelOf(name, v))
+		find(append(append(append(append(idBuf[:0], "label:"...), name...), '='), v...))
 	}
 	return s
 }

@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -72,12 +73,24 @@ func ParseMicros(s string) (Micros, error) {
 
 // String renders the amount with six decimals ("0.000150").
 func (m Micros) String() string {
-	sign := ""
-	v := int64(m)
-	if v < 0 {
-		sign, v = "-", -v
+	var b [24]byte
+	return string(m.append(b[:0]))
+}
+
+// append appends m as String writes it (on the request path: no fmt).
+func (m Micros) append(b []byte) []byte {
+	v := uint64(m)
+	if m < 0 {
+		b = append(b, '-')
+		v = -v
 	}
-	return fmt.Sprintf("%s%d.%06d", sign, v/1_000_000, v%1_000_000)
+	b = strconv.AppendUint(b, v/1_000_000, 10)
+	frac := v % 1_000_000
+	b = append(b, '.')
+	for d := uint64(100_000); d > 0; d /= 10 {
+		b = append(b, byte('0'+frac/d%10))
+	}
+	return b
 }
 
 // UnmarshalJSON reads a JSON number or string as written, never through a float.
@@ -241,15 +254,44 @@ type Entry struct {
 }
 
 // Day returns t's UTC day as the ledger names it: 2026-12-01.
-func Day(t time.Time) string { return t.UTC().Format(time.DateOnly) }
+func Day(t time.Time) string { return periodNamesOf(t).day }
 
 // Month returns t's UTC month: 2026-12.
-func Month(t time.Time) string { return t.UTC().Format("2006-01") }
+func Month(t time.Time) string { return periodNamesOf(t).month }
+
+// periodNames are the names of one UTC day and of its month, formatted once a day rather than
+// for every request.
+type periodNames struct {
+	unixDay    int64
+	day, month string
+}
+
+var lastPeriodNames atomic.Pointer[periodNames]
+
+func periodNamesOf(t time.Time) *periodNames {
+	u := t.Unix()
+	d := u / 86400
+	if u < 0 && u%86400 != 0 {
+		d-- // floor, for instants before 1970
+	}
+	if p := lastPeriodNames.Load(); p != nil && p.unixDay == d {
+		return p
+	}
+	t = t.UTC()
+	p := &periodNames{unixDay: d, day: t.Format(time.DateOnly), month: t.Format("2006-01")}
+	lastPeriodNames.Store(p)
+	return p
+}
 
 var nameEscaper = strings.NewReplacer("%", "%25", "|", "%7C")
 var nameUnescaper = strings.NewReplacer("%7C", "|", "%25", "%")
 
-func esc(s string) string   { return nameEscaper.Replace(s) }
+func esc(s string) string {
+	if !strings.ContainsAny(s, "%|") {
+		return s
+	}
+	return nameEscaper.Replace(s)
+}
 func unesc(s string) string { return nameUnescaper.Replace(s) }
 
 func usageRow(day, key, model string) string { return "u|" + day + "|" + esc(key) + "|" + esc(model) }

@@ -3,6 +3,7 @@ package ledger
 import (
 	"context"
 	"encoding/json"
+	"math"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -227,5 +228,29 @@ func TestWriterRecordWait(t *testing.T) {
 			t.Fatalf("the pending entry was not written: %+v", rows)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestMicrosString(t *testing.T) {
+	for m, want := range map[Micros]string{0: "0.000000", 1: "0.000001", 1_500: "0.001500", 12_345_678: "12.345678",
+		-1: "-0.000001", -2_000_000: "-2.000000", math.MaxInt64: "9223372036854.775807", math.MinInt64: "-9223372036854.775808"} {
+		if got := m.String(); got != want {
+			t.Errorf("Micros(%d).String() = %q, want %q", int64(m), got, want)
+		}
+	}
+}
+
+func TestPeriodNamesAcrossDays(t *testing.T) {
+	for _, ts := range []string{"2026-12-01T23:59:59Z", "2026-12-02T00:00:00Z", "2026-11-30T12:00:00+09:00", "1969-12-31T23:00:00Z", "2027-01-01T00:00:00Z"} {
+		at, err := time.Parse(time.RFC3339, ts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := Day(at), at.UTC().Format(time.DateOnly); got != want {
+			t.Errorf("Day(%s) = %s, want %s", ts, got, want)
+		}
+		if got, want := Month(at), at.UTC().Format("2006-01"); got != want {
+			t.Errorf("Month(%s) = %s, want %s", ts, got, want)
+		}
 	}
 }
