@@ -473,10 +473,6 @@ func (g *Gateway) countPrompt(ex *exchange) *wire.Error {
 		return nil
 	}
 	chat, d := ex.route.chat, ex.spec.Dialect
-	lower, err := chat.LowerBound(d, body)
-	if err != nil {
-		return unreadablePrompt(ex, err)
-	}
 	// the most prompt the window can take: with fit_max_tokens the output may still shrink
 	windowRoom := math.MaxInt
 	if window > 0 {
@@ -485,7 +481,18 @@ func (g *Gateway) countPrompt(ex *exchange) *wire.Error {
 			out = min(out, g.FitMaxTokens)
 		}
 		windowRoom = window - out
-		if lower > windowRoom && len(body) > exactRefusalBytes {
+	}
+	// A prompt up to exactRefusalBytes is counted in full whatever it is: its lower bound would
+	// only refuse it early on the window, which the count does as well for a few microseconds.
+	// Its limits are still looked at first, with no prompt, so that a key over its requests or
+	// tokens is refused before anything is counted.
+	lower := 0
+	if len(body) > exactRefusalBytes {
+		var err error
+		if lower, err = chat.LowerBound(d, body); err != nil {
+			return unreadablePrompt(ex, err)
+		}
+		if window > 0 && lower > windowRoom {
 			ex.route.counted.lowerBound.Inc()
 			return policy.ContextLengthExceeded(ex.endpoint, window, lower, ex.info.MaxTokens, g.ContextStatus, true)
 		}
@@ -503,6 +510,12 @@ func (g *Gateway) countPrompt(ex *exchange) *wire.Error {
 	if len(body) <= exactRefusalBytes {
 		limit = math.MaxInt
 	}
+	return g.countExact(ex, chat, d, body, window, windowRoom, limit)
+}
+
+// countExact counts the prompt, stopping past limit (the most the window, windowRoom, or the
+// tokens left can take), and refuses what does not fit.
+func (g *Gateway) countExact(ex *exchange, chat *tokens.ChatCounter, d wire.Dialect, body []byte, window, windowRoom, limit int) *wire.Error {
 	n, exceeded, err := chat.CountLimit(ex.r.Context(), d, body, limit)
 	switch {
 	case err != nil && !errors.Is(err, tokens.ErrMalformed):
