@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -101,7 +102,16 @@ type modelRoute struct {
 	bridge        *bridgeRoute   // Responses requests go to chat completions; nil: served natively
 	predict       *predict.Model // a predict model's compiled schema and protocol; nil for chat models
 	countPredict  bool           // the predict model has a tokenizer: its usage counts tokens
+	// streamUsage is how many of the model's streams in a row ended with the upstream's own
+	// usage (see learnedStreamUsage); a stream that ends without it resets it. Shared by the
+	// route's copies (fine-tuned models served on it).
+	streamUsage *atomic.Int32
 }
+
+// learnedStreamUsage is the number of streams in a row that must end with the upstream's usage
+// before the model's next streams stop collecting their text to count it should the usage not
+// come: per chunk, that collection is most of the tap's work.
+const learnedStreamUsage = 8
 
 // promptCounts are a model's prompt_counts_total counters, resolved once.
 type promptCounts struct{ bound, lowerBound, partial, exact prometheus.Counter }

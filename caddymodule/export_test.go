@@ -11,3 +11,6 @@ func AdvanceBatchClock(t testing.TB, d time.Duration) {
 	batchClockSkew.Add(int64(d))
 	t.Cleanup(func() { batchClockSkew.Add(-int64(d)) })
 }
+
+// LearnedStreamUsage is learnedStreamUsage for the external tests.
+const LearnedStreamUsage = learnedStreamUsage

@@ -183,11 +183,12 @@ func (g *Gateway) provisionModels(repl *caddy.Replacer) error {
 		}
 		pc := g.metrics.promptCounts
 		route := &modelRoute{
-			model:    m,
-			scopeID:  "model:" + mc.Name,
-			counter:  counter,
-			chat:     &tokens.ChatCounter{Counter: counter, Memo: g.memo, Inflight: g.inflight, Validated: true}, // policy.Validate checked the body
-			rewriter: rewriter,
+			streamUsage: new(atomic.Int32),
+			model:       m,
+			scopeID:     "model:" + mc.Name,
+			counter:     counter,
+			chat:        &tokens.ChatCounter{Counter: counter, Memo: g.memo, Inflight: g.inflight, Validated: true}, // policy.Validate checked the body
+			rewriter:    rewriter,
 			counted: promptCounts{pc.WithLabelValues(mc.Name, "bound"), pc.WithLabelValues(mc.Name, "lower_bound"),
 				pc.WithLabelValues(mc.Name, "partial"), pc.WithLabelValues(mc.Name, "exact")},
 		}

@@ -59,7 +59,7 @@ type responseTap struct {
 	itl             prometheus.Observer
 	finalBody       []byte // the JSON body sent, for the cache
 	overflowed      bool   // a JSON body too large to hold was passed through unread
-	eventsAfterStop int    // writes after text collection stopped
+	eventsAtStop    int    // the stream's events when text collection stopped
 
 	chatTap    *wire.StreamTap // a bridged stream: frames the upstream's chat chunks
 	bridgedOut []byte          // the Responses events the bridge made of them
@@ -160,7 +160,12 @@ func (t *responseTap) startStream() {
 			}})
 		opts.Model = ex.route.model.Name
 	}
-	t.countText = true
+	// Text is collected to count it should the upstream report no usage, unless the model's
+	// last streams all had it.
+	t.countText = ex.route == nil || ex.route.streamUsage == nil || ex.route.streamUsage.Load() < learnedStreamUsage
+	if !t.countText {
+		opts.OnText = nil
+	}
 	if ex.route != nil {
 		t.itl = t.g.metrics.itl.WithLabelValues(ex.route.model.Name) // once, not per chunk
 	}
@@ -225,8 +230,7 @@ func (t *responseTap) Write(p []byte) (int, error) {
 		if t.countText && t.stream.UsageAnnounced() {
 			t.stream.StopText() // the upstream reports usage: no need to parse text for it
 			t.countText = false
-		} else if !t.countText && len(t.out) > 0 {
-			t.eventsAfterStop++ // an estimate of one token per write, should the usage never come
+			t.eventsAtStop = t.stream.Events()
 		}
 		if t.itl != nil && !t.lastToken.IsZero() && len(t.out) > 0 {
 			now := t.g.now()
@@ -459,10 +463,25 @@ func (t *responseTap) finishStream(proxyErr error) (wire.Usage, error) {
 		ex.reject = "stream_incomplete"
 	}
 	u, ok := t.stream.Usage()
-	if !ok || u.CompletionTokens == 0 && u.TotalTokens == 0 {
+	reported := ok && (u.CompletionTokens > 0 || u.TotalTokens > 0)
+	if !reported {
 		u = t.estimate(t.completion.String())
-		u.CompletionTokens += int64(t.eventsAfterStop)
-		u.TotalTokens += int64(t.eventsAfterStop)
+		if !t.countText {
+			// text was not collected: an estimate of one token per event since it stopped
+			n := int64(t.stream.Events() - t.eventsAtStop)
+			u.CompletionTokens += n
+			u.TotalTokens += n
+		}
+	}
+	if r := ex.route; r != nil && r.streamUsage != nil {
+		switch {
+		case reported:
+			if r.streamUsage.Load() < learnedStreamUsage {
+				r.streamUsage.Add(1)
+			}
+		case t.stream.Done():
+			r.streamUsage.Store(0) // a whole stream without usage: collect text again
+		}
 	}
 	setUsageHeaders(t.Header(), u)
 	return u, nil

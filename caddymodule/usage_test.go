@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/caddyai/gateway/caddymodule"
 	"github.com/caddyai/gateway/internal/wiretest"
 	"github.com/caddyai/gateway/policy"
 	"github.com/caddyai/gateway/simulator"
@@ -380,4 +381,37 @@ func TestStreamingIsNotBuffered(t *testing.T) {
 	// A client that goes away cancels the upstream request.
 	cancel()
 	waitFor(t, "the upstream to see the cancellation", 5*time.Second, func() bool { return s.upstream.sim.Stats().Cancelled == 1 })
+}
+
+// TestStreamUsageLearned: once a model's last learnedStreamUsage streams all ended with the
+// upstream's usage, its next streams do not collect their text; should one then end without
+// usage, it is estimated from its events (one token each, never fewer than the text holds) and
+// the model's streams collect text again, so the one after it is counted from its text.
+func TestStreamUsageLearned(t *testing.T) {
+	s := startUsage(t, simulator.Config{})
+	completion := func(resp *http.Response) int {
+		n, err := strconv.Atoi(resp.Trailer.Get("X-Usage-Completion-Tokens"))
+		if err != nil {
+			t.Fatalf("trailers %v", resp.Trailer)
+		}
+		return n
+	}
+	for i := range caddymodule.LearnedStreamUsage {
+		resp, _ := s.do(t, "/v1/chat/completions", "", streamBody(false))
+		if resp.Trailer.Get("X-Usage-Estimated") == "true" || completion(resp) != 10 {
+			t.Fatalf("stream %d: trailers %v", i, resp.Trailer)
+		}
+	}
+	resp, body := s.do(t, "/v1/chat/completions", "kind=no_usage", streamBody(false))
+	events := bytes.Count(body, []byte("data: "))
+	// one token per event (the role chunk, 10 content chunks, the finish chunk, [DONE]): more
+	// than the text would count, which shows it was not collected
+	if got := completion(resp); resp.Trailer.Get("X-Usage-Estimated") != "true" || got <= 10 || got > events {
+		t.Errorf("after %d streams with usage, one without: estimated %q, %d completion tokens (10 generated, %d events)",
+			caddymodule.LearnedStreamUsage, resp.Trailer.Get("X-Usage-Estimated"), got, events)
+	}
+	resp, _ = s.do(t, "/v1/chat/completions", "kind=no_usage", streamBody(false))
+	if resp.Trailer.Get("X-Usage-Estimated") != "true" || completion(resp) != 10 {
+		t.Errorf("the stream after: trailers %v, want its text counted (10)", resp.Trailer)
+	}
 }

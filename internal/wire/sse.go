@@ -100,6 +100,7 @@ type StreamTap struct {
 	closed     bool // the client has had its terminal frames (an error frame)
 	firstToken bool
 	usageKey   bool // an event carried a "usage" key (null or not)
+	events     int  // events with data handled
 	upErr      *Error
 	typed      typedState // StreamTyped only
 }
@@ -108,6 +109,9 @@ type StreamTap struct {
 // on every chunk when include_usage is honoured, Anthropic's message_start usage): the upstream
 // is going to report usage, so the caller may stop collecting text to count it itself.
 func (t *StreamTap) UsageAnnounced() bool { return t.usageKey }
+
+// Events returns the number of events with data the tap has handled.
+func (t *StreamTap) Events() int { return t.events }
 
 // StopText stops OnText calls (and the text extraction they need) for the rest of the stream.
 func (t *StreamTap) StopText() { t.opts.OnText = nil }
@@ -396,6 +400,7 @@ func (t *StreamTap) event(dst, ev []byte, raw bool) []byte {
 	if f.data == nil {
 		return append(dst, ev...)
 	}
+	t.events++
 	if t.opts.OnEvent != nil {
 		t.opts.OnEvent(Event{Name: f.name, Data: f.data})
 	}
