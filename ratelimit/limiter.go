@@ -239,6 +239,16 @@ func (l *Limiter) Reserve(ctx context.Context, scopes []Scope, cost Cost) (*Rese
 	return r, d, nil
 }
 
+// Remote reports whether the limiter's store is across the network (Redis): every Check,
+// Reserve and Settle is a round trip. A nil Limiter is not.
+func (l *Limiter) Remote() bool {
+	if l == nil {
+		return false
+	}
+	_, ok := l.primary.(*RedisStore)
+	return ok
+}
+
 // Check reports whether a request of cost would be admitted on every scope now, without
 // taking anything: a cheap look before expensive work (counting a prompt exactly) that a
 // refusal would waste. The later Reserve decides; Check only refuses early. Store errors follow

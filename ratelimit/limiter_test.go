@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // flakyStore wraps a store and fails while down is set.
@@ -290,5 +292,20 @@ func TestLimiterCheck(t *testing.T) {
 	failing := NewLimiter(down, Options{OnStoreError: OnStoreErrorDeny})
 	if _, err := failing.Check(ctx, scopes, Cost{Requests: 1}); err == nil {
 		t.Error("deny: a store error is not reported")
+	}
+}
+
+func TestLimiterRemote(t *testing.T) {
+	var nilLimiter *Limiter
+	if nilLimiter.Remote() {
+		t.Error("a nil limiter is remote")
+	}
+	if l := NewLimiter(NewMemoryStore(MemoryOptions{}), Options{}); l.Remote() {
+		t.Error("the memory store is remote")
+	}
+	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}) // never dialled
+	defer client.Close()
+	if l := NewLimiter(NewRedisStore(client, RedisOptions{}), Options{}); !l.Remote() {
+		t.Error("the Redis store is not remote")
 	}
 }
