@@ -251,7 +251,7 @@ func TestEvaluateTargets(t *testing.T) {
 			Targets: []targetResult{{Target: "gateway", OverLimitChecked: true}, {Target: "gateway-redis", OverLimitChecked: true, OverLimit: 1}}},
 		{ID: "h", Figures: map[string]float64{"interactive_p99_increase": 0.05, "batch_share_of_spare": 0.9}},
 		{ID: "c", Targets: []targetResult{{Target: "portkey", Errors: 3}}},
-		{ID: "l", Ratios: []namedRatio{{Name: "gateway-ledger/gateway", RPSRatio: 0.97, PairedRPSRatio: 0.985}}},
+		{ID: "l", Ratios: []namedRatio{{Name: "gateway-ledger/gateway", RPSRatio: 0.97, PairedRPSRatio: 0.96, SideBySideRPSRatio: 0.985}}},
 	}}
 	want := map[string]string{"a": "met", "b": "not met", "c": "not met", "d": "not run", "g": "not met", "h": "met", "i": "not run", "j": "reported", "l": "met"}
 	rows := evaluateTargets(rep)

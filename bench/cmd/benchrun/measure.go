@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -12,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/caddyai/gateway/bench/loadgen"
@@ -222,6 +224,34 @@ func runScenario(ctx context.Context, env *runEnv, o options, sc scenario) (*sce
 			}
 		}
 	}
+	// Side by side: the two gateways loaded at once, half the connections each, so that both
+	// meet the same machine at the same moment.
+	var side []float64
+	if sec := sc.Second; sec != nil && sec.SideBySide {
+		first, second := slices.IndexFunc(targets, func(t target) bool { return t.name == "gateway" }),
+			slices.IndexFunc(targets, func(t target) bool { return t.name == sec.Name })
+		for r := range nrounds {
+			fmt.Printf(", side by side %d/%d", r+1, nrounds)
+			half := func(t target) loadgen.Config {
+				c := config(t, env.duration)
+				c.Conns = max(1, sc.Conns/2)
+				return c
+			}
+			var ra, rb roundResult
+			var errA, errB error
+			var wg sync.WaitGroup
+			wg.Add(2)
+			go func() { defer wg.Done(); ra, _, errA = measure(ctx, half(targets[first]), targets[first], up) }()
+			go func() { defer wg.Done(); rb, _, errB = measure(ctx, half(targets[second]), targets[second], up) }()
+			wg.Wait()
+			if err := errors.Join(errA, errB); err != nil {
+				return nil, err
+			}
+			if ra.RPS > 0 {
+				side = append(side, rb.RPS/ra.RPS)
+			}
+		}
+	}
 	fmt.Println()
 	res := &scenarioResult{ID: sc.ID, Name: sc.Name, Upstream: sc.Upstream.String(), Conns: sc.Conns, Stream: sc.Stream, Note: opts.Note}
 	for i, t := range targets {
@@ -257,6 +287,9 @@ func runScenario(ctx context.Context, env *runEnv, o options, sc scenario) (*sce
 		}
 		if len(paired) > 0 {
 			q.PairedRPSRatio = median(paired)
+		}
+		if len(side) > 0 {
+			q.SideBySideRPSRatio = median(side)
 		}
 		res.Ratios = append(res.Ratios, q)
 	}

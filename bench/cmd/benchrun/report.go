@@ -93,6 +93,9 @@ type namedRatio struct {
 	CPURatio float64 `json:"cpu_ratio"`
 	// PairedRPSRatio is the median over rounds of a's req/s over b's in the same round.
 	PairedRPSRatio float64 `json:"paired_rps_ratio,omitempty"`
+	// SideBySideRPSRatio is the median over side-by-side runs (both loaded at once, half the
+	// connections each) of a's req/s over b's.
+	SideBySideRPSRatio float64 `json:"side_by_side_rps_ratio,omitempty"`
 }
 
 func (s *scenarioResult) target(name string) *targetResult {
@@ -248,6 +251,9 @@ func printScenario(w io.Writer, s *scenarioResult) {
 		fmt.Fprintf(w, "%s: req/s x%.2f, p50 x%.2f, cpu/req x%.2f", r.Name, r.RPSRatio, r.P50Ratio, r.CPURatio)
 		if r.PairedRPSRatio > 0 {
 			fmt.Fprintf(w, "; req/s in the same round: median x%.3f", r.PairedRPSRatio)
+		}
+		if r.SideBySideRPSRatio > 0 {
+			fmt.Fprintf(w, "; side by side: median x%.3f", r.SideBySideRPSRatio)
 		}
 		fmt.Fprintln(w)
 	}

@@ -93,6 +93,9 @@ type secondGateway struct {
 	Name string
 	// Redis starts a redis-server on loopback for it (the scenario is pending without one).
 	Redis bool
+	// SideBySide adds, after the rounds, as many runs with both gateways loaded at once (half
+	// the connections each), reported as the median of their req/s ratios.
+	SideBySide bool
 	// Options changes the first gateway's options; redisURL is set when Redis is.
 	Options func(env *runEnv, first gatewayOptions, redisURL string) (gatewayOptions, error)
 }
@@ -138,8 +141,23 @@ func scenarios() []scenario {
 			Path: "/v1/responses", StreamDone: []byte("event: response.completed\n"), body: responsesStreamBody, gateway: everything,
 		},
 		{ID: "l", Name: "scenario a with and without accounting (usage ledger, priced model, label budget)", Conns: 50, body: chatBody,
-			NoDirect: true, gateway: everything, MinRounds: 8,
-			Second: &secondGateway{Name: "gateway-ledger",
+			NoDirect: true, MinRounds: 8,
+			gateway: func(env *runEnv) (gatewayOptions, error) {
+				// the same store as the ledger gateway (its batch runner and file store run in
+				// both), so that the two differ by the accounting alone
+				opts, err := everything(env)
+				if err != nil {
+					return opts, err
+				}
+				dir, err := filepath.Abs(filepath.Join(env.outDir, "data-l-off"))
+				if err != nil {
+					return opts, err
+				}
+				_ = os.RemoveAll(dir)
+				opts.StorageDir = dir
+				return opts, nil
+			},
+			Second: &secondGateway{Name: "gateway-ledger", SideBySide: true,
 				Options: func(env *runEnv, first gatewayOptions, _ string) (gatewayOptions, error) {
 					dir, err := filepath.Abs(filepath.Join(env.outDir, "data-l"))
 					if err != nil {
