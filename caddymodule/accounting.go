@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
@@ -215,7 +214,7 @@ func (g *Gateway) admitBudgets(ctx context.Context, ex *exchange) *wire.Error {
 // request path: Record only merges it into the pending totals). It runs in the one exit, once.
 // Counted are the requests that went upstream and the cache hits; refusals and the gateway's own
 // answers are not. A cache hit is recorded with the tokens its client was told and no cost.
-func (g *Gateway) account(ex *exchange, repl *caddy.Replacer) {
+func (g *Gateway) account(ex *exchange) {
 	a := g.acct
 	if a == nil {
 		return
@@ -261,7 +260,7 @@ func (g *Gateway) account(ex *exchange, repl *caddy.Replacer) {
 		a.ledger.Record(e)
 	}
 	cost := u.CostMicros.String()
-	repl.Set(phCost, cost)
+	ex.cost = cost // {http.ai_gateway.cost}, answered by ex.placeholder
 	if u.CostMicros > 0 {
 		g.metrics.cost.WithLabelValues(ex.route.model.Name, a.currency).Add(float64(u.CostMicros) / 1e6)
 	}

@@ -72,6 +72,7 @@ type exchange struct {
 	cacheKey   [32]byte
 	cacheTTL   time.Duration
 	cacheState string // HIT, MISS, BYPASS; empty when no cache applies
+	cost       string // the request's cost in the accounting currency; empty without accounting
 	cacheEntry *cache.Entry
 
 	trace               requestTrace       // OpenTelemetry, with Caddy's tracing on (tracing.go)

@@ -62,6 +62,11 @@ func (ex *exchange) placeholder(key string) (any, bool) {
 		return float64(ex.firstToken.Sub(ex.start)) / float64(time.Millisecond), true
 	case phCache:
 		return ex.cacheState, true
+	case phCost:
+		if ex.cost == "" {
+			return nil, false
+		}
+		return ex.cost, true
 	}
 	return nil, false
 }

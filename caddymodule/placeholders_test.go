@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/caddyai/gateway/policy"
 	"github.com/caddyai/gateway/simulator"
@@ -79,5 +80,74 @@ func TestPlaceholderForms(t *testing.T) {
 		if e["ai_tenant"] != "placeholder-team" {
 			t.Errorf("log_append ai_tenant: %v", e["ai_tenant"])
 		}
+	}
+}
+
+// TestCostPlaceholder: {http.ai_gateway.cost} is the request's cost, as the access log's
+// ai_cost field has it: the prompt and completion tokens at the model's prices.
+func TestCostPlaceholder(t *testing.T) {
+	up := newUpstream(t, simulator.Config{})
+	port := freePort(t)
+	accessPath := filepath.Join(t.TempDir(), "access.log")
+	startCaddy(t, globalOptions+fmt.Sprintf(`
+:%d {
+	log {
+		output file %s
+	}
+	log_append ai_cost_placeholder {http.ai_gateway.cost}
+	ai_gateway {
+		key %s {
+			id cost-team
+		}
+		model demo-llama {
+			alias llama
+			upstream %s
+			price {
+				input 2
+				output 10
+			}
+		}
+		storage {
+			dir %s
+		}
+		accounting {
+			currency USD
+		}
+	}
+	reverse_proxy {
+		dynamic ai_gateway
+	}
+}
+`, port, accessPath, policy.FormatHash(policy.HashSecret(secretAll)), up.addr(), t.TempDir()))
+	s := &usageSetup{port: port, upstream: up}
+	resp, b := s.do(t, "/v1/chat/completions", "", chatBody)
+	if resp.StatusCode != 200 {
+		t.Fatalf("%d %s", resp.StatusCode, b)
+	}
+	var answer struct {
+		Usage struct {
+			PromptTokens     int64 `json:"prompt_tokens"`
+			CompletionTokens int64 `json:"completion_tokens"`
+		} `json:"usage"`
+	}
+	if err := json.Unmarshal(b, &answer); err != nil {
+		t.Fatal(err)
+	}
+	var data []byte
+	for range 50 { // the access log entry is written after the response
+		if data, _ = os.ReadFile(accessPath); bytes.Contains(data, []byte("ai_cost_placeholder")) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	var e map[string]any
+	if err := json.Unmarshal(bytes.TrimSpace(data), &e); err != nil {
+		t.Fatalf("%v: %s", err, data)
+	}
+	// cost in micro-units: tokens x price per million tokens
+	micros := answer.Usage.PromptTokens*2 + answer.Usage.CompletionTokens*10
+	want := fmt.Sprintf("%d.%06d", micros/1_000_000, micros%1_000_000)
+	if e["ai_cost_placeholder"] != want || e["ai_cost"] != want {
+		t.Errorf("cost placeholder %v, log field %v, want %s (usage %+v)", e["ai_cost_placeholder"], e["ai_cost"], want, answer.Usage)
 	}
 }

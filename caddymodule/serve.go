@@ -112,7 +112,7 @@ func (g *Gateway) finish(ex *exchange, repl *caddy.Replacer) {
 	ex.body.release()
 	ex.releaseAll()
 	g.settle(ex, ex.charge())
-	g.account(ex, repl)
+	g.account(ex)
 	g.record(ex, repl)
 	if v != nil {
 		panic(v)
