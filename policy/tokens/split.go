@@ -39,39 +39,51 @@ func cl100kPiece(s string, i int) int {
 			return letterRunEnd(s, i+n+n2)
 		}
 	}
-	// \p{N}{1,3}
 	if isNumberRune(c) {
-		j := i + n
-		for k := 1; k < 3 && j < len(s); k++ {
-			c2, n2 := decodeAt(s, j)
-			if !isNumberRune(c2) {
-				break
-			}
-			j += n2
-		}
+		return digitGroupEnd(s, i+n)
+	}
+	if j := symbolPieceEnd(s, i, c, n, false); j > 0 { //  ?[^\s\p{L}\p{N}]+[\r\n]*
 		return j
 	}
-	//  ?[^\s\p{L}\p{N}]+[\r\n]*
+	return spacePieceEnd(s, i)
+}
+
+// digitGroupEnd returns the end of \p{N}{1,3} whose first number ends at j.
+func digitGroupEnd(s string, j int) int {
+	for k := 1; k < 3 && j < len(s); k++ {
+		c, n := decodeAt(s, j)
+		if !isNumberRune(c) {
+			break
+		}
+		j += n
+	}
+	return j
+}
+
+// symbolPieceEnd matches ` ?[^\s\p{L}\p{N}]+[\r\n]*` at s[i], whose rune is c of n bytes
+// (with slash, `[\r\n/]*` at the end, as o200k has it), and returns its end, or -1.
+func symbolPieceEnd(s string, i int, c rune, n int, slash bool) int {
 	j := i
 	if c == ' ' {
 		j = i + n
 	}
-	if j < len(s) {
-		if c2, _ := decodeAt(s, j); isSymbolRune(c2) {
-			for j < len(s) {
-				c2, n2 := decodeAt(s, j)
-				if !isSymbolRune(c2) {
-					break
-				}
-				j += n2
-			}
-			for j < len(s) && (s[j] == '\r' || s[j] == '\n') {
-				j++
-			}
-			return j
-		}
+	if j >= len(s) {
+		return -1
 	}
-	return spacePieceEnd(s, i)
+	if c2, _ := decodeAt(s, j); !isSymbolRune(c2) {
+		return -1
+	}
+	for j < len(s) {
+		c2, n2 := decodeAt(s, j)
+		if !isSymbolRune(c2) {
+			break
+		}
+		j += n2
+	}
+	for j < len(s) && (s[j] == '\r' || s[j] == '\n' || slash && s[j] == '/') {
+		j++
+	}
+	return j
 }
 
 // spacePieceEnd returns the end of the piece of whitespace starting at
@@ -211,35 +223,10 @@ func o200kPiece(s string, i int) int {
 		}
 	}
 	if isNumberRune(c) {
-		j := i + n
-		for k := 1; k < 3 && j < len(s); k++ {
-			c2, n2 := decodeAt(s, j)
-			if !isNumberRune(c2) {
-				break
-			}
-			j += n2
-		}
+		return digitGroupEnd(s, i+n)
+	}
+	if j := symbolPieceEnd(s, i, c, n, true); j > 0 { //  ?[^\s\p{L}\p{N}]+[\r\n/]*
 		return j
-	}
-	//  ?[^\s\p{L}\p{N}]+[\r\n/]*
-	j := i
-	if c == ' ' {
-		j = i + n
-	}
-	if j < len(s) {
-		if c2, _ := decodeAt(s, j); isSymbolRune(c2) {
-			for j < len(s) {
-				c2, n2 := decodeAt(s, j)
-				if !isSymbolRune(c2) {
-					break
-				}
-				j += n2
-			}
-			for j < len(s) && (s[j] == '\r' || s[j] == '\n' || s[j] == '/') {
-				j++
-			}
-			return j
-		}
 	}
 	return spacePieceEnd(s, i)
 }

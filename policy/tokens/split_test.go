@@ -1,6 +1,7 @@
 package tokens
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -82,7 +83,7 @@ func TestSplitMatchesRegexp(t *testing.T) {
 		re, next := referenceRegexp(p.pattern), pieceFuncs[p.pattern]
 		for i, s := range texts {
 			want, got := regexpPieces(t, re, s), codePieces(t, next, s)
-			if !equalPieces(want, got) {
+			if !slices.Equal(want, got) {
 				t.Errorf("%s: text %d %q: pieces differ\n code:   %q\n regexp: %q", p.name, i, trunc(s), firstPieces(got), firstPieces(want))
 			}
 		}
@@ -103,7 +104,7 @@ func TestSplitFoldsLongS(t *testing.T) {
 		{cl100kPattern, []string{"'ſ", "x", " it", "'ſ", "x"}},
 		{o200kPattern, []string{"'ſx", " it'ſ", "x"}},
 	} {
-		if got := codePieces(t, pieceFuncs[tc.pattern], s); !equalPieces(got, tc.want) {
+		if got := codePieces(t, pieceFuncs[tc.pattern], s); !slices.Equal(got, tc.want) {
 			t.Errorf("%.20s: pieces %q, want %q", tc.pattern, got, tc.want)
 		}
 	}
@@ -125,23 +126,11 @@ func FuzzSplitMatchesRegexp(f *testing.F) {
 		}
 		for i, p := range splitPatterns {
 			want, got := regexpPieces(t, res[i], s), codePieces(t, pieceFuncs[p.pattern], s)
-			if !equalPieces(want, got) {
+			if !slices.Equal(want, got) {
 				t.Fatalf("%s: %q: pieces differ\n code:   %q\n regexp: %q", p.name, s, got, want)
 			}
 		}
 	})
-}
-
-func equalPieces(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // firstPieces is the start of a piece list (its first 40 pieces), where

@@ -2,6 +2,7 @@ package tokens
 
 import (
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
@@ -103,7 +104,7 @@ func referenceCount(t testing.TB, ref *codec.Codec, c *tiktokenCounter, text str
 	}
 	re := referenceRegexp(c.split.String())
 	pieces := regexpPieces(t, re, text)
-	if equalPieces(pieces, regexpPieces(t, c.split, text)) {
+	if slices.Equal(pieces, regexpPieces(t, c.split, text)) {
 		return count(text)
 	}
 	n := 0
