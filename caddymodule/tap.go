@@ -44,22 +44,22 @@ var usageTrailers = []string{"X-Usage-Prompt-Tokens, X-Usage-Completion-Tokens, 
 // streams without holding back a stream, and makes sure a stream never ends silently.
 type responseTap struct {
 	*caddyhttp.ResponseWriterWrapper
-	wrapper         caddyhttp.ResponseWriterWrapper
-	g               *Gateway
-	ex              *exchange
-	mode            tapMode
-	wroteHeader     bool // the client has its header
-	buf             []byte
-	out             []byte
-	stream          *wire.StreamTap
-	completion      strings.Builder // generated text, kept only when the upstream may not report usage
-	countText       bool
-	lastToken       time.Time
-	asm             *cache.Assembler // rebuilds a streamed answer for the cache
-	itl             prometheus.Observer
-	finalBody       []byte // the JSON body sent, for the cache
-	overflowed      bool   // a JSON body too large to hold was passed through unread
-	eventsAtStop    int    // the stream's events when text collection stopped
+	wrapper      caddyhttp.ResponseWriterWrapper
+	g            *Gateway
+	ex           *exchange
+	mode         tapMode
+	wroteHeader  bool // the client has its header
+	buf          []byte
+	out          []byte
+	stream       *wire.StreamTap
+	completion   strings.Builder // generated text, kept only when the upstream may not report usage
+	countText    bool
+	lastToken    time.Time
+	asm          *cache.Assembler // rebuilds a streamed answer for the cache
+	itl          prometheus.Observer
+	finalBody    []byte // the JSON body sent, for the cache
+	overflowed   bool   // a JSON body too large to hold was passed through unread
+	eventsAtStop int    // the stream's events when text collection stopped
 
 	chatTap    *wire.StreamTap // a bridged stream: frames the upstream's chat chunks
 	bridgedOut []byte          // the Responses events the bridge made of them
