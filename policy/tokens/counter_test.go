@@ -43,6 +43,8 @@ var tiktokenCases = []struct {
 	{"HELLOworld DON'T it'S ĞÜNAYDINʰx", 17, 15},
 	{"a\u0301\u0302 !\u0301x ǅungla Xǅ", 15, 14},
 	{"1/2/ab/\n 12345 ²³", 12, 12},
+	// DEL is a token of its own (tiktoken-go drops it).
+	{"0\x7fA", 3, 3},
 	{"", 0, 0},
 }
 

@@ -51,7 +51,10 @@ func TestTiktokenMatchesCodec(t *testing.T) {
 	refs := referenceCodecs()
 	for _, c := range []*tiktokenCounter{cl100k(), o200k()} {
 		for i, text := range equivalenceTexts() {
-			want := referenceCount(t, refs[c.Name()], c, text)
+			want, ok := referenceCount(t, refs[c.Name()], c, text)
+			if !ok {
+				continue
+			}
 			if got := c.Count(text); got != want {
 				t.Errorf("%s: text %d (%d bytes, %q): Count = %d, tiktoken-go %d", c.Name(), i, len(text), trunc(text), got, want)
 			}
@@ -77,7 +80,10 @@ func FuzzTiktokenMatchesCodec(f *testing.F) {
 			return
 		}
 		for _, c := range []*tiktokenCounter{cl, o} {
-			want := referenceCount(t, refs[c.Name()], c, text)
+			want, ok := referenceCount(t, refs[c.Name()], c, text)
+			if !ok {
+				return
+			}
 			got := c.Count(text)
 			if got < want || got > want && !hasLongPiece(c, text) {
 				t.Fatalf("%s: Count = %d, tiktoken-go %d for %q x %d", c.Name(), got, want, trunc(unit), times)
@@ -93,8 +99,15 @@ func FuzzTiktokenMatchesCodec(f *testing.F) {
 // own engine splits) of tiktoken-go's count of each piece, or, for a piece
 // tiktoken-go would split again (those whitespace runs), the counter's own
 // count, which tiktokenCases checks against js-tiktoken.
-func referenceCount(t testing.TB, ref *codec.Codec, c *tiktokenCounter, text string) int {
+//
+// tiktoken-go drops the byte 0x7f (DEL) from what it encodes, where tiktoken and js-tiktoken
+// count it as a token (tiktokenCases pins "0\x7fA"): texts holding it have no reference here,
+// and ok is false.
+func referenceCount(t testing.TB, ref *codec.Codec, c *tiktokenCounter, text string) (n int, ok bool) {
 	t.Helper()
+	if strings.IndexByte(text, 0x7f) >= 0 {
+		return 0, false
+	}
 	count := func(s string) int {
 		n, err := ref.Count(s)
 		if err != nil {
@@ -105,9 +118,8 @@ func referenceCount(t testing.TB, ref *codec.Codec, c *tiktokenCounter, text str
 	re := referenceRegexp(c.split.String())
 	pieces := regexpPieces(t, re, text)
 	if slices.Equal(pieces, regexpPieces(t, c.split, text)) {
-		return count(text)
+		return count(text), true
 	}
-	n := 0
 	for _, p := range pieces {
 		if one := regexpPieces(t, c.split, p); len(one) == 1 {
 			n += count(p)
@@ -115,7 +127,7 @@ func referenceCount(t testing.TB, ref *codec.Codec, c *tiktokenCounter, text str
 			n += c.Count(p)
 		}
 	}
-	return n
+	return n, true
 }
 
 // hasLongPiece reports whether a piece of text has a part without a cut
