@@ -414,7 +414,19 @@ func (t *responseTap) produced() wire.Usage {
 			return u
 		}
 	}
-	return t.estimate(t.completion.String())
+	return t.streamEstimate()
+}
+
+// streamEstimate is the usage of a stream whose upstream reported none: the text collected, or,
+// once collection stopped, one token per event since.
+func (t *responseTap) streamEstimate() wire.Usage {
+	u := t.estimate(t.completion.String())
+	if t.stream != nil && !t.countText {
+		n := int64(t.stream.Events() - t.eventsAtStop)
+		u.CompletionTokens += n
+		u.TotalTokens += n
+	}
+	return u
 }
 
 func (t *responseTap) estimate(completion string) wire.Usage {
@@ -465,13 +477,7 @@ func (t *responseTap) finishStream(proxyErr error) (wire.Usage, error) {
 	u, ok := t.stream.Usage()
 	reported := ok && (u.CompletionTokens > 0 || u.TotalTokens > 0)
 	if !reported {
-		u = t.estimate(t.completion.String())
-		if !t.countText {
-			// text was not collected: an estimate of one token per event since it stopped
-			n := int64(t.stream.Events() - t.eventsAtStop)
-			u.CompletionTokens += n
-			u.TotalTokens += n
-		}
+		u = t.streamEstimate()
 	}
 	if r := ex.route; r != nil && r.streamUsage != nil {
 		switch {
