@@ -22,38 +22,25 @@ func startCache(t *testing.T, sim simulator.Config, keyLimits string) *usageSetu
 	t.Helper()
 	up := newUpstream(t, sim)
 	port := freePort(t)
-	startCaddy(t, globalOptions+fmt.Sprintf(`
-:%d {
-	handle /metrics {
-		metrics
-	}
-	handle {
-		ai_gateway {
-			key %s {
-				id all
-				%s
-			}
-			key %s {
-				id other
-			}
-			model demo-llama {
-				alias llama
-				upstream %s
-			}
-			model demo-llama-old {
-				upstream %s
-			}
-			cache {
-				ttl 10m
-				max_size 8MiB
-			}
-		}
-		reverse_proxy {
-			dynamic ai_gateway
-		}
-	}
+	startCaddy(t, gatewaySite(port, fmt.Sprintf(`
+key %s {
+	id all
+	%s
 }
-`, port, policy.FormatHash(policy.HashSecret(secretAll)), keyLimits, policy.FormatHash(policy.HashSecret(secretOther)), up.addr(), up.addr()))
+key %s {
+	id other
+}
+model demo-llama {
+	alias llama
+	upstream %s
+}
+model demo-llama-old {
+	upstream %s
+}
+cache {
+	ttl 10m
+	max_size 8MiB
+}`, policy.FormatHash(policy.HashSecret(secretAll)), keyLimits, policy.FormatHash(policy.HashSecret(secretOther)), up.addr(), up.addr()), ""))
 	return &usageSetup{port: port, upstream: up}
 }
 

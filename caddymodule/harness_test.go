@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyai/gateway/policy"
+
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	_ "github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -155,3 +157,29 @@ func doRequest(t testing.TB, req *http.Request) (*http.Response, []byte) {
 }
 
 func url(port int, path string) string { return fmt.Sprintf("http://127.0.0.1:%d%s", port, path) }
+
+// keyAll is the key block of secretAll (id all), for gatewaySite.
+var keyAll = "key " + policy.FormatHash(policy.HashSecret(secretAll)) + " {\n\tid all\n}"
+
+// gatewaySite is the site most tests run: :port serving Caddy's /metrics and, on every other
+// path, ai_gateway with the directives of gateway (keys, models, options) before
+// reverse_proxy { dynamic ai_gateway } with the subdirectives of proxy, after the global
+// options.
+func gatewaySite(port int, gateway, proxy string) string {
+	return globalOptions + fmt.Sprintf(`
+:%d {
+	handle /metrics {
+		metrics
+	}
+	handle {
+		ai_gateway {
+%s
+		}
+		reverse_proxy {
+			dynamic ai_gateway
+%s
+		}
+	}
+}
+`, port, gateway, proxy)
+}

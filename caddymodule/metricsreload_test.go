@@ -1,11 +1,9 @@
 package caddymodule_test
 
 import (
-	"fmt"
 	"strings"
 	"testing"
 
-	"github.com/caddyai/gateway/policy"
 	"github.com/caddyai/gateway/simulator"
 )
 
@@ -16,28 +14,12 @@ func TestMetricsSurviveReload(t *testing.T) {
 	up := newUpstream(t, simulator.Config{})
 	port := freePort(t)
 	config := func(extraModel string) string {
-		return globalOptions + fmt.Sprintf(`
-:%d {
-	handle /metrics {
-		metrics
-	}
-	handle {
-		ai_gateway {
-			key %s {
-				id all
-			}
-			model demo-llama {
-				alias llama
-				upstream %s
-			}
-			%s
-		}
-		reverse_proxy {
-			dynamic ai_gateway
-		}
-	}
+		return gatewaySite(port, keyAll+`
+model demo-llama {
+	alias llama
+	upstream `+up.addr()+`
 }
-`, port, policy.FormatHash(policy.HashSecret(secretAll)), up.addr(), extraModel)
+`+extraModel, "")
 	}
 	startCaddy(t, config(""))
 	s := &usageSetup{port: port, upstream: up}

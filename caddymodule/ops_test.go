@@ -89,43 +89,26 @@ func TestPoolHealth(t *testing.T) {
 	loading := newUpstream(t, simulator.Config{Fault: "kind=loading", ErrorShape: simulator.ShapeLlamaCpp})
 	closed := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	port := freePort(t)
-	startCaddy(t, globalOptions+fmt.Sprintf(`
-:%d {
-	handle /metrics {
-		metrics
-	}
-	handle {
-		ai_gateway {
-			key %s {
-				id all
-			}
-			readiness_path /ready
-			model pool {
-				upstream %s %s %s
-				health_check {
-					interval 50ms
-					timeout 500ms
-				}
-			}
-			model gone {
-				upstream %s %s
-				health_check /health {
-					interval 50ms
-				}
-			}
-			model rescued {
-				upstream %s
-				health_check
-				fallback pool
-			}
-		}
-		reverse_proxy {
-			dynamic ai_gateway
-			lb_try_duration 5s
-		}
+	startCaddy(t, gatewaySite(port, keyAll+fmt.Sprintf(`
+readiness_path /ready
+model pool {
+	upstream %s %s %s
+	health_check {
+		interval 50ms
+		timeout 500ms
 	}
 }
-`, port, policy.FormatHash(policy.HashSecret(secretAll)), good.addr(), loading.addr(), closed, loading.addr(), closed, closed))
+model gone {
+	upstream %s %s
+	health_check /health {
+		interval 50ms
+	}
+}
+model rescued {
+	upstream %s
+	health_check
+	fallback pool
+}`, good.addr(), loading.addr(), closed, loading.addr(), closed, closed), "lb_try_duration 5s"))
 
 	waitFor(t, "the probes to see the pools", 10*time.Second, func() bool {
 		_, body := readiness(t, port, secretAll)
@@ -236,36 +219,20 @@ func TestTokenizerUpstream(t *testing.T) {
 	up := newUpstream(t, simulator.Config{})
 	closed := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	port := freePort(t)
-	startCaddy(t, globalOptions+fmt.Sprintf(`
-:%d {
-	handle /metrics {
-		metrics
-	}
-	handle {
-		ai_gateway {
-			key %s {
-				id all
-			}
-			model tok {
-				upstream %s
-				tokenizer upstream
-				context_window 4096
-			}
-			model tgi {
-				upstream %s
-				tokenizer upstream tgi
-			}
-			model dead {
-				upstream %s
-				tokenizer upstream llamacpp
-			}
-		}
-		reverse_proxy {
-			dynamic ai_gateway
-		}
-	}
+	startCaddy(t, gatewaySite(port, keyAll+fmt.Sprintf(`
+model tok {
+	upstream %s
+	tokenizer upstream
+	context_window 4096
 }
-`, port, policy.FormatHash(policy.HashSecret(secretAll)), up.addr(), up.addr(), closed))
+model tgi {
+	upstream %s
+	tokenizer upstream tgi
+}
+model dead {
+	upstream %s
+	tokenizer upstream llamacpp
+}`, up.addr(), up.addr(), closed), ""))
 	tokenizeCalls := func() int {
 		n := 0
 		for _, r := range up.requests() {

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -19,7 +18,6 @@ import (
 
 	"github.com/caddyai/gateway/caddymodule"
 	"github.com/caddyai/gateway/internal/wiretest"
-	"github.com/caddyai/gateway/policy"
 	"github.com/caddyai/gateway/simulator"
 )
 
@@ -33,29 +31,12 @@ func startUsage(t *testing.T, cfg simulator.Config) *usageSetup {
 	t.Helper()
 	up := newUpstream(t, cfg)
 	port := freePort(t)
-	startCaddy(t, globalOptions+fmt.Sprintf(`
-:%d {
-	handle /metrics {
-		metrics
-	}
-	handle {
-		ai_gateway {
-			key %s {
-				id all
-			}
-			model demo-llama {
-				alias llama
-				context_window 8192
-				upstream %s
-			}
-		}
-		reverse_proxy {
-			dynamic ai_gateway
-			flush_interval -1
-		}
-	}
-}
-`, port, policy.FormatHash(policy.HashSecret(secretAll)), up.addr()))
+	startCaddy(t, gatewaySite(port, keyAll+`
+model demo-llama {
+	alias llama
+	context_window 8192
+	upstream `+up.addr()+`
+}`, "flush_interval -1"))
 	return &usageSetup{port: port, upstream: up}
 }
 
