@@ -73,13 +73,7 @@ func symbolPieceEnd(s string, i int, c rune, n int, slash bool) int {
 	if c2, _ := decodeAt(s, j); !isSymbolRune(c2) {
 		return -1
 	}
-	for j < len(s) {
-		c2, n2 := decodeAt(s, j)
-		if !isSymbolRune(c2) {
-			break
-		}
-		j += n2
-	}
+	j = runEnd(s, j, isSymbolRune)
 	for j < len(s) && (s[j] == '\r' || s[j] == '\n' || slash && s[j] == '/') {
 		j++
 	}
@@ -147,7 +141,20 @@ func contractionEnd(s string, i int) int {
 	return 0
 }
 
-// letterRunEnd returns the end of the run of letters starting at s[j].
+// runEnd returns the end of the run of characters in class that starts at s[j].
+func runEnd(s string, j int, in func(rune) bool) int {
+	for j < len(s) {
+		c, n := decodeAt(s, j)
+		if !in(c) {
+			break
+		}
+		j += n
+	}
+	return j
+}
+
+// letterRunEnd returns the end of the run of letters starting at s[j] (runEnd's loop
+// written out for the commonest class, on the counting path of every word).
 func letterRunEnd(s string, j int) int {
 	for j < len(s) {
 		c, n := decodeAt(s, j)
@@ -265,23 +272,11 @@ func o200kWordEnd(s string, j int) int {
 // at s[j] and returns its end, or -1.
 func o200kCapsEnd(s string, j int) int {
 	start := j
-	for j < len(s) {
-		c, n := decodeAt(s, j)
-		if !isCapsClass(c) {
-			break
-		}
-		j += n
-	}
+	j = runEnd(s, j, isCapsClass)
 	if j == start {
 		return -1
 	}
-	for j < len(s) {
-		c, n := decodeAt(s, j)
-		if !isLowerClass(c) {
-			break
-		}
-		j += n
-	}
+	j = runEnd(s, j, isLowerClass)
 	return j
 }
 
