@@ -46,22 +46,14 @@ test-binary: build
 ## fuzz: run every fuzz target for FUZZTIME each (default 30s)
 FUZZTIME ?= 30s
 fuzz:
-	@for pkg in $$($(GO) list ./...); do \
-		for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
-			echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
-		done; \
-	done
+	GO=$(GO) scripts/fuzz.sh $(FUZZTIME)
 
 ## fuzz-smoke: every fuzz target in the repository for FUZZTIME each (default 3s here; about two
 ## minutes in all once the instrumented test binaries are in the build cache)
 .PHONY: fuzz-smoke
 fuzz-smoke: FUZZTIME := $(if $(filter command line environment,$(origin FUZZTIME)),$(FUZZTIME),3s)
 fuzz-smoke:
-	@for dir in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do \
-		for f in $$($(GO) test -list '^Fuzz' $$dir | grep '^Fuzz'); do \
-			echo "== $$dir $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$dir || exit 1; \
-		done; \
-	done
+	GO=$(GO) scripts/fuzz.sh $(FUZZTIME)
 
 ## soak: a bounded soak of the gateway (mixed load, faults, 401s, 429s, reloads) for SOAK_DURATION
 ## (default 60s), failing on goroutine or heap growth; prints the numbers
