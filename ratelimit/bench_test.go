@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"context"
+	"runtime"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -45,8 +46,22 @@ func BenchmarkMemoryReserveSettle(b *testing.B) {
 }
 
 func BenchmarkMemoryReserveSettleParallel(b *testing.B) {
+	benchReserveSettleParallel(b, NewLimiter(NewMemoryStore(MemoryOptions{}), Options{}), 1)
+}
+
+// BenchmarkRedisReserveSettleParallel: 50 callers at once (the gateway under 50 connections),
+// each reserve and settle a round trip shared through the store's pipelines.
+func BenchmarkRedisReserveSettleParallel(b *testing.B) {
+	addr, _ := testredis.Start(b)
+	client := newRedisClient(b, addr)
+	l := NewLimiter(NewRedisStore(client, RedisOptions{}), Options{OnStoreError: OnStoreErrorDeny})
+	benchReserveSettleParallel(b, l, max(1, 50/runtime.GOMAXPROCS(0)))
+}
+
+// benchReserveSettleParallel reserves and settles on 1024 keys and 8 models from parallelism
+// goroutines per CPU.
+func benchReserveSettleParallel(b *testing.B, l *Limiter, parallelism int) {
 	const keys = 1024
-	l := NewLimiter(NewMemoryStore(MemoryOptions{}), Options{})
 	scopes := make([][]Scope, keys)
 	for i := range scopes {
 		scopes[i] = []Scope{scope("key:"+strconv.Itoa(i), benchLimits), scope("model:m"+strconv.Itoa(i%8), benchLimits)}
@@ -54,6 +69,7 @@ func BenchmarkMemoryReserveSettleParallel(b *testing.B) {
 	var next atomic.Uint64
 	ctx := context.Background()
 	b.ReportAllocs()
+	b.SetParallelism(parallelism)
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		i := next.Add(1) * 7919

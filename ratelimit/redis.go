@@ -62,6 +62,8 @@ type RedisStore struct {
 	settle  *redis.Script
 	renew   *redis.Script
 
+	batch batcher // the reserve, peek and settle calls, sent in pipelines in their order
+
 	mu      sync.Mutex
 	held    map[string]*heldLease // granted reservations not settled yet, by id
 	pending []pendingSettle       // settlements and releases waiting for Redis, oldest first
@@ -169,7 +171,7 @@ func (s *RedisStore) Reserve(ctx context.Context, req Request) (Decision, error)
 	keys := s.keys(req.Scopes, req.ID)
 	d, err := s.run(ctx, req, keys, true)
 	if err != nil {
-		if !notSent(err) {
+		if !notSent(err) && !errors.Is(err, errAbandoned) {
 			s.queue(req, -req.Cost.Tokens, 0)
 		}
 		return Decision{}, err
@@ -196,7 +198,11 @@ func (s *RedisStore) run(ctx context.Context, req Request, keys []string, take b
 	args := make([]any, 0, 6+5*len(req.Scopes))
 	args = append(args, s.nowArg(), takeArg, req.Cost.Requests, req.Cost.Tokens, s.leaseMS, req.ID)
 	args = appendLimits(args, req.Scopes)
-	reply, err := s.reserve.Run(ctx, s.client, keys, args...).Int64Slice()
+	o := &redisOp{script: s.reserve, keys: keys, args: args}
+	if take {
+		o.release = &req
+	}
+	reply, err := s.call(ctx, o)
 	if err != nil {
 		return Decision{}, fmt.Errorf("running reserve script: %w", err)
 	}
@@ -232,7 +238,7 @@ func (s *RedisStore) run(ctx context.Context, req Request, keys []string, take b
 func notSent(err error) bool {
 	var oe *net.OpError
 	return errors.As(err, &oe) && oe.Op == "dial" ||
-		errors.Is(err, redis.ErrPoolTimeout) || errors.Is(err, redis.ErrClosed)
+		errors.Is(err, redis.ErrPoolTimeout) || errors.Is(err, redis.ErrClosed) || errors.Is(err, errNotSent)
 }
 
 // hold starts renewing a granted reservation. keys are those of the reserve
@@ -255,8 +261,13 @@ func (s *RedisStore) hold(req Request, keys []string) {
 // queue keeps a settlement for Run to retry, with its own copy of the scopes.
 func (s *RedisStore) queue(req Request, delta, expires int64) {
 	req.Scopes = append([]Scope(nil), req.Scopes...)
+	s.requeue(pendingSettle{req: req, delta: delta, expires: expires})
+}
+
+// requeue keeps p, which owns its scopes, for Run to retry.
+func (s *RedisStore) requeue(p pendingSettle) {
 	s.mu.Lock()
-	s.pending = append(s.pending, pendingSettle{req: req, delta: delta, expires: expires})
+	s.pending = append(s.pending, p)
 	if over := len(s.pending) - maxPending; over > 0 {
 		s.pending = append(s.pending[:0], s.pending[over:]...)
 		s.dropped += uint64(over)
@@ -278,8 +289,9 @@ func (s *RedisStore) Settle(ctx context.Context, req Request, actualTokens int64
 	}
 	s.mu.Unlock()
 	delta := min(max(actualTokens-req.Cost.Tokens, -2*MaxLimit), 2*MaxLimit)
-	if err := s.settle.Run(ctx, s.client, s.keys(req.Scopes, req.ID), s.settleArgs(req, delta)...).Err(); err != nil {
-		s.queue(req, delta, expires)
+	o := &redisOp{script: s.settle, keys: s.keys(req.Scopes, req.ID), args: s.settleArgs(req, delta),
+		settle: &pendingSettle{req: req, delta: delta, expires: expires}}
+	if _, err := s.call(ctx, o); err != nil {
 		return fmt.Errorf("running settle script (retrying in the background): %w", err)
 	}
 	return nil
