@@ -78,7 +78,6 @@ type exchange struct {
 	trace               requestTrace       // OpenTelemetry, with Caddy's tracing on (tracing.go)
 	predictReq          *predict.Request   // the validated body of a predict request
 	phMapped, phOutcome bool               // placeholders registered; the outcome ones answered too
-	keyScope            string             // the key's rate-limit scope id, "key:<id>", once computed
 	idHeader, idAnswer  [1]string          // the X-Request-Id values of the request and of the answer, kept here rather than allocated
 	scopeBuf            [3]ratelimit.Scope // the rate-limit scopes of the check and of the reservation (which copies them)
 }

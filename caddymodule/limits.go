@@ -176,10 +176,7 @@ func renewLeases(ctx context.Context, rs *ratelimit.RedisStore) {
 func (g *Gateway) scopes(ex *exchange, buf []ratelimit.Scope) []ratelimit.Scope {
 	s := buf[:0]
 	if ex.key != nil && !ex.key.Limits.IsZero() {
-		if ex.keyScope == "" {
-			ex.keyScope = "key:" + ex.key.ID // once a request, for the check and the reservation
-		}
-		s = append(s, ratelimit.Scope{ID: ex.keyScope, Limits: ex.key.Limits})
+		s = append(s, ratelimit.Scope{ID: ex.key.ScopeID(), Limits: ex.key.Limits})
 	}
 	if m := ex.route.model; !m.Limits.IsZero() {
 		l := m.Limits

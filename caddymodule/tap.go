@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -50,7 +51,8 @@ type responseTap struct {
 	mode         tapMode
 	wroteHeader  bool // the client has its header
 	buf          []byte
-	out          []byte
+	out          []byte  // what the client gets of the upstream's last write, from outBuf
+	outBuf       *[]byte // the stream's pooled output buffer
 	stream       *wire.StreamTap
 	completion   strings.Builder // generated text, kept only when the upstream may not report usage
 	countText    bool
@@ -174,6 +176,8 @@ func (t *responseTap) startStream() {
 		opts.OnEvent = t.asm.Event // the assembler reads the events the tap frames: one parse
 	}
 	t.stream = wire.NewStreamTap(ex.surface, opts)
+	t.outBuf = streamOutPool.Get().(*[]byte)
+	t.out = (*t.outBuf)[:0]
 	h := t.Header()
 	delete(h, "Content-Length")
 	h["Trailer"] = usageTrailers
@@ -490,8 +494,20 @@ func (t *responseTap) finishStream(proxyErr error) (wire.Usage, error) {
 		}
 	}
 	setUsageHeaders(t.Header(), u)
+	if t.outBuf != nil && cap(t.out) <= maxPooledStreamOut {
+		*t.outBuf = t.out[:0]
+		streamOutPool.Put(t.outBuf)
+	}
+	t.out, t.outBuf = nil, nil
 	return u, nil
 }
+
+// streamOutPool holds the buffers a stream's events are framed into before each write to the
+// client: one per stream in flight, not a few grown per stream.
+var streamOutPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+// maxPooledStreamOut keeps buffers grown by unusually large writes out of the pool.
+const maxPooledStreamOut = 64 << 10
 
 // bridge feeds upstream chat bytes p through the chat tap and the bridge (at the end: the chat
 // tap's held tail, and the failure if the chat stream broke) and returns the Responses events

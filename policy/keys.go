@@ -122,6 +122,16 @@ type Key struct {
 	Pins map[string]string
 	// Priority orders queued requests; higher goes first.
 	Priority int
+
+	scope string // "key:" + ID, set when a KeyTable takes the key
+}
+
+// ScopeID names the key's rate limit scope: "key:" + ID.
+func (k *Key) ScopeID() string {
+	if k.scope != "" {
+		return k.scope
+	}
+	return "key:" + k.ID
 }
 
 // Status is the outcome of a key lookup.
@@ -208,6 +218,9 @@ func NewKeyTable(keys []*Key) (*KeyTable, error) {
 			if _, err := path.Match(p, ""); err != nil {
 				return nil, fmt.Errorf("building key table: key %q: bad model pattern %q: %w", k.ID, p, err)
 			}
+		}
+		if k.scope == "" {
+			k.scope = "key:" + k.ID // before the table is published: built once, not per request
 		}
 		t.byHash[k.Hash] = k
 		t.byID[k.ID] = k

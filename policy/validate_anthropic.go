@@ -122,7 +122,7 @@ func (v *validator) anthropicMessage(i int, m gjson.Result) bool {
 		}
 		return v.once(&seen, bit, func() string { return at("messages", i, "."+k.Str) })
 	})
-	if v.err != nil || !v.role(at("messages", i, ".role"), seen&mRole != 0, role, anthropicRoles) {
+	if v.err != nil || !v.roleAt(i, seen&mRole != 0, role, anthropicRoles) {
 		return false
 	}
 	if seen&mContent == 0 {

@@ -45,6 +45,14 @@ func (v *validator) role(param string, present bool, role gjson.Result, roles []
 	return true
 }
 
+// roleAt is role for messages[i].role, its path built only for an error.
+func (v *validator) roleAt(i int, present bool, role gjson.Result, roles []string) bool {
+	if present && role.Type == gjson.String && oneOf(role.Str, roles) {
+		return true
+	}
+	return v.role(at("messages", i, ".role"), present, role, roles)
+}
+
 // chatMessages validates the messages array of a chat request.
 func (v *validator) chatMessages(val gjson.Result) bool {
 	return v.messageList(val, v.chatMessage)
@@ -78,10 +86,10 @@ func (v *validator) chatMessage(i int, m gjson.Result) bool {
 		}
 		return v.once(&seen, bit, func() string { return at("messages", i, "."+k.Str) })
 	})
-	if v.err != nil || !v.role(at("messages", i, ".role"), seen&mRole != 0, role, chatRoles) {
+	if v.err != nil || !v.roleAt(i, seen&mRole != 0, role, chatRoles) {
 		return false
 	}
-	if !v.str(at("messages", i, ".name"), name) {
+	if name.Type != gjson.String && name.Type != gjson.Null && !v.str(at("messages", i, ".name"), name) {
 		return false
 	}
 	calls := false
@@ -107,7 +115,8 @@ func (v *validator) chatMessage(i int, m gjson.Result) bool {
 		}
 	}
 	if role.Str == "tool" {
-		if !v.required(at("messages", i, ".tool_call_id"), seen&mToolCallID != 0, toolCallID) {
+		if (seen&mToolCallID == 0 || toolCallID.Type != gjson.String) &&
+			!v.required(at("messages", i, ".tool_call_id"), seen&mToolCallID != 0, toolCallID) {
 			return false
 		}
 	}
