@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/caddyai/gateway/internal/jsonscan"
+
 	"github.com/caddyai/gateway/internal/wire"
 	"github.com/tidwall/gjson"
 )
@@ -72,7 +74,7 @@ func Validate(e wire.Endpoint, body []byte) (RequestInfo, *wire.Error) {
 		return RequestInfo{}, err
 	}
 	root := gjson.Parse(view(body))
-	root.ForEach(func(k, val gjson.Result) bool {
+	jsonscan.ForEach(root, func(k, val gjson.Result) bool {
 		if !v.noteKey(k.Str) {
 			return false
 		}
@@ -530,7 +532,7 @@ func (v *validator) logitBias(val gjson.Result) bool {
 	if !val.IsObject() {
 		return v.fail(v.badType("logit_bias", "an object", val))
 	}
-	val.ForEach(func(k, b gjson.Result) bool {
+	jsonscan.ForEach(val, func(k, b gjson.Result) bool {
 		if b.Type != gjson.Number {
 			return v.fail(v.badType("logit_bias."+k.Str, "a number", b))
 		}
@@ -545,7 +547,7 @@ func (v *validator) logitBias(val gjson.Result) bool {
 // elements calls check on each element of arr with its index, up to the first that fails, and
 // returns how many passed.
 func (v *validator) elements(arr gjson.Result, check func(i int, x gjson.Result) bool) (n int, ok bool) {
-	arr.ForEach(func(_, x gjson.Result) bool {
+	jsonscan.ForEach(arr, func(_, x gjson.Result) bool {
 		if !check(n, x) {
 			return false
 		}
@@ -588,7 +590,7 @@ func (v *validator) noteTools(n int, ok bool) bool {
 // nonEmpty reports whether an array has at least one element.
 func nonEmpty(arr gjson.Result) bool {
 	found := false
-	arr.ForEach(func(_, _ gjson.Result) bool {
+	jsonscan.ForEach(arr, func(_, _ gjson.Result) bool {
 		found = true
 		return false
 	})

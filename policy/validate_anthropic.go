@@ -1,6 +1,9 @@
 package policy
 
-import "github.com/tidwall/gjson"
+import (
+	"github.com/caddyai/gateway/internal/jsonscan"
+	"github.com/tidwall/gjson"
+)
 
 var (
 	anthropicRoles       = []string{"user", "assistant"}
@@ -110,7 +113,7 @@ func (v *validator) anthropicMessage(i int, m gjson.Result) bool {
 	var role, content gjson.Result
 	var seen uint8
 	// Its own switch of the members it reads, like every object's (see chatMessage).
-	m.ForEach(func(k, val gjson.Result) bool {
+	jsonscan.ForEach(m, func(k, val gjson.Result) bool {
 		var bit uint8
 		switch k.Str {
 		case "role":
@@ -166,7 +169,7 @@ func (v *validator) anthropicBlock(i, j, k int, b gjson.Result) bool {
 	}
 	var typ, text, content, source gjson.Result
 	var seen uint8
-	b.ForEach(func(key, val gjson.Result) bool {
+	jsonscan.ForEach(b, func(key, val gjson.Result) bool {
 		var bit uint8
 		switch key.Str {
 		case "type":

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"github.com/caddyai/gateway/internal/jsonscan"
 	"github.com/tidwall/gjson"
 )
 
@@ -64,7 +65,7 @@ func (v *validator) chatMessage(i int, m gjson.Result) bool {
 	var seen uint8
 	// Each object (message, part, block) keeps its own switch of the members it reads, alike in
 	// shape only: a shared table would hide which they are. once does the common part.
-	m.ForEach(func(k, val gjson.Result) bool {
+	jsonscan.ForEach(m, func(k, val gjson.Result) bool {
 		var bit uint8
 		switch k.Str {
 		case "role":
@@ -162,7 +163,7 @@ func (v *validator) contentPart(i, j int, p gjson.Result) bool {
 	}
 	var typ, text, image, audio, file, refusal, media gjson.Result
 	var seen uint8
-	p.ForEach(func(k, val gjson.Result) bool {
+	jsonscan.ForEach(p, func(k, val gjson.Result) bool {
 		var bit uint8
 		switch k.Str {
 		case "type":

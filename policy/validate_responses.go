@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"github.com/caddyai/gateway/internal/jsonscan"
 	"github.com/tidwall/gjson"
 )
 
@@ -124,7 +125,7 @@ const (
 func (v *validator) responsesItem(i int, item gjson.Result) bool {
 	var typ, role, content, callID, name, args, output, id gjson.Result
 	var seen uint8
-	item.ForEach(func(k, val gjson.Result) bool {
+	jsonscan.ForEach(item, func(k, val gjson.Result) bool {
 		var bit uint8
 		switch k.Str {
 		case "type":
@@ -209,7 +210,7 @@ func (v *validator) responsesPart(i, j int, p gjson.Result) bool {
 	}
 	var typ, text, imageURL, fileID, detail, refusal gjson.Result
 	var seen uint8
-	p.ForEach(func(k, val gjson.Result) bool {
+	jsonscan.ForEach(p, func(k, val gjson.Result) bool {
 		var bit uint8
 		switch k.Str {
 		case "type":

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"unsafe"
 
+	"github.com/caddyai/gateway/internal/jsonscan"
+
 	"github.com/tidwall/gjson"
 
 	"github.com/caddyai/gateway/internal/wire"
@@ -393,7 +395,7 @@ const maxFields = 8
 // root (a Get per key would skip over a long prompt once for each); the
 // first of repeated keys wins, as with gjson's Get.
 func fieldsOf(root gjson.Result, keys []string) (out [maxFields]gjson.Result) {
-	root.ForEach(func(k, v gjson.Result) bool {
+	jsonscan.ForEach(root, func(k, v gjson.Result) bool {
 		for i, key := range keys {
 			if k.Str == key && !out[i].Exists() {
 				out[i] = v
@@ -414,7 +416,7 @@ func (w *walk) messages(msgs gjson.Result, anthropic bool) error {
 	}
 	var err error
 	i := 0
-	msgs.ForEach(func(_, m gjson.Result) bool {
+	jsonscan.ForEach(msgs, func(_, m gjson.Result) bool {
 		err = w.message(m, i, anthropic)
 		i++
 		return err == nil
@@ -468,7 +470,7 @@ func (w *walk) message(m gjson.Result, i int, anthropic bool) error {
 	case !calls.Exists() || calls.Type == gjson.Null:
 	case calls.IsArray():
 		var err error
-		calls.ForEach(func(_, call gjson.Result) bool {
+		jsonscan.ForEach(calls, func(_, call gjson.Result) bool {
 			err = w.function(call.Get("function"), "messages[].tool_calls[].function")
 			return err == nil
 		})
@@ -515,7 +517,7 @@ type msgFields struct {
 // wins, as with gjson's Get.
 func messageFields(m gjson.Result) msgFields {
 	var f msgFields
-	m.ForEach(func(k, v gjson.Result) bool {
+	jsonscan.ForEach(m, func(k, v gjson.Result) bool {
 		var dst *gjson.Result
 		switch k.Str {
 		case "role":
@@ -566,7 +568,7 @@ func (w *walk) function(f gjson.Result, where string) error {
 // tool_result contents and documents are counted on their own.
 func (w *walk) blocks(arr gjson.Result, where string, buf *textBuf, anthropic bool) error {
 	var err error
-	arr.ForEach(func(_, b gjson.Result) bool {
+	jsonscan.ForEach(arr, func(_, b gjson.Result) bool {
 		if !b.IsObject() {
 			err = malformed(where+"[]", "an object")
 			return false
@@ -702,14 +704,14 @@ func (w *walk) inputs(v gjson.Result, key string) error {
 		return malformed(key, "a string or an array")
 	}
 	var err error
-	v.ForEach(func(_, e gjson.Result) bool {
+	jsonscan.ForEach(v, func(_, e gjson.Result) bool {
 		switch {
 		case e.Type == gjson.String:
 			err = w.text(e.Str)
 		case isTokenID(e):
 			err = w.fixed(1)
 		case e.IsArray():
-			e.ForEach(func(_, id gjson.Result) bool {
+			jsonscan.ForEach(e, func(_, id gjson.Result) bool {
 				if !isTokenID(id) {
 					err = malformed(key+"[][]", "a token id")
 					return false

@@ -3,6 +3,8 @@ package tokens
 import (
 	"fmt"
 
+	"github.com/caddyai/gateway/internal/jsonscan"
+
 	"github.com/tidwall/gjson"
 )
 
@@ -38,7 +40,7 @@ func (w *walk) responses(root gjson.Result) error {
 	case in.IsArray():
 		var err error
 		i := 0
-		in.ForEach(func(_, item gjson.Result) bool {
+		jsonscan.ForEach(in, func(_, item gjson.Result) bool {
 			err = w.responsesItem(item, i)
 			i++
 			return err == nil
@@ -103,7 +105,7 @@ func (w *walk) responsesItem(item gjson.Result, i int) error {
 		return w.responsesContent(out, i)
 	case "reasoning":
 		var buf textBuf
-		item.Get("summary").ForEach(func(_, s gjson.Result) bool {
+		jsonscan.ForEach(item.Get("summary"), func(_, s gjson.Result) bool {
 			if t := s.Get("text"); t.Type == gjson.String {
 				buf.Add(t.Str)
 			}
@@ -127,7 +129,7 @@ func (w *walk) responsesContent(content gjson.Result, i int) error {
 	}
 	var buf textBuf
 	var err error
-	content.ForEach(func(_, p gjson.Result) bool {
+	jsonscan.ForEach(content, func(_, p gjson.Result) bool {
 		switch p.Get("type").Str {
 		case "input_text", "output_text":
 			buf.Add(p.Get("text").Str)
