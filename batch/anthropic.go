@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/caddyai/gateway/internal/jsonscan"
+
 	"github.com/caddyai/gateway/internal/wire"
 	"github.com/tidwall/gjson"
 )
@@ -278,7 +280,7 @@ func (r *Result) AppendLine(dst []byte) []byte {
 
 // validEnvelope reports whether b is an Anthropic error envelope: {"type":"error","error":{...}}.
 func validEnvelope(b []byte) bool {
-	if len(b) == 0 || wire.NestedTooDeep(b, MaxDepth) || !gjson.ValidBytes(b) {
+	if len(b) == 0 || jsonscan.NestedTooDeep(b, MaxDepth) || !gjson.ValidBytes(b) {
 		return false
 	}
 	env := gjson.ParseBytes(b)

@@ -8,6 +8,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/caddyai/gateway/internal/jsonscan"
+
 	"github.com/caddyai/gateway/internal/wire"
 	"github.com/tidwall/gjson"
 )
@@ -78,7 +80,7 @@ func tooLong(param string, max, got int) *wire.Error {
 // wording, for the OpenAI envelope (wire.AppendOpenAI). Unknown params are ignored, as the
 // gateway does for live requests; a key sent twice is refused.
 func ParseCreateRequest(body []byte, endpoints []string) (*CreateRequest, *wire.Error) {
-	if len(body) == 0 || wire.NestedTooDeep(body, MaxDepth) || !utf8.Valid(body) || !gjson.ValidBytes(body) {
+	if len(body) == 0 || jsonscan.NestedTooDeep(body, MaxDepth) || !utf8.Valid(body) || !gjson.ValidBytes(body) {
 		return nil, wire.InvalidCode(CodeInvalidJSON, "", "We could not parse the JSON body of your request. The API expects a JSON object.")
 	}
 	doc := gjson.ParseBytes(body)

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/caddyai/gateway/internal/jsonscan"
+
 	"github.com/caddyai/gateway/internal/wire"
 	"github.com/tidwall/gjson"
 )
@@ -253,7 +255,7 @@ func (v *inputValidator) check(line []byte, start int64, n, index int) (LineErro
 	if line[0] != '{' || !utf8.Valid(line) {
 		return lineErr(n, CodeInvalidJSONLine, "", "Line %d is not a valid JSON object.", n), false
 	}
-	if wire.NestedTooDeep(line, MaxDepth) {
+	if jsonscan.NestedTooDeep(line, MaxDepth) {
 		return lineErr(n, CodeNestingTooDeep, "", "Line %d nests objects and arrays deeper than %d levels.", n, MaxDepth), false
 	}
 	if !gjson.ValidBytes(line) {

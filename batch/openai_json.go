@@ -8,6 +8,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/caddyai/gateway/internal/jsonscan"
+
 	"github.com/caddyai/gateway/internal/wire"
 	"github.com/tidwall/gjson"
 )
@@ -313,7 +315,7 @@ func appendRawJSON(dst, body []byte) []byte {
 	switch {
 	case len(body) == 0:
 		return append(dst, "null"...)
-	case wire.NestedTooDeep(body, MaxDepth) || !gjson.ValidBytes(body):
+	case jsonscan.NestedTooDeep(body, MaxDepth) || !gjson.ValidBytes(body):
 		return wire.AppendString(dst, string(body))
 	}
 	if !utf8.Valid(body) {

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/caddyai/gateway/internal/jsonscan"
+
 	"github.com/tidwall/gjson"
 
 	"github.com/caddyai/gateway/internal/wire"
@@ -39,7 +41,7 @@ type CreateRequest struct {
 // 16 pairs, keys of at most 64 characters, values of at most 512). A refusal is a 400 naming
 // the param.
 func ParseCreate(body []byte) (*CreateRequest, *wire.Error) {
-	if len(body) == 0 || wire.NestedTooDeep(body, maxDepth) || !utf8.Valid(body) || !gjson.ValidBytes(body) {
+	if len(body) == 0 || jsonscan.NestedTooDeep(body, maxDepth) || !utf8.Valid(body) || !gjson.ValidBytes(body) {
 		return nil, wire.InvalidCode("invalid_json", "", "We could not parse the JSON body of your request. The API expects a JSON object.")
 	}
 	doc := gjson.ParseBytes(body)

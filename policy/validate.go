@@ -98,10 +98,13 @@ func checkDocument(body []byte, x errs) *wire.Error {
 	if c == 0 {
 		return x.custom(CodeInvalidJSON, "", "We could not parse the JSON body of your request: the body is empty. The API expects a JSON object.")
 	}
-	if wire.NestedTooDeep(body, MaxDepth) {
+	// One pass checks both; a body that is not valid JSON may still nest too deep further on,
+	// and that error comes first.
+	valid, deep := jsonscan.Check(body, MaxDepth)
+	if deep || !valid && jsonscan.NestedTooDeep(body, MaxDepth) {
 		return x.custom(CodeNestingTooDeep, "", "The JSON body of your request nests objects and arrays deeper than %d levels.", MaxDepth)
 	}
-	if !gjson.Valid(view(body)) {
+	if !valid {
 		return x.custom(CodeInvalidJSON, "", "We could not parse the JSON body of your request: it is not valid JSON. The API expects a JSON object.")
 	}
 	if c != '{' {

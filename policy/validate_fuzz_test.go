@@ -7,6 +7,8 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/caddyai/gateway/internal/jsonscan"
+
 	"github.com/caddyai/gateway/internal/wire"
 )
 
@@ -76,7 +78,7 @@ func FuzzValidate(f *testing.F) {
 		if info.N < 1 || info.MaxTokens < 0 || info.MaxTokens > 0 && info.MaxTokensField == "" {
 			t.Fatalf("inconsistent info %+v", info)
 		}
-		if wire.NestedTooDeep(body, MaxDepth) {
+		if jsonscan.NestedTooDeep(body, MaxDepth) {
 			t.Fatal("accepted a body nested too deep")
 		}
 	})

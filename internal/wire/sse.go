@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/caddyai/gateway/internal/jsonscan"
 	"github.com/tidwall/gjson"
 )
 
@@ -438,7 +439,7 @@ func (t *StreamTap) openAIEvent(dst, ev []byte, f *eventFields) []byte {
 		return append(dst, ev...)
 	}
 	js := view(f.data)
-	if len(d) == 0 || d[0] != '{' || !gjson.Valid(js) {
+	if len(d) == 0 || d[0] != '{' || !jsonscan.Valid(d) {
 		return t.unreadable(dst) // an SDK would fail parsing it; end the stream properly instead
 	}
 	// Targeted lookups, each skipped when its key cannot be there, cost less than walking every
