@@ -247,17 +247,21 @@ func TestEvaluateTargets(t *testing.T) {
 	rep := &report{Scenarios: []scenarioResult{
 		{ID: "a", GatewayVsCaddy: &comparison{RPSRatio: 0.97, CPUDiffUs: 8}},
 		{ID: "b", GatewayVsCaddy: &comparison{P50DiffMs: 0.05}},
+		{ID: "d", GatewayVsCaddy: &comparison{RPSRatio: 0.90, SideBySideRPSRatio: 0.96}}, // judged side by side
 		{ID: "g", Ratios: []namedRatio{{Name: "gateway-redis/gateway", RPSRatio: 0.9}},
 			Targets: []targetResult{{Target: "gateway", OverLimitChecked: true}, {Target: "gateway-redis", OverLimitChecked: true, OverLimit: 1}}},
 		{ID: "h", Figures: map[string]float64{"interactive_p99_increase": 0.05, "batch_share_of_spare": 0.9}},
 		{ID: "c", Targets: []targetResult{{Target: "portkey", Errors: 3}}},
 		{ID: "l", Ratios: []namedRatio{{Name: "gateway-ledger/gateway", RPSRatio: 0.97, PairedRPSRatio: 0.96, SideBySideRPSRatio: 0.985}}},
 	}}
-	want := map[string]string{"a": "met", "b": "not met", "c": "not met", "d": "not run", "g": "not met", "h": "met", "i": "not run", "j": "reported", "l": "met"}
+	want := map[string]string{"a": "met", "b": "not met", "c": "not met", "d": "met", "g": "not met", "h": "met", "i": "not run", "j": "reported", "l": "met"}
 	rows := evaluateTargets(rep)
 	for _, r := range rows {
 		if w, ok := want[r.Scenario]; ok && r.Status != w {
 			t.Errorf("(%s) %s: %s (%s), want %s", r.Scenario, r.Goal, r.Status, r.Measured, w)
+		}
+		if r.Scenario == "d" && r.Measured != "x0.96 side by side (rounds x0.90)" {
+			t.Errorf("(d) measured %q", r.Measured)
 		}
 		if r.Scenario == "j" && !strings.Contains(r.Measured, "no request") {
 			t.Errorf("(j) %s", r.Measured)

@@ -224,14 +224,17 @@ func runScenario(ctx context.Context, env *runEnv, o options, sc scenario) (*sce
 			}
 		}
 	}
-	// Side by side: the two gateways loaded at once, half the connections each, so that both
-	// meet the same machine at the same moment.
-	var side []float64
-	if sec := sc.Second; sec != nil && sec.SideBySide {
-		first, second := slices.IndexFunc(targets, func(t target) bool { return t.name == "gateway" }),
-			slices.IndexFunc(targets, func(t target) bool { return t.name == sec.Name })
+	// Side by side: two targets loaded at once, half the connections each, so that both meet
+	// the same machine at the same moment; the median of second/first req/s over the runs.
+	sideBySide := func(firstName, secondName string) ([]float64, error) {
+		first, second := slices.IndexFunc(targets, func(t target) bool { return t.name == firstName }),
+			slices.IndexFunc(targets, func(t target) bool { return t.name == secondName })
+		if first < 0 || second < 0 {
+			return nil, nil
+		}
+		var ratios []float64
 		for r := range nrounds {
-			fmt.Printf(", side by side %d/%d", r+1, nrounds)
+			fmt.Printf(", %s and %s side by side %d/%d", firstName, secondName, r+1, nrounds)
 			half := func(t target) loadgen.Config {
 				c := config(t, env.duration)
 				c.Conns = max(1, sc.Conns/2)
@@ -248,8 +251,20 @@ func runScenario(ctx context.Context, env *runEnv, o options, sc scenario) (*sce
 				return nil, err
 			}
 			if ra.RPS > 0 {
-				side = append(side, rb.RPS/ra.RPS)
+				ratios = append(ratios, rb.RPS/ra.RPS)
 			}
+		}
+		return ratios, nil
+	}
+	var side, sideCaddy []float64
+	if sec := sc.Second; sec != nil && sec.SideBySide {
+		if side, err = sideBySide("gateway", sec.Name); err != nil {
+			return nil, err
+		}
+	}
+	if sc.SideBySide {
+		if sideCaddy, err = sideBySide("caddy", "gateway"); err != nil {
+			return nil, err
 		}
 	}
 	fmt.Println()
@@ -273,6 +288,9 @@ func runScenario(ctx context.Context, env *runEnv, o options, sc scenario) (*sce
 		}
 	}
 	res.GatewayVsCaddy = compare(res.target("gateway"), res.target("caddy"))
+	if res.GatewayVsCaddy != nil && len(sideCaddy) > 0 {
+		res.GatewayVsCaddy.SideBySideRPSRatio = median(sideCaddy)
+	}
 	if sec := sc.Second; sec != nil {
 		q := ratioOf(sec.Name+"/gateway", res.target(sec.Name), res.target("gateway"))
 		// The two gateways' req/s in the same round, a few seconds apart: the median of these

@@ -156,6 +156,9 @@ type comparison struct {
 	CPUDiffUs float64 `json:"cpu_diff_us_per_req"`
 	// TTFBP50DiffMs is the difference of the median time to first byte (streams).
 	TTFBP50DiffMs float64 `json:"ttfb_p50_diff_ms,omitempty"`
+	// SideBySideRPSRatio is the median gateway/caddy req/s over runs with both loaded at once
+	// (scenarios with SideBySide).
+	SideBySideRPSRatio float64 `json:"side_by_side_rps_ratio,omitempty"`
 }
 
 func (r *report) write(path string) error {
@@ -241,6 +244,9 @@ func printScenario(w io.Writer, s *scenarioResult) {
 		fmt.Fprintf(w, "gateway/caddy: req/s x%.2f, p50 %+.3f ms, p99 %+.3f ms, cpu %+.1f µs/req", c.RPSRatio, c.P50DiffMs, c.P99DiffMs, c.CPUDiffUs)
 		if s.Stream {
 			fmt.Fprintf(w, ", ttfb p50 %+.3f ms", c.TTFBP50DiffMs)
+		}
+		if c.SideBySideRPSRatio > 0 {
+			fmt.Fprintf(w, "; side by side: req/s median x%.3f", c.SideBySideRPSRatio)
 		}
 		if g := s.target("gateway"); g != nil && g.Limited > 0 {
 			fmt.Fprintf(w, " (the gateway's req/s include %.0f%% cheap 429s; p50/p99 are over 200s only)", 100*float64(g.Limited)/float64(g.Limited+g.OK))

@@ -49,6 +49,10 @@ type scenario struct {
 	Second *secondGateway
 	// Peer adds the peer gateway given with -peer (make bench-peers).
 	Peer bool
+	// SideBySide adds, after the rounds, as many runs with the gateway and plain Caddy loaded
+	// at once (half the connections each): both meet the same machine at the same moment, so
+	// their req/s ratio does not move with the machine's drift between rounds.
+	SideBySide bool
 	// run, when set, runs a scenario of its own shape instead of the rounds of runScenario.
 	run func(ctx context.Context, env *runEnv, o options, sc scenario) (*scenarioResult, error)
 	// body builds the request bodies.
@@ -117,11 +121,11 @@ var (
 // entry here: set body, and gateway for the options it needs.
 func scenarios() []scenario {
 	return []scenario{
-		{ID: "a", Name: "JSON chat, 1 KB body, 50 connections, every feature on", Conns: 50, body: chatBody, gateway: everything, Peer: true},
+		{ID: "a", Name: "JSON chat, 1 KB body, 50 connections, every feature on", Conns: 50, body: chatBody, gateway: everything, Peer: true, SideBySide: true},
 		{ID: "b", Name: "JSON chat, 1 KB body, 1 connection (latency), every feature on", Conns: 1, body: chatBody, gateway: everything, Peer: true},
-		{ID: "c", Name: "SSE stream, 20 chunks, 50 connections, every feature on", Conns: 50, Stream: true, body: streamBody, gateway: everything, Peer: true},
+		{ID: "c", Name: "SSE stream, 20 chunks, 50 connections, every feature on", Conns: 50, Stream: true, body: streamBody, gateway: everything, Peer: true, SideBySide: true},
 		{ID: "d", Name: "multi-turn (turns 1..20), cl100k_base exact counting, tpm key, 50 connections", Conns: 50,
-			body: multiTurnBody, gateway: everything},
+			body: multiTurnBody, gateway: everything, SideBySide: true},
 		{ID: "e", Name: "cache hits: 64 distinct deterministic 1 KB chats, 50 connections", Conns: 50, body: cachedBody, Upstream: sim,
 			gateway: func(*runEnv) (gatewayOptions, error) {
 				return gatewayOptions{Cache: true, Note: "gateway with `cache`: after the warm-up every request is a hit; direct and plain Caddy reach the simulator (a real answer costs the upstream ~100 µs of CPU here, a GPU far more)"}, nil
