@@ -134,7 +134,7 @@ func scenarios() []scenario {
 			body: chatBody, keys: manyKeys, gateway: manyKeysGateway},
 		{ID: "g", Name: "1000 keys with rpm+tpm limits, memory store vs Redis store, 50 connections", Conns: 50, NoDirect: true,
 			body: chatBody, keys: manyKeys, gateway: limitedKeysGateway,
-			Second: &secondGateway{Name: "gateway-redis", Redis: true,
+			Second: &secondGateway{Name: "gateway-redis", Redis: true, SideBySide: true,
 				Options: func(_ *runEnv, first gatewayOptions, redisURL string) (gatewayOptions, error) {
 					first.RedisURL = redisURL
 					return first, nil

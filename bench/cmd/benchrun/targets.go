@@ -80,9 +80,13 @@ func evaluateTargets(r *report) []targetRow {
 	})
 	add("g", "rpm+tpm keys, Redis store >= 0.85x memory store req/s, 0 wrongly admitted", func(s *scenarioResult) (string, string) {
 		var ratio float64
+		shown := "x0.00"
 		for _, q := range s.Ratios {
 			if q.Name == "gateway-redis/gateway" {
-				ratio = q.RPSRatio
+				ratio, shown = q.RPSRatio, fmt.Sprintf("x%.2f", q.RPSRatio)
+				if q.SideBySideRPSRatio > 0 {
+					ratio, shown = q.SideBySideRPSRatio, fmt.Sprintf("x%.2f side by side (same rounds x%.2f, medians x%.2f)", q.SideBySideRPSRatio, q.PairedRPSRatio, q.RPSRatio)
+				}
 			}
 		}
 		var over int64
@@ -93,7 +97,7 @@ func evaluateTargets(r *report) []targetRow {
 				checked++
 			}
 		}
-		return fmt.Sprintf("x%.2f, %d over the limit", ratio, over), status(ratio >= 0.85 && over == 0 && checked == 2)
+		return fmt.Sprintf("%s, %d over the limit", shown, over), status(ratio >= 0.85 && over == 0 && checked == 2)
 	})
 	add("l", "usage ledger and label budget on: >= 0.98x req/s of the same gateway without them", func(s *scenarioResult) (string, string) {
 		for _, q := range s.Ratios {
