@@ -18,31 +18,23 @@ type roundTrips struct{ pipelines, commands, single atomic.Int64 }
 
 func isScript(cmd redis.Cmder) bool { return cmd.Name() == "evalsha" || cmd.Name() == "eval" }
 
-func (c *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (c *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		if isScript(cmd) {
-			c.single.Add(1)
-		}
-		return next(ctx, cmd)
-	}
-}
-
-func (c *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
+func (c *roundTrips) hook() cmdHook {
+	return cmdHook{before: func(cmds []redis.Cmder, pipelined bool) error {
 		n := 0
 		for _, cmd := range cmds {
 			if isScript(cmd) {
 				n++
 			}
 		}
-		if n > 0 {
+		switch {
+		case n > 0 && pipelined:
 			c.pipelines.Add(1)
 			c.commands.Add(int64(n))
+		case n > 0:
+			c.single.Add(int64(n))
 		}
-		return next(ctx, cmds)
-	}
+		return nil
+	}}
 }
 
 // TestRedisPipelinesShared: calls made at once share round trips, and each caller still gets
@@ -52,7 +44,7 @@ func TestRedisPipelinesShared(t *testing.T) {
 	addr, _ := testredis.Start(t)
 	client := faultClient(t, addr)
 	rt := &roundTrips{}
-	client.AddHook(rt)
+	client.AddHook(rt.hook())
 	clock := newClock()
 	store := NewRedisStore(client, RedisOptions{Prefix: "shared:", Now: clock.Now})
 	l := NewLimiter(store, Options{OnStoreError: OnStoreErrorDeny})

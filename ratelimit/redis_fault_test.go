@@ -185,25 +185,39 @@ type outage struct{ down atomic.Bool }
 
 var errOutage = errors.New("dial tcp: connect: connection refused (test outage)")
 
-func (o *outage) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (o *outage) hook() cmdHook {
+	return cmdHook{before: func(cmds []redis.Cmder, _ bool) error {
+		if !o.down.Load() {
+			return nil
+		}
+		for _, c := range cmds {
+			c.SetErr(errOutage)
+		}
+		return errOutage
+	}}
+}
 
-func (o *outage) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+// cmdHook is a redis.Hook that calls before with what each call sends (one command, or the
+// commands of a pipeline) before it leaves; an error from before fails the call with it.
+type cmdHook struct {
+	before func(cmds []redis.Cmder, pipelined bool) error
+}
+
+func (h cmdHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h cmdHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		if o.down.Load() {
-			cmd.SetErr(errOutage)
-			return errOutage
+		if err := h.before([]redis.Cmder{cmd}, false); err != nil {
+			return err
 		}
 		return next(ctx, cmd)
 	}
 }
 
-func (o *outage) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+func (h cmdHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
-		if o.down.Load() {
-			for _, c := range cmds {
-				c.SetErr(errOutage)
-			}
-			return errOutage
+		if err := h.before(cmds, true); err != nil {
+			return err
 		}
 		return next(ctx, cmds)
 	}
@@ -217,7 +231,7 @@ func TestRedisOutageReleasesSlots(t *testing.T) {
 	addr, _ := testredis.Start(t)
 	client := faultClient(t, addr)
 	out := &outage{}
-	client.AddHook(out)
+	client.AddHook(out.hook())
 	clock := newClock()
 	store := NewRedisStore(client, RedisOptions{Prefix: "outage:", Now: clock.Now, Lease: time.Minute})
 	runStore(t, store)
