@@ -43,7 +43,7 @@ func runBatchScenario(ctx context.Context, env *runEnv, o options, sc scenario) 
 		return nil, fmt.Errorf("clearing the batch store: %w", err)
 	}
 	opts := gatewayOptions{MaxConcurrent: batchMaxConcurrent, Queue: 256, StorageDir: store}
-	conf, err := gatewayConfig(env, sc, "gateway", env.ports.gateway, 0, opts)
+	conf, err := gatewayConfig(env, sc, "gateway", env.ports.gateway, adminPort(o, env.ports, "gateway"), opts)
 	if err != nil {
 		return nil, err
 	}
@@ -96,9 +96,23 @@ func runBatchScenario(ctx context.Context, env *runEnv, o options, sc scenario) 
 	if err != nil {
 		return nil, err
 	}
+	var profiled chan error
+	if o.profile && o.profileTarget == "gateway" {
+		// the gateway while it serves both: where the batch's lines cost what interactive
+		// requests wait for
+		profiled = make(chan error, 1)
+		go func() {
+			profiled <- saveProfile(ctx, adminPort(o, env.ports, "gateway"), phase, filepath.Join(env.outDir, "gateway-"+sc.ID+".pprof"))
+		}()
+	}
 	with, err := interactive(phase)
 	if err != nil {
 		return nil, err
+	}
+	if profiled != nil {
+		if err := <-profiled; err != nil {
+			return nil, err
+		}
 	}
 	t1, n1, err := api.done(ctx, id)
 	if err != nil {
