@@ -17,6 +17,7 @@ import (
 
 	"github.com/caddyai/gateway/bridge"
 	"github.com/caddyai/gateway/cache"
+	"github.com/caddyai/gateway/internal/jsonscan"
 	"github.com/caddyai/gateway/internal/wire"
 )
 
@@ -358,7 +359,7 @@ func (t *responseTap) finishJSON() (wire.Usage, error) {
 		return t.finishPredict()
 	}
 	body := t.buf
-	if !gjson.ValidBytes(body) {
+	if !jsonscan.Valid(body) {
 		werr := invalidUpstreamResponse()
 		ex.reject = werr.ReasonOrCode()
 		return wire.Usage{}, t.writeError(werr)
