@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
 	"github.com/caddyai/gateway/internal/wire"
@@ -264,7 +263,7 @@ func (g *Gateway) account(ex *exchange) {
 	if u.CostMicros > 0 {
 		g.metrics.cost.WithLabelValues(ex.route.model.Name, a.currency).Add(float64(u.CostMicros) / 1e6)
 	}
-	if extra, ok := ex.r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
+	if extra := accessLogFields(ex.r); extra != nil {
 		extra.Set(zap.String("ai_cost", cost))
 	}
 }

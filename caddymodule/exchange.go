@@ -259,10 +259,20 @@ func (ex *exchange) setPlaceholders(repl *caddy.Replacer) {
 	ex.phOutcome = true
 }
 
+// accessLogFields returns the extra fields of r's access log entry, or nil when the server
+// writes no access log (the fields would be built for nothing).
+func accessLogFields(r *http.Request) *caddyhttp.ExtraLogFields {
+	if srv, ok := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); ok && srv.Logs == nil {
+		return nil
+	}
+	extra, _ := r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields)
+	return extra
+}
+
 // logFields adds the gateway's fields to Caddy's access log entry for the request.
 func (ex *exchange) logFields() {
-	extra, ok := ex.r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields)
-	if !ok {
+	extra := accessLogFields(ex.r)
+	if extra == nil {
 		return
 	}
 	fields := []zap.Field{

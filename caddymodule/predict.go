@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -191,7 +190,7 @@ func (g *Gateway) recordPredict(ex *exchange, model string) {
 		g.predictMetrics.instances.WithLabelValues(model).Add(float64(req.Instances))
 		g.predictMetrics.chars.WithLabelValues(model).Add(float64(req.InputChars))
 	}
-	if extra, ok := ex.r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
+	if extra := accessLogFields(ex.r); extra != nil {
 		extra.Set(zap.Int("ai_instances", req.Instances))
 		extra.Set(zap.Int("ai_input_characters", req.InputChars))
 	}
