@@ -70,29 +70,15 @@ func hostileUpstream(t *testing.T) *httptest.Server {
 
 // hostileConfig is a gateway with one model whose upstream gets upstream_key.
 func hostileConfig(port int, upstream string) string {
-	return globalOptions + fmt.Sprintf(`
-:%d {
-	handle /metrics {
-		metrics
-	}
-	handle {
-		ai_gateway {
-			key %s {
-				id hostile
-			}
-			model demo-llama {
-				alias llama
-				context_window 8192
-				upstream %s
-				upstream_key %s
-			}
-		}
-		reverse_proxy {
-			dynamic ai_gateway
-		}
-	}
+	return gatewaySite(port, fmt.Sprintf(`key %s {
+	id hostile
 }
-`, port, policy.FormatHash(policy.HashSecret(secretAll)), upstream, hostileUpstreamKey)
+model demo-llama {
+	alias llama
+	context_window 8192
+	upstream %s
+	upstream_key %s
+}`, policy.FormatHash(policy.HashSecret(secretAll)), upstream, hostileUpstreamKey), "")
 }
 
 // TestHardeningHostileUpstreamAnswers: an upstream's redirect, protocol switch, answer of the

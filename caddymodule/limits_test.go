@@ -24,30 +24,16 @@ import (
 
 // limitsConfig is a gateway whose key "limited" has the given key-block limit lines.
 func limitsConfig(port int, upstream, keyLimits, rateLimit string) string {
-	return globalOptions + fmt.Sprintf(`
-:%d {
-	handle /metrics {
-		metrics
-	}
-	handle {
-		ai_gateway {
-			key %s {
-				id limited
-				%s
-			}
-			model demo-llama {
-				alias llama
-				context_window 8192
-				upstream %s
-			}
-			%s
-		}
-		reverse_proxy {
-			dynamic ai_gateway
-		}
-	}
+	return gatewaySite(port, fmt.Sprintf(`key %s {
+	id limited
+	%s
 }
-`, port, policy.FormatHash(policy.HashSecret(secretAll)), keyLimits, upstream, rateLimit)
+model demo-llama {
+	alias llama
+	context_window 8192
+	upstream %s
+}
+%s`, policy.FormatHash(policy.HashSecret(secretAll)), keyLimits, upstream, rateLimit), "")
 }
 
 func startLimits(t *testing.T, keyLimits, rateLimit string) *usageSetup {

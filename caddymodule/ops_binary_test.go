@@ -141,28 +141,14 @@ func TestBinaryTokenizerUpstream(t *testing.T) {
 }
 :%d {
 	ai_gateway {
-		key %s {
-			id all
-		}
-		model tok {
-			upstream %s
-			tokenizer upstream
-			context_window 4096
-		}
-		model tgi {
-			upstream %s
-			tokenizer upstream tgi
-		}
-		model dead {
-			upstream 127.0.0.1:%d
-			tokenizer upstream llamacpp
-		}
+%s
+%s
 	}
 	reverse_proxy {
 		dynamic ai_gateway
 	}
 }
-`, gw, policy.FormatHash(policy.HashSecret(secretAll)), up.addr(), up.addr(), closed)))
+`, gw, keyAll, tokenizerModels(up.addr(), fmt.Sprintf("127.0.0.1:%d", closed)))))
 	waitFor(t, "the binary to answer", 30*time.Second, func() bool {
 		req, _ := http.NewRequest(http.MethodGet, url(gw, "/v1/models"), nil)
 		req.Header.Set("Authorization", "Bearer "+secretAll)

@@ -212,15 +212,10 @@ model rescued {
 	})
 }
 
-// TestTokenizerUpstream: tokenizer upstream counts with the model server's /tokenize, only when
-// the byte bound cannot prove the request fits; its counts are the server's; a dead endpoint
-// falls back to the estimate and is counted.
-func TestTokenizerUpstream(t *testing.T) {
-	up := newUpstream(t, simulator.Config{})
-	closed := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	port := freePort(t)
-	startCaddy(t, gatewaySite(port, keyAll+fmt.Sprintf(`
-model tok {
+// tokenizerModels are the models of the tokenizer upstream tests: tok and tgi on upstream (the
+// simulator's /tokenize, two dialects), dead on a closed port.
+func tokenizerModels(upstream, closed string) string {
+	return fmt.Sprintf(`model tok {
 	upstream %s
 	tokenizer upstream
 	context_window 4096
@@ -232,7 +227,17 @@ model tgi {
 model dead {
 	upstream %s
 	tokenizer upstream llamacpp
-}`, up.addr(), up.addr(), closed), ""))
+}`, upstream, upstream, closed)
+}
+
+// TestTokenizerUpstream: tokenizer upstream counts with the model server's /tokenize, only when
+// the byte bound cannot prove the request fits; its counts are the server's; a dead endpoint
+// falls back to the estimate and is counted.
+func TestTokenizerUpstream(t *testing.T) {
+	up := newUpstream(t, simulator.Config{})
+	closed := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	port := freePort(t)
+	startCaddy(t, gatewaySite(port, keyAll+"\n"+tokenizerModels(up.addr(), closed), ""))
 	tokenizeCalls := func() int {
 		n := 0
 		for _, r := range up.requests() {

@@ -13,19 +13,25 @@ import (
 	"github.com/caddyai/gateway/simulator"
 )
 
+// startLogged starts a simulator and a site :port whose access log goes to a file, with the
+// directives of body (a fmt format, given args(the simulator's address)); it returns the
+// simulator, the port and the log's path.
+func startLogged(t *testing.T, body string, args func(upstream string) []any) (*recordingUpstream, int, string) {
+	t.Helper()
+	up := newUpstream(t, simulator.Config{})
+	port := freePort(t)
+	accessPath := filepath.Join(t.TempDir(), "access.log")
+	startCaddy(t, globalOptions+fmt.Sprintf(":%d {\n\tlog {\n\t\toutput file %s\n\t}", port, accessPath)+
+		fmt.Sprintf(body, args(up.addr())...)+"\n}\n")
+	return up, port, accessPath
+}
+
 // TestPlaceholderForms: the README's working forms of the gateway's placeholders: `header
 // >Name` (deferred until the response is written, after ai_gateway ran), `header_up` inside
 // reverse_proxy (sent upstream), and `log_append` (the access log entry); on JSON answers and
 // streams.
 func TestPlaceholderForms(t *testing.T) {
-	up := newUpstream(t, simulator.Config{})
-	port := freePort(t)
-	accessPath := filepath.Join(t.TempDir(), "access.log")
-	startCaddy(t, globalOptions+fmt.Sprintf(`
-:%d {
-	log {
-		output file %s
-	}
+	up, port, accessPath := startLogged(t, `
 	header >X-Ai-Key-Id {http.ai_gateway.key_id}
 	header >X-Ai-Model {http.ai_gateway.model}
 	log_append ai_tenant {http.ai_gateway.key_id}
@@ -43,9 +49,7 @@ func TestPlaceholderForms(t *testing.T) {
 		dynamic ai_gateway
 		header_up X-Gateway-Key-Id {http.ai_gateway.key_id}
 		header_up X-Gateway-Model {http.ai_gateway.model}
-	}
-}
-`, port, accessPath, policy.FormatHash(policy.HashSecret(secretAll)), up.addr()))
+	}`, func(upstream string) []any { return []any{policy.FormatHash(policy.HashSecret(secretAll)), upstream} })
 	s := &usageSetup{port: port, upstream: up}
 	for _, body := range []string{chatBody, streamBody(false)} {
 		resp, b := s.do(t, "/v1/chat/completions", "", body)
@@ -86,14 +90,8 @@ func TestPlaceholderForms(t *testing.T) {
 // TestCostPlaceholder: {http.ai_gateway.cost} is the request's cost, as the access log's
 // ai_cost field has it: the prompt and completion tokens at the model's prices.
 func TestCostPlaceholder(t *testing.T) {
-	up := newUpstream(t, simulator.Config{})
-	port := freePort(t)
-	accessPath := filepath.Join(t.TempDir(), "access.log")
-	startCaddy(t, globalOptions+fmt.Sprintf(`
-:%d {
-	log {
-		output file %s
-	}
+	storeDir := t.TempDir()
+	up, port, accessPath := startLogged(t, `
 	log_append ai_cost_placeholder {http.ai_gateway.cost}
 	ai_gateway {
 		key %s {
@@ -116,9 +114,9 @@ func TestCostPlaceholder(t *testing.T) {
 	}
 	reverse_proxy {
 		dynamic ai_gateway
-	}
-}
-`, port, accessPath, policy.FormatHash(policy.HashSecret(secretAll)), up.addr(), t.TempDir()))
+	}`, func(upstream string) []any {
+		return []any{policy.FormatHash(policy.HashSecret(secretAll)), upstream, storeDir}
+	})
 	s := &usageSetup{port: port, upstream: up}
 	resp, b := s.do(t, "/v1/chat/completions", "", chatBody)
 	if resp.StatusCode != 200 {
