@@ -183,6 +183,9 @@ func (g *Gateway) Cleanup() error {
 	if g.backendKey != "" {
 		release(backendPool, g.backendKey, "file store")
 	}
+	if g.ops.unwatch != nil {
+		g.ops.unwatch()
+	}
 	if g.ops.healthHeld {
 		release(healthPool, "health", "pool health")
 	}

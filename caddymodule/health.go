@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -42,6 +43,8 @@ func (healthHandle) Destruct() error { return nil }
 type opsState struct {
 	health      *routing.Health
 	healthHeld  bool
+	unwatch     func() // stops publishing on changes of the shared table
+	gauges      *healthGauges
 	metrics     *opsMetrics
 	metricsHeld bool
 }
@@ -65,6 +68,29 @@ func (p *poolHealth) status() routing.PoolStatus {
 	return routing.Summarize(p.hosts)
 }
 
+// healthGauges sets the upstream_hosts gauges of every model with health_check. It runs on any
+// change of the shared table: a host two models share is probed by both models' probers, and
+// the one that sees a change first is not necessarily the one whose gauge it moves.
+type healthGauges struct {
+	mu         sync.Mutex
+	publishers []func() // per model: sets its gauges from its hosts' states
+}
+
+func (h *healthGauges) add(publish func()) {
+	h.mu.Lock()
+	h.publishers = append(h.publishers, publish)
+	h.mu.Unlock()
+	publish()
+}
+
+func (h *healthGauges) publishAll() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, publish := range h.publishers {
+		publish()
+	}
+}
+
 // provisionHealth loads the shared table of probed hosts and starts the model's prober, which
 // runs until the config's context ends (a reload or a shutdown). Call it once the route's dials
 // and upstream credential are set.
@@ -81,6 +107,8 @@ func (g *Gateway) provisionHealth(route *modelRoute, mc ModelConfig) error {
 			return err
 		}
 		g.ops.health, g.ops.healthHeld = val.(healthHandle).health, true
+		g.ops.gauges = new(healthGauges)
+		g.ops.unwatch = g.ops.health.Watch(g.ops.gauges.publishAll)
 	}
 	path := hc.Path
 	if path == "" {
@@ -122,7 +150,7 @@ func (g *Gateway) provisionHealth(route *modelRoute, mc ModelConfig) error {
 		gauge.WithLabelValues(model, "down").Set(float64(st.Down))
 		gauge.WithLabelValues(model, "unknown").Set(float64(st.Unknown))
 	}
-	publish()
+	g.ops.gauges.add(publish)
 	prober := routing.NewProber(nil, routing.ProberOptions{
 		Interval: interval,
 		Timeout:  time.Duration(hc.Timeout),
@@ -133,7 +161,6 @@ func (g *Gateway) provisionHealth(route *modelRoute, mc ModelConfig) error {
 				fields = append(fields, zap.String("error", wire.Redact(err.Error(), route.secrets...)))
 			}
 			g.logger.Info("upstream health changed", fields...)
-			publish()
 		},
 	})
 	if len(targets) > 0 {

@@ -50,20 +50,30 @@ func (s HostState) Available() bool { return s == HostUnknown || s == HostHealth
 type HostHealth struct {
 	state atomic.Uint32
 	fails atomic.Uint32 // failed probes in a row while not yet down
+	table *Health       // told of changes; nil for a host outside a table
 }
 
 // State returns the host's current state.
 func (h *HostHealth) State() HostState { return HostState(h.state.Load()) }
 
-// Set records a new state and returns the previous one.
-func (h *HostHealth) Set(s HostState) HostState { return HostState(h.state.Swap(uint32(s))) }
+// Set records a new state and returns the previous one. A change is told to the table's
+// watchers.
+func (h *HostHealth) Set(s HostState) HostState {
+	from := HostState(h.state.Swap(uint32(s)))
+	if from != s && h.table != nil {
+		h.table.changed()
+	}
+	return from
+}
 
 // Health is the table of probed upstreams, keyed by what is probed (the probe URL). It holds no
 // goroutine and no config: keep one in a store that survives config reloads, so a reload keeps
 // what the probes found, and run a Prober per model over its hosts.
 type Health struct {
-	mu    sync.Mutex
-	hosts map[string]*HostHealth
+	mu       sync.Mutex
+	hosts    map[string]*HostHealth
+	watchers map[int]func()
+	next     int
 }
 
 // NewHealth returns an empty table.
@@ -76,9 +86,40 @@ func (h *Health) Host(key string) *HostHealth {
 	if s := h.hosts[key]; s != nil {
 		return s
 	}
-	s := new(HostHealth)
+	s := &HostHealth{table: h}
 	h.hosts[key] = s
 	return s
+}
+
+// Watch calls fn after any host of the table changes state, whoever probed it: models sharing
+// an upstream run a prober each, and a change one of them sees is every sharer's. fn must be
+// quick; it may run concurrently with itself. The returned func stops the calls.
+func (h *Health) Watch(fn func()) (stop func()) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.watchers == nil {
+		h.watchers = map[int]func(){}
+	}
+	id := h.next
+	h.next++
+	h.watchers[id] = fn
+	return func() {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		delete(h.watchers, id)
+	}
+}
+
+func (h *Health) changed() {
+	h.mu.Lock()
+	fns := make([]func(), 0, len(h.watchers))
+	for _, fn := range h.watchers {
+		fns = append(fns, fn)
+	}
+	h.mu.Unlock()
+	for _, fn := range fns {
+		fn()
+	}
 }
 
 // PoolStatus counts the hosts of a model's pool by state.

@@ -3,6 +3,7 @@ package routing
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -162,6 +163,39 @@ func TestProberTimeoutAndCancel(t *testing.T) {
 	p.Probe(context.Background(), target)
 	if s := p.Probe(context.Background(), target); s != HostDown {
 		t.Fatalf("a server that never answers, twice: %s", s)
+	}
+}
+
+// TestHealthWatch: a change of a shared host is told to every watcher, whichever prober saw it
+// (two models probing one upstream: the second prober finds no change of its own); a probe that
+// changes nothing tells no one, and a stopped watcher hears nothing more.
+func TestHealthWatch(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		io.WriteString(w, `{"error":{"code":503,"message":"Loading model","type":"unavailable_error"}}`)
+	}))
+	defer srv.Close()
+	table := NewHealth()
+	url := srv.URL + "/health"
+	var first, second atomic.Int64
+	stopFirst := table.Watch(func() { first.Add(1) })
+	defer table.Watch(func() { second.Add(1) })()
+	a, b := NewProber(nil, ProberOptions{}), NewProber(nil, ProberOptions{})
+	var seenByB int
+	b.opts.OnChange = func(string, HostState, HostState, error) { seenByB++ }
+	if s := a.Probe(context.Background(), ProbeTarget{URL: url, Host: table.Host(url)}); s != HostLoading {
+		t.Fatalf("probe: %s", s)
+	}
+	if s := b.Probe(context.Background(), ProbeTarget{URL: url, Host: table.Host(url)}); s != HostLoading || seenByB != 0 {
+		t.Fatalf("the second prober: %s, %d changes of its own", s, seenByB)
+	}
+	if first.Load() != 1 || second.Load() != 1 {
+		t.Fatalf("watchers called %d and %d times, want 1 each", first.Load(), second.Load())
+	}
+	stopFirst()
+	table.Host(url).Set(HostHealthy)
+	if first.Load() != 1 || second.Load() != 2 {
+		t.Fatalf("after stopping the first: %d and %d", first.Load(), second.Load())
 	}
 }
 
