@@ -173,20 +173,49 @@ func TestBatchWaitsBehindInteractive(t *testing.T) {
 	}
 }
 
-// A model's batch block caps its batch lines in flight and paces their dispatch; interactive
-// requests still go at once while the batch holds its share of the slots.
-func TestBatchModelCapAndRate(t *testing.T) {
-	s := newBatchSite(t, simulator.Config{TTFT: 300 * time.Millisecond}, "max_concurrent 4\nbatch {\n\tmax_concurrent 2\n}",
-		"batch {\n\trate 5/s\n}", "")
+// TestBatchLeavesReserve: with `reserve 1` on a pool of 4, batch lines never take the last free
+// slot, so an interactive request beside a running batch is sent at once, never queued behind
+// a line.
+func TestBatchLeavesReserve(t *testing.T) {
+	s := newBatchSite(t, simulator.Config{TTFT: 300 * time.Millisecond}, "max_concurrent 4\nqueue 8\nbatch {\n\treserve 1\n}", "", "")
+	c := filesClient(s.port, secretAll)
+	f := uploadBatch(t, c, "in.jsonl", chatLines("demo-llama", 16))
+	b := newBatch(t, c, f.ID)
+	waitFor(t, "batch lines upstream", 5*time.Second, func() bool { return s.up.sim.Stats().Running > 0 })
+	_, stop := samplePeak(s)
+	time.Sleep(time.Second) // three rounds of lines
+	if p := stop(); p != 3 {
+		t.Errorf("the batch alone: peak %d lines upstream, want 3 of the pool's 4", p)
+	}
+	for range 3 {
+		start := time.Now()
+		resp, err := http.DefaultClient.Do(chatRequest(t, s.port, secretAll, `{"model":"demo-llama","messages":[{"role":"user","content":"hi"}]}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		// 300 ms of TTFT; queued behind a line it would wait for one to end as well
+		if d := time.Since(start); resp.StatusCode != 200 || d > 550*time.Millisecond {
+			t.Errorf("interactive request beside the batch: %d after %v", resp.StatusCode, d)
+		}
+	}
+	b = waitBatch(t, c, b.ID)
+	if b.Status != openai.BatchStatusCompleted || b.RequestCounts.Completed != 16 {
+		t.Fatalf("batch: %s", b.RawJSON())
+	}
+}
+
+// samplePeak samples the simulator's requests in flight every 5 ms until the returned func is
+// called, which returns the most it saw.
+func samplePeak(s *batchSite) (peak int, stop func() int) {
 	var mu sync.Mutex
-	peak := 0
-	stop := make(chan struct{})
+	done := make(chan struct{})
 	sampled := make(chan struct{})
 	go func() {
 		defer close(sampled)
 		for {
 			select {
-			case <-stop:
+			case <-done:
 				return
 			case <-time.After(5 * time.Millisecond):
 			}
@@ -195,6 +224,21 @@ func TestBatchModelCapAndRate(t *testing.T) {
 			mu.Unlock()
 		}
 	}()
+	return 0, func() int {
+		close(done)
+		<-sampled
+		mu.Lock()
+		defer mu.Unlock()
+		return peak
+	}
+}
+
+// A model's batch block caps its batch lines in flight and paces their dispatch; interactive
+// requests still go at once while the batch holds its share of the slots.
+func TestBatchModelCapAndRate(t *testing.T) {
+	s := newBatchSite(t, simulator.Config{TTFT: 300 * time.Millisecond}, "max_concurrent 4\nbatch {\n\tmax_concurrent 2\n}",
+		"batch {\n\trate 5/s\n}", "")
+	_, stopSampling := samplePeak(s)
 	c := filesClient(s.port, secretAll)
 	f := uploadBatch(t, c, "in.jsonl", chatLines("demo-llama", 6))
 	b := newBatch(t, c, f.ID)
@@ -209,16 +253,13 @@ func TestBatchModelCapAndRate(t *testing.T) {
 		t.Errorf("interactive request beside the batch: %d after %v", resp.StatusCode, d)
 	}
 	b = waitBatch(t, c, b.ID)
-	close(stop)
-	<-sampled
+	peak := stopSampling()
 	if b.Status != openai.BatchStatusCompleted || b.RequestCounts.Completed != 6 {
 		t.Fatalf("batch: %s", b.RawJSON())
 	}
-	mu.Lock()
 	if peak > 3 || peak < 2 {
 		t.Errorf("peak %d requests upstream; want the batch's 2 and at most the one interactive", peak)
 	}
-	mu.Unlock()
 
 	// rate 5/s: a line every 200 ms at most, the first at once
 	before := len(s.up.requests())

@@ -32,6 +32,20 @@ type BatchModelConfig struct {
 	// lower values are served first and interactive requests default to 0, so batch lines want a
 	// positive value. Default: 0 (the body is sent as the line has it).
 	Priority int `json:"priority,omitempty"`
+	// Reserve is how many slots of the model's max_concurrent batch lines leave free: a line is
+	// sent only while more than Reserve slots are free, so that an interactive request arriving
+	// finds one instead of waiting behind a line that took the slot the previous request freed
+	// (on a busy pool, each slot freed goes to whoever asks first). Default: max_concurrent/16
+	// (1 slot of 16, 4 of 64; none below 16); 0 lets batch lines fill the pool.
+	Reserve *int `json:"reserve,omitempty"`
+}
+
+// batchReserve is the number of slots of a model's max_concurrent that batch lines leave free.
+func batchReserve(mc ModelConfig) int {
+	if mc.Batch != nil && mc.Batch.Reserve != nil {
+		return *mc.Batch.Reserve
+	}
+	return int(mc.MaxConcurrent / 16)
 }
 
 // batchModel is the runtime state of a model's batch settings: the count of its batch lines in
@@ -55,12 +69,16 @@ const batchRateMaxWait = time.Second
 
 // provisionBatchModel loads the model's batch state and applies the config to it.
 func (g *Gateway) provisionBatchModel(route *modelRoute, mc ModelConfig) error {
+	route.batchReserve = batchReserve(mc)
 	bc := mc.Batch
 	if bc == nil {
 		return nil
 	}
 	if bc.MaxConcurrent < 0 || bc.Rate < 0 || math.IsNaN(bc.Rate) || math.IsInf(bc.Rate, 0) {
 		return fmt.Errorf("batch: max_concurrent and rate must not be negative")
+	}
+	if r := bc.Reserve; r != nil && (*r < 0 || mc.MaxConcurrent > 0 && int64(*r) >= mc.MaxConcurrent) {
+		return fmt.Errorf("batch: reserve must be at least 0 and below the model's max_concurrent (%d), got %d", mc.MaxConcurrent, *r)
 	}
 	key := "model:" + mc.Name
 	val, _, err := batchModelPool.LoadOrNew(key, func() (caddy.Destructor, error) { return new(batchModel), nil })
@@ -92,7 +110,7 @@ func (g *Gateway) provisionBatchModel(route *modelRoute, mc ModelConfig) error {
 // request never reaches the upstream.
 func (g *Gateway) admitBatchLine(ctx context.Context, ex *exchange) *wire.Error {
 	route := ex.route
-	if route.gate != nil && !route.gate.Spare() {
+	if route.gate != nil && !route.gate.Spare(route.batchReserve) {
 		return batchDeferred(route.model.Name, batchDeferRetry)
 	}
 	bm := route.batch
@@ -154,6 +172,7 @@ func (ex *exchange) batchPriority() int {
 //	    max_concurrent <n>
 //	    rate <n>/s|m|h
 //	    priority <n>
+//	    reserve <n>
 //	}
 func parseBatchModel(d *caddyfile.Dispenser) (*BatchModelConfig, error) {
 	if err := noArgs(d); err != nil {
@@ -168,6 +187,10 @@ func parseBatchModel(d *caddyfile.Dispenser) (*BatchModelConfig, error) {
 			}
 		case "rate":
 			bc.Rate, err = valueArg(d, "a rate such as 10/s, 600/m or 3600/h", parseRate)
+		case "reserve":
+			var n int
+			n, err = intArg(d)
+			bc.Reserve = &n
 		case "priority":
 			bc.Priority, err = valueArg(d, "an integer", func(s string) (int, bool) {
 				n, err := strconv.Atoi(s)

@@ -46,6 +46,7 @@ type batchRunner struct {
 	lease    time.Duration
 	every    time.Duration
 	wake     chan struct{}
+	freed    chan struct{}                  // a model's pool freed a slot (slotsFreed)
 	done     chan struct{}                  // closed when run returns
 	settings atomic.Pointer[runnerSettings] // set by the configs using the store; nil: defaults
 	gauges   batchGauges                    // what the last pass over the active batches saw
@@ -86,12 +87,51 @@ func newBatchRunner(h *backendHandle, logger *zap.Logger) *batchRunner {
 	host, _ := os.Hostname()
 	return &batchRunner{h: h, logger: logger, now: runnerNow, send: sendLine,
 		consumer: host + "-" + strconv.Itoa(os.Getpid()), workers: batchWorkers, lease: batchLease, every: batchTick,
-		wake: make(chan struct{}, 1), done: make(chan struct{})}
+		wake: make(chan struct{}, 1), freed: make(chan struct{}, 1), done: make(chan struct{})}
+}
+
+// slotsFreed tells every batch runner that a model's pool freed a slot no waiter took, so that a
+// line deferred for want of spare capacity tries again at once rather than at the next line's
+// end or tick: the slots interactive requests free are spare capacity too.
+var slotsFreed freeSlots
+
+// freeSlots is a broadcast without memory beyond one pending signal per listener.
+type freeSlots struct {
+	mu   sync.Mutex
+	subs map[chan struct{}]struct{}
+}
+
+// listen adds c, until the returned func is called.
+func (f *freeSlots) listen(c chan struct{}) (stop func()) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.subs == nil {
+		f.subs = map[chan struct{}]struct{}{}
+	}
+	f.subs[c] = struct{}{}
+	return func() {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		delete(f.subs, c)
+	}
+}
+
+// notify signals every listener without blocking.
+func (f *freeSlots) notify() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for c := range f.subs {
+		select {
+		case c <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // run ticks until ctx ends. A panic in a tick is logged and the next tick goes on.
 func (r *batchRunner) run(ctx context.Context) {
 	defer close(r.done)
+	defer slotsFreed.listen(r.freed)()
 	t := time.NewTicker(r.every)
 	defer t.Stop()
 	for {
@@ -376,10 +416,10 @@ func (st *runState) updateRun(ctx context.Context, owner, id string, fn func(b *
 // how many lines it ran and did not defer (and sets deferring when lines were deferred).
 //
 // A line deferred for want of spare capacity, the model's batch cap or its dispatch rate leaves
-// its slot empty until the next tick interval (or a wake), or until a line that was sent ends
-// (the pool just freed a slot): a pool without spare capacity is not asked again line after
-// line (at most one deferral per line answered, and workers per interval), and once every line
-// in flight was deferred work returns and the tick ends.
+// its slot empty until the next tick interval (or a wake), until a line that was sent ends, or
+// until a model's pool frees a slot nobody waited for (slotsFreed): a pool without spare
+// capacity is not asked again line after line (at most one deferral per slot freed, and workers
+// per interval), and once every line in flight was deferred work returns and the tick ends.
 // While lines run, the active batches are moved along every tick interval as a tick does
 // (advance), so cancels, expiries, new batches and the gauges do not wait for the queue to
 // drain.
@@ -424,6 +464,10 @@ func (st *runState) work(ctx context.Context) int {
 				default:
 					more = false
 				}
+			}
+		case <-st.r.freed:
+			if parked > 0 {
+				parked-- // a pool freed a slot: one empty slot may try again
 			}
 		case <-t.C:
 			parked, drained = 0, false

@@ -94,6 +94,7 @@ type modelRoute struct {
 	rewriter      *policy.Rewriter
 	gate          *routing.Admission // nil without max_concurrent
 	batch         *batchModel        // nil without a batch block
+	batchReserve  int                // slots of gate batch lines leave free (BatchModelConfig.Reserve)
 	cacheOff      bool
 	cache         cache.Policy // the model's own cache settings, over the gateway's
 	fallbacks     []*modelRoute

@@ -173,7 +173,9 @@ func (g *Gateway) provisionAdmission(route *modelRoute, mc ModelConfig) error {
 	}
 	key := "model:" + mc.Name
 	val, _, err := admissionPool.LoadOrNew(key, func() (caddy.Destructor, error) {
-		return admissionHandle{gate: routing.NewAdmission(int(mc.MaxConcurrent), mc.Queue, time.Duration(mc.QueueTimeout))}, nil
+		gate := routing.NewAdmission(int(mc.MaxConcurrent), mc.Queue, time.Duration(mc.QueueTimeout))
+		gate.OnFree(slotsFreed.notify)
+		return admissionHandle{gate: gate}, nil
 	})
 	if err != nil {
 		return err
@@ -195,8 +197,9 @@ func (g *Gateway) admitToModel(ctx context.Context, ex *exchange) *wire.Error {
 		return nil
 	}
 	if ex.batchLine != nil {
-		// a batch line takes spare capacity only: a free slot nobody is waiting for
-		release, ok := gate.TryAcquire()
+		// a batch line takes spare capacity only: a free slot nobody is waiting for, beyond the
+		// reserve left to interactive arrivals
+		release, ok := gate.TryAcquire(ex.route.batchReserve)
 		if !ok {
 			return batchDeferred(ex.route.model.Name, batchDeferRetry)
 		}

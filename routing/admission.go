@@ -52,6 +52,16 @@ type Admission struct {
 
 	now      func() time.Time
 	newTimer func(time.Duration) (<-chan time.Time, func() bool)
+	onFree   func() // called after a release that left its slot free; see OnFree
+}
+
+// OnFree sets fn to be called (outside the gate's lock, on the releasing goroutine) after each
+// release whose slot no waiter took: spare-capacity work waiting for a free slot can try again
+// at once instead of polling. fn must be quick; nil removes it.
+func (a *Admission) OnFree(fn func()) {
+	a.mu.Lock()
+	a.onFree = fn
+	a.mu.Unlock()
 }
 
 // NewAdmission returns a gate admitting maxConcurrent requests at once (<= 0: unlimited), with
@@ -128,25 +138,33 @@ func (a *Admission) Acquire(ctx context.Context, priority int) (release func(), 
 	return nil, err
 }
 
-// TryAcquire admits a request only when a slot is free and nobody is waiting, and never queues:
-// the lowest priority of all, for work that may only use spare capacity (batch lines), so that
-// no waiting request is ever passed by it. It returns the release and true, or nil and false.
-func (a *Admission) TryAcquire() (release func(), ok bool) {
+// TryAcquire admits a request only when more than reserve slots are free and nobody is waiting,
+// and never queues: the lowest priority of all, for work that may only use spare capacity (batch
+// lines), so that no waiting request is ever passed by it and the reserve slots stay free for
+// requests arriving (a slot freed by a request that ends goes to the next one its client sends,
+// not to the batch that was quicker). It returns the release and true, or nil and false.
+func (a *Admission) TryAcquire(reserve int) (release func(), ok bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.queue.Len() > 0 || !a.hasRoom() {
+	if !a.spareLocked(reserve) {
 		return nil, false
 	}
 	a.admitLocked()
 	return a.releaser(), true
 }
 
-// Spare reports whether TryAcquire would admit a request now (a slot is free and nobody is
-// waiting), without taking anything: a cheap check before work that only spare capacity may do.
-func (a *Admission) Spare() bool {
+// Spare reports whether TryAcquire(reserve) would admit a request now, without taking anything:
+// a cheap check before work that only spare capacity may do.
+func (a *Admission) Spare(reserve int) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.queue.Len() == 0 && a.hasRoom()
+	return a.spareLocked(reserve)
+}
+
+// spareLocked tells whether more than reserve slots are free and nobody is waiting. Call with mu
+// held.
+func (a *Admission) spareLocked(reserve int) bool {
+	return a.queue.Len() == 0 && (a.maxConcurrent <= 0 || a.inFlight+max(reserve, 0) < a.maxConcurrent)
 }
 
 // admitLocked takes a slot. Call with mu held.
@@ -178,7 +196,14 @@ func (a *Admission) releaser() func() {
 		a.inFlight--
 		a.noteReleaseLocked()
 		a.dispatchLocked()
+		onFree := a.onFree
+		if a.queue.Len() > 0 || !a.hasRoom() {
+			onFree = nil // a waiter took the slot
+		}
 		a.mu.Unlock()
+		if onFree != nil {
+			onFree()
+		}
 	}
 }
 

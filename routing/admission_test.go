@@ -513,14 +513,14 @@ func TestRefusalReason(t *testing.T) {
 
 func TestAdmissionTryAcquireSpareOnly(t *testing.T) {
 	a, _, _ := testAdmission(1, 4, time.Minute)
-	if !a.Spare() {
+	if !a.Spare(0) {
 		t.Fatal("an idle gate has no spare slot")
 	}
-	rel, ok := a.TryAcquire()
+	rel, ok := a.TryAcquire(0)
 	if !ok {
 		t.Fatal("TryAcquire on an idle gate refused")
 	}
-	if _, ok := a.TryAcquire(); ok || a.Spare() {
+	if _, ok := a.TryAcquire(0); ok || a.Spare(0) {
 		t.Fatal("TryAcquire admitted past max_concurrent")
 	}
 	waiting := make(chan func())
@@ -536,19 +536,94 @@ func TestAdmissionTryAcquireSpareOnly(t *testing.T) {
 	}
 	rel() // the slot goes to the waiter, whatever its priority
 	r := <-waiting
-	if _, ok := a.TryAcquire(); ok {
+	if _, ok := a.TryAcquire(0); ok {
 		t.Fatal("TryAcquire took the waiter's slot")
 	}
 	r()
-	if !a.Spare() {
+	if !a.Spare(0) {
 		t.Fatal("a free slot nobody waits for is not spare")
 	}
-	if rel, ok := a.TryAcquire(); !ok {
+	if rel, ok := a.TryAcquire(0); !ok {
 		t.Fatal("TryAcquire refused a free slot")
 	} else {
 		rel()
 	}
 	if in, q := a.Stats(); in != 0 || q != 0 {
 		t.Fatalf("Stats = %d, %d", in, q)
+	}
+}
+
+// TestAdmissionTryAcquireReserve: spare work leaves the reserve slots free for requests that
+// arrive, which still take them (and queue only past max_concurrent).
+func TestAdmissionTryAcquireReserve(t *testing.T) {
+	a, _, _ := testAdmission(4, 4, time.Minute)
+	var spare []func()
+	for {
+		rel, ok := a.TryAcquire(1)
+		if !ok {
+			break
+		}
+		spare = append(spare, rel)
+	}
+	if len(spare) != 3 || a.Spare(1) || !a.Spare(0) {
+		t.Fatalf("with a reserve of 1 slot of 4: %d spare admitted, Spare(1)=%t Spare(0)=%t", len(spare), a.Spare(1), a.Spare(0))
+	}
+	live, err := a.Acquire(context.Background(), 0)
+	if err != nil {
+		t.Fatalf("a live request did not get the reserved slot: %v", err)
+	}
+	if in, q := a.Stats(); in != 4 || q != 0 {
+		t.Fatalf("Stats = %d, %d", in, q)
+	}
+	spare[0]()
+	if a.Spare(1) {
+		t.Fatal("the slot a spare request freed is spare although only the reserve is left")
+	}
+	if _, ok := a.TryAcquire(1); ok {
+		t.Fatal("TryAcquire took the reserve")
+	}
+	live()
+	if rel, ok := a.TryAcquire(1); !ok {
+		t.Fatal("two free slots, a reserve of one: refused")
+	} else {
+		rel()
+	}
+	for _, rel := range spare[1:] {
+		rel()
+	}
+	var freed atomic.Int64
+	a.OnFree(func() { freed.Add(1) })
+	held := mustAcquire(t, a, 0)
+	held()
+	if freed.Load() != 1 {
+		t.Fatalf("a release that left its slot free told OnFree %d times", freed.Load())
+	}
+	full := []func(){mustAcquire(t, a, 0), mustAcquire(t, a, 0), mustAcquire(t, a, 0), mustAcquire(t, a, 0)}
+	got := make(chan func())
+	go func() {
+		r, err := a.Acquire(context.Background(), 0)
+		if err != nil {
+			t.Error(err)
+			r = func() {}
+		}
+		got <- r
+	}()
+	for _, q := a.Stats(); q == 0; _, q = a.Stats() {
+		time.Sleep(time.Millisecond)
+	}
+	full[0]() // the waiter takes the slot: nothing is free
+	waiter := <-got
+	if freed.Load() != 1 {
+		t.Fatalf("a slot a waiter took was told free: %d", freed.Load())
+	}
+	for _, rel := range append(full[1:], waiter) {
+		rel()
+	}
+	if freed.Load() != 5 {
+		t.Fatalf("OnFree told %d times, want 5", freed.Load())
+	}
+	unlimited, _, _ := testAdmission(0, 0, time.Minute)
+	if !unlimited.Spare(100) {
+		t.Fatal("a gate without max_concurrent has no spare capacity")
 	}
 }
