@@ -82,6 +82,7 @@ const (
 	envelopeVersion = 1
 
 	flagEstimated = 1 << 0
+	flagMarked    = 1 << 1
 )
 
 var errEnvelope = errors.New("malformed cache envelope")
@@ -101,6 +102,9 @@ func encodeEntry(dst []byte, e *Entry) []byte {
 	var flags uint64
 	if e.Usage.Estimated {
 		flags |= flagEstimated
+	}
+	if e.Marked {
+		flags |= flagMarked
 	}
 	dst = binary.AppendUvarint(dst, flags)
 	dst = binary.AppendUvarint(dst, uint64(len(e.Model)))
@@ -145,6 +149,7 @@ func decodeEntry(b []byte) (*Entry, error) {
 			CachedTokens:     vals[4],
 			Estimated:        flags&flagEstimated != 0,
 		},
+		Marked: flags&flagMarked != 0,
 	}
 	if vals[0] != 0 {
 		e.Created = time.Unix(0, vals[0])

@@ -23,6 +23,10 @@ type Entry struct {
 	Usage wire.Usage
 	// Model is the model that produced the answer.
 	Model string
+	// Marked says Body's usage already says every prompt token came from the cache (MarkCached
+	// ran when the entry was stored), so a hit serves Body as it is. Entries stored without it
+	// (by an older instance sharing a Redis cache) are marked on each hit.
+	Marked bool
 }
 
 // Store holds entries by key. Get reports a miss as (nil, false, nil); an error means the store

@@ -173,13 +173,14 @@ func TestEnvelope(t *testing.T) {
 		testEntry(`{"id":"chatcmpl-1","choices":[]}`),
 		{Body: []byte{}, Model: ""},
 		{Body: []byte(`{}`), Usage: wire.Usage{PromptTokens: 1 << 40}},
+		{Body: []byte(`{}`), Marked: true},
 	} {
 		b := encodeEntry(nil, e)
 		got, err := decodeEntry(b)
 		if err != nil {
 			t.Fatalf("decoding %q: %v", b, err)
 		}
-		if !bytes.Equal(got.Body, e.Body) || got.Model != e.Model || got.Usage != e.Usage || !got.Created.Equal(e.Created) {
+		if !bytes.Equal(got.Body, e.Body) || got.Model != e.Model || got.Usage != e.Usage || !got.Created.Equal(e.Created) || got.Marked != e.Marked {
 			t.Fatalf("round trip: got %+v, want %+v", got, e)
 		}
 	}

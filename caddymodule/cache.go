@@ -189,7 +189,11 @@ func (g *Gateway) serveHit(w http.ResponseWriter, ex *exchange, entry *cache.Ent
 	h["Age"] = []string{strconv.FormatInt(max(0, int64(g.now().Sub(entry.Created)/time.Second)), 10)}
 	h["X-Gateway-Overhead-Ms"] = []string{formatMS(g.now().Sub(ex.start))}
 	// the JSON hit and the replayed stream report the same usage: every prompt token cached
-	body := cache.MarkCached(ex.endpoint, ex.surface, entry.Body)
+	// (marked when the entry was stored, or here for an entry an older instance stored)
+	body := entry.Body
+	if !entry.Marked {
+		body = cache.MarkCached(ex.endpoint, ex.surface, body)
+	}
 	if ex.stream {
 		marked := *entry
 		marked.Body = body
@@ -220,7 +224,10 @@ func (g *Gateway) fillCache(ex *exchange, body []byte) {
 			body = b
 		}
 	}
-	entry := &cache.Entry{Body: body, Created: g.now(), Usage: ex.usage, Model: ex.modelName()}
+	// the body as every hit serves it: the cache key holds the endpoint and surface, so the
+	// rewrite done once here is the one each hit would do
+	entry := &cache.Entry{Body: cache.MarkCached(ex.endpoint, ex.surface, body), Created: g.now(), Usage: ex.usage,
+		Model: ex.modelName(), Marked: true}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	if err := g.cache.store.Set(ctx, ex.cacheKey, entry, ex.cacheTTL); err != nil {
