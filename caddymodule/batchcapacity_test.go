@@ -182,7 +182,7 @@ func TestBatchLeavesReserve(t *testing.T) {
 	f := uploadBatch(t, c, "in.jsonl", chatLines("demo-llama", 16))
 	b := newBatch(t, c, f.ID)
 	waitFor(t, "batch lines upstream", 5*time.Second, func() bool { return s.up.sim.Stats().Running > 0 })
-	_, stop := samplePeak(s)
+	stop := samplePeak(s)
 	time.Sleep(time.Second) // three rounds of lines
 	if p := stop(); p != 3 {
 		t.Errorf("the batch alone: peak %d lines upstream, want 3 of the pool's 4", p)
@@ -207,8 +207,9 @@ func TestBatchLeavesReserve(t *testing.T) {
 
 // samplePeak samples the simulator's requests in flight every 5 ms until the returned func is
 // called, which returns the most it saw.
-func samplePeak(s *batchSite) (peak int, stop func() int) {
+func samplePeak(s *batchSite) (stop func() int) {
 	var mu sync.Mutex
+	peak := 0
 	done := make(chan struct{})
 	sampled := make(chan struct{})
 	go func() {
@@ -224,7 +225,7 @@ func samplePeak(s *batchSite) (peak int, stop func() int) {
 			mu.Unlock()
 		}
 	}()
-	return 0, func() int {
+	return func() int {
 		close(done)
 		<-sampled
 		mu.Lock()
@@ -238,7 +239,7 @@ func samplePeak(s *batchSite) (peak int, stop func() int) {
 func TestBatchModelCapAndRate(t *testing.T) {
 	s := newBatchSite(t, simulator.Config{TTFT: 300 * time.Millisecond}, "max_concurrent 4\nbatch {\n\tmax_concurrent 2\n}",
 		"batch {\n\trate 5/s\n}", "")
-	_, stopSampling := samplePeak(s)
+	stopSampling := samplePeak(s)
 	c := filesClient(s.port, secretAll)
 	f := uploadBatch(t, c, "in.jsonl", chatLines("demo-llama", 6))
 	b := newBatch(t, c, f.ID)
