@@ -20,6 +20,7 @@ import (
 
 	"github.com/caddyai/gateway/batch"
 	"github.com/caddyai/gateway/internal/wire"
+	"github.com/caddyai/gateway/routing"
 	"github.com/caddyai/gateway/store"
 )
 
@@ -93,45 +94,12 @@ func newBatchRunner(h *backendHandle, logger *zap.Logger) *batchRunner {
 // slotsFreed tells every batch runner that a model's pool freed a slot no waiter took, so that a
 // line deferred for want of spare capacity tries again at once rather than at the next line's
 // end or tick: the slots interactive requests free are spare capacity too.
-var slotsFreed freeSlots
-
-// freeSlots is a broadcast without memory beyond one pending signal per listener.
-type freeSlots struct {
-	mu   sync.Mutex
-	subs map[chan struct{}]struct{}
-}
-
-// listen adds c, until the returned func is called.
-func (f *freeSlots) listen(c chan struct{}) (stop func()) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.subs == nil {
-		f.subs = map[chan struct{}]struct{}{}
-	}
-	f.subs[c] = struct{}{}
-	return func() {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		delete(f.subs, c)
-	}
-}
-
-// notify signals every listener without blocking.
-func (f *freeSlots) notify() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for c := range f.subs {
-		select {
-		case c <- struct{}{}:
-		default:
-		}
-	}
-}
+var slotsFreed routing.Watchers
 
 // run ticks until ctx ends. A panic in a tick is logged and the next tick goes on.
 func (r *batchRunner) run(ctx context.Context) {
 	defer close(r.done)
-	defer slotsFreed.listen(r.freed)()
+	defer slotsFreed.Add(routing.Signal(r.freed))()
 	t := time.NewTicker(r.every)
 	defer t.Stop()
 	for {
@@ -585,14 +553,16 @@ func (st *runState) runLine(ctx context.Context, it store.Item) error {
 		}
 	}
 	ans := st.sendHeld(ctx, it, lineRequest{Owner: owner, BatchID: it.BatchID, CustomID: ql.CustomID, Endpoint: job.endpoint, Run: job.batchRun, Body: body})
-	if ctx.Err() != nil {
-		if ans.Err != nil || ans.Status == statusClientClosed {
-			// shutting down before the answer came: the line goes back to the queue for whoever
-			// claims it next (after a crash, its lease runs out instead)
-			st.release(context.WithoutCancel(ctx), it, 0)
-			return nil
-		}
-		ctx = context.WithoutCancel(ctx) // an answer received is kept, whatever happens next
+	stopping := ctx.Err() != nil
+	// Whatever came back is kept (or the line given back) even if the runner stops meanwhile: a
+	// stop between the answer and its result record would leave the line claimed, unanswered in
+	// the store, and sent again once its lease ran out.
+	ctx = context.WithoutCancel(ctx)
+	if stopping && (ans.Err != nil || ans.Status == statusClientClosed) {
+		// shutting down before the answer came: the line goes back to the queue for whoever
+		// claims it next (after a crash, its lease runs out instead)
+		st.release(ctx, it, 0)
+		return nil
 	}
 	if transient(ans) {
 		delay := min(time.Second<<min(it.Deliveries-1, 6), batchMaxBackoff)

@@ -471,3 +471,50 @@ func TestRunnerCancelWaitsForOwnLineInFlight(t *testing.T) {
 		t.Errorf("%d results left behind the ended batch", len(n.Records))
 	}
 }
+
+// stopOnResultPut is a store whose runner is stopped just as a line's result is being stored:
+// its Put of a result cancels the runner's context first, then answers as a store that heeds
+// its context does (a Redis call on a cancelled context fails).
+type stopOnResultPut struct {
+	store.Backend
+	stop func()
+}
+
+func (s stopOnResultPut) Put(ctx context.Context, r store.Record) error {
+	if r.Kind == kindBatchResult {
+		s.stop()
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
+	return s.Backend.Put(ctx, r)
+}
+
+// A runner stopped after a line's answer came, while its result is stored, still keeps the
+// result and acks the line: left unstored, the line would be claimed again once its lease ran
+// out and sent a second time.
+func TestRunnerStoppedAfterAnswerKeepsIt(t *testing.T) {
+	f := newRunnerFixture(t, okAnswer)
+	f.r.workers = 1
+	b := f.create(t, 1)
+	f.state(f.r).advance(context.Background())
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	st := &runState{r: f.r, objs: stopOnResultPut{Backend: f.objs, stop: stop}, blobs: f.blobs, q: f.objs.Queue(batchQueue)}
+	st.work(ctx)
+	if ctx.Err() == nil {
+		t.Fatal("the runner was not stopped while storing the result")
+	}
+	if _, err := f.objs.Get(context.Background(), kindBatchResult, b.ID, resultID(0)); err != nil {
+		t.Fatalf("the answer received before the stop was not kept: %v", err)
+	}
+	if n, err := f.objs.Queue(batchQueue).Pending(context.Background(), b.ID); err != nil || n != 0 {
+		t.Errorf("%d lines still pending (%v): the answered line would be sent again", n, err)
+	}
+	if got := f.batch(t, b.ID); got.RequestCounts.Completed != 1 {
+		t.Errorf("counts %+v", got.RequestCounts)
+	}
+	if got := f.sentIDs(); len(got) != 1 {
+		t.Errorf("sent %v", got)
+	}
+}
