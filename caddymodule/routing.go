@@ -174,7 +174,7 @@ func (g *Gateway) provisionAdmission(route *modelRoute, mc ModelConfig) error {
 	key := "model:" + mc.Name
 	val, _, err := admissionPool.LoadOrNew(key, func() (caddy.Destructor, error) {
 		gate := routing.NewAdmission(int(mc.MaxConcurrent), mc.Queue, time.Duration(mc.QueueTimeout))
-		gate.OnFree(slotsFreed.notify)
+		gate.OnFree(slotsFreed.Notify)
 		return admissionHandle{gate: gate}, nil
 	})
 	if err != nil {

@@ -61,7 +61,7 @@ func (h *HostHealth) State() HostState { return HostState(h.state.Load()) }
 func (h *HostHealth) Set(s HostState) HostState {
 	from := HostState(h.state.Swap(uint32(s)))
 	if from != s && h.table != nil {
-		h.table.changed()
+		h.table.watchers.Notify()
 	}
 	return from
 }
@@ -72,8 +72,7 @@ func (h *HostHealth) Set(s HostState) HostState {
 type Health struct {
 	mu       sync.Mutex
 	hosts    map[string]*HostHealth
-	watchers map[int]func()
-	next     int
+	watchers Watchers
 }
 
 // NewHealth returns an empty table.
@@ -94,33 +93,7 @@ func (h *Health) Host(key string) *HostHealth {
 // Watch calls fn after any host of the table changes state, whoever probed it: models sharing
 // an upstream run a prober each, and a change one of them sees is every sharer's. fn must be
 // quick; it may run concurrently with itself. The returned func stops the calls.
-func (h *Health) Watch(fn func()) (stop func()) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.watchers == nil {
-		h.watchers = map[int]func(){}
-	}
-	id := h.next
-	h.next++
-	h.watchers[id] = fn
-	return func() {
-		h.mu.Lock()
-		defer h.mu.Unlock()
-		delete(h.watchers, id)
-	}
-}
-
-func (h *Health) changed() {
-	h.mu.Lock()
-	fns := make([]func(), 0, len(h.watchers))
-	for _, fn := range h.watchers {
-		fns = append(fns, fn)
-	}
-	h.mu.Unlock()
-	for _, fn := range fns {
-		fn()
-	}
-}
+func (h *Health) Watch(fn func()) (stop func()) { return h.watchers.Add(fn) }
 
 // PoolStatus counts the hosts of a model's pool by state.
 type PoolStatus struct {
