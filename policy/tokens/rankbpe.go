@@ -10,6 +10,8 @@ import (
 // first (leftmost among equal ranks), as tiktoken and tiktoken-go do.
 type rankBPE struct {
 	ranks map[string]uint32
+	// short holds the ranks of the tokens of at most 8 bytes again, for fast lookups (rank).
+	short shortRanks
 	// inner has bit a<<8|b set when some token holds byte a followed by
 	// byte b: where it is clear, no token spans the position between them.
 	inner bigramSet
@@ -63,7 +65,17 @@ func newRankBPE(tokens []string) *rankBPE {
 			b.inner.add(tok[i-1], tok[i])
 		}
 	}
+	b.short = newShortRanks(b.ranks)
 	return b
+}
+
+// rank returns the rank of the token s.
+func (b *rankBPE) rank(s string) (uint32, bool) {
+	if len(s) <= maxShortToken && len(s) > 0 {
+		return b.short.get(s)
+	}
+	r, ok := b.ranks[s]
+	return r, ok
 }
 
 // noRank marks a part that cannot merge with the next one.
@@ -79,7 +91,7 @@ func (b *rankBPE) merge(p string, sc *bpeScratch, whole bool) int {
 	case len(p) <= 1:
 		return len(p)
 	case whole:
-		if _, ok := b.ranks[p]; ok {
+		if _, ok := b.rank(p); ok {
 			return 1
 		}
 	}
@@ -106,7 +118,7 @@ func (b *rankBPE) mergeScan(p string, sc *bpeScratch) int {
 	}
 	rankAt := func(i int) uint32 {
 		if i+2 < len(parts) {
-			if r, ok := b.ranks[p[parts[i].start:parts[i+2].start]]; ok {
+			if r, ok := b.rank(p[parts[i].start:parts[i+2].start]); ok {
 				return r
 			}
 		}
@@ -153,7 +165,7 @@ func (b *rankBPE) mergeHeap(p string, sc *bpeScratch) int {
 		if k < 0 {
 			return noRank
 		}
-		if r, ok := b.ranks[p[i:k]]; ok {
+		if r, ok := b.rank(p[i:k]); ok {
 			return r
 		}
 		return noRank

@@ -157,8 +157,15 @@ func runEnd(s string, j int, in func(rune) bool) int {
 // written out for the commonest class, on the counting path of every word).
 func letterRunEnd(s string, j int) int {
 	for j < len(s) {
-		c, n := decodeAt(s, j)
-		if !isLetterRune(c) {
+		if c := s[j]; c < utf8.RuneSelf { // ASCII letters without a call: most text is
+			if c|0x20 < 'a' || c|0x20 > 'z' {
+				break
+			}
+			j++
+			continue
+		}
+		c, n := utf8.DecodeRuneInString(s[j:])
+		if !unicode.IsLetter(c) {
 			break
 		}
 		j += n
@@ -171,28 +178,45 @@ func decodeAt(s string, i int) (rune, int) {
 	if c := s[i]; c < utf8.RuneSelf {
 		return rune(c), 1
 	}
-	return utf8.DecodeRuneInString(s[i:])
+	return decodeRune(s, i)
 }
+
+// decodeRune is decodeAt's path for a multi-byte rune, out of line so that decodeAt inlines.
+//
+//go:noinline
+func decodeRune(s string, i int) (rune, int) { return utf8.DecodeRuneInString(s[i:]) }
 
 func isLetterRune(c rune) bool {
 	if c < utf8.RuneSelf {
-		return c|0x20 >= 'a' && c|0x20 <= 'z'
+		return uint32(c|0x20)-'a' < 26
 	}
-	return unicode.IsLetter(c)
+	return isLetter(c)
 }
+
+// isLetter, isNumber and isSpace are the rune classes' paths past ASCII, out of line so that
+// the functions they serve inline.
+//
+//go:noinline
+func isLetter(c rune) bool { return unicode.IsLetter(c) }
+
+//go:noinline
+func isNumber(c rune) bool { return unicode.IsNumber(c) }
+
+//go:noinline
+func isSpace(c rune) bool { return unicode.IsSpace(c) }
 
 func isNumberRune(c rune) bool {
 	if c < utf8.RuneSelf {
-		return c >= '0' && c <= '9'
+		return uint32(c)-'0' < 10
 	}
-	return unicode.IsNumber(c)
+	return isNumber(c)
 }
 
 func isSpaceRune(c rune) bool {
 	if c < utf8.RuneSelf {
 		return c == ' ' || c >= '\t' && c <= '\r'
 	}
-	return unicode.IsSpace(c)
+	return isSpace(c)
 }
 
 // isSymbolRune reports whether c is in [^\s\p{L}\p{N}].
