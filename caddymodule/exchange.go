@@ -99,6 +99,7 @@ type modelRoute struct {
 	cache         cache.Policy // the model's own cache settings, over the gateway's
 	fallbacks     []*modelRoute
 	counted       promptCounts   // caddy_ai_gateway_prompt_counts_total of the model, by how
+	series        routeSeries    // the model's series every request touches
 	health        *poolHealth    // nil without health_check
 	bridge        *bridgeRoute   // Responses requests go to chat completions; nil: served natively
 	predict       *predict.Model // a predict model's compiled schema and protocol; nil for chat models
@@ -116,6 +117,26 @@ const learnedStreamUsage = 8
 
 // promptCounts are a model's prompt_counts_total counters, resolved once.
 type promptCounts struct{ bound, lowerBound, partial, exact prometheus.Counter }
+
+// routeSeries are the series of a model that every request it serves touches, resolved once
+// when the model is provisioned (WithLabelValues hashes the labels and takes the vector's lock
+// each time). served, prompt and completion are requests_total{code 200, no reject} and
+// tokens_total{prompt, completion} without a key id; nil when key ids label the series.
+type routeSeries struct {
+	inFlight                   prometheus.Gauge
+	upstream                   prometheus.Observer
+	served, prompt, completion prometheus.Counter
+}
+
+func newRouteSeries(m *gatewayMetrics, model string, keyIDs bool) routeSeries {
+	s := routeSeries{inFlight: m.inFlight.WithLabelValues(model), upstream: m.upstream.WithLabelValues(model)}
+	if !keyIDs {
+		s.served = m.requests.WithLabelValues(model, statusLabel(200), "", "")
+		s.prompt = m.tokens.WithLabelValues(model, "prompt", "")
+		s.completion = m.tokens.WithLabelValues(model, "completion", "")
+	}
+	return s
+}
 
 func (ex *exchange) primaryRoute() *modelRoute {
 	if ex.primary != nil {

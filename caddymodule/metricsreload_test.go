@@ -71,3 +71,54 @@ model demo-llama {
 		t.Errorf("requests of the added model: %v, want 1", got)
 	}
 }
+
+// TestMetricsSeriesLabels: the per-model series resolved when a model is provisioned count
+// under the model's name and an empty key_id, and metrics_key_id puts every request and token
+// under the key's id instead (none under an empty one).
+func TestMetricsSeriesLabels(t *testing.T) {
+	for _, keyIDs := range []bool{false, true} {
+		t.Run(map[bool]string{false: "without key ids", true: "metrics_key_id"}[keyIDs], func(t *testing.T) {
+			up := newUpstream(t, simulator.Config{})
+			port := freePort(t)
+			opt := ""
+			if keyIDs {
+				opt = "metrics_key_id\n"
+			}
+			startCaddy(t, gatewaySite(port, keyAll+"\n"+opt+`model demo-llama {
+	alias llama
+	upstream `+up.addr()+`
+}
+`, ""))
+			s := &usageSetup{port: port, upstream: up}
+			for i := 0; i < 2; i++ {
+				if resp, body := s.do(t, "/v1/chat/completions", "", chatBody); resp.StatusCode != 200 {
+					t.Fatalf("chat: %d %s", resp.StatusCode, body)
+				}
+			}
+			if resp, _ := s.do(t, "/v1/chat/completions", "", `{"model":"llama","messages":"nope"}`); resp.StatusCode != 400 {
+				t.Fatalf("a bad request: %d", resp.StatusCode)
+			}
+			id, other := "", "all"
+			if keyIDs {
+				id, other = "all", ""
+			}
+			want := func(name string, labels map[string]string, n float64) {
+				t.Helper()
+				if got := s.metric(t, name, labels); got != n {
+					t.Errorf("%s %v = %v, want %v", name, labels, got, n)
+				}
+			}
+			want("caddy_ai_gateway_requests_total", map[string]string{"model": "demo-llama", "code": "200", "reject_reason": "", "key_id": id}, 2)
+			want("caddy_ai_gateway_requests_total", map[string]string{"model": "demo-llama", "code": "200", "key_id": other}, 0)
+			want("caddy_ai_gateway_requests_total", map[string]string{"code": "400", "key_id": id}, 1)
+			want("caddy_ai_gateway_upstream_duration_seconds", map[string]string{"model": "demo-llama"}, 2)
+			want("caddy_ai_gateway_in_flight_requests", map[string]string{"model": "demo-llama"}, 0)
+			for _, kind := range []string{"prompt", "completion"} {
+				if got := s.metric(t, "caddy_ai_gateway_tokens_total", map[string]string{"model": "demo-llama", "kind": kind, "key_id": id}); got <= 0 {
+					t.Errorf("tokens_total{%s, key_id %q} = %v", kind, id, got)
+				}
+				want("caddy_ai_gateway_tokens_total", map[string]string{"model": "demo-llama", "kind": kind, "key_id": other}, 0)
+			}
+		})
+	}
+}

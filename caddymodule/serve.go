@@ -158,14 +158,14 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 		}
 		ex.setRequestPlaceholders(repl)
 		ex.tap = newResponseTap(g, w, ex)
-		model := ex.route.model.Name
-		g.metrics.inFlight.WithLabelValues(model).Inc()
+		series := &ex.route.series
+		series.inFlight.Inc()
 		ex.handoff = g.now()
 		ex.startUpstreamSpan()
 		proxyErr = g.proxy(ex.tap, r, next)
 		ex.endUpstreamSpan()
-		g.metrics.inFlight.WithLabelValues(model).Dec()
-		g.metrics.upstream.WithLabelValues(model).Observe(g.now().Sub(ex.handoff).Seconds())
+		series.inFlight.Dec()
+		series.upstream.Observe(g.now().Sub(ex.handoff).Seconds())
 		if !g.tryFallback(ex, ex.tap, proxyErr, r) {
 			break
 		}
@@ -259,18 +259,33 @@ func (g *Gateway) record(ex *exchange, repl *caddy.Replacer) {
 		keyID = ex.keyID()
 	}
 	status := ex.status
-	if ex.reject != codeBatchDeferred { // a batch line put off for spare capacity is no request yet
+	var series *routeSeries
+	if ex.route != nil && ex.route.series.served != nil && !g.MetricsKeyID {
+		series = &ex.route.series
+	}
+	switch {
+	case ex.reject == codeBatchDeferred: // a batch line put off for spare capacity is no request yet
+	case series != nil && status == 200 && ex.reject == "":
+		series.served.Inc()
+	default:
 		g.metrics.requests.WithLabelValues(model, statusLabel(status), ex.reject, keyID).Inc()
 	}
 	if ex.usage.PromptTokens > 0 {
-		g.metrics.tokens.WithLabelValues(model, "prompt", keyID).Add(float64(ex.usage.PromptTokens))
+		if series != nil {
+			series.prompt.Add(float64(ex.usage.PromptTokens))
+		} else {
+			g.metrics.tokens.WithLabelValues(model, "prompt", keyID).Add(float64(ex.usage.PromptTokens))
+		}
 	}
 	if ex.usage.CompletionTokens > 0 {
-		kind := "completion"
-		if ex.cacheState == cacheHit {
-			kind = "cached_completion" // replayed from the response cache, not generated
+		switch {
+		case ex.cacheState == cacheHit: // replayed from the response cache, not generated
+			g.metrics.tokens.WithLabelValues(model, "cached_completion", keyID).Add(float64(ex.usage.CompletionTokens))
+		case series != nil:
+			series.completion.Add(float64(ex.usage.CompletionTokens))
+		default:
+			g.metrics.tokens.WithLabelValues(model, "completion", keyID).Add(float64(ex.usage.CompletionTokens))
 		}
-		g.metrics.tokens.WithLabelValues(model, kind, keyID).Add(float64(ex.usage.CompletionTokens))
 	}
 	if ex.usage.CachedTokens > 0 {
 		g.metrics.tokens.WithLabelValues(model, "cached", keyID).Add(float64(ex.usage.CachedTokens))
