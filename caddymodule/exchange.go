@@ -99,7 +99,7 @@ type modelRoute struct {
 	cache         cache.Policy // the model's own cache settings, over the gateway's
 	fallbacks     []*modelRoute
 	counted       promptCounts   // caddy_ai_gateway_prompt_counts_total of the model, by how
-	series        routeSeries    // the model's series every request touches
+	series        *routeSeries   // the model's series every request touches
 	health        *poolHealth    // nil without health_check
 	bridge        *bridgeRoute   // Responses requests go to chat completions; nil: served natively
 	predict       *predict.Model // a predict model's compiled schema and protocol; nil for chat models
@@ -118,24 +118,50 @@ const learnedStreamUsage = 8
 // promptCounts are a model's prompt_counts_total counters, resolved once.
 type promptCounts struct{ bound, lowerBound, partial, exact prometheus.Counter }
 
-// routeSeries are the series of a model that every request it serves touches, resolved once
-// when the model is provisioned (WithLabelValues hashes the labels and takes the vector's lock
-// each time). served, prompt and completion are requests_total{code 200, no reject} and
-// tokens_total{prompt, completion} without a key id; nil when key ids label the series.
+// routeSeries are the series of a model that every request it serves touches, each looked up
+// on its first use and kept (WithLabelValues hashes the labels and takes the vector's lock each
+// time; a series is still created only when first counted, as before). served, prompt and
+// completion are requests_total{code 200, no reject} and tokens_total{prompt, completion}
+// without a key id: with metrics_key_id the vectors are asked per request.
 type routeSeries struct {
-	inFlight                   prometheus.Gauge
-	upstream                   prometheus.Observer
-	served, prompt, completion prometheus.Counter
+	m                          *gatewayMetrics
+	model                      string
+	inFlight                   atomic.Pointer[prometheus.Gauge]
+	upstream                   atomic.Pointer[prometheus.Observer]
+	served, prompt, completion atomic.Pointer[prometheus.Counter]
 }
 
-func newRouteSeries(m *gatewayMetrics, model string, keyIDs bool) routeSeries {
-	s := routeSeries{inFlight: m.inFlight.WithLabelValues(model), upstream: m.upstream.WithLabelValues(model)}
-	if !keyIDs {
-		s.served = m.requests.WithLabelValues(model, statusLabel(200), "", "")
-		s.prompt = m.tokens.WithLabelValues(model, "prompt", "")
-		s.completion = m.tokens.WithLabelValues(model, "completion", "")
+func newRouteSeries(m *gatewayMetrics, model string) *routeSeries {
+	return &routeSeries{m: m, model: model}
+}
+
+// series returns what p holds, or, the first time, what lookup gives.
+func series[T any](p *atomic.Pointer[T], lookup func() T) T {
+	if v := p.Load(); v != nil {
+		return *v
 	}
-	return s
+	v := lookup()
+	p.Store(&v)
+	return v
+}
+
+func (s *routeSeries) inFlightGauge() prometheus.Gauge {
+	return series(&s.inFlight, func() prometheus.Gauge { return s.m.inFlight.WithLabelValues(s.model) })
+}
+
+func (s *routeSeries) upstreamObserver() prometheus.Observer {
+	return series(&s.upstream, func() prometheus.Observer { return s.m.upstream.WithLabelValues(s.model) })
+}
+
+func (s *routeSeries) servedCounter() prometheus.Counter {
+	return series(&s.served, func() prometheus.Counter { return s.m.requests.WithLabelValues(s.model, statusLabel(200), "", "") })
+}
+
+func (s *routeSeries) tokensCounter(completion bool) prometheus.Counter {
+	if completion {
+		return series(&s.completion, func() prometheus.Counter { return s.m.tokens.WithLabelValues(s.model, "completion", "") })
+	}
+	return series(&s.prompt, func() prometheus.Counter { return s.m.tokens.WithLabelValues(s.model, "prompt", "") })
 }
 
 func (ex *exchange) primaryRoute() *modelRoute {

@@ -129,7 +129,7 @@ func (g *Gateway) fineTunedRoute(ex *exchange, name string) *modelRoute {
 	route.model = &policy.Model{Name: name, ContextWindow: base.ContextWindow, MaxOutputTokens: base.MaxOutputTokens,
 		Limits: base.Limits}
 	route.fallbacks = nil
-	route.series = newRouteSeries(g.metrics, name, g.MetricsKeyID) // its requests are counted under its own name
+	route.series = newRouteSeries(g.metrics, name) // its requests are counted under its own name
 	return &route
 }
 

@@ -90,6 +90,13 @@ func TestMetricsSeriesLabels(t *testing.T) {
 }
 `, ""))
 			s := &usageSetup{port: port, upstream: up}
+			// a series appears when first counted, not at provision (tests and dashboards wait
+			// for a request's series to show up)
+			for _, name := range []string{"requests_total", "tokens_total", "in_flight_requests", "upstream_duration_seconds"} {
+				if text := metricsText(t, port); strings.Contains(text, "caddy_ai_gateway_"+name+"{") {
+					t.Errorf("caddy_ai_gateway_%s has a series before any request", name)
+				}
+			}
 			for i := 0; i < 2; i++ {
 				if resp, body := s.do(t, "/v1/chat/completions", "", chatBody); resp.StatusCode != 200 {
 					t.Fatalf("chat: %d %s", resp.StatusCode, body)

@@ -191,7 +191,7 @@ func (g *Gateway) provisionModels(repl *caddy.Replacer) error {
 			rewriter:    rewriter,
 			counted: promptCounts{pc.WithLabelValues(mc.Name, "bound"), pc.WithLabelValues(mc.Name, "lower_bound"),
 				pc.WithLabelValues(mc.Name, "partial"), pc.WithLabelValues(mc.Name, "exact")},
-			series: newRouteSeries(g.metrics, mc.Name, g.MetricsKeyID),
+			series: newRouteSeries(g.metrics, mc.Name),
 		}
 		if err := provisionBridge(route, mc, g.RewriteConfig); err != nil {
 			return fmt.Errorf("model %q: %w", mc.Name, err)

@@ -158,14 +158,14 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 		}
 		ex.setRequestPlaceholders(repl)
 		ex.tap = newResponseTap(g, w, ex)
-		series := &ex.route.series
-		series.inFlight.Inc()
+		series := ex.route.series
+		series.inFlightGauge().Inc()
 		ex.handoff = g.now()
 		ex.startUpstreamSpan()
 		proxyErr = g.proxy(ex.tap, r, next)
 		ex.endUpstreamSpan()
-		series.inFlight.Dec()
-		series.upstream.Observe(g.now().Sub(ex.handoff).Seconds())
+		series.inFlightGauge().Dec()
+		series.upstreamObserver().Observe(g.now().Sub(ex.handoff).Seconds())
 		if !g.tryFallback(ex, ex.tap, proxyErr, r) {
 			break
 		}
@@ -260,19 +260,19 @@ func (g *Gateway) record(ex *exchange, repl *caddy.Replacer) {
 	}
 	status := ex.status
 	var series *routeSeries
-	if ex.route != nil && ex.route.series.served != nil && !g.MetricsKeyID {
-		series = &ex.route.series
+	if ex.route != nil && ex.route.series != nil && !g.MetricsKeyID {
+		series = ex.route.series
 	}
 	switch {
 	case ex.reject == codeBatchDeferred: // a batch line put off for spare capacity is no request yet
 	case series != nil && status == 200 && ex.reject == "":
-		series.served.Inc()
+		series.servedCounter().Inc()
 	default:
 		g.metrics.requests.WithLabelValues(model, statusLabel(status), ex.reject, keyID).Inc()
 	}
 	if ex.usage.PromptTokens > 0 {
 		if series != nil {
-			series.prompt.Add(float64(ex.usage.PromptTokens))
+			series.tokensCounter(false).Add(float64(ex.usage.PromptTokens))
 		} else {
 			g.metrics.tokens.WithLabelValues(model, "prompt", keyID).Add(float64(ex.usage.PromptTokens))
 		}
@@ -282,7 +282,7 @@ func (g *Gateway) record(ex *exchange, repl *caddy.Replacer) {
 		case ex.cacheState == cacheHit: // replayed from the response cache, not generated
 			g.metrics.tokens.WithLabelValues(model, "cached_completion", keyID).Add(float64(ex.usage.CompletionTokens))
 		case series != nil:
-			series.completion.Add(float64(ex.usage.CompletionTokens))
+			series.tokensCounter(true).Add(float64(ex.usage.CompletionTokens))
 		default:
 			g.metrics.tokens.WithLabelValues(model, "completion", keyID).Add(float64(ex.usage.CompletionTokens))
 		}
