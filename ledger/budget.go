@@ -152,6 +152,42 @@ type Budgets struct {
 	now    func() time.Time
 	onWarn func(Warning)
 	warned sync.Map // row|dimension -> struct{}
+
+	rowsMu sync.RWMutex
+	rows   map[budgetRowKey]string // the b| row of a scope's period, built once (rowOf)
+}
+
+type budgetRowKey struct {
+	scope  string
+	period Period
+	when   string // Day or Month of the period
+}
+
+// maxRowNames bounds the row names kept: past it they are forgotten and built again, so the
+// names of ended periods do not pile up.
+const maxRowNames = 4096
+
+// rowOf returns the b| row of scope's period p holding now.
+func (b *Budgets) rowOf(scope string, p Period, now time.Time) string {
+	when := Day(now)
+	if p == Monthly {
+		when = Month(now)
+	}
+	k := budgetRowKey{scope, p, when}
+	b.rowsMu.RLock()
+	r, ok := b.rows[k]
+	b.rowsMu.RUnlock()
+	if ok {
+		return r
+	}
+	r = budgetRow(scope, p.name(now))
+	b.rowsMu.Lock()
+	if b.rows == nil || len(b.rows) >= maxRowNames {
+		b.rows = make(map[budgetRowKey]string)
+	}
+	b.rows[k] = r
+	b.rowsMu.Unlock()
+	return r
 }
 
 // NewBudgets returns budgets kept in s.
@@ -162,9 +198,8 @@ func NewBudgets(s BudgetStore, opts BudgetOptions) *Budgets {
 	return &Budgets{store: s, now: opts.Now, onWarn: opts.OnWarning}
 }
 
-// checks lists the budgets of scopes in the periods of now.
-func checks(scopes []Scope, now time.Time) []Check {
-	var cs []Check
+// checks appends to cs the budgets of scopes in the periods of now.
+func (b *Budgets) checks(cs []Check, scopes []Scope, now time.Time) []Check {
 	for _, s := range scopes {
 		for _, p := range [...]Period{Daily, Monthly} {
 			l := s.Daily
@@ -174,7 +209,7 @@ func checks(scopes []Scope, now time.Time) []Check {
 			if l.IsZero() {
 				continue
 			}
-			cs = append(cs, Check{Row: budgetRow(s.ID, p.name(now)), Scope: s.ID, Period: p, Limit: l, Ends: p.End(now)})
+			cs = append(cs, Check{Row: b.rowOf(s.ID, p, now), Scope: s.ID, Period: p, Limit: l, Ends: p.End(now)})
 		}
 	}
 	return cs
@@ -187,13 +222,18 @@ type Hold struct {
 	warnAt  []float64
 	cost    Amount
 	settled bool
+	// the arrays behind checks and warnAt for up to two scopes (daily and monthly each): one
+	// allocation for a request's hold
+	checkBuf [4]Check
+	warnBuf  [4]float64
 }
 
 // Reserve reserves cost against every budget of scopes, all or nothing. A refusal is an
 // *Exceeded and no hold; no budget at all is a nil hold and nil refusal.
 func (b *Budgets) Reserve(ctx context.Context, scopes []Scope, cost Amount) (*Hold, *Exceeded, error) {
 	now := b.now()
-	cs := checks(scopes, now)
+	h := &Hold{b: b, cost: cost}
+	cs := b.checks(h.checkBuf[:0], scopes, now)
 	if len(cs) == 0 {
 		return nil, nil, nil
 	}
@@ -206,7 +246,7 @@ func (b *Budgets) Reserve(ctx context.Context, scopes []Scope, cost Amount) (*Ho
 		dim := c.Limit.exceeds(had.Add(cost))
 		return nil, &Exceeded{Scope: c.Scope, Period: c.Period, Dimension: dim, Limit: c.Limit, Used: had, Cost: cost, Renews: c.Ends}, nil
 	}
-	h := &Hold{b: b, checks: cs, cost: cost}
+	h.checks, h.warnAt = cs, h.warnBuf[:0]
 	for _, s := range scopes {
 		for _, c := range cs {
 			if c.Scope == s.ID {
@@ -278,7 +318,7 @@ func (s Status) Remaining() Amount {
 
 // Status reports the budgets of scopes in the current periods.
 func (b *Budgets) Status(ctx context.Context, scopes []Scope) ([]Status, error) {
-	cs := checks(scopes, b.now())
+	cs := b.checks(nil, scopes, b.now())
 	if len(cs) == 0 {
 		return nil, nil
 	}

@@ -29,9 +29,9 @@ func NewMemoryBudgets(load func(ctx context.Context, row string) (Amount, error)
 
 // rowsOf returns the checks' rows, loading the missing ones outside the lock. It is called
 // with m.mu held and returns with it held.
-func (m *MemoryBudgets) rowsOf(ctx context.Context, checks []Check) ([]*memRow, error) {
-	out := make([]*memRow, len(checks))
-	for i, c := range checks {
+func (m *MemoryBudgets) rowsOf(ctx context.Context, checks []Check, out []*memRow) ([]*memRow, error) {
+	out = out[:0]
+	for _, c := range checks {
 		r := m.rows[c.Row]
 		if r == nil {
 			var spent Amount
@@ -49,7 +49,7 @@ func (m *MemoryBudgets) rowsOf(ctx context.Context, checks []Check) ([]*memRow, 
 				m.rows[c.Row] = r
 			}
 		}
-		out[i] = r
+		out = append(out, r)
 	}
 	// loading released the lock: a row loaded earlier in this loop stays valid (rows are only
 	// removed by prune, under the lock, and only after their period ended)
@@ -61,7 +61,8 @@ func (m *MemoryBudgets) Reserve(ctx context.Context, checks []Check, cost Amount
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.prune(time.Now())
-	rows, err := m.rowsOf(ctx, checks)
+	var buf [4]*memRow
+	rows, err := m.rowsOf(ctx, checks, buf[:])
 	if err != nil {
 		return 0, Amount{}, err
 	}
@@ -81,7 +82,8 @@ func (m *MemoryBudgets) Reserve(ctx context.Context, checks []Check, cost Amount
 func (m *MemoryBudgets) Settle(ctx context.Context, checks []Check, reserved, actual Amount) ([]Amount, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	rows, err := m.rowsOf(ctx, checks)
+	var buf [4]*memRow
+	rows, err := m.rowsOf(ctx, checks, buf[:])
 	if err != nil {
 		return nil, err
 	}
@@ -99,7 +101,8 @@ func (m *MemoryBudgets) Settle(ctx context.Context, checks []Check, reserved, ac
 func (m *MemoryBudgets) Used(ctx context.Context, checks []Check) ([]Amount, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	rows, err := m.rowsOf(ctx, checks)
+	var buf [4]*memRow
+	rows, err := m.rowsOf(ctx, checks, buf[:])
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"context"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -135,5 +136,56 @@ func TestMemoryBudgetsStartFromLedger(t *testing.T) {
 	}
 	if h, ex, err := b.Reserve(ctx, nil, Amount{Tokens: 1}); h != nil || ex != nil || err != nil {
 		t.Fatal("no budget must be no hold")
+	}
+}
+
+// A granted reservation and its settlement on the memory store allocate the hold and the
+// settlement's spend list only: the checks, warn levels and rows of up to two scopes live in
+// the hold and on the stack, and a period's row name is built once.
+func TestBudgetHoldAllocations(t *testing.T) {
+	b := NewBudgets(NewMemoryBudgets(nil), BudgetOptions{Now: fixedClock(budgetNow)})
+	scopes := []Scope{
+		{ID: "key:k1", Daily: Limit{Tokens: 1 << 60}, Monthly: Limit{Tokens: 1 << 60}, WarnAt: 0.9},
+		{ID: "label:team=a", Monthly: Limit{Spend: 1 << 60}},
+	}
+	ctx := context.Background()
+	cost := Amount{Tokens: 10, Micros: 20}
+	run := func() {
+		h, over, err := b.Reserve(ctx, scopes, cost)
+		if err != nil || over != nil || h == nil {
+			t.Fatalf("reserve: %v %v", over, err)
+		}
+		if err := h.Settle(ctx, cost); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run()
+	if n := testing.AllocsPerRun(200, run); n > 2 {
+		t.Errorf("a reservation and its settlement allocate %.0f times, want at most 2", n)
+	}
+	st, err := b.Status(ctx, scopes)
+	if err != nil || len(st) != 3 || st[0].Used.Tokens != 202*10 {
+		t.Fatalf("status %+v %v", st, err)
+	}
+}
+
+// Row names are kept up to a bound, then forgotten and built again.
+func TestBudgetRowNamesBounded(t *testing.T) {
+	var b Budgets
+	for i := range maxRowNames + 10 {
+		scope := "key:" + strconv.Itoa(i)
+		if got := b.rowOf(scope, Daily, budgetNow); got != budgetRow(scope, Daily.name(budgetNow)) {
+			t.Fatalf("rowOf = %q", got)
+		}
+	}
+	if n := len(b.rows); n == 0 || n > maxRowNames {
+		t.Errorf("%d row names kept, want 1..%d", n, maxRowNames)
+	}
+	next := budgetNow.Add(24 * time.Hour)
+	if got, want := b.rowOf("key:0", Daily, next), budgetRow("key:0", Daily.name(next)); got != want || got == b.rowOf("key:0", Daily, budgetNow) {
+		t.Errorf("the next day's row %q, want %q (not the day before's)", got, want)
+	}
+	if got := b.rowOf("a|b%c", Monthly, budgetNow); got != budgetRow("a|b%c", Monthly.name(budgetNow)) {
+		t.Errorf("escaped row %q", got)
 	}
 }
