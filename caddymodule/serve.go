@@ -481,12 +481,15 @@ func (g *Gateway) countPrompt(ex *exchange) *wire.Error {
 	if ex.spec.AlwaysCount {
 		window = 0 // count_tokens answers the count, whatever the window
 	}
-	bound := tokens.UpperBound(body)
-	fits := window == 0 || bound+ex.info.MaxTokens <= window
-	if !ex.spec.ExactCount || fits && !g.tokenLimited(ex) && !ex.spec.AlwaysCount {
-		ex.promptTokens = bound
-		ex.route.counted.bound.Inc()
-		return nil
+	// the byte bound ends it when nothing needs the count: no exact counting, or a prompt that
+	// fits the window with no token limit to charge it to (not walked when one is)
+	if !ex.spec.ExactCount || !ex.spec.AlwaysCount && !g.tokenLimited(ex) {
+		bound := tokens.UpperBound(body)
+		if !ex.spec.ExactCount || window == 0 || bound+ex.info.MaxTokens <= window {
+			ex.promptTokens = bound
+			ex.route.counted.bound.Inc()
+			return nil
+		}
 	}
 	chat, d := ex.route.chat, ex.spec.Dialect
 	// the most prompt the window can take: with fit_max_tokens the output may still shrink

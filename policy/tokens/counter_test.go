@@ -134,6 +134,29 @@ func TestEstimate(t *testing.T) {
 	}
 }
 
+// TestASCIIRunEnd checks the eight-bytes-at-a-time scan against a byte loop, for every start and
+// every position of the first non-ASCII byte in texts around the word size.
+func TestASCIIRunEnd(t *testing.T) {
+	for n := 0; n <= 20; n++ {
+		for stop := -1; stop < n; stop++ {
+			b := []byte(strings.Repeat("a", n))
+			if stop >= 0 {
+				b[stop] = 0x80 | byte(stop)
+			}
+			s := string(b)
+			for i := 0; i <= n; i++ {
+				want := i
+				for want < len(s) && s[want] < 0x80 {
+					want++
+				}
+				if got := asciiRunEnd(s, i); got != want {
+					t.Fatalf("asciiRunEnd(%q, %d) = %d, want %d", s, i, got, want)
+				}
+			}
+		}
+	}
+}
+
 func TestEstimateAllocs(t *testing.T) {
 	text := strings.Repeat("Grüße 你好 🍕 \u0958 ", 100)
 	e := Estimate()

@@ -1,7 +1,10 @@
 package tokens
 
 import (
+	"encoding/binary"
+	"math/bits"
 	"unicode/utf8"
+	"unsafe"
 
 	"golang.org/x/text/unicode/norm"
 )
@@ -64,11 +67,8 @@ func estimateBytes(s string) int {
 	for i := 0; i < len(s); {
 		c := s[i]
 		if c < utf8.RuneSelf {
-			// ASCII run: count it without decoding.
-			j := i + 1
-			for j < len(s) && s[j] < utf8.RuneSelf {
-				j++
-			}
+			// ASCII run: count it without decoding, eight bytes at a time.
+			j := asciiRunEnd(s, i+1)
 			n += j - i
 			i = j
 			continue
@@ -86,6 +86,19 @@ func estimateBytes(s string) int {
 		i += size
 	}
 	return n
+}
+
+// asciiRunEnd returns the index of the first byte at or after i in s that is not ASCII, or len(s).
+func asciiRunEnd(s string, i int) int {
+	for ; i+8 <= len(s); i += 8 {
+		if w := binary.LittleEndian.Uint64(unsafe.Slice(unsafe.StringData(s[i:]), 8)); w&0x8080808080808080 != 0 {
+			return i + bits.TrailingZeros64(w&0x8080808080808080)/8
+		}
+	}
+	for i < len(s) && s[i] < utf8.RuneSelf {
+		i++
+	}
+	return i
 }
 
 // nfcMayGrow reports whether r lies in a block holding runes whose NFC form
