@@ -266,6 +266,7 @@ func (c *ChatCounter) countInto(t *tally, text string) error {
 		if !ok {
 			// Too much text is being counted: the Estimate bound, never
 			// fewer tokens than the exact count, and not memoised.
+			t.estimated++
 			return c.fixedInto(t, Estimate().Count(text))
 		}
 		defer c.Inflight.release(len(text))
@@ -417,11 +418,38 @@ func (w *walk) messages(msgs gjson.Result, anthropic bool) error {
 	var err error
 	i := 0
 	jsonscan.ForEach(msgs, func(_, m gjson.Result) bool {
-		err = w.message(m, i, anthropic)
+		err = w.memoMessage(m, i, anthropic)
 		i++
 		return err == nil
 	})
 	return err
+}
+
+// memoMessage walks one message through the memo: a message whose JSON was counted before (the
+// earlier turns of a conversation, resent as they were) costs one lookup, not a walk of its
+// fields and a lookup per text. What it adds is what message would: a message's count depends
+// on its bytes, the counter and the API only. A message that fails, stops the count or had a
+// text estimated is not memoised.
+func (w *walk) memoMessage(m gjson.Result, i int, anthropic bool) error {
+	c := w.c
+	if _, estimate := c.Counter.(estimateCounter); w.lower || estimate || c.Memo == nil || !m.IsObject() {
+		return w.message(m, i, anthropic)
+	}
+	key := c.Memo.MessageKey(c.Counter.Name(), anthropic, m.Raw)
+	if n, ok := c.Memo.Get(key); ok {
+		if !w.t.live() {
+			return errStopped
+		}
+		return w.fixed(n)
+	}
+	before, estimated := w.t.n, w.t.estimated
+	if err := w.message(m, i, anthropic); err != nil {
+		return err
+	}
+	if w.t.estimated == estimated {
+		c.Memo.Put(key, w.t.n-before)
+	}
+	return nil
 }
 
 // message walks one message of either API.

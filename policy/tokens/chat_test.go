@@ -1,11 +1,14 @@
 package tokens
 
 import (
+	"context"
 	"errors"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
+
+	"github.com/caddyai/gateway/internal/wire"
 )
 
 // lenCounter counts one token per byte, so formula results can be worked
@@ -218,6 +221,63 @@ func TestConversationMemo(t *testing.T) {
 	}
 	if n := lc.calls.Load() - before; n != 1 {
 		t.Errorf("counted %d texts for one new message, want 1", n)
+	}
+}
+
+// TestMessageMemo checks the memo of whole messages: a message counted before adds its memoised
+// count (the same as a walk of it, with each API's formula), a text spelling a message's JSON is
+// not taken for it, and a count stopped inside a message does not memoise a part of it.
+func TestMessageMemo(t *testing.T) {
+	msg := `{"role":"assistant","content":"ab","name":"bo","refusal":"no","tool_calls":[{"function":{"name":"f","arguments":"{}"}}]}`
+	bodies := []struct {
+		d    wire.Dialect
+		body string
+	}{
+		{wire.DialectChat, `{"messages":[` + msg + `]}`},
+		// the same bytes under the other API: refusal and tool_calls do not count there
+		{wire.DialectMessages, `{"messages":[` + msg + `]}`},
+		// a text that spells the message's JSON is a text
+		{wire.DialectChat, `{"messages":[{"role":"user","content":` + strconv.Quote(msg) + `}]}`},
+		{wire.DialectChat, `{"messages":[{"role":"user","content":[{"type":"text","text":"x"},{"type":"image_url","image_url":{"url":"u"}}]},` + msg + `,` + msg + `]}`},
+		{wire.DialectMessages, `{"system":"s","messages":[{"role":"user","content":[{"type":"tool_result","tool_use_id":"t","content":"15C"}]},` + msg + `]}`},
+		{wire.DialectChat, string(conversation(6, ""))},
+		{wire.DialectChat, string(conversation(7, " and one more"))},
+	}
+	lc := &lenCounter{}
+	memo := NewMemo(1000)
+	c := NewChatCounter(lc, memo)
+	fresh := NewChatCounter(&lenCounter{}, nil)
+	for round := range 2 { // the second round from the memo
+		for i, b := range bodies {
+			want, err := fresh.Count(b.d, []byte(b.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			// a count stopped early first, at every limit below the total
+			for limit := 0; limit < want; limit += 7 {
+				n, exceeded, err := c.CountLimit(context.Background(), b.d, []byte(b.body), limit)
+				if err != nil || !exceeded || n <= limit || n > want {
+					t.Fatalf("round %d body %d: CountLimit(%d) = %d, %v, %v; want more than the limit, at most %d", round, i, limit, n, exceeded, err, want)
+				}
+			}
+			if got, err := c.Count(b.d, []byte(b.body)); err != nil || got != want {
+				t.Errorf("round %d body %d: Count = %d, %v; want %d", round, i, got, err, want)
+			}
+		}
+	}
+	calls := lc.calls.Load()
+	if _, err := c.Count(wire.DialectChat, []byte(bodies[3].body)); err != nil || lc.calls.Load() != calls {
+		t.Errorf("a body counted before counted %d texts again (%v)", lc.calls.Load()-calls, err)
+	}
+	// the message itself is memoised whole, under each API's formula
+	for _, anthropic := range []bool{false, true} {
+		want := 3 + len("assistant") + 2 + (len("bo") + 1) // framing, role, content, name
+		if !anthropic {
+			want += len("no") + 1 + 2 // the refusal, the call's name and arguments
+		}
+		if n, ok := memo.Get(memo.MessageKey("len", anthropic, msg)); !ok || n != want {
+			t.Errorf("anthropic %v: the message's memoised count = %d, %v; want %d", anthropic, n, ok, want)
+		}
 	}
 }
 

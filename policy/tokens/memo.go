@@ -18,8 +18,9 @@ const memoShards = 16
 // Two different texts whose hashes collide would share a count; with a
 // 64-bit hash seeded per Memo this is not a practical concern.
 type Memo struct {
-	seed   maphash.Seed
-	shards [memoShards]memoShard
+	seed    maphash.Seed
+	msgSeed maphash.Seed // MessageKey's, so that no text's key is a message's
+	shards  [memoShards]memoShard
 }
 
 // memoShard is one locked part of a Memo: a CLOCK ring over its slots.
@@ -42,7 +43,7 @@ type memoSlot struct {
 // shard, so the real bound is max(maxEntries, 16)).
 func NewMemo(maxEntries int) *Memo {
 	per := max(1, (maxEntries+memoShards-1)/memoShards)
-	m := &Memo{seed: maphash.MakeSeed()}
+	m := &Memo{seed: maphash.MakeSeed(), msgSeed: maphash.MakeSeed()}
 	for i := range m.shards {
 		m.shards[i].limit = per
 		m.shards[i].index = make(map[uint64]int32, per)
@@ -58,6 +59,23 @@ func (m *Memo) Key(name, text string) uint64 {
 	h.WriteString(name)
 	h.WriteByte(0)
 	h.WriteString(text)
+	return h.Sum64()
+}
+
+// MessageKey returns the key under which the count of a whole message (its framing and every
+// text in it, as ChatCounter counts one) by the counter named name is memoised: raw is the
+// message's JSON, anthropic says which API's formula counted it. Its hash is seeded apart from
+// Key's, so a text that spells a message's JSON never shares its key.
+func (m *Memo) MessageKey(name string, anthropic bool, raw string) uint64 {
+	var h maphash.Hash
+	h.SetSeed(m.msgSeed)
+	h.WriteString(name)
+	if anthropic {
+		h.WriteByte(1)
+	} else {
+		h.WriteByte(0)
+	}
+	h.WriteString(raw)
 	return h.Sum64()
 }
 

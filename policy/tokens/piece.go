@@ -23,6 +23,9 @@ type tally struct {
 	n     int
 	limit int
 	err   error
+	// estimated counts the texts counted by Estimate in place of the counter (too much text in
+	// flight, a remote counter that failed): a count that includes one is not memoised whole.
+	estimated int
 }
 
 // unlimited is the limit of a count that never stops early.

@@ -257,6 +257,7 @@ func (c *ChatCounter) countRemote(t *tally, rc RemoteCounter, text string) error
 			t.err = t.ctx.Err()
 			return errStopped
 		}
+		t.estimated++
 		return c.fixedInto(t, Estimate().Count(text))
 	}
 	if c.Memo != nil {
