@@ -322,12 +322,14 @@ var rateLimitHeaderNames = [2][6]string{
 		"Anthropic-Ratelimit-Tokens-Limit", "Anthropic-Ratelimit-Tokens-Remaining", "Anthropic-Ratelimit-Tokens-Reset"},
 }
 
-// settle charges the reservation with what the response actually used.
+// settle charges the reservation with what the response actually used. The answer does not wait
+// for a Redis store's reply: the settlement leaves in the store's next pipeline, ahead of every
+// later call of this instance (ratelimit.Reservation.SettleNoWait).
 func (g *Gateway) settle(ex *exchange, actual int64) {
 	if ex.reservation == nil {
 		return
 	}
-	if err := ex.reservation.Settle(context.Background(), actual); err != nil {
+	if err := ex.reservation.SettleNoWait(actual); err != nil {
 		g.logger.Error("settling rate limit reservation", zap.String("request_id", ex.requestID), zap.Error(err))
 	}
 }

@@ -394,6 +394,38 @@ func (r *Reservation) Settle(ctx context.Context, actualTokens int64) error {
 	return nil
 }
 
+// SettleNoWait settles as Settle does, but does not wait for a store that answers over the
+// network (RedisStore.SettleNoWait) when the store can queue the settlement in order: for a
+// reservation whose request is answered, where nothing waits on the settlement but the
+// instance's next calls, which the store's queue puts behind it. Such a settlement's failure is
+// retried and reported by the store's Run, not returned; a store that cannot queue it is
+// settled with Settle, whose error is returned.
+func (r *Reservation) SettleNoWait(actualTokens int64) error {
+	q, ok := r.noWaitStore()
+	if !ok {
+		return r.Settle(context.Background(), actualTokens)
+	}
+	if !r.done.CompareAndSwap(false, true) {
+		return nil
+	}
+	q.SettleNoWait(r.req, max(actualTokens, 0))
+	return nil
+}
+
+// noWaitSettler is a Store that can queue a settlement without its caller waiting for it.
+type noWaitSettler interface {
+	SettleNoWait(req Request, actualTokens int64)
+}
+
+// noWaitStore returns r's store as a noWaitSettler when it is one.
+func (r *Reservation) noWaitStore() (noWaitSettler, bool) {
+	if r == nil || r.store == nil {
+		return nil, false
+	}
+	q, ok := r.store.(noWaitSettler)
+	return q, ok
+}
+
 // Release settles with the reserved amount (no refund, no charge), for when
 // the usage is unknown.
 func (r *Reservation) Release(ctx context.Context) error {

@@ -309,3 +309,26 @@ func TestLimiterRemote(t *testing.T) {
 		t.Error("the Redis store is not remote")
 	}
 }
+
+// TestSettleNoWaitMemory: on a store that cannot queue a settlement (the memory store),
+// SettleNoWait settles at once, once.
+func TestSettleNoWaitMemory(t *testing.T) {
+	clock := newClock()
+	l := NewLimiter(NewMemoryStore(MemoryOptions{Now: clock.Now}), Options{})
+	k := []Scope{scope("key:a", Limits{TPM: 100, MaxConcurrent: 1})}
+	r, _ := mustAllow(t, l, k, tokens(60))
+	if err := r.SettleNoWait(10); err != nil {
+		t.Fatal(err)
+	}
+	if n := available(t, l, k...); n != 90 {
+		t.Fatalf("after SettleNoWait: %d tokens, want 90", n)
+	}
+	if err := r.SettleNoWait(0); err != nil || available(t, l, k...) != 90 {
+		t.Fatal("a second settlement changed the tokens")
+	}
+	mustAllow(t, l, k, tokens(1)) // the slot is free
+	var none *Reservation
+	if err := none.SettleNoWait(1); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -281,6 +281,30 @@ func (s *RedisStore) Settle(ctx context.Context, req Request, actualTokens int64
 	if len(req.Scopes) == 0 {
 		return nil
 	}
+	if _, err := s.call(ctx, s.settleOp(req, actualTokens)); err != nil {
+		return fmt.Errorf("running settle script (retrying in the background): %w", err)
+	}
+	return nil
+}
+
+// SettleNoWait settles as Settle does without waiting for Redis: the settlement leaves in the
+// next pipeline, behind every call this store queued before it and ahead of every call queued
+// after it (one connection, in order), so this instance's next reserve or peek sees it applied;
+// other instances see it once that pipeline is answered, about a round trip after the return. A
+// failure is retried by Run, as Settle's are. req's scopes must not change afterwards (a
+// Reservation's never do).
+func (s *RedisStore) SettleNoWait(req Request, actualTokens int64) {
+	if len(req.Scopes) == 0 {
+		return
+	}
+	o := s.settleOp(req, actualTokens)
+	o.state.Store(opAbandoned) // nobody waits: the sender hands a failure to Run
+	s.enqueue(o)
+}
+
+// settleOp returns the script call settling req with actualTokens, and forgets the lease Run
+// renewed for it.
+func (s *RedisStore) settleOp(req Request, actualTokens int64) *redisOp {
 	expires := s.localNow() + int64(s.lease)
 	s.mu.Lock()
 	if h := s.held[req.ID]; h != nil {
@@ -289,12 +313,8 @@ func (s *RedisStore) Settle(ctx context.Context, req Request, actualTokens int64
 	}
 	s.mu.Unlock()
 	delta := min(max(actualTokens-req.Cost.Tokens, -2*MaxLimit), 2*MaxLimit)
-	o := &redisOp{script: s.settle, keys: s.keys(req.Scopes, req.ID), args: s.settleArgs(req, delta),
+	return &redisOp{script: s.settle, keys: s.keys(req.Scopes, req.ID), args: s.settleArgs(req, delta),
 		settle: &pendingSettle{req: req, delta: delta, expires: expires}}
-	if _, err := s.call(ctx, o); err != nil {
-		return fmt.Errorf("running settle script (retrying in the background): %w", err)
-	}
-	return nil
 }
 
 func (s *RedisStore) settleArgs(req Request, delta int64) []any {

@@ -15,8 +15,9 @@ import (
 // connection (one pipeline at a time measured better than two, four or eight on make bench (g):
 // bigger batches cost the gateway and Redis less per call). Under load one round trip (one write and one read on each side) carries the calls
 // of every request arriving meanwhile instead of one each, which is most of what a call costs the
-// gateway and Redis; alone, a call leaves at once. Each caller still waits for its own reply, so
-// a settlement is in Redis before its request's answer leaves and another instance sees it.
+// gateway and Redis; alone, a call leaves at once. Each caller waits for its own reply, except
+// a settlement queued by SettleNoWait: it is in Redis before any call this store queues after it
+// runs, and another instance sees it once its pipeline is answered.
 
 // States of a redisOp that a caller waits for.
 const (

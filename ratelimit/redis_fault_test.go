@@ -514,3 +514,89 @@ func TestRedisOutageBudget(t *testing.T) {
 		})
 	}
 }
+
+// TestRedisSettleNoWait: a settlement its caller does not wait for returns while Redis has not
+// answered it, is applied before any later call of the same store runs (one queue, in order),
+// is seen by another instance once applied, and is retried by Run when Redis fails it.
+func TestRedisSettleNoWait(t *testing.T) {
+	addr, _ := testredis.Start(t)
+	client := faultClient(t, addr)
+	gate := make(chan struct{})
+	var held atomic.Bool // pipelines wait for the gate
+	client.AddHook(cmdHook{before: func([]redis.Cmder, bool) error {
+		if held.Load() {
+			<-gate
+		}
+		return nil
+	}})
+	out := &outage{}
+	client.AddHook(out.hook())
+	clock := newClock()
+	a := NewRedisStore(client, RedisOptions{Prefix: "nowait:", Now: clock.Now})
+	runStore(t, a)
+	la := NewLimiter(a, Options{OnStoreError: OnStoreErrorDeny})
+	lb := NewLimiter(NewRedisStore(client, RedisOptions{Prefix: "nowait:", Now: clock.Now}), Options{OnStoreError: OnStoreErrorDeny})
+	k := []Scope{scope("key:a", Limits{TPM: 100, MaxConcurrent: 1})}
+	ctx := context.Background()
+
+	r, _ := mustAllow(t, la, k, tokens(60))
+	held.Store(true)
+	returned := make(chan error, 1)
+	go func() { returned <- r.SettleNoWait(10) }()
+	select {
+	case err := <-returned:
+		if err != nil {
+			t.Fatalf("SettleNoWait: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("SettleNoWait waited for Redis")
+	}
+	// The next reserve of this instance queues behind the settlement in flight, so it finds the
+	// slot freed and the tokens refunded.
+	type result struct {
+		r   *Reservation
+		d   Decision
+		err error
+	}
+	got := make(chan result, 1)
+	go func() {
+		r, d, err := la.Reserve(ctx, k, tokens(1))
+		got <- result{r, d, err}
+	}()
+	eventually(t, "the reserve queued behind the settlement", 3*time.Second, func() bool {
+		a.batch.mu.Lock()
+		defer a.batch.mu.Unlock()
+		return len(a.batch.queue) == 1
+	})
+	close(gate)
+	res := <-got
+	if res.err != nil || !res.d.Allowed || res.d.Tokens.Remaining != 89 {
+		t.Fatalf("the reserve after the settlement = %+v, %v; want its slot and 89 tokens left", res.d, res.err)
+	}
+	if n := available(t, lb, k...); n != 89 {
+		t.Fatalf("the other instance sees %d tokens, want 89", n)
+	}
+	r.SettleNoWait(0) // settled already: nothing more
+	if n := available(t, la, k...); n != 89 {
+		t.Fatalf("a second settlement changed the tokens to %d", n)
+	}
+
+	// A settlement Redis fails is retried by Run once it answers again.
+	held.Store(false)
+	settle(t, res.r, 1)
+	rs, _ := mustAllow(t, la, k, tokens(1)) // 88 left
+	out.down.Store(true)
+	if err := rs.SettleNoWait(0); err != nil {
+		t.Fatalf("SettleNoWait during the outage: %v", err)
+	}
+	eventually(t, "the failed settlement kept for Run", 3*time.Second, func() bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return len(a.pending) == 1
+	})
+	out.down.Store(false)
+	eventually(t, "the settlement retried", 3*time.Second, func() bool {
+		d, err := a.Peek(ctx, k, Cost{})
+		return err == nil && slotsFree(t, client, a, "key:a") && d.Tokens.Remaining == 89
+	})
+}
