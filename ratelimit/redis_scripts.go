@@ -5,7 +5,8 @@ package ratelimit
 // buckets every 1000 ms over 86400 ticks. Numbers stay below 2^53, and are
 // written with %.0f because Lua's default number format keeps 14 digits.
 //
-// Bucket hash fields: w1 t1 (rpm), w2 t2 (tpm), w3 t3 (rpd), w4 t4 (tpd).
+// Bucket hash fields: w1 t1 (rpm), w2 t2 (tpm), w3 t3 (rpd), w4 t4 (tpd); a level whose w is
+// absent or 0 is empty, and its t is then not read.
 // Concurrency: a sorted set of reservation id scored by lease expiry.
 // Reservation record: a string holding the lease expiry of a live
 // reservation, or '0' once it was settled or released (a tombstone, so that a
@@ -33,11 +34,12 @@ local F = {'w1', 't1', 'w2', 't2', 'w3', 't3', 'w4', 't4'}
 
 local function load(key, lim)
   local v = redis.call('HMGET', key, unpack(F))
-  local s = {}
+  local s = {held = {}}
   for d = 1, 4 do
     local c = lim[d]
     local w = tonumber(v[2*d-1]) or 0
     local t = tonumber(v[2*d]) or now
+    s.held[d] = w > 0
     if c <= 0 then w = 0 end
     if w > 0 then
       local e = math.floor((now - t) / unit[d])
@@ -60,6 +62,18 @@ local function load(key, lim)
   return s
 end
 
+local nowS
+local function num(x)
+  if x == now then
+    if not nowS then nowS = string.format('%.0f', now) end
+    return nowS
+  end
+  return string.format('%.0f', x)
+end
+
+-- store writes the levels holding usage, and a zero over those that held some when loaded. A
+-- level absent or zero is empty whatever its t (load then sets t to now), so the fields of the
+-- levels that were and stay empty are left as they are: fewer numbers to format and to write.
 local function store(key, s, lim)
   local ttl = 0
   local args = {}
@@ -68,11 +82,14 @@ local function store(key, s, lim)
     if w > 0 and c > 0 then
       local r = t + math.ceil(w / c) * unit[d] - now
       if r > ttl then ttl = r end
+      args[#args+1] = F[2*d-1]
+      args[#args+1] = num(w)
+      args[#args+1] = F[2*d]
+      args[#args+1] = num(t)
+    elseif s.held[d] then
+      args[#args+1] = F[2*d-1]
+      args[#args+1] = '0'
     end
-    args[#args+1] = F[2*d-1]
-    args[#args+1] = string.format('%.0f', w)
-    args[#args+1] = F[2*d]
-    args[#args+1] = string.format('%.0f', t)
   end
   if ttl <= 0 then
     redis.call('DEL', key)
