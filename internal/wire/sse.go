@@ -104,6 +104,9 @@ type StreamTap struct {
 	events     int  // events with data handled
 	upErr      *Error
 	typed      typedState // StreamTyped only
+	// chunks checks each chunk's JSON; consecutive chunks that differ in their text only cost
+	// a look at the bytes that changed
+	chunks jsonscan.Sequence
 }
 
 // UsageAnnounced reports whether an event so far carried a "usage" key (OpenAI's `"usage":null`
@@ -439,7 +442,7 @@ func (t *StreamTap) openAIEvent(dst, ev []byte, f *eventFields) []byte {
 		return append(dst, ev...)
 	}
 	js := view(f.data)
-	if len(d) == 0 || d[0] != '{' || !jsonscan.Valid(d) {
+	if len(d) == 0 || d[0] != '{' || !t.chunks.Valid(d) {
 		return t.unreadable(dst) // an SDK would fail parsing it; end the stream properly instead
 	}
 	// Targeted lookups, each skipped when its key cannot be there, cost less than walking every

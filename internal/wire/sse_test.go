@@ -478,6 +478,11 @@ func TestStreamTapEndsAtTheEnd(t *testing.T) {
 		{"a log line as data", wire.OpenAI, chunk + "data: INFO: generated 3 tokens\n\n" + chunk, "", true},
 		{"truncated JSON", wire.OpenAI, chunk + "data: {\"id\":\"c\",\"choices\":[{\"index\"\n\n", "", true},
 		{"empty data", wire.OpenAI, chunk + "data:\n\n", "", true},
+		// chunks that differ from the valid one before them inside its text only
+		{"a raw quote in the text", wire.OpenAI, chunk + strings.Replace(chunk, `"Hi"`, `"Hi"Hi"`, 1), "", true},
+		{"a control character in the text", wire.OpenAI, chunk + strings.Replace(chunk, `"Hi"`, "\"Hi\x01\"", 1), "", true},
+		{"a backslash before the closing quote", wire.OpenAI, chunk + strings.Replace(chunk, `"Hi"`, `"Hi\"`, 1), "", true},
+		{"a broken escape in the text", wire.OpenAI, chunk + strings.Replace(chunk, `"Hi"`, `"Hi\u00zz"`, 1), "", true},
 		{"Anthropic: not JSON", wire.Anthropic, start + "event: content_block_delta\ndata: oops\n\n" + stop, "", true},
 	}
 	for _, tt := range tests {
