@@ -19,32 +19,55 @@ import (
 // reaches the suffix in that state too, and from there it reads what it read in prev, which
 // was valid: so is cur.
 func ValidNext(prev, cur []byte) bool {
-	if _, ok := sameButText(prev, cur, 0); ok {
+	if _, _, ok := sameButText(prev, cur, 0); ok {
 		return true
 	}
 	return Valid(cur)
 }
 
 // sameButText reports whether cur differs from the valid JSON prev inside one string of it only,
-// with plain text (ValidNext's fast path), and returns a position of cur inside a string and
-// outside its escapes (the length of their common prefix; at for the same document). at, when
-// not 0, is such a position of prev known beforehand: the scan for quotes starts there.
-func sameButText(prev, cur []byte, at int) (p int, ok bool) {
+// with plain text (ValidNext's fast path). It returns a position p of cur inside that string and
+// outside its escapes (the length of their common prefix) and the end e of the bytes that
+// changed in cur, where the common suffix starts; for the same document, p is at and e is -1.
+// at, when not 0, is a position of prev inside a string and outside its escapes known
+// beforehand: the scan for quotes starts there.
+func sameButText(prev, cur []byte, at int) (p, e int, ok bool) {
 	n := min(len(prev), len(cur))
 	p = commonPrefix(prev, cur, n)
 	if p == len(prev) && p == len(cur) {
-		return at, true // the same document: at holds for it as well
+		return at, -1, true // the same document: at holds for it as well
 	}
 	s := commonSuffix(prev, cur, n-p)
+	e = len(cur) - s
 	// cheapest first: the changed bytes, then the scan of prev up to them
-	if !plainText(cur[p:len(cur)-s]) || !stringGoesOn(prev, p, len(prev)-s) {
-		return p, false
+	if !plainText(cur[p:e]) || !stringGoesOn(prev, p, len(prev)-s) {
+		return p, e, false
 	}
 	from, in := 0, false
 	if at > 0 && at <= p {
 		from, in = at, true
 	}
-	return p, inStringAt(prev, from, in, p)
+	return p, e, inStringAt(prev, from, in, p)
+}
+
+// isValueString reports whether the string of the valid JSON data that position i is inside
+// (outside its escapes) is a value, not a key: what follows its closing quote is not a colon.
+func isValueString(data []byte, i int) bool {
+	for {
+		j := quoteOrSlash(data, i, len(data))
+		switch {
+		case j < 0:
+			return false
+		case data[j] == '\\':
+			i = escapeEnd(data, j)
+			continue
+		}
+		k := j + 1
+		for k < len(data) && (data[k] == ' ' || data[k] == '\t' || data[k] == '\n' || data[k] == '\r') {
+			k++
+		}
+		return k == len(data) || data[k] != ':'
+	}
 }
 
 // Sequence checks a sequence of JSON documents that resemble each other, such as the chunks of a
@@ -53,9 +76,10 @@ func sameButText(prev, cur []byte, at int) (p int, ok bool) {
 // A sequence where that path does not apply twice in a row is checked in full from then on. The
 // zero Sequence is ready to use; it allocates only for a document over 448 bytes.
 type Sequence struct {
-	kept   int // length of the last valid document (in keep, or big when longer), 0 for none
-	at     int // a position in it inside a string and outside escapes, 0 when unknown
-	misses int // consecutive documents the fast path did not take
+	kept   int  // length of the last valid document (in keep, or big when longer), 0 for none
+	at     int  // a position in it inside a string and outside escapes, 0 when unknown
+	misses int  // consecutive documents the fast path did not take
+	shape  bool // the last document is shaped as the one before it (SameShape)
 	big    []byte
 	keep   [448]byte
 }
@@ -69,13 +93,15 @@ func (q *Sequence) Valid(doc []byte) bool {
 		} else {
 			prev = q.keep[:q.kept]
 		}
-		if p, ok := sameButText(prev, doc, q.at); ok {
+		if p, e, ok := sameButText(prev, doc, q.at); ok {
 			q.misses = 0
+			q.shape = e < 0 || isValueString(doc, e)
 			q.store(doc, p)
 			return true
 		}
 		q.misses++
 	}
+	q.shape = false
 	if !Valid(doc) {
 		q.kept = 0
 		return false
@@ -83,6 +109,11 @@ func (q *Sequence) Valid(doc []byte) bool {
 	q.store(doc, 0)
 	return true
 }
+
+// SameShape reports whether the document of the last Valid call, a valid one, is shaped as the
+// valid document before it: it differs from it inside one string value only, so it has the same
+// keys, the same numbers and literals, the same nesting and every other string the same.
+func (q *Sequence) SameShape() bool { return q.shape }
 
 // store keeps doc as the last valid document, at being a position of it inside a string (or 0).
 func (q *Sequence) store(doc []byte, at int) {

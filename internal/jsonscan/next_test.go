@@ -51,7 +51,7 @@ func TestValidNext(t *testing.T) {
 // a full parse, escapes and non-ASCII text included; a change elsewhere is not.
 func TestValidNextFastPath(t *testing.T) {
 	fast := func(prev, cur []byte) bool {
-		_, ok := sameButText(prev, cur, 0)
+		_, _, ok := sameButText(prev, cur, 0)
 		return ok
 	}
 	for _, pair := range [][2]string{{" token1", " token2"}, {"Hello", " world"}, {"caf\u00e9", "🍕"}, {`a\u00e9`, `a b`}, {`x\\y`, `x\\z`}, {"", "x"}} {
@@ -107,14 +107,76 @@ func TestSequence(t *testing.T) {
 func FuzzSequence(f *testing.F) {
 	f.Add(chunk("a"), chunk("b"), chunk(`\`))
 	f.Add([]byte(`{"a":"x"}`), []byte(`{"a":"xy"}`), []byte(`{"a":"x\"}`))
+	f.Add([]byte(`{"usag":1}`), []byte(`{"usage":1}`), []byte(`{"usage" :"x"}`))
 	f.Fuzz(func(t *testing.T, a, b, c []byte) {
 		var q Sequence
+		var last []byte // the last valid document
 		for i, doc := range [][]byte{a, b, c, b, a, c} {
-			if got, want := q.Valid(doc), gjson.ValidBytes(doc); got != want {
+			got, want := q.Valid(doc), gjson.ValidBytes(doc)
+			if got != want {
 				t.Fatalf("document %d: Valid(%q) = %t, gjson says %t (after %q, %q, %q)", i, doc, got, want, a, b, c)
+			}
+			if got && q.SameShape() && (last == nil || shapeOf(gjson.ParseBytes(doc)) != shapeOf(gjson.ParseBytes(last))) {
+				t.Fatalf("document %d: %q said shaped as %q", i, doc, last)
+			}
+			if got {
+				last = doc
 			}
 		}
 	})
+}
+
+// shapeOf returns r's JSON with the content of every string value left out: keys, numbers,
+// literals and nesting stay.
+func shapeOf(r gjson.Result) string {
+	switch {
+	case r.IsObject():
+		var b strings.Builder
+		b.WriteByte('{')
+		r.ForEach(func(k, v gjson.Result) bool {
+			b.WriteString(k.Raw + ":" + shapeOf(v) + ",")
+			return true
+		})
+		return b.String() + "}"
+	case r.IsArray():
+		var b strings.Builder
+		b.WriteByte('[')
+		r.ForEach(func(_, v gjson.Result) bool {
+			b.WriteString(shapeOf(v) + ",")
+			return true
+		})
+		return b.String() + "]"
+	case r.Type == gjson.String:
+		return `""`
+	}
+	return r.Raw
+}
+
+// TestSequenceSameShape: a changed text keeps the shape; a changed key, number or nesting, an
+// invalid document and the first document do not.
+func TestSequenceSameShape(t *testing.T) {
+	for _, tt := range []struct {
+		docs []string
+		want bool // SameShape after the last
+	}{
+		{[]string{string(chunk("a")), string(chunk("ab"))}, true},
+		{[]string{string(chunk("a")), string(chunk("a"))}, true},
+		{[]string{string(chunk("a"))}, false},
+		{[]string{`{"usag":1}`, `{"usage":1}`}, false},
+		{[]string{`{"usag" :1}`, `{"usage" :1}`}, false},
+		{[]string{`{"a":"x","n":1}`, `{"a":"x","n":2}`}, false},
+		{[]string{`{"a":"x"}`, `{"a":"y","b":1}`}, false},
+		{[]string{`{"a":"x"}`, `{"a":"x"`}, false},
+		{[]string{`["x", "y"]`, `["x", "yz"]`}, true},
+	} {
+		var q Sequence
+		for _, d := range tt.docs {
+			q.Valid([]byte(d))
+		}
+		if q.SameShape() != tt.want {
+			t.Errorf("%q: SameShape = %t, want %t", tt.docs, q.SameShape(), tt.want)
+		}
+	}
 }
 
 func FuzzValidNext(f *testing.F) {

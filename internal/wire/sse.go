@@ -107,6 +107,9 @@ type StreamTap struct {
 	// chunks checks each chunk's JSON; consecutive chunks that differ in their text only cost
 	// a look at the bytes that changed
 	chunks jsonscan.Sequence
+	// whether the last valid chunk holds `"error"` or `"usage"` anywhere: when not, it has no
+	// such key, and neither has a chunk shaped as it
+	errorText, usageText bool
 }
 
 // UsageAnnounced reports whether an event so far carried a "usage" key (OpenAI's `"usage":null`
@@ -446,16 +449,23 @@ func (t *StreamTap) openAIEvent(dst, ev []byte, f *eventFields) []byte {
 		return t.unreadable(dst) // an SDK would fail parsing it; end the stream properly instead
 	}
 	// Targeted lookups, each skipped when its key cannot be there, cost less than walking every
-	// value of the chunk.
+	// value of the chunk. A chunk shaped as the valid one before it (its text changed, nothing
+	// else) has that one's keys: the search for a key that one did not hold is not repeated.
+	same := t.chunks.SameShape()
 	var model, choices, usage gjson.Result
-	if bytes.Contains(d, keyError) {
-		if e := gjson.Get(js, "error"); e.Exists() && e.Type != gjson.Null {
-			return t.errorFrame(dst, f.data)
+	if !same || t.errorText {
+		if t.errorText = bytes.Contains(d, keyError); t.errorText {
+			if e := gjson.Get(js, "error"); e.Exists() && e.Type != gjson.Null {
+				return t.errorFrame(dst, f.data)
+			}
 		}
 	}
-	if i := bytes.Index(d, keyUsage); i >= 0 && !(t.usageKey && onlyNullUsage(d, i)) {
-		usage = gjson.Get(js, "usage")
-		t.usageKey = t.usageKey || usage.Exists()
+	if !same || t.usageText {
+		i := bytes.Index(d, keyUsage)
+		if t.usageText = i >= 0; t.usageText && !(t.usageKey && onlyNullUsage(d, i)) {
+			usage = gjson.Get(js, "usage")
+			t.usageKey = t.usageKey || usage.Exists()
+		}
 	}
 	strip := t.opts.StripUsageChunk && usage.IsObject()
 	if strip || t.opts.OnText != nil || !t.firstToken {

@@ -512,3 +512,35 @@ func TestStreamTapEndsAtTheEnd(t *testing.T) {
 		}
 	}
 }
+
+// TestStreamTapSameShapeLookups: the searches for "error" and "usage" skipped for a chunk shaped
+// as the one before it miss nothing: a text spelling a key is a text, a key renamed into
+// "error" or "usage" (a change inside a key string only) is found, and so are the final usage
+// chunk and an error chunk after chunks of one shape.
+func TestStreamTapSameShapeLookups(t *testing.T) {
+	text := func(s string) string {
+		return `data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"` + s + `"},"finish_reason":null}]}` + "\n\n"
+	}
+	usage := `data: {"id":"c","object":"chat.completion.chunk","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":4,"total_tokens":9}}` + "\n\n"
+	in := text("a") + text("usage") + text("error") + text(`\"usage\"`) + text("b") + usage + "data: [DONE]\n\n"
+	for _, sz := range splits {
+		out, _, tap := runTap(t, wire.OpenAI, wire.TapOptions{}, []byte(in), sz, nil)
+		if u, ok := tap.Usage(); !ok || u.PromptTokens != 5 || u.CompletionTokens != 4 || tap.UpstreamError() != nil || string(out) != in {
+			t.Fatalf("split %v: usage %+v %t, error %v, output changed: %t", sz, u, ok, tap.UpstreamError(), string(out) != in)
+		}
+	}
+	renamed := []string{
+		`data: {"erro":{"message":"overloaded","code":"x"}}` + "\n\n" + `data: {"error":{"message":"overloaded","code":"x"}}` + "\n\n",
+		text("a") + text("b") + `data: {"error":{"message":"overloaded"}}` + "\n\n",
+	}
+	for _, in := range renamed {
+		_, _, tap := runTap(t, wire.OpenAI, wire.TapOptions{}, []byte(in), nil, nil)
+		if tap.UpstreamError() == nil {
+			t.Errorf("no upstream error found in %q", in)
+		}
+	}
+	in = `data: {"choices":[],"usag":{"prompt_tokens":5}}` + "\n\n" + `data: {"choices":[],"usage":{"prompt_tokens":5}}` + "\n\n"
+	if _, _, tap := runTap(t, wire.OpenAI, wire.TapOptions{}, []byte(in), nil, nil); !tap.UsageAnnounced() {
+		t.Error("a usage key renamed into place was not seen")
+	}
+}
