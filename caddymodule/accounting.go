@@ -261,7 +261,7 @@ func (g *Gateway) account(ex *exchange) {
 	cost := u.CostMicros.String()
 	ex.cost = cost // {http.ai_gateway.cost}, answered by ex.placeholder
 	if u.CostMicros > 0 {
-		g.metrics.cost.WithLabelValues(ex.route.model.Name, a.currency).Add(float64(u.CostMicros) / 1e6)
+		ex.route.series.costCounter(a.currency).Add(float64(u.CostMicros) / 1e6)
 	}
 	if extra := accessLogFields(ex.r); extra != nil {
 		extra.Set(zap.String("ai_cost", cost))

@@ -220,6 +220,10 @@ func TestAccountingLedger(t *testing.T) {
 		fmt.Sprintf("%.6f", csvCost) != fmt.Sprintf("%.6f", float64(jsonCost)/1e6) {
 		t.Fatalf("csv totals %d %d %f, json %s", csvReq, csvPrompt, csvCost, jsonTotal.Raw)
 	}
+	// the cost metric adds up what the ledger holds, every key's
+	if m := scrapeMetric(t, url(s.admin, "/metrics"), "caddy_ai_gateway_cost_total", map[string]string{"model": "demo-llama", "currency": "EUR"}); fmt.Sprintf("%.6f", m) != fmt.Sprintf("%.6f", float64(jsonCost)/1e6) {
+		t.Fatalf("cost metric %f, the ledger %d micros", m, jsonCost)
+	}
 	if code, body := s.adminDo(t, "GET", "/ai_gateway/usage?from=yesterday", ""); code != 400 {
 		t.Fatalf("bad from: %d %s", code, body)
 	}

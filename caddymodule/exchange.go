@@ -122,13 +122,15 @@ type promptCounts struct{ bound, lowerBound, partial, exact prometheus.Counter }
 // on its first use and kept (WithLabelValues hashes the labels and takes the vector's lock each
 // time; a series is still created only when first counted, as before). served, prompt and
 // completion are requests_total{code 200, no reject} and tokens_total{prompt, completion}
-// without a key id: with metrics_key_id the vectors are asked per request.
+// without a key id: with metrics_key_id the vectors are asked per request. ttft and itl are a
+// stream's, cost the accounting's (in the one currency of the gateway's prices).
 type routeSeries struct {
 	m                          *gatewayMetrics
 	model                      string
 	inFlight                   atomic.Pointer[prometheus.Gauge]
-	upstream                   atomic.Pointer[prometheus.Observer]
+	upstream, ttft, itl        atomic.Pointer[prometheus.Observer]
 	served, prompt, completion atomic.Pointer[prometheus.Counter]
+	cost                       atomic.Pointer[prometheus.Counter]
 }
 
 func newRouteSeries(m *gatewayMetrics, model string) *routeSeries {
@@ -151,6 +153,18 @@ func (s *routeSeries) inFlightGauge() prometheus.Gauge {
 
 func (s *routeSeries) upstreamObserver() prometheus.Observer {
 	return series(&s.upstream, func() prometheus.Observer { return s.m.upstream.WithLabelValues(s.model) })
+}
+
+func (s *routeSeries) ttftObserver() prometheus.Observer {
+	return series(&s.ttft, func() prometheus.Observer { return s.m.ttft.WithLabelValues(s.model) })
+}
+
+func (s *routeSeries) itlObserver() prometheus.Observer {
+	return series(&s.itl, func() prometheus.Observer { return s.m.itl.WithLabelValues(s.model) })
+}
+
+func (s *routeSeries) costCounter(currency string) prometheus.Counter {
+	return series(&s.cost, func() prometheus.Counter { return s.m.cost.WithLabelValues(s.model, currency) })
 }
 
 func (s *routeSeries) servedCounter() prometheus.Counter {

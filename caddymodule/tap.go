@@ -170,7 +170,7 @@ func (t *responseTap) startStream() {
 		opts.OnText = nil
 	}
 	if ex.route != nil {
-		t.itl = t.g.metrics.itl.WithLabelValues(ex.route.model.Name) // once, not per chunk
+		t.itl = ex.route.series.itlObserver() // once, not per chunk
 	}
 	if ex.cacheable {
 		t.asm = cache.NewAssembler(ex.endpoint, ex.surface)
@@ -191,7 +191,7 @@ func (t *responseTap) firstToken() {
 	t.lastToken = now
 	t.ex.endUpstreamSpan()
 	if t.ex.route != nil {
-		t.g.metrics.ttft.WithLabelValues(t.ex.route.model.Name).Observe(now.Sub(t.ex.start).Seconds())
+		t.ex.route.series.ttftObserver().Observe(now.Sub(t.ex.start).Seconds())
 	}
 }
 

@@ -40,9 +40,9 @@ func bridgedStream(t *testing.T, req *bridge.Request, pieces [][]byte) []byte {
 	r := httptest.NewRequest(http.MethodPost, "/v1/responses", nil)
 	ex := newExchange(r, time.Now())
 	ex.stream, ex.promptExact, ex.info.NoStore = true, true, true
-	ex.route = &modelRoute{model: &policy.Model{Name: "chat-only"}}
-	ex.bridged = &bridgeState{req: req}
 	g := &Gateway{now: time.Now, metrics: newGatewayMetrics(), logger: zap.NewNop()}
+	ex.route = &modelRoute{model: &policy.Model{Name: "chat-only"}, series: newRouteSeries(g.metrics, "chat-only")}
+	ex.bridged = &bridgeState{req: req}
 	w := httptest.NewRecorder()
 	tap := newResponseTap(g, w, ex)
 	tap.Header().Set("Content-Type", "text/event-stream")

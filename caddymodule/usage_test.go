@@ -59,7 +59,14 @@ func (s *usageSetup) do(t *testing.T, path, fault, body string, extra ...string)
 
 func (s *usageSetup) metric(t *testing.T, name string, labels map[string]string) float64 {
 	t.Helper()
-	resp, err := http.Get(url(s.port, "/metrics"))
+	return scrapeMetric(t, url(s.port, "/metrics"), name, labels)
+}
+
+// scrapeMetric returns the sum of the series of metric name at the Prometheus endpoint u whose
+// labels include labels (a histogram's: its sample count).
+func scrapeMetric(t *testing.T, u, name string, labels map[string]string) float64 {
+	t.Helper()
+	resp, err := http.Get(u)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,6 +210,7 @@ func TestUsageHeadersAndTrailers(t *testing.T) {
 		before := s.metric(t, "caddy_ai_gateway_requests_total", map[string]string{"model": "demo-llama", "code": "200"})
 		tokBefore := s.metric(t, "caddy_ai_gateway_tokens_total", map[string]string{"model": "demo-llama", "kind": "completion"})
 		ttftBefore := s.metric(t, "caddy_ai_gateway_time_to_first_token_seconds", map[string]string{"model": "demo-llama"})
+		itlBefore := s.metric(t, "caddy_ai_gateway_inter_token_latency_seconds", map[string]string{"model": "demo-llama"})
 		s.do(t, "/v1/chat/completions", "", chatBody)
 		s.do(t, "/v1/chat/completions", "", streamBody(false))
 		if got := s.metric(t, "caddy_ai_gateway_requests_total", map[string]string{"model": "demo-llama", "code": "200"}); got != before+2 {
@@ -213,6 +221,10 @@ func TestUsageHeadersAndTrailers(t *testing.T) {
 		}
 		if got := s.metric(t, "caddy_ai_gateway_time_to_first_token_seconds", map[string]string{"model": "demo-llama"}); got != ttftBefore+1 {
 			t.Errorf("ttft observations %v -> %v", ttftBefore, got)
+		}
+		// the gaps between the stream's 10 tokens, as its chunks reached the client
+		if got := s.metric(t, "caddy_ai_gateway_inter_token_latency_seconds", map[string]string{"model": "demo-llama"}); got <= itlBefore || got > itlBefore+9 {
+			t.Errorf("inter-token latency observations %v -> %v", itlBefore, got)
 		}
 		s.do(t, "/v1/chat/completions", "", `{"model":"nope","messages":[{"role":"user","content":"hi"}]}`)
 		if got := s.metric(t, "caddy_ai_gateway_requests_total", map[string]string{"code": "404", "reject_reason": "model_not_found"}); got < 1 {
