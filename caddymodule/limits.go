@@ -54,14 +54,27 @@ var storePool = caddy.NewUsagePool()
 type storeHandle struct {
 	store    ratelimit.Store
 	memory   *ratelimit.MemoryStore // the memory store, or the fallback of a Redis store
+	redis    *ratelimit.RedisStore  // nil for the memory store
 	client   *redis.Client
 	stopOnce context.CancelFunc
 }
 
+// storeFlushTimeout bounds how long a Redis store being closed waits for the calls queued in it.
+const storeFlushTimeout = 2 * time.Second
+
 // Destruct closes the Redis client and stops the sweeper (and the Redis lease renewer) when the
-// last config using the store is gone.
+// last config using the store is gone. The settlements queued without their answers waiting
+// (Reservation.SettleNoWait) leave first, so that a store replaced by a reload or stopped keeps
+// no slot or token of a request that was answered.
 func (h *storeHandle) Destruct() error {
 	h.stopOnce()
+	if h.redis != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), storeFlushTimeout)
+		if err := h.redis.Sync(ctx); err != nil {
+			caddy.Log().Warn("rate limit store closed before its queued settlements were answered", zap.Error(err))
+		}
+		cancel()
+	}
 	if h.client != nil {
 		return h.client.Close()
 	}
@@ -111,7 +124,7 @@ func (g *Gateway) provisionLimiter(repl *caddy.Replacer) error {
 		if redisOpts != nil {
 			h.client = redis.NewClient(redisOpts) // connects lazily
 			rs := ratelimit.NewRedisStore(h.client, ratelimit.RedisOptions{Prefix: rl.RedisPrefix})
-			h.store = rs
+			h.store, h.redis = rs, rs
 			go renewLeases(ctx, rs)
 		}
 		go sweep(ctx, mem)

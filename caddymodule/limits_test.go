@@ -14,11 +14,13 @@ import (
 
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
+	"github.com/redis/go-redis/v9"
 	"github.com/tidwall/gjson"
 
 	"github.com/caddyai/gateway/internal/testredis"
 	"github.com/caddyai/gateway/internal/wiretest"
 	"github.com/caddyai/gateway/policy"
+	"github.com/caddyai/gateway/ratelimit"
 	"github.com/caddyai/gateway/simulator"
 )
 
@@ -466,5 +468,52 @@ func TestPromptBearingFieldsCount(t *testing.T) {
 	}
 	if n := len(s.upstream.requests()); n != 0 {
 		t.Errorf("%d requests reached the upstream", n)
+	}
+}
+
+// TestRedisSettlementsLeaveBeforeTheStoreCloses: settlements queued without their answers
+// waiting (one in flight while Redis stalls, one queued behind it) are in Redis once a reload has
+// replaced the store: both of the key's slots are free for another instance at once, not after
+// the 30 s lease.
+func TestRedisSettlementsLeaveBeforeTheStoreCloses(t *testing.T) {
+	srv := testredis.StartServer(t)
+	up := newUpstream(t, simulator.Config{TTFT: 300 * time.Millisecond})
+	port := freePort(t)
+	prefix := t.Name() + ":"
+	rl := func(prefix string) string {
+		return fmt.Sprintf("rate_limit {\n\tstore redis redis://%s/0\n\tredis_prefix %s\n}", srv.Addr(), prefix)
+	}
+	startCaddy(t, limitsConfig(port, up.addr(), "max_concurrent 2", rl(prefix)))
+	s := &usageSetup{port: port, upstream: up}
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if resp, body := s.do(t, "/v1/chat/completions", "", chatBody); resp.StatusCode != 200 {
+				t.Errorf("%d %s", resp.StatusCode, body)
+			}
+		}()
+	}
+	time.Sleep(150 * time.Millisecond) // both reserved, both at the upstream
+	srv.Pause()
+	wg.Wait() // both answered: their settlements wait for Redis
+	resumed := make(chan struct{})
+	go func() {
+		defer close(resumed)
+		time.Sleep(150 * time.Millisecond) // within the store's 500 ms read timeout
+		srv.Resume()
+	}()
+	loadCaddy(t, limitsConfig(port, up.addr(), "max_concurrent 2", rl(t.Name()+"-other:"))) // the old store is closed
+	<-resumed
+
+	client := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	defer client.Close()
+	l := ratelimit.NewLimiter(ratelimit.NewRedisStore(client, ratelimit.RedisOptions{Prefix: prefix}), ratelimit.Options{OnStoreError: ratelimit.OnStoreErrorDeny})
+	scope := []ratelimit.Scope{{ID: "key:limited", Limits: ratelimit.Limits{MaxConcurrent: 2}}}
+	for i := range 2 {
+		if _, d, err := l.Reserve(context.Background(), scope, ratelimit.Cost{Requests: 1}); err != nil || !d.Allowed {
+			t.Fatalf("slot %d after the reload: %+v, %v (a settlement was lost with the store)", i+1, d, err)
+		}
 	}
 }
