@@ -2,6 +2,7 @@ package jsonscan
 
 import (
 	"encoding/binary"
+	"math"
 	"math/bits"
 )
 
@@ -180,41 +181,39 @@ func escapeEnd(data []byte, j int) int {
 	return j + 2
 }
 
+// quotes counts the unescaped quotes of the valid JSON data in data[from:end], where from is
+// outside any escape, stopping once they pass max; ok is false when an escape runs past end.
+func quotes(data []byte, from, end, max int) (n int, ok bool) {
+	for i := from; n <= max; {
+		j := quoteOrSlash(data, i, end)
+		switch {
+		case j < 0:
+			return n, true
+		case data[j] == '"':
+			n++
+			i = j + 1
+		default: // a backslash, inside a string of valid JSON
+			if i = escapeEnd(data, j); i > end {
+				return n, false
+			}
+		}
+	}
+	return n, true
+}
+
 // inStringAt reports whether position p of the valid JSON data lies inside a string (its
 // content or its closing quote) and outside any escape, scanning from position from, where the
 // scan is inside a string (outside escapes) when in is set, and outside any string otherwise.
 func inStringAt(data []byte, from int, in bool, p int) bool {
-	for i := from; ; {
-		j := quoteOrSlash(data, i, p)
-		switch {
-		case j < 0:
-			return in
-		case data[j] == '"':
-			in = !in
-			i = j + 1
-		default: // a backslash, inside a string of valid JSON
-			if i = escapeEnd(data, j); i > p {
-				return false // p is inside the escape
-			}
-		}
-	}
+	n, ok := quotes(data, from, p, math.MaxInt-1)
+	return ok && in != (n%2 == 1)
 }
 
 // stringGoesOn reports whether data[p:end], inside a string of valid JSON, holds no unescaped
 // quote and does not end inside an escape.
 func stringGoesOn(data []byte, p, end int) bool {
-	for i := p; ; {
-		j := quoteOrSlash(data, i, end)
-		switch {
-		case j < 0:
-			return true
-		case data[j] == '"':
-			return false
-		}
-		if i = escapeEnd(data, j); i > end {
-			return false
-		}
-	}
+	n, ok := quotes(data, p, end, 0)
+	return ok && n == 0
 }
 
 // plainText reports whether b holds no quote, backslash or control character: string content
