@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -104,6 +105,7 @@ func TestRenderGateway(t *testing.T) {
 				"Port": 9002, "UpstreamPort": 9001, "Model": model, "ContextWindow": 1000, "KeyHash": "ab",
 				"KeyTPM": tc.opts.KeyTPM, "KeysFile": tc.opts.KeysFile, "Tokenizer": tc.opts.Tokenizer, "AdminPort": tc.admin, "Cache": tc.opts.Cache,
 				"RedisURL": tc.opts.RedisURL, "MaxConcurrent": tc.opts.MaxConcurrent, "Queue": tc.opts.Queue, "StorageDir": tc.opts.StorageDir, "Accounting": tc.opts.Accounting,
+				"IdleConns": idleConnsPerHost,
 			})
 			if err != nil {
 				t.Fatal(err)
@@ -129,6 +131,38 @@ func TestRenderGateway(t *testing.T) {
 	}
 	if err := render("gateway.Caddyfile", filepath.Join(dir, "x"), map[string]any{"Port": 1}); err == nil {
 		t.Error("a missing template field must be an error")
+	}
+	if err := render("plain.Caddyfile", filepath.Join(dir, "y"), map[string]any{"Port": 1, "UpstreamPort": 2, "AdminPort": 0}); err == nil {
+		t.Error("a missing template field must be an error")
+	}
+}
+
+// TestSameTransport: plain Caddy and the gateway keep the same idle connections to the upstream,
+// above the scenarios' 50 connections, so that neither redials what the other keeps.
+func TestSameTransport(t *testing.T) {
+	env := &runEnv{outDir: t.TempDir()}
+	env.ports.caddy, env.ports.upstream = 9002, 9001
+	sc := scenario{ID: "a"}
+	want := "keepalive_idle_conns_per_host " + strconv.Itoa(idleConnsPerHost)
+	plain, err := plainConfig(env, sc, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, err := gatewayConfig(env, sc, "gateway", 9003, 0, gatewayOptions{Tokenizer: "cl100k_base"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{plain, gw} {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Count(string(data), want) != 1 {
+			t.Errorf("%s: want one %q in\n%s", filepath.Base(path), want, data)
+		}
+	}
+	if idleConnsPerHost <= 50 {
+		t.Errorf("idleConnsPerHost %d is not above the scenarios' 50 connections", idleConnsPerHost)
 	}
 }
 
