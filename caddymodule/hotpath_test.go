@@ -5,7 +5,9 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,6 +16,7 @@ import (
 
 	"github.com/caddyai/gateway/internal/wire"
 	"github.com/caddyai/gateway/ratelimit"
+	"github.com/tidwall/sjson"
 )
 
 // The gateway's placeholders: the request's while the request is proxied (for header_up), the
@@ -109,6 +112,53 @@ func TestSetModel(t *testing.T) {
 		if !json.Valid(got) {
 			t.Errorf("invalid JSON %s", got)
 		}
+	}
+}
+
+// TestAskStreamUsage: the splice and sjson agree on every body: the same members, with
+// stream_options.include_usage true; a body with stream_options, or not known to lack one,
+// goes through sjson.
+func TestAskStreamUsage(t *testing.T) {
+	for _, tc := range []struct {
+		body   string
+		absent bool
+		want   string // exact output, "" to compare with sjson's only
+	}{
+		{`{"model":"m","stream":true}`, true, `{"stream_options":{"include_usage":true},"model":"m","stream":true}`},
+		{" \n\t{ \"model\" : \"m\" }\r\n", true, " \n\t{\"stream_options\":{\"include_usage\":true}, \"model\" : \"m\" }\r\n"},
+		{`{}`, true, `{"stream_options":{"include_usage":true}}`},
+		{"{ \n }", true, "{\"stream_options\":{\"include_usage\":true} \n }"},
+		{`{"model":"m","stream_options":{"include_usage":false}}`, false, `{"model":"m","stream_options":{"include_usage":true}}`},
+		{`{"model":"m","stream_options":{}}`, false, ""},
+		{`{"model":"m","messages":[{"role":"user","content":"{\"stream_options\":1}"}]}`, true, ""},
+	} {
+		got, err := askStreamUsage([]byte(tc.body), tc.absent)
+		if err != nil {
+			t.Fatalf("askStreamUsage(%q): %v", tc.body, err)
+		}
+		if tc.want != "" && string(got) != tc.want {
+			t.Errorf("askStreamUsage(%q, %v) = %q, want %q", tc.body, tc.absent, got, tc.want)
+		}
+		ref, err := sjson.SetBytes([]byte(tc.body), "stream_options.include_usage", true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var a, b map[string]any
+		if err := json.Unmarshal(got, &a); err != nil {
+			t.Fatalf("askStreamUsage(%q) = %q: %v", tc.body, got, err)
+		}
+		if err := json.Unmarshal(ref, &b); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(a, b) {
+			t.Errorf("askStreamUsage(%q) = %s, sjson sets %s", tc.body, got, ref)
+		}
+		if n := strings.Count(string(got), `"stream_options"`); n != 1 {
+			t.Errorf("askStreamUsage(%q) = %s: %d stream_options members", tc.body, got, n)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { _, _ = askStreamUsage([]byte(`{"model":"m"}`), true) }); n > 2 {
+		t.Errorf("the splice allocates %v times, want at most 2 (the test's body and the result)", n)
 	}
 }
 

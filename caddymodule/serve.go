@@ -649,7 +649,7 @@ func (g *Gateway) handOff(ex *exchange, r *http.Request) *wire.Error {
 	}
 	if err == nil && ex.stream && !ex.info.IncludeUsage && ex.spec.InjectStreamUsage {
 		// ask for the usage chunk upstream; the tap removes it from what the client sees
-		out, err = sjson.SetBytes(out, "stream_options.include_usage", true)
+		out, err = askStreamUsage(out, !ex.info.StreamOptions && ex.bridged == nil)
 		ex.injectedUsage = err == nil
 	}
 	if err != nil {

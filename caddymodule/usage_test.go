@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strconv"
@@ -15,6 +16,7 @@ import (
 	"github.com/openai/openai-go/v3/option"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"github.com/tidwall/gjson"
 
 	"github.com/caddyai/gateway/caddymodule"
 	"github.com/caddyai/gateway/internal/wiretest"
@@ -167,6 +169,23 @@ func TestUsageHeadersAndTrailers(t *testing.T) {
 		}
 		if resp.Trailer.Get("X-Usage-Completion-Tokens") != "10" || resp.Trailer.Get("X-Usage-Prompt-Tokens") == "" || resp.Trailer.Get("X-Usage-Estimated") != "" {
 			t.Errorf("trailers %v", resp.Trailer)
+		}
+	})
+
+	t.Run("stream_options without include_usage: upstream gets one stream_options asking for usage", func(t *testing.T) {
+		for _, opts := range []string{"", `"stream_options":{},`, `"stream_options":{"include_usage":false},`, `"stream_options":null,`} {
+			body := `{"model":"llama","stream":true,` + opts + `"messages":[{"role":"user","content":"Tell me about gateways"}],"max_tokens":10}`
+			_, got := s.do(t, "/v1/chat/completions", "", body)
+			for _, f := range dataFrames(got) {
+				if strings.Contains(f, `"choices":[]`) {
+					t.Errorf("%s: injected usage chunk reached the client: %s", opts, f)
+				}
+			}
+			seen := s.upstream.requests()
+			up := seen[len(seen)-1].Body
+			if !json.Valid(up) || bytes.Count(up, []byte(`"stream_options"`)) != 1 || !gjson.GetBytes(up, "stream_options.include_usage").Bool() {
+				t.Errorf("%s: upstream body %s", opts, up)
+			}
 		}
 	})
 

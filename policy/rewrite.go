@@ -669,6 +669,7 @@ func refreshInfo(e wire.Endpoint, body []byte, info *RequestInfo, param string) 
 			v.streamOptions(v.streamO)
 		}
 		info.IncludeUsage = v.info.IncludeUsage
+		info.StreamOptions = v.streamO.Exists()
 	case "tools", "functions":
 		info.HasTools = v.info.HasTools
 	default:

@@ -90,6 +90,7 @@ func FuzzRewrite(f *testing.F) {
 			}
 			if again.Model != in.Model || again.Stream != in.Stream || again.N != in.N || again.MaxTokens != in.MaxTokens ||
 				again.HasTools != in.HasTools || again.Seed != in.Seed || again.IncludeUsage != in.IncludeUsage ||
+				again.StreamOptions != in.StreamOptions ||
 				(again.Temperature == nil) != (in.Temperature == nil) || again.Temperature != nil && *again.Temperature != *in.Temperature {
 				t.Fatalf("rewriter %d: info %+v, output reads %+v\nout: %s", i, in, again, out)
 			}

@@ -166,7 +166,7 @@ func TestRewriteStrip(t *testing.T) {
 	if get(out, "temperature").Raw != "0.3" || get(out, "stream").Raw != "true" {
 		t.Errorf("other params changed: %s", out)
 	}
-	if info.Seed || info.HasTools || info.IncludeUsage || !info.Stream {
+	if info.Seed || info.HasTools || info.IncludeUsage || info.StreamOptions || !info.Stream {
 		t.Errorf("info not updated: %+v", info)
 	}
 	out, info, err = rewrite(t, rw, msgs, anthBody(`"tools":[{"name":"f","input_schema":{}}]`))

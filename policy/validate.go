@@ -20,6 +20,9 @@ type RequestInfo struct {
 	Stream bool
 	// IncludeUsage is stream_options.include_usage.
 	IncludeUsage bool
+	// StreamOptions is true when the body has a top-level stream_options, whatever its value:
+	// when it is false, the gateway can add one without looking for it.
+	StreamOptions bool
 	// MaxTokens is the requested maximum output length (max_tokens, max_completion_tokens or
 	// Anthropic's max_tokens; the larger when a chat request sends both); 0 means absent.
 	MaxTokens int
@@ -79,6 +82,9 @@ func Validate(e wire.Endpoint, body []byte) (RequestInfo, *wire.Error) {
 			return false
 		}
 		v.noteRequired(k.Str)
+		if k.Str == "stream_options" {
+			v.info.StreamOptions = true
+		}
 		return v.topKey(k.Str, val)
 	})
 	if v.err != nil {

@@ -237,9 +237,9 @@ func TestValidateAccepts(t *testing.T) {
 			"stream_options":{"include_usage":true},"tools":[{"type":"function","function":{"name":"get_weather-v2","parameters":{"type":"object"}}}],
 			"tool_choice":{"type":"function","function":{"name":"get_weather-v2"}},"response_format":{"type":"json_schema","json_schema":{"name":"r","schema":{},"strict":true}},
 			"user":"u","logit_bias":{"50256":-100},"parallel_tool_calls":false,"metadata":{"a":"b"}`),
-			RequestInfo{Model: "m", Stream: true, IncludeUsage: true, MaxTokens: 100, MaxTokensField: "max_tokens", N: 3, HasTools: true, Temperature: f(0.5), Seed: true}},
+			RequestInfo{Model: "m", Stream: true, IncludeUsage: true, StreamOptions: true, MaxTokens: 100, MaxTokensField: "max_tokens", N: 3, HasTools: true, Temperature: f(0.5), Seed: true}},
 		{"chat nulls mean absent", chat, chatBody(`"temperature":null,"n":null,"max_tokens":null,"stop":null,"stream_options":null,"tools":null,"seed":null`),
-			RequestInfo{Model: "m", N: 1}},
+			RequestInfo{Model: "m", N: 1, StreamOptions: true}}, // present, so the gateway does not add a second one
 		{"chat unknown params allowed", chat, chatBody(`"top_k":40,"repetition_penalty":1.1,"guided_json":{"type":"object"},"chat_template_kwargs":{"enable_thinking":false}`),
 			RequestInfo{Model: "m", N: 1}},
 		{"chat max_completion_tokens", chat, chatBody(`"max_completion_tokens":77`), RequestInfo{Model: "m", N: 1, MaxTokens: 77, MaxTokensField: "max_completion_tokens"}},
@@ -263,7 +263,7 @@ func TestValidateAccepts(t *testing.T) {
 		{"chat depth 64 ok", chat, chatBody(`"x":` + strings.Repeat("[", 62) + strings.Repeat("]", 62)), RequestInfo{Model: "m", N: 1}},
 		{"chat brackets inside strings do not count", chat, `{"model":"m","messages":[{"role":"user","content":"` + strings.Repeat("[{", 100) + `\"\\"}]}`, RequestInfo{Model: "m", N: 1}},
 		{"completions string", compl, `{"model":"m","prompt":"x","max_tokens":0,"echo":true,"logprobs":5,"best_of":2,"suffix":"s"}`, RequestInfo{Model: "m", N: 1, BestOf: 2, MaxTokensField: "max_tokens"}},
-		{"completions arrays", compl, `{"model":"m","prompt":["a","b"],"n":2,"stream":true,"stream_options":{"include_usage":false}}`, RequestInfo{Model: "m", N: 2, Prompts: 2, Stream: true}},
+		{"completions arrays", compl, `{"model":"m","prompt":["a","b"],"n":2,"stream":true,"stream_options":{"include_usage":false}}`, RequestInfo{Model: "m", N: 2, Prompts: 2, Stream: true, StreamOptions: true}},
 		{"completions one prompt of token ids", compl, `{"model":"m","prompt":[1,2,3]}`, RequestInfo{Model: "m", N: 1}},
 		{"completions token-id prompts", compl, `{"model":"m","prompt":[[1,2],[3],[4]],"best_of":3,"n":2}`, RequestInfo{Model: "m", N: 2, BestOf: 3, Prompts: 3}},
 		{"completions tokens", compl, `{"model":"m","prompt":[1,2,3],"seed":1}`, RequestInfo{Model: "m", N: 1, Seed: true}},
@@ -400,7 +400,7 @@ func TestValidateSampleFile(t *testing.T) {
 		t.Fatal(werr)
 	}
 	f := 0.7
-	assertInfo(t, info, RequestInfo{Model: "llama-3.1-8b-instruct", Stream: true, IncludeUsage: true, MaxTokens: 512, MaxTokensField: "max_tokens", N: 1, Temperature: &f, Seed: true})
+	assertInfo(t, info, RequestInfo{Model: "llama-3.1-8b-instruct", Stream: true, IncludeUsage: true, StreamOptions: true, MaxTokens: 512, MaxTokensField: "max_tokens", N: 1, Temperature: &f, Seed: true})
 }
 
 func BenchmarkValidateChat1KB(b *testing.B) {
