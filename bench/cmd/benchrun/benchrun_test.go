@@ -281,20 +281,21 @@ func TestEvaluateTargets(t *testing.T) {
 	rep := &report{Scenarios: []scenarioResult{
 		{ID: "a", GatewayVsCaddy: &comparison{RPSRatio: 0.97, CPUDiffUs: 8}},
 		{ID: "b", GatewayVsCaddy: &comparison{P50DiffMs: 0.05}},
-		{ID: "d", GatewayVsCaddy: &comparison{RPSRatio: 0.90, SideBySideRPSRatio: 0.96}}, // judged side by side
+		{ID: "d", GatewayVsCaddy: &comparison{RPSRatio: 0.90, SideBySideRPSRatio: 0.96}}, // judged on the rounds, not side by side
+		{ID: "e", GatewayVsCaddy: &comparison{RPSRatio: 4.2, SideBySideRPSRatio: 3}},
 		{ID: "g", Ratios: []namedRatio{{Name: "gateway-redis/gateway", RPSRatio: 0.9}},
 			Targets: []targetResult{{Target: "gateway", OverLimitChecked: true}, {Target: "gateway-redis", OverLimitChecked: true, OverLimit: 1}}},
 		{ID: "h", Figures: map[string]float64{"interactive_p99_increase": 0.05, "batch_share_of_spare": 0.9}},
 		{ID: "c", Targets: []targetResult{{Target: "portkey", Errors: 3}}},
-		{ID: "l", Ratios: []namedRatio{{Name: "gateway-ledger/gateway", RPSRatio: 0.97, PairedRPSRatio: 0.96, SideBySideRPSRatio: 0.985}}},
+		{ID: "l", Ratios: []namedRatio{{Name: "gateway-ledger/gateway", RPSRatio: 0.985, PairedRPSRatio: 0.99, SideBySideRPSRatio: 0.96}}},
 	}}
-	want := map[string]string{"a": "met", "b": "not met", "c": "not met", "d": "met", "g": "not met", "h": "met", "i": "not run", "j": "reported", "l": "met"}
+	want := map[string]string{"a": "met", "b": "not met", "c": "not met", "d": "not met", "e": "met", "g": "not met", "h": "met", "i": "not run", "j": "reported", "l": "met"}
 	rows := evaluateTargets(rep)
 	for _, r := range rows {
 		if w, ok := want[r.Scenario]; ok && r.Status != w {
 			t.Errorf("(%s) %s: %s (%s), want %s", r.Scenario, r.Goal, r.Status, r.Measured, w)
 		}
-		if r.Scenario == "d" && r.Measured != "x0.96 side by side (rounds x0.90)" {
+		if r.Scenario == "d" && r.Measured != "x0.90 (side by side x0.96)" {
 			t.Errorf("(d) measured %q", r.Measured)
 		}
 		if r.Scenario == "j" && !strings.Contains(r.Measured, "no request") {
@@ -303,6 +304,15 @@ func TestEvaluateTargets(t *testing.T) {
 	}
 	if len(rows) != 10 {
 		t.Errorf("%d rows", len(rows))
+	}
+	// (g) is judged on the two gateways' ratio in the same rounds, not side by side
+	rows = evaluateTargets(&report{Scenarios: []scenarioResult{{ID: "g",
+		Ratios:  []namedRatio{{Name: "gateway-redis/gateway", RPSRatio: 0.8, PairedRPSRatio: 0.86, SideBySideRPSRatio: 0.6}},
+		Targets: []targetResult{{Target: "gateway", OverLimitChecked: true}, {Target: "gateway-redis", OverLimitChecked: true}}}}})
+	for _, r := range rows {
+		if r.Scenario == "g" && (r.Status != "met" || r.Measured != "x0.86 in the same rounds (medians x0.80, side by side x0.60), 0 over the limit") {
+			t.Errorf("(g) %s: %s", r.Status, r.Measured)
+		}
 	}
 }
 

@@ -47,13 +47,25 @@ func evaluateTargets(r *report) []targetRow {
 		}
 		return *s.GatewayVsCaddy
 	}
-	// rps is the req/s ratio a goal is judged on: side by side when the scenario ran so (the
-	// steadier measure), else the ratio of the rounds' medians; and how the table shows both.
+	// rps is the req/s ratio a goal is judged on, the interleaved rounds' (the method:
+	// each target alone on the machine in its turn, so its req/s is what its cost per request
+	// allows), and how the table shows it, with the side-by-side ratio beside it where the
+	// scenario ran so. Side by side, both loaded at once on the same cores, evens their req/s
+	// out (each closed-loop connection waits for the shared cores whichever target it drives),
+	// so it answers another question and is never the one judged.
 	rps := func(c comparison) (float64, string) {
 		if c.SideBySideRPSRatio > 0 {
-			return c.SideBySideRPSRatio, fmt.Sprintf("x%.2f side by side (rounds x%.2f)", c.SideBySideRPSRatio, c.RPSRatio)
+			return c.RPSRatio, fmt.Sprintf("x%.2f (side by side x%.2f)", c.RPSRatio, c.SideBySideRPSRatio)
 		}
 		return c.RPSRatio, fmt.Sprintf("x%.2f", c.RPSRatio)
+	}
+	// paired is the ratio of two gateways judged on their ratio in the same rounds (the median
+	// of the rounds' ratios, else of the medians' ratio).
+	paired := func(q namedRatio) float64 {
+		if q.PairedRPSRatio > 0 {
+			return q.PairedRPSRatio
+		}
+		return q.RPSRatio
 	}
 	add("a", "JSON, 50 conns, every feature on: >= 0.95x req/s and <= +10 µs CPU/req", func(s *scenarioResult) (string, string) {
 		c := vsCaddy(s)
@@ -83,10 +95,11 @@ func evaluateTargets(r *report) []targetRow {
 		shown := "x0.00"
 		for _, q := range s.Ratios {
 			if q.Name == "gateway-redis/gateway" {
-				ratio, shown = q.RPSRatio, fmt.Sprintf("x%.2f", q.RPSRatio)
+				ratio, shown = paired(q), fmt.Sprintf("x%.2f in the same rounds (medians x%.2f", paired(q), q.RPSRatio)
 				if q.SideBySideRPSRatio > 0 {
-					ratio, shown = q.SideBySideRPSRatio, fmt.Sprintf("x%.2f side by side (same rounds x%.2f, medians x%.2f)", q.SideBySideRPSRatio, q.PairedRPSRatio, q.RPSRatio)
+					shown += fmt.Sprintf(", side by side x%.2f", q.SideBySideRPSRatio)
 				}
+				shown += ")"
 			}
 		}
 		var over int64
@@ -102,9 +115,9 @@ func evaluateTargets(r *report) []targetRow {
 	add("l", "usage ledger and label budget on: >= 0.98x req/s of the same gateway without them", func(s *scenarioResult) (string, string) {
 		for _, q := range s.Ratios {
 			if q.Name == "gateway-ledger/gateway" {
-				return fmt.Sprintf("x%.3f side by side (same rounds x%.3f, medians x%.3f, cpu/req x%.3f)",
-						q.SideBySideRPSRatio, q.PairedRPSRatio, q.RPSRatio, q.CPURatio),
-					status(q.SideBySideRPSRatio >= 0.98)
+				return fmt.Sprintf("x%.3f in the same rounds (medians x%.3f, side by side x%.3f, cpu/req x%.3f)",
+						paired(q), q.RPSRatio, q.SideBySideRPSRatio, q.CPURatio),
+					status(paired(q) >= 0.98)
 			}
 		}
 		return "-", "not run"
