@@ -13,6 +13,7 @@ import (
 	"github.com/tidwall/gjson"
 	"github.com/tidwall/sjson"
 
+	"github.com/caddyai/gateway/internal/jsonscan"
 	"github.com/caddyai/gateway/internal/wire"
 )
 
@@ -173,28 +174,15 @@ const streamUsageMember = `"stream_options":{"include_usage":true}`
 // member is spliced in after the object's opening brace, without parsing the body; otherwise,
 // or when the body does not start with a brace, sjson sets it.
 func askStreamUsage(body []byte, absent bool) ([]byte, error) {
-	i := skipJSONSpace(body, 0)
+	i := jsonscan.SkipSpace(body, 0)
 	if !absent || i == len(body) || body[i] != '{' {
 		return sjson.SetBytes(body, "stream_options.include_usage", true)
 	}
 	out := make([]byte, 0, len(body)+len(streamUsageMember)+1)
 	out = append(out, body[:i+1]...)
 	out = append(out, streamUsageMember...)
-	if j := skipJSONSpace(body, i+1); j < len(body) && body[j] != '}' {
+	if j := jsonscan.SkipSpace(body, i+1); j < len(body) && body[j] != '}' {
 		out = append(out, ',')
 	}
 	return append(out, body[i+1:]...), nil
-}
-
-// skipJSONSpace returns the index of the first byte at or after i that is not JSON whitespace.
-func skipJSONSpace(b []byte, i int) int {
-	for i < len(b) {
-		switch b[i] {
-		case ' ', '\t', '\n', '\r':
-			i++
-		default:
-			return i
-		}
-	}
-	return i
 }

@@ -130,6 +130,10 @@ key:
 	goto value
 }
 
+// SkipSpace returns the index of the first byte from i that is not JSON whitespace (len(data)
+// when there is none).
+func SkipSpace(data []byte, i int) int { return skipSpace(data, i) }
+
 // skipSpace returns the index of the first byte from i that is not JSON whitespace.
 func skipSpace(data []byte, i int) int {
 	for i < len(data) {
