@@ -13,10 +13,10 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/tidwall/sjson"
 
 	"github.com/caddyai/gateway/internal/wire"
 	"github.com/caddyai/gateway/ratelimit"
-	"github.com/tidwall/sjson"
 )
 
 // The gateway's placeholders: the request's while the request is proxied (for header_up), the
