@@ -16,8 +16,8 @@ $(CADDY): $(GO_SOURCES) xcaddy/build.sh
 run: build
 	$(CADDY) run --config Caddyfile --adapter caddyfile
 
-## test: everything: vet, unit, integration (real Caddy, real Redis, official SDKs), race detector, the built binary, a few seconds of every fuzz target
-test: vet test-unit test-race test-binary fuzz-smoke
+## test: everything: vet, unit, integration (real Caddy, real Redis, official SDKs), race detector, the built binary, a few seconds of every fuzz target, a 20 s soak
+test: vet test-unit test-race test-binary fuzz-smoke soak-smoke
 
 vet:
 	$(GO) vet ./...
@@ -58,9 +58,13 @@ fuzz-smoke:
 ## soak: a bounded soak of the gateway (mixed load, faults, 401s, 429s, reloads) for SOAK_DURATION
 ## (default 60s), failing on goroutine or heap growth; prints the numbers
 SOAK_DURATION ?= 60s
-.PHONY: soak
+.PHONY: soak soak-smoke
 soak:
 	SOAK=1 SOAK_DURATION=$(SOAK_DURATION) $(GO) test -count=1 -timeout 30m -run '^TestSoak$$' -v ./caddymodule/
+
+## soak-smoke: the soak for 20 s, part of make test
+soak-smoke:
+	$(MAKE) soak SOAK_DURATION=20s
 
 ## bench: the gateway against plain Caddy and the bare simulator on loopback (results in bench/out;
 ## BENCH_QUICK=1 for a one-minute smoke run, BENCH_FLAGS for benchrun's flags, e.g. -scenarios a,c)
