@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/caddyai/gateway/internal/jsonscan"
 
@@ -243,6 +244,10 @@ func (v *validator) common(k string, val gjson.Result) (handled, ok bool) {
 		}
 		if val.Str == "" {
 			return true, v.fail(v.emptyString("model"))
+		}
+		if !utf8.ValidString(val.Str) {
+			// a name no route can hold, and one logs, headers and metric labels cannot carry
+			return true, v.fail(v.custom(CodeInvalidValue, "model", "The model name is not valid UTF-8."))
 		}
 		v.info.Model = val.Str
 		return true, true

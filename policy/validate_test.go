@@ -334,6 +334,28 @@ func TestValidateModelDoesNotAliasBody(t *testing.T) {
 	}
 }
 
+// A model name that is not valid UTF-8 is refused: encoding/json (and every SDK) would read
+// another name than the route lookup, the logs and the metric labels.
+func TestValidateModelNotUTF8(t *testing.T) {
+	for _, c := range []struct {
+		e    wire.Endpoint
+		body string
+	}{
+		{chat, "{\"model\":\"\xe4\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}"},
+		{msgs, "{\"model\":\"c\xff\",\"max_tokens\":5,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}"},
+	} {
+		_, err := Validate(c.e, []byte(c.body))
+		if err == nil || err.Status != http.StatusBadRequest || err.Param != "model" || !strings.Contains(err.Message, "UTF-8") {
+			t.Errorf("%s %q: got %+v", c.e, c.body, err)
+		}
+	}
+	// an escaped non-ASCII name is valid UTF-8 and kept
+	info, err := Validate(chat, []byte(`{"model":"m\u00e9","messages":[{"role":"user","content":"x"}]}`))
+	if err != nil || info.Model != "m\u00e9" {
+		t.Fatalf("escaped name: %q %v", info.Model, err)
+	}
+}
+
 func TestValidateEndpointWithoutBody(t *testing.T) {
 	_, err := Validate(wire.EndpointModels, []byte(`{}`))
 	if err == nil || err.Status != http.StatusBadRequest {
