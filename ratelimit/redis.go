@@ -110,8 +110,9 @@ func NewRedisStore(client redis.UniversalClient, opts RedisOptions) *RedisStore 
 	return s
 }
 
-// BucketKey returns the key of the hash holding scope id's buckets.
-func (s *RedisStore) BucketKey(id string) string { return s.prefix + "b:" + id }
+// BucketKey returns the key of the string holding scope id's buckets (b2: the packed layout of
+// redis_scripts.go; b: was a hash of the same numbers).
+func (s *RedisStore) BucketKey(id string) string { return s.prefix + "b2:" + id }
 
 // SlotsKey returns the key of the sorted set holding scope id's
 // concurrency slots.

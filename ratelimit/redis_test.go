@@ -70,6 +70,37 @@ func TestRedisKeys(t *testing.T) {
 		}
 	})
 
+	t.Run("a bucket is one string, exact at the largest limits", func(t *testing.T) {
+		clock := newClock()
+		s := NewRedisStore(client, RedisOptions{Prefix: "layout:", Now: clock.Now})
+		l := NewLimiter(s, Options{OnStoreError: OnStoreErrorDeny})
+		// a bucket of the hash layout under the old name, full: not read by this layout
+		if err := client.HSet(ctx, "layout:b:key:a", "w2", "999999999999999", "t2", "1700000000000").Err(); err != nil {
+			t.Fatal(err)
+		}
+		k := []Scope{scope("key:a", Limits{TPM: MaxLimit, TPD: MaxLimit, RPM: MaxLimit})}
+		mustAllow(t, l, k, tokens(MaxLimit-7))
+		if typ := client.Type(ctx, s.BucketKey("key:a")).Val(); typ != "string" {
+			t.Fatalf("bucket type %q, want string", typ)
+		}
+		if n := client.StrLen(ctx, s.BucketKey("key:a")).Val(); n != 64 {
+			t.Fatalf("bucket of %d bytes, want eight doubles (64)", n)
+		}
+		// 7 tokens left of 50 billion a minute and a day: w = 49,999,999,993 * 86,400 ticks
+		// (4.3e15) and its refill are exact only if no digit is lost on the way
+		_, d := mustAllow(t, l, k, tokens(7))
+		if d.Tokens.Remaining != 0 {
+			t.Fatalf("after taking the last 7 tokens %d remain, want 0", d.Tokens.Remaining)
+		}
+		if _, d := reserve(t, l, k, tokens(1)); d.Allowed {
+			t.Fatalf("a token past the limit was allowed: %+v", d)
+		}
+		clock.Advance(time.Millisecond) // the minute's bucket refills 50e9/60000 tokens a ms
+		if _, d := reserve(t, l, k, tokens(1)); d.Allowed || !d.Daily {
+			t.Fatalf("after 1 ms the day's bucket still refuses, got %+v", d)
+		}
+	})
+
 	t.Run("server time", func(t *testing.T) {
 		s := NewRedisStore(client, RedisOptions{Prefix: "srvtime:"})
 		l := NewLimiter(s, Options{OnStoreError: OnStoreErrorDeny})
