@@ -178,8 +178,7 @@ local id = ARGV[3]
 local lease = tonumber(ARGV[4])
 local ns = math.floor(#KEYS / 2)
 local rec = KEYS[2*ns+1]
-local exp = tonumber(redis.call('GET', rec))
-redis.call('SET', rec, '0', 'PX', lease)
+local exp = tonumber(redis.call('SET', rec, '0', 'PX', lease, 'GET')) -- the tombstone, and what it replaced
 if exp == nil or exp <= now then
   return 0
 end
