@@ -57,7 +57,7 @@ func newGatewayMetrics() *gatewayMetrics {
 		ttft: prometheus.NewHistogramVec(hist("time_to_first_token_seconds",
 			"Time from the request's arrival to the first generated token of a stream.", latency), []string{"model"}),
 		itl: prometheus.NewHistogramVec(hist("inter_token_latency_seconds",
-			"Time between generated stream events.", []float64{.001, .0025, .005, .01, .02, .04, .08, .16, .32, .64, 1.28}), []string{"model"}),
+			"Mean time between a stream's generated tokens after the first: (end - first token) / (completion tokens - 1), one observation per complete stream.", []float64{.001, .0025, .005, .01, .02, .04, .08, .16, .32, .64, 1.28}), []string{"model"}),
 		upstream: prometheus.NewHistogramVec(hist("upstream_duration_seconds",
 			"Time from the hand-off to the upstream until the response ended.", latency), []string{"model"}),
 		inFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts(opts("in_flight_requests",

@@ -57,7 +57,6 @@ type responseTap struct {
 	stream       *wire.StreamTap
 	completion   strings.Builder // generated text, kept only when the upstream may not report usage
 	countText    bool
-	lastToken    time.Time
 	asm          *cache.Assembler // rebuilds a streamed answer for the cache
 	itl          prometheus.Observer
 	finalBody    []byte // the JSON body sent, for the cache
@@ -170,7 +169,7 @@ func (t *responseTap) startStream() {
 		opts.OnText = nil
 	}
 	if ex.route != nil {
-		t.itl = ex.route.series.itlObserver() // once, not per chunk
+		t.itl = ex.route.series.itlObserver()
 	}
 	if ex.cacheable {
 		t.asm = cache.NewAssembler(ex.endpoint, ex.surface)
@@ -188,7 +187,6 @@ func (t *responseTap) startStream() {
 func (t *responseTap) firstToken() {
 	now := t.g.now()
 	t.ex.firstToken = now
-	t.lastToken = now
 	t.ex.endUpstreamSpan()
 	if t.ex.route != nil {
 		t.ex.route.series.ttftObserver().Observe(now.Sub(t.ex.start).Seconds())
@@ -236,13 +234,6 @@ func (t *responseTap) Write(p []byte) (int, error) {
 			t.stream.StopText() // the upstream reports usage: no need to parse text for it
 			t.countText = false
 			t.eventsAtStop = t.stream.Events()
-		}
-		if t.itl != nil && !t.lastToken.IsZero() && len(t.out) > 0 {
-			now := t.g.now()
-			if d := now.Sub(t.lastToken); d > 0 {
-				t.itl.Observe(d.Seconds())
-			}
-			t.lastToken = now
 		}
 		if len(t.out) > 0 {
 			if _, err := t.ResponseWriterWrapper.Write(t.out); err != nil {
@@ -492,6 +483,14 @@ func (t *responseTap) finishStream(proxyErr error) (wire.Usage, error) {
 			}
 		case t.stream.Done():
 			r.streamUsage.Store(0) // a whole stream without usage: collect text again
+		}
+	}
+	if t.itl != nil && t.stream.Done() && !ex.firstToken.IsZero() && u.CompletionTokens > 1 {
+		// the mean gap between the stream's tokens after the first, one observation a stream:
+		// exact in its token count, where a gap per write would count frames (the finish
+		// chunk, [DONE]) and read the clock on every chunk
+		if d := t.g.now().Sub(ex.firstToken); d > 0 {
+			t.itl.Observe(d.Seconds() / float64(u.CompletionTokens-1))
 		}
 	}
 	setUsageHeaders(t.Header(), u)
