@@ -62,7 +62,8 @@ type RedisStore struct {
 	settle  *redis.Script
 	renew   *redis.Script
 
-	batch batcher // the reserve, peek and settle calls, sent in pipelines in their order
+	batch   batcher     // the reserve, peek and settle calls, sent in pipelines in their order
+	refused refusedMemo // refusals by request buckets, answered locally until they have room (redis_refused.go)
 
 	mu      sync.Mutex
 	held    map[string]*heldLease // granted reservations not settled yet, by id
@@ -169,6 +170,9 @@ func (s *RedisStore) Reserve(ctx context.Context, req Request) (Decision, error)
 	if req.ID == "" {
 		return Decision{}, fmt.Errorf("reserving: %w: empty reservation id", ErrInvalidRequest)
 	}
+	if d, ok := s.refused.refuse(req.Scopes, req.Cost, s.localNow()); ok {
+		return d, nil
+	}
 	keys := s.keys(req.Scopes, req.ID)
 	d, err := s.run(ctx, req, keys, true)
 	if err != nil {
@@ -188,6 +192,9 @@ func (s *RedisStore) Peek(ctx context.Context, scopes []Scope, cost Cost) (Decis
 	if len(scopes) == 0 {
 		return Decision{Allowed: true}, nil
 	}
+	if d, ok := s.refused.refuse(scopes, cost, s.localNow()); ok {
+		return d, nil
+	}
 	return s.run(ctx, Request{Scopes: scopes, Cost: cost}, s.keys(scopes, ""), false)
 }
 
@@ -203,6 +210,7 @@ func (s *RedisStore) run(ctx context.Context, req Request, keys []string, take b
 	if take {
 		o.release = &req
 	}
+	sent := s.localNow()
 	reply, err := s.call(ctx, o)
 	if err != nil {
 		return Decision{}, fmt.Errorf("running reserve script: %w", err)
@@ -230,6 +238,11 @@ func (s *RedisStore) run(ctx context.Context, req Request, keys []string, take b
 	d := decide(now, req.Scopes, req.Cost, st, take)
 	if taken := reply[0] == 1; take && taken != d.Allowed {
 		return Decision{}, fmt.Errorf("checking reserve script reply: script took=%t, decision allowed=%t", taken, d.Allowed)
+	}
+	if !d.Allowed && !d.Impossible {
+		// Redis read its clock after the call was sent, and the reply has it in whole ms: this
+		// offset is at or above the real one.
+		s.refused.remember(req.Scopes, st, now, now+ms-sent)
 	}
 	return d, nil
 }
