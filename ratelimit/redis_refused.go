@@ -1,6 +1,9 @@
 package ratelimit
 
-import "sync"
+import (
+	"sync"
+	"time"
+)
 
 // A key past its requests-per-minute (or per-day) limit keeps sending: a runaway client, a retry
 // loop. Each of its requests would cost a reserve script call in Redis only to be refused again,
@@ -24,14 +27,19 @@ import "sync"
 // What a local refusal reports: the request bucket's exact wait and quota; the token quota is
 // the state of the refusal's reply drained to now, which another instance may have moved since.
 
-// maxRefused bounds the remembered refusals; beyond it a new one is not remembered (and the
-// expired ones are swept first).
-const maxRefused = 1 << 16
+// maxRefused bounds the remembered refusals; beyond it a new one is not remembered. When full,
+// the expired ones are swept, at most once per refusedSweep, so that more scopes at their limits
+// than the bound (a keys file of 100,000 keys) cost one sweep a second, not one per refusal.
+const (
+	maxRefused   = 1 << 16
+	refusedSweep = int64(time.Second)
+)
 
 // refusedMemo holds the remembered refusals by scope id.
 type refusedMemo struct {
-	mu sync.Mutex
-	m  map[string]*refusedScope
+	mu    sync.Mutex
+	m     map[string]*refusedScope
+	swept int64 // local clock (ns) of the last sweep
 }
 
 // refusedScope is one remembered refusal.
@@ -79,8 +87,8 @@ func (m *refusedMemo) remember(scopes []Scope, st []scopeState, now, offset int6
 		if m.m == nil {
 			m.m = make(map[string]*refusedScope)
 		}
-		if len(m.m) >= maxRefused {
-			local := now - offset
+		if local := now - offset; len(m.m) >= maxRefused && (local-m.swept >= refusedSweep || local < m.swept) {
+			m.swept = local
 			for id, old := range m.m {
 				if old.until <= local {
 					delete(m.m, id)

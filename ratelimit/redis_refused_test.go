@@ -199,3 +199,44 @@ func TestRedisRefusedMemoExact(t *testing.T) {
 	}
 	t.Logf("%d refusals answered by the memo, each checked against Redis", local)
 }
+
+// TestRefusedMemoBound: the memo holds at most maxRefused refusals; once full, a new one is
+// remembered after the expired ones are swept, and the sweep runs at most once per second.
+func TestRefusedMemoBound(t *testing.T) {
+	var m refusedMemo
+	now := int64(1_700_000_000) * int64(time.Second)
+	lim := Limits{RPM: 1}
+	used := func(at int64) []scopeState { // one request used at at: refused for a minute
+		return []scopeState{{lv: [numDims]level{dimRPM: {w: periodTicks(dimRPM), t: at}}}}
+	}
+	for i := range maxRefused + 10 {
+		m.remember([]Scope{scope("s"+strconv.Itoa(i), lim)}, used(now), now, 0)
+	}
+	if len(m.m) != maxRefused {
+		t.Fatalf("%d remembered, want the bound %d", len(m.m), maxRefused)
+	}
+	if _, ok := m.refuse([]Scope{scope("s0", lim)}, Cost{Requests: 1}, now+int64(time.Second)); !ok {
+		t.Fatal("a remembered refusal was not answered")
+	}
+	later := now + int64(time.Minute) // every refusal so far has expired
+	m.remember([]Scope{scope("new", lim)}, used(later), later, 0)
+	if len(m.m) != 1 {
+		t.Fatalf("%d remembered after the sweep, want only the new one", len(m.m))
+	}
+	if _, ok := m.refuse([]Scope{scope("new", lim)}, Cost{Requests: 1}, later); !ok {
+		t.Fatal("the refusal remembered after the sweep was not answered")
+	}
+	// Full of live refusals: the next sweep waits a second whatever arrives meanwhile.
+	for i := range maxRefused {
+		m.remember([]Scope{scope("t"+strconv.Itoa(i), lim)}, used(later), later, 0)
+	}
+	swept := m.swept
+	m.remember([]Scope{scope("u", lim)}, used(later), later+int64(500*time.Millisecond), 0)
+	if m.swept != swept {
+		t.Fatal("swept twice within a second")
+	}
+	m.remember([]Scope{scope("u", lim)}, used(later), later+int64(time.Second), 0)
+	if m.swept == swept {
+		t.Fatal("not swept a second after the last sweep")
+	}
+}
