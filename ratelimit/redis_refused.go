@@ -24,6 +24,11 @@ import (
 // same limits, as one config does; while a fleet is rolled to other limits, an instance with the
 // old ones may hold a refusal longer than Redis would, at most until its own limit had room.
 //
+// A remembered refusal holds for refusedHold at most, then Redis is asked again (and the refusal
+// remembered anew): a bucket emptied in Redis by hand, a Redis restarted empty or an outage is
+// seen within that time, as without the memo, and a client sending past its limit costs Redis one
+// call per scope per refusedHold instead of one per request.
+//
 // What a local refusal reports: the request bucket's exact wait and quota; the token quota is
 // the state of the refusal's reply drained to now, which another instance may have moved since.
 
@@ -33,6 +38,7 @@ import (
 const (
 	maxRefused   = 1 << 16
 	refusedSweep = int64(time.Second)
+	refusedHold  = int64(time.Second)
 )
 
 // refusedMemo holds the remembered refusals by scope id.
@@ -49,7 +55,7 @@ type refusedScope struct {
 	at     int64      // Redis's clock (ns) of st
 	offset int64      // Redis's clock minus the local clock (ns), at or above the real offset
 	since  int64      // local clock (ns) when remembered: a clock turned back forgets it
-	until  int64      // local clock (ns): from then on a request bucket has room for one request
+	until  int64      // local clock (ns): from then on Redis is asked (the bucket has room, or refusedHold passed)
 }
 
 // requestRoomAt returns when (in st's clock, ns) every request bucket of st has room for one
@@ -82,7 +88,8 @@ func (m *refusedMemo) remember(scopes []Scope, st []scopeState, now, offset int6
 		if !refused {
 			continue
 		}
-		e := &refusedScope{lim: scopes[i].Limits, st: st[i], at: now, offset: offset, since: now - offset, until: at - offset}
+		since := now - offset
+		e := &refusedScope{lim: scopes[i].Limits, st: st[i], at: now, offset: offset, since: since, until: min(at-offset, since+refusedHold)}
 		m.mu.Lock()
 		if m.m == nil {
 			m.m = make(map[string]*refusedScope)
