@@ -63,7 +63,7 @@ type RedisStore struct {
 	renew   *redis.Script
 
 	batch   batcher     // the reserve, peek and settle calls, sent in pipelines in their order
-	refused refusedMemo // refusals by request buckets, answered locally until they have room (redis_refused.go)
+	refused refusedMemo // refusals by request buckets, answered locally a second at a time (redis_refused.go)
 
 	mu      sync.Mutex
 	held    map[string]*heldLease // granted reservations not settled yet, by id
