@@ -17,6 +17,8 @@ type rankBPE struct {
 	inner bigramSet
 	// maxToken is the length in bytes of the longest token.
 	maxToken int
+	// cache holds the merges of recent short pieces.
+	cache *pieceCache
 }
 
 // bigramSet is a set of byte pairs.
@@ -48,7 +50,7 @@ func newRankBPE(tokens []string) *rankBPE {
 		arena.WriteString(tok)
 	}
 	all := arena.String()
-	b := &rankBPE{ranks: make(map[string]uint32, n)}
+	b := &rankBPE{ranks: make(map[string]uint32, n), cache: new(pieceCache)}
 	off := 0
 	for rank, tok := range tokens {
 		if tok == "" {
@@ -94,6 +96,14 @@ func (b *rankBPE) merge(p string, sc *bpeScratch, whole bool) int {
 		if _, ok := b.rank(p); ok {
 			return 1
 		}
+	}
+	if len(p) <= maxCachedPiece {
+		if n, ok := b.cache.get(p); ok {
+			return n
+		}
+		n := b.mergeScan(p, sc)
+		b.cache.put(p, n)
+		return n
 	}
 	if len(p) < scanMergeLimit {
 		return b.mergeScan(p, sc)

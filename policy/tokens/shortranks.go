@@ -20,13 +20,23 @@ type shortSlot struct {
 // maxShortToken is the longest token shortRanks holds.
 const maxShortToken = 8
 
-// pack returns s's bytes (len(s) <= 8) as a little-endian uint64.
+// pack returns s's bytes (len(s) <= 8) as a little-endian uint64. From 4 bytes on it is two
+// overlapping 4-byte loads, the second shifted into place (the bytes both hold are the same).
 func pack(s string) uint64 {
-	var k uint64
-	for i := len(s) - 1; i >= 0; i-- {
-		k = k<<8 | uint64(s[i])
+	switch n := len(s); {
+	case n >= 4:
+		t := s[n-4:]
+		lo := uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24
+		hi := uint64(t[0]) | uint64(t[1])<<8 | uint64(t[2])<<16 | uint64(t[3])<<24
+		return lo | hi<<(8*(n-4))
+	case n == 3:
+		return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16
+	case n == 2:
+		return uint64(s[0]) | uint64(s[1])<<8
+	case n == 1:
+		return uint64(s[0])
 	}
-	return k
+	return 0
 }
 
 // slotOf is where the search for the token of key and length n starts.
