@@ -13,7 +13,10 @@ type pieceCache struct {
 }
 
 // pieceCacheSlots is the size of the cache: 16,384 slots of 24 bytes (384 KiB a vocabulary).
-const pieceCacheSlots = 1 << 14
+const (
+	pieceCacheBits  = 14
+	pieceCacheSlots = 1 << pieceCacheBits
+)
 
 // maxCachedPiece is the longest piece the cache holds: two packed words.
 const maxCachedPiece = 16
@@ -35,7 +38,7 @@ func pieceKey(p string) (lo, hi uint64) {
 
 func (c *pieceCache) slot(lo, hi uint64, n int) *pieceSlot {
 	h := (lo ^ hi*0xC2B2AE3D27D4EB4F ^ uint64(n)<<59) * 0x9E3779B97F4A7C15
-	return &c.slots[h>>(64-14)]
+	return &c.slots[h>>(64-pieceCacheBits)]
 }
 
 // get returns the number of tokens p was merged into, if the cache holds it.
