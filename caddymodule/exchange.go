@@ -53,6 +53,8 @@ type exchange struct {
 
 	promptTokens   int
 	promptExact    bool // promptTokens is the tokenizer's count, not the byte bound
+	promptBound    bool // a token limit applies and takes the byte bound (boundSuffices)
+	recount        bool // the bound's reservation was refused: count exactly
 	reservedOutput int
 	decision       ratelimit.Decision
 	reservation    *ratelimit.Reservation

@@ -248,12 +248,19 @@ func (g *Gateway) admitLimits(ctx context.Context, ex *exchange) *wire.Error {
 			Message: "The gateway cannot check rate limits right now. Please try again shortly.", RetryAfter: time.Second}
 	}
 	if !dec.Allowed {
+		if ex.promptBound && dec.Dimension == ratelimit.DimensionTokens {
+			return errRecount // the exact count may fit: admitPrompt tries again with it
+		}
 		g.metrics.rateLimited.WithLabelValues(ratelimit.ScopeKind(dec.Scope), string(dec.Dimension)).Inc()
 		return rateLimitError(dec, cost)
 	}
 	ex.reservation = res
 	return nil
 }
+
+// errRecount is admitLimits' answer when the tokens refuse a prompt taken at its byte bound;
+// never sent.
+var errRecount = &wire.Error{Status: http.StatusTooManyRequests, Code: "recount"}
 
 // capToBudget lowers max_tokens to the token budget left when the request would not fit it but
 // at least min output tokens would.

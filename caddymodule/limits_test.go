@@ -384,10 +384,11 @@ func TestCountingIsNoWeapon(t *testing.T) {
 	if exact, partial := count("exact"), count("partial"); exact != 0 || partial+count("lower_bound") != 1 {
 		t.Errorf("the huge prompt was counted: exact %v, partial %v", exact, partial)
 	}
-	// the key's only request of the minute (the refusal took none): a small prompt, counted exactly (a tpm applies)
+	// the key's only request of the minute (the refusal took none): a small prompt, far from the
+	// key's tpm, reserved at its byte bound without a count
 	resp, body = s.do(t, "/v1/chat/completions", "", chatBody)
-	if resp.StatusCode != 200 || count("exact") != 1 {
-		t.Fatalf("small prompt: %d exact=%v %s", resp.StatusCode, count("exact"), body)
+	if resp.StatusCode != 200 || count("exact") != 0 || count("bound") != 1 {
+		t.Fatalf("small prompt: %d exact=%v bound=%v %s", resp.StatusCode, count("exact"), count("bound"), body)
 	}
 	// over its rpm now: a prompt that could fit (its lower bound does) is refused before any count
 	before := count("exact") + count("partial")

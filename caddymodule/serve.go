@@ -385,16 +385,33 @@ func (g *Gateway) admit(ex *exchange, r *http.Request) *wire.Error {
 	} else if len(out) != len(ex.body.bytes()) || &out[0] != &ex.body.bytes()[0] {
 		ex.body.replace(out)
 	}
-	span := ex.stage("ai_gateway.count_tokens")
-	werr := g.countPrompt(ex)
-	ex.endCount(span)
-	if werr != nil {
-		return werr
-	}
-	if werr := g.admitLimits(r.Context(), ex); werr != nil {
+	if werr := g.admitPrompt(ex); werr != nil {
 		return werr
 	}
 	return g.admitBudgets(r.Context(), ex)
+}
+
+// admitPrompt counts the prompt (or takes its bound) and reserves the request's limits. A
+// reservation at the bound that its tokens refuse (the bucket was taken from since the look) is
+// not the answer: the prompt is counted exactly and reserved once more.
+func (g *Gateway) admitPrompt(ex *exchange) *wire.Error {
+	for {
+		span := ex.stage("ai_gateway.count_tokens")
+		werr := g.countPrompt(ex)
+		ex.endCount(span)
+		if werr != nil {
+			return werr
+		}
+		werr = g.admitLimits(ex.r.Context(), ex)
+		if werr == errRecount {
+			ex.promptBound, ex.recount = false, true
+			continue
+		}
+		if ex.promptBound {
+			ex.route.counted.bound.Inc()
+		}
+		return werr
+	}
 }
 
 func (g *Gateway) authenticate(ex *exchange, secret string) *wire.Error {
@@ -526,6 +543,9 @@ func (g *Gateway) countPrompt(ex *exchange) *wire.Error {
 			return werr
 		}
 	}
+	if !ex.spec.AlwaysCount && boundSuffices(dec, body, window, ex) {
+		return nil
+	}
 	budgetRoom := math.MaxInt
 	if dec.Tokens.Limit > 0 && g.RateLimit.CapMaxTokensToBudget == 0 {
 		budgetRoom = int(max(dec.Tokens.Remaining-int64(ex.reservedOutput), 0))
@@ -535,6 +555,32 @@ func (g *Gateway) countPrompt(ex *exchange) *wire.Error {
 		limit = math.MaxInt
 	}
 	return g.countExact(ex, chat, d, body, window, windowRoom, limit)
+}
+
+// boundSuffices takes the prompt at its byte upper bound, without counting it, when the bound
+// fits the window and the limits' look (dec, nil when none was taken) shows the most
+// constraining token bucket keeps at least half its capacity after the bound and the reserved
+// output are taken from it. The reservation is then larger than the exact one, as the reserved
+// max_tokens already is (OpenAI's own limiter estimates from characters too), and is settled on
+// the upstream's usage; an answer without usage is counted then (responseTap.estimate). Close to
+// a limit every prompt is counted exactly, so the excess held by requests in flight is bounded
+// by half a bucket, and a reservation the bound gets refused is retried on the exact count
+// (admitPrompt). With Redis a small prompt is counted rather than looked for (cheapCountBytes): the
+// count costs less than the round trip.
+func boundSuffices(dec ratelimit.Decision, body []byte, window int, ex *exchange) bool {
+	q := dec.Tokens
+	if !dec.Allowed || q.Limit <= 0 || ex.recount {
+		return false
+	}
+	bound := tokens.UpperBound(body)
+	if window > 0 && bound+ex.info.MaxTokens > window {
+		return false
+	}
+	if q.Remaining-int64(bound+ex.reservedOutput) < q.Limit/2 {
+		return false
+	}
+	ex.promptTokens, ex.promptBound = bound, true
+	return true
 }
 
 // countExact counts the prompt, stopping past limit (the most the window, windowRoom, or the
