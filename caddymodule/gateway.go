@@ -113,6 +113,7 @@ type Gateway struct {
 	cacheKey         string
 	keys             *atomic.Pointer[policy.KeyTable]
 	limiter          *ratelimit.Limiter
+	quotas           *ratelimit.QuotaMemo // the last reserved token quota per key and model, with a remote store
 	storeKey         string
 	backendKey       string
 	backend          *backendHandle

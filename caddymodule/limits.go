@@ -151,6 +151,9 @@ func (g *Gateway) provisionLimiter(repl *caddy.Replacer) error {
 		return fmt.Errorf("rate_limit: %w", err)
 	}
 	g.limiter = ratelimit.NewLimiter(h.store, opts)
+	if g.limiter.Remote() {
+		g.quotas = ratelimit.NewQuotaMemo()
+	}
 	return nil
 }
 
@@ -242,6 +245,7 @@ func (g *Gateway) admitLimits(ctx context.Context, ex *exchange) *wire.Error {
 	cost := ratelimit.Cost{Requests: 1, Tokens: int64(ex.promptTokens + ex.reservedOutput)}
 	res, dec, err := g.limiter.Reserve(ctx, scopes, cost)
 	ex.decision = dec
+	g.quotas.Put(ex.keyID(), ex.route.model.Name, dec.Tokens)
 	if err != nil {
 		g.logger.Error("rate limit reservation failed", zap.String("request_id", ex.requestID), zap.Error(err))
 		return &wire.Error{Status: http.StatusServiceUnavailable, Type: wire.TypeServer, Code: "rate_limit_unavailable",

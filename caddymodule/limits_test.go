@@ -518,3 +518,38 @@ func TestRedisSettlementsLeaveBeforeTheStoreCloses(t *testing.T) {
 		}
 	}
 }
+
+// TestPromptAtItsBoundRedis: with the Redis store a small prompt is not looked for, so a key's
+// first prompt is counted; the quota its reservation reported then lets the next ones, far from
+// the key's tpm, be reserved at their byte bound; on a key close to its limit every prompt is
+// counted. Every request is answered either way.
+func TestPromptAtItsBoundRedis(t *testing.T) {
+	srv := testredis.StartServer(t)
+	for _, tc := range []struct {
+		name, limits string
+		bound, exact float64
+	}{
+		{"far from the limit", "tpm 1000000", 2, 1},
+		{"close to the limit", "tpm 150", 0, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			up := newUpstream(t, simulator.Config{})
+			port := freePort(t)
+			rl := fmt.Sprintf("rate_limit {\n\tstore redis redis://%s/0\n\tredis_prefix %s:\n}", srv.Addr(), t.Name())
+			startCaddy(t, limitsConfig(port, up.addr(), tc.limits, rl))
+			s := &usageSetup{port: port, upstream: up}
+			count := func(how string) float64 {
+				return s.metric(t, "caddy_ai_gateway_prompt_counts_total", map[string]string{"model": "demo-llama", "how": how})
+			}
+			bound0, exact0 := count("bound"), count("exact")
+			for i := range 3 {
+				if resp, body := s.do(t, "/v1/chat/completions", "", chatBody); resp.StatusCode != 200 {
+					t.Fatalf("request %d: %d %s", i, resp.StatusCode, body)
+				}
+			}
+			if b, e := count("bound")-bound0, count("exact")-exact0; b != tc.bound || e != tc.exact {
+				t.Errorf("prompts at their bound %v, counted %v; want %v, %v", b, e, tc.bound, tc.exact)
+			}
+		})
+	}
+}

@@ -533,7 +533,7 @@ func (g *Gateway) countPrompt(ex *exchange) *wire.Error {
 			return policy.ContextLengthExceeded(ex.endpoint, window, lower, ex.info.MaxTokens, g.ContextStatus, true)
 		}
 	}
-	var dec ratelimit.Decision
+	var dec, look ratelimit.Decision
 	if len(body) > cheapCountBytes || !g.limiter.Remote() {
 		// (a look at limits in Redis is a round trip, which costs more than counting a
 		// prompt this small; the reservation after the count refuses it as well)
@@ -542,8 +542,12 @@ func (g *Gateway) countPrompt(ex *exchange) *wire.Error {
 			ex.route.counted.lowerBound.Inc()
 			return werr
 		}
+		look = dec
+	} else if q, ok := g.quotas.Get(ex.keyID(), m.Name); ok {
+		// what the key's last reservation through this instance left stands in for the look
+		look = ratelimit.Decision{Allowed: true, Tokens: q}
 	}
-	if !ex.spec.AlwaysCount && boundSuffices(dec, body, window, ex) {
+	if !ex.spec.AlwaysCount && boundSuffices(look, body, window, ex) {
 		return nil
 	}
 	budgetRoom := math.MaxInt
@@ -558,15 +562,18 @@ func (g *Gateway) countPrompt(ex *exchange) *wire.Error {
 }
 
 // boundSuffices takes the prompt at its byte upper bound, without counting it, when the bound
-// fits the window and the limits' look (dec, nil when none was taken) shows the most
+// fits the window and the limits' look (dec; zero when none was taken) shows the most
 // constraining token bucket keeps at least half its capacity after the bound and the reserved
 // output are taken from it. The reservation is then larger than the exact one, as the reserved
 // max_tokens already is (OpenAI's own limiter estimates from characters too), and is settled on
 // the upstream's usage; an answer without usage is counted then (responseTap.estimate). Close to
 // a limit every prompt is counted exactly, so the excess held by requests in flight is bounded
 // by half a bucket, and a reservation the bound gets refused is retried on the exact count
-// (admitPrompt). With Redis a small prompt is counted rather than looked for (cheapCountBytes): the
-// count costs less than the round trip.
+// (admitPrompt). With Redis a small prompt is not looked for (cheapCountBytes: the round trip
+// costs more than the count): the quota the key's last reservation through this instance
+// reported stands in for the look (Gateway.quotas), so the first prompt of a key is counted, and
+// with several instances the half bucket is as exact as their last replies (a bucket another
+// instance emptied since refuses the bound, which is then counted).
 func boundSuffices(dec ratelimit.Decision, body []byte, window int, ex *exchange) bool {
 	q := dec.Tokens
 	if !dec.Allowed || q.Limit <= 0 || ex.recount {
