@@ -54,9 +54,7 @@ func TestQuotaMemoConcurrent(t *testing.T) {
 	m := NewQuotaMemo()
 	var wg sync.WaitGroup
 	for w := range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for i := range 2000 {
 				n := int64(w*10000 + i)
 				m.Put("k", "m", Quota{Limit: n + 1, Remaining: n})
@@ -65,7 +63,7 @@ func TestQuotaMemoConcurrent(t *testing.T) {
 					return
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 }
