@@ -47,6 +47,11 @@ func (b *requestBody) read(r *http.Request, limit int64) *wire.Error {
 	}
 	buf := bodyPool.Get().(*bytes.Buffer)
 	buf.Reset()
+	if r.ContentLength > 0 {
+		// one allocation for a declared length (ReadFrom keeps MinRead free for each read,
+		// the one that meets the end too)
+		buf.Grow(int(r.ContentLength) + bytes.MinRead)
+	}
 	b.buf = buf
 	b.limited = io.LimitedReader{R: r.Body, N: limit + 1}
 	_, err := buf.ReadFrom(&b.limited)
@@ -126,7 +131,22 @@ func (b *requestBody) putBuf() {
 // untouched reports whether no byte of the handed-on body was read yet (so it can be sent to
 // another upstream).
 func (b *requestBody) untouched() bool {
-	return b.handed == nil || !b.handed.closed.Load() && b.handed.Len() == int(b.handed.Size())
+	return b.handed == nil || !b.handed.sent.Load() && !b.handed.closed.Load() && b.handed.Len() == int(b.handed.Size())
+}
+
+// inMemory returns the bytes of the body handed on with req, for the transport to send from
+// memory in its place, or nil when that body was read or closed already, or when req does not
+// carry it as it was handed on (another length, trailers to forward). The body handed on is
+// then never read, so never closed: its buffer stays out of the pool.
+func (b *requestBody) inMemory(req *http.Request) []byte {
+	if b.handed == nil || !b.untouched() || req.Body == nil || len(req.Trailer) > 0 {
+		return nil
+	}
+	p := b.bytes()
+	if len(p) == 0 || req.ContentLength != int64(len(p)) {
+		return nil
+	}
+	return p
 }
 
 // pooledBody is the body handed to the next handler. It and the request hold the buffer
@@ -135,6 +155,7 @@ type pooledBody struct {
 	bytes.Reader
 	owner  *requestBody
 	closed atomic.Bool
+	sent   atomic.Bool  // sent from memory by Transport in its place
 	holds  atomic.Int32 // 2 when handed on: the body and the request
 }
 

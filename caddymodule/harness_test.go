@@ -163,9 +163,12 @@ var keyAll = "key " + policy.FormatHash(policy.HashSecret(secretAll)) + " {\n\ti
 
 // gatewaySite is the site most tests run: :port serving Caddy's /metrics and, on every other
 // path, ai_gateway with the directives of gateway (keys, models, options) before
-// reverse_proxy { dynamic ai_gateway } with the subdirectives of proxy, after the global
-// options.
+// reverse_proxy { dynamic ai_gateway } with the subdirectives of proxy (and the ai_gateway
+// transport unless proxy names a transport), after the global options.
 func gatewaySite(port int, gateway, proxy string) string {
+	if !strings.Contains(proxy, "transport ") {
+		proxy += "\n\t\t\ttransport ai_gateway"
+	}
 	return globalOptions + fmt.Sprintf(`
 :%d {
 	handle /metrics {
