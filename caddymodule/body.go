@@ -134,16 +134,22 @@ func (b *requestBody) untouched() bool {
 	return b.handed == nil || !b.handed.sent.Load() && !b.handed.closed.Load() && b.handed.Len() == int(b.handed.Size())
 }
 
+// maxSentFromMemory is the largest body Transport sends from memory. Its buffer cannot go back
+// to the pool (the connection may still be writing it when the request ends), and past this
+// size a fresh allocation of it costs about what the write saved.
+const maxSentFromMemory = 64 << 10
+
 // inMemory returns the bytes of the body handed on with req, for the transport to send from
-// memory in its place, or nil when that body was read or closed already, or when req does not
-// carry it as it was handed on (another length, trailers to forward). The body handed on is
-// then never read, so never closed: its buffer stays out of the pool.
+// memory in its place, or nil when that body was read or closed already, is over
+// maxSentFromMemory, or req does not carry it as it was handed on (another length, trailers to
+// forward). The body handed on is then never read, so never closed: its buffer stays out of the
+// pool.
 func (b *requestBody) inMemory(req *http.Request) []byte {
 	if b.handed == nil || !b.untouched() || req.Body == nil || len(req.Trailer) > 0 {
 		return nil
 	}
 	p := b.bytes()
-	if len(p) == 0 || req.ContentLength != int64(len(p)) {
+	if len(p) == 0 || len(p) > maxSentFromMemory || req.ContentLength != int64(len(p)) {
 		return nil
 	}
 	return p

@@ -20,8 +20,8 @@ func init() {
 // to check and count it), and this transport gives net/http that body as one in memory, so the
 // request's header and a body that fits the write buffer (4 KiB by default) leave in one write
 // instead of two: net/http flushes the header of a body it cannot see into before sending
-// the body, and reverse_proxy wraps every body it forwards. Requests the gateway did not read
-// (and those with trailers) go through unchanged.
+// the body, and reverse_proxy wraps every body it forwards. Requests the gateway did not read,
+// those with trailers and bodies over 64 KiB (maxSentFromMemory) go through unchanged.
 // Use it as `reverse_proxy { dynamic ai_gateway transport ai_gateway { ... } }`; its
 // subdirectives are those of `transport http`.
 type Transport struct {

@@ -117,6 +117,32 @@ func TestTransportOneWrite(t *testing.T) {
 			t.Error("the buffer of a body sent from memory went back to the pool while the transport may hold it")
 		}
 	})
+	t.Run("a large body", func(t *testing.T) {
+		large := `{"model":"m","messages":[{"role":"user","content":"` + strings.Repeat("hello ", maxSentFromMemory/6) + `"}]}`
+		tr, writes := newCountingTransport(t)
+		req, ex := handedRequest(t, upstream.URL, large)
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if s, _ := got.Load().(string); s != large {
+			t.Fatalf("the upstream got %d bytes, want the %d sent", len(s), len(large))
+		}
+		if n := writes.Load(); n < 2 {
+			t.Errorf("%d writes for a %d-byte body", n, len(large))
+		}
+		// read through the proxy's reader, the body is closed by the transport once written,
+		// and its buffer goes back to the pool
+		deadline := time.Now().Add(2 * time.Second)
+		for !ex.body.handed.closed.Load() && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		if !ex.body.handed.closed.Load() || ex.body.handed.sent.Load() {
+			t.Error("a body over maxSentFromMemory was sent from memory")
+		}
+	})
 	t.Run("http transport", func(t *testing.T) {
 		tr, writes := newCountingTransport(t)
 		req, _ := handedRequest(t, upstream.URL, body)
