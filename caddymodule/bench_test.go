@@ -20,11 +20,16 @@ import (
 // limits, a model with a context window and exact (cl100k) counting, validation and usage
 // extraction.
 func newBenchGateway(b testing.TB) *Gateway {
+	return newBenchGatewayWindow(b, 8192)
+}
+
+// newBenchGatewayWindow is newBenchGateway with the model's context window set to window.
+func newBenchGatewayWindow(b testing.TB, window int) *Gateway {
 	b.Helper()
 	raw := fmt.Sprintf(`{
 		"keys": [{"secret": %q, "id": "bench", "rpm": 1000000000, "tpm": 10000000000}],
-		"models": [{"name": "demo-llama", "aliases": ["llama"], "context_window": 8192, "tokenizer": "cl100k_base"}]
-	}`, policy.FormatHash(policy.HashSecret("sk-bench")))
+		"models": [{"name": "demo-llama", "aliases": ["llama"], "context_window": %d, "tokenizer": "cl100k_base"}]
+	}`, policy.FormatHash(policy.HashSecret("sk-bench")), window)
 	g := new(Gateway)
 	if err := json.Unmarshal([]byte(raw), g); err != nil {
 		b.Fatal(err)
@@ -127,6 +132,34 @@ func BenchmarkGatewayRefusal(b *testing.B) {
 		_ = g.ServeHTTP(rec, req, next)
 		if rec.Code != 401 {
 			b.Fatal(rec.Code)
+		}
+	}
+}
+
+// BenchmarkGatewayMultiTurn: the whole handler for the 20th turn of a conversation (a 1.5 KB
+// system prompt and 19 earlier turns resent, about 9 KB), as scenario d of `make bench` sends,
+// to a model with a 128K window: the prompt is reserved at its byte bound, not counted.
+func BenchmarkGatewayMultiTurn(b *testing.B) {
+	var body strings.Builder
+	body.WriteString(`{"model":"llama","max_tokens":20,"messages":[{"role":"system","content":"` + strings.Repeat("Answer in the house style. ", 58) + `"}`)
+	for t := 1; t < 20; t++ {
+		fmt.Fprintf(&body, `,{"role":"user","content":"Question %d: %s"},{"role":"assistant","content":"Answer %d: %s"}`,
+			t, strings.Repeat("what about it? ", 10), t, strings.Repeat("it is fine. ", 20))
+	}
+	body.WriteString(`,{"role":"user","content":"New question 20: and then?"}]}`)
+	g := newBenchGatewayWindow(b, 131072)
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusOK)
+		_, err := w.Write([]byte(benchCompletion))
+		return err
+	})
+	b.ReportAllocs()
+	b.SetBytes(int64(body.Len()))
+	for b.Loop() {
+		rec := httptest.NewRecorder()
+		if err := g.ServeHTTP(rec, benchRequest(body.String()), next); err != nil || rec.Code != 200 {
+			b.Fatalf("%v %d %s", err, rec.Code, rec.Body)
 		}
 	}
 }

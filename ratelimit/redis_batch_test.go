@@ -80,9 +80,12 @@ func TestRedisPipelinesShared(t *testing.T) {
 	if n := allowed.Load(); n != 150 {
 		t.Fatalf("admitted %d of %d on rpm 150", n, callers)
 	}
+	// every admitted reserve is a command, and none is two; a caller arriving after a trip has
+	// brought back a refusal of the key's request bucket is refused from that (redis_refused.go)
+	// without one
 	trips := rt.pipelines.Load()
-	if cmds := rt.commands.Load(); cmds != callers || trips >= callers/4 {
-		t.Fatalf("%d reserves sent as %d commands in %d round trips; want %d commands in fewer than %d", callers, cmds, trips, callers, callers/4)
+	if cmds := rt.commands.Load(); cmds < 150 || cmds > callers || trips >= callers/4 {
+		t.Fatalf("%d reserves sent as %d commands in %d round trips; want 150 to %d commands in fewer than %d", callers, cmds, trips, callers, callers/4)
 	}
 	t.Logf("%d concurrent reserves in %d round trips", callers, trips)
 
