@@ -134,10 +134,10 @@ func TestEstimate(t *testing.T) {
 	}
 }
 
-// TestASCIIRunEnd checks the eight-bytes-at-a-time scan against a byte loop, for every start and
-// every position of the first non-ASCII byte in texts around the word size.
+// TestASCIIRunEnd checks the scan (32 bytes at a time, then eight) against a byte loop, for
+// every start and every position of the first non-ASCII byte in texts around both strides.
 func TestASCIIRunEnd(t *testing.T) {
-	for n := 0; n <= 20; n++ {
+	for n := 0; n <= 72; n++ {
 		for stop := -1; stop < n; stop++ {
 			b := []byte(strings.Repeat("a", n))
 			if stop >= 0 {
