@@ -33,8 +33,12 @@ type requestBody struct {
 	handed    *pooledBody
 	complete  bool // the whole body was read
 	released  bool
-	length    [1]string // the Content-Length header's value, kept here rather than allocated
-	limited   io.LimitedReader
+	// given marks a buffer handed to a transport to send from memory: a connection may hold it
+	// past any close or release (an attempt that failed while writing, then a retry), so it
+	// never goes back to the pool
+	given   atomic.Bool
+	length  [1]string // the Content-Length header's value, kept here rather than allocated
+	limited io.LimitedReader
 }
 
 // read reads the whole body, refusing more than limit bytes without reading further.
@@ -121,7 +125,7 @@ func (b *requestBody) release() {
 
 func (b *requestBody) putBuf() {
 	if b.buf != nil {
-		if b.buf.Cap() <= maxPooledBody {
+		if b.buf.Cap() <= maxPooledBody && !b.given.Load() {
 			bodyPool.Put(b.buf)
 		}
 		b.buf = nil
@@ -142,8 +146,7 @@ const maxSentFromMemory = 64 << 10
 // inMemory returns the bytes of the body handed on with req, for the transport to send from
 // memory in its place, or nil when that body was read or closed already, is over
 // maxSentFromMemory, or req does not carry it as it was handed on (another length, trailers to
-// forward). The body handed on is then never read, so never closed: its buffer stays out of the
-// pool.
+// forward). A buffer it returns stays out of the pool (given).
 func (b *requestBody) inMemory(req *http.Request) []byte {
 	if b.handed == nil || !b.untouched() || req.Body == nil || len(req.Trailer) > 0 {
 		return nil
@@ -152,6 +155,7 @@ func (b *requestBody) inMemory(req *http.Request) []byte {
 	if len(p) == 0 || len(p) > maxSentFromMemory || req.ContentLength != int64(len(p)) {
 		return nil
 	}
+	b.given.Store(true)
 	return p
 }
 

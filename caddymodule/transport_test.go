@@ -112,6 +112,9 @@ func TestTransportOneWrite(t *testing.T) {
 		if ex.body.untouched() {
 			t.Error("a body sent from memory still counts as untouched: a fallback would resend it")
 		}
+		if !ex.body.given.Load() {
+			t.Error("a body sent from memory is not marked given: its buffer could go back to the pool")
+		}
 		ex.body.release()
 		if ex.body.buf == nil {
 			t.Error("the buffer of a body sent from memory went back to the pool while the transport may hold it")
