@@ -51,10 +51,11 @@ func (b *requestBody) read(r *http.Request, limit int64) *wire.Error {
 	}
 	buf := bodyPool.Get().(*bytes.Buffer)
 	buf.Reset()
-	if r.ContentLength > 0 {
-		// one allocation for a declared length (ReadFrom keeps MinRead free for each read,
-		// the one that meets the end too)
-		buf.Grow(int(r.ContentLength) + bytes.MinRead)
+	if n := r.ContentLength; n > 0 && n <= maxSentFromMemory {
+		// one allocation for a small declared length (ReadFrom keeps MinRead free for each
+		// read, the one that meets the end too); a large one grows as its bytes arrive, so a
+		// client declaring max_body and sending nothing costs no more than it sent
+		buf.Grow(int(n) + bytes.MinRead)
 	}
 	b.buf = buf
 	b.limited = io.LimitedReader{R: r.Body, N: limit + 1}

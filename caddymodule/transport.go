@@ -46,7 +46,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if ex == nil {
 		return t.HTTPTransport.RoundTrip(req)
 	}
-	sent := ex.body.handed
+	handed := ex.body.handed
 	p := ex.body.inMemory(req)
 	if p == nil {
 		return t.HTTPTransport.RoundTrip(req)
@@ -56,7 +56,9 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := t.HTTPTransport.RoundTrip(&out)
 	var dialErr reverseproxy.DialError
 	if err == nil || !errors.As(err, &dialErr) {
-		sent.sent.Store(true)
+		// as for reverse_proxy's own retries of a POST, only a failed dial proves that no
+		// byte left
+		handed.sent.Store(true)
 	}
 	return resp, err
 }
