@@ -27,5 +27,29 @@ import (
 // "image", so counting that word bounds the image allowances.
 func UpperBound(body []byte) int {
 	s := unsafe.String(unsafe.SliceData(body), len(body))
-	return estimateBytes(s) + ImageTokens*strings.Count(s, "image")
+	return estimateBytes(s) + ImageTokens*countImage(s)
+}
+
+// countImage returns strings.Count(s, "image"). It finds the word's 'g', a rarer byte in text
+// than its 'i', with the vectorised byte search and checks the bytes around each, which is
+// about three times faster on prose; once the 'g's outside the word outnumber 8 plus one per 32
+// bytes searched (a body made of them), it leaves the rest to strings.Count, whose cost does not
+// grow with them.
+func countImage(s string) int {
+	n, miss := 0, 0
+	for i := 3; i < len(s)-1; { // the word's 'g' is its fourth byte, and one byte follows it
+		j := strings.IndexByte(s[i:len(s)-1], 'g')
+		if j < 0 {
+			break
+		}
+		j += i
+		if s[j-3:j+2] == "image" {
+			n++
+		} else if miss++; miss > 8+j/32 {
+			// every 'g' up to j was looked at: what is left starts at j-2 or later
+			return n + strings.Count(s[j-2:], "image")
+		}
+		i = j + 1
+	}
+	return n
 }
