@@ -73,6 +73,11 @@ func BenchmarkGatewayJSON(b *testing.B) {
 // benchJSON runs the gateway g on the 1 KB chat request, in front of a no-op upstream that
 // answers a JSON completion, once per benchmark iteration.
 func benchJSON(b *testing.B, g *Gateway) {
+	benchJSONBody(b, g, benchChatBody)
+}
+
+// benchJSONBody is benchJSON with the request body body.
+func benchJSONBody(b *testing.B, g *Gateway, body string) {
 	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusOK)
@@ -80,10 +85,10 @@ func benchJSON(b *testing.B, g *Gateway) {
 		return err
 	})
 	b.ReportAllocs()
-	b.SetBytes(int64(len(benchChatBody)))
+	b.SetBytes(int64(len(body)))
 	for b.Loop() {
 		rec := httptest.NewRecorder()
-		if err := g.ServeHTTP(rec, benchRequest(benchChatBody), next); err != nil || rec.Code != 200 {
+		if err := g.ServeHTTP(rec, benchRequest(body), next); err != nil || rec.Code != 200 {
 			b.Fatalf("%v %d %s", err, rec.Code, rec.Body)
 		}
 	}
@@ -147,19 +152,5 @@ func BenchmarkGatewayMultiTurn(b *testing.B) {
 			t, strings.Repeat("what about it? ", 10), t, strings.Repeat("it is fine. ", 20))
 	}
 	body.WriteString(`,{"role":"user","content":"New question 20: and then?"}]}`)
-	g := newBenchGatewayWindow(b, 131072)
-	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusOK)
-		_, err := w.Write([]byte(benchCompletion))
-		return err
-	})
-	b.ReportAllocs()
-	b.SetBytes(int64(body.Len()))
-	for b.Loop() {
-		rec := httptest.NewRecorder()
-		if err := g.ServeHTTP(rec, benchRequest(body.String()), next); err != nil || rec.Code != 200 {
-			b.Fatalf("%v %d %s", err, rec.Code, rec.Body)
-		}
-	}
+	benchJSONBody(b, newBenchGatewayWindow(b, 131072), body.String())
 }
